@@ -1,0 +1,129 @@
+/* The configuration file (libconfig): sections kafka, postgres, http,
+ * schema_registry, schemas, ingest, log, topics and handlers, with
+ * KJB_<SECTION>_<KEY> environment overrides. Loading checks syntax, key
+ * names, types and values; schema-dependent checks live in catalog.c. */
+#ifndef KJB_CONFIG_H
+#define KJB_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef enum { KJB_FMT_CONFLUENT, KJB_FMT_RAW, KJB_FMT_SINGLE_OBJECT } kjb_format;
+typedef enum { KJB_SCOPE_LOCAL, KJB_SCOPE_CLUSTER } kjb_rate_scope;
+typedef enum { KJB_JITTER_FULL, KJB_JITTER_EQUAL, KJB_JITTER_NONE } kjb_jitter;
+
+typedef struct {
+  char *kind;
+  char *queue;        /* default "default" */
+  int priority;       /* default 0; smaller runs first */
+  int max_attempts;   /* default: the handler's retry.max_attempts, else 20 */
+  char *unique_key;   /* template with ${dotted.path}; NULL when absent */
+  char **args;        /* dotted paths; NULL/0 means the whole record */
+  size_t nargs;
+  int line;
+} kjb_job_cfg;
+
+typedef struct {
+  char *topic;
+  kjb_format format;  /* default confluent */
+  char *schema;       /* reader schema file, relative to schemas.dir */
+  char *dlq;          /* default "<topic>.dlq" */
+  kjb_job_cfg *jobs;
+  size_t njobs;
+  int line;
+} kjb_topic_cfg;
+
+typedef struct {
+  char *kind;
+  char *type;         /* "http" | "exec" | "log" | "plugin" */
+  char *url;          /* http */
+  char **command;     /* exec: argv, no shell */
+  size_t ncommand;
+  char *plugin;       /* plugin: path to the shared object */
+  int64_t timeout_us; /* default 30s */
+  int concurrency;    /* default 4 */
+  struct {
+    int enabled;
+    double rate;      /* tokens per second */
+    int burst;
+    kjb_rate_scope scope;
+  } rate_limit;
+  struct {
+    int max_attempts; /* default 20 */
+    int64_t base_us;  /* default 1s */
+    int64_t max_us;   /* default 1h */
+    kjb_jitter jitter;
+  } retry;
+  struct {
+    int enabled;
+    double failure_ratio;
+    int min_calls;
+    int64_t open_for_us;
+  } breaker;
+  int line;
+} kjb_handler_cfg;
+
+typedef struct {
+  int id;
+  char *file;
+  int line;
+} kjb_schema_id_cfg;
+
+typedef struct {
+  char *path; /* the file this came from */
+  struct {
+    char *brokers;     /* required; "embedded" for an in-process cluster */
+    char *group;       /* default "kjb" */
+    char **properties; /* "key=value", passed to librdkafka as-is */
+    size_t nproperties;
+  } kafka;
+  struct {
+    char *conninfo;    /* required */
+    char *schema;      /* default "kjb" */
+    int pool_size;     /* default 4 */
+  } postgres;
+  struct {
+    char *listen;      /* default "127.0.0.1:9464" */
+    char *admin_token_env; /* default "KJB_ADMIN_TOKEN" */
+  } http;
+  struct {
+    char *url;         /* NULL when not configured */
+    int64_t timeout_us; /* default 5s */
+  } schema_registry;
+  struct {
+    char *dir;         /* default "schemas/avro", relative to the cwd */
+    kjb_schema_id_cfg *ids;
+    size_t nids;
+  } schemas;
+  struct {
+    int batch_size;         /* default 5000 records */
+    int64_t batch_timeout_us; /* default 100ms */
+  } ingest;
+  struct {
+    char *level;       /* debug | info | warn | error; default info */
+    char *format;      /* text | json; default text */
+  } log;
+  kjb_topic_cfg *topics;
+  size_t ntopics;
+  kjb_handler_cfg *handlers;
+  size_t nhandlers;
+} kjb_config;
+
+/* Loads and validates path into cfg (zeroed first). Returns 0, or a
+ * negative code with err->msg as "<path>:<line>: <what is wrong>"
+ * (KJB_ECONFIG; KJB_EIO when the file cannot be read, as "<path>: <why>").
+ * On failure cfg holds nothing that needs freeing. */
+int kjb_config_load(const char *path, kjb_config *cfg, kjb_err *err);
+void kjb_config_close(kjb_config *cfg);
+
+/* The config file to use: explicit path, else $KJB_CONFIG, else
+ * "config/kjb.cfg". */
+const char *kjb_config_default_path(const char *explicit_path);
+
+const kjb_topic_cfg *kjb_config_topic(const kjb_config *cfg, const char *topic);
+const kjb_handler_cfg *kjb_config_handler(const kjb_config *cfg, const char *kind);
+const char *kjb_format_name(kjb_format f);
+
+#endif

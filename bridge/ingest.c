@@ -1,0 +1,625 @@
+/* Ingest: consume, decode, map, insert, dead-letter, commit.
+ *
+ * A batch is a run of records from any assigned partitions. Its jobs are
+ * inserted in one transaction; its dead letters are produced and must be
+ * acknowledged; only then are the batch's offsets committed. A crash at
+ * any point leaves the offsets behind the work, and redelivery inserts
+ * nothing twice because jobs are unique by their source coordinates. */
+#include "ingest.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kafka.h"
+#include "log.h"
+#include "map.h"
+#include "store.h"
+
+#define BACKOFF_MIN_US (250 * 1000LL)
+#define BACKOFF_MAX_US (30 * 1000000LL)
+
+typedef struct {
+  const kjb_topic_cfg *topic;
+  int32_t partition;
+  int64_t next_offset;   /* to commit: last accounted offset + 1; -1 none */
+  int blocked;           /* a transient failure stopped this partition */
+  int64_t retry_offset;  /* where to resume after the backoff */
+} part_state;
+
+typedef struct {
+  rd_kafka_message_t *msg; /* the source record, kept until acknowledged */
+  const kjb_topic_cfg *topic;
+  const char *stage;
+  kjb_err reason;
+  int state;               /* 0 in flight, 1 delivered, -1 failed */
+} dead_letter;
+
+typedef struct {
+  int32_t partition;
+  const char *topic;
+  int64_t resume_at_us;
+  int64_t offset;
+  int64_t backoff_us;
+} paused_part;
+
+struct kjb_ingest {
+  const kjb_config *cfg;
+  kjb_catalog *catalog;
+  rd_kafka_t *consumer;
+  rd_kafka_t *producer;
+  kjb_store *store;
+  kjb_arena *arena;
+  kjb_buf scratch, scratch2;
+  volatile sig_atomic_t *stop;
+
+  kjb_job_row *rows;
+  size_t nrows, caprows;
+  part_state *parts;
+  size_t nparts, capparts;
+  dead_letter *dls;
+  size_t ndls, capdls;
+  size_t nrecords; /* records in the current batch */
+
+  paused_part *paused;
+  size_t npaused, cappaused;
+
+  kjb_ingest_stats stats;
+};
+
+static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap)
+    return p;
+  size_t n = *cap ? *cap * 2 : 64;
+  while (n < need)
+    n *= 2;
+  void *q = realloc(p, n * elem);
+  if (!q)
+    abort();
+  *cap = n;
+  return q;
+}
+
+static void sleep_us(int64_t us) {
+  struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+  nanosleep(&ts, NULL);
+}
+
+static part_state *part_for(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t partition) {
+  for (size_t i = 0; i < ing->nparts; i++)
+    if (ing->parts[i].topic == t && ing->parts[i].partition == partition)
+      return &ing->parts[i];
+  ing->parts = grow(ing->parts, &ing->capparts, ing->nparts + 1, sizeof *ing->parts);
+  part_state *p = &ing->parts[ing->nparts++];
+  *p = (part_state){t, partition, -1, 0, -1};
+  return p;
+}
+
+static const kjb_topic_cfg *topic_for(kjb_ingest *ing, const rd_kafka_message_t *m) {
+  const char *name = rd_kafka_topic_name(m->rkt);
+  return kjb_config_topic(ing->cfg, name);
+}
+
+/* ---- record metadata ------------------------------------------------ */
+
+/* Bytes as a JSON string when they are UTF-8, else {"base64": "..."}. */
+static void json_bytes(kjb_buf *b, const void *p, size_t n) {
+  if (kjb_utf8_invalid_at(p, n) < 0) {
+    kjb_buf_json_str(b, p, n);
+  } else {
+    kjb_buf_puts(b, "{\"base64\":\"");
+    kjb_buf_base64(b, p, n);
+    kjb_buf_puts(b, "\"}");
+  }
+}
+
+static void record_meta(kjb_buf *b, const rd_kafka_message_t *m) {
+  rd_kafka_timestamp_type_t tstype;
+  int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+  kjb_buf_reset(b);
+  kjb_buf_puts(b, "{\"topic\":");
+  const char *topic = rd_kafka_topic_name(m->rkt);
+  kjb_buf_json_str(b, topic, strlen(topic));
+  kjb_buf_printf(b, ",\"partition\":%d,\"offset\":%lld,\"timestamp\":", (int)m->partition,
+                 (long long)m->offset);
+  if (ts >= 0)
+    kjb_buf_printf(b, "%lld", (long long)ts);
+  else
+    kjb_buf_puts(b, "null");
+  kjb_buf_puts(b, ",\"key\":");
+  if (m->key)
+    json_bytes(b, m->key, m->key_len);
+  else
+    kjb_buf_puts(b, "null");
+  rd_kafka_headers_t *hdrs;
+  if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    kjb_buf_puts(b, ",\"headers\":{");
+    const char *name;
+    const void *val;
+    size_t len;
+    int first = 1;
+    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &len) ==
+                       RD_KAFKA_RESP_ERR_NO_ERROR;
+         i++) {
+      if (kjb_utf8_invalid_at(name, strlen(name)) >= 0)
+        continue;
+      if (!first)
+        kjb_buf_putc(b, ',');
+      first = 0;
+      kjb_buf_json_str(b, name, strlen(name));
+      kjb_buf_putc(b, ':');
+      if (val)
+        json_bytes(b, val, len);
+      else
+        kjb_buf_puts(b, "null");
+    }
+    kjb_buf_putc(b, '}');
+  }
+  kjb_buf_putc(b, '}');
+}
+
+/* ---- dead letters --------------------------------------------------- */
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  kjb_ingest *ing = opaque;
+  size_t i = (size_t)(uintptr_t)m->_private;
+  if (i >= ing->ndls)
+    return;
+  if (m->err) {
+    kjb_warn("dead letter for %s [%d] @%lld not delivered: %s",
+             ing->dls[i].topic->topic, (int)ing->dls[i].msg->partition,
+             (long long)ing->dls[i].msg->offset, rd_kafka_err2str(m->err));
+    ing->dls[i].state = -1;
+  } else {
+    ing->dls[i].state = 1;
+  }
+}
+
+static void add_header(rd_kafka_headers_t *h, const char *name, const char *val) {
+  rd_kafka_header_add(h, name, -1, val, -1);
+}
+
+static int produce_dead_letter(kjb_ingest *ing, size_t i) {
+  dead_letter *d = &ing->dls[i];
+  const rd_kafka_message_t *m = d->msg;
+  rd_kafka_headers_t *orig = NULL, *h;
+  if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    h = rd_kafka_headers_copy(orig);
+  else
+    h = rd_kafka_headers_new(12);
+  char num[64], code[64];
+  add_header(h, "__connect.errors.topic", d->topic->topic);
+  snprintf(num, sizeof num, "%d", (int)m->partition);
+  add_header(h, "__connect.errors.partition", num);
+  snprintf(num, sizeof num, "%lld", (long long)m->offset);
+  add_header(h, "__connect.errors.offset", num);
+  add_header(h, "__connect.errors.stage", d->stage);
+  add_header(h, "__connect.errors.class.name", "kjb");
+  snprintf(code, sizeof code, "kjb.%s", kjb_err_name(d->reason.code));
+  add_header(h, "__connect.errors.exception.class.name", code);
+  add_header(h, "__connect.errors.exception.message", d->reason.msg);
+  rd_kafka_timestamp_type_t tstype;
+  snprintf(num, sizeof num, "%lld", (long long)rd_kafka_message_timestamp(m, &tstype));
+  add_header(h, "kjb.original.timestamp", num);
+  add_header(h, "kjb.consumer.group", ing->cfg->kafka.group);
+  kjb_buf now;
+  kjb_buf_init(&now);
+  kjb_buf_rfc3339(&now, kjb_now_wall_us(), 3);
+  add_header(h, "kjb.dead_lettered_at", now.data);
+  kjb_buf_close(&now);
+  d->state = 0;
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      ing->producer, RD_KAFKA_V_TOPIC(d->topic->dlq), RD_KAFKA_V_KEY(m->key, m->key_len),
+      RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_HEADERS(h),
+      RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      RD_KAFKA_V_END);
+  if (e) {
+    rd_kafka_headers_destroy(h);
+    d->state = -1;
+    kjb_warn("could not produce dead letter to \"%s\": %s", d->topic->dlq,
+             rd_kafka_err2str(e));
+    return -1;
+  }
+  return 0;
+}
+
+/* Waits until every dead letter of the batch is acknowledged, producing
+ * failed ones again with backoff. Returns -1 when asked to stop first. */
+static int settle_dead_letters(kjb_ingest *ing) {
+  int64_t backoff = BACKOFF_MIN_US;
+  for (;;) {
+    rd_kafka_flush(ing->producer, 1000);
+    size_t inflight = 0, failed = 0;
+    for (size_t i = 0; i < ing->ndls; i++) {
+      if (ing->dls[i].state == 0)
+        inflight++;
+      else if (ing->dls[i].state < 0)
+        failed++;
+    }
+    if (inflight == 0 && failed == 0)
+      return 0;
+    if (*ing->stop && inflight == 0)
+      return -1;
+    if (failed) {
+      sleep_us(backoff);
+      backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
+      for (size_t i = 0; i < ing->ndls; i++)
+        if (ing->dls[i].state < 0)
+          produce_dead_letter(ing, i);
+    }
+  }
+}
+
+/* ---- one record ----------------------------------------------------- */
+
+static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m,
+                               const kjb_topic_cfg *t, const char *stage, const kjb_err *why) {
+  ing->dls = grow(ing->dls, &ing->capdls, ing->ndls + 1, sizeof *ing->dls);
+  size_t i = ing->ndls++;
+  ing->dls[i] = (dead_letter){m, t, stage, *why, 0};
+  kjb_info("dead-lettering %s [%d] @%lld to \"%s\": kjb.%s: %s", t->topic, (int)m->partition,
+           (long long)m->offset, t->dlq, kjb_err_name(why->code), why->msg);
+  produce_dead_letter(ing, i);
+}
+
+static char *arena_copy(kjb_ingest *ing, const kjb_buf *b) {
+  char *p = kjb_arena_strndup(ing->arena, b->data, b->len);
+  if (!p)
+    abort();
+  return p;
+}
+
+/* Decodes and maps one record into the batch. Returns 1 when the record
+ * must be kept (its message is owned by a dead letter), 0 when the caller
+ * may destroy the message, -1 on a transient failure (the partition is
+ * blocked and the record will be consumed again). */
+static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *t,
+                   part_state *ps) {
+  kjb_err err;
+  kjb_value *rec = NULL;
+  int rc = kjb_decode_record(ing->catalog, t, m->payload, m->len, ing->arena, &rec, &err);
+  if (rc < 0 && kjb_err_is_transient(&err)) {
+    kjb_warn("%s [%d] @%lld: %s; will retry", t->topic, (int)m->partition,
+             (long long)m->offset, err.msg);
+    ps->blocked = 1;
+    ps->retry_offset = m->offset;
+    return -1;
+  }
+  ps->next_offset = m->offset + 1;
+  ing->nrecords++;
+  if (rc < 0) {
+    dead_letter_record(ing, m, t, "VALUE_CONVERTER", &err);
+    return 1;
+  }
+  size_t first_row = ing->nrows;
+  const char *meta = NULL;
+  for (size_t j = 0; j < t->njobs; j++) {
+    const kjb_job_cfg *job = &t->jobs[j];
+    kjb_buf_reset(&ing->scratch);
+    kjb_buf_reset(&ing->scratch2);
+    if (kjb_map_args(job, rec, &ing->scratch, &err) < 0 ||
+        (job->unique_key && kjb_map_unique_key(job, rec, &ing->scratch2, &err) < 0)) {
+      ing->nrows = first_row; /* all of the record's jobs, or none */
+      dead_letter_record(ing, m, t, "TRANSFORMATION", &err);
+      return 1;
+    }
+    if (!meta) {
+      kjb_buf meta_buf;
+      kjb_buf_init(&meta_buf);
+      record_meta(&meta_buf, m);
+      meta = arena_copy(ing, &meta_buf);
+      kjb_buf_close(&meta_buf);
+    }
+    ing->rows = grow(ing->rows, &ing->caprows, ing->nrows + 1, sizeof *ing->rows);
+    ing->rows[ing->nrows++] = (kjb_job_row){
+        .kind = job->kind,
+        .queue = job->queue,
+        .priority = job->priority,
+        .max_attempts = job->max_attempts,
+        .args_json = arena_copy(ing, &ing->scratch),
+        .meta_json = meta,
+        .unique_key = job->unique_key ? arena_copy(ing, &ing->scratch2) : NULL,
+        .source_topic = t->topic,
+        .source_partition = m->partition,
+        .source_offset = m->offset,
+    };
+  }
+  return 0;
+}
+
+/* ---- batch completion ----------------------------------------------- */
+
+static void pause_blocked(kjb_ingest *ing, part_state *ps) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_t *tp =
+      rd_kafka_topic_partition_list_add(l, ps->topic->topic, ps->partition);
+  tp->offset = ps->retry_offset;
+  rd_kafka_pause_partitions(ing->consumer, l);
+  rd_kafka_error_t *e = rd_kafka_seek_partitions(ing->consumer, l, 5000);
+  if (e) {
+    kjb_warn("could not rewind %s [%d]: %s", ps->topic->topic, (int)ps->partition,
+             rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  paused_part *pp = NULL;
+  for (size_t i = 0; i < ing->npaused; i++)
+    if (ing->paused[i].partition == ps->partition &&
+        strcmp(ing->paused[i].topic, ps->topic->topic) == 0)
+      pp = &ing->paused[i];
+  if (!pp) {
+    ing->paused = grow(ing->paused, &ing->cappaused, ing->npaused + 1, sizeof *ing->paused);
+    pp = &ing->paused[ing->npaused++];
+    *pp = (paused_part){ps->partition, ps->topic->topic, 0, 0, BACKOFF_MIN_US / 2};
+  }
+  pp->backoff_us = pp->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : pp->backoff_us * 2;
+  pp->offset = ps->retry_offset;
+  pp->resume_at_us = kjb_now_mono_us() + pp->backoff_us;
+}
+
+static void resume_due(kjb_ingest *ing, int all) {
+  int64_t now = kjb_now_mono_us();
+  for (size_t i = 0; i < ing->npaused;) {
+    paused_part *pp = &ing->paused[i];
+    if (!all && now < pp->resume_at_us) {
+      i++;
+      continue;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, pp->topic, pp->partition);
+    rd_kafka_resume_partitions(ing->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    ing->paused[i] = ing->paused[--ing->npaused];
+  }
+}
+
+static void reset_batch(kjb_ingest *ing) {
+  for (size_t i = 0; i < ing->ndls; i++)
+    rd_kafka_message_destroy(ing->dls[i].msg);
+  ing->ndls = 0;
+  ing->nrows = 0;
+  ing->nparts = 0;
+  ing->nrecords = 0;
+  kjb_arena_reset(ing->arena);
+}
+
+/* Makes the batch durable and commits its offsets. Returns 0, or -1 when
+ * asked to stop before the batch was durable (nothing is committed then;
+ * the records will be delivered again). */
+static int flush(kjb_ingest *ing) {
+  if (ing->nparts == 0)
+    return 0;
+  int64_t backoff = BACKOFF_MIN_US;
+  size_t inserted = 0;
+  for (;;) {
+    kjb_err err;
+    if (!ing->store) {
+      ing->store = kjb_store_connect(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema,
+                                     &err);
+    }
+    if (ing->store &&
+        kjb_store_insert_jobs(ing->store, ing->rows, ing->nrows, &inserted, &err) == 0)
+      break;
+    kjb_warn("could not store %zu jobs: %s; retrying in %lld ms", ing->nrows, err.msg,
+             (long long)(backoff / 1000));
+    kjb_store_free(ing->store);
+    ing->store = NULL;
+    if (*ing->stop) {
+      reset_batch(ing);
+      return -1;
+    }
+    sleep_us(backoff);
+    backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
+  }
+  if (settle_dead_letters(ing) < 0) {
+    reset_batch(ing);
+    return -1;
+  }
+  rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new((int)ing->nparts);
+  for (size_t i = 0; i < ing->nparts; i++) {
+    part_state *ps = &ing->parts[i];
+    if (ps->next_offset >= 0)
+      rd_kafka_topic_partition_list_add(offsets, ps->topic->topic, ps->partition)->offset =
+          ps->next_offset;
+  }
+  if (offsets->cnt > 0) {
+    rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, offsets, 0);
+    if (e)
+      /* The work is durable; a lost commit only means redelivery, which
+       * inserts nothing twice. */
+      kjb_warn("could not commit offsets: %s", rd_kafka_err2str(e));
+  }
+  rd_kafka_topic_partition_list_destroy(offsets);
+  for (size_t i = 0; i < ing->nparts; i++)
+    if (ing->parts[i].blocked)
+      pause_blocked(ing, &ing->parts[i]);
+  ing->stats.records += ing->nrecords;
+  ing->stats.jobs_inserted += inserted;
+  ing->stats.dead_lettered += ing->ndls;
+  ing->stats.batches++;
+  kjb_debug("batch: %zu records, %zu jobs (%zu new), %zu dead letters", ing->nrecords,
+            ing->nrows, inserted, ing->ndls);
+  reset_batch(ing);
+  return 0;
+}
+
+/* ---- rebalancing ---------------------------------------------------- */
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+  kjb_ingest *ing = opaque;
+  int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+  for (int i = 0; i < parts->cnt; i++)
+    kjb_info("%s %s [%d]", e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked",
+             parts->elems[i].topic, (int)parts->elems[i].partition);
+  if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    if (cooperative) {
+      rd_kafka_error_t *err = rd_kafka_incremental_assign(rk, parts);
+      if (err) {
+        kjb_error("could not assign partitions: %s", rd_kafka_error_string(err));
+        rd_kafka_error_destroy(err);
+      }
+    } else {
+      rd_kafka_assign(rk, parts);
+    }
+    return;
+  }
+  /* Revoked: whatever we hold of these partitions must be committed now,
+   * while we still own them. Flushing the whole batch is simplest. */
+  flush(ing);
+  for (int i = 0; i < parts->cnt; i++)
+    for (size_t k = 0; k < ing->npaused;) {
+      if (ing->paused[k].partition == parts->elems[i].partition &&
+          strcmp(ing->paused[k].topic, parts->elems[i].topic) == 0)
+        ing->paused[k] = ing->paused[--ing->npaused];
+      else
+        k++;
+    }
+  if (cooperative) {
+    rd_kafka_error_t *err = rd_kafka_incremental_unassign(rk, parts);
+    if (err) {
+      kjb_error("could not unassign partitions: %s", rd_kafka_error_string(err));
+      rd_kafka_error_destroy(err);
+    }
+  } else {
+    rd_kafka_assign(rk, NULL);
+  }
+}
+
+/* ---- lifecycle ------------------------------------------------------ */
+
+kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err *err) {
+  kjb_ingest *ing = calloc(1, sizeof *ing);
+  ing->cfg = cfg;
+  ing->catalog = catalog;
+  ing->arena = kjb_arena_new(1 << 20);
+  kjb_buf_init(&ing->scratch);
+  kjb_buf_init(&ing->scratch2);
+  char errstr[512];
+
+  static const char *const consumer_defaults[] = {
+      "partition.assignment.strategy", "cooperative-sticky",
+      "enable.auto.commit", "false",
+      "enable.auto.offset.store", "false",
+      "auto.offset.reset", "earliest",
+      "enable.partition.eof", "false",
+      NULL};
+  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, consumer_defaults, err);
+  if (!conf)
+    goto fail;
+  if (rd_kafka_conf_set(conf, "group.id", cfg->kafka.group, errstr, sizeof errstr)) {
+    kjb_err_set(err, KJB_ECONFIG, "kafka.group: %s", errstr);
+    rd_kafka_conf_destroy(conf);
+    goto fail;
+  }
+  rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+  rd_kafka_conf_set_opaque(conf, ing);
+  ing->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (!ing->consumer) {
+    rd_kafka_conf_destroy(conf);
+    kjb_err_set(err, KJB_EKAFKA, "could not create consumer: %s", errstr);
+    goto fail;
+  }
+  rd_kafka_poll_set_consumer(ing->consumer);
+
+  static const char *const producer_defaults[] = {
+      "enable.idempotence", "true",
+      "acks", "all",
+      "linger.ms", "5",
+      NULL};
+  conf = kjb_kafka_conf(cfg, producer_defaults, err);
+  if (!conf)
+    goto fail;
+  rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+  rd_kafka_conf_set_opaque(conf, ing);
+  ing->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (!ing->producer) {
+    rd_kafka_conf_destroy(conf);
+    kjb_err_set(err, KJB_EKAFKA, "could not create dead-letter producer: %s", errstr);
+    goto fail;
+  }
+
+  ing->store = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, err);
+  if (!ing->store)
+    goto fail;
+  return ing;
+fail:
+  kjb_ingest_free(ing);
+  return NULL;
+}
+
+int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
+  ing->stop = stop;
+  rd_kafka_topic_partition_list_t *topics =
+      rd_kafka_topic_partition_list_new((int)ing->cfg->ntopics);
+  for (size_t i = 0; i < ing->cfg->ntopics; i++)
+    rd_kafka_topic_partition_list_add(topics, ing->cfg->topics[i].topic,
+                                      RD_KAFKA_PARTITION_UA);
+  rd_kafka_resp_err_t e = rd_kafka_subscribe(ing->consumer, topics);
+  rd_kafka_topic_partition_list_destroy(topics);
+  if (e)
+    return kjb_err_set(err, KJB_EKAFKA, "could not subscribe: %s", rd_kafka_err2str(e));
+
+  const size_t batch_size = (size_t)ing->cfg->ingest.batch_size;
+  const int64_t batch_timeout = ing->cfg->ingest.batch_timeout_us;
+  int64_t batch_start = 0;
+  while (!*stop) {
+    int timeout_ms = 100;
+    if (ing->nrecords > 0) {
+      int64_t left = batch_start + batch_timeout - kjb_now_mono_us();
+      timeout_ms = left > 0 ? (int)(left / 1000) : 0;
+    }
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(ing->consumer, timeout_ms);
+    rd_kafka_poll(ing->producer, 0);
+    if (m) {
+      int keep = 0;
+      if (m->err) {
+        kjb_warn("consumer: %s", rd_kafka_message_errstr(m));
+      } else {
+        const kjb_topic_cfg *t = topic_for(ing, m);
+        part_state *ps = t ? part_for(ing, t, m->partition) : NULL;
+        if (ps && !ps->blocked) {
+          if (ing->nrecords == 0)
+            batch_start = kjb_now_mono_us();
+          keep = process(ing, m, t, ps) == 1;
+        }
+      }
+      if (!keep)
+        rd_kafka_message_destroy(m);
+    }
+    int full = ing->nrecords >= batch_size;
+    int due = ing->nparts > 0 && kjb_now_mono_us() - batch_start >= batch_timeout;
+    if (full || due || (!m && ing->nparts > 0))
+      flush(ing);
+    resume_due(ing, 0);
+  }
+  /* Drain: make what we hold durable, then leave the group (which revokes
+   * and commits through on_rebalance). */
+  flush(ing);
+  resume_due(ing, 1);
+  rd_kafka_consumer_close(ing->consumer);
+  return 0;
+}
+
+void kjb_ingest_get_stats(const kjb_ingest *ing, kjb_ingest_stats *out) { *out = ing->stats; }
+
+void kjb_ingest_free(kjb_ingest *ing) {
+  if (!ing)
+    return;
+  reset_batch(ing);
+  if (ing->consumer)
+    rd_kafka_destroy(ing->consumer);
+  if (ing->producer) {
+    rd_kafka_flush(ing->producer, 5000);
+    rd_kafka_destroy(ing->producer);
+  }
+  kjb_store_free(ing->store);
+  kjb_arena_free(ing->arena);
+  kjb_buf_close(&ing->scratch);
+  kjb_buf_close(&ing->scratch2);
+  free(ing->rows);
+  free(ing->parts);
+  free(ing->dls);
+  free(ing->paused);
+  free(ing);
+}

@@ -1,0 +1,36 @@
+/* Ingest: the consumer side of `kjb run`. Reads the configured topics in
+ * one consumer group, decodes and maps records in batches, inserts their
+ * jobs in one transaction per batch, dead-letters what cannot be decoded
+ * or mapped, and commits offsets only after both are durable. */
+#ifndef KJB_INGEST_H
+#define KJB_INGEST_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "catalog.h"
+#include "config.h"
+#include "err.h"
+
+typedef struct kjb_ingest kjb_ingest;
+
+typedef struct {
+  uint64_t records;       /* consumed and accounted for (committed) */
+  uint64_t jobs_inserted; /* new rows */
+  uint64_t dead_lettered;
+  uint64_t batches;
+} kjb_ingest_stats;
+
+/* Creates the consumer, the DLQ producer and the store connection. cfg
+ * and catalog must outlive the ingest. */
+kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err *err);
+
+/* Runs until *stop becomes non-zero, then drains: finishes the batch in
+ * hand, commits, and leaves the group. Returns 0, or a negative code for
+ * a fatal error. */
+int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err);
+
+void kjb_ingest_get_stats(const kjb_ingest *ing, kjb_ingest_stats *out);
+void kjb_ingest_free(kjb_ingest *ing);
+
+#endif

@@ -1,0 +1,480 @@
+/* kjb: the command line. Each subcommand parses its own options, loads the
+ * configuration and calls into the library. Exit codes: 0 success, 1
+ * operational failure, 2 usage or configuration error. */
+#include <getopt.h>
+#include <jansson.h>
+#include <libconfig.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <microhttpd.h>
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "catalog.h"
+#include "config.h"
+#include "ingest.h"
+#include "kafka.h"
+#include "log.h"
+#include "store.h"
+
+enum { EXIT_OPERATIONAL = 1, EXIT_USAGE = 2 };
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) { stop_requested = 1; }
+
+static void install_signals(void) {
+  struct sigaction sa = {0};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+/* "kjb: <cmd>: <why>" and the exit code that fits the error. */
+static int fail(const char *cmd, const kjb_err *err) {
+  fprintf(stderr, "kjb: %s: %s\n", cmd, err->msg);
+  kjb_err_class cls = kjb_err_classof(err->code);
+  return err->code == KJB_ECONFIG || err->code == KJB_EUSAGE || err->code == KJB_ESCHEMA
+             ? EXIT_USAGE
+             : cls == KJB_FATAL && err->code != KJB_EIO ? EXIT_USAGE : EXIT_OPERATIONAL;
+}
+
+static int usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "kjb: %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\nTry 'kjb %s --help'.\n", cmd);
+  va_end(ap);
+  return EXIT_USAGE;
+}
+
+typedef struct {
+  const char *config_path;
+  const char *log_format;
+  const char *log_level;
+} common_opts;
+
+/* Loads config and sets up logging; returns 0 or an exit code. */
+static int load(const char *cmd, const common_opts *o, kjb_config *cfg) {
+  kjb_err err;
+  if (kjb_config_load(kjb_config_default_path(o->config_path), cfg, &err) < 0)
+    return fail(cmd, &err);
+  const char *level = o->log_level ? o->log_level : cfg->log.level;
+  const char *format = o->log_format ? o->log_format : cfg->log.format;
+  kjb_log_level lvl;
+  if (kjb_log_level_parse(level, &lvl) < 0 ||
+      (strcmp(format, "text") != 0 && strcmp(format, "json") != 0)) {
+    kjb_config_close(cfg);
+    return usage_error(cmd, "bad log level or format \"%s\"", o->log_level ? level : format);
+  }
+  kjb_log_setup(lvl, strcmp(format, "json") == 0);
+  return 0;
+}
+
+enum { OPT_LOG_FORMAT = 1000, OPT_LOG_LEVEL, OPT_SCHEMA_ID, OPT_ROLE };
+
+#define COMMON_LONG_OPTS                                                   \
+  {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, \
+      {"log-format", required_argument, NULL, OPT_LOG_FORMAT},             \
+      {"log-level", required_argument, NULL, OPT_LOG_LEVEL}
+
+static const char COMMON_HELP[] =
+    "  -c, --config FILE     configuration file (default $KJB_CONFIG, else config/kjb.cfg)\n"
+    "      --log-format FMT  text or json (default: log.format)\n"
+    "      --log-level LVL   debug, info, warn or error (default: log.level)\n"
+    "  -h, --help            show this help\n";
+
+/* Handles the options every command shares. Returns -1 when handled,
+ * 0 when c is not a common option, or an exit code (help: 0 via *done). */
+static int common_opt(int c, common_opts *o) {
+  switch (c) {
+  case 'c': o->config_path = optarg; return -1;
+  case OPT_LOG_FORMAT: o->log_format = optarg; return -1;
+  case OPT_LOG_LEVEL: o->log_level = optarg; return -1;
+  default: return 0;
+  }
+}
+
+/* ---- run ------------------------------------------------------------ */
+
+static int cmd_run(int argc, char **argv) {
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"role", required_argument, NULL, OPT_ROLE},
+                                       {0}};
+  common_opts o = {0};
+  const char *role = "all";
+  int c;
+  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    if (c == OPT_ROLE) {
+      role = optarg;
+    } else if (c == 'h') {
+      printf("usage: kjb run [--role all|consumer|executor] [options]\n\n"
+             "Runs the service: consumers turn records into jobs.\n"
+             "SIGTERM or SIGINT drains the current batch, commits and leaves the group.\n\n"
+             "      --role ROLE       all, consumer or executor (default all)\n%s",
+             COMMON_HELP);
+      return 0;
+    } else {
+      return usage_error("run", "invalid option");
+    }
+  }
+  if (strcmp(role, "all") != 0 && strcmp(role, "consumer") != 0 &&
+      strcmp(role, "executor") != 0)
+    return usage_error("run", "unknown role \"%s\" (expected all, consumer or executor)", role);
+  if (strcmp(role, "executor") == 0) {
+    fprintf(stderr, "kjb: run: role \"executor\" is not available in this version\n");
+    return EXIT_USAGE;
+  }
+  kjb_config cfg;
+  int rc = load("run", &o, &cfg);
+  if (rc)
+    return rc;
+  kjb_err err;
+  kjb_catalog *cat = kjb_catalog_new(&cfg, &err);
+  if (!cat) {
+    rc = fail("run", &err);
+    kjb_config_close(&cfg);
+    return rc;
+  }
+  install_signals();
+  kjb_ingest *ing = kjb_ingest_new(&cfg, cat, &err);
+  if (!ing) {
+    rc = fail("run", &err);
+  } else {
+    kjb_info("kjb %s consuming %zu topic(s) in group \"%s\"", KJB_VERSION, cfg.ntopics,
+             cfg.kafka.group);
+    if (kjb_ingest_run(ing, &stop_requested, &err) < 0)
+      rc = fail("run", &err);
+    kjb_ingest_stats st;
+    kjb_ingest_get_stats(ing, &st);
+    kjb_info("stopped: %llu records, %llu jobs inserted, %llu dead-lettered",
+             (unsigned long long)st.records, (unsigned long long)st.jobs_inserted,
+             (unsigned long long)st.dead_lettered);
+    kjb_ingest_free(ing);
+  }
+  kjb_catalog_free(cat);
+  kjb_config_close(&cfg);
+  return rc;
+}
+
+/* ---- migrate -------------------------------------------------------- */
+
+static int cmd_migrate(int argc, char **argv) {
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"status", no_argument, NULL, 's'},
+                                       {0}};
+  common_opts o = {0};
+  int status = 0, c;
+  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    if (c == 's') {
+      status = 1;
+    } else if (c == 'h') {
+      printf("usage: kjb migrate [--status] [options]\n\n"
+             "Creates or upgrades the database schema. Idempotent, and safe to run\n"
+             "from several nodes at once.\n\n"
+             "      --status          list applied and pending migrations; exit 1 if any "
+             "is pending\n%s",
+             COMMON_HELP);
+      return 0;
+    } else {
+      return usage_error("migrate", "invalid option");
+    }
+  }
+  kjb_config cfg;
+  int rc = load("migrate", &o, &cfg);
+  if (rc)
+    return rc;
+  kjb_err err;
+  kjb_store *s = kjb_store_connect(cfg.postgres.conninfo, cfg.postgres.schema, &err);
+  if (!s) {
+    rc = fail("migrate", &err);
+  } else if (status) {
+    int pending;
+    if (kjb_store_migrate_status(s, stdout, &pending, &err) < 0)
+      rc = fail("migrate", &err);
+    else
+      rc = pending ? EXIT_OPERATIONAL : 0;
+  } else {
+    int applied;
+    if (kjb_store_migrate(s, &applied, &err) < 0)
+      rc = fail("migrate", &err);
+    else
+      printf("applied %d migration%s; schema \"%s\" is current\n", applied,
+             applied == 1 ? "" : "s", cfg.postgres.schema);
+  }
+  kjb_store_free(s);
+  kjb_config_close(&cfg);
+  return rc;
+}
+
+/* ---- check-config --------------------------------------------------- */
+
+static int cmd_check_config(int argc, char **argv) {
+  static const struct option opts[] = {COMMON_LONG_OPTS, {0}};
+  common_opts o = {0};
+  int c;
+  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    if (c == 'h') {
+      printf("usage: kjb check-config [options]\n\n"
+             "Validates the configuration and every schema it refers to, then prints\n"
+             "the resolved topic -> job mapping.\n\n%s",
+             COMMON_HELP);
+      return 0;
+    }
+    return usage_error("check-config", "invalid option");
+  }
+  kjb_config cfg;
+  int rc = load("check-config", &o, &cfg);
+  if (rc)
+    return rc;
+  kjb_err err;
+  kjb_catalog *cat = kjb_catalog_new(&cfg, &err);
+  if (!cat) {
+    rc = fail("check-config", &err);
+  } else {
+    printf("%s: ok\n", cfg.path);
+    kjb_catalog_print(cat, stdout);
+  }
+  kjb_catalog_free(cat);
+  kjb_config_close(&cfg);
+  return rc;
+}
+
+/* ---- produce -------------------------------------------------------- */
+
+static int produce_failed;
+
+static void on_produced(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  if (m->err) {
+    fprintf(stderr, "kjb: produce: line %zu: not delivered: %s\n", (size_t)(uintptr_t)m->_private,
+            rd_kafka_err2str(m->err));
+    produce_failed++;
+  }
+}
+
+static int cmd_produce(int argc, char **argv) {
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"topic", required_argument, NULL, 't'},
+                                       {"schema-id", required_argument, NULL, OPT_SCHEMA_ID},
+                                       {"key", required_argument, NULL, 'k'},
+                                       {0}};
+  common_opts o = {0};
+  const char *topic = NULL, *key_path = NULL;
+  int schema_id = -1, c;
+  while ((c = getopt_long(argc, argv, "c:ht:k:", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    switch (c) {
+    case 't': topic = optarg; break;
+    case 'k': key_path = optarg; break;
+    case OPT_SCHEMA_ID: {
+      char *end;
+      long v = strtol(optarg, &end, 10);
+      if (*end || v < 0 || v > INT32_MAX)
+        return usage_error("produce", "bad --schema-id \"%s\"", optarg);
+      schema_id = (int)v;
+      break;
+    }
+    case 'h':
+      printf("usage: kjb produce --topic T [--schema-id N] [--key FIELD] [options] < "
+             "events.jsonl\n\n"
+             "Encodes JSON lines with the topic's reader schema and framing and produces\n"
+             "them. Bad lines are reported with their line number and skipped; the exit\n"
+             "code is 1 if any line was bad or undelivered.\n\n"
+             "  -t, --topic T         a topic from the configuration\n"
+             "      --schema-id N     schema id for the confluent header (default: the\n"
+             "                        reader schema's id in schemas.ids)\n"
+             "  -k, --key FIELD       use this top-level field's value as the record key\n%s",
+             COMMON_HELP);
+      return 0;
+    default: return usage_error("produce", "invalid option");
+    }
+  }
+  if (!topic)
+    return usage_error("produce", "--topic is required");
+  kjb_config cfg;
+  int rc = load("produce", &o, &cfg);
+  if (rc)
+    return rc;
+  kjb_err err;
+  kjb_catalog *cat = NULL;
+  rd_kafka_t *rk = NULL;
+  const kjb_topic_cfg *t = kjb_config_topic(&cfg, topic);
+  kjb_buf header, rec;
+  kjb_buf_init(&header);
+  kjb_buf_init(&rec);
+  if (!t) {
+    rc = usage_error("produce", "topic \"%s\" is not in the configuration", topic);
+    goto out;
+  }
+  if (!(cat = kjb_catalog_new(&cfg, &err)) ||
+      kjb_frame_header(cat, t, schema_id, &header, &err) < 0) {
+    rc = fail("produce", &err);
+    goto out;
+  }
+  static const char *const defaults[] = {"enable.idempotence", "true", "acks", "all",
+                                         "linger.ms", "20", NULL};
+  rd_kafka_conf_t *conf = kjb_kafka_conf(&cfg, defaults, &err);
+  if (!conf) {
+    rc = fail("produce", &err);
+    goto out;
+  }
+  rd_kafka_conf_set_dr_msg_cb(conf, on_produced);
+  char errstr[512];
+  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    kjb_err_set(&err, KJB_EKAFKA, "could not create producer: %s", errstr);
+    rc = fail("produce", &err);
+    goto out;
+  }
+  const kjb_schema *schema = kjb_catalog_reader(cat, t);
+  char *line = NULL;
+  size_t cap = 0, lineno = 0, produced = 0, bad = 0;
+  ssize_t n;
+  while ((n = getline(&line, &cap, stdin)) >= 0) {
+    lineno++;
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+      line[--n] = '\0';
+    if (n == 0)
+      continue;
+    json_error_t jerr;
+    json_t *doc = json_loadb(line, (size_t)n, JSON_DECODE_ANY, &jerr);
+    if (!doc) {
+      fprintf(stderr, "kjb: produce: line %zu: invalid json at column %d: %s\n", lineno,
+              jerr.column, jerr.text);
+      bad++;
+      continue;
+    }
+    kjb_buf_reset(&rec);
+    kjb_buf_append(&rec, header.data, header.len);
+    if (kjb_avro_encode(schema, doc, &rec, &err) < 0) {
+      fprintf(stderr, "kjb: produce: line %zu: %s\n", lineno, err.msg);
+      bad++;
+      json_decref(doc);
+      continue;
+    }
+    /* The key is the field's text: strings as they are, other values as
+     * compact JSON ("42"). */
+    kjb_buf key;
+    kjb_buf_init(&key);
+    json_t *kv = key_path ? json_object_get(doc, key_path) : NULL;
+    if (json_is_string(kv)) {
+      kjb_buf_append(&key, json_string_value(kv), json_string_length(kv));
+    } else if (kv) {
+      char *text = json_dumps(kv, JSON_ENCODE_ANY | JSON_COMPACT);
+      if (text)
+        kjb_buf_puts(&key, text);
+      free(text);
+    }
+    json_decref(doc);
+    rd_kafka_resp_err_t e;
+    while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                                  RD_KAFKA_V_VALUE(rec.data, rec.len),
+                                  RD_KAFKA_V_KEY(key.len ? key.data : NULL, key.len),
+                                  RD_KAFKA_V_OPAQUE((void *)(uintptr_t)lineno),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+      rd_kafka_poll(rk, 100);
+    kjb_buf_close(&key);
+    if (e) {
+      fprintf(stderr, "kjb: produce: line %zu: %s\n", lineno, rd_kafka_err2str(e));
+      bad++;
+      continue;
+    }
+    produced++;
+    rd_kafka_poll(rk, 0);
+  }
+  free(line);
+  while (rd_kafka_outq_len(rk) > 0 && rd_kafka_flush(rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT &&
+         !stop_requested)
+    ;
+  fprintf(stderr, "kjb: produce: %zu record%s produced to \"%s\", %zu bad line%s, %d undelivered\n",
+          produced, produced == 1 ? "" : "s", topic, bad, bad == 1 ? "" : "s", produce_failed);
+  rc = bad || produce_failed ? EXIT_OPERATIONAL : 0;
+out:
+  if (rk)
+    rd_kafka_destroy(rk);
+  kjb_buf_close(&header);
+  kjb_buf_close(&rec);
+  kjb_catalog_free(cat);
+  kjb_config_close(&cfg);
+  return rc;
+}
+
+/* ---- version -------------------------------------------------------- */
+
+static int cmd_version(int argc, char **argv) {
+  printf("kjb %s\n", KJB_VERSION);
+  printf("librdkafka %s\n", rd_kafka_version_str());
+  int pq = PQlibVersion();
+  printf("libpq %d.%d\n", pq / 10000, pq % 10000);
+  printf("libconfig %d.%d.%d\n", LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR,
+         LIBCONFIG_VER_REVISION);
+  printf("jansson %s\n", jansson_version_str());
+  printf("libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
+  printf("libmicrohttpd %s\n", MHD_get_version());
+  printf("avro-c (linked)\n");
+  return 0;
+}
+
+/* ---- dispatch ------------------------------------------------------- */
+
+static const struct {
+  const char *name;
+  int (*fn)(int, char **);
+  const char *summary;
+} commands[] = {
+    {"run", cmd_run, "run the service"},
+    {"migrate", cmd_migrate, "create or upgrade the database schema"},
+    {"check-config", cmd_check_config, "validate the configuration and print the mapping"},
+    {"produce", cmd_produce, "encode JSON lines to Avro and produce them"},
+    {"version", cmd_version, "print versions"},
+};
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: kjb COMMAND [options]\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf(out, "  %-14s %s\n", commands[i].name, commands[i].summary);
+  fprintf(out, "\n'kjb COMMAND --help' describes a command.\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return EXIT_USAGE;
+  }
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(argv[1], "--version") == 0)
+    return cmd_version(argc - 1, argv + 1);
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp(argv[1], commands[i].name) == 0) {
+      curl_global_init(CURL_GLOBAL_DEFAULT);
+      int rc = commands[i].fn(argc - 1, argv + 1);
+      curl_global_cleanup();
+      return rc;
+    }
+  fprintf(stderr, "kjb: unknown command \"%s\"\n", argv[1]);
+  usage(stderr);
+  return EXIT_USAGE;
+}

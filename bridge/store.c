@@ -1,0 +1,348 @@
+/* The job store: migrations and batched job inserts over libpq. */
+#include "store.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migrations.h"
+#include "util.h"
+
+/* An arbitrary but fixed key: every kjb process migrating the same
+ * database serialises on it. */
+#define MIGRATE_LOCK_KEY 0x6b6a626d6967LL
+
+struct kjb_store {
+  PGconn *conn;
+  char *schema;
+  kjb_buf copybuf;
+  int have_incoming; /* the session's temp table exists */
+};
+
+static const char JOB_COLUMNS[] =
+    "kind, queue, priority, max_attempts, args, meta, unique_key, "
+    "source_topic, source_partition, source_offset";
+
+/* libpq's messages end with a newline and may span lines; keep the first
+ * line, which carries the reason. */
+static int pg_error(kjb_err *err, kjb_errcode code, const char *what, const char *msg) {
+  size_t n = strcspn(msg, "\n");
+  while (n > 0 && (msg[n - 1] == ' ' || msg[n - 1] == '.'))
+    n--;
+  return kjb_err_set(err, code, "%s: %.*s", what, (int)n, msg);
+}
+
+static int result_error(kjb_store *s, PGresult *res, const char *what, kjb_err *err) {
+  const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(s->conn);
+  int rc = pg_error(err, PQstatus(s->conn) == CONNECTION_OK ? KJB_EPG : KJB_EPG, what, msg);
+  PQclear(res);
+  return rc;
+}
+
+/* Runs a command that returns no rows. */
+static int exec(kjb_store *s, const char *sql, kjb_err *err) {
+  PGresult *res = PQexec(s->conn, sql);
+  ExecStatusType st = PQresultStatus(res);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+    return result_error(s, res, "could not execute query", err);
+  PQclear(res);
+  return 0;
+}
+
+static void ignore_notice(void *arg, const PGresult *res) {}
+
+kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *err) {
+  PGconn *conn = PQconnectdb(conninfo);
+  if (PQstatus(conn) != CONNECTION_OK) {
+    /* libpq's message names host and port but never the password. */
+    pg_error(err, KJB_EPG, "could not connect to postgresql", PQerrorMessage(conn));
+    PQfinish(conn);
+    return NULL;
+  }
+  PQsetNoticeReceiver(conn, ignore_notice, NULL);
+  kjb_store *s = calloc(1, sizeof *s);
+  if (!s) {
+    PQfinish(conn);
+    kjb_err_set(err, KJB_ENOMEM, "out of memory");
+    return NULL;
+  }
+  s->conn = conn;
+  s->schema = strdup(schema);
+  kjb_buf_init(&s->copybuf);
+  char *ident = PQescapeIdentifier(conn, schema, strlen(schema));
+  kjb_buf q;
+  kjb_buf_init(&q);
+  kjb_buf_printf(&q, "SET search_path TO %s", ident);
+  PQfreemem(ident);
+  int rc = exec(s, q.data, err);
+  kjb_buf_close(&q);
+  if (rc < 0) {
+    kjb_store_free(s);
+    return NULL;
+  }
+  return s;
+}
+
+void kjb_store_free(kjb_store *s) {
+  if (!s)
+    return;
+  PQfinish(s->conn);
+  free(s->schema);
+  kjb_buf_close(&s->copybuf);
+  free(s);
+}
+
+/* Creates the schema and the migrations ledger. Called under the lock. */
+static int bootstrap(kjb_store *s, kjb_err *err) {
+  char *ident = PQescapeIdentifier(s->conn, s->schema, strlen(s->schema));
+  kjb_buf q;
+  kjb_buf_init(&q);
+  kjb_buf_printf(&q,
+                 "CREATE SCHEMA IF NOT EXISTS %s;"
+                 "CREATE TABLE IF NOT EXISTS %s.schema_migrations ("
+                 " version text PRIMARY KEY,"
+                 " applied_at timestamptz NOT NULL DEFAULT now())",
+                 ident, ident);
+  PQfreemem(ident);
+  int rc = exec(s, q.data, err);
+  kjb_buf_close(&q);
+  return rc;
+}
+
+static int is_applied(kjb_store *s, const char *name, char *at, size_t atlen, kjb_err *err) {
+  const char *params[1] = {name};
+  PGresult *res = PQexecParams(s->conn,
+                               "SELECT to_char(applied_at AT TIME ZONE 'UTC',"
+                               " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+                               " FROM schema_migrations WHERE version = $1",
+                               1, NULL, params, NULL, NULL, 0);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK)
+    return result_error(s, res, "could not read schema_migrations", err);
+  int found = PQntuples(res) > 0;
+  if (found && at)
+    snprintf(at, atlen, "%s", PQgetvalue(res, 0, 0));
+  PQclear(res);
+  return found;
+}
+
+static int lock_migrations(kjb_store *s, int lock, kjb_err *err) {
+  char q[96];
+  snprintf(q, sizeof q, "SELECT pg_advisory_%s(%lld)", lock ? "lock" : "unlock",
+           (long long)MIGRATE_LOCK_KEY);
+  return exec(s, q, err);
+}
+
+int kjb_store_migrate(kjb_store *s, int *applied, kjb_err *err) {
+  *applied = 0;
+  int rc = lock_migrations(s, 1, err);
+  if (rc < 0)
+    return rc;
+  rc = bootstrap(s, err);
+  for (size_t i = 0; rc == 0 && i < kjb_migrations_count; i++) {
+    const kjb_migration *m = &kjb_migrations[i];
+    int done = is_applied(s, m->name, NULL, 0, err);
+    if (done < 0) {
+      rc = done;
+      break;
+    }
+    if (done)
+      continue;
+    if ((rc = exec(s, "BEGIN", err)) < 0)
+      break;
+    rc = exec(s, m->sql, err);
+    if (rc == 0) {
+      const char *params[1] = {m->name};
+      PGresult *res = PQexecParams(s->conn,
+                                   "INSERT INTO schema_migrations (version) VALUES ($1)",
+                                   1, NULL, params, NULL, NULL, 0);
+      if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = result_error(s, res, "could not record migration", err);
+      else
+        PQclear(res);
+    }
+    if (rc == 0)
+      rc = exec(s, "COMMIT", err);
+    if (rc < 0) {
+      kjb_err_prefix(err, "migration %s", m->name);
+      kjb_err tmp;
+      exec(s, "ROLLBACK", &tmp);
+      break;
+    }
+    (*applied)++;
+  }
+  kjb_err tmp;
+  lock_migrations(s, 0, rc < 0 ? &tmp : err);
+  return rc;
+}
+
+int kjb_store_migrate_status(kjb_store *s, FILE *out, int *pending, kjb_err *err) {
+  *pending = 0;
+  /* Reading must not create anything: a missing ledger means all pending. */
+  const char *params[1] = {s->schema};
+  PGresult *res = PQexecParams(s->conn,
+                               "SELECT 1 FROM pg_tables WHERE schemaname = $1"
+                               " AND tablename = 'schema_migrations'",
+                               1, NULL, params, NULL, NULL, 0);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK)
+    return result_error(s, res, "could not read catalog", err);
+  int ledger = PQntuples(res) > 0;
+  PQclear(res);
+  for (size_t i = 0; i < kjb_migrations_count; i++) {
+    char at[64] = "";
+    int done = ledger ? is_applied(s, kjb_migrations[i].name, at, sizeof at, err) : 0;
+    if (done < 0)
+      return done;
+    if (done) {
+      fprintf(out, "applied  %s  %s\n", kjb_migrations[i].name, at);
+    } else {
+      fprintf(out, "pending  %s\n", kjb_migrations[i].name);
+      (*pending)++;
+    }
+  }
+  return 0;
+}
+
+/* Appends s to the COPY text stream, escaping what COPY's text format
+ * treats specially. */
+static void copy_field(kjb_buf *b, const char *s) {
+  if (!s) {
+    kjb_buf_append(b, "\\N", 2);
+    return;
+  }
+  size_t start = 0, i = 0;
+  for (; s[i]; i++) {
+    char c = s[i];
+    const char *esc = NULL;
+    switch (c) {
+    case '\\': esc = "\\\\"; break;
+    case '\t': esc = "\\t"; break;
+    case '\n': esc = "\\n"; break;
+    case '\r': esc = "\\r"; break;
+    default: continue;
+    }
+    kjb_buf_append(b, s + start, i - start);
+    kjb_buf_append(b, esc, 2);
+    start = i + 1;
+  }
+  kjb_buf_append(b, s + start, i - start);
+}
+
+static void copy_rows(kjb_buf *b, const kjb_job_row *rows, size_t n) {
+  kjb_buf_reset(b);
+  for (size_t i = 0; i < n; i++) {
+    const kjb_job_row *r = &rows[i];
+    copy_field(b, r->kind);
+    kjb_buf_putc(b, '\t');
+    copy_field(b, r->queue);
+    kjb_buf_printf(b, "\t%d\t%d\t", r->priority, r->max_attempts);
+    copy_field(b, r->args_json);
+    kjb_buf_putc(b, '\t');
+    copy_field(b, r->meta_json);
+    kjb_buf_putc(b, '\t');
+    copy_field(b, r->unique_key);
+    kjb_buf_putc(b, '\t');
+    copy_field(b, r->source_topic);
+    kjb_buf_printf(b, "\t%d\t%lld\n", (int)r->source_partition,
+                   (long long)r->source_offset);
+  }
+}
+
+/* Streams the prepared rows into table. Returns 0, 1 when a unique
+ * constraint rejected the batch (the transaction is then aborted), or a
+ * negative code. */
+static int copy_into(kjb_store *s, const char *table, kjb_err *err) {
+  char q[256];
+  snprintf(q, sizeof q, "COPY %s (%s) FROM STDIN", table, JOB_COLUMNS);
+  PGresult *res = PQexec(s->conn, q);
+  if (PQresultStatus(res) != PGRES_COPY_IN)
+    return result_error(s, res, "could not start copy", err);
+  PQclear(res);
+  if (PQputCopyData(s->conn, s->copybuf.data, (int)s->copybuf.len) != 1 ||
+      PQputCopyEnd(s->conn, NULL) != 1)
+    return pg_error(err, KJB_EPG, "could not send copy data", PQerrorMessage(s->conn));
+  int rc = 0;
+  while ((res = PQgetResult(s->conn))) {
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && rc == 0) {
+      const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+      if (state && strcmp(state, "23505") == 0) {
+        rc = 1;
+        PQclear(res);
+      } else {
+        rc = result_error(s, res, "could not copy jobs", err);
+      }
+      continue;
+    }
+    PQclear(res);
+  }
+  return rc;
+}
+
+/* The fallback for batches that overlap rows already stored (redelivery
+ * after a crash or a rebalance): stage the rows, then insert what is new. */
+static int insert_skipping_existing(kjb_store *s, size_t *inserted, kjb_err *err) {
+  int rc;
+  if (!s->have_incoming) {
+    rc = exec(s,
+              "CREATE TEMP TABLE IF NOT EXISTS kjb_incoming"
+              " (LIKE jobs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+              err);
+    if (rc < 0)
+      return rc;
+    s->have_incoming = 1;
+  }
+  if ((rc = exec(s, "BEGIN", err)) < 0)
+    return rc;
+  rc = copy_into(s, "pg_temp.kjb_incoming", err);
+  if (rc == 1)
+    rc = kjb_err_set(err, KJB_EINTERNAL, "unique violation in staging table");
+  if (rc == 0) {
+    char q[512];
+    snprintf(q, sizeof q,
+             "INSERT INTO jobs (%s) SELECT %s FROM pg_temp.kjb_incoming"
+             " ORDER BY source_topic, source_partition, source_offset"
+             " ON CONFLICT DO NOTHING",
+             JOB_COLUMNS, JOB_COLUMNS);
+    PGresult *res = PQexec(s->conn, q);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+      rc = result_error(s, res, "could not insert jobs", err);
+    } else {
+      *inserted = strtoull(PQcmdTuples(res), NULL, 10);
+      PQclear(res);
+    }
+  }
+  if (rc == 0 && *inserted > 0)
+    rc = exec(s, "NOTIFY kjb_jobs", err);
+  if (rc == 0)
+    return exec(s, "COMMIT", err);
+  kjb_err tmp;
+  exec(s, "ROLLBACK", &tmp);
+  return rc;
+}
+
+int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n,
+                          size_t *inserted, kjb_err *err) {
+  *inserted = 0;
+  if (n == 0)
+    return 0;
+  copy_rows(&s->copybuf, rows, n);
+  /* Fast path: a plain COPY. Only a batch that repeats stored rows fails
+   * it, and then the batch is redone through the staging table. */
+  int rc = exec(s, "BEGIN", err);
+  if (rc < 0)
+    return rc;
+  rc = copy_into(s, "jobs", err);
+  if (rc == 0)
+    rc = exec(s, "NOTIFY kjb_jobs", err);
+  if (rc == 0) {
+    rc = exec(s, "COMMIT", err);
+    if (rc == 0)
+      *inserted = n;
+    return rc;
+  }
+  kjb_err tmp;
+  exec(s, "ROLLBACK", &tmp);
+  if (rc < 0)
+    return rc;
+  return insert_skipping_existing(s, inserted, err);
+}

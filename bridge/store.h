@@ -1,0 +1,48 @@
+/* The job store: PostgreSQL access for migrations and job inserts. */
+#ifndef KJB_STORE_H
+#define KJB_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "err.h"
+
+typedef struct kjb_store kjb_store;
+
+/* Connects and sets search_path to the schema. Returns NULL with err
+ * (KJB_EPG, transient) when the server cannot be reached. The password in
+ * conninfo never appears in err. */
+kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *err);
+void kjb_store_free(kjb_store *s);
+
+/* Applies pending migrations in order, each in its own transaction, under
+ * a session advisory lock so concurrent callers wait and then find
+ * nothing to do. *applied receives how many ran. */
+int kjb_store_migrate(kjb_store *s, int *applied, kjb_err *err);
+/* Prints each migration as "applied  NAME  AT" or "pending  NAME" and sets
+ * *pending. */
+int kjb_store_migrate_status(kjb_store *s, FILE *out, int *pending, kjb_err *err);
+
+/* One job to insert. Strings are borrowed for the duration of the call. */
+typedef struct {
+  const char *kind;
+  const char *queue;
+  int priority;
+  int max_attempts;
+  const char *args_json;  /* NUL-terminated JSON */
+  const char *meta_json;  /* NUL-terminated JSON */
+  const char *unique_key; /* NULL for none */
+  const char *source_topic;
+  int32_t source_partition;
+  int64_t source_offset;
+} kjb_job_row;
+
+/* Inserts rows in one transaction. A row whose source coordinates and
+ * kind already exist, or whose (kind, unique_key) is taken, inserts
+ * nothing; *inserted counts the rows that were new. Either all of the
+ * batch is committed or none (err set; KJB_EPG is transient). */
+int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n,
+                          size_t *inserted, kjb_err *err);
+
+#endif

@@ -1,0 +1,322 @@
+/* Arena, buffer, duration, JSON and UTF-8 helpers. */
+#include "util.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct chunk {
+  struct chunk *next;
+  size_t size;
+  size_t used;
+  max_align_t data[];
+};
+
+struct kjb_arena {
+  struct chunk *head;
+  size_t chunk_size;
+  size_t total;
+};
+
+static struct chunk *chunk_new(size_t size) {
+  struct chunk *c = malloc(sizeof *c + size);
+  if (!c)
+    return NULL;
+  c->next = NULL;
+  c->size = size;
+  c->used = 0;
+  return c;
+}
+
+kjb_arena *kjb_arena_new(size_t chunk_size) {
+  kjb_arena *a = calloc(1, sizeof *a);
+  if (!a)
+    return NULL;
+  a->chunk_size = chunk_size ? chunk_size : 64 * 1024;
+  a->head = chunk_new(a->chunk_size);
+  if (!a->head) {
+    free(a);
+    return NULL;
+  }
+  return a;
+}
+
+void kjb_arena_free(kjb_arena *a) {
+  if (!a)
+    return;
+  for (struct chunk *c = a->head, *n; c; c = n) {
+    n = c->next;
+    free(c);
+  }
+  free(a);
+}
+
+void *kjb_arena_alloc(kjb_arena *a, size_t n) {
+  n = (n + 7) & ~(size_t)7;
+  struct chunk *c = a->head;
+  if (c->size - c->used < n) {
+    size_t size = n > a->chunk_size ? n : a->chunk_size;
+    struct chunk *nc = chunk_new(size);
+    if (!nc)
+      return NULL;
+    nc->next = c;
+    a->head = c = nc;
+  }
+  void *p = (char *)c->data + c->used;
+  c->used += n;
+  a->total += n;
+  return p;
+}
+
+char *kjb_arena_strndup(kjb_arena *a, const char *s, size_t n) {
+  char *p = kjb_arena_alloc(a, n + 1);
+  if (p) {
+    memcpy(p, s, n);
+    p[n] = '\0';
+  }
+  return p;
+}
+
+void kjb_arena_reset(kjb_arena *a) {
+  /* Keep the oldest chunk (the standard size one) and drop the rest. */
+  struct chunk *c = a->head;
+  while (c->next) {
+    struct chunk *n = c->next;
+    free(c);
+    c = n;
+  }
+  c->used = 0;
+  a->head = c;
+  a->total = 0;
+}
+
+size_t kjb_arena_used(const kjb_arena *a) { return a->total; }
+
+void kjb_buf_init(kjb_buf *b) {
+  b->data = NULL;
+  b->len = b->cap = 0;
+  kjb_buf_reserve(b, 64);
+}
+
+void kjb_buf_close(kjb_buf *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+void kjb_buf_reset(kjb_buf *b) {
+  b->len = 0;
+  if (b->data)
+    b->data[0] = '\0';
+}
+
+void kjb_buf_reserve(kjb_buf *b, size_t extra) {
+  if (b->len + extra + 1 <= b->cap)
+    return;
+  size_t cap = b->cap ? b->cap : 64;
+  while (cap < b->len + extra + 1)
+    cap *= 2;
+  char *p = realloc(b->data, cap);
+  if (!p)
+    abort();
+  b->data = p;
+  b->cap = cap;
+  b->data[b->len] = '\0';
+}
+
+void kjb_buf_append(kjb_buf *b, const void *p, size_t n) {
+  kjb_buf_reserve(b, n);
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+}
+
+void kjb_buf_puts(kjb_buf *b, const char *s) { kjb_buf_append(b, s, strlen(s)); }
+
+void kjb_buf_putc(kjb_buf *b, char c) {
+  kjb_buf_reserve(b, 1);
+  b->data[b->len++] = c;
+  b->data[b->len] = '\0';
+}
+
+void kjb_buf_printf(kjb_buf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char tmp[256];
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return;
+  if ((size_t)n < sizeof tmp) {
+    kjb_buf_append(b, tmp, (size_t)n);
+    return;
+  }
+  kjb_buf_reserve(b, (size_t)n);
+  va_start(ap, fmt);
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+void kjb_buf_json_str(kjb_buf *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  kjb_buf_reserve(b, n + 2);
+  b->data[b->len++] = '"';
+  size_t start = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\')
+      continue;
+    kjb_buf_append(b, s + start, i - start);
+    start = i + 1;
+    switch (c) {
+    case '"': kjb_buf_append(b, "\\\"", 2); break;
+    case '\\': kjb_buf_append(b, "\\\\", 2); break;
+    case '\n': kjb_buf_append(b, "\\n", 2); break;
+    case '\r': kjb_buf_append(b, "\\r", 2); break;
+    case '\t': kjb_buf_append(b, "\\t", 2); break;
+    case '\b': kjb_buf_append(b, "\\b", 2); break;
+    case '\f': kjb_buf_append(b, "\\f", 2); break;
+    default: {
+      char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+      kjb_buf_append(b, u, 6);
+    }
+    }
+  }
+  kjb_buf_append(b, s + start, n - start);
+  kjb_buf_putc(b, '"');
+}
+
+void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n) {
+  static const char tbl[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  kjb_buf_reserve(b, (n + 2) / 3 * 4);
+  char *o = b->data + b->len;
+  size_t i = 0;
+  for (; i + 2 < n; i += 3) {
+    uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+    *o++ = tbl[v >> 18];
+    *o++ = tbl[(v >> 12) & 63];
+    *o++ = tbl[(v >> 6) & 63];
+    *o++ = tbl[v & 63];
+  }
+  if (i < n) {
+    uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+    *o++ = tbl[v >> 18];
+    *o++ = tbl[(v >> 12) & 63];
+    *o++ = i + 1 < n ? tbl[(v >> 6) & 63] : '=';
+    *o++ = '=';
+  }
+  b->len = (size_t)(o - b->data);
+  b->data[b->len] = '\0';
+}
+
+long kjb_utf8_invalid_at(const char *str, size_t n) {
+  const unsigned char *s = (const unsigned char *)str;
+  size_t i = 0;
+  while (i < n) {
+    unsigned char c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t len;
+    uint32_t cp, min;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+      return (long)i;
+    }
+    if (n - i < len)
+      return (long)i;
+    for (size_t k = 1; k < len; k++) {
+      if ((s[i + k] & 0xC0) != 0x80)
+        return (long)i;
+      cp = cp << 6 | (s[i + k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return (long)i;
+    i += len;
+  }
+  return -1;
+}
+
+int kjb_duration_parse(const char *s, int64_t *out_us) {
+  static const struct {
+    const char *unit;
+    double us;
+  } units[] = {{"us", 1}, {"ms", 1e3}, {"s", 1e6}, {"m", 60e6},
+               {"h", 3600e6}, {"d", 86400e6}};
+  if (!s || !isdigit((unsigned char)*s))
+    return -1;
+  char *end;
+  double v = strtod(s, &end);
+  if (end == s)
+    return -1;
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    if (strcmp(end, units[i].unit) == 0) {
+      double us = v * units[i].us;
+      if (!isfinite(us) || us > 9.2e18)
+        return -1;
+      *out_us = (int64_t)llround(us);
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* Days since 1970-01-01 to civil date (Howard Hinnant's algorithm). */
+void kjb_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
+  z += 719468;
+  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  unsigned doe = (unsigned)(z - era * 146097);
+  unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t yy = (int64_t)yoe + era * 400;
+  unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  unsigned mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y = yy + (*m <= 2);
+}
+
+void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits) {
+  int64_t secs = epoch_us / 1000000, frac = epoch_us % 1000000;
+  if (frac < 0) {
+    frac += 1000000;
+    secs -= 1;
+  }
+  int64_t days = secs / 86400, rem = secs % 86400;
+  if (rem < 0) {
+    rem += 86400;
+    days -= 1;
+  }
+  int64_t y;
+  unsigned m, d;
+  kjb_civil_from_days(days, &y, &m, &d);
+  kjb_buf_printf(b, "%04lld-%02u-%02uT%02d:%02d:%02d", (long long)y, m, d,
+                 (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60));
+  if (frac_digits == 6)
+    kjb_buf_printf(b, ".%06lldZ", (long long)frac);
+  else
+    kjb_buf_printf(b, ".%03lldZ", (long long)(frac / 1000));
+}
+
+int64_t kjb_now_mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t kjb_now_wall_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}

@@ -1,0 +1,68 @@
+/* Small shared tools: a per-batch arena, a growable byte buffer,
+ * duration parsing, JSON string escaping and UTF-8 validation. */
+#ifndef KJB_UTIL_H
+#define KJB_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+/* Bump allocator for per-record work; reset after each batch so a
+ * long-running service cannot leak per message. Not thread-safe. */
+typedef struct kjb_arena kjb_arena;
+
+kjb_arena *kjb_arena_new(size_t chunk_size);
+void kjb_arena_free(kjb_arena *a);
+/* Returns 8-byte aligned memory, or NULL when malloc fails. */
+void *kjb_arena_alloc(kjb_arena *a, size_t n);
+char *kjb_arena_strndup(kjb_arena *a, const char *s, size_t n);
+/* Releases everything allocated since creation; keeps one chunk. */
+void kjb_arena_reset(kjb_arena *a);
+size_t kjb_arena_used(const kjb_arena *a);
+
+/* Growable buffer, always NUL-terminated after its len bytes.
+ * Caller-owned: kjb_buf_init / kjb_buf_close. Allocation failure aborts
+ * the process (there is nothing sane to do per record without memory). */
+typedef struct {
+  char *data;
+  size_t len;
+  size_t cap;
+} kjb_buf;
+
+void kjb_buf_init(kjb_buf *b);
+void kjb_buf_close(kjb_buf *b);
+void kjb_buf_reset(kjb_buf *b);
+void kjb_buf_reserve(kjb_buf *b, size_t extra);
+void kjb_buf_append(kjb_buf *b, const void *p, size_t n);
+void kjb_buf_puts(kjb_buf *b, const char *s);
+void kjb_buf_putc(kjb_buf *b, char c);
+void kjb_buf_printf(kjb_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string literal, quotes included. s must be valid
+ * UTF-8; control characters are escaped. */
+void kjb_buf_json_str(kjb_buf *b, const char *s, size_t n);
+void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n);
+
+/* Returns the byte offset of the first invalid UTF-8 sequence in s, or -1
+ * when all n bytes are valid (overlongs, surrogates and code points past
+ * U+10FFFF are invalid). */
+long kjb_utf8_invalid_at(const char *s, size_t n);
+
+/* Parses "250ms", "30s", "5m", "1h", "2d", "10us" (an integer or
+ * decimal number and a unit) into microseconds. Returns 0 or -1. */
+int kjb_duration_parse(const char *s, int64_t *out_us);
+
+/* Formats microseconds since the epoch as RFC 3339 UTC with the given
+ * number of fractional digits (3 or 6): "2026-11-21T10:00:00.123Z". */
+void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits);
+
+/* Days since 1970-01-01 to a proleptic Gregorian civil date. */
+void kjb_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
+
+/* Monotonic and wall clocks in microseconds. */
+int64_t kjb_now_mono_us(void);
+int64_t kjb_now_wall_us(void);
+
+#endif

@@ -1,0 +1,143 @@
+/* Shared helpers: durations, RFC 3339, UTF-8, base64, JSON escaping,
+ * arena and error values. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "err.h"
+#include "util.h"
+
+static void test_durations(void **state) {
+  static const struct {
+    const char *in;
+    int rc;
+    int64_t us;
+  } cases[] = {
+      {"250ms", 0, 250000}, {"30s", 0, 30000000},    {"5m", 0, 300000000},
+      {"1h", 0, 3600000000LL}, {"2d", 0, 172800000000LL}, {"10us", 0, 10},
+      {"1.5s", 0, 1500000}, {"0s", 0, 0},             {"5", -1, 0},
+      {"s", -1, 0},         {"-1s", -1, 0},           {"1 s", -1, 0},
+      {"1sec", -1, 0},      {"", -1, 0},              {"1e30d", -1, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int64_t us = 0;
+    print_message("duration \"%s\"\n", cases[i].in);
+    assert_int_equal(kjb_duration_parse(cases[i].in, &us), cases[i].rc);
+    if (cases[i].rc == 0)
+      assert_int_equal(us, cases[i].us);
+  }
+}
+
+static void test_rfc3339(void **state) {
+  static const struct {
+    int64_t us;
+    int digits;
+    const char *out;
+  } cases[] = {
+      {0, 3, "1970-01-01T00:00:00.000Z"},
+      {1763719200123000LL, 3, "2025-11-21T10:00:00.123Z"},
+      {1763719200123456LL, 6, "2025-11-21T10:00:00.123456Z"},
+      {-1000, 3, "1969-12-31T23:59:59.999Z"},
+      {-1, 6, "1969-12-31T23:59:59.999999Z"},
+      {951782400000000LL, 3, "2000-02-29T00:00:00.000Z"},
+      {253402300799999000LL, 3, "9999-12-31T23:59:59.999Z"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    kjb_buf b;
+    kjb_buf_init(&b);
+    kjb_buf_rfc3339(&b, cases[i].us, cases[i].digits);
+    assert_string_equal(b.data, cases[i].out);
+    kjb_buf_close(&b);
+  }
+}
+
+static void test_utf8(void **state) {
+  static const struct {
+    const char *s;
+    size_t n;
+    long bad;
+  } cases[] = {
+      {"plain", 5, -1},
+      {"caf\xc3\xa9", 5, -1},
+      {"\xf0\x9f\x98\x80", 4, -1},     /* U+1F600 */
+      {"ab\xff", 3, 2},                 /* never valid */
+      {"a\xc3", 2, 1},                  /* truncated sequence */
+      {"\xc0\xaf", 2, 0},               /* overlong '/' */
+      {"\xed\xa0\x80", 3, 0},           /* surrogate U+D800 */
+      {"\xf4\x90\x80\x80", 4, 0},       /* U+110000 */
+      {"ok\xe2\x82", 4, 2},             /* truncated 3-byte */
+      {"x\xe2\x28\xa1", 4, 1},          /* bad continuation */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    print_message("utf8 case %zu\n", i);
+    assert_int_equal(kjb_utf8_invalid_at(cases[i].s, cases[i].n), cases[i].bad);
+  }
+}
+
+static void test_base64_and_json(void **state) {
+  kjb_buf b;
+  kjb_buf_init(&b);
+  static const struct {
+    const char *in, *out;
+  } b64[] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="}};
+  for (size_t i = 0; i < 5; i++) {
+    kjb_buf_reset(&b);
+    kjb_buf_base64(&b, (const uint8_t *)b64[i].in, strlen(b64[i].in));
+    assert_string_equal(b.data, b64[i].out);
+  }
+  kjb_buf_reset(&b);
+  const char s[] = "a\"b\\c\n\t\x01\xc3\xa9";
+  kjb_buf_json_str(&b, s, sizeof s - 1);
+  assert_string_equal(b.data, "\"a\\\"b\\\\c\\n\\t\\u0001\xc3\xa9\"");
+  kjb_buf_reset(&b);
+  char longstr[400];
+  memset(longstr, 'y', sizeof longstr - 1);
+  longstr[sizeof longstr - 1] = '\0';
+  kjb_buf_printf(&b, "%s-%d", longstr, 7); /* past printf's 256-byte fast path */
+  assert_int_equal(b.len, 401);
+  assert_string_equal(b.data + b.len - 2, "-7");
+  kjb_buf_close(&b);
+}
+
+static void test_arena(void **state) {
+  kjb_arena *a = kjb_arena_new(64);
+  char *p = kjb_arena_alloc(a, 10);
+  assert_non_null(p);
+  assert_int_equal((uintptr_t)p % 8, 0);
+  char *big = kjb_arena_alloc(a, 1000); /* larger than a chunk */
+  memset(big, 'x', 1000);
+  assert_int_equal(kjb_arena_used(a), 16 + 1000);
+  char *s = kjb_arena_strndup(a, "hello world", 5);
+  assert_string_equal(s, "hello");
+  kjb_arena_reset(a);
+  assert_int_equal(kjb_arena_used(a), 0);
+  assert_non_null(kjb_arena_alloc(a, 8));
+  kjb_arena_free(a);
+  kjb_arena_free(NULL);
+}
+
+static void test_errors(void **state) {
+  kjb_err err;
+  assert_int_equal(kjb_err_set(&err, KJB_ETRUNCATED, "at byte %d", 17), -KJB_ETRUNCATED);
+  kjb_err_prefix(&err, "field \"%s\"", "customer.email");
+  assert_string_equal(err.msg, "field \"customer.email\": at byte 17");
+  assert_string_equal(kjb_err_name(KJB_ETRUNCATED), "TRUNCATED");
+  assert_string_equal(kjb_err_name(KJB_EUNKNOWN_SCHEMA_ID), "UNKNOWN_SCHEMA_ID");
+  assert_int_equal(kjb_err_classof(KJB_EBAD_MAGIC), KJB_PERMANENT);
+  assert_int_equal(kjb_err_classof(KJB_EREGISTRY_UNAVAILABLE), KJB_TRANSIENT);
+  kjb_err_set(&err, KJB_EREGISTRY_UNAVAILABLE, "down");
+  assert_true(kjb_err_is_transient(&err));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_durations),      cmocka_unit_test(test_rfc3339),
+      cmocka_unit_test(test_utf8),           cmocka_unit_test(test_base64_and_json),
+      cmocka_unit_test(test_arena),          cmocka_unit_test(test_errors),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
