@@ -1,0 +1,1178 @@
+/* Loading the config file: libconfig syntax, then key names, types, values,
+ * defaults and KJB_<SECTION>_<KEY> overrides, each problem as file:line. */
+#include "config.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define KJB_DEFAULT_CONFIG "config/kjb.cfg"
+#define DURATION_HINT "expected a number with a unit: us, ms, s, m, h, d"
+#define PATH_HINT "expected dotted Avro names such as \"customer.email\""
+
+/* Loading happens once at startup, where running out of memory leaves
+ * nothing sensible to do; like kjb_buf, these abort instead of failing. */
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size);
+  if (!p)
+    abort();
+  return p;
+}
+
+static char *xstrdup(const char *s) {
+  char *p = strdup(s);
+  if (!p)
+    abort();
+  return p;
+}
+
+/* ---- What each group may hold ------------------------------------------ */
+
+typedef enum {
+  T_STR,     /* char * */
+  T_INT,     /* int, within [min, max] */
+  T_NUM,     /* double; integers are accepted */
+  T_DUR,     /* int64_t microseconds, from a string with a unit */
+  T_ENUM,    /* an enum, stored as the index into names */
+  T_ENUMSTR, /* char *, one of names */
+  T_STRLIST, /* char ** and a size_t count */
+  T_GROUP,   /* a nested group, handled by the caller */
+  T_LIST     /* a list of groups, handled by the caller */
+} ftype;
+
+enum {
+  F_REQUIRED = 1 << 0,
+  F_POSITIVE = 1 << 1, /* T_NUM, T_DUR: greater than 0 */
+  F_RATIO = 1 << 2,    /* T_NUM: in (0, 1] */
+  F_URL = 1 << 3,      /* T_STR: http:// or https:// */
+  F_IDENT = 1 << 4,    /* T_STR: an SQL identifier */
+  F_TOPIC = 1 << 5,    /* T_STR: a legal Kafka topic name */
+  F_TEMPLATE = 1 << 6, /* T_STR: literal text and ${dotted.path} */
+  F_PATHS = 1 << 7,    /* T_STRLIST: non-empty, unique dotted paths */
+  F_PAIRS = 1 << 8,    /* T_STRLIST: "key=value" entries */
+  F_ARGV = 1 << 9      /* T_STRLIST: non-empty, first entry non-empty */
+};
+
+typedef struct {
+  const char *name;
+  ftype type;
+  unsigned flags;
+  size_t off;  /* where the value goes in the struct being filled */
+  size_t noff; /* T_STRLIST: where its count goes */
+  long long min, max;
+  const char *const *names; /* T_ENUM, T_ENUMSTR: NULL-terminated */
+} field;
+
+#define MAX_FIELDS 16
+#define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *const format_names[] = {"confluent", "raw", "single-object",
+                                           NULL};
+static const char *const scope_names[] = {"local", "cluster", NULL};
+static const char *const jitter_names[] = {"full", "equal", "none", NULL};
+static const char *const level_names[] = {"debug", "info", "warn", "error",
+                                          NULL};
+static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const handler_types[] = {"http", "exec", "log", "plugin",
+                                            NULL};
+
+#define CF(m) offsetof(kjb_config, m)
+#define TF(m) offsetof(kjb_topic_cfg, m)
+#define JF(m) offsetof(kjb_job_cfg, m)
+#define HF(m) offsetof(kjb_handler_cfg, m)
+#define SF(m) offsetof(kjb_schema_id_cfg, m)
+
+static const field root_fields[] = {
+    {.name = "kafka", .type = T_GROUP},
+    {.name = "postgres", .type = T_GROUP},
+    {.name = "http", .type = T_GROUP},
+    {.name = "schema_registry", .type = T_GROUP},
+    {.name = "schemas", .type = T_GROUP},
+    {.name = "ingest", .type = T_GROUP},
+    {.name = "log", .type = T_GROUP},
+    {.name = "topics", .type = T_LIST, .flags = F_REQUIRED},
+    {.name = "handlers", .type = T_LIST},
+};
+
+static const field kafka_fields[] = {
+    {"brokers", T_STR, F_REQUIRED, CF(kafka.brokers), 0, 0, 0, NULL},
+    {"group", T_STR, 0, CF(kafka.group), 0, 0, 0, NULL},
+    {"properties", T_STRLIST, F_PAIRS, CF(kafka.properties),
+     CF(kafka.nproperties), 0, 0, NULL},
+};
+
+static const field postgres_fields[] = {
+    {"conninfo", T_STR, F_REQUIRED, CF(postgres.conninfo), 0, 0, 0, NULL},
+    {"schema", T_STR, F_IDENT, CF(postgres.schema), 0, 0, 0, NULL},
+    {"pool_size", T_INT, 0, CF(postgres.pool_size), 0, 1, INT_MAX, NULL},
+};
+
+static const field http_fields[] = {
+    {"listen", T_STR, 0, CF(http.listen), 0, 0, 0, NULL},
+    {"admin_token_env", T_STR, 0, CF(http.admin_token_env), 0, 0, 0, NULL},
+};
+
+static const field registry_fields[] = {
+    {"url", T_STR, F_URL, CF(schema_registry.url), 0, 0, 0, NULL},
+    {"timeout", T_DUR, F_POSITIVE, CF(schema_registry.timeout_us), 0, 0, 0,
+     NULL},
+};
+
+enum { S_DIR, S_IDS };
+
+static const field schemas_fields[] = {
+    [S_DIR] = {"dir", T_STR, 0, CF(schemas.dir), 0, 0, 0, NULL},
+    [S_IDS] = {"ids", T_LIST, 0, 0, 0, 0, 0, NULL},
+};
+
+static const field ingest_fields[] = {
+    {"batch_size", T_INT, 0, CF(ingest.batch_size), 0, 1, 1000000, NULL},
+    {"batch_timeout", T_DUR, 0, CF(ingest.batch_timeout_us), 0, 0, 0, NULL},
+};
+
+static const field log_fields[] = {
+    {"level", T_ENUMSTR, 0, CF(log.level), 0, 0, 0, level_names},
+    {"format", T_ENUMSTR, 0, CF(log.format), 0, 0, 0, log_format_names},
+};
+
+/* In schema_id_fields and job_fields, the first entry is the key that must
+ * be unique; the code checks duplicates through found[0]. */
+static const field schema_id_fields[] = {
+    {"id", T_INT, F_REQUIRED, SF(id), 0, 0, INT_MAX, NULL},
+    {"file", T_STR, F_REQUIRED, SF(file), 0, 0, 0, NULL},
+};
+
+enum { TP_TOPIC, TP_FORMAT, TP_SCHEMA, TP_DLQ, TP_JOBS };
+
+static const field topic_fields[] = {
+    [TP_TOPIC] = {"topic", T_STR, F_REQUIRED | F_TOPIC, TF(topic), 0, 0, 0,
+                  NULL},
+    [TP_FORMAT] = {"format", T_ENUM, 0, TF(format), 0, 0, 0, format_names},
+    [TP_SCHEMA] = {"schema", T_STR, F_REQUIRED, TF(schema), 0, 0, 0, NULL},
+    [TP_DLQ] = {"dlq", T_STR, F_TOPIC, TF(dlq), 0, 0, 0, NULL},
+    [TP_JOBS] = {"jobs", T_LIST, F_REQUIRED, 0, 0, 0, 0, NULL},
+};
+
+static const field job_fields[] = {
+    {"kind", T_STR, F_REQUIRED, JF(kind), 0, 0, 0, NULL},
+    {"queue", T_STR, 0, JF(queue), 0, 0, 0, NULL},
+    {"priority", T_INT, 0, JF(priority), 0, -32768, 32767, NULL},
+    {"max_attempts", T_INT, 0, JF(max_attempts), 0, 1, INT_MAX, NULL},
+    {"unique_key", T_STR, F_TEMPLATE, JF(unique_key), 0, 0, 0, NULL},
+    {"args", T_STRLIST, F_PATHS, JF(args), JF(nargs), 0, 0, NULL},
+};
+
+/* The indexes of handler_fields entries that depend on the type. */
+enum { H_KIND, H_TYPE, H_URL, H_COMMAND, H_PLUGIN, H_RATE, H_RETRY, H_BREAKER };
+
+static const field handler_fields[] = {
+    [H_KIND] = {"kind", T_STR, F_REQUIRED, HF(kind), 0, 0, 0, NULL},
+    [H_TYPE] = {"type", T_ENUMSTR, F_REQUIRED, HF(type), 0, 0, 0,
+                handler_types},
+    [H_URL] = {"url", T_STR, F_URL, HF(url), 0, 0, 0, NULL},
+    [H_COMMAND] = {"command", T_STRLIST, F_ARGV, HF(command), HF(ncommand), 0,
+                   0, NULL},
+    [H_PLUGIN] = {"plugin", T_STR, 0, HF(plugin), 0, 0, 0, NULL},
+    [H_RATE] = {"rate_limit", T_GROUP, 0, 0, 0, 0, 0, NULL},
+    [H_RETRY] = {"retry", T_GROUP, 0, 0, 0, 0, 0, NULL},
+    [H_BREAKER] = {"breaker", T_GROUP, 0, 0, 0, 0, 0, NULL},
+    {"timeout", T_DUR, F_POSITIVE, HF(timeout_us), 0, 0, 0, NULL},
+    {"concurrency", T_INT, 0, HF(concurrency), 0, 1, INT_MAX, NULL},
+};
+
+static const field rate_limit_fields[] = {
+    {"rate", T_NUM, F_REQUIRED | F_POSITIVE, HF(rate_limit.rate), 0, 0, 0,
+     NULL},
+    {"burst", T_INT, 0, HF(rate_limit.burst), 0, 1, INT_MAX, NULL},
+    {"scope", T_ENUM, 0, HF(rate_limit.scope), 0, 0, 0, scope_names},
+};
+
+static const field retry_fields[] = {
+    {"max_attempts", T_INT, 0, HF(retry.max_attempts), 0, 1, INT_MAX, NULL},
+    {"base", T_DUR, F_POSITIVE, HF(retry.base_us), 0, 0, 0, NULL},
+    {"max", T_DUR, F_POSITIVE, HF(retry.max_us), 0, 0, 0, NULL},
+    {"jitter", T_ENUM, 0, HF(retry.jitter), 0, 0, 0, jitter_names},
+};
+
+static const field breaker_fields[] = {
+    {"failure_ratio", T_NUM, F_RATIO, HF(breaker.failure_ratio), 0, 0, 0,
+     NULL},
+    {"min_calls", T_INT, 0, HF(breaker.min_calls), 0, 1, INT_MAX, NULL},
+    {"open_for", T_DUR, F_POSITIVE, HF(breaker.open_for_us), 0, 0, 0, NULL},
+};
+
+/* The scalar sections: each scalar key may come from the environment. */
+static const struct section {
+  const char *name;
+  const field *fields;
+  size_t nfields;
+} sections[] = {
+    {"kafka", kafka_fields, NFIELDS(kafka_fields)},
+    {"postgres", postgres_fields, NFIELDS(postgres_fields)},
+    {"http", http_fields, NFIELDS(http_fields)},
+    {"schema_registry", registry_fields, NFIELDS(registry_fields)},
+    {"schemas", schemas_fields, NFIELDS(schemas_fields)},
+    {"ingest", ingest_fields, NFIELDS(ingest_fields)},
+    {"log", log_fields, NFIELDS(log_fields)},
+};
+
+/* ---- Loading state and error reporting -------------------------------- */
+
+typedef struct {
+  const char *path;        /* the main file, as the caller named it */
+  const char *include_dir; /* its directory; NULL when that is the cwd */
+  kjb_config *cfg;
+  kjb_err *err;
+} ctx;
+
+/* Where one value comes from: a setting in a file, or an environment
+ * variable. key is its dotted name ("kafka.group") for messages. */
+typedef struct {
+  const config_setting_t *s;
+  const char *env;
+  const char *text;
+  const char *key;
+} val;
+
+/* The name of the file a setting (or a syntax error) came from, as the
+ * user can open it. libconfig records included files by the name written
+ * in the @include line, which it resolved against the include dir. */
+static const char *display_file(const ctx *c, const char *file, char *buf,
+                                size_t size) {
+  if (!file || strcmp(file, c->path) == 0 || !c->include_dir)
+    return file ? file : c->path;
+  snprintf(buf, size, "%s/%s", c->include_dir, file);
+  return buf;
+}
+
+/* "<file>:<line>", or just "<file>" for the root group, which has no line. */
+static void location(const ctx *c, const config_setting_t *s, char *buf,
+                     size_t size) {
+  char tmp[PATH_MAX];
+  const char *file =
+      display_file(c, config_setting_source_file(s), tmp, sizeof tmp);
+  unsigned line = config_setting_source_line(s);
+  if (line)
+    snprintf(buf, size, "%s:%u", file, line);
+  else
+    snprintf(buf, size, "%s", file);
+}
+
+__attribute__((format(printf, 3, 4))) static int
+fail_at(ctx *c, const config_setting_t *s, const char *fmt, ...) {
+  char where[PATH_MAX + 16], msg[sizeof c->err->msg];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  location(c, s, where, sizeof where);
+  return kjb_err_set(c->err, KJB_ECONFIG, "%s: %s", where, msg);
+}
+
+__attribute__((format(printf, 3, 4))) static int
+vfail(ctx *c, const val *v, const char *fmt, ...) {
+  char msg[sizeof c->err->msg];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (v->s)
+    return fail_at(c, v->s, "%s: %s", v->key, msg);
+  return kjb_err_set(c->err, KJB_ECONFIG, "environment %s: %s", v->env, msg);
+}
+
+/* "line 7", or "other.cfg:7" when first is in another file than now. */
+static void first_defined(const ctx *c, const config_setting_t *first,
+                          const config_setting_t *now, char *buf,
+                          size_t size) {
+  const char *a = config_setting_source_file(first);
+  const char *b = config_setting_source_file(now);
+  if ((!a && !b) || (a && b && strcmp(a, b) == 0))
+    snprintf(buf, size, "line %u", config_setting_source_line(first));
+  else
+    location(c, first, buf, size);
+}
+
+static const char *type_name(const config_setting_t *s) {
+  switch (config_setting_type(s)) {
+  case CONFIG_TYPE_INT:
+  case CONFIG_TYPE_INT64: return "an integer";
+  case CONFIG_TYPE_FLOAT: return "a float";
+  case CONFIG_TYPE_STRING: return "a string";
+  case CONFIG_TYPE_BOOL: return "a boolean";
+  case CONFIG_TYPE_GROUP: return "a group";
+  case CONFIG_TYPE_ARRAY: return "an array";
+  case CONFIG_TYPE_LIST: return "a list";
+  default: return "nothing";
+  }
+}
+
+static bool is_int(const config_setting_t *s) {
+  int t = config_setting_type(s);
+  return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64;
+}
+
+static bool is_number(const config_setting_t *s) {
+  return is_int(s) || config_setting_type(s) == CONFIG_TYPE_FLOAT;
+}
+
+/* Levenshtein distance, for "did you mean" on misspelt keys. */
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 64 || lb > 64)
+    return SIZE_MAX;
+  size_t row[65];
+  for (size_t j = 0; j <= lb; j++)
+    row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb];
+}
+
+static int unknown_key(ctx *c, const config_setting_t *s, const char *gpath,
+                       const field *fs, size_t nf) {
+  const char *name = config_setting_name(s);
+  const char *best = NULL;
+  size_t best_d = 3;
+  for (size_t i = 0; i < nf; i++) {
+    size_t d = edit_distance(name, fs[i].name);
+    if (d < best_d && d < strlen(name)) {
+      best = fs[i].name;
+      best_d = d;
+    }
+  }
+  char hint[96] = "";
+  if (best)
+    snprintf(hint, sizeof hint, " (did you mean \"%s\"?)", best);
+  if (!gpath)
+    return fail_at(c, s, "unknown section \"%s\"%s", name, hint);
+  return fail_at(c, s, "unknown key \"%s\" in %s%s", name, gpath, hint);
+}
+
+/* ---- Values -------------------------------------------------------------- */
+
+static int get_string(ctx *c, const val *v, const char **out) {
+  if (!v->s) {
+    *out = v->text;
+    return 0;
+  }
+  if (config_setting_type(v->s) != CONFIG_TYPE_STRING)
+    return vfail(c, v, "expected a string, got %s", type_name(v->s));
+  *out = config_setting_get_string(v->s);
+  return 0;
+}
+
+static int get_int(ctx *c, const val *v, long long min, long long max,
+                   int *out) {
+  long long n;
+  if (v->s) {
+    if (!is_int(v->s))
+      return vfail(c, v, "expected an integer, got %s", type_name(v->s));
+    n = config_setting_get_int64(v->s);
+  } else {
+    char *end;
+    errno = 0;
+    n = strtoll(v->text, &end, 10);
+    if (end == v->text || *end || errno)
+      return vfail(c, v, "expected an integer, got \"%s\"", v->text);
+  }
+  /* Most keys only have a lower bound; INT_MAX is the width of the field. */
+  if (max == INT_MAX && n < min)
+    return vfail(c, v, "must be at least %lld, got %lld", min, n);
+  if (max == INT_MAX && n > max)
+    return vfail(c, v, "must be at most %lld, got %lld", max, n);
+  if (n < min || n > max)
+    return vfail(c, v, "must be between %lld and %lld, got %lld", min, max, n);
+  *out = (int)n;
+  return 0;
+}
+
+static int get_number(ctx *c, const val *v, unsigned flags, double *out) {
+  double d;
+  if (v->s) {
+    if (!is_number(v->s))
+      return vfail(c, v, "expected a number, got %s", type_name(v->s));
+    d = config_setting_type(v->s) == CONFIG_TYPE_FLOAT
+            ? config_setting_get_float(v->s)
+            : (double)config_setting_get_int64(v->s);
+  } else {
+    char *end;
+    errno = 0;
+    d = strtod(v->text, &end);
+    if (end == v->text || *end || errno)
+      return vfail(c, v, "expected a number, got \"%s\"", v->text);
+  }
+  if (!isfinite(d))
+    return vfail(c, v, "must be a finite number");
+  if ((flags & F_RATIO) && !(d > 0 && d <= 1))
+    return vfail(c, v, "must be greater than 0 and at most 1, got %g", d);
+  if ((flags & F_POSITIVE) && !(d > 0))
+    return vfail(c, v, "must be greater than 0, got %g", d);
+  *out = d;
+  return 0;
+}
+
+static int get_duration(ctx *c, const val *v, unsigned flags, int64_t *out) {
+  char num[64];
+  const char *text = v->text;
+  if (v->s) {
+    /* A bare number is the classic mistake ("timeout = 5"); name the
+     * missing unit rather than the type. */
+    if (is_int(v->s))
+      snprintf(num, sizeof num, "%lld", config_setting_get_int64(v->s));
+    else if (config_setting_type(v->s) == CONFIG_TYPE_FLOAT)
+      snprintf(num, sizeof num, "%g", config_setting_get_float(v->s));
+    else if (config_setting_type(v->s) != CONFIG_TYPE_STRING)
+      return vfail(c, v, "expected a duration such as \"30s\", got %s",
+                   type_name(v->s));
+    text = config_setting_type(v->s) == CONFIG_TYPE_STRING
+               ? config_setting_get_string(v->s)
+               : num;
+  }
+  if (kjb_duration_parse(text, out) != 0)
+    return vfail(c, v, "invalid duration \"%s\" (" DURATION_HINT ")", text);
+  if ((flags & F_POSITIVE) && *out <= 0)
+    return vfail(c, v, "must be greater than 0, got \"%s\"", text);
+  return 0;
+}
+
+static int get_enum(ctx *c, const val *v, const char *const *names,
+                    int *out) {
+  const char *s = NULL;
+  int rc = get_string(c, v, &s);
+  if (rc)
+    return rc;
+  for (int i = 0; names[i]; i++) {
+    if (strcmp(s, names[i]) == 0) {
+      *out = i;
+      return 0;
+    }
+  }
+  char list[128] = "";
+  size_t len = 0;
+  for (int i = 0; names[i] && len < sizeof list; i++) {
+    const char *sep = i == 0 ? "" : names[i + 1] ? ", " : " or ";
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", sep,
+                            names[i]);
+  }
+  return vfail(c, v, "invalid value \"%s\" (expected %s)", s, list);
+}
+
+static bool is_avro_name(const char *s, size_t n) {
+  if (n == 0 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
+    return false;
+  for (size_t i = 1; i < n; i++)
+    if (!(isalnum((unsigned char)s[i]) || s[i] == '_'))
+      return false;
+  return true;
+}
+
+/* A dotted path of Avro names: "order_id", "customer.email". */
+static bool is_path(const char *s, size_t n) {
+  size_t start = 0;
+  for (size_t i = 0; i <= n; i++) {
+    if (i == n || s[i] == '.') {
+      if (!is_avro_name(s + start, i - start))
+        return false;
+      start = i + 1;
+    }
+  }
+  return true;
+}
+
+static int check_template(ctx *c, const val *v, const char *t) {
+  const char *p = t;
+  while ((p = strstr(p, "${")) != NULL) {
+    const char *path = p + 2, *close = strchr(path, '}');
+    if (!close)
+      return vfail(c, v,
+                   "invalid template \"%s\": \"${\" at byte %td is not "
+                   "closed by \"}\"",
+                   t, p - t);
+    size_t n = (size_t)(close - path);
+    if (n == 0)
+      return vfail(c, v, "invalid template \"%s\": empty path at byte %td", t,
+                   p - t);
+    if (!is_path(path, n))
+      return vfail(c, v,
+                   "invalid template \"%s\": invalid path \"%.*s\" at byte "
+                   "%td (" PATH_HINT ")",
+                   t, (int)n, path, p - t);
+    p = close + 1;
+  }
+  return 0;
+}
+
+static bool is_topic_name(const char *s) {
+  size_t n = strlen(s);
+  if (n > 249 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!(isalnum((unsigned char)s[i]) || strchr("._-", s[i])))
+      return false;
+  return true;
+}
+
+static int check_string(ctx *c, const val *v, const char *s, unsigned flags) {
+  if (!*s)
+    return vfail(c, v, "must not be empty");
+  if ((flags & F_URL) && strncmp(s, "http://", 7) != 0 &&
+      strncmp(s, "https://", 8) != 0)
+    return vfail(c, v, "expected an http:// or https:// URL, got \"%s\"", s);
+  if ((flags & F_IDENT) && (strlen(s) > 63 || !is_avro_name(s, strlen(s))))
+    return vfail(c, v,
+                 "invalid name \"%s\" (expected at most 63 letters, digits "
+                 "and underscores, not starting with a digit)",
+                 s);
+  if ((flags & F_TOPIC) && !is_topic_name(s))
+    return vfail(c, v,
+                 "invalid topic name \"%s\" (expected at most 249 letters, "
+                 "digits, \".\", \"_\" and \"-\")",
+                 s);
+  if (flags & F_TEMPLATE)
+    return check_template(c, v, s);
+  return 0;
+}
+
+/* A list of strings: an array or a list, checked per flags. */
+static int get_strlist(ctx *c, const val *v, unsigned flags, char ***out,
+                       size_t *nout) {
+  const config_setting_t *s = v->s;
+  int t = config_setting_type(s);
+  if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
+    return vfail(c, v, "expected a list of strings, got %s", type_name(s));
+  size_t n = (size_t)config_setting_length(s);
+  if (n == 0 && (flags & F_PATHS))
+    return vfail(c, v,
+                 "must not be empty (leave args out to pass the whole record)");
+  if (n == 0 && (flags & F_ARGV))
+    return vfail(c, v, "must not be empty");
+  char **list = xcalloc(n, sizeof *list);
+  /* Owned by the config from here on, so a failure below frees it. */
+  *out = list;
+  *nout = n;
+  for (size_t i = 0; i < n; i++) {
+    char key[256];
+    snprintf(key, sizeof key, "%s[%zu]", v->key, i);
+    const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+    val ev = {.s = e, .key = key};
+    if (config_setting_type(e) != CONFIG_TYPE_STRING)
+      return vfail(c, &ev, "expected a string, got %s", type_name(e));
+    const char *str = config_setting_get_string(e);
+    if ((flags & F_PATHS) && !is_path(str, strlen(str)))
+      return vfail(c, &ev, "invalid path \"%s\" (" PATH_HINT ")", str);
+    if ((flags & F_PATHS)) {
+      for (size_t k = 0; k < i; k++)
+        if (strcmp(list[k], str) == 0)
+          return vfail(c, &ev, "duplicate path \"%s\"", str);
+    }
+    if ((flags & F_PAIRS) && (str[0] == '=' || !strchr(str, '=')))
+      return vfail(c, &ev, "expected \"key=value\", got \"%s\"", str);
+    if ((flags & F_ARGV) && i == 0 && !*str)
+      return vfail(c, &ev, "must not be empty");
+    list[i] = xstrdup(str);
+  }
+  return 0;
+}
+
+static void set_string(char **slot, const char *s) {
+  free(*slot);
+  *slot = xstrdup(s);
+}
+
+/* Parses one value into base + f->off. */
+static int set_field(ctx *c, const field *f, const val *v, void *base) {
+  char *p = (char *)base + f->off;
+  const char *s = NULL;
+  int rc = 0;
+  switch (f->type) {
+  case T_STR:
+    if (!(rc = get_string(c, v, &s)) && !(rc = check_string(c, v, s, f->flags)))
+      set_string((char **)p, s);
+    return rc;
+  case T_INT: return get_int(c, v, f->min, f->max, (int *)p);
+  case T_NUM: return get_number(c, v, f->flags, (double *)p);
+  case T_DUR: return get_duration(c, v, f->flags, (int64_t *)p);
+  case T_ENUM: return get_enum(c, v, f->names, (int *)p);
+  case T_ENUMSTR: {
+    int i;
+    if (!(rc = get_enum(c, v, f->names, &i)))
+      set_string((char **)p, f->names[i]);
+    return rc;
+  }
+  case T_STRLIST:
+    return get_strlist(c, v, f->flags, (char ***)p,
+                       (size_t *)((char *)base + f->noff));
+  case T_GROUP:
+    if (config_setting_type(v->s) != CONFIG_TYPE_GROUP)
+      return vfail(c, v, "expected a group, got %s", type_name(v->s));
+    return 0;
+  case T_LIST:
+    if (config_setting_type(v->s) != CONFIG_TYPE_LIST)
+      return vfail(c, v, "expected a list of groups, got %s", type_name(v->s));
+    return 0;
+  }
+  return 0;
+}
+
+/* Checks every member of group g against fs and parses it into base.
+ * found[i] receives the setting for fs[i] (NULL when absent). gpath names
+ * the group in messages; NULL for the root. */
+static int parse_group(ctx *c, const config_setting_t *g, const char *gpath,
+                       const field *fs, size_t nf, void *base,
+                       const config_setting_t **found) {
+  assert(nf <= MAX_FIELDS);
+  for (size_t i = 0; i < nf; i++)
+    found[i] = NULL;
+  int n = config_setting_length(g);
+  for (int i = 0; i < n; i++) {
+    const config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
+    const char *name = config_setting_name(m);
+    size_t k = 0;
+    while (k < nf && strcmp(fs[k].name, name) != 0)
+      k++;
+    if (k == nf)
+      return unknown_key(c, m, gpath, fs, nf);
+    found[k] = m;
+    char key[256];
+    if (gpath)
+      snprintf(key, sizeof key, "%s.%s", gpath, name);
+    else
+      snprintf(key, sizeof key, "%s", name);
+    int rc = set_field(c, &fs[k], &(val){.s = m, .key = key}, base);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+/* Reports the first F_REQUIRED field of fs that is neither in the file
+ * (found) nor set from the environment (env_set, may be NULL), at the line
+ * of the enclosing group g. */
+static int check_required(ctx *c, const config_setting_t *g,
+                          const char *gpath, const field *fs, size_t nf,
+                          const config_setting_t **found,
+                          const bool *env_set) {
+  for (size_t i = 0; i < nf; i++) {
+    if (!(fs[i].flags & F_REQUIRED) || found[i] || (env_set && env_set[i]))
+      continue;
+    if (!gpath)
+      return fail_at(c, g, "missing required section \"%s\"", fs[i].name);
+    if (env_set) {
+      char env[128];
+      snprintf(env, sizeof env, "KJB_%s_%s", gpath, fs[i].name);
+      for (char *p = env; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
+      return fail_at(c, g, "missing required key \"%s\" in %s (or set %s)",
+                     fs[i].name, gpath, env);
+    }
+    return fail_at(c, g, "missing required key \"%s\" in %s", fs[i].name,
+                   gpath);
+  }
+  return 0;
+}
+
+/* ---- Sections ------------------------------------------------------------ */
+
+static void set_defaults(kjb_config *cfg) {
+  cfg->kafka.group = xstrdup("kjb");
+  cfg->postgres.schema = xstrdup("kjb");
+  cfg->postgres.pool_size = 4;
+  cfg->http.listen = xstrdup("127.0.0.1:9464");
+  cfg->http.admin_token_env = xstrdup("KJB_ADMIN_TOKEN");
+  cfg->schema_registry.timeout_us = 5 * 1000000LL;
+  cfg->schemas.dir = xstrdup("schemas/avro");
+  cfg->ingest.batch_size = 5000;
+  cfg->ingest.batch_timeout_us = 100 * 1000LL;
+  cfg->log.level = xstrdup("info");
+  cfg->log.format = xstrdup("text");
+}
+
+static int parse_schema_ids(ctx *c, const config_setting_t *list) {
+  kjb_config *cfg = c->cfg;
+  size_t n = (size_t)config_setting_length(list);
+  cfg->schemas.ids = xcalloc(n, sizeof *cfg->schemas.ids);
+  cfg->schemas.nids = n;
+  for (size_t i = 0; i < n; i++) {
+    const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+    const config_setting_t *found[MAX_FIELDS];
+    kjb_schema_id_cfg *id = &cfg->schemas.ids[i];
+    char gpath[64];
+    snprintf(gpath, sizeof gpath, "schemas.ids[%zu]", i);
+    if (config_setting_type(e) != CONFIG_TYPE_GROUP)
+      return fail_at(c, e, "%s: expected a group, got %s", gpath,
+                     type_name(e));
+    id->line = (int)config_setting_source_line(e);
+    int rc = parse_group(c, e, gpath, schema_id_fields,
+                         NFIELDS(schema_id_fields), id, found);
+    if (!rc)
+      rc = check_required(c, e, gpath, schema_id_fields,
+                          NFIELDS(schema_id_fields), found, NULL);
+    if (rc)
+      return rc;
+    for (size_t k = 0; k < i; k++) {
+      if (cfg->schemas.ids[k].id != id->id)
+        continue;
+      char first[PATH_MAX + 16];
+      const config_setting_t *prev = config_setting_get_member(
+          config_setting_get_elem(list, (unsigned)k), "id");
+      first_defined(c, prev, found[0], first, sizeof first);
+      return fail_at(c, found[0], "%s.id: duplicate schema id %d (first "
+                     "defined at %s)", gpath, id->id, first);
+    }
+  }
+  return 0;
+}
+
+/* A scalar section: the file's values, then the environment's. */
+static int parse_section(ctx *c, const struct section *sec,
+                         const config_setting_t *g,
+                         const config_setting_t *root) {
+  const config_setting_t *found[MAX_FIELDS] = {NULL};
+  bool env_set[MAX_FIELDS] = {false};
+  int rc;
+  if (g && (rc = parse_group(c, g, sec->name, sec->fields, sec->nfields,
+                             c->cfg, found)))
+    return rc;
+  for (size_t i = 0; i < sec->nfields; i++) {
+    const field *f = &sec->fields[i];
+    if (f->type == T_STRLIST || f->type == T_GROUP || f->type == T_LIST)
+      continue;
+    char name[128];
+    snprintf(name, sizeof name, "KJB_%s_%s", sec->name, f->name);
+    for (char *p = name; *p; p++)
+      *p = (char)toupper((unsigned char)*p);
+    /* An empty variable counts as unset, as with most tools that read
+     * their settings from the environment. */
+    const char *text = getenv(name);
+    if (!text || !*text)
+      continue;
+    if ((rc = set_field(c, f, &(val){.env = name, .text = text}, c->cfg)))
+      return rc;
+    env_set[i] = true;
+  }
+  if ((rc = check_required(c, g ? g : root, sec->name, sec->fields,
+                           sec->nfields, found, env_set)))
+    return rc;
+  if (sec->fields == schemas_fields && found[S_IDS])
+    return parse_schema_ids(c, found[S_IDS]);
+  return 0;
+}
+
+static int parse_subgroup(ctx *c, const config_setting_t *g,
+                          const char *hpath, const char *name,
+                          const field *fs, size_t nf, kjb_handler_cfg *h) {
+  const config_setting_t *found[MAX_FIELDS];
+  char gpath[96];
+  snprintf(gpath, sizeof gpath, "%s.%s", hpath, name);
+  int rc = parse_group(c, g, gpath, fs, nf, h, found);
+  if (!rc)
+    rc = check_required(c, g, gpath, fs, nf, found, NULL);
+  return rc;
+}
+
+static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
+                         kjb_handler_cfg *h) {
+  const config_setting_t *found[MAX_FIELDS];
+  int rc;
+  h->line = (int)config_setting_source_line(e);
+  h->timeout_us = 30 * 1000000LL;
+  h->concurrency = 4;
+  h->rate_limit.scope = KJB_SCOPE_LOCAL;
+  h->retry.max_attempts = 20;
+  h->retry.base_us = 1000000LL;
+  h->retry.max_us = 3600 * 1000000LL;
+  h->retry.jitter = KJB_JITTER_FULL;
+  h->breaker.failure_ratio = 0.5;
+  h->breaker.min_calls = 20;
+  h->breaker.open_for_us = 30 * 1000000LL;
+  if ((rc = parse_group(c, e, hpath, handler_fields, NFIELDS(handler_fields),
+                        h, found)) ||
+      (rc = check_required(c, e, hpath, handler_fields,
+                           NFIELDS(handler_fields), found, NULL)))
+    return rc;
+
+  /* Each type has its own target key, and only that one. */
+  static const struct {
+    const char *type;
+    int index;
+  } targets[] = {{"http", H_URL}, {"exec", H_COMMAND}, {"plugin", H_PLUGIN}};
+  for (size_t i = 0; i < NFIELDS(targets); i++) {
+    const char *key = handler_fields[targets[i].index].name;
+    const config_setting_t *s = found[targets[i].index];
+    if (strcmp(h->type, targets[i].type) == 0 && !s)
+      return fail_at(c, e, "missing required key \"%s\" in %s (required "
+                     "for type \"%s\")", key, hpath, h->type);
+    if (strcmp(h->type, targets[i].type) != 0 && s)
+      return fail_at(c, s, "%s.%s: only valid for type \"%s\", not \"%s\"",
+                     hpath, key, targets[i].type, h->type);
+  }
+
+  if (found[H_RATE]) {
+    if ((rc = parse_subgroup(c, found[H_RATE], hpath, "rate_limit",
+                             rate_limit_fields, NFIELDS(rate_limit_fields),
+                             h)))
+      return rc;
+    h->rate_limit.enabled = 1;
+    if (!config_setting_get_member(found[H_RATE], "burst")) {
+      double burst = ceil(h->rate_limit.rate);
+      h->rate_limit.burst = burst < 1 ? 1 : burst > INT_MAX ? INT_MAX
+                                                          : (int)burst;
+    }
+  }
+  if (found[H_RETRY]) {
+    if ((rc = parse_subgroup(c, found[H_RETRY], hpath, "retry", retry_fields,
+                             NFIELDS(retry_fields), h)))
+      return rc;
+    if (h->retry.max_us < h->retry.base_us) {
+      const config_setting_t *max =
+          config_setting_get_member(found[H_RETRY], "max");
+      if (max)
+        return fail_at(c, max, "%s.retry.max: must not be less than "
+                       "retry.base", hpath);
+      return fail_at(c, config_setting_get_member(found[H_RETRY], "base"),
+                     "%s.retry.base: must not be more than retry.max "
+                     "(default 1h)", hpath);
+    }
+  }
+  if (found[H_BREAKER]) {
+    if ((rc = parse_subgroup(c, found[H_BREAKER], hpath, "breaker",
+                             breaker_fields, NFIELDS(breaker_fields), h)))
+      return rc;
+    h->breaker.enabled = 1;
+  }
+  return 0;
+}
+
+static int parse_handlers(ctx *c, const config_setting_t *list) {
+  kjb_config *cfg = c->cfg;
+  size_t n = (size_t)config_setting_length(list);
+  cfg->handlers = xcalloc(n, sizeof *cfg->handlers);
+  cfg->nhandlers = n;
+  for (size_t i = 0; i < n; i++) {
+    const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+    char hpath[64];
+    snprintf(hpath, sizeof hpath, "handlers[%zu]", i);
+    if (config_setting_type(e) != CONFIG_TYPE_GROUP)
+      return fail_at(c, e, "%s: expected a group, got %s", hpath,
+                     type_name(e));
+    int rc = parse_handler(c, e, hpath, &cfg->handlers[i]);
+    if (rc)
+      return rc;
+    for (size_t k = 0; k < i; k++) {
+      if (strcmp(cfg->handlers[k].kind, cfg->handlers[i].kind) != 0)
+        continue;
+      const config_setting_t *now = config_setting_get_member(e, "kind");
+      const config_setting_t *prev = config_setting_get_member(
+          config_setting_get_elem(list, (unsigned)k), "kind");
+      char first[PATH_MAX + 16];
+      first_defined(c, prev, now, first, sizeof first);
+      return fail_at(c, now, "%s.kind: duplicate handler for kind \"%s\" "
+                     "(first defined at %s)", hpath, cfg->handlers[i].kind,
+                     first);
+    }
+  }
+  return 0;
+}
+
+static int parse_jobs(ctx *c, const config_setting_t *list, const char *tpath,
+                      kjb_topic_cfg *t) {
+  size_t n = (size_t)config_setting_length(list);
+  if (n == 0)
+    return fail_at(c, list, "%s.jobs: at least one job is required", tpath);
+  t->jobs = xcalloc(n, sizeof *t->jobs);
+  t->njobs = n;
+  for (size_t i = 0; i < n; i++) {
+    const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+    const config_setting_t *found[MAX_FIELDS];
+    kjb_job_cfg *j = &t->jobs[i];
+    char jpath[96];
+    snprintf(jpath, sizeof jpath, "%s.jobs[%zu]", tpath, i);
+    if (config_setting_type(e) != CONFIG_TYPE_GROUP)
+      return fail_at(c, e, "%s: expected a group, got %s", jpath,
+                     type_name(e));
+    j->line = (int)config_setting_source_line(e);
+    j->queue = xstrdup("default");
+    int rc = parse_group(c, e, jpath, job_fields, NFIELDS(job_fields), j,
+                         found);
+    if (!rc)
+      rc = check_required(c, e, jpath, job_fields, NFIELDS(job_fields), found,
+                          NULL);
+    if (rc)
+      return rc;
+    for (size_t k = 0; k < i; k++) {
+      if (strcmp(t->jobs[k].kind, j->kind) != 0)
+        continue;
+      char first[PATH_MAX + 16];
+      const config_setting_t *prev = config_setting_get_member(
+          config_setting_get_elem(list, (unsigned)k), "kind");
+      first_defined(c, prev, found[0], first, sizeof first);
+      return fail_at(c, found[0], "%s.kind: duplicate job kind \"%s\" in "
+                     "topic \"%s\" (first defined at %s)", jpath, j->kind,
+                     t->topic, first);
+    }
+  }
+  return 0;
+}
+
+static int parse_topics(ctx *c, const config_setting_t *list) {
+  kjb_config *cfg = c->cfg;
+  size_t n = (size_t)config_setting_length(list);
+  if (n == 0)
+    return fail_at(c, list, "topics: at least one topic is required");
+  cfg->topics = xcalloc(n, sizeof *cfg->topics);
+  cfg->ntopics = n;
+  for (size_t i = 0; i < n; i++) {
+    const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+    const config_setting_t *found[MAX_FIELDS];
+    kjb_topic_cfg *t = &cfg->topics[i];
+    char tpath[64];
+    snprintf(tpath, sizeof tpath, "topics[%zu]", i);
+    if (config_setting_type(e) != CONFIG_TYPE_GROUP)
+      return fail_at(c, e, "%s: expected a group, got %s", tpath,
+                     type_name(e));
+    t->line = (int)config_setting_source_line(e);
+    t->format = KJB_FMT_CONFLUENT;
+    int rc = parse_group(c, e, tpath, topic_fields, NFIELDS(topic_fields), t,
+                         found);
+    if (!rc)
+      rc = check_required(c, e, tpath, topic_fields, NFIELDS(topic_fields),
+                          found, NULL);
+    if (rc)
+      return rc;
+    for (size_t k = 0; k < i; k++) {
+      if (strcmp(cfg->topics[k].topic, t->topic) != 0)
+        continue;
+      char first[PATH_MAX + 16];
+      const config_setting_t *prev = config_setting_get_member(
+          config_setting_get_elem(list, (unsigned)k), "topic");
+      first_defined(c, prev, found[TP_TOPIC], first, sizeof first);
+      return fail_at(c, found[TP_TOPIC], "%s.topic: duplicate topic \"%s\" (first "
+                     "defined at %s)", tpath, t->topic, first);
+    }
+    if (!t->dlq) {
+      size_t len = strlen(t->topic) + sizeof ".dlq";
+      t->dlq = xcalloc(len, 1);
+      snprintf(t->dlq, len, "%s.dlq", t->topic);
+    } else if (strcmp(t->dlq, t->topic) == 0) {
+      return fail_at(c, found[TP_DLQ], "%s.dlq: must differ from the topic itself",
+                     tpath);
+    }
+    if ((rc = parse_jobs(c, found[TP_JOBS], tpath, t)))
+      return rc;
+  }
+  return 0;
+}
+
+static int parse_root(ctx *c, const config_setting_t *root) {
+  const config_setting_t *found[MAX_FIELDS];
+  int rc;
+  set_defaults(c->cfg);
+  if ((rc = parse_group(c, root, NULL, root_fields, NFIELDS(root_fields),
+                        c->cfg, found)))
+    return rc;
+  /* The scalar sections lead root_fields in the order of sections[]. */
+  for (size_t i = 0; i < NFIELDS(sections); i++) {
+    assert(strcmp(root_fields[i].name, sections[i].name) == 0);
+    if ((rc = parse_section(c, &sections[i], found[i], root)))
+      return rc;
+  }
+  const config_setting_t *topics = found[NFIELDS(sections)];
+  const config_setting_t *handlers = found[NFIELDS(sections) + 1];
+  if (handlers && (rc = parse_handlers(c, handlers)))
+    return rc;
+  if ((rc = check_required(c, root, NULL, root_fields, NFIELDS(root_fields),
+                           found, NULL)) ||
+      (rc = parse_topics(c, topics)))
+    return rc;
+
+  kjb_config *cfg = c->cfg;
+  for (size_t i = 0; i < cfg->ntopics; i++) {
+    for (size_t k = 0; k < cfg->topics[i].njobs; k++) {
+      kjb_job_cfg *j = &cfg->topics[i].jobs[k];
+      if (j->max_attempts == 0) {
+        const kjb_handler_cfg *h = kjb_config_handler(cfg, j->kind);
+        j->max_attempts = h ? h->retry.max_attempts : 20;
+      }
+    }
+  }
+  return 0;
+}
+
+/* ---- Public API ---------------------------------------------------------- */
+
+/* See config.h. Reads path through one stream (so that a directory or an
+ * unreadable file is KJB_EIO), then lets libconfig parse it; every error
+ * after that is KJB_ECONFIG and leaves cfg zeroed. */
+int kjb_config_load(const char *path, kjb_config *cfg, kjb_err *err) {
+  assert(path && cfg);
+  memset(cfg, 0, sizeof *cfg);
+
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return kjb_err_set(err, KJB_EIO, "%s: %s", path, strerror(errno));
+  /* fopen() accepts a directory; reading it is what fails. */
+  int ch = getc(f);
+  if (ch == EOF && ferror(f)) {
+    int e = errno;
+    fclose(f);
+    return kjb_err_set(err, KJB_EIO, "%s: %s", path, strerror(e));
+  }
+  rewind(f);
+
+  /* @include paths are relative to this file's directory, not the cwd. */
+  char *dir = NULL;
+  const char *slash = strrchr(path, '/');
+  if (slash) {
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    dir = xcalloc(n + 1, 1);
+    memcpy(dir, path, n);
+  }
+
+  ctx c = {.path = path, .include_dir = dir, .cfg = cfg, .err = err};
+  config_t lc;
+  config_init(&lc);
+  config_set_options(&lc, config_get_options(&lc) | CONFIG_OPTION_AUTOCONVERT);
+  if (dir)
+    config_set_include_dir(&lc, dir);
+
+  int rc = 0;
+  if (!config_read(&lc, f)) {
+    char tmp[PATH_MAX];
+    const char *file =
+        display_file(&c, config_error_file(&lc), tmp, sizeof tmp);
+    const char *text = config_error_text(&lc) ? config_error_text(&lc) : "";
+    if (strcmp(text, "syntax error") == 0 || !*text)
+      rc = kjb_err_set(err, KJB_ECONFIG, "%s:%d: syntax error", file,
+                       config_error_line(&lc));
+    else if (strstr(text, "include"))
+      rc = kjb_err_set(err, KJB_ECONFIG, "%s:%d: %s", file,
+                       config_error_line(&lc), text);
+    else
+      rc = kjb_err_set(err, KJB_ECONFIG, "%s:%d: syntax error: %s", file,
+                       config_error_line(&lc), text);
+  } else {
+    cfg->path = xstrdup(path);
+    rc = parse_root(&c, config_root_setting(&lc));
+  }
+  config_destroy(&lc);
+  fclose(f);
+  free(dir);
+  if (rc)
+    kjb_config_close(cfg);
+  return rc;
+}
+
+static void free_strings(char **v, size_t n) {
+  for (size_t i = 0; v && i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+/* Frees every string and array of cfg and zeroes it, so that closing twice
+ * or closing a zeroed cfg is harmless. NULL does nothing. */
+void kjb_config_close(kjb_config *cfg) {
+  if (!cfg)
+    return;
+  free(cfg->path);
+  free(cfg->kafka.brokers);
+  free(cfg->kafka.group);
+  free_strings(cfg->kafka.properties, cfg->kafka.nproperties);
+  free(cfg->postgres.conninfo);
+  free(cfg->postgres.schema);
+  free(cfg->http.listen);
+  free(cfg->http.admin_token_env);
+  free(cfg->schema_registry.url);
+  free(cfg->schemas.dir);
+  for (size_t i = 0; i < cfg->schemas.nids; i++)
+    free(cfg->schemas.ids[i].file);
+  free(cfg->schemas.ids);
+  free(cfg->log.level);
+  free(cfg->log.format);
+  for (size_t i = 0; i < cfg->ntopics; i++) {
+    kjb_topic_cfg *t = &cfg->topics[i];
+    free(t->topic);
+    free(t->schema);
+    free(t->dlq);
+    for (size_t k = 0; k < t->njobs; k++) {
+      kjb_job_cfg *j = &t->jobs[k];
+      free(j->kind);
+      free(j->queue);
+      free(j->unique_key);
+      free_strings(j->args, j->nargs);
+    }
+    free(t->jobs);
+  }
+  free(cfg->topics);
+  for (size_t i = 0; i < cfg->nhandlers; i++) {
+    kjb_handler_cfg *h = &cfg->handlers[i];
+    free(h->kind);
+    free(h->type);
+    free(h->url);
+    free_strings(h->command, h->ncommand);
+    free(h->plugin);
+  }
+  free(cfg->handlers);
+  memset(cfg, 0, sizeof *cfg);
+}
+
+/* Returns explicit_path, else $KJB_CONFIG, else "config/kjb.cfg"; an empty
+ * string counts as absent. The result is not owned by the caller. */
+const char *kjb_config_default_path(const char *explicit_path) {
+  if (explicit_path && *explicit_path)
+    return explicit_path;
+  const char *env = getenv("KJB_CONFIG");
+  if (env && *env)
+    return env;
+  return KJB_DEFAULT_CONFIG;
+}
+
+/* The mapping of the source topic named topic, or NULL. Points into cfg. */
+const kjb_topic_cfg *kjb_config_topic(const kjb_config *cfg,
+                                      const char *topic) {
+  for (size_t i = 0; i < cfg->ntopics; i++)
+    if (strcmp(cfg->topics[i].topic, topic) == 0)
+      return &cfg->topics[i];
+  return NULL;
+}
+
+/* The handler for job kind, or NULL. Points into cfg. */
+const kjb_handler_cfg *kjb_config_handler(const kjb_config *cfg,
+                                          const char *kind) {
+  for (size_t i = 0; i < cfg->nhandlers; i++)
+    if (strcmp(cfg->handlers[i].kind, kind) == 0)
+      return &cfg->handlers[i];
+  return NULL;
+}
+
+/* The config spelling of f ("confluent", "raw", "single-object"). */
+const char *kjb_format_name(kjb_format f) {
+  switch (f) {
+  case KJB_FMT_CONFLUENT: return "confluent";
+  case KJB_FMT_RAW: return "raw";
+  case KJB_FMT_SINGLE_OBJECT: return "single-object";
+  }
+  return "unknown";
+}

@@ -1,0 +1,1089 @@
+/* Tests for config.c: a table of config texts with the exact error each
+ * must produce or the values it must load into, plus the shipped configs. */
+#include <errno.h>
+#include <ftw.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+extern char **environ;
+
+/* Two valid sections (lines 1-2) and one valid topic (one line), so that
+ * a case adds only what it is about. */
+#define BASE                                                                   \
+  "kafka = { brokers = \"b:9092\"; };\n"                                       \
+  "postgres = { conninfo = \"dbname=kjb\"; };\n"
+#define TOPIC                                                                  \
+  "topics = ( { topic = \"orders\"; schema = \"o.avsc\"; "                     \
+  "jobs = ( { kind = \"k\"; } ); } );\n"
+/* A topic whose one job is the given text, on one line. */
+#define TOPIC_JOB(job)                                                         \
+  "topics = ( { topic = \"orders\"; schema = \"o.avsc\"; jobs = ( { " job      \
+  " } ); } );\n"
+#define HANDLER(h) "handlers = ( { " h " } );\n"
+#define DURATION_HINT "(expected a number with a unit: us, ms, s, m, h, d)"
+#define PATH_HINT "(expected dotted Avro names such as \"customer.email\")"
+
+typedef struct {
+  const char *name;
+  const char *value;
+} env_kv;
+
+typedef struct {
+  const char *name;     /* also the case's directory */
+  const char *text;     /* t.cfg */
+  const char *inc_name; /* an optional second file beside t.cfg */
+  const char *inc_text;
+  env_kv env[8];
+  const char *want; /* the exact error, temp dir removed; NULL: loads */
+  void (*check)(const kjb_config *cfg);
+} cfg_case;
+
+#define EQ_STR(a, b) assert_string_equal((a), (b))
+#define EQ_INT(a, b) assert_int_equal((a), (b))
+#define EQ_NUM(a, b)                                                           \
+  do {                                                                         \
+    double a_ = (a), b_ = (b);                                                 \
+    if (fabs(a_ - b_) > 1e-9)                                                  \
+      fail_msg("%s = %g, want %g", #a, a_, b_);                                \
+  } while (0)
+
+/* ---- Checks for cases that load ----------------------------------------- */
+
+static void check_defaults(const kjb_config *cfg) {
+  EQ_STR(cfg->kafka.brokers, "b:9092");
+  EQ_STR(cfg->kafka.group, "kjb");
+  EQ_INT(cfg->kafka.nproperties, 0);
+  assert_null(cfg->kafka.properties);
+  EQ_STR(cfg->postgres.conninfo, "dbname=kjb");
+  EQ_STR(cfg->postgres.schema, "kjb");
+  EQ_INT(cfg->postgres.pool_size, 4);
+  EQ_STR(cfg->http.listen, "127.0.0.1:9464");
+  EQ_STR(cfg->http.admin_token_env, "KJB_ADMIN_TOKEN");
+  assert_null(cfg->schema_registry.url);
+  EQ_INT(cfg->schema_registry.timeout_us, 5000000);
+  EQ_STR(cfg->schemas.dir, "schemas/avro");
+  EQ_INT(cfg->schemas.nids, 0);
+  EQ_INT(cfg->ingest.batch_size, 5000);
+  EQ_INT(cfg->ingest.batch_timeout_us, 100000);
+  EQ_STR(cfg->log.level, "info");
+  EQ_STR(cfg->log.format, "text");
+  EQ_INT(cfg->nhandlers, 0);
+  EQ_INT(cfg->ntopics, 1);
+  const kjb_topic_cfg *t = &cfg->topics[0];
+  EQ_STR(t->topic, "orders");
+  EQ_INT(t->format, KJB_FMT_CONFLUENT);
+  EQ_STR(t->schema, "o.avsc");
+  EQ_STR(t->dlq, "orders.dlq");
+  EQ_INT(t->line, 3);
+  EQ_INT(t->njobs, 1);
+  const kjb_job_cfg *j = &t->jobs[0];
+  EQ_STR(j->kind, "k");
+  EQ_STR(j->queue, "default");
+  EQ_INT(j->priority, 0);
+  EQ_INT(j->max_attempts, 20);
+  assert_null(j->unique_key);
+  assert_null(j->args);
+  EQ_INT(j->nargs, 0);
+  EQ_INT(j->line, 3);
+}
+
+static void check_handler_defaults(const kjb_config *cfg) {
+  EQ_INT(cfg->nhandlers, 1);
+  const kjb_handler_cfg *h = &cfg->handlers[0];
+  EQ_STR(h->kind, "k");
+  EQ_STR(h->type, "http");
+  EQ_STR(h->url, "https://hooks.example/k");
+  assert_null(h->command);
+  assert_null(h->plugin);
+  EQ_INT(h->timeout_us, 30000000);
+  EQ_INT(h->concurrency, 4);
+  EQ_INT(h->rate_limit.enabled, 1);
+  EQ_NUM(h->rate_limit.rate, 2.5);
+  EQ_INT(h->rate_limit.burst, 3);
+  EQ_INT(h->rate_limit.scope, KJB_SCOPE_LOCAL);
+  EQ_INT(h->retry.max_attempts, 20);
+  EQ_INT(h->retry.base_us, 1000000);
+  EQ_INT(h->retry.max_us, 3600000000LL);
+  EQ_INT(h->retry.jitter, KJB_JITTER_FULL);
+  EQ_INT(h->breaker.enabled, 1);
+  EQ_NUM(h->breaker.failure_ratio, 0.5);
+  EQ_INT(h->breaker.min_calls, 20);
+  EQ_INT(h->breaker.open_for_us, 30000000);
+  EQ_INT(h->line, 4);
+}
+
+static void check_no_limits(const kjb_config *cfg) {
+  const kjb_handler_cfg *h = &cfg->handlers[0];
+  EQ_STR(h->type, "log");
+  EQ_INT(h->rate_limit.enabled, 0);
+  EQ_INT(h->breaker.enabled, 0);
+}
+
+static void check_full(const kjb_config *cfg) {
+  EQ_INT(cfg->kafka.nproperties, 2);
+  EQ_STR(cfg->kafka.properties[0], "security.protocol=ssl");
+  EQ_STR(cfg->kafka.properties[1], "ssl.key.password=");
+  EQ_INT(cfg->postgres.pool_size, 8);
+  EQ_STR(cfg->postgres.schema, "jobs_2");
+  EQ_STR(cfg->schema_registry.url, "https://registry:8081");
+  EQ_INT(cfg->schema_registry.timeout_us, 1500000);
+  EQ_INT(cfg->schemas.nids, 2);
+  EQ_INT(cfg->schemas.ids[0].id, 0);
+  EQ_STR(cfg->schemas.ids[0].file, "a.avsc");
+  EQ_INT(cfg->schemas.ids[1].id, 7);
+  EQ_STR(cfg->schemas.ids[1].file, "b.avsc");
+  EQ_INT(cfg->schemas.ids[1].line, 5);
+  EQ_INT(cfg->ingest.batch_size, 100);
+  EQ_INT(cfg->ingest.batch_timeout_us, 0);
+  EQ_STR(cfg->log.level, "error");
+  EQ_STR(cfg->log.format, "json");
+  const kjb_topic_cfg *t = &cfg->topics[0];
+  EQ_INT(t->format, KJB_FMT_SINGLE_OBJECT);
+  EQ_STR(t->dlq, "dead.letters");
+  EQ_INT(cfg->topics[1].format, KJB_FMT_RAW);
+  const kjb_job_cfg *j = &t->jobs[0];
+  EQ_STR(j->queue, "q1");
+  EQ_INT(j->priority, -32768);
+  EQ_INT(j->max_attempts, 3);
+  EQ_STR(j->unique_key, "a$$b-${x.y}-${_z}");
+  EQ_INT(j->nargs, 2);
+  EQ_STR(j->args[0], "x.y");
+  EQ_STR(j->args[1], "_z");
+  EQ_INT(t->jobs[1].priority, 32767);
+  EQ_INT(cfg->nhandlers, 3);
+  const kjb_handler_cfg *h = &cfg->handlers[0];
+  EQ_STR(h->type, "exec");
+  EQ_INT(h->ncommand, 3);
+  EQ_STR(h->command[0], "/bin/prog");
+  EQ_STR(h->command[1], "--flag");
+  EQ_STR(h->command[2], "");
+  EQ_INT(h->timeout_us, 250000);
+  EQ_INT(h->concurrency, 1);
+  EQ_NUM(h->rate_limit.rate, 50);
+  EQ_INT(h->rate_limit.burst, 1);
+  EQ_INT(h->rate_limit.scope, KJB_SCOPE_CLUSTER);
+  EQ_INT(h->retry.max_attempts, 5);
+  EQ_INT(h->retry.base_us, 10000);
+  EQ_INT(h->retry.max_us, 120000000);
+  EQ_INT(h->retry.jitter, KJB_JITTER_EQUAL);
+  EQ_NUM(h->breaker.failure_ratio, 1);
+  EQ_INT(h->breaker.min_calls, 1);
+  EQ_INT(h->breaker.open_for_us, 86400000000LL);
+  EQ_STR(cfg->handlers[1].type, "plugin");
+  EQ_STR(cfg->handlers[1].plugin, "./libmy.so");
+  EQ_INT(cfg->handlers[1].retry.jitter, KJB_JITTER_NONE);
+  EQ_STR(cfg->handlers[2].type, "log");
+}
+
+static void check_max_attempts(const kjb_config *cfg) {
+  const kjb_topic_cfg *t = &cfg->topics[0];
+  EQ_STR(t->jobs[0].kind, "a");
+  EQ_INT(t->jobs[0].max_attempts, 7);
+  EQ_INT(t->jobs[1].max_attempts, 20);
+  EQ_INT(t->jobs[2].max_attempts, 2);
+  EQ_INT(cfg->topics[1].jobs[0].max_attempts, 7);
+}
+
+static void check_env(const kjb_config *cfg) {
+  EQ_STR(cfg->kafka.brokers, "env:9092");
+  EQ_STR(cfg->kafka.group, "g2");
+  EQ_STR(cfg->postgres.conninfo, "host=db password=secret");
+  EQ_INT(cfg->postgres.pool_size, 9);
+  EQ_STR(cfg->http.listen, "0.0.0.0:9000");
+  EQ_STR(cfg->schema_registry.url, "http://registry:8081");
+  EQ_INT(cfg->schema_registry.timeout_us, 2000000);
+  EQ_STR(cfg->schemas.dir, "/srv/schemas");
+}
+
+static void check_env_2(const kjb_config *cfg) {
+  EQ_INT(cfg->ingest.batch_size, 42);
+  EQ_INT(cfg->ingest.batch_timeout_us, 2500);
+  EQ_STR(cfg->log.level, "warn");
+  EQ_STR(cfg->log.format, "json");
+  EQ_STR(cfg->kafka.brokers, "env:9092");
+}
+
+static void check_env_required(const kjb_config *cfg) {
+  EQ_STR(cfg->kafka.brokers, "embedded");
+  EQ_STR(cfg->postgres.conninfo, "postgresql:///x");
+  EQ_STR(cfg->kafka.group, "kjb");
+}
+
+static void check_env_empty(const kjb_config *cfg) {
+  EQ_STR(cfg->kafka.group, "from-file");
+  EQ_STR(cfg->postgres.conninfo, "dbname=kjb");
+}
+
+static void check_include(const kjb_config *cfg) {
+  EQ_INT(cfg->ntopics, 1);
+  EQ_STR(cfg->topics[0].topic, "orders");
+  EQ_STR(cfg->log.level, "debug");
+}
+
+static void check_numbers(const kjb_config *cfg) {
+  EQ_INT(cfg->postgres.pool_size, 8);
+  EQ_INT(cfg->ingest.batch_size, 1000000);
+  EQ_NUM(cfg->handlers[0].rate_limit.rate, 50);
+  EQ_INT(cfg->handlers[0].rate_limit.burst, 50);
+  EQ_NUM(cfg->handlers[0].breaker.failure_ratio, 1);
+  EQ_INT(cfg->topics[0].jobs[0].priority, 0x10);
+}
+
+/* ---- The table ---------------------------------------------------------- */
+
+static const cfg_case cases[] = {
+    /* Syntax errors, as libconfig finds them. */
+    {.name = "syntax",
+     .text = BASE "kafka2 = ;\n",
+     .want = "t.cfg:3: syntax error"},
+    {.name = "syntax_array",
+     .text = BASE "x = [ \"a\", 1 ];\n",
+     .want = "t.cfg:3: syntax error: mismatched element type in array"},
+    {.name = "syntax_duplicate",
+     .text = "kafka = { brokers = \"a\";\n brokers = \"b\"; };\n",
+     .want = "t.cfg:2: syntax error: duplicate setting name"},
+    {.name = "include_missing",
+     .text = BASE "@include \"nope.cfg\"\n",
+     .want = "t.cfg:3: cannot open include file"},
+    {.name = "include_syntax",
+     .text = BASE "@include \"inc.cfg\"\n",
+     .inc_name = "inc.cfg",
+     .inc_text = "log = { level = \"info\"; };\nx = ;\n",
+     .want = "inc.cfg:2: syntax error"},
+
+    /* Unknown keys. */
+    {.name = "unknown_key_suggest",
+     .text = "kafka = { brokerz = \"b\"; };\n",
+     .want = "t.cfg:1: unknown key \"brokerz\" in kafka (did you mean "
+             "\"brokers\"?)"},
+    {.name = "unknown_key",
+     .text = BASE "http = { port = 80; };\n",
+     .want = "t.cfg:3: unknown key \"port\" in http"},
+    {.name = "unknown_section",
+     .text = BASE "kafak = { };\n",
+     .want = "t.cfg:3: unknown section \"kafak\" (did you mean \"kafka\"?)"},
+    {.name = "unknown_section_no_hint",
+     .text = BASE "metrics = { };\n",
+     .want = "t.cfg:3: unknown section \"metrics\""},
+    {.name = "unknown_nested",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; retry = { attempts = 3; };"),
+     .want = "t.cfg:4: unknown key \"attempts\" in handlers[0].retry"},
+    {.name = "unknown_job_key",
+     .text = BASE TOPIC_JOB("kind = \"k\"; qeue = \"x\";"),
+     .want = "t.cfg:3: unknown key \"qeue\" in topics[0].jobs[0] (did you "
+             "mean \"queue\"?)"},
+    {.name = "unknown_topic_key",
+     .text = BASE "topics = (\n  { topic = \"o\"; schema = \"s\";\n"
+                  "    dead_letter = \"x\"; jobs = ( { kind = \"k\"; } ); }\n"
+                  ");\n",
+     .want = "t.cfg:5: unknown key \"dead_letter\" in topics[0]"},
+
+    /* Missing required keys: reported at the enclosing group. */
+    {.name = "missing_brokers",
+     .text = "kafka = {\n  group = \"g\";\n};\n"
+             "postgres = { conninfo = \"x\"; };\n" TOPIC,
+     .want = "t.cfg:1: missing required key \"brokers\" in kafka (or set "
+             "KJB_KAFKA_BROKERS)"},
+    {.name = "missing_kafka_section",
+     .text = "postgres = { conninfo = \"x\"; };\n" TOPIC,
+     .want = "t.cfg: missing required key \"brokers\" in kafka (or set "
+             "KJB_KAFKA_BROKERS)"},
+    {.name = "missing_conninfo",
+     .text = "kafka = { brokers = \"b\"; };\npostgres = { pool_size = 2; };\n",
+     .want = "t.cfg:2: missing required key \"conninfo\" in postgres (or set "
+             "KJB_POSTGRES_CONNINFO)"},
+    {.name = "missing_topics",
+     .text = BASE,
+     .want = "t.cfg: missing required section \"topics\""},
+    {.name = "empty_topics",
+     .text = BASE "topics = ( );\n",
+     .want = "t.cfg:3: topics: at least one topic is required"},
+    {.name = "missing_topic_name",
+     .text = BASE "topics = (\n  { schema = \"s\";\n"
+                  "    jobs = ( { kind = \"k\"; } ); }\n);\n",
+     .want = "t.cfg:4: missing required key \"topic\" in topics[0]"},
+    {.name = "missing_topic_schema",
+     .text = BASE "topics = ( { topic = \"o\"; jobs = ( { kind = \"k\"; } ); "
+                  "} );\n",
+     .want = "t.cfg:3: missing required key \"schema\" in topics[0]"},
+    {.name = "missing_jobs",
+     .text = BASE "topics = ( { topic = \"o\"; schema = \"s\"; } );\n",
+     .want = "t.cfg:3: missing required key \"jobs\" in topics[0]"},
+    {.name = "empty_jobs",
+     .text = BASE "topics = ( { topic = \"o\"; schema = \"s\";\n"
+                  "  jobs = ( ); } );\n",
+     .want = "t.cfg:4: topics[0].jobs: at least one job is required"},
+    {.name = "missing_job_kind",
+     .text = BASE TOPIC_JOB("queue = \"q\";"),
+     .want = "t.cfg:3: missing required key \"kind\" in topics[0].jobs[0]"},
+    {.name = "missing_handler_kind",
+     .text = BASE TOPIC HANDLER("type = \"log\";"),
+     .want = "t.cfg:4: missing required key \"kind\" in handlers[0]"},
+    {.name = "missing_handler_type",
+     .text = BASE TOPIC HANDLER("kind = \"k\";"),
+     .want = "t.cfg:4: missing required key \"type\" in handlers[0]"},
+    {.name = "missing_http_url",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"http\";"),
+     .want = "t.cfg:4: missing required key \"url\" in handlers[0] (required "
+             "for type \"http\")"},
+    {.name = "missing_exec_command",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"exec\";"),
+     .want = "t.cfg:4: missing required key \"command\" in handlers[0] "
+             "(required for type \"exec\")"},
+    {.name = "missing_plugin_path",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"plugin\";"),
+     .want = "t.cfg:4: missing required key \"plugin\" in handlers[0] "
+             "(required for type \"plugin\")"},
+    {.name = "missing_rate",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; rate_limit = { burst = 5; };"),
+     .want = "t.cfg:4: missing required key \"rate\" in "
+             "handlers[0].rate_limit"},
+    {.name = "missing_schema_id",
+     .text = BASE "schemas = { ids = ( { file = \"a.avsc\"; } ); };\n",
+     .want = "t.cfg:3: missing required key \"id\" in schemas.ids[0]"},
+    {.name = "missing_schema_file",
+     .text = BASE "schemas = { ids = ( { id = 1; } ); };\n",
+     .want = "t.cfg:3: missing required key \"file\" in schemas.ids[0]"},
+    {.name = "key_for_other_type",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"exec\"; command = "
+                                "[ \"/bin/true\" ];\n  url = \"http://x\";"),
+     .want = "t.cfg:5: handlers[0].url: only valid for type \"http\", not "
+             "\"exec\""},
+
+    /* Wrong types. */
+    {.name = "type_string",
+     .text = "kafka = { brokers = \"b\"; group = 5; };\n",
+     .want = "t.cfg:1: kafka.group: expected a string, got an integer"},
+    {.name = "type_integer_string",
+     .text = "kafka = { brokers = \"b\"; };\n"
+             "postgres = { conninfo = \"x\"; pool_size = \"4\"; };\n",
+     .want = "t.cfg:2: postgres.pool_size: expected an integer, got a string"},
+    {.name = "type_integer_float",
+     .text = BASE "ingest = { batch_size = 10.0; };\n",
+     .want = "t.cfg:3: ingest.batch_size: expected an integer, got a float"},
+    {.name = "type_integer_bool",
+     .text = BASE "ingest = { batch_size = true; };\n",
+     .want = "t.cfg:3: ingest.batch_size: expected an integer, got a boolean"},
+    {.name = "type_number",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; rate_limit = { rate = \"50\"; };"),
+     .want = "t.cfg:4: handlers[0].rate_limit.rate: expected a number, got a "
+             "string"},
+    {.name = "type_section",
+     .text = BASE "log = \"debug\";\n",
+     .want = "t.cfg:3: log: expected a group, got a string"},
+    {.name = "type_subgroup",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; retry = 3;"),
+     .want = "t.cfg:4: handlers[0].retry: expected a group, got an integer"},
+    {.name = "type_topics",
+     .text = BASE "topics = { topic = \"o\"; };\n",
+     .want = "t.cfg:3: topics: expected a list of groups, got a group"},
+    {.name = "type_topic_entry",
+     .text = BASE "topics = ( \"orders\" );\n",
+     .want = "t.cfg:3: topics[0]: expected a group, got a string"},
+    {.name = "type_job_entry",
+     .text = BASE "topics = ( { topic = \"o\"; schema = \"s\"; jobs = ( "
+                  "\"k\" ); } );\n",
+     .want = "t.cfg:3: topics[0].jobs[0]: expected a group, got a string"},
+    {.name = "type_handler_entry",
+     .text = BASE TOPIC "handlers = ( [ \"k\" ] );\n",
+     .want = "t.cfg:4: handlers[0]: expected a group, got an array"},
+    {.name = "type_string_list_value",
+     .text = "kafka = { brokers = \"b\"; properties = \"a=b\"; };\n",
+     .want = "t.cfg:1: kafka.properties: expected a list of strings, got a "
+             "string"},
+    {.name = "type_string_list_entry",
+     .text = "kafka = { brokers = \"b\";\n  properties = ( \"a=b\",\n"
+             "    5 ); };\n",
+     .want = "t.cfg:3: kafka.properties[1]: expected a string, got an "
+             "integer"},
+    {.name = "type_duration",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; timeout = [ \"5s\" ];"),
+     .want = "t.cfg:4: handlers[0].timeout: expected a duration such as "
+             "\"30s\", got an array"},
+
+    /* Durations. */
+    {.name = "duration_bare_integer",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; timeout = 5;"),
+     .want = "t.cfg:4: handlers[0].timeout: invalid duration \"5\" "
+             DURATION_HINT},
+    {.name = "duration_bare_string",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\";\n  timeout = \"5\";"),
+     .want = "t.cfg:5: handlers[0].timeout: invalid duration \"5\" "
+             DURATION_HINT},
+    {.name = "duration_bad_unit",
+     .text = BASE "ingest = { batch_timeout = \"5sec\"; };\n",
+     .want = "t.cfg:3: ingest.batch_timeout: invalid duration \"5sec\" "
+             DURATION_HINT},
+    {.name = "duration_float",
+     .text = BASE "schema_registry = { timeout = 1.5; };\n",
+     .want = "t.cfg:3: schema_registry.timeout: invalid duration \"1.5\" "
+             DURATION_HINT},
+    {.name = "duration_zero",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; retry = { base = \"0s\"; };"),
+     .want = "t.cfg:4: handlers[0].retry.base: must be greater than 0, got "
+             "\"0s\""},
+    {.name = "retry_max_below_base",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\";\n"
+                                "  retry = { base = \"10s\"; max = \"5s\"; };"),
+     .want = "t.cfg:5: handlers[0].retry.max: must not be less than "
+             "retry.base"},
+    {.name = "retry_base_above_default_max",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; retry = { base = \"2h\"; };"),
+     .want = "t.cfg:4: handlers[0].retry.base: must not be more than "
+             "retry.max (default 1h)"},
+
+    /* Enumerations. */
+    {.name = "enum_format",
+     .text = BASE "topics = ( { topic = \"o\"; schema = \"s\"; format = "
+                  "\"avro\"; jobs = ( { kind = \"k\"; } ); } );\n",
+     .want = "t.cfg:3: topics[0].format: invalid value \"avro\" (expected "
+             "confluent, raw or single-object)"},
+    {.name = "enum_scope",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { "
+                                "rate = 1; scope = \"global\"; };"),
+     .want = "t.cfg:4: handlers[0].rate_limit.scope: invalid value "
+             "\"global\" (expected local or cluster)"},
+    {.name = "enum_jitter",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; retry = { jitter = \"half\"; };"),
+     .want = "t.cfg:4: handlers[0].retry.jitter: invalid value \"half\" "
+             "(expected full, equal or none)"},
+    {.name = "enum_log_level",
+     .text = BASE "log = { level = \"verbose\"; };\n",
+     .want = "t.cfg:3: log.level: invalid value \"verbose\" (expected debug, "
+             "info, warn or error)"},
+    {.name = "enum_log_format",
+     .text = BASE "log = { format = \"xml\"; };\n",
+     .want = "t.cfg:3: log.format: invalid value \"xml\" (expected text or "
+             "json)"},
+    {.name = "enum_handler_type",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"smtp\";"),
+     .want = "t.cfg:4: handlers[0].type: invalid value \"smtp\" (expected "
+             "http, exec, log or plugin)"},
+    {.name = "enum_not_string",
+     .text = BASE "log = { level = 3; };\n",
+     .want = "t.cfg:3: log.level: expected a string, got an integer"},
+
+    /* Ranges. */
+    {.name = "range_priority_high",
+     .text = BASE TOPIC_JOB("kind = \"k\"; priority = 32768;"),
+     .want = "t.cfg:3: topics[0].jobs[0].priority: must be between -32768 "
+             "and 32767, got 32768"},
+    {.name = "range_priority_low",
+     .text = BASE TOPIC_JOB("kind = \"k\"; priority = -32769;"),
+     .want = "t.cfg:3: topics[0].jobs[0].priority: must be between -32768 "
+             "and 32767, got -32769"},
+    {.name = "range_job_max_attempts",
+     .text = BASE TOPIC_JOB("kind = \"k\"; max_attempts = 0;"),
+     .want = "t.cfg:3: topics[0].jobs[0].max_attempts: must be at least 1, "
+             "got 0"},
+    {.name = "range_retry_max_attempts",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; retry = { max_attempts = 0; };"),
+     .want = "t.cfg:4: handlers[0].retry.max_attempts: must be at least 1, "
+             "got 0"},
+    {.name = "range_pool_size",
+     .text = "kafka = { brokers = \"b\"; };\n"
+             "postgres = { conninfo = \"x\"; pool_size = 0; };\n",
+     .want = "t.cfg:2: postgres.pool_size: must be at least 1, got 0"},
+    {.name = "range_pool_size_int64",
+     .text = "kafka = { brokers = \"b\"; };\n"
+             "postgres = { conninfo = \"x\"; pool_size = 5000000000L; };\n",
+     .want = "t.cfg:2: postgres.pool_size: must be at most 2147483647, got "
+             "5000000000"},
+    {.name = "range_concurrency",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; concurrency = 0;"),
+     .want = "t.cfg:4: handlers[0].concurrency: must be at least 1, got 0"},
+    {.name = "range_batch_size_low",
+     .text = BASE "ingest = { batch_size = 0; };\n",
+     .want = "t.cfg:3: ingest.batch_size: must be between 1 and 1000000, "
+             "got 0"},
+    {.name = "range_batch_size_high",
+     .text = BASE "ingest = { batch_size = 1000001; };\n",
+     .want = "t.cfg:3: ingest.batch_size: must be between 1 and 1000000, "
+             "got 1000001"},
+    {.name = "range_rate_zero",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; rate_limit = { rate = 0; };"),
+     .want = "t.cfg:4: handlers[0].rate_limit.rate: must be greater than 0, "
+             "got 0"},
+    {.name = "range_rate_negative",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; rate_limit = { rate = -1.5; };"),
+     .want = "t.cfg:4: handlers[0].rate_limit.rate: must be greater than 0, "
+             "got -1.5"},
+    {.name = "range_rate_infinite",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; rate_limit = { rate = 1e999; };"),
+     .want = "t.cfg:4: handlers[0].rate_limit.rate: must be a finite number"},
+    {.name = "range_burst",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { "
+                                "rate = 1; burst = 0; };"),
+     .want = "t.cfg:4: handlers[0].rate_limit.burst: must be at least 1, got "
+             "0"},
+    {.name = "range_failure_ratio_zero",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; breaker = { "
+                                "failure_ratio = 0; };"),
+     .want = "t.cfg:4: handlers[0].breaker.failure_ratio: must be greater "
+             "than 0 and at most 1, got 0"},
+    {.name = "range_failure_ratio_high",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; breaker = { "
+                                "failure_ratio = 1.5; };"),
+     .want = "t.cfg:4: handlers[0].breaker.failure_ratio: must be greater "
+             "than 0 and at most 1, got 1.5"},
+    {.name = "range_min_calls",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; breaker = { "
+                                "min_calls = 0; };"),
+     .want = "t.cfg:4: handlers[0].breaker.min_calls: must be at least 1, "
+             "got 0"},
+    {.name = "range_schema_id",
+     .text = BASE "schemas = { ids = ( { id = -1; file = \"a.avsc\"; } ); };\n",
+     .want = "t.cfg:3: schemas.ids[0].id: must be at least 0, got -1"},
+
+    /* Duplicates. */
+    {.name = "duplicate_topic",
+     .text = BASE "topics = (\n"
+                  "  { topic = \"orders\"; schema = \"s\"; jobs = ( { kind = "
+                  "\"k\"; } ); },\n"
+                  "  { topic = \"orders\"; schema = \"s\"; jobs = ( { kind = "
+                  "\"k\"; } ); }\n);\n",
+     .want = "t.cfg:5: topics[1].topic: duplicate topic \"orders\" (first "
+             "defined at line 4)"},
+    {.name = "duplicate_handler",
+     .text = BASE TOPIC "handlers = (\n  { kind = \"k\"; type = \"log\"; },\n"
+                        "  { kind = \"k\"; type = \"log\"; }\n);\n",
+     .want = "t.cfg:6: handlers[1].kind: duplicate handler for kind \"k\" "
+             "(first defined at line 5)"},
+    {.name = "duplicate_job_kind",
+     .text = BASE "topics = ( { topic = \"o\"; schema = \"s\"; jobs = (\n"
+                  "  { kind = \"k\"; },\n  { kind = \"k\"; queue = \"q\"; }\n"
+                  "); } );\n",
+     .want = "t.cfg:5: topics[0].jobs[1].kind: duplicate job kind \"k\" in "
+             "topic \"o\" (first defined at line 4)"},
+    {.name = "same_job_kind_other_topic",
+     .text = BASE "topics = (\n"
+                  "  { topic = \"a\"; schema = \"s\"; jobs = ( { kind = "
+                  "\"k\"; } ); },\n"
+                  "  { topic = \"b\"; schema = \"s\"; jobs = ( { kind = "
+                  "\"k\"; } ); }\n);\n"},
+    {.name = "duplicate_schema_id",
+     .text = BASE "schemas = { ids = (\n  { id = 1; file = \"a.avsc\"; },\n"
+                  "  { id = 1; file = \"b.avsc\"; }\n); };\n",
+     .want = "t.cfg:5: schemas.ids[1].id: duplicate schema id 1 (first "
+             "defined at line 4)"},
+    {.name = "duplicate_args",
+     .text = BASE TOPIC_JOB("kind = \"k\"; args = [ \"a\", \"b\", \"a\" ];"),
+     .want = "t.cfg:3: topics[0].jobs[0].args[2]: duplicate path \"a\""},
+
+    /* Topic names. */
+    {.name = "dlq_is_topic",
+     .text = BASE "topics = ( { topic = \"o\"; schema = \"s\"; dlq = \"o\"; "
+                  "jobs = ( { kind = \"k\"; } ); } );\n",
+     .want = "t.cfg:3: topics[0].dlq: must differ from the topic itself"},
+    {.name = "bad_topic_name",
+     .text = BASE "topics = ( { topic = \"or ders\"; schema = \"s\"; "
+                  "jobs = ( { kind = \"k\"; } ); } );\n",
+     .want = "t.cfg:3: topics[0].topic: invalid topic name \"or ders\" "
+             "(expected at most 249 letters, digits, \".\", \"_\" and \"-\")"},
+
+    /* unique_key templates. */
+    {.name = "template_unclosed",
+     .text = BASE TOPIC_JOB("kind = \"k\"; unique_key = \"order-${order_id\";"),
+     .want = "t.cfg:3: topics[0].jobs[0].unique_key: invalid template "
+             "\"order-${order_id\": \"${\" at byte 6 is not closed by \"}\""},
+    {.name = "template_empty_path",
+     .text = BASE TOPIC_JOB("kind = \"k\"; unique_key = \"a-${}\";"),
+     .want = "t.cfg:3: topics[0].jobs[0].unique_key: invalid template "
+             "\"a-${}\": empty path at byte 2"},
+    {.name = "template_bad_path",
+     .text = BASE TOPIC_JOB("kind = \"k\"; unique_key = \"${id}/${customer.1st}"
+                            "\";"),
+     .want = "t.cfg:3: topics[0].jobs[0].unique_key: invalid template "
+             "\"${id}/${customer.1st}\": invalid path \"customer.1st\" at byte "
+             "6 " PATH_HINT},
+    {.name = "template_empty",
+     .text = BASE TOPIC_JOB("kind = \"k\"; unique_key = \"\";"),
+     .want = "t.cfg:3: topics[0].jobs[0].unique_key: must not be empty"},
+
+    /* args, properties, command and other strings. */
+    {.name = "args_bad_path",
+     .text = BASE TOPIC_JOB("kind = \"k\"; args = [ \"customer..email\" ];"),
+     .want = "t.cfg:3: topics[0].jobs[0].args[0]: invalid path "
+             "\"customer..email\" " PATH_HINT},
+    {.name = "args_empty",
+     .text = BASE TOPIC_JOB("kind = \"k\"; args = [ ];"),
+     .want = "t.cfg:3: topics[0].jobs[0].args: must not be empty (leave args "
+             "out to pass the whole record)"},
+    {.name = "properties_no_equals",
+     .text = "kafka = { brokers = \"b\"; properties = [ \"acks=all\", "
+             "\"debug\" ]; };\n",
+     .want = "t.cfg:1: kafka.properties[1]: expected \"key=value\", got "
+             "\"debug\""},
+    {.name = "properties_no_key",
+     .text = "kafka = { brokers = \"b\"; properties = [ \"=x\" ]; };\n",
+     .want = "t.cfg:1: kafka.properties[0]: expected \"key=value\", got "
+             "\"=x\""},
+    {.name = "command_empty",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"exec\"; command = [ ];"),
+     .want = "t.cfg:4: handlers[0].command: must not be empty"},
+    {.name = "command_empty_program",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"exec\"; command = [ \"\", \"x\" ];"),
+     .want = "t.cfg:4: handlers[0].command[0]: must not be empty"},
+    {.name = "http_url_scheme",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"http\"; url = \"127.0.0.1:8080/hook\";"),
+     .want = "t.cfg:4: handlers[0].url: expected an http:// or https:// URL, "
+             "got \"127.0.0.1:8080/hook\""},
+    {.name = "registry_url_scheme",
+     .text = BASE "schema_registry = { url = \"registry:8081\"; };\n",
+     .want = "t.cfg:3: schema_registry.url: expected an http:// or https:// "
+             "URL, got \"registry:8081\""},
+    {.name = "postgres_schema_name",
+     .text = "kafka = { brokers = \"b\"; };\n"
+             "postgres = { conninfo = \"x\"; schema = \"kjb-test\"; };\n",
+     .want = "t.cfg:2: postgres.schema: invalid name \"kjb-test\" (expected "
+             "at most 63 letters, digits and underscores, not starting with a "
+             "digit)"},
+    {.name = "empty_string",
+     .text = "kafka = { brokers = \"\"; };\n",
+     .want = "t.cfg:1: kafka.brokers: must not be empty"},
+
+    /* Environment overrides. */
+    {.name = "env_values",
+     .text = "kafka = { brokers = \"file:9092\"; group = \"file\"; };\n"
+             "postgres = { conninfo = \"file\"; pool_size = 2; };\n" TOPIC,
+     .env = {{"KJB_KAFKA_BROKERS", "env:9092"},
+             {"KJB_KAFKA_GROUP", "g2"},
+             {"KJB_POSTGRES_CONNINFO", "host=db password=secret"},
+             {"KJB_POSTGRES_POOL_SIZE", "9"},
+             {"KJB_HTTP_LISTEN", "0.0.0.0:9000"},
+             {"KJB_SCHEMA_REGISTRY_URL", "http://registry:8081"},
+             {"KJB_SCHEMA_REGISTRY_TIMEOUT", "2s"},
+             {"KJB_SCHEMAS_DIR", "/srv/schemas"}},
+     .check = check_env},
+    {.name = "env_values_2",
+     .text = BASE TOPIC,
+     .env = {{"KJB_INGEST_BATCH_SIZE", "42"},
+             {"KJB_INGEST_BATCH_TIMEOUT", "2.5ms"},
+             {"KJB_LOG_LEVEL", "warn"},
+             {"KJB_LOG_FORMAT", "json"},
+             {"KJB_KAFKA_BROKERS", "env:9092"},
+             {"KJB_KAFKA_GROUP", "g2"},
+             {"KJB_POSTGRES_CONNINFO", "host=db password=secret"},
+             {"KJB_POSTGRES_POOL_SIZE", "9"}},
+     .check = check_env_2},
+    {.name = "env_supplies_required",
+     .text = TOPIC,
+     .env = {{"KJB_KAFKA_BROKERS", "embedded"},
+             {"KJB_POSTGRES_CONNINFO", "postgresql:///x"}},
+     .check = check_env_required},
+    {.name = "env_empty_is_unset",
+     .text = "kafka = { brokers = \"b:9092\"; group = \"from-file\"; };\n"
+             "postgres = { conninfo = \"dbname=kjb\"; };\n" TOPIC,
+     .env = {{"KJB_KAFKA_GROUP", ""}},
+     .check = check_env_empty},
+    {.name = "env_empty_required",
+     .text = "postgres = { conninfo = \"x\"; };\n" TOPIC,
+     .env = {{"KJB_KAFKA_BROKERS", ""}},
+     .want = "t.cfg: missing required key \"brokers\" in kafka (or set "
+             "KJB_KAFKA_BROKERS)"},
+    {.name = "env_bad_integer",
+     .text = BASE TOPIC,
+     .env = {{"KJB_INGEST_BATCH_SIZE", "abc"}},
+     .want = "environment KJB_INGEST_BATCH_SIZE: expected an integer, got "
+             "\"abc\""},
+    {.name = "env_integer_suffix",
+     .text = BASE TOPIC,
+     .env = {{"KJB_POSTGRES_POOL_SIZE", "4x"}},
+     .want = "environment KJB_POSTGRES_POOL_SIZE: expected an integer, got "
+             "\"4x\""},
+    {.name = "env_range",
+     .text = BASE TOPIC,
+     .env = {{"KJB_INGEST_BATCH_SIZE", "0"}},
+     .want = "environment KJB_INGEST_BATCH_SIZE: must be between 1 and "
+             "1000000, got 0"},
+    {.name = "env_bad_duration",
+     .text = BASE TOPIC,
+     .env = {{"KJB_SCHEMA_REGISTRY_TIMEOUT", "5"}},
+     .want = "environment KJB_SCHEMA_REGISTRY_TIMEOUT: invalid duration \"5\" "
+             DURATION_HINT},
+    {.name = "env_bad_enum",
+     .text = BASE TOPIC,
+     .env = {{"KJB_LOG_FORMAT", "xml"}},
+     .want = "environment KJB_LOG_FORMAT: invalid value \"xml\" (expected "
+             "text or json)"},
+    {.name = "env_bad_url",
+     .text = BASE TOPIC,
+     .env = {{"KJB_SCHEMA_REGISTRY_URL", "ftp://registry"}},
+     .want = "environment KJB_SCHEMA_REGISTRY_URL: expected an http:// or "
+             "https:// URL, got \"ftp://registry\""},
+    {.name = "env_file_error_first",
+     .text = "kafka = { brokers = \"b\"; };\n"
+             "postgres = { conninfo = \"x\"; pool_size = \"many\"; };\n" TOPIC,
+     .env = {{"KJB_POSTGRES_POOL_SIZE", "3"}},
+     .want = "t.cfg:2: postgres.pool_size: expected an integer, got a string"},
+
+    /* Includes resolve next to the including file, not in the cwd. */
+    {.name = "include",
+     .text = BASE "@include \"inc.cfg\"\nlog = { level = \"debug\"; };\n",
+     .inc_name = "inc.cfg",
+     .inc_text = TOPIC,
+     .check = check_include},
+    {.name = "include_error_location",
+     .text = BASE "@include \"part.cfg\"\n",
+     .inc_name = "part.cfg",
+     .inc_text = "# topics\n" TOPIC_JOB("kind = \"k\"; priority = 99999;"),
+     .want = "part.cfg:2: topics[0].jobs[0].priority: must be between -32768 "
+             "and 32767, got 99999"},
+
+    /* Values that load. */
+    {.name = "defaults", .text = BASE TOPIC, .check = check_defaults},
+    {.name = "handler_defaults",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"http\"; url = \"https://hooks.example/k\"; "
+         "rate_limit = { rate = 2.5; }; breaker = { };"),
+     .check = check_handler_defaults},
+    {.name = "handler_without_limits",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\";"),
+     .check = check_no_limits},
+    {.name = "job_max_attempts",
+     .text = BASE "topics = (\n"
+                  "  { topic = \"o\"; schema = \"s\"; jobs = ( { kind = "
+                  "\"a\"; }, { kind = \"b\"; }, { kind = \"c\"; "
+                  "max_attempts = 2; } ); },\n"
+                  "  { topic = \"p\"; schema = \"s\"; jobs = ( { kind = "
+                  "\"a\"; } ); }\n);\n"
+                  "handlers = ( { kind = \"a\"; type = \"log\"; retry = { "
+                  "max_attempts = 7; }; },\n"
+                  "  { kind = \"c\"; type = \"log\"; } );\n",
+     .check = check_max_attempts},
+    {.name = "numbers",
+     .text = "kafka = { brokers = \"b:9092\"; };\n"
+             "postgres = { conninfo = \"dbname=kjb\"; pool_size = 8L; };\n"
+             "ingest = { batch_size = 1000000L; };\n"
+             "topics = ( { topic = \"orders\"; schema = \"o.avsc\"; jobs = ( "
+             "{ kind = \"k\"; priority = 0x10; } ); } );\n"
+             "handlers = ( { kind = \"k\"; type = \"log\"; rate_limit = { "
+             "rate = 50; }; breaker = { failure_ratio = 1; }; } );\n",
+     .check = check_numbers},
+    {.name = "full",
+     .text =
+         "kafka = { brokers = \"b\"; properties = ( \"security.protocol=ssl\", "
+         "\"ssl.key.password=\" ); };\n"
+         "postgres = { conninfo = \"x\"; schema = \"jobs_2\"; pool_size = 8; "
+         "};\n"
+         "schema_registry = { url = \"https://registry:8081\"; timeout = "
+         "\"1500ms\"; };\n"
+         "schemas = { ids = ( { id = 0; file = \"a.avsc\"; },\n"
+         "  { id = 7; file = \"b.avsc\"; } ); };\n"
+         "ingest = { batch_size = 100; batch_timeout = \"0ms\"; };\n"
+         "log = { level = \"error\"; format = \"json\"; };\n"
+         "topics = (\n"
+         "  { topic = \"in.v1\"; format = \"single-object\"; schema = "
+         "\"x.avsc\"; dlq = \"dead.letters\";\n"
+         "    jobs = ( { kind = \"k\"; queue = \"q1\"; priority = -32768; "
+         "max_attempts = 3;\n"
+         "               unique_key = \"a$$b-${x.y}-${_z}\"; args = [ "
+         "\"x.y\", \"_z\" ]; },\n"
+         "             { kind = \"k2\"; priority = 32767; } ); },\n"
+         "  { topic = \"raw_in\"; format = \"raw\"; schema = \"r.avsc\"; "
+         "jobs = ( { kind = \"k\"; } ); }\n"
+         ");\n"
+         "handlers = (\n"
+         "  { kind = \"k\"; type = \"exec\"; command = [ \"/bin/prog\", "
+         "\"--flag\", \"\" ];\n"
+         "    timeout = \"250ms\"; concurrency = 1;\n"
+         "    rate_limit = { rate = 50; burst = 1; scope = \"cluster\"; };\n"
+         "    retry = { max_attempts = 5; base = \"10ms\"; max = \"2m\"; "
+         "jitter = \"equal\"; };\n"
+         "    breaker = { failure_ratio = 1.0; min_calls = 1; open_for = "
+         "\"1d\"; }; },\n"
+         "  { kind = \"k2\"; type = \"plugin\"; plugin = \"./libmy.so\"; "
+         "retry = { jitter = \"none\"; }; },\n"
+         "  { kind = \"other\"; type = \"log\"; }\n"
+         ");\n",
+     .check = check_full},
+};
+
+#define NCASES (sizeof cases / sizeof cases[0])
+
+/* ---- Running a case ----------------------------------------------------- */
+
+static char tmp_root[] = "/tmp/kjb-test-config-XXXXXX";
+
+static void write_file(const char *dir, const char *name, const char *text) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  assert_int_equal(fputs(text, f) >= 0, 1);
+  assert_int_equal(fclose(f), 0);
+}
+
+/* Removes every "<dir>/" from msg, so that expectations need not know the
+ * temporary directory. */
+static void strip_dir(char *msg, const char *dir) {
+  char prefix[512];
+  snprintf(prefix, sizeof prefix, "%s/", dir);
+  size_t n = strlen(prefix);
+  char *p;
+  while ((p = strstr(msg, prefix)) != NULL)
+    memmove(p, p + n, strlen(p + n) + 1);
+}
+
+static void run_case(void **state) {
+  const cfg_case *tc = *state;
+  char dir[256], path[512];
+  snprintf(dir, sizeof dir, "%s/%s", tmp_root, tc->name);
+  assert_int_equal(mkdir(dir, 0700), 0);
+  write_file(dir, "t.cfg", tc->text);
+  if (tc->inc_name)
+    write_file(dir, tc->inc_name, tc->inc_text);
+  snprintf(path, sizeof path, "%s/t.cfg", dir);
+
+  for (size_t i = 0; i < 8 && tc->env[i].name; i++)
+    assert_int_equal(setenv(tc->env[i].name, tc->env[i].value, 1), 0);
+  kjb_config cfg;
+  kjb_err err = {0};
+  int rc = kjb_config_load(path, &cfg, &err);
+  for (size_t i = 0; i < 8 && tc->env[i].name; i++)
+    unsetenv(tc->env[i].name);
+
+  if (tc->want) {
+    strip_dir(err.msg, dir);
+    if (rc == 0 || strcmp(err.msg, tc->want) != 0) {
+      print_error("case %s\n  want: %s\n  got:  %s (rc %d)\n", tc->name,
+                  tc->want, rc ? err.msg : "(loaded)", rc);
+      if (rc == 0)
+        kjb_config_close(&cfg);
+      fail();
+    }
+    assert_int_equal(rc, -KJB_ECONFIG);
+    assert_int_equal(err.code, KJB_ECONFIG);
+    /* A failed load leaves nothing behind. */
+    static const kjb_config zero;
+    assert_memory_equal(&cfg, &zero, sizeof cfg);
+    return;
+  }
+  if (rc != 0) {
+    strip_dir(err.msg, dir);
+    print_error("case %s\n  want: (loaded)\n  got:  %s (rc %d)\n", tc->name,
+                err.msg, rc);
+    fail();
+  }
+  assert_string_equal(cfg.path, path);
+  if (tc->check)
+    tc->check(&cfg);
+  kjb_config_close(&cfg);
+}
+
+/* ---- The shipped configs and the small API ------------------------------ */
+
+static void source_path(char *buf, size_t size, const char *rel) {
+  const char *src = getenv("KJB_SOURCE_DIR");
+  snprintf(buf, size, "%s/%s", src && *src ? src : ".", rel);
+}
+
+static void test_example_cfg(void **state) {
+  char path[1024];
+  source_path(path, sizeof path, "config/example.cfg");
+  kjb_config cfg;
+  kjb_err err = {0};
+  int rc = kjb_config_load(path, &cfg, &err);
+  if (rc)
+    fail_msg("%s", err.msg);
+  EQ_STR(cfg.kafka.brokers, "127.0.0.1:9092");
+  EQ_STR(cfg.kafka.group, "kjb");
+  EQ_STR(cfg.postgres.conninfo, "postgresql:///kjb");
+  EQ_STR(cfg.http.listen, "127.0.0.1:9464");
+  assert_null(cfg.schema_registry.url);
+  EQ_INT(cfg.schemas.nids, 2);
+  EQ_INT(cfg.schemas.ids[0].id, 1);
+  EQ_STR(cfg.schemas.ids[0].file, "order_created.avsc");
+  EQ_INT(cfg.schemas.ids[1].id, 2);
+  EQ_STR(cfg.schemas.ids[1].file, "order_created_v2.avsc");
+
+  const kjb_topic_cfg *t = kjb_config_topic(&cfg, "orders");
+  assert_non_null(t);
+  EQ_INT(cfg.ntopics, 1);
+  EQ_INT(t->format, KJB_FMT_CONFLUENT);
+  EQ_STR(t->schema, "order_created.avsc");
+  EQ_STR(t->dlq, "orders.dlq");
+  EQ_INT(t->njobs, 2);
+  EQ_STR(t->jobs[0].kind, "send_confirmation");
+  EQ_STR(t->jobs[0].unique_key, "${order_id}");
+  EQ_INT(t->jobs[0].nargs, 0);
+  EQ_STR(t->jobs[1].kind, "fraud_check");
+  EQ_STR(t->jobs[1].queue, "risk");
+  EQ_INT(t->jobs[1].priority, 1);
+  EQ_INT(t->jobs[1].nargs, 2);
+  EQ_STR(t->jobs[1].args[0], "order_id");
+  EQ_STR(t->jobs[1].args[1], "customer.email");
+
+  const kjb_handler_cfg *h = kjb_config_handler(&cfg, "send_confirmation");
+  assert_non_null(h);
+  EQ_STR(h->type, "http");
+  EQ_STR(h->url, "http://127.0.0.1:8080/hook");
+  EQ_INT(h->timeout_us, 5000000);
+  EQ_INT(h->concurrency, 8);
+  EQ_INT(h->rate_limit.enabled, 1);
+  EQ_NUM(h->rate_limit.rate, 50);
+  EQ_INT(h->rate_limit.burst, 10);
+  EQ_INT(h->rate_limit.scope, KJB_SCOPE_CLUSTER);
+  EQ_INT(h->retry.max_attempts, 20);
+  EQ_INT(h->retry.base_us, 1000000);
+  EQ_INT(h->retry.max_us, 3600000000LL);
+  EQ_INT(h->breaker.enabled, 1);
+  EQ_NUM(h->breaker.failure_ratio, 0.5);
+  EQ_INT(h->breaker.min_calls, 20);
+  EQ_INT(h->breaker.open_for_us, 30000000);
+  h = kjb_config_handler(&cfg, "fraud_check");
+  assert_non_null(h);
+  EQ_STR(h->type, "log");
+  kjb_config_close(&cfg);
+}
+
+static void test_dev_cfg(void **state) {
+  char path[1024];
+  source_path(path, sizeof path, "config/dev.cfg");
+  kjb_config cfg;
+  kjb_err err = {0};
+  int rc = kjb_config_load(path, &cfg, &err);
+  if (rc)
+    fail_msg("%s", err.msg);
+  EQ_STR(cfg.kafka.brokers, "embedded");
+  assert_true(cfg.ntopics >= 1);
+  kjb_config_close(&cfg);
+}
+
+static void test_io_errors(void **state) {
+  kjb_config cfg;
+  kjb_err err = {0};
+  char path[512];
+  snprintf(path, sizeof path, "%s/does-not-exist.cfg", tmp_root);
+  assert_int_equal(kjb_config_load(path, &cfg, &err), -KJB_EIO);
+  strip_dir(err.msg, tmp_root);
+  EQ_STR(err.msg, "does-not-exist.cfg: No such file or directory");
+
+  assert_int_equal(kjb_config_load(tmp_root, &cfg, &err), -KJB_EIO);
+  char want[512];
+  snprintf(want, sizeof want, "%s: Is a directory", tmp_root);
+  EQ_STR(err.msg, want);
+}
+
+static void test_close(void **state) {
+  kjb_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  kjb_config_close(&cfg);
+  kjb_config_close(&cfg);
+  kjb_config_close(NULL);
+
+  char path[1024];
+  kjb_err err = {0};
+  source_path(path, sizeof path, "config/example.cfg");
+  assert_int_equal(kjb_config_load(path, &cfg, &err), 0);
+  kjb_config_close(&cfg);
+  assert_null(cfg.topics);
+  kjb_config_close(&cfg);
+}
+
+static void test_default_path(void **state) {
+  unsetenv("KJB_CONFIG");
+  EQ_STR(kjb_config_default_path(NULL), "config/kjb.cfg");
+  EQ_STR(kjb_config_default_path("my.cfg"), "my.cfg");
+  setenv("KJB_CONFIG", "/etc/kjb/kjb.cfg", 1);
+  EQ_STR(kjb_config_default_path(NULL), "/etc/kjb/kjb.cfg");
+  EQ_STR(kjb_config_default_path("my.cfg"), "my.cfg");
+  setenv("KJB_CONFIG", "", 1);
+  EQ_STR(kjb_config_default_path(NULL), "config/kjb.cfg");
+  unsetenv("KJB_CONFIG");
+}
+
+static void test_lookups(void **state) {
+  char path[1024];
+  source_path(path, sizeof path, "config/example.cfg");
+  kjb_config cfg;
+  kjb_err err = {0};
+  assert_int_equal(kjb_config_load(path, &cfg, &err), 0);
+  assert_null(kjb_config_topic(&cfg, "orders.dlq"));
+  assert_null(kjb_config_handler(&cfg, "nope"));
+  assert_ptr_equal(kjb_config_topic(&cfg, "orders"), &cfg.topics[0]);
+  assert_ptr_equal(kjb_config_handler(&cfg, "fraud_check"), &cfg.handlers[1]);
+  kjb_config_close(&cfg);
+
+  EQ_STR(kjb_format_name(KJB_FMT_CONFLUENT), "confluent");
+  EQ_STR(kjb_format_name(KJB_FMT_RAW), "raw");
+  EQ_STR(kjb_format_name(KJB_FMT_SINGLE_OBJECT), "single-object");
+}
+
+/* ---- Setup -------------------------------------------------------------- */
+
+/* The environment of a CI job may carry KJB_* settings of its own. */
+static void clear_kjb_env(void) {
+  char names[64][128];
+  size_t n = 0;
+  for (char **e = environ; *e && n < 64; e++) {
+    const char *eq = strchr(*e, '=');
+    if (strncmp(*e, "KJB_", 4) != 0 || !eq ||
+        (size_t)(eq - *e) >= sizeof names[0])
+      continue;
+    snprintf(names[n], sizeof names[0], "%.*s", (int)(eq - *e), *e);
+    if (strcmp(names[n], "KJB_SOURCE_DIR") != 0)
+      n++;
+  }
+  for (size_t i = 0; i < n; i++)
+    unsetenv(names[i]);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+                        struct FTW *ftw) {
+  return remove(path);
+}
+
+static int setup(void **state) {
+  clear_kjb_env();
+  return mkdtemp(tmp_root) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+  return nftw(tmp_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int main(void) {
+  static const struct CMUnitTest fixed[] = {
+      cmocka_unit_test(test_example_cfg), cmocka_unit_test(test_dev_cfg),
+      cmocka_unit_test(test_io_errors),   cmocka_unit_test(test_close),
+      cmocka_unit_test(test_default_path), cmocka_unit_test(test_lookups),
+  };
+  static struct CMUnitTest tests[NCASES + sizeof fixed / sizeof fixed[0]];
+  for (size_t i = 0; i < NCASES; i++) {
+    tests[i] = (struct CMUnitTest){.name = cases[i].name,
+                                   .test_func = run_case,
+                                   .initial_state = (void *)&cases[i]};
+  }
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+    tests[NCASES + i] = fixed[i];
+  return cmocka_run_group_tests_name("config", tests, setup, teardown);
+}
