@@ -283,10 +283,13 @@ static int copy_into(kjb_store *s, const char *table, kjb_err *err) {
 static int insert_skipping_existing(kjb_store *s, size_t *inserted, kjb_err *err) {
   int rc;
   if (!s->have_incoming) {
-    rc = exec(s,
-              "CREATE TEMP TABLE IF NOT EXISTS kjb_incoming"
-              " (LIKE jobs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-              err);
+    /* Only the copied columns, with their types and no constraints. */
+    char q[512];
+    snprintf(q, sizeof q,
+             "CREATE TEMP TABLE IF NOT EXISTS kjb_incoming ON COMMIT DELETE ROWS"
+             " AS SELECT %s FROM jobs WITH NO DATA",
+             JOB_COLUMNS);
+    rc = exec(s, q, err);
     if (rc < 0)
       return rc;
     s->have_incoming = 1;
