@@ -327,6 +327,14 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
   return 0;
 }
 
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+  if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+    kjb_warn("could not commit offsets: %s (the records will be delivered again and "
+             "skipped)",
+             rd_kafka_err2str(e));
+}
+
 /* ---- batch completion ----------------------------------------------- */
 
 static void pause_blocked(kjb_ingest *ing, part_state *ps) {
@@ -383,10 +391,12 @@ static void reset_batch(kjb_ingest *ing) {
   kjb_arena_reset(ing->arena);
 }
 
-/* Makes the batch durable and commits its offsets. Returns 0, or -1 when
- * asked to stop before the batch was durable (nothing is committed then;
- * the records will be delivered again). */
-static int flush(kjb_ingest *ing) {
+/* Makes the batch durable and commits its offsets: asynchronously in the
+ * steady state (a lost commit only means redelivery, which inserts
+ * nothing), synchronously when partitions are about to change hands.
+ * Returns 0, or -1 when asked to stop before the batch was durable
+ * (nothing is committed then; the records will be delivered again). */
+static int flush(kjb_ingest *ing, int sync) {
   if (ing->nparts == 0)
     return 0;
   int64_t backoff = BACKOFF_MIN_US;
@@ -423,11 +433,9 @@ static int flush(kjb_ingest *ing) {
           ps->next_offset;
   }
   if (offsets->cnt > 0) {
-    rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, offsets, 0);
+    rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, offsets, !sync);
     if (e)
-      /* The work is durable; a lost commit only means redelivery, which
-       * inserts nothing twice. */
-      kjb_warn("could not commit offsets: %s", rd_kafka_err2str(e));
+      on_commit(ing->consumer, e, offsets, ing);
   }
   rd_kafka_topic_partition_list_destroy(offsets);
   for (size_t i = 0; i < ing->nparts; i++)
@@ -466,7 +474,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
   }
   /* Revoked: whatever we hold of these partitions must be committed now,
    * while we still own them. Flushing the whole batch is simplest. */
-  flush(ing);
+  flush(ing, 1);
   for (int i = 0; i < parts->cnt; i++)
     for (size_t k = 0; k < ing->npaused;) {
       if (ing->paused[k].partition == parts->elems[i].partition &&
@@ -513,6 +521,7 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
     goto fail;
   }
   rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+  rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
   rd_kafka_conf_set_opaque(conf, ing);
   ing->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
   if (!ing->consumer) {
@@ -590,12 +599,12 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
     int full = ing->nrecords >= batch_size;
     int due = ing->nparts > 0 && kjb_now_mono_us() - batch_start >= batch_timeout;
     if (full || due || (!m && ing->nparts > 0))
-      flush(ing);
+      flush(ing, 0);
     resume_due(ing, 0);
   }
   /* Drain: make what we hold durable, then leave the group (which revokes
    * and commits through on_rebalance). */
-  flush(ing);
+  flush(ing, 1);
   resume_due(ing, 1);
   rd_kafka_consumer_close(ing->consumer);
   return 0;

@@ -16,8 +16,12 @@ struct chunk {
   max_align_t data[];
 };
 
+/* Chunks form a list in allocation order; cur is the one being filled.
+ * A reset keeps the standard-size chunks for the next batch, so a steady
+ * stream of batches allocates nothing, and frees the oversize ones so one
+ * huge record does not pin its memory. */
 struct kjb_arena {
-  struct chunk *head;
+  struct chunk *first, *cur;
   size_t chunk_size;
   size_t total;
 };
@@ -37,8 +41,8 @@ kjb_arena *kjb_arena_new(size_t chunk_size) {
   if (!a)
     return NULL;
   a->chunk_size = chunk_size ? chunk_size : 64 * 1024;
-  a->head = chunk_new(a->chunk_size);
-  if (!a->head) {
+  a->first = a->cur = chunk_new(a->chunk_size);
+  if (!a->first) {
     free(a);
     return NULL;
   }
@@ -48,7 +52,7 @@ kjb_arena *kjb_arena_new(size_t chunk_size) {
 void kjb_arena_free(kjb_arena *a) {
   if (!a)
     return;
-  for (struct chunk *c = a->head, *n; c; c = n) {
+  for (struct chunk *c = a->first, *n; c; c = n) {
     n = c->next;
     free(c);
   }
@@ -57,15 +61,20 @@ void kjb_arena_free(kjb_arena *a) {
 
 void *kjb_arena_alloc(kjb_arena *a, size_t n) {
   n = (n + 7) & ~(size_t)7;
-  struct chunk *c = a->head;
-  if (c->size - c->used < n) {
-    size_t size = n > a->chunk_size ? n : a->chunk_size;
-    struct chunk *nc = chunk_new(size);
+  struct chunk *c = a->cur;
+  while (c->size - c->used < n) {
+    if (c->next && c->next->size >= n) {
+      c = c->next; /* kept from an earlier batch; empty since the reset */
+      continue;
+    }
+    struct chunk *nc = chunk_new(n > a->chunk_size ? n : a->chunk_size);
     if (!nc)
       return NULL;
-    nc->next = c;
-    a->head = c = nc;
+    nc->next = c->next;
+    c->next = nc;
+    c = nc;
   }
+  a->cur = c;
   void *p = (char *)c->data + c->used;
   c->used += n;
   a->total += n;
@@ -82,15 +91,18 @@ char *kjb_arena_strndup(kjb_arena *a, const char *s, size_t n) {
 }
 
 void kjb_arena_reset(kjb_arena *a) {
-  /* Keep the oldest chunk (the standard size one) and drop the rest. */
-  struct chunk *c = a->head;
-  while (c->next) {
-    struct chunk *n = c->next;
-    free(c);
-    c = n;
+  struct chunk **link = &a->first;
+  while (*link) {
+    struct chunk *c = *link;
+    if (c->size > a->chunk_size && c != a->first) {
+      *link = c->next;
+      free(c);
+      continue;
+    }
+    c->used = 0;
+    link = &c->next;
   }
-  c->used = 0;
-  a->head = c;
+  a->cur = a->first;
   a->total = 0;
 }
 

@@ -115,7 +115,15 @@ static void test_arena(void **state) {
   assert_string_equal(s, "hello");
   kjb_arena_reset(a);
   assert_int_equal(kjb_arena_used(a), 0);
-  assert_non_null(kjb_arena_alloc(a, 8));
+  /* A reset keeps standard chunks: the next batch reuses the same memory. */
+  assert_ptr_equal(kjb_arena_alloc(a, 8), p);
+  char *second[8];
+  for (int i = 0; i < 8; i++)
+    second[i] = kjb_arena_alloc(a, 40); /* spills into further chunks */
+  kjb_arena_reset(a);
+  assert_ptr_equal(kjb_arena_alloc(a, 8), p);
+  for (int i = 0; i < 8; i++)
+    assert_ptr_equal(kjb_arena_alloc(a, 40), second[i]);
   kjb_arena_free(a);
   kjb_arena_free(NULL);
 }
