@@ -105,13 +105,21 @@ typedef struct {
   kjb_err *err;
 } path_check;
 
+/* A mapped path the reader schema lacks is a mistake in the configuration,
+ * reported at the job's line. */
+static int path_error(kjb_err *err, const kjb_config *cfg, const kjb_job_cfg *job,
+                      const char *what) {
+  kjb_err_prefix(err, "%s:%d: job \"%s\": %s", cfg->path, job->line, job->kind, what);
+  err->code = KJB_ECONFIG;
+  return -(int)KJB_ECONFIG;
+}
+
 static int check_template_path(const char *path, size_t len, void *arg) {
   path_check *pc = arg;
   char buf[256];
   snprintf(buf, sizeof buf, "%.*s", (int)len, path);
   if (kjb_schema_check_path(pc->reader, buf, pc->err) < 0)
-    return kjb_err_prefix(pc->err, "%s:%d: job \"%s\": unique_key", pc->cfg->path,
-                          pc->job->line, pc->job->kind);
+    return path_error(pc->err, pc->cfg, pc->job, "unique_key");
   return 0;
 }
 
@@ -126,8 +134,7 @@ static int check_topic(kjb_catalog *c, size_t ti, kjb_err *err) {
     const kjb_job_cfg *job = &t->jobs[j];
     for (size_t a = 0; a < job->nargs; a++)
       if (kjb_schema_check_path(reader, job->args[a], err) < 0)
-        return kjb_err_prefix(err, "%s:%d: job \"%s\": args", c->cfg->path, job->line,
-                              job->kind);
+        return path_error(err, c->cfg, job, "args");
     if (job->unique_key) {
       path_check pc = {reader, c->cfg, job, err};
       int rc = kjb_template_each(job->unique_key, check_template_path, &pc);

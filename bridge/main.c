@@ -36,13 +36,18 @@ static void install_signals(void) {
   signal(SIGPIPE, SIG_IGN);
 }
 
-/* "kjb: <cmd>: <why>" and the exit code that fits the error. */
+/* "kjb: <cmd>: <why>"; returns the exit code that fits the error: 2 when
+ * the configuration, a schema or the command line is wrong, else 1. */
 static int fail(const char *cmd, const kjb_err *err) {
   fprintf(stderr, "kjb: %s: %s\n", cmd, err->msg);
-  kjb_err_class cls = kjb_err_classof(err->code);
-  return err->code == KJB_ECONFIG || err->code == KJB_EUSAGE || err->code == KJB_ESCHEMA
-             ? EXIT_USAGE
-             : cls == KJB_FATAL && err->code != KJB_EIO ? EXIT_USAGE : EXIT_OPERATIONAL;
+  switch (err->code) {
+  case KJB_ECONFIG:
+  case KJB_EUSAGE:
+  case KJB_ESCHEMA:
+    return EXIT_USAGE;
+  default:
+    return EXIT_OPERATIONAL;
+  }
 }
 
 static int usage_error(const char *cmd, const char *fmt, ...)
@@ -67,8 +72,12 @@ typedef struct {
 /* Loads config and sets up logging; returns 0 or an exit code. */
 static int load(const char *cmd, const common_opts *o, kjb_config *cfg) {
   kjb_err err;
-  if (kjb_config_load(kjb_config_default_path(o->config_path), cfg, &err) < 0)
-    return fail(cmd, &err);
+  if (kjb_config_load(kjb_config_default_path(o->config_path), cfg, &err) < 0) {
+    /* Whatever went wrong (syntax, a key, an unreadable file), the
+     * configuration is what the operator has to fix. */
+    fprintf(stderr, "kjb: %s: %s\n", cmd, err.msg);
+    return EXIT_USAGE;
+  }
   const char *level = o->log_level ? o->log_level : cfg->log.level;
   const char *format = o->log_format ? o->log_format : cfg->log.format;
   kjb_log_level lvl;

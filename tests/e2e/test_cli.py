@@ -1,0 +1,166 @@
+"""The command line: exit codes, one-line errors with file:line, migrate's
+idempotence and locking, check-config's mapping, produce's bad lines."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import json
+from pathlib import Path
+
+import fastavro
+import pytest
+
+import avrokit
+from kjbtest import REPO
+from test_ingest import write_config
+
+EXAMPLE = REPO / "config" / "example.cfg"
+
+
+def one_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line, got {lines}"
+    return lines[0]
+
+
+def test_check_config_prints_the_resolved_mapping(run_kjb):
+    res = run_kjb(["check-config"], EXAMPLE)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"{EXAMPLE}: ok"
+    assert lines[1].startswith("topic orders (format confluent, schema order_created.avsc, fingerprint 0x")
+    assert lines[1].endswith(", dlq orders.dlq)")
+    assert lines[2] == ('  -> job send_confirmation: queue default, priority 0, max_attempts 20, handler http, '
+                        'unique_key "${order_id}", args = whole record')
+    assert lines[3] == ("  -> job fraud_check: queue risk, priority 1, max_attempts 20, handler log, "
+                        "args [order_id, customer.email]")
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda t: t.replace('group = "kjb";', 'group = "kjb";\n  brokerz = "x";'),
+     ':{line}: unknown key "brokerz" in kafka (did you mean "brokers"?)'),
+    (lambda t: t.replace('pool_size = 4;', 'pool_size = "four";'),
+     ':{line}: postgres.pool_size: expected an integer, got a string'),
+    (lambda t: t.replace('format = "confluent";', 'format = "protobuf";'),
+     ':{line}: topics[0].format: invalid value "protobuf" (expected confluent, raw or single-object)'),
+])
+def test_config_errors_name_file_and_line(run_kjb, tmp_path, edit, expected):
+    text = edit(EXAMPLE.read_text().replace('dir = "schemas/avro"', f'dir = "{REPO}/schemas/avro"'))
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(text)
+    # The line is that of the edited setting.
+    marker = {"brokerz": "brokerz", "pool_size": "pool_size", "protobuf": "protobuf"}
+    key = next(k for k in marker if k in expected)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if marker[key] in ln and not ln.lstrip().startswith("#"))
+    res = run_kjb(["check-config"], cfg)
+    assert res.returncode == 2
+    assert one_line(res.stderr) == f"kjb: check-config: {cfg}" + expected.format(line=line)
+
+
+def test_check_config_rejects_a_path_the_schema_lacks(run_kjb, tmp_path):
+    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+  { topic = "t"; schema = "order_created.avsc";
+    jobs = ( { kind = "k";
+               args = [ "order_id", "customer.phone" ]; } ); }""")
+    line = next(i for i, ln in enumerate(cfg.read_text().splitlines(), 1) if 'kind = "k"' in ln)
+    res = run_kjb(["check-config"], cfg)
+    assert res.returncode == 2
+    msg = one_line(res.stderr)
+    assert msg.startswith(f'kjb: check-config: {cfg}:{line}: job "k": args: ')
+    assert "customer.phone" in msg and "phone" in msg
+
+
+def test_missing_config_file_is_a_usage_error(run_kjb, tmp_path):
+    res = run_kjb(["check-config"], tmp_path / "nope.cfg")
+    assert res.returncode == 2
+    assert one_line(res.stderr).startswith(f"kjb: check-config: {tmp_path / 'nope.cfg'}: ")
+
+
+def test_usage_errors_and_help(run_kjb):
+    assert run_kjb(["bogus"]).returncode == 2
+    res = run_kjb(["run", "--role", "sideways"], EXAMPLE)
+    assert res.returncode == 2 and 'unknown role "sideways"' in res.stderr
+    for cmd in ("run", "migrate", "check-config", "produce"):
+        res = run_kjb([cmd, "--help"])
+        assert res.returncode == 0 and res.stdout.startswith(f"usage: kjb {cmd}")
+    res = run_kjb(["version"])
+    assert res.returncode == 0
+    assert res.stdout.splitlines()[0].startswith("kjb ")
+    assert any(ln.startswith("librdkafka ") for ln in res.stdout.splitlines())
+
+
+def test_unreachable_database_is_an_operational_error(run_kjb, tmp_path):
+    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+  { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
+    res = run_kjb(["migrate"], cfg, env={"KJB_POSTGRES_CONNINFO": "host=127.0.0.1 port=1 connect_timeout=2 password=hunter2"})
+    assert res.returncode == 1
+    msg = one_line(res.stderr)
+    assert msg.startswith("kjb: migrate: could not connect to postgresql: ")
+    assert "hunter2" not in msg
+
+
+def test_migrate_is_idempotent_and_reports_status(run_kjb, db, tmp_path):
+    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+  { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
+    env = {"KJB_POSTGRES_CONNINFO": str(db)}
+    res = run_kjb(["migrate", "--status"], cfg, env=env)
+    assert res.returncode == 1 and res.stdout.splitlines()[0] == "pending  001_init.sql"
+    res = run_kjb(["migrate"], cfg, env=env)
+    assert res.returncode == 0 and res.stdout == 'applied 1 migration; schema "kjb" is current\n'
+    res = run_kjb(["migrate"], cfg, env=env)
+    assert res.returncode == 0 and res.stdout == 'applied 0 migrations; schema "kjb" is current\n'
+    res = run_kjb(["migrate", "--status"], cfg, env=env)
+    assert res.returncode == 0 and res.stdout.startswith("applied  001_init.sql  ")
+    cols = {r[0] for r in db.query("SELECT column_name FROM information_schema.columns"
+                                   " WHERE table_schema = 'kjb' AND table_name = 'jobs'")}
+    assert cols == {"id", "kind", "queue", "priority", "state", "args", "meta", "attempt", "max_attempts",
+                    "scheduled_at", "attempted_at", "finished_at", "created_at", "attempted_by", "errors",
+                    "unique_key", "source_topic", "source_partition", "source_offset"}
+
+
+def test_concurrent_migrations_are_safe(run_kjb, db, tmp_path):
+    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+  { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
+    env = {"KJB_POSTGRES_CONNINFO": str(db)}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: run_kjb(["migrate"], cfg, env=env), range(4)))
+    assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
+    applied = sorted(int(r.stdout.split()[1]) for r in results)
+    assert applied == [0, 0, 0, 1]
+    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == 1
+
+
+def test_produce_encodes_lines_and_reports_bad_ones(run_kjb, kafka, make_topic, tmp_path):
+    topic = make_topic()
+    cfg = write_config(tmp_path / "kjb.cfg", "g", f"""
+  {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind = "k"; }} ); }}""")
+    good = {"order_id": 5, "customer": {"id": 1, "email": "e@x.example", "name": "E"}, "amount": "12.50",
+            "currency": "GBP", "items": [{"sku": "S", "quantity": 1, "price": 2.5}],
+            "created_at": "2026-11-21T10:00:00.123Z", "note": "hi", "tags": {"a": "b"}}
+    lines = [json.dumps(good), "{not json", json.dumps({**good, "currency": "XYZ"}), "",
+             json.dumps({**good, "order_id": 6})]
+    res = run_kjb(["produce", "--topic", topic, "--key", "order_id"], cfg,
+                  env={"KJB_KAFKA_BROKERS": kafka.bootstrap}, input="\n".join(lines) + "\n")
+    assert res.returncode == 1
+    err = res.stderr.splitlines()
+    assert err[0].startswith("kjb: produce: line 2: invalid json at column ")
+    assert err[1].startswith("kjb: produce: line 3: ") and "XYZ" in err[1]
+    assert err[-1] == f'kjb: produce: 2 records produced to "{topic}", 2 bad lines, 0 undelivered'
+    records = kafka.consume(topic, count=2)
+    schema = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
+    assert [r.key for r in records] == [b"5", b"6"]
+    for r, order_id in zip(records, (5, 6)):
+        assert r.value[:5] == b"\x00\x00\x00\x00\x01"  # confluent framing, id 1
+        datum = fastavro.schemaless_reader(io.BytesIO(r.value[5:]), schema)
+        assert datum["order_id"] == order_id and datum["note"] == "hi"
+        assert str(datum["amount"]) == "12.50" and datum["currency"] == "GBP"
+        assert datum["created_at"].isoformat() == "2026-11-21T10:00:00.123000+00:00"
+
+
+def test_produce_requires_a_configured_topic(run_kjb, tmp_path):
+    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+  { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
+    res = run_kjb(["produce", "--topic", "elsewhere"], cfg, input="")
+    assert res.returncode == 2
+    assert 'topic "elsewhere" is not in the configuration' in res.stderr
