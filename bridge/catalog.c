@@ -22,6 +22,7 @@ typedef struct {
   const kjb_schema *schema; /* NULL: known to be missing until expires */
   kjb_schema *owned;        /* fetched from the registry */
   int64_t expires_us;
+  kjb_err why;              /* why it is missing: repeated while cached */
 } id_entry;
 
 typedef struct {
@@ -165,7 +166,7 @@ kjb_catalog *kjb_catalog_new(const kjb_config *cfg, kjb_err *err) {
                   cfg->path, id->line, id->id, id->file, cfg->schemas.dir);
       goto fail;
     }
-    add_id(c, (id_entry){id->id, s, NULL, INT64_MAX});
+    add_id(c, (id_entry){id->id, s, NULL, INT64_MAX, {0}});
   }
   for (size_t i = 0; i < cfg->ntopics; i++)
     if (check_topic(c, i, err) < 0)
@@ -219,9 +220,10 @@ int kjb_catalog_by_id(kjb_catalog *c, int32_t id, const kjb_schema **out, kjb_er
       *out = e->schema;
       return 0;
     }
-    if (now < e->expires_us)
-      return kjb_err_set(err, KJB_EUNKNOWN_SCHEMA_ID, "schema id %d is not in the registry",
-                         (int)id);
+    if (now < e->expires_us) {
+      *err = e->why;
+      return -(int)err->code;
+    }
     /* Expired negative entry: drop it and ask again. */
     c->ids[i] = c->ids[--c->nids];
     break;
@@ -234,7 +236,7 @@ int kjb_catalog_by_id(kjb_catalog *c, int32_t id, const kjb_schema **out, kjb_er
   int rc = kjb_registry_fetch(c->registry, id, &json, err);
   if (rc < 0) {
     if (err->code == KJB_EUNKNOWN_SCHEMA_ID)
-      add_id(c, (id_entry){id, NULL, NULL, now + NEGATIVE_TTL_US});
+      add_id(c, (id_entry){id, NULL, NULL, now + NEGATIVE_TTL_US, *err});
     return rc;
   }
   kjb_schema *s = kjb_schema_parse(json, strlen(json), err);
@@ -243,10 +245,10 @@ int kjb_catalog_by_id(kjb_catalog *c, int32_t id, const kjb_schema **out, kjb_er
     /* A registered schema we cannot parse will not get better by asking. */
     kjb_err_prefix(err, "schema id %d from the registry", (int)id);
     err->code = KJB_EUNKNOWN_SCHEMA_ID;
-    add_id(c, (id_entry){id, NULL, NULL, now + NEGATIVE_TTL_US});
+    add_id(c, (id_entry){id, NULL, NULL, now + NEGATIVE_TTL_US, *err});
     return -(int)err->code;
   }
-  add_id(c, (id_entry){id, s, s, INT64_MAX});
+  add_id(c, (id_entry){id, s, s, INT64_MAX, {0}});
   *out = s;
   return 0;
 }
