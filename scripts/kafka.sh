@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# A throwaway single-node Kafka (KRaft, combined broker+controller) for tests
+# and the demo, run straight from the Maven Central jars: no tarball, no
+# system service.
+#
+#   scripts/kafka.sh fetch             resolve the jars into the cache (once)
+#   scripts/kafka.sh start DIR         start a broker on a free 127.0.0.1 port;
+#                                      writes DIR/bootstrap, DIR/kafka.pid
+#   scripts/kafka.sh stop DIR          SIGTERM, then SIGKILL after a timeout
+#   scripts/kafka.sh status DIR        exit 0 when it is running
+#   scripts/kafka.sh tools-classpath   classpath for Kafka's CLI tools, e.g.
+#       java -cp "$(scripts/kafka.sh tools-classpath)" \
+#         org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --help
+#   scripts/kafka.sh tool CLASS ARGS...  run one of them with a small, fast
+#       JVM, e.g. `tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
+#       --bootstrap-server 127.0.0.1:PORT --list` (kafka-consumer-groups.sh)
+#
+# Environment: KJB_CACHE_DIR (default ~/.cache/kjb), KJB_KAFKA_HEAP (512m),
+# KJB_KAFKA_PARTITIONS (partitions of auto-created topics, 1),
+# KJB_KAFKA_START_TIMEOUT (90 s), KJB_KAFKA_STOP_TIMEOUT (30 s),
+# KJB_KAFKA_CDS=0 (no class-data-sharing archive).
+set -euo pipefail
+
+KAFKA_VERSION=4.1.1
+LOG4J_VERSION=2.24.3
+CACHE_DIR=${KJB_CACHE_DIR:-$HOME/.cache/kjb}
+KAFKA_HOME=$CACHE_DIR/kafka-$KAFKA_VERSION
+LIBS=$KAFKA_HOME/libs
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+usage() {
+  sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0" >&2
+  exit "${1:-2}"
+}
+
+# The pom is generated rather than stored so that the cache holds
+# everything fetch needs; its hash goes into the stamp so that a change of
+# version or dependency list re-fetches.
+write_pom() {
+  cat <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>kjb</groupId>
+  <artifactId>kjb-kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <!-- Kafka logs through slf4j 1.7 but the Maven artifacts carry no
+         binding; the binary distribution ships this one. -->
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>$LOG4J_VERSION</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>3.8.1</version>
+      </plugin>
+    </plugins>
+  </build>
+</project>
+EOF
+}
+
+cmd_fetch() {
+  local pom stamp want tmp
+  pom=$(write_pom)
+  want=$(printf '%s' "$pom" | sha256sum | cut -d' ' -f1)
+  stamp=$KAFKA_HOME/.fetched
+  if [[ -f $stamp && $(cat "$stamp") == "$want" && -d $LIBS ]]; then
+    return 0
+  fi
+  command -v mvn >/dev/null || die "mvn not found (run scripts/deps.sh)"
+  mkdir -p "$KAFKA_HOME"
+  # Several test sessions may start at once on a fresh machine.
+  exec 9>"$KAFKA_HOME/.fetch.lock"
+  flock 9
+  if [[ -f $stamp && $(cat "$stamp") == "$want" && -d $LIBS ]]; then
+    exec 9>&-
+    return 0
+  fi
+  printf '%s\n' "$pom" >"$KAFKA_HOME/pom.xml"
+  echo "kafka.sh: fetching Kafka $KAFKA_VERSION jars from Maven Central into $LIBS" >&2
+  tmp=$KAFKA_HOME/libs.tmp.$$
+  rm -rf "$tmp"
+  if ! mvn -B -Dstyle.color=never -f "$KAFKA_HOME/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$tmp" >"$KAFKA_HOME/fetch.log" 2>&1; then
+    tail -n 40 "$KAFKA_HOME/fetch.log" >&2
+    rm -rf "$tmp"
+    die "could not resolve the Kafka jars with Maven (log: $KAFKA_HOME/fetch.log)"
+  fi
+  ls "$tmp"/kafka_2.13-"$KAFKA_VERSION".jar "$tmp"/kafka-tools-"$KAFKA_VERSION".jar >/dev/null \
+    || die "Maven finished but the Kafka jars are missing from $tmp"
+  rm -rf "$LIBS" "$KAFKA_HOME"/cds-*.jsa
+  mv "$tmp" "$LIBS"
+  printf '%s\n' "$want" >"$stamp"
+  exec 9>&-
+}
+
+PYTHON=/usr/bin/python3
+[[ -x $PYTHON ]] || PYTHON=python3
+
+# Prints two free 127.0.0.1 ports and a cluster id. The id follows
+# org.apache.kafka.common.Uuid.randomUuid(): 16 random bytes, URL-safe
+# base64 without padding, never starting with '-'. One Python start here is
+# cheaper than another JVM (kafka-storage random-uuid).
+ports_and_cluster_id() {
+  "$PYTHON" -c '
+import base64, socket, uuid
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+ports = [s.getsockname()[1] for s in socks]
+while True:
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not cid.startswith("-"):
+        break
+print(ports[0], ports[1], cid)'
+}
+
+is_kafka_pid() {
+  local pid=$1
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null \
+    && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
+}
+
+running_pid() {
+  local dir=$1 pid
+  [[ -f $dir/kafka.pid ]] || return 1
+  pid=$(cat "$dir/kafka.pid")
+  is_kafka_pid "$pid" || return 1
+  echo "$pid"
+}
+
+log_tail() {
+  local dir=$1 f
+  for f in "$dir/kafka.out" "$dir/kafka.log"; do
+    [[ -s $f ]] || continue
+    echo "---- last lines of $f ----" >&2
+    tail -n 40 "$f" >&2
+  done
+}
+
+java_opts() {
+  local heap=${KJB_KAFKA_HEAP:-512m}
+  # C1 only and the serial collector: starts faster and stays light on a
+  # two-core machine; throughput is not what a test broker needs.
+  echo "-Xms256m -Xmx$heap -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k \
+-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true -Xlog:cds=off,cds+dynamic=off"
+}
+
+# A class-data-sharing archive of Kafka's classes roughly halves the JVM
+# start. The first broker started records one (-XX:ArchiveClassesAtExit, so
+# it is written when that broker exits); `stop` moves it into the cache
+# and later starts map it. It is only valid for one JVM build, which names
+# it; a stale or broken archive is ignored by the JVM.
+cds_archive() {
+  local jvm key
+  jvm=$(dirname "$(readlink -f "$(command -v java)")")/../lib/server/libjvm.so
+  key=$(stat -L -c '%s-%Y' "$jvm" 2>/dev/null || echo unknown)
+  echo "$KAFKA_HOME/cds-$key.jsa"
+}
+
+cds_opts() {
+  local dir=$1 archive
+  [[ ${KJB_KAFKA_CDS:-1} == 1 ]] || return 0
+  archive=$(cds_archive)
+  if [[ -s $archive ]]; then
+    echo "-XX:SharedArchiveFile=$archive"
+  elif [[ -n $dir ]]; then
+    echo "-XX:ArchiveClassesAtExit=$dir/kafka.jsa"
+  fi
+}
+
+cds_save() {
+  local dir=$1 archive
+  [[ -s $dir/kafka.jsa ]] || return 0
+  archive=$(cds_archive)
+  if [[ ! -s $archive ]]; then
+    cp "$dir/kafka.jsa" "$archive.tmp.$$" && mv "$archive.tmp.$$" "$archive" || rm -f "$archive.tmp.$$"
+  fi
+  rm -f "$dir/kafka.jsa"
+}
+
+write_config() {
+  local dir=$1 port=$2 cport=$3
+  cat >"$dir/server.properties" <<EOF
+# Generated by scripts/kafka.sh: single-node KRaft for tests and demos.
+process.roles=broker,controller
+node.id=1
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+log.dirs=$dir/data
+
+num.partitions=${KJB_KAFKA_PARTITIONS:-1}
+auto.create.topics.enable=true
+delete.topic.enable=true
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+
+# Rebalances without the usual 3 s wait, and short session timeouts allowed
+# so that crash tests need not sit out the defaults.
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=500
+group.consumer.min.session.timeout.ms=1000
+group.consumer.min.heartbeat.interval.ms=500
+
+# Two cores and little data: small thread pools and buffers.
+num.network.threads=1
+num.io.threads=2
+background.threads=2
+num.recovery.threads.per.data.dir=1
+num.replica.fetchers=1
+group.coordinator.threads=1
+share.coordinator.threads=1
+log.cleaner.threads=1
+log.cleaner.dedupe.buffer.size=16777216
+EOF
+
+  cat >"$dir/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $dir/kafka.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = INFO
+EOF
+}
+
+# The broker answers metadata requests and lists itself: only then can
+# clients produce, and auto-created topics get a leader.
+broker_ready() {
+  local bootstrap=$1
+  if command -v kcat >/dev/null; then
+    kcat -L -b "$bootstrap" -m 2 -X topic.metadata.refresh.interval.ms=-1 2>/dev/null \
+      | grep -q ' 1 brokers:'
+  else
+    "$PYTHON" - "$bootstrap" <<'EOF'
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+socket.create_connection((host, int(port)), timeout=1).close()
+EOF
+  fi
+}
+
+cmd_start() {
+  local dir=$1 port cport cid pid bootstrap deadline timeout t0
+  timeout=${KJB_KAFKA_START_TIMEOUT:-90}
+  command -v java >/dev/null || die "java not found (run scripts/deps.sh)"
+  cmd_fetch
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  if pid=$(running_pid "$dir"); then
+    die "already running in $dir (pid $pid, $(cat "$dir/bootstrap" 2>/dev/null))"
+  fi
+  t0=$(date +%s%N)
+  rm -rf "$dir/data" "$dir/kafka.log" "$dir/kafka.out" "$dir/kafka.pid" "$dir/bootstrap"
+  read -r port cport cid < <(ports_and_cluster_id) || true
+  [[ -n ${cid:-} ]] || die "could not pick free ports with $PYTHON"
+  write_config "$dir" "$port" "$cport"
+
+  # shellcheck disable=SC2046
+  if ! java $(java_opts) $(cds_opts "") -Xmx256m -Dlog4j2.level=WARN \
+      -cp "$LIBS/*" kafka.tools.StorageTool format --standalone \
+      --cluster-id "$cid" --config "$dir/server.properties" \
+      >"$dir/format.out" 2>&1; then
+    cat "$dir/format.out" >&2
+    die "could not format the storage in $dir/data"
+  fi
+
+  # setsid: the broker must outlive the shell that started it (the demo
+  # returns to the prompt) and not get the terminal's Ctrl-C.
+  # shellcheck disable=SC2046
+  setsid java $(java_opts) $(cds_opts "$dir") -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    -Dkafka.logs.dir="$dir" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
+    </dev/null >"$dir/kafka.out" 2>&1 &
+  pid=$!
+  echo "$pid" >"$dir/kafka.pid"
+  bootstrap=127.0.0.1:$port
+
+  deadline=$(($(date +%s) + timeout))
+  until broker_ready "$bootstrap"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log_tail "$dir"
+      rm -f "$dir/kafka.pid"
+      die "the broker exited during startup (logs in $dir)"
+    fi
+    if (($(date +%s) >= deadline)); then
+      log_tail "$dir"
+      cmd_stop "$dir" >/dev/null 2>&1 || true
+      die "the broker did not answer on $bootstrap within ${timeout}s (logs in $dir)"
+    fi
+    sleep 0.2
+  done
+  echo "$bootstrap" >"$dir/bootstrap"
+  echo "kafka.sh: broker up on $bootstrap in $((($(date +%s%N) - t0) / 1000000)) ms" \
+    "(pid $pid, log $dir/kafka.log)" >&2
+  echo "$bootstrap"
+}
+
+cmd_stop() {
+  local dir=$1 pid timeout deadline
+  timeout=${KJB_KAFKA_STOP_TIMEOUT:-30}
+  if ! pid=$(running_pid "$dir"); then
+    rm -f "$dir/kafka.pid" "$dir/bootstrap"
+    echo "kafka.sh: not running in $dir" >&2
+    return 0
+  fi
+  # Writing the class-data archive at exit takes a while, once.
+  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q ArchiveClassesAtExit; then
+    timeout=$((timeout * 3))
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + timeout))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "kafka.sh: broker (pid $pid) still up after ${timeout}s, killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    rm -f "$dir/kafka.jsa" # possibly half written
+  fi
+  rm -f "$dir/kafka.pid" "$dir/bootstrap"
+  cds_save "$dir"
+  echo "kafka.sh: stopped (pid $pid)" >&2
+}
+
+cmd_tool() {
+  [[ $# -ge 1 ]] || usage
+  command -v java >/dev/null || die "java not found (run scripts/deps.sh)"
+  cmd_fetch
+  # shellcheck disable=SC2046
+  exec java $(java_opts) $(cds_opts "") -Xms64m -Xmx256m -Dlog4j2.level=WARN -cp "$LIBS/*" "$@"
+}
+
+cmd_status() {
+  local dir=$1 pid
+  if pid=$(running_pid "$dir"); then
+    echo "running: pid $pid, bootstrap $(cat "$dir/bootstrap" 2>/dev/null)"
+  else
+    echo "not running"
+    return 1
+  fi
+}
+
+case ${1:-} in
+  fetch) cmd_fetch ;;
+  start) [[ $# -eq 2 ]] || usage; cmd_start "$2" ;;
+  stop) [[ $# -eq 2 ]] || usage; cmd_stop "$2" ;;
+  status) [[ $# -eq 2 ]] || usage; cmd_status "$2" ;;
+  tools-classpath) cmd_fetch; echo "$LIBS/*" ;;
+  tool) cmd_tool "${@:2}" ;;
+  -h | --help | help) usage 0 ;;
+  *) usage ;;
+esac

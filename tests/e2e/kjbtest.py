@@ -1,0 +1,534 @@
+"""Helpers for the end-to-end tests: handles on the throwaway Kafka and
+PostgreSQL that scripts/kafka.sh and scripts/pg.sh start, and on kjb
+processes. conftest.py turns them into fixtures; tests may import the plain
+helpers (wait_for, Record) directly."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+
+# Spawned kjb processes run under these unless the caller's environment
+# already sets them. exitcode=86 tells a sanitizer failure from kjb's own
+# exit codes (0, 1, 2).
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=86",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+    "LSAN_OPTIONS": f"suppressions={REPO / 'tests' / 'lsan.supp'}",
+}
+SANITIZER_EXIT = 86
+SANITIZER_MARKERS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "SUMMARY: UndefinedBehaviorSanitizer",
+    ": runtime error: ",
+)
+
+# Subcommands that take a second word: `kjb jobs ls`, `kjb dlq peek`.
+_TWO_WORD_COMMANDS = {"jobs", "dlq"}
+
+
+def sanitizer_report(text: str) -> str | None:
+    """The sanitizer report in a process's output, or None."""
+    for marker in SANITIZER_MARKERS:
+        i = text.find(marker)
+        if i >= 0:
+            start = text.rfind("\n", 0, max(0, i - 200)) + 1
+            return text[start : start + 8000]
+    return None
+
+
+def kjb_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a kjb process: ours, sanitizer options, `extra`."""
+    env = dict(os.environ)
+    for key, value in SANITIZER_ENV.items():
+        env.setdefault(key, value)
+    if extra:
+        env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def kjb_argv(binary: Path, args: Sequence[str], config: Path | str | None) -> list[str]:
+    """`kjb <command words> -c CONFIG <rest>`: -c goes right after the
+    subcommand so that it parses whether or not kjb permutes options."""
+    args = [str(a) for a in args]
+    if config is None:
+        return [str(binary), *args]
+    words = 2 if args and args[0] in _TWO_WORD_COMMANDS and len(args) > 1 else 1
+    words = min(words, len(args))
+    return [str(binary), *args[:words], "-c", str(config), *args[words:]]
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    message: str | Callable[[], str] = "condition",
+) -> Any:
+    """Poll `predicate` until it returns something truthy and return that;
+    raise AssertionError naming `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - reported below
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            what = message() if callable(message) else message
+            detail = f" (last error: {last_exc!r})" if last_exc else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def unique_name(hint: str = "t", maxlen: int = 60) -> str:
+    """A name unique to this run, safe as a Kafka topic, group or SQL name."""
+    slug = re.sub(r"[^a-z0-9]+", "_", hint.lower()).strip("_") or "t"
+    suffix = uuid.uuid4().hex[:8]
+    return f"{slug[: maxlen - len(suffix) - 1]}_{suffix}"
+
+
+# --------------------------------------------------------------------------
+# Services
+
+
+class Service:
+    """A service started by one of our scripts into `dir`: launched without
+    waiting (so that Kafka and PostgreSQL start side by side), then waited
+    for. A watchdog process stops it if pytest dies without tearing down."""
+
+    def __init__(self, name: str, script: Path, dir: Path, timeout: float = 150.0):
+        self.name = name
+        self.script = script
+        self.dir = Path(dir)
+        self.timeout = timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.ready_after: float | None = None
+        self.output = ""
+        self.ok: bool | None = None
+        self.stopped = False
+        self._waiter: threading.Thread | None = None
+
+    def launch(self) -> None:
+        if self.proc is not None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.monotonic()
+        # Its own session: a Ctrl-C meant for pytest must not cut a start
+        # script short and leave half a service behind.
+        self.proc = subprocess.Popen(
+            [str(self.script), "start", str(self.dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._waiter = threading.Thread(target=self._collect, name=f"start-{self.name}", daemon=True)
+        self._waiter.start()
+        if os.environ.get("KJB_E2E_KEEP") != "1":
+            # Once pytest is gone, let the start script finish, then stop.
+            stop = shlex.join([str(self.script), "stop", str(self.dir)])
+            watch = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+                     f"while kill -0 {self.proc.pid} 2>/dev/null; do sleep 0.5; done; {stop}")
+            self.watchdog = subprocess.Popen(
+                ["bash", "-c", watch],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def _collect(self) -> None:
+        assert self.proc is not None
+        try:
+            self.output, _ = self.proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.output = (self.proc.communicate()[0] or "") + f"\n(no answer in {self.timeout:.0f}s)"
+        self.ready_after = time.monotonic() - self.started_at
+        self.ok = self.proc.returncode == 0
+
+    def wait(self) -> None:
+        """Wait until started; raise RuntimeError with the script's output
+        (which holds the log tail) if it did not."""
+        self.launch()
+        assert self._waiter is not None
+        self._waiter.join()
+        if not self.ok:
+            raise RuntimeError(f"{self.script.name} start {self.dir} failed:\n{self.output}")
+
+    def stop(self) -> None:
+        if self.stopped or self.proc is None:
+            return
+        self.stopped = True
+        # Stopping halfway through a start leaves debris: let it finish
+        # (the scripts have their own time limits), and only then stop.
+        if self._waiter is not None:
+            self._waiter.join(timeout=self.timeout)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        subprocess.run(
+            [str(self.script), "stop", str(self.dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+        )
+        if self.watchdog is not None and self.watchdog.poll() is None:
+            self.watchdog.kill()
+            self.watchdog.wait()
+
+
+@dataclass
+class Record:
+    """A consumed Kafka record; headers keep their order and duplicates."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    timestamp: int | None = None
+
+    def header(self, name: str) -> str | None:
+        """The last header called `name`, decoded as UTF-8, or None."""
+        for key, value in reversed(self.headers):
+            if key == name:
+                return None if value is None else value.decode("utf-8", "replace")
+        return None
+
+
+class Kafka:
+    """The session's broker: `.bootstrap` plus client helpers."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self.dir = service.dir
+        self.bootstrap = (service.dir / "bootstrap").read_text().strip()
+
+    def __repr__(self) -> str:
+        return f"Kafka({self.bootstrap})"
+
+    def admin(self):
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient({"bootstrap.servers": self.bootstrap})
+
+    def producer(self, **conf: Any):
+        from confluent_kafka import Producer
+
+        return Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 0, **conf})
+
+    def consumer(self, group: str | None = None, **conf: Any):
+        from confluent_kafka import Consumer
+
+        return Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": group or unique_name("reader"),
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                **conf,
+            }
+        )
+
+    def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        """Create `name` and wait until every partition has a leader."""
+        from confluent_kafka.admin import NewTopic
+
+        admin = self.admin()
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+            operation_timeout=30,
+        )
+        futures[name].result(timeout=60)
+
+        def ready() -> bool:
+            md = admin.list_topics(name, timeout=5).topics.get(name)
+            return bool(
+                md is not None
+                and md.error is None
+                and len(md.partitions) == partitions
+                and all(p.leader >= 0 for p in md.partitions.values())
+            )
+
+        wait_for(ready, timeout=30, message=f"topic {name} to have leaders")
+        return name
+
+    def partitions(self, topic: str) -> list[int]:
+        md = self.admin().list_topics(topic, timeout=10).topics[topic]
+        if md.error is not None:
+            raise RuntimeError(f"topic {topic}: {md.error}")
+        return sorted(md.partitions)
+
+    def produce(
+        self,
+        topic: str,
+        values: Iterable[bytes | str | None],
+        key: bytes | str | None = None,
+        headers: list[tuple[str, bytes | str]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Produce each value (as one record) and wait for the acks."""
+        errors: list[Any] = []
+        producer = self.producer(**{"enable.idempotence": True, "acks": "all"})
+        for value in values:
+            kwargs: dict[str, Any] = {"value": value, "key": key, "headers": headers,
+                                      "on_delivery": lambda err, msg: err and errors.append(err)}
+            if partition is not None:
+                kwargs["partition"] = partition
+            producer.produce(topic, **kwargs)
+        remaining = producer.flush(30)
+        if remaining or errors:
+            raise RuntimeError(f"produce to {topic}: {remaining} undelivered, errors {errors}")
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """The high watermark of each partition."""
+        from confluent_kafka import TopicPartition
+
+        consumer = self.consumer()
+        try:
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in self.partitions(topic)
+            }
+        finally:
+            consumer.close()
+
+    def consume(self, topic: str, count: int | None = None, timeout: float = 15.0) -> list[Record]:
+        """Records of `topic` from the beginning, without a consumer group
+        commit: the first `count`, or (count None) everything up to the end
+        offsets as of the call. Waits at most `timeout` seconds for them."""
+        from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+        ends = self.end_offsets(topic) if count is None else None
+        consumer = self.consumer()
+        records: list[Record] = []
+        try:
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self.partitions(topic)])
+            done = {p for p, end in (ends or {}).items() if end == 0}
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if count is not None and len(records) >= count:
+                    break
+                if ends is not None and done >= set(ends):
+                    break
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        if ends is not None and msg.offset() >= ends[msg.partition()]:
+                            done.add(msg.partition())
+                        continue
+                    raise RuntimeError(f"consume {topic}: {msg.error()}")
+                ts_type, ts = msg.timestamp()
+                records.append(
+                    Record(
+                        topic=msg.topic(),
+                        partition=msg.partition(),
+                        offset=msg.offset(),
+                        key=msg.key(),
+                        value=msg.value(),
+                        headers=list(msg.headers() or []),
+                        timestamp=ts if ts_type else None,
+                    )
+                )
+                if ends is not None and msg.offset() + 1 >= ends[msg.partition()]:
+                    done.add(msg.partition())
+        finally:
+            consumer.close()
+        if count is not None and len(records) < count:
+            raise AssertionError(f"topic {topic}: wanted {count} records, got {len(records)} in {timeout:.0f}s")
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The group's committed offset per partition (negative when none)."""
+        from confluent_kafka import TopicPartition
+
+        consumer = self.consumer(group=group)
+        try:
+            tps = consumer.committed([TopicPartition(topic, p) for p in self.partitions(topic)], timeout=10)
+            return {tp.partition: tp.offset for tp in tps}
+        finally:
+            consumer.close()
+
+    def consumer_groups(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run Kafka's own kafka-consumer-groups tool against this broker."""
+        argv = [
+            str(SCRIPTS / "kafka.sh"), "tool",
+            "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+            "--bootstrap-server", self.bootstrap, *args,
+        ]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+class Postgres:
+    """The session's PostgreSQL cluster; `.conninfo` names database kjb."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self.dir = service.dir
+        self.conninfo = (service.dir / "conninfo").read_text().strip()
+        self.port = int((service.dir / "port").read_text())
+
+    def __repr__(self) -> str:
+        return f"Postgres({self.conninfo})"
+
+    def conninfo_for(self, dbname: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+
+    def connect(self, dbname: str = "kjb", autocommit: bool = True):
+        import psycopg
+
+        return psycopg.connect(self.conninfo_for(dbname), autocommit=autocommit, connect_timeout=10)
+
+
+class Database(str):
+    """A per-test database. It *is* its conninfo string (pass it wherever a
+    conninfo goes) and has helpers to look inside."""
+
+    name: str
+    cluster: Postgres
+
+    def __new__(cls, cluster: Postgres, name: str) -> "Database":
+        self = super().__new__(cls, cluster.conninfo_for(name))
+        self.name = name
+        self.cluster = cluster
+        return self
+
+    @property
+    def conninfo(self) -> str:
+        return str(self)
+
+    def connect(self, autocommit: bool = True):
+        return self.cluster.connect(self.name, autocommit=autocommit)
+
+    def query(self, sql: str, *params: Any) -> list[tuple]:
+        """Run one statement and return its rows ([] when it has none)."""
+        with self.connect() as conn:
+            cur = conn.execute(sql, params or None)
+            return cur.fetchall() if cur.description else []
+
+    def scalar(self, sql: str, *params: Any) -> Any:
+        rows = self.query(sql, *params)
+        return rows[0][0] if rows else None
+
+
+# --------------------------------------------------------------------------
+# kjb processes
+
+
+class KjbProcess:
+    """A background kjb with its output in `log_path`."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path):
+        self.argv = argv
+        self.log_path = log_path
+        self.killed_hard = False
+        self.stop_timed_out = False
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")
+        self._log.write(f"$ {shlex.join(argv)}\n".encode())
+        self._log.flush()
+        prefix: list[str] = []
+        # If pytest itself is killed, the kernel kills kjb too.
+        if _have_setpriv():
+            prefix = ["setpriv", "--pdeathsig", "KILL", "--"]
+        self.proc = subprocess.Popen(
+            prefix + argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> int:
+        """SIGKILL, as a crash would: no sanitizer check applies."""
+        if self.alive():
+            self.killed_hard = True
+            self.proc.kill()
+        return self.proc.wait()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the graceful drain; SIGKILL after `timeout`
+        seconds (recorded in `stop_timed_out`). Returns the exit status."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.stop_timed_out = True
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def problems(self) -> list[str]:
+        """What teardown reports: sanitizer output, a hung shutdown."""
+        out = []
+        if self.stop_timed_out:
+            out.append(f"kjb (pid {self.pid}) ignored SIGTERM and was killed; log {self.log_path}")
+        if not self.killed_hard:
+            report = sanitizer_report(self.log())
+            if report or self.proc.returncode == SANITIZER_EXIT:
+                out.append(f"sanitizer report from kjb (pid {self.pid}), log {self.log_path}:\n{report or ''}")
+        return out
+
+
+_SETPRIV: bool | None = None
+
+
+def _have_setpriv() -> bool:
+    global _SETPRIV
+    if _SETPRIV is None:
+        try:
+            help_text = subprocess.run(["setpriv", "--help"], capture_output=True, text=True).stdout
+            _SETPRIV = "--pdeathsig" in help_text
+        except OSError:
+            _SETPRIV = False
+    return _SETPRIV
