@@ -324,6 +324,10 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
         .source_offset = m->offset,
     };
   }
+  /* Only whole records go to the server: all of their jobs, or none. */
+  if (ing->store)
+    for (size_t r = first_row; r < ing->nrows; r++)
+      kjb_store_stream_row(ing->store, &ing->rows[r]);
   return 0;
 }
 
@@ -391,6 +395,31 @@ static void reset_batch(kjb_ingest *ing) {
   kjb_arena_reset(ing->arena);
 }
 
+/* Stores the batch's jobs: the streamed COPY first; when that fails, the
+ * whole batch again on a fresh connection, with backoff, until it is
+ * stored (0) or a stop is requested (-1). */
+static int store_batch(kjb_ingest *ing, size_t *inserted) {
+  kjb_err err;
+  int64_t backoff = BACKOFF_MIN_US;
+  int rc = ing->store ? kjb_store_stream_finish(ing->store, ing->rows, ing->nrows, inserted,
+                                                &err)
+                      : kjb_err_set(&err, KJB_EPG, "not connected");
+  while (rc < 0) {
+    kjb_warn("could not store %zu jobs: %s; retrying in %lld ms", ing->nrows, err.msg,
+             (long long)(backoff / 1000));
+    kjb_store_free(ing->store);
+    ing->store = NULL;
+    if (*ing->stop)
+      return -1;
+    sleep_us(backoff);
+    backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
+    ing->store = kjb_store_connect(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, &err);
+    rc = ing->store ? kjb_store_insert_jobs(ing->store, ing->rows, ing->nrows, inserted, &err)
+                    : -1;
+  }
+  return 0;
+}
+
 /* Makes the batch durable and commits its offsets: asynchronously in the
  * steady state (a lost commit only means redelivery, which inserts
  * nothing), synchronously when partitions are about to change hands.
@@ -399,32 +428,18 @@ static void reset_batch(kjb_ingest *ing) {
 static int flush(kjb_ingest *ing, int sync) {
   if (ing->nparts == 0)
     return 0;
-  int64_t backoff = BACKOFF_MIN_US;
+  int64_t t0 = kjb_now_mono_us();
   size_t inserted = 0;
-  for (;;) {
-    kjb_err err;
-    if (!ing->store) {
-      ing->store = kjb_store_connect(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema,
-                                     &err);
-    }
-    if (ing->store &&
-        kjb_store_insert_jobs(ing->store, ing->rows, ing->nrows, &inserted, &err) == 0)
-      break;
-    kjb_warn("could not store %zu jobs: %s; retrying in %lld ms", ing->nrows, err.msg,
-             (long long)(backoff / 1000));
-    kjb_store_free(ing->store);
-    ing->store = NULL;
-    if (*ing->stop) {
-      reset_batch(ing);
-      return -1;
-    }
-    sleep_us(backoff);
-    backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
+  if (store_batch(ing, &inserted) < 0) {
+    reset_batch(ing);
+    return -1;
   }
+  int64_t t1 = kjb_now_mono_us();
   if (settle_dead_letters(ing) < 0) {
     reset_batch(ing);
     return -1;
   }
+  int64_t t2 = kjb_now_mono_us();
   rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new((int)ing->nparts);
   for (size_t i = 0; i < ing->nparts; i++) {
     part_state *ps = &ing->parts[i];
@@ -441,12 +456,16 @@ static int flush(kjb_ingest *ing, int sync) {
   for (size_t i = 0; i < ing->nparts; i++)
     if (ing->parts[i].blocked)
       pause_blocked(ing, &ing->parts[i]);
+  int64_t t3 = kjb_now_mono_us();
   ing->stats.records += ing->nrecords;
   ing->stats.jobs_inserted += inserted;
   ing->stats.dead_lettered += ing->ndls;
   ing->stats.batches++;
-  kjb_debug("batch: %zu records, %zu jobs (%zu new), %zu dead letters", ing->nrecords,
-            ing->nrows, inserted, ing->ndls);
+  ing->stats.store_us += (uint64_t)(t1 - t0);
+  ing->stats.settle_us += (uint64_t)(t2 - t1);
+  ing->stats.commit_us += (uint64_t)(t3 - t2);
+  kjb_debug("batch: %zu records, %zu jobs (%zu new), %zu dead letters; store %lld ms",
+            ing->nrecords, ing->nrows, inserted, ing->ndls, (long long)(t1 - t0) / 1000);
   reset_batch(ing);
   return 0;
 }
@@ -578,8 +597,11 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
       int64_t left = batch_start + batch_timeout - kjb_now_mono_us();
       timeout_ms = left > 0 ? (int)(left / 1000) : 0;
     }
+    int64_t t0 = kjb_now_mono_us();
     rd_kafka_message_t *m = rd_kafka_consumer_poll(ing->consumer, timeout_ms);
     rd_kafka_poll(ing->producer, 0);
+    int64_t t1 = kjb_now_mono_us();
+    ing->stats.poll_us += (uint64_t)(t1 - t0);
     if (m) {
       int keep = 0;
       if (m->err) {
@@ -595,6 +617,7 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
       }
       if (!keep)
         rd_kafka_message_destroy(m);
+      ing->stats.process_us += (uint64_t)(kjb_now_mono_us() - t1);
     }
     int full = ing->nrecords >= batch_size;
     int due = ing->nparts > 0 && kjb_now_mono_us() - batch_start >= batch_timeout;

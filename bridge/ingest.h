@@ -19,6 +19,9 @@ typedef struct {
   uint64_t jobs_inserted; /* new rows */
   uint64_t dead_lettered;
   uint64_t batches;
+  /* Where the time went, in microseconds: waiting on the consumer, decoding
+   * and mapping, storing jobs, settling dead letters, committing offsets. */
+  uint64_t poll_us, process_us, store_us, settle_us, commit_us;
 } kjb_ingest_stats;
 
 /* Creates the consumer, the DLQ producer and the store connection. cfg

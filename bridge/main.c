@@ -168,9 +168,13 @@ static int cmd_run(int argc, char **argv) {
       rc = fail("run", &err);
     kjb_ingest_stats st;
     kjb_ingest_get_stats(ing, &st);
-    kjb_info("stopped: %llu records, %llu jobs inserted, %llu dead-lettered",
+    kjb_info("stopped: %llu records, %llu jobs inserted, %llu dead-lettered in %llu "
+             "batches; seconds polling %.1f, decoding %.1f, storing %.1f, dead letters "
+             "%.1f, committing %.1f",
              (unsigned long long)st.records, (unsigned long long)st.jobs_inserted,
-             (unsigned long long)st.dead_lettered);
+             (unsigned long long)st.dead_lettered, (unsigned long long)st.batches,
+             st.poll_us / 1e6, st.process_us / 1e6, st.store_us / 1e6, st.settle_us / 1e6,
+             st.commit_us / 1e6);
     kjb_ingest_free(ing);
   }
   kjb_catalog_free(cat);

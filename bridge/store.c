@@ -1,6 +1,7 @@
 /* The job store: migrations and batched job inserts over libpq. */
 #include "store.h"
 
+#include <assert.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,11 +14,17 @@
  * database serialises on it. */
 #define MIGRATE_LOCK_KEY 0x6b6a626d6967LL
 
+/* How much COPY text to gather before sending it on. */
+#define STREAM_CHUNK (256 * 1024)
+
 struct kjb_store {
   PGconn *conn;
   char *schema;
   kjb_buf copybuf;
   int have_incoming; /* the session's temp table exists */
+  enum { STREAM_IDLE, STREAM_OPEN, STREAM_BROKEN } stream;
+  size_t streamed;   /* rows sent in the open stream */
+  kjb_err stream_err;
 };
 
 static const char JOB_COLUMNS[] =
@@ -228,10 +235,7 @@ static void copy_field(kjb_buf *b, const char *s) {
   kjb_buf_append(b, s + start, i - start);
 }
 
-static void copy_rows(kjb_buf *b, const kjb_job_row *rows, size_t n) {
-  kjb_buf_reset(b);
-  for (size_t i = 0; i < n; i++) {
-    const kjb_job_row *r = &rows[i];
+static void copy_row(kjb_buf *b, const kjb_job_row *r) {
     copy_field(b, r->kind);
     kjb_buf_putc(b, '\t');
     copy_field(b, r->queue);
@@ -245,23 +249,39 @@ static void copy_rows(kjb_buf *b, const kjb_job_row *rows, size_t n) {
     copy_field(b, r->source_topic);
     kjb_buf_printf(b, "\t%d\t%lld\n", (int)r->source_partition,
                    (long long)r->source_offset);
-  }
 }
 
-/* Streams the prepared rows into table. Returns 0, 1 when a unique
- * constraint rejected the batch (the transaction is then aborted), or a
- * negative code. */
-static int copy_into(kjb_store *s, const char *table, kjb_err *err) {
+static void copy_rows(kjb_buf *b, const kjb_job_row *rows, size_t n) {
+  kjb_buf_reset(b);
+  for (size_t i = 0; i < n; i++)
+    copy_row(b, &rows[i]);
+}
+
+static int copy_start(kjb_store *s, const char *table, kjb_err *err) {
   char q[256];
   snprintf(q, sizeof q, "COPY %s (%s) FROM STDIN", table, JOB_COLUMNS);
   PGresult *res = PQexec(s->conn, q);
   if (PQresultStatus(res) != PGRES_COPY_IN)
     return result_error(s, res, "could not start copy", err);
   PQclear(res);
-  if (PQputCopyData(s->conn, s->copybuf.data, (int)s->copybuf.len) != 1 ||
-      PQputCopyEnd(s->conn, NULL) != 1)
+  return 0;
+}
+
+static int copy_send(kjb_store *s, kjb_err *err) {
+  if (s->copybuf.len &&
+      PQputCopyData(s->conn, s->copybuf.data, (int)s->copybuf.len) != 1)
     return pg_error(err, KJB_EPG, "could not send copy data", PQerrorMessage(s->conn));
+  kjb_buf_reset(&s->copybuf);
+  return 0;
+}
+
+/* Ends a COPY. Returns 0, 1 when a unique constraint rejected the rows
+ * (the transaction is then aborted), or a negative code. */
+static int copy_end(kjb_store *s, kjb_err *err) {
+  if (PQputCopyEnd(s->conn, NULL) != 1)
+    return pg_error(err, KJB_EPG, "could not end copy", PQerrorMessage(s->conn));
   int rc = 0;
+  PGresult *res;
   while ((res = PQgetResult(s->conn))) {
     if (PQresultStatus(res) != PGRES_COMMAND_OK && rc == 0) {
       const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -276,6 +296,14 @@ static int copy_into(kjb_store *s, const char *table, kjb_err *err) {
     PQclear(res);
   }
   return rc;
+}
+
+/* Copies the rows prepared in copybuf into table; copy_end's returns. */
+static int copy_into(kjb_store *s, const char *table, kjb_err *err) {
+  int rc = copy_start(s, table, err);
+  if (rc == 0)
+    rc = copy_send(s, err);
+  return rc < 0 ? rc : copy_end(s, err);
 }
 
 /* The fallback for batches that overlap rows already stored (redelivery
@@ -323,18 +351,11 @@ static int insert_skipping_existing(kjb_store *s, size_t *inserted, kjb_err *err
   return rc;
 }
 
-int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n,
-                          size_t *inserted, kjb_err *err) {
-  *inserted = 0;
-  if (n == 0)
-    return 0;
-  copy_rows(&s->copybuf, rows, n);
-  /* Fast path: a plain COPY. Only a batch that repeats stored rows fails
-   * it, and then the batch is redone through the staging table. */
-  int rc = exec(s, "BEGIN", err);
-  if (rc < 0)
-    return rc;
-  rc = copy_into(s, "jobs", err);
+/* Completes a plain COPY into jobs whose result is rc (copy_end's). Only
+ * a batch that repeats stored rows fails it, and then the batch is redone
+ * through the staging table. */
+static int finish_fast_path(kjb_store *s, int rc, const kjb_job_row *rows, size_t n,
+                            size_t *inserted, kjb_err *err) {
   if (rc == 0)
     rc = exec(s, "NOTIFY kjb_jobs", err);
   if (rc == 0) {
@@ -347,5 +368,65 @@ int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n,
   exec(s, "ROLLBACK", &tmp);
   if (rc < 0)
     return rc;
+  copy_rows(&s->copybuf, rows, n);
   return insert_skipping_existing(s, inserted, err);
+}
+
+static void stream_fail(kjb_store *s, kjb_err *err) {
+  s->stream_err = *err;
+  s->stream = STREAM_BROKEN;
+}
+
+void kjb_store_stream_row(kjb_store *s, const kjb_job_row *row) {
+  kjb_err err;
+  if (s->stream == STREAM_BROKEN)
+    return;
+  if (s->stream == STREAM_IDLE) {
+    kjb_buf_reset(&s->copybuf);
+    s->streamed = 0;
+    if (exec(s, "BEGIN", &err) < 0 || copy_start(s, "jobs", &err) < 0) {
+      stream_fail(s, &err);
+      return;
+    }
+    s->stream = STREAM_OPEN;
+  }
+  copy_row(&s->copybuf, row);
+  s->streamed++;
+  if (s->copybuf.len >= STREAM_CHUNK && copy_send(s, &err) < 0)
+    stream_fail(s, &err);
+}
+
+int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n,
+                            size_t *inserted, kjb_err *err) {
+  *inserted = 0;
+  int state = s->stream;
+  s->stream = STREAM_IDLE;
+  if (state == STREAM_BROKEN) {
+    *err = s->stream_err;
+    if (PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
+      kjb_err tmp;
+      exec(s, "ROLLBACK", &tmp);
+    }
+    return -(int)err->code;
+  }
+  if (state == STREAM_IDLE)
+    return n ? kjb_store_insert_jobs(s, rows, n, inserted, err) : 0;
+  assert(s->streamed == n);
+  int rc = copy_send(s, err);
+  if (rc == 0)
+    rc = copy_end(s, err);
+  return finish_fast_path(s, rc, rows, n, inserted, err);
+}
+
+int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n,
+                          size_t *inserted, kjb_err *err) {
+  *inserted = 0;
+  if (n == 0)
+    return 0;
+  copy_rows(&s->copybuf, rows, n);
+  int rc = exec(s, "BEGIN", err);
+  if (rc < 0)
+    return rc;
+  rc = copy_into(s, "jobs", err);
+  return finish_fast_path(s, rc, rows, n, inserted, err);
 }

@@ -45,4 +45,18 @@ typedef struct {
 int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n,
                           size_t *inserted, kjb_err *err);
 
+/* Streaming: rows are sent to the server in an open COPY as they are
+ * produced, so PostgreSQL parses and indexes them while the caller decodes
+ * the next records; the batch becomes visible only at finish.
+ *
+ * kjb_store_stream_row appends one row (copied); it never fails, but
+ * remembers a failure for finish. kjb_store_stream_finish commits
+ * everything streamed since the last finish; rows/n must be exactly those
+ * rows, still alive, so that a batch that repeats stored rows (a unique
+ * violation) can be redone through the staging path. On error nothing is
+ * committed and the caller may retry with kjb_store_insert_jobs. */
+void kjb_store_stream_row(kjb_store *s, const kjb_job_row *row);
+int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n,
+                            size_t *inserted, kjb_err *err);
+
 #endif
