@@ -13,7 +13,7 @@
 
 #include "kafka.h"
 #include "log.h"
-#include "map.h"
+#include "record.h"
 #include "store.h"
 
 #define BACKOFF_MIN_US (250 * 1000LL)
@@ -50,11 +50,9 @@ struct kjb_ingest {
   rd_kafka_t *producer;
   kjb_store *store;
   kjb_arena *arena;
-  kjb_buf scratch, scratch2;
   volatile sig_atomic_t *stop;
 
-  kjb_job_row *rows;
-  size_t nrows, caprows;
+  kjb_rows rows;
   part_state *parts;
   size_t nparts, capparts;
   dead_letter *dls;
@@ -98,64 +96,6 @@ static part_state *part_for(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t par
 static const kjb_topic_cfg *topic_for(kjb_ingest *ing, const rd_kafka_message_t *m) {
   const char *name = rd_kafka_topic_name(m->rkt);
   return kjb_config_topic(ing->cfg, name);
-}
-
-/* ---- record metadata ------------------------------------------------ */
-
-/* Bytes as a JSON string when they are UTF-8, else {"base64": "..."}. */
-static void json_bytes(kjb_buf *b, const void *p, size_t n) {
-  if (kjb_utf8_invalid_at(p, n) < 0) {
-    kjb_buf_json_str(b, p, n);
-  } else {
-    kjb_buf_puts(b, "{\"base64\":\"");
-    kjb_buf_base64(b, p, n);
-    kjb_buf_puts(b, "\"}");
-  }
-}
-
-static void record_meta(kjb_buf *b, const rd_kafka_message_t *m) {
-  rd_kafka_timestamp_type_t tstype;
-  int64_t ts = rd_kafka_message_timestamp(m, &tstype);
-  kjb_buf_reset(b);
-  kjb_buf_puts(b, "{\"topic\":");
-  const char *topic = rd_kafka_topic_name(m->rkt);
-  kjb_buf_json_str(b, topic, strlen(topic));
-  kjb_buf_printf(b, ",\"partition\":%d,\"offset\":%lld,\"timestamp\":", (int)m->partition,
-                 (long long)m->offset);
-  if (ts >= 0)
-    kjb_buf_printf(b, "%lld", (long long)ts);
-  else
-    kjb_buf_puts(b, "null");
-  kjb_buf_puts(b, ",\"key\":");
-  if (m->key)
-    json_bytes(b, m->key, m->key_len);
-  else
-    kjb_buf_puts(b, "null");
-  rd_kafka_headers_t *hdrs;
-  if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    kjb_buf_puts(b, ",\"headers\":{");
-    const char *name;
-    const void *val;
-    size_t len;
-    int first = 1;
-    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &len) ==
-                       RD_KAFKA_RESP_ERR_NO_ERROR;
-         i++) {
-      if (kjb_utf8_invalid_at(name, strlen(name)) >= 0)
-        continue;
-      if (!first)
-        kjb_buf_putc(b, ',');
-      first = 0;
-      kjb_buf_json_str(b, name, strlen(name));
-      kjb_buf_putc(b, ':');
-      if (val)
-        json_bytes(b, val, len);
-      else
-        kjb_buf_puts(b, "null");
-    }
-    kjb_buf_putc(b, '}');
-  }
-  kjb_buf_putc(b, '}');
 }
 
 /* ---- dead letters --------------------------------------------------- */
@@ -262,22 +202,31 @@ static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m,
   produce_dead_letter(ing, i);
 }
 
-static char *arena_copy(kjb_ingest *ing, const kjb_buf *b) {
-  char *p = kjb_arena_strndup(ing->arena, b->data, b->len);
-  if (!p)
-    abort();
-  return p;
-}
-
 /* Decodes and maps one record into the batch. Returns 1 when the record
  * must be kept (its message is owned by a dead letter), 0 when the caller
  * may destroy the message, -1 on a transient failure (the partition is
  * blocked and the record will be consumed again). */
 static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *t,
                    part_state *ps) {
+  rd_kafka_timestamp_type_t tstype;
+  rd_kafka_headers_t *hdrs = NULL;
+  if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    hdrs = NULL;
+  kjb_record r = {
+      .topic = t->topic,
+      .partition = m->partition,
+      .offset = m->offset,
+      .timestamp = rd_kafka_message_timestamp(m, &tstype),
+      .key = m->key,
+      .key_len = m->key_len,
+      .value = m->payload,
+      .len = m->len,
+      .headers = hdrs,
+  };
+  size_t first = ing->rows.n;
+  const char *stage;
   kjb_err err;
-  kjb_value *rec = NULL;
-  int rc = kjb_decode_record(ing->catalog, t, m->payload, m->len, ing->arena, &rec, &err);
+  int rc = kjb_record_to_jobs(ing->catalog, t, &r, ing->arena, &ing->rows, &stage, &err);
   if (rc < 0 && kjb_err_is_transient(&err)) {
     kjb_warn("%s [%d] @%lld: %s; will retry", t->topic, (int)m->partition,
              (long long)m->offset, err.msg);
@@ -288,46 +237,13 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
   ps->next_offset = m->offset + 1;
   ing->nrecords++;
   if (rc < 0) {
-    dead_letter_record(ing, m, t, "VALUE_CONVERTER", &err);
+    dead_letter_record(ing, m, t, stage, &err);
     return 1;
-  }
-  size_t first_row = ing->nrows;
-  const char *meta = NULL;
-  for (size_t j = 0; j < t->njobs; j++) {
-    const kjb_job_cfg *job = &t->jobs[j];
-    kjb_buf_reset(&ing->scratch);
-    kjb_buf_reset(&ing->scratch2);
-    if (kjb_map_args(job, rec, &ing->scratch, &err) < 0 ||
-        (job->unique_key && kjb_map_unique_key(job, rec, &ing->scratch2, &err) < 0)) {
-      ing->nrows = first_row; /* all of the record's jobs, or none */
-      dead_letter_record(ing, m, t, "TRANSFORMATION", &err);
-      return 1;
-    }
-    if (!meta) {
-      kjb_buf meta_buf;
-      kjb_buf_init(&meta_buf);
-      record_meta(&meta_buf, m);
-      meta = arena_copy(ing, &meta_buf);
-      kjb_buf_close(&meta_buf);
-    }
-    ing->rows = grow(ing->rows, &ing->caprows, ing->nrows + 1, sizeof *ing->rows);
-    ing->rows[ing->nrows++] = (kjb_job_row){
-        .kind = job->kind,
-        .queue = job->queue,
-        .priority = job->priority,
-        .max_attempts = job->max_attempts,
-        .args_json = arena_copy(ing, &ing->scratch),
-        .meta_json = meta,
-        .unique_key = job->unique_key ? arena_copy(ing, &ing->scratch2) : NULL,
-        .source_topic = t->topic,
-        .source_partition = m->partition,
-        .source_offset = m->offset,
-    };
   }
   /* Only whole records go to the server: all of their jobs, or none. */
   if (ing->store)
-    for (size_t r = first_row; r < ing->nrows; r++)
-      kjb_store_stream_row(ing->store, &ing->rows[r]);
+    for (size_t i = first; i < ing->rows.n; i++)
+      kjb_store_stream_row(ing->store, &ing->rows.rows[i]);
   return 0;
 }
 
@@ -389,7 +305,7 @@ static void reset_batch(kjb_ingest *ing) {
   for (size_t i = 0; i < ing->ndls; i++)
     rd_kafka_message_destroy(ing->dls[i].msg);
   ing->ndls = 0;
-  ing->nrows = 0;
+  ing->rows.n = 0;
   ing->nparts = 0;
   ing->nrecords = 0;
   kjb_arena_reset(ing->arena);
@@ -401,11 +317,11 @@ static void reset_batch(kjb_ingest *ing) {
 static int store_batch(kjb_ingest *ing, size_t *inserted) {
   kjb_err err;
   int64_t backoff = BACKOFF_MIN_US;
-  int rc = ing->store ? kjb_store_stream_finish(ing->store, ing->rows, ing->nrows, inserted,
+  int rc = ing->store ? kjb_store_stream_finish(ing->store, ing->rows.rows, ing->rows.n, inserted,
                                                 &err)
                       : kjb_err_set(&err, KJB_EPG, "not connected");
   while (rc < 0) {
-    kjb_warn("could not store %zu jobs: %s; retrying in %lld ms", ing->nrows, err.msg,
+    kjb_warn("could not store %zu jobs: %s; retrying in %lld ms", ing->rows.n, err.msg,
              (long long)(backoff / 1000));
     kjb_store_free(ing->store);
     ing->store = NULL;
@@ -414,7 +330,7 @@ static int store_batch(kjb_ingest *ing, size_t *inserted) {
     sleep_us(backoff);
     backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
     ing->store = kjb_store_connect(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, &err);
-    rc = ing->store ? kjb_store_insert_jobs(ing->store, ing->rows, ing->nrows, inserted, &err)
+    rc = ing->store ? kjb_store_insert_jobs(ing->store, ing->rows.rows, ing->rows.n, inserted, &err)
                     : -1;
   }
   return 0;
@@ -465,7 +381,7 @@ static int flush(kjb_ingest *ing, int sync) {
   ing->stats.settle_us += (uint64_t)(t2 - t1);
   ing->stats.commit_us += (uint64_t)(t3 - t2);
   kjb_debug("batch: %zu records, %zu jobs (%zu new), %zu dead letters; store %lld ms",
-            ing->nrecords, ing->nrows, inserted, ing->ndls, (long long)(t1 - t0) / 1000);
+            ing->nrecords, ing->rows.n, inserted, ing->ndls, (long long)(t1 - t0) / 1000);
   reset_batch(ing);
   return 0;
 }
@@ -520,8 +436,7 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
   ing->cfg = cfg;
   ing->catalog = catalog;
   ing->arena = kjb_arena_new(1 << 20);
-  kjb_buf_init(&ing->scratch);
-  kjb_buf_init(&ing->scratch2);
+  kjb_rows_init(&ing->rows);
   char errstr[512];
 
   static const char *const consumer_defaults[] = {
@@ -647,9 +562,7 @@ void kjb_ingest_free(kjb_ingest *ing) {
   }
   kjb_store_free(ing->store);
   kjb_arena_free(ing->arena);
-  kjb_buf_close(&ing->scratch);
-  kjb_buf_close(&ing->scratch2);
-  free(ing->rows);
+  kjb_rows_close(&ing->rows);
   free(ing->parts);
   free(ing->dls);
   free(ing->paused);

@@ -16,9 +16,11 @@
 
 #include "catalog.h"
 #include "config.h"
+#include "dlq.h"
 #include "ingest.h"
 #include "kafka.h"
 #include "log.h"
+#include "replay.h"
 #include "store.h"
 
 enum { EXIT_OPERATIONAL = 1, EXIT_USAGE = 2 };
@@ -431,6 +433,150 @@ out:
   return rc;
 }
 
+/* ---- replay --------------------------------------------------------- */
+
+enum { OPT_RESET = 1100, OPT_DRY_RUN, OPT_LIMIT, OPT_FOLLOW, OPT_GROUP, OPT_JSON, OPT_CODE };
+
+static int parse_limit(const char *cmd, const char *arg, long *out) {
+  char *end;
+  long v = strtol(arg, &end, 10);
+  if (*end || v < 1)
+    return usage_error(cmd, "bad --limit \"%s\" (expected a positive integer)", arg);
+  *out = v;
+  return 0;
+}
+
+static int cmd_replay(int argc, char **argv) {
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"topic", required_argument, NULL, 't'},
+                                       {"reset-offsets", required_argument, NULL, OPT_RESET},
+                                       {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+                                       {"limit", required_argument, NULL, OPT_LIMIT},
+                                       {"follow", no_argument, NULL, OPT_FOLLOW},
+                                       {"group", required_argument, NULL, OPT_GROUP},
+                                       {0}};
+  common_opts o = {0};
+  kjb_replay_opts ro = {.log = stderr};
+  kjb_reset_spec spec;
+  kjb_err err;
+  int c;
+  while ((c = getopt_long(argc, argv, "c:ht:", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    switch (c) {
+    case 't': ro.topic = optarg; break;
+    case OPT_RESET:
+      if (kjb_reset_parse(optarg, &spec, &err) < 0)
+        return usage_error("replay", "%s", err.msg);
+      ro.reset = &spec;
+      break;
+    case OPT_DRY_RUN: ro.dry_run = 1; break;
+    case OPT_LIMIT:
+      if (parse_limit("replay", optarg, &ro.limit))
+        return EXIT_USAGE;
+      break;
+    case OPT_FOLLOW: ro.follow = 1; break;
+    case OPT_GROUP: ro.group = optarg; break;
+    case 'h':
+      printf("usage: kjb replay --topic DLQ [--reset-offsets SPEC] [--dry-run] [--limit N] "
+             "[--follow] [--group G] [options]\n\n"
+             "Runs dead-lettered records through the current decoder and mapping. Records\n"
+             "that now succeed become jobs at their original coordinates (never twice);\n"
+             "records that still fail are counted and skipped. Consumes in group\n"
+             "<kafka.group>.replay and stops at the end offsets seen at start.\n"
+             "Exit code 0 when nothing still fails, 1 otherwise.\n\n"
+             "  -t, --topic DLQ         the dead-letter topic\n"
+             "      --reset-offsets SPEC  first move the group: to-earliest, to-latest,\n"
+             "                          to-offset:N, to-datetime:2026-11-21T10:00:00.000,\n"
+             "                          shift-by:N, by-duration:PT1H\n"
+             "      --dry-run           count only; write and commit nothing\n"
+             "      --limit N           stop after N records\n"
+             "      --follow            keep consuming past the end (until SIGINT)\n"
+             "      --group G           consumer group (default <kafka.group>.replay)\n%s",
+             COMMON_HELP);
+      return 0;
+    default: return usage_error("replay", "invalid option");
+    }
+  }
+  if (!ro.topic)
+    return usage_error("replay", "--topic is required");
+  kjb_config cfg;
+  int rc = load("replay", &o, &cfg);
+  if (rc)
+    return rc;
+  install_signals();
+  kjb_replay_stats st = {0};
+  if (kjb_replay_run(&cfg, &ro, &st, &stop_requested, &err) < 0) {
+    rc = fail("replay", &err);
+  } else {
+    printf("%sreplayed %llu, still failing %llu, already present %llu\n",
+           ro.dry_run ? "dry run: " : "", (unsigned long long)st.replayed,
+           (unsigned long long)st.still_failing, (unsigned long long)st.already_present);
+    rc = st.still_failing ? EXIT_OPERATIONAL : 0;
+  }
+  kjb_config_close(&cfg);
+  return rc;
+}
+
+/* ---- dlq peek ------------------------------------------------------- */
+
+static int cmd_dlq(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "peek") != 0) {
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+      printf("usage: kjb dlq peek --topic DLQ [--limit N] [--json] [--code CODE] [options]\n");
+      return 0;
+    }
+    return usage_error("dlq", "expected a subcommand: peek");
+  }
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"topic", required_argument, NULL, 't'},
+                                       {"limit", required_argument, NULL, OPT_LIMIT},
+                                       {"json", no_argument, NULL, OPT_JSON},
+                                       {"code", required_argument, NULL, OPT_CODE},
+                                       {0}};
+  common_opts o = {0};
+  kjb_dlq_peek_opts po = {0};
+  int c;
+  argc--, argv++;
+  while ((c = getopt_long(argc, argv, "c:ht:", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    switch (c) {
+    case 't': po.topic = optarg; break;
+    case OPT_LIMIT:
+      if (parse_limit("dlq peek", optarg, &po.limit))
+        return EXIT_USAGE;
+      break;
+    case OPT_JSON: po.json = 1; break;
+    case OPT_CODE: po.code = optarg; break;
+    case 'h':
+      printf("usage: kjb dlq peek --topic DLQ [--limit N] [--json] [--code CODE] [options]\n\n"
+             "Shows dead-lettered records with their error headers, from the beginning\n"
+             "of the topic to its end. Commits nothing.\n\n"
+             "  -t, --topic DLQ         the dead-letter topic\n"
+             "      --limit N           show at most N records\n"
+             "      --json              one JSON object per record (value as base64)\n"
+             "      --code CODE         only records with this error code, e.g. "
+             "kjb.TRUNCATED\n%s",
+             COMMON_HELP);
+      return 0;
+    default: return usage_error("dlq peek", "invalid option");
+    }
+  }
+  if (!po.topic)
+    return usage_error("dlq peek", "--topic is required");
+  kjb_config cfg;
+  int rc = load("dlq peek", &o, &cfg);
+  if (rc)
+    return rc;
+  kjb_err err;
+  long shown;
+  if (kjb_dlq_peek(&cfg, &po, stdout, &shown, &err) < 0)
+    rc = fail("dlq peek", &err);
+  kjb_config_close(&cfg);
+  return rc;
+}
+
 /* ---- version -------------------------------------------------------- */
 
 static int cmd_version(int argc, char **argv) {
@@ -458,6 +604,8 @@ static const struct {
     {"migrate", cmd_migrate, "create or upgrade the database schema"},
     {"check-config", cmd_check_config, "validate the configuration and print the mapping"},
     {"produce", cmd_produce, "encode JSON lines to Avro and produce them"},
+    {"replay", cmd_replay, "re-process dead-lettered records"},
+    {"dlq", cmd_dlq, "dlq peek: show dead-lettered records with their reasons"},
     {"version", cmd_version, "print versions"},
 };
 

@@ -21,7 +21,8 @@ struct kjb_store {
   PGconn *conn;
   char *schema;
   kjb_buf copybuf;
-  int have_incoming; /* the session's temp table exists */
+  int have_incoming; /* the session's staging tables exist */
+  int have_marked;
   enum { STREAM_IDLE, STREAM_OPEN, STREAM_BROKEN } stream;
   size_t streamed;   /* rows sent in the open stream */
   kjb_err stream_err;
@@ -235,7 +236,13 @@ static void copy_field(kjb_buf *b, const char *s) {
   kjb_buf_append(b, s + start, i - start);
 }
 
-static void copy_row(kjb_buf *b, const kjb_job_row *r) {
+/* Appends one row in COPY text format, ending with idx as an extra
+ * column when idx >= 0. */
+static void copy_row_idx(kjb_buf *b, const kjb_job_row *r, long idx);
+
+static void copy_row(kjb_buf *b, const kjb_job_row *r) { copy_row_idx(b, r, -1); }
+
+static void copy_row_idx(kjb_buf *b, const kjb_job_row *r, long idx) {
     copy_field(b, r->kind);
     kjb_buf_putc(b, '\t');
     copy_field(b, r->queue);
@@ -247,8 +254,10 @@ static void copy_row(kjb_buf *b, const kjb_job_row *r) {
     copy_field(b, r->unique_key);
     kjb_buf_putc(b, '\t');
     copy_field(b, r->source_topic);
-    kjb_buf_printf(b, "\t%d\t%lld\n", (int)r->source_partition,
-                   (long long)r->source_offset);
+    kjb_buf_printf(b, "\t%d\t%lld", (int)r->source_partition, (long long)r->source_offset);
+    if (idx >= 0)
+      kjb_buf_printf(b, "\t%ld", idx);
+    kjb_buf_putc(b, '\n');
 }
 
 static void copy_rows(kjb_buf *b, const kjb_job_row *rows, size_t n) {
@@ -257,14 +266,18 @@ static void copy_rows(kjb_buf *b, const kjb_job_row *rows, size_t n) {
     copy_row(b, &rows[i]);
 }
 
-static int copy_start(kjb_store *s, const char *table, kjb_err *err) {
-  char q[256];
-  snprintf(q, sizeof q, "COPY %s (%s) FROM STDIN", table, JOB_COLUMNS);
+static int copy_start_cols(kjb_store *s, const char *table, const char *extra, kjb_err *err) {
+  char q[512];
+  snprintf(q, sizeof q, "COPY %s (%s%s) FROM STDIN", table, JOB_COLUMNS, extra);
   PGresult *res = PQexec(s->conn, q);
   if (PQresultStatus(res) != PGRES_COPY_IN)
     return result_error(s, res, "could not start copy", err);
   PQclear(res);
   return 0;
+}
+
+static int copy_start(kjb_store *s, const char *table, kjb_err *err) {
+  return copy_start_cols(s, table, "", err);
 }
 
 static int copy_send(kjb_store *s, kjb_err *err) {
@@ -370,6 +383,65 @@ static int finish_fast_path(kjb_store *s, int rc, const kjb_job_row *rows, size_
     return rc;
   copy_rows(&s->copybuf, rows, n);
   return insert_skipping_existing(s, inserted, err);
+}
+
+int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int dry_run,
+                            unsigned char *is_new, kjb_err *err) {
+  memset(is_new, 0, n);
+  if (n == 0)
+    return 0;
+  char q[1024];
+  int rc = 0;
+  if (!s->have_marked) {
+    snprintf(q, sizeof q,
+             "CREATE TEMP TABLE IF NOT EXISTS kjb_marked ON COMMIT DELETE ROWS"
+             " AS SELECT %s, 0::int AS row_idx FROM jobs WITH NO DATA",
+             JOB_COLUMNS);
+    if ((rc = exec(s, q, err)) < 0)
+      return rc;
+    s->have_marked = 1;
+  }
+  kjb_buf_reset(&s->copybuf);
+  for (size_t i = 0; i < n; i++)
+    copy_row_idx(&s->copybuf, &rows[i], (long)i);
+  if ((rc = exec(s, "BEGIN", err)) < 0)
+    return rc;
+  rc = copy_start_cols(s, "pg_temp.kjb_marked", ", row_idx", err);
+  if (rc == 0 && (rc = copy_send(s, err)) == 0 && (rc = copy_end(s, err)) == 1)
+    rc = kjb_err_set(err, KJB_EINTERNAL, "unique violation in staging table");
+  if (rc == 0) {
+    PGresult *res = PQexec(
+        s->conn, "SELECT m.row_idx FROM pg_temp.kjb_marked m"
+                 " WHERE NOT EXISTS (SELECT 1 FROM jobs j"
+                 "   WHERE j.source_topic = m.source_topic"
+                 "   AND j.source_partition = m.source_partition"
+                 "   AND j.source_offset = m.source_offset AND j.kind = m.kind)"
+                 " AND (m.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs j"
+                 "   WHERE j.kind = m.kind AND j.unique_key = m.unique_key))");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+      rc = result_error(s, res, "could not check stored jobs", err);
+    } else {
+      for (int i = 0; i < PQntuples(res); i++) {
+        long idx = strtol(PQgetvalue(res, i, 0), NULL, 10);
+        if (idx >= 0 && (size_t)idx < n)
+          is_new[idx] = 1;
+      }
+      PQclear(res);
+    }
+  }
+  if (rc == 0 && !dry_run) {
+    snprintf(q, sizeof q,
+             "INSERT INTO jobs (%s) SELECT %s FROM pg_temp.kjb_marked ORDER BY row_idx"
+             " ON CONFLICT DO NOTHING",
+             JOB_COLUMNS, JOB_COLUMNS);
+    if ((rc = exec(s, q, err)) == 0)
+      rc = exec(s, "NOTIFY kjb_jobs", err);
+  }
+  if (rc == 0 && !dry_run)
+    return exec(s, "COMMIT", err);
+  kjb_err tmp;
+  exec(s, "ROLLBACK", &tmp);
+  return rc;
 }
 
 static void stream_fail(kjb_store *s, kjb_err *err) {

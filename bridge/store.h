@@ -45,6 +45,13 @@ typedef struct {
 int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n,
                           size_t *inserted, kjb_err *err);
 
+/* Inserts rows like kjb_store_insert_jobs and sets is_new[i] to whether
+ * rows[i] was new: no stored job had its source coordinates and kind, nor
+ * its kind and unique_key. With dry_run nothing is written; is_new tells
+ * what an insert would do. */
+int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int dry_run,
+                            unsigned char *is_new, kjb_err *err);
+
 /* Streaming: rows are sent to the server in an open COPY as they are
  * produced, so PostgreSQL parses and indexes them while the caller decodes
  * the next records; the batch becomes visible only at finish.

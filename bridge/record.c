@@ -1,0 +1,131 @@
+/* Source record -> job rows. */
+#include "record.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "map.h"
+
+void kjb_rows_init(kjb_rows *r) {
+  memset(r, 0, sizeof *r);
+  kjb_buf_init(&r->args);
+  kjb_buf_init(&r->key);
+  kjb_buf_init(&r->meta);
+}
+
+void kjb_rows_close(kjb_rows *r) {
+  free(r->rows);
+  kjb_buf_close(&r->args);
+  kjb_buf_close(&r->key);
+  kjb_buf_close(&r->meta);
+  memset(r, 0, sizeof *r);
+}
+
+int kjb_is_error_header(const char *name) {
+  return strncmp(name, "__connect.errors.", 17) == 0 || strncmp(name, "kjb.", 4) == 0;
+}
+
+/* Bytes as a JSON string when they are UTF-8, else {"base64": "..."}. */
+static void json_bytes(kjb_buf *b, const void *p, size_t n) {
+  if (kjb_utf8_invalid_at(p, n) < 0) {
+    kjb_buf_json_str(b, p, n);
+  } else {
+    kjb_buf_puts(b, "{\"base64\":\"");
+    kjb_buf_base64(b, p, n);
+    kjb_buf_puts(b, "\"}");
+  }
+}
+
+static void record_meta(kjb_buf *b, const kjb_record *r) {
+  kjb_buf_reset(b);
+  kjb_buf_puts(b, "{\"topic\":");
+  kjb_buf_json_str(b, r->topic, strlen(r->topic));
+  kjb_buf_printf(b, ",\"partition\":%d,\"offset\":%lld,\"timestamp\":", (int)r->partition,
+                 (long long)r->offset);
+  if (r->timestamp >= 0)
+    kjb_buf_printf(b, "%lld", (long long)r->timestamp);
+  else
+    kjb_buf_puts(b, "null");
+  kjb_buf_puts(b, ",\"key\":");
+  if (r->key)
+    json_bytes(b, r->key, r->key_len);
+  else
+    kjb_buf_puts(b, "null");
+  if (r->headers) {
+    kjb_buf_puts(b, ",\"headers\":{");
+    const char *name;
+    const void *val;
+    size_t len;
+    int first = 1;
+    for (size_t i = 0; rd_kafka_header_get_all(r->headers, i, &name, &val, &len) ==
+                       RD_KAFKA_RESP_ERR_NO_ERROR;
+         i++) {
+      if (kjb_utf8_invalid_at(name, strlen(name)) >= 0 ||
+          (r->skip_error_headers && kjb_is_error_header(name)))
+        continue;
+      if (!first)
+        kjb_buf_putc(b, ',');
+      first = 0;
+      kjb_buf_json_str(b, name, strlen(name));
+      kjb_buf_putc(b, ':');
+      if (val)
+        json_bytes(b, val, len);
+      else
+        kjb_buf_puts(b, "null");
+    }
+    kjb_buf_putc(b, '}');
+  }
+  kjb_buf_putc(b, '}');
+}
+
+static char *arena_copy(kjb_arena *a, const kjb_buf *b) {
+  char *p = kjb_arena_strndup(a, b->data, b->len);
+  if (!p)
+    abort();
+  return p;
+}
+
+int kjb_record_to_jobs(kjb_catalog *c, const kjb_topic_cfg *t, const kjb_record *r,
+                       kjb_arena *arena, kjb_rows *rows, const char **stage, kjb_err *err) {
+  kjb_value *rec = NULL;
+  *stage = "VALUE_CONVERTER";
+  int rc = kjb_decode_record(c, t, r->value, r->value ? r->len : 0, arena, &rec, err);
+  if (rc < 0)
+    return rc;
+  *stage = "TRANSFORMATION";
+  size_t first = rows->n;
+  const char *meta = NULL;
+  for (size_t j = 0; j < t->njobs; j++) {
+    const kjb_job_cfg *job = &t->jobs[j];
+    kjb_buf_reset(&rows->args);
+    kjb_buf_reset(&rows->key);
+    if (kjb_map_args(job, rec, &rows->args, err) < 0 ||
+        (job->unique_key && kjb_map_unique_key(job, rec, &rows->key, err) < 0)) {
+      rows->n = first; /* all of the record's jobs, or none */
+      return -(int)err->code;
+    }
+    if (!meta) {
+      record_meta(&rows->meta, r);
+      meta = arena_copy(arena, &rows->meta);
+    }
+    if (rows->n == rows->cap) {
+      rows->cap = rows->cap ? rows->cap * 2 : 256;
+      rows->rows = realloc(rows->rows, rows->cap * sizeof *rows->rows);
+      if (!rows->rows)
+        abort();
+    }
+    rows->rows[rows->n++] = (kjb_job_row){
+        .kind = job->kind,
+        .queue = job->queue,
+        .priority = job->priority,
+        .max_attempts = job->max_attempts,
+        .args_json = arena_copy(arena, &rows->args),
+        .meta_json = meta,
+        .unique_key = job->unique_key ? arena_copy(arena, &rows->key) : NULL,
+        .source_topic = t->topic,
+        .source_partition = r->partition,
+        .source_offset = r->offset,
+    };
+  }
+  return 0;
+}

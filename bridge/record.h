@@ -1,0 +1,54 @@
+/* A source record on its way to jobs: decoding and mapping, shared by
+ * ingest and replay so that a replayed dead letter becomes exactly the
+ * jobs it would have become on its original topic. */
+#ifndef KJB_RECORD_H
+#define KJB_RECORD_H
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "catalog.h"
+#include "config.h"
+#include "err.h"
+#include "store.h"
+#include "util.h"
+
+typedef struct {
+  const char *topic; /* the original topic */
+  int32_t partition;
+  int64_t offset;
+  int64_t timestamp; /* ms since the epoch; -1 when unknown */
+  const void *key;
+  size_t key_len;
+  const void *value;
+  size_t len;
+  const rd_kafka_headers_t *headers; /* NULL for none */
+  /* Leave the dead-letter headers (__connect.errors.*, kjb.*) out of the
+   * job's meta: set when the record comes back from a DLQ. */
+  int skip_error_headers;
+} kjb_record;
+
+/* Job rows accumulated for a batch, with scratch space for mapping.
+ * Caller-owned: kjb_rows_init / kjb_rows_close. */
+typedef struct {
+  kjb_job_row *rows;
+  size_t n, cap;
+  kjb_buf args, key, meta;
+} kjb_rows;
+
+void kjb_rows_init(kjb_rows *r);
+void kjb_rows_close(kjb_rows *r);
+
+/* Decodes r with topic t's framing and maps it through every job of t,
+ * appending the record's rows to rows (strings in the arena): all of its
+ * jobs or none. Returns 0, or a negative code with err and *stage set to
+ * "VALUE_CONVERTER" (decoding) or "TRANSFORMATION" (mapping). A transient
+ * error (kjb_err_is_transient) must be retried, never dead-lettered. */
+int kjb_record_to_jobs(kjb_catalog *c, const kjb_topic_cfg *t, const kjb_record *r,
+                       kjb_arena *arena, kjb_rows *rows, const char **stage, kjb_err *err);
+
+/* True for the headers kjb adds to a dead letter. */
+int kjb_is_error_header(const char *name);
+
+#endif

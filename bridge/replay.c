@@ -1,0 +1,471 @@
+/* Replay of dead letters, and offset-reset specs. */
+#include "replay.h"
+
+#include <ctype.h>
+#include <librdkafka/rdkafka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "catalog.h"
+#include "kafka.h"
+#include "log.h"
+#include "record.h"
+#include "store.h"
+#include "util.h"
+
+#define REPLAY_BATCH 500
+
+/* ---- reset specs ---------------------------------------------------- */
+
+static int parse_int(const char *s, int64_t *out, int allow_sign) {
+  if (!*s || (!allow_sign && !isdigit((unsigned char)*s)))
+    return -1;
+  char *end;
+  long long v = strtoll(s, &end, 10);
+  if (*end)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* "2026-11-21T10:00:00.000", optionally with "Z" or "+01:00"; UTC when no
+ * zone is given, as kafka-consumer-groups does with its default zone. */
+static int parse_datetime(const char *s, int64_t *ms) {
+  struct tm tm = {0};
+  int frac = 0, n = 0;
+  if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+             &tm.tm_min, &tm.tm_sec, &n) != 6)
+    return -1;
+  s += n;
+  if (*s == '.') {
+    int digits = 0;
+    for (s++; isdigit((unsigned char)*s); s++, digits++)
+      if (digits < 3)
+        frac = frac * 10 + (*s - '0');
+    for (; digits < 3; digits++)
+      frac *= 10;
+  }
+  int64_t zone = 0;
+  if (*s == 'Z') {
+    s++;
+  } else if (*s == '+' || *s == '-') {
+    int hh, mm;
+    if (sscanf(s + 1, "%2d:%2d%n", &hh, &mm, &n) != 2)
+      return -1;
+    zone = (*s == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
+    s += 1 + n;
+  }
+  if (*s || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+      tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+    return -1;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  time_t t = timegm(&tm);
+  *ms = ((int64_t)t - zone) * 1000 + frac;
+  return 0;
+}
+
+/* ISO 8601 duration as kafka-consumer-groups takes it: PnDTnHnMn.nS. */
+static int parse_duration(const char *s, int64_t *ms) {
+  if (*s++ != 'P' || !*s)
+    return -1;
+  double total = 0;
+  int in_time = 0, any = 0;
+  while (*s) {
+    if (*s == 'T') {
+      if (in_time)
+        return -1;
+      in_time = 1;
+      s++;
+      continue;
+    }
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v < 0)
+      return -1;
+    char unit = *end;
+    if (!in_time && unit == 'D')
+      total += v * 86400e3;
+    else if (in_time && unit == 'H')
+      total += v * 3600e3;
+    else if (in_time && unit == 'M')
+      total += v * 60e3;
+    else if (in_time && unit == 'S')
+      total += v * 1e3;
+    else
+      return -1;
+    any = 1;
+    s = end + 1;
+  }
+  if (!any)
+    return -1;
+  *ms = (int64_t)total;
+  return 0;
+}
+
+int kjb_reset_parse(const char *text, kjb_reset_spec *out, kjb_err *err) {
+  const char *colon = strchr(text, ':');
+  size_t n = colon ? (size_t)(colon - text) : strlen(text);
+  const char *arg = colon ? colon + 1 : NULL;
+  int ok = -1;
+  if (!arg && strcmp(text, "to-earliest") == 0) {
+    *out = (kjb_reset_spec){KJB_RESET_EARLIEST, 0};
+    ok = 0;
+  } else if (!arg && strcmp(text, "to-latest") == 0) {
+    *out = (kjb_reset_spec){KJB_RESET_LATEST, 0};
+    ok = 0;
+  } else if (arg && n == 9 && strncmp(text, "to-offset", n) == 0) {
+    out->kind = KJB_RESET_OFFSET;
+    ok = parse_int(arg, &out->value, 0);
+  } else if (arg && n == 8 && strncmp(text, "shift-by", n) == 0) {
+    out->kind = KJB_RESET_SHIFT;
+    ok = parse_int(arg, &out->value, 1);
+  } else if (arg && n == 11 && strncmp(text, "to-datetime", n) == 0) {
+    out->kind = KJB_RESET_DATETIME;
+    ok = parse_datetime(arg, &out->value);
+  } else if (arg && n == 11 && strncmp(text, "by-duration", n) == 0) {
+    out->kind = KJB_RESET_DURATION;
+    ok = parse_duration(arg, &out->value);
+  }
+  if (ok < 0)
+    return kjb_err_set(err, KJB_EUSAGE,
+                       "bad --reset-offsets \"%s\" (expected to-earliest, to-latest, "
+                       "to-offset:N, to-datetime:YYYY-MM-DDTHH:MM:SS.sss, shift-by:N or "
+                       "by-duration:PnDTnHnMnS)",
+                       text);
+  return 0;
+}
+
+int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high,
+                         int64_t committed, int64_t for_time) {
+  int64_t t;
+  switch (spec->kind) {
+  case KJB_RESET_EARLIEST: t = low; break;
+  case KJB_RESET_LATEST: t = high; break;
+  case KJB_RESET_OFFSET: t = spec->value; break;
+  case KJB_RESET_SHIFT: t = (committed >= 0 ? committed : low) + spec->value; break;
+  default: t = for_time >= 0 ? for_time : high; break;
+  }
+  return t < low ? low : t > high ? high : t;
+}
+
+/* ---- replay --------------------------------------------------------- */
+
+typedef struct {
+  int32_t partition;
+  int64_t start, end; /* end: the high watermark at start */
+  int64_t next;       /* next offset to consume */
+  int done;
+} part;
+
+typedef struct {
+  size_t first_row, nrows;
+} rec_rows;
+
+typedef struct {
+  const kjb_config *cfg;
+  const kjb_replay_opts *o;
+  kjb_replay_stats *st;
+  kjb_catalog *catalog;
+  kjb_store *store;
+  rd_kafka_t *rk;
+  kjb_arena *arena;
+  kjb_rows rows;
+  rec_rows *recs;
+  size_t nrecs, caprecs;
+  unsigned char *is_new;
+  size_t capnew;
+  part *parts;
+  int nparts;
+} replay;
+
+static const char *header(rd_kafka_headers_t *h, const char *name, char *buf, size_t len) {
+  const void *val;
+  size_t size;
+  if (!h || rd_kafka_header_get_last(h, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR || !val)
+    return NULL;
+  snprintf(buf, len, "%.*s", (int)size, (const char *)val);
+  return buf;
+}
+
+static void still_failing(replay *r, const rd_kafka_message_t *m, const char *why) {
+  r->st->still_failing++;
+  if (r->o->log)
+    fprintf(r->o->log, "still failing: %s [%d] @%lld: %s\n", r->o->topic, (int)m->partition,
+            (long long)m->offset, why);
+}
+
+/* Decodes and maps one dead letter. Returns 0, or a negative code when a
+ * transient error (the registry) stops the replay. */
+static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
+  rd_kafka_headers_t *h = NULL;
+  if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    h = NULL;
+  char topic[256], partition[32], offset[32], ts[32];
+  if (!header(h, "__connect.errors.topic", topic, sizeof topic) ||
+      !header(h, "__connect.errors.partition", partition, sizeof partition) ||
+      !header(h, "__connect.errors.offset", offset, sizeof offset)) {
+    still_failing(r, m, "not a dead letter: no __connect.errors.topic/partition/offset headers");
+    return 0;
+  }
+  const kjb_topic_cfg *t = kjb_config_topic(r->cfg, topic);
+  if (!t) {
+    char why[320];
+    snprintf(why, sizeof why, "topic \"%s\" is not in the configuration", topic);
+    still_failing(r, m, why);
+    return 0;
+  }
+  kjb_record rec = {
+      .topic = t->topic,
+      .partition = (int32_t)strtol(partition, NULL, 10),
+      .offset = strtoll(offset, NULL, 10),
+      .timestamp = header(h, "kjb.original.timestamp", ts, sizeof ts) ? strtoll(ts, NULL, 10)
+                                                                       : -1,
+      .key = m->key,
+      .key_len = m->key_len,
+      .value = m->payload,
+      .len = m->len,
+      .headers = h,
+      .skip_error_headers = 1,
+  };
+  size_t first = r->rows.n;
+  const char *stage;
+  if (kjb_record_to_jobs(r->catalog, t, &rec, r->arena, &r->rows, &stage, err) < 0) {
+    if (kjb_err_is_transient(err))
+      return -(int)err->code;
+    char why[600];
+    snprintf(why, sizeof why, "kjb.%s: %s", kjb_err_name(err->code), err->msg);
+    still_failing(r, m, why);
+    return 0;
+  }
+  if (r->nrecs == r->caprecs) {
+    r->caprecs = r->caprecs ? r->caprecs * 2 : 64;
+    r->recs = realloc(r->recs, r->caprecs * sizeof *r->recs);
+  }
+  r->recs[r->nrecs++] = (rec_rows){first, r->rows.n - first};
+  return 0;
+}
+
+/* Stores the batch and commits the replay group's offsets. */
+static int flush(replay *r, kjb_err *err) {
+  if (r->rows.n) {
+    if (r->capnew < r->rows.n) {
+      r->capnew = r->rows.n;
+      r->is_new = realloc(r->is_new, r->capnew);
+    }
+    int rc = kjb_store_insert_marked(r->store, r->rows.rows, r->rows.n, r->o->dry_run,
+                                     r->is_new, err);
+    if (rc < 0)
+      return rc;
+    for (size_t i = 0; i < r->nrecs; i++) {
+      int any = 0;
+      for (size_t k = 0; k < r->recs[i].nrows; k++)
+        any |= r->is_new[r->recs[i].first_row + k];
+      if (any)
+        r->st->replayed++;
+      else
+        r->st->already_present++;
+    }
+  }
+  r->rows.n = 0;
+  r->nrecs = 0;
+  kjb_arena_reset(r->arena);
+  if (r->o->dry_run)
+    return 0;
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->nparts);
+  for (int i = 0; i < r->nparts; i++)
+    rd_kafka_topic_partition_list_add(l, r->o->topic, r->parts[i].partition)->offset =
+        r->parts[i].next;
+  rd_kafka_resp_err_t e = rd_kafka_commit(r->rk, l, 0);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+    return kjb_err_set(err, KJB_EKAFKA, "could not commit replay offsets: %s",
+                       rd_kafka_err2str(e));
+  return 0;
+}
+
+/* Finds the partitions, their watermarks and where to start. */
+static int plan(replay *r, kjb_err *err) {
+  const rd_kafka_metadata_t *md;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->rk, r->o->topic, NULL);
+  rd_kafka_resp_err_t e = rd_kafka_metadata(r->rk, 0, rkt, &md, 10000);
+  rd_kafka_topic_destroy(rkt);
+  if (e)
+    return kjb_err_set(err, KJB_EKAFKA, "could not read metadata of \"%s\": %s", r->o->topic,
+                       rd_kafka_err2str(e));
+  int rc = 0;
+  if (md->topic_cnt != 1 || md->topics[0].err) {
+    rc = kjb_err_set(err, KJB_EKAFKA, "topic \"%s\": %s", r->o->topic,
+                     md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
+  } else {
+    r->nparts = md->topics[0].partition_cnt;
+    r->parts = calloc((size_t)r->nparts + 1, sizeof *r->parts);
+    for (int i = 0; i < r->nparts; i++)
+      r->parts[i].partition = md->topics[0].partitions[i].id;
+  }
+  rd_kafka_metadata_destroy(md);
+  if (rc < 0)
+    return rc;
+
+  rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_new(r->nparts);
+  rd_kafka_topic_partition_list_t *times = rd_kafka_topic_partition_list_new(r->nparts);
+  int64_t at = -1;
+  if (r->o->reset && r->o->reset->kind == KJB_RESET_DATETIME)
+    at = r->o->reset->value;
+  if (r->o->reset && r->o->reset->kind == KJB_RESET_DURATION)
+    at = kjb_now_wall_us() / 1000 - r->o->reset->value;
+  for (int i = 0; i < r->nparts; i++) {
+    rd_kafka_topic_partition_list_add(committed, r->o->topic, r->parts[i].partition);
+    rd_kafka_topic_partition_list_add(times, r->o->topic, r->parts[i].partition)->offset = at;
+  }
+  e = rd_kafka_committed(r->rk, committed, 10000);
+  if (!e && at >= 0)
+    e = rd_kafka_offsets_for_times(r->rk, times, 10000);
+  for (int i = 0; !e && i < r->nparts; i++) {
+    part *p = &r->parts[i];
+    int64_t low, high;
+    e = rd_kafka_query_watermark_offsets(r->rk, r->o->topic, p->partition, &low, &high, 10000);
+    if (e)
+      break;
+    int64_t c = committed->elems[i].offset;
+    p->end = high;
+    if (r->o->reset)
+      p->start = kjb_reset_target(r->o->reset, low, high, c >= 0 ? c : -1,
+                                  times->elems[i].offset);
+    else
+      p->start = c >= 0 ? c : low;
+    if (p->start < low)
+      p->start = low;
+    p->next = p->start;
+    p->done = !r->o->follow && p->start >= p->end;
+  }
+  rd_kafka_topic_partition_list_destroy(committed);
+  rd_kafka_topic_partition_list_destroy(times);
+  if (e)
+    return kjb_err_set(err, KJB_EKAFKA, "could not read offsets of \"%s\": %s", r->o->topic,
+                       rd_kafka_err2str(e));
+  /* Like kafka-consumer-groups --reset-offsets --execute: the reset is
+   * committed before anything is consumed. */
+  if (r->o->reset && !r->o->dry_run) {
+    kjb_err tmp;
+    (void)tmp;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->nparts);
+    for (int i = 0; i < r->nparts; i++)
+      rd_kafka_topic_partition_list_add(l, r->o->topic, r->parts[i].partition)->offset =
+          r->parts[i].start;
+    e = rd_kafka_commit(r->rk, l, 0);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+      return kjb_err_set(err, KJB_EKAFKA, "could not reset offsets of group: %s",
+                         rd_kafka_err2str(e));
+  }
+  return 0;
+}
+
+static int all_done(const replay *r) {
+  for (int i = 0; i < r->nparts; i++)
+    if (!r->parts[i].done)
+      return 0;
+  return 1;
+}
+
+static part *part_of(replay *r, int32_t partition) {
+  for (int i = 0; i < r->nparts; i++)
+    if (r->parts[i].partition == partition)
+      return &r->parts[i];
+  return NULL;
+}
+
+static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->nparts);
+  for (int i = 0; i < r->nparts; i++)
+    rd_kafka_topic_partition_list_add(l, r->o->topic, r->parts[i].partition)->offset =
+        r->parts[i].start;
+  rd_kafka_resp_err_t e = rd_kafka_assign(r->rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e)
+    return kjb_err_set(err, KJB_EKAFKA, "could not assign \"%s\": %s", r->o->topic,
+                       rd_kafka_err2str(e));
+  long seen = 0;
+  int rc = 0;
+  while (rc == 0 && !(stop && *stop) && !all_done(r) &&
+         !(r->o->limit > 0 && seen >= r->o->limit)) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 200);
+    if (!m) {
+      if (r->rows.n || r->nrecs)
+        rc = flush(r, err);
+      continue;
+    }
+    part *p = part_of(r, m->partition);
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      if (p && !r->o->follow && m->offset >= p->end)
+        p->done = 1;
+    } else if (m->err) {
+      kjb_warn("replay: %s", rd_kafka_message_errstr(m));
+    } else if (p && !p->done) {
+      rc = replay_one(r, m, err);
+      if (rc == 0) {
+        seen++;
+        p->next = m->offset + 1;
+        if (!r->o->follow && p->next >= p->end)
+          p->done = 1;
+      }
+    }
+    rd_kafka_message_destroy(m);
+    if (rc == 0 && r->rows.n >= REPLAY_BATCH)
+      rc = flush(r, err);
+  }
+  if (rc == 0)
+    rc = flush(r, err);
+  return rc;
+}
+
+int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_stats *st,
+                   volatile sig_atomic_t *stop, kjb_err *err) {
+  replay r = {.cfg = cfg, .o = o, .st = st};
+  kjb_rows_init(&r.rows);
+  r.arena = kjb_arena_new(1 << 20);
+  char group[512];
+  snprintf(group, sizeof group, "%s.replay", cfg->kafka.group);
+  const char *const defaults[] = {"group.id", o->group ? o->group : group,
+                                  "enable.auto.commit", "false",
+                                  "enable.auto.offset.store", "false",
+                                  "enable.partition.eof", "true",
+                                  "auto.offset.reset", "earliest",
+                                  NULL};
+  int rc = 0;
+  char errstr[512];
+  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, defaults, err);
+  if (!conf) {
+    rc = -(int)err->code;
+    goto out;
+  }
+  r.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (!r.rk) {
+    rd_kafka_conf_destroy(conf);
+    rc = kjb_err_set(err, KJB_EKAFKA, "could not create consumer: %s", errstr);
+    goto out;
+  }
+  rd_kafka_poll_set_consumer(r.rk);
+  if (!(r.catalog = kjb_catalog_new(cfg, err)) ||
+      !(r.store = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, err))) {
+    rc = -(int)err->code;
+    goto out;
+  }
+  if ((rc = plan(&r, err)) == 0)
+    rc = consume(&r, stop, err);
+out:
+  if (r.rk) {
+    rd_kafka_consumer_close(r.rk);
+    rd_kafka_destroy(r.rk);
+  }
+  kjb_store_free(r.store);
+  kjb_catalog_free(r.catalog);
+  kjb_arena_free(r.arena);
+  kjb_rows_close(&r.rows);
+  free(r.recs);
+  free(r.is_new);
+  free(r.parts);
+  return rc;
+}

@@ -1,0 +1,61 @@
+/* Replay: dead-lettered records run through the current decoder and
+ * mapping and become jobs at their original coordinates. Also the
+ * offset-reset specs of kafka-consumer-groups --reset-offsets. */
+#ifndef KJB_REPLAY_H
+#define KJB_REPLAY_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "err.h"
+
+typedef enum {
+  KJB_RESET_EARLIEST,
+  KJB_RESET_LATEST,
+  KJB_RESET_OFFSET,   /* to-offset:N */
+  KJB_RESET_DATETIME, /* to-datetime:2026-11-21T10:00:00.000 (UTC) */
+  KJB_RESET_SHIFT,    /* shift-by:N (may be negative) */
+  KJB_RESET_DURATION  /* by-duration:PT1H (ISO 8601 duration back from now) */
+} kjb_reset_kind;
+
+typedef struct {
+  kjb_reset_kind kind;
+  int64_t value; /* offset, shift, epoch ms or duration ms */
+} kjb_reset_spec;
+
+/* Parses a --reset-offsets SPEC. Returns 0, or KJB_EUSAGE with a message
+ * naming what is wrong. */
+int kjb_reset_parse(const char *text, kjb_reset_spec *out, kjb_err *err);
+
+/* The offset a partition resets to, from its watermarks, its committed
+ * offset (-1 for none) and, for time-based specs, the offset the broker
+ * found for the time (-1 for none after it). Always within [low, high]. */
+int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high,
+                         int64_t committed, int64_t for_time);
+
+typedef struct {
+  const char *topic;  /* the DLQ topic */
+  const char *group;  /* NULL: "<kafka.group>.replay" */
+  const kjb_reset_spec *reset; /* NULL: start from the committed offsets */
+  int dry_run;        /* count, write nothing, commit nothing */
+  long limit;         /* stop after this many records; 0 for no limit */
+  int follow;         /* keep consuming past the end offsets */
+  FILE *log;          /* one line per record that still fails; may be NULL */
+} kjb_replay_opts;
+
+typedef struct {
+  uint64_t replayed;       /* became new jobs */
+  uint64_t still_failing;  /* still cannot be decoded or mapped */
+  uint64_t already_present;/* their jobs existed already */
+} kjb_replay_stats;
+
+/* Replays opts->topic until its end offsets as of the start (or, with
+ * follow, until *stop). Counts go to stats as they happen, so another
+ * thread may read them. Returns 0, or a negative code (Kafka or the
+ * database unavailable, or the topic does not exist). */
+int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *opts, kjb_replay_stats *stats,
+                   volatile sig_atomic_t *stop, kjb_err *err);
+
+#endif
