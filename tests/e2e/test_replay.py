@@ -1,0 +1,162 @@
+"""Replay end to end: dead letters that kjb itself produced are replayed
+once the configuration is fixed; every reset spec, an external reset by
+Kafka's own tool, dry runs, idempotence and --follow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import time
+
+import avrokit
+from kjbtest import unique_name, wait_for
+from test_ingest import order, write_config
+
+V1 = avrokit.PRODUCT_SCHEMAS / "order_created.avsc"
+
+
+def setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=10, good=2):
+    """Produces `good` records kjb can read and `unknown` written with schema
+    id 9, which the first config lacks; runs kjb until the unknown ones are
+    dead letters. Returns (topic, dlq, group, fixed config)."""
+    schema = avrokit.load(V1)
+    topic, group = make_topic(), unique_name("replay")
+    mapping = f"""
+  {{ topic = "{topic}"; schema = "order_created.avsc";
+     jobs = ( {{ kind = "r1"; }}, {{ kind = "r2"; args = [ "order_id" ]; }} ); }}"""
+    broken = write_config(tmp_path / "broken.cfg", group, mapping)
+    fixed = tmp_path / "fixed.cfg"
+    fixed.write_text(broken.read_text().replace('{ id = 7; file = "everything.avsc"; }',
+                                                '{ id = 7; file = "everything.avsc"; }, { id = 9; file = "order_created.avsc"; }'))
+    assert run_kjb(["migrate"], broken, env=env).returncode == 0
+    values = [avrokit.confluent(schema, order(i), 1) for i in range(good)]
+    values += [avrokit.confluent(schema, order(100 + i), 9) for i in range(unknown)]
+    kafka.produce(topic, values, key=b"k", headers=[("trace", b"t1")])
+    proc = start_kjb(["run"], broken, env=env, name="ingest")
+    dlq = f"{topic}.dlq"
+    wait_for(lambda: kafka.end_offsets(dlq) == {0: unknown}, timeout=60, message=f"{unknown} dead letters")
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2 * good, timeout=30, message="good jobs")
+    assert proc.stop() == 0
+    return topic, dlq, group, fixed
+
+
+def summary(res) -> str:
+    return res.stdout.strip().splitlines()[-1]
+
+
+def test_replay_turns_fixed_records_into_jobs_once(kafka, db, make_topic, run_kjb, start_kjb,
+                                                   kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, group, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=5)
+    # Add one record that no configuration fixes.
+    kafka.produce(dlq, [b"\x07junk"], headers=[("__connect.errors.topic", topic.encode()),
+                                               ("__connect.errors.partition", b"0"),
+                                               ("__connect.errors.offset", b"999")])
+    res = run_kjb(["replay", "--topic", dlq], fixed, env=env)
+    assert summary(res) == "replayed 5, still failing 1, already present 0", res.stderr
+    assert res.returncode == 1  # something still fails
+    assert "still failing: " in res.stderr and "kjb.BAD_MAGIC" in res.stderr
+    rows = db.query("SELECT kind, source_topic, source_partition, source_offset, meta, args"
+                    " FROM kjb.jobs WHERE source_offset >= 2 ORDER BY source_offset, kind")
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        (k, topic, 0, o) for o in range(2, 7) for k in ("r1", "r2")]
+    for r in rows:
+        # The original coordinates and headers, not the dead letter's.
+        assert r[4]["topic"] == topic and r[4]["offset"] == r[3]
+        assert r[4]["headers"] == {"trace": "t1"} and r[4]["key"] == "k"
+    assert rows[1][5] == {"order_id": 100}
+    assert kafka.committed(f"{group}.replay", dlq) == {0: 6}
+
+    # Replaying the same records again creates nothing.
+    res = run_kjb(["replay", "--topic", dlq, "--reset-offsets", "to-earliest"], fixed, env=env)
+    assert summary(res) == "replayed 0, still failing 1, already present 5"
+    assert db.scalar("SELECT count(*) FROM kjb.jobs") == 14
+
+
+def test_dry_run_counts_and_writes_nothing(kafka, db, make_topic, run_kjb, start_kjb,
+                                           kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, group, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=4)
+    before = db.scalar("SELECT count(*) FROM kjb.jobs")
+    res = run_kjb(["replay", "--topic", dlq, "--dry-run", "--reset-offsets", "to-earliest"], fixed, env=env)
+    assert res.returncode == 0, res.stderr
+    assert summary(res) == "dry run: replayed 4, still failing 0, already present 0"
+    assert db.scalar("SELECT count(*) FROM kjb.jobs") == before
+    assert kafka.committed(f"{group}.replay", dlq)[0] < 0  # nothing committed, not even the reset
+    # And the broken config still fails them, without writing either.
+    res = run_kjb(["replay", "--topic", dlq, "--dry-run"], tmp_path / "broken.cfg", env=env)
+    assert summary(res) == "dry run: replayed 0, still failing 4, already present 0"
+    assert res.returncode == 1
+
+
+def test_every_reset_spec(kafka, db, make_topic, run_kjb, start_kjb, kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, group, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=10)
+
+    def dry(spec: str) -> str:
+        res = run_kjb(["replay", "--topic", dlq, "--dry-run", "--reset-offsets", spec], fixed, env=env)
+        assert res.returncode == 0, res.stderr
+        return summary(res)
+
+    assert dry("to-earliest") == "dry run: replayed 10, still failing 0, already present 0"
+    assert dry("to-latest") == "dry run: replayed 0, still failing 0, already present 0"
+    assert dry("to-offset:7") == "dry run: replayed 3, still failing 0, already present 0"
+    assert dry("by-duration:PT1H") == "dry run: replayed 10, still failing 0, already present 0"
+    assert dry("to-datetime:2000-01-01T00:00:00.000") == "dry run: replayed 10, still failing 0, already present 0"
+    future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000")
+    assert dry(f"to-datetime:{future}") == "dry run: replayed 0, still failing 0, already present 0"
+
+    # A real replay of the first 6, then shifts relative to the commit.
+    res = run_kjb(["replay", "--topic", dlq, "--limit", "6"], fixed, env=env)
+    assert summary(res) == "replayed 6, still failing 0, already present 0"
+    assert kafka.committed(f"{group}.replay", dlq) == {0: 6}
+    assert dry("shift-by:-2") == "dry run: replayed 4, still failing 0, already present 2"
+    assert dry("shift-by:2") == "dry run: replayed 2, still failing 0, already present 0"
+
+    # Time-based resets against dead letters written in two waves.
+    time.sleep(1.5)
+    boundary = dt.datetime.now(dt.timezone.utc)
+    time.sleep(1.5)
+    schema = avrokit.load(V1)
+    kafka.produce(topic, [avrokit.confluent(schema, order(500 + i), 9) for i in range(3)])
+    proc = start_kjb(["run"], tmp_path / "broken.cfg", env=env, name="wave2")
+    wait_for(lambda: kafka.end_offsets(dlq) == {0: 13}, timeout=60, message="13 dead letters")
+    assert proc.stop() == 0
+    stamp = boundary.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    assert dry(f"to-datetime:{stamp}") == "dry run: replayed 3, still failing 0, already present 0"
+    ago = (dt.datetime.now(dt.timezone.utc) - boundary).total_seconds()
+    assert dry(f"by-duration:PT{ago:.1f}S") == "dry run: replayed 3, still failing 0, already present 0"
+
+
+def test_replay_after_kafkas_own_reset_tool(kafka, db, make_topic, run_kjb, start_kjb,
+                                            kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, group, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=6)
+    res = run_kjb(["replay", "--topic", dlq], fixed, env=env)
+    assert summary(res) == "replayed 6, still failing 0, already present 0"
+    jobs = db.scalar("SELECT count(*) FROM kjb.jobs")
+    res = kafka.consumer_groups("--group", f"{group}.replay", "--topic", dlq, "--reset-offsets",
+                                "--to-offset", "2", "--execute")
+    assert res.returncode == 0, res.stderr
+    assert kafka.committed(f"{group}.replay", dlq) == {0: 2}
+    res = run_kjb(["replay", "--topic", dlq], fixed, env=env)
+    assert summary(res) == "replayed 0, still failing 0, already present 4"
+    assert res.returncode == 0
+    assert db.scalar("SELECT count(*) FROM kjb.jobs") == jobs
+
+
+def test_follow_keeps_replaying_until_stopped(kafka, db, make_topic, run_kjb, start_kjb,
+                                              kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, group, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=2)
+    follower = start_kjb(["replay", "--topic", dlq, "--follow"], fixed, env=env, name="follow")
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2 * 4, timeout=60, message="first replays")
+    schema = avrokit.load(V1)
+    kafka.produce(topic, [avrokit.confluent(schema, order(900), 9)])
+    proc = start_kjb(["run"], tmp_path / "broken.cfg", env=env, name="more")
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2 * 5, timeout=60,
+             message=lambda: f"the new dead letter replayed\n{follower.log()}")
+    assert proc.stop() == 0
+    follower.signal(signal.SIGTERM)
+    assert follower.wait(30) == 0
+    assert "replayed 3, still failing 0, already present 0" in follower.log()
