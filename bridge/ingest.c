@@ -13,6 +13,7 @@
 
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "record.h"
 #include "store.h"
 
@@ -25,6 +26,7 @@ typedef struct {
   int64_t next_offset;   /* to commit: last accounted offset + 1; -1 none */
   int blocked;           /* a transient failure stopped this partition */
   int64_t retry_offset;  /* where to resume after the backoff */
+  uint64_t records;      /* accounted for in this batch */
 } part_state;
 
 typedef struct {
@@ -89,7 +91,7 @@ static part_state *part_for(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t par
       return &ing->parts[i];
   ing->parts = grow(ing->parts, &ing->capparts, ing->nparts + 1, sizeof *ing->parts);
   part_state *p = &ing->parts[ing->nparts++];
-  *p = (part_state){t, partition, -1, 0, -1};
+  *p = (part_state){t, partition, -1, 0, -1, 0};
   return p;
 }
 
@@ -235,6 +237,7 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
     return -1;
   }
   ps->next_offset = m->offset + 1;
+  ps->records++;
   ing->nrecords++;
   if (rc < 0) {
     dead_letter_record(ing, m, t, stage, &err);
@@ -373,6 +376,15 @@ static int flush(kjb_ingest *ing, int sync) {
     if (ing->parts[i].blocked)
       pause_blocked(ing, &ing->parts[i]);
   int64_t t3 = kjb_now_mono_us();
+  for (size_t i = 0; i < ing->nparts; i++)
+    if (ing->parts[i].records)
+      kjb_counter_add("kjb_records_consumed_total", "Source records consumed and accounted for.",
+                      (double)ing->parts[i].records, "topic", ing->parts[i].topic->topic, NULL);
+  for (size_t i = 0; i < ing->ndls; i++)
+    kjb_counter_add("kjb_records_dead_lettered_total",
+                    "Source records sent to a dead-letter topic, by error code.", 1, "topic",
+                    ing->dls[i].topic->topic, "reason", kjb_err_name(ing->dls[i].reason.code),
+                    NULL);
   ing->stats.records += ing->nrecords;
   ing->stats.jobs_inserted += inserted;
   ing->stats.dead_lettered += ing->ndls;

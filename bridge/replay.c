@@ -10,6 +10,7 @@
 #include "catalog.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "record.h"
 #include "store.h"
 #include "util.h"
@@ -189,8 +190,14 @@ static const char *header(rd_kafka_headers_t *h, const char *name, char *buf, si
   return buf;
 }
 
+static void count(replay *r, uint64_t *stat, const char *outcome) {
+  (*stat)++;
+  kjb_counter_add("kjb_replay_records_total", "Replayed dead letters, by outcome.", 1, "topic",
+                  r->o->topic, "outcome", outcome, NULL);
+}
+
 static void still_failing(replay *r, const rd_kafka_message_t *m, const char *why) {
-  r->st->still_failing++;
+  count(r, &r->st->still_failing, "still_failing");
   if (r->o->log)
     fprintf(r->o->log, "still failing: %s [%d] @%lld: %s\n", r->o->topic, (int)m->partition,
             (long long)m->offset, why);
@@ -263,9 +270,9 @@ static int flush(replay *r, kjb_err *err) {
       for (size_t k = 0; k < r->recs[i].nrows; k++)
         any |= r->is_new[r->recs[i].first_row + k];
       if (any)
-        r->st->replayed++;
+        count(r, &r->st->replayed, "replayed");
       else
-        r->st->already_present++;
+        count(r, &r->st->already_present, "already_present");
     }
   }
   r->rows.n = 0;
