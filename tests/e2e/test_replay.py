@@ -160,3 +160,49 @@ def test_follow_keeps_replaying_until_stopped(kafka, db, make_topic, run_kjb, st
     follower.signal(signal.SIGTERM)
     assert follower.wait(30) == 0
     assert "replayed 3, still failing 0, already present 0" in follower.log()
+
+
+def test_dlq_peek_shows_reasons_as_text_and_json(kafka, db, make_topic, run_kjb, start_kjb,
+                                                 kjb_services_env, tmp_path):
+    import base64
+    import json
+
+    env = kjb_services_env
+    schema = avrokit.load(V1)
+    topic, group = make_topic(), unique_name("peek")
+    cfg = write_config(tmp_path / "kjb.cfg", group, f"""
+  {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind = "p"; }} ); }}""")
+    assert run_kjb(["migrate"], cfg, env=env).returncode == 0
+    good = avrokit.confluent(schema, order(1), 1)
+    bad = [b"\x07" + good[1:], good[:-3], avrokit.confluent(schema, order(2), 9)]
+    kafka.produce(topic, [good, *bad], key=b"k")
+    proc = start_kjb(["run"], cfg, env=env)
+    dlq = f"{topic}.dlq"
+    wait_for(lambda: kafka.end_offsets(dlq) == {0: 3}, timeout=60, message="3 dead letters")
+    assert proc.stop() == 0
+
+    res = run_kjb(["dlq", "peek", "--topic", dlq], cfg, env=env)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) == 6
+    assert lines[0].startswith(f"{dlq} [0] @0  from {topic} [0] @1  kjb.BAD_MAGIC  VALUE_CONVERTER  ")
+    assert lines[1] == "  byte 0: bad magic byte 0x07, expected 0x00"
+    assert " kjb.TRUNCATED " in lines[2] and lines[3].startswith("  avro body at byte 5: ")
+    assert " kjb.UNKNOWN_SCHEMA_ID " in lines[4]
+
+    res = run_kjb(["dlq", "peek", "--topic", dlq, "--json", "--code", "TRUNCATED"], cfg, env=env)
+    records = [json.loads(ln) for ln in res.stdout.splitlines()]
+    assert len(records) == 1
+    rec = records[0]
+    assert (rec["topic"], rec["partition"], rec["offset"], rec["key"]) == (dlq, 0, 1, "k")
+    assert base64.b64decode(rec["value"]["base64"]) == bad[1]
+    assert rec["headers"]["__connect.errors.offset"] == "2"
+    assert rec["headers"]["__connect.errors.exception.class.name"] == "kjb.TRUNCATED"
+    assert rec["headers"]["kjb.consumer.group"] == group
+
+    res = run_kjb(["dlq", "peek", "--topic", dlq, "--limit", "1", "--code", "kjb.UNKNOWN_SCHEMA_ID"], cfg, env=env)
+    assert len(res.stdout.splitlines()) == 2 and "UNKNOWN_SCHEMA_ID" in res.stdout
+    # Peeking commits nothing and changes nothing.
+    assert db.scalar("SELECT count(*) FROM kjb.jobs") == 1
+    res = run_kjb(["dlq", "peek", "--topic", "no.such.topic.here"], cfg, env=env)
+    assert res.returncode == 1 and res.stderr.startswith("kjb: dlq peek: ")
