@@ -41,7 +41,6 @@ typedef struct {
   int32_t partition;
   const char *topic;
   int64_t resume_at_us;
-  int64_t offset;
   int64_t backoff_us;
 } paused_part;
 
@@ -281,10 +280,9 @@ static void pause_blocked(kjb_ingest *ing, part_state *ps) {
   if (!pp) {
     ing->paused = grow(ing->paused, &ing->cappaused, ing->npaused + 1, sizeof *ing->paused);
     pp = &ing->paused[ing->npaused++];
-    *pp = (paused_part){ps->partition, ps->topic->topic, 0, 0, BACKOFF_MIN_US / 2};
+    *pp = (paused_part){ps->partition, ps->topic->topic, 0, BACKOFF_MIN_US / 2};
   }
   pp->backoff_us = pp->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : pp->backoff_us * 2;
-  pp->offset = ps->retry_offset;
   pp->resume_at_us = kjb_now_mono_us() + pp->backoff_us;
 }
 
@@ -444,7 +442,11 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 /* ---- lifecycle ------------------------------------------------------ */
 
 kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err *err) {
+  /* Callbacks may run before kjb_ingest_run (or after it, in free): until
+   * then nothing asks to stop. */
+  static volatile sig_atomic_t never;
   kjb_ingest *ing = calloc(1, sizeof *ing);
+  ing->stop = &never;
   ing->cfg = cfg;
   ing->catalog = catalog;
   ing->arena = kjb_arena_new(1 << 20);
