@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Dead-letter and replay throughput.
+
+Fills a topic with N records written under a schema id the configuration
+does not know (each is a dead letter), times kjb dead-lettering all of them
+(bad records/s, until the DLQ holds N records and the group committed the
+end), then adds the id to the configuration and times `kjb replay` turning
+the N dead letters into jobs (records/s). A second replay of the same
+records measures the already-present path. Prints the figures and kjb's
+peak RSS.
+
+Usage: tests/bench/run-dlq [--records N]
+"""
+import argparse
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import fastavro
+import psycopg
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ingest import ROOT, SCHEMA_DIR, make_event, peak_rss_kib  # noqa: E402
+
+
+def end_offset(bootstrap, topic):
+    """Records in topic, or None when the broker did not answer in time."""
+    from confluent_kafka import KafkaException
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
+    try:
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        if md.error:
+            return 0
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions)
+    except KafkaException:
+        return None
+    finally:
+        c.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--kjb", default=os.path.join(ROOT, "build", "release", "kjb"))
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--pg-conninfo", required=True)
+    a = ap.parse_args()
+
+    suffix = uuid.uuid4().hex[:6]
+    topic, dlq, group = f"bench.dlq.{suffix}", f"bench.dlq.{suffix}.dlq", f"bench-dlq-{suffix}"
+    admin_pg = psycopg.connect(a.pg_conninfo, autocommit=True)
+    db = f"bench_dlq_{suffix}"
+    admin_pg.execute(f"CREATE DATABASE {db}")
+    base = psycopg.conninfo.conninfo_to_dict(a.pg_conninfo)
+    conninfo = psycopg.conninfo.make_conninfo(**{**base, "dbname": db})
+
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    for t in (topic, dlq):
+        admin.create_topics([NewTopic(t, a.partitions, 1)])[t].result(30)
+    schema = fastavro.parse_schema(json.load(open(os.path.join(SCHEMA_DIR, "checkout.avsc"))))
+    p = Producer({"bootstrap.servers": a.bootstrap, "linger.ms": 50, "queue.buffering.max.messages": 200000})
+    import random
+    rnd = random.Random(1)
+    header = b"\x00" + (9).to_bytes(4, "big")  # id 9: unknown to the first config
+    print(f"filling {topic}: {a.records} records ...", flush=True)
+    for i in range(a.records):
+        buf = io.BytesIO()
+        buf.write(header)
+        fastavro.schemaless_writer(buf, schema, make_event(i, rnd))
+        while True:
+            try:
+                p.produce(topic, buf.getvalue(), key=str(i).encode())
+                break
+            except BufferError:
+                p.poll(0.1)
+    p.flush(120)
+
+    tmp = tempfile.mkdtemp(prefix="kjb-bench-dlq-")
+    common = f"""
+kafka = {{ brokers = "{a.bootstrap}"; group = "{group}"; }};
+postgres = {{ conninfo = "{conninfo}"; }};
+ingest = {{ batch_size = 5000; batch_timeout = "200ms"; }};
+log = {{ level = "warn"; }};
+topics = ( {{ topic = "{topic}"; schema = "checkout.avsc";
+    jobs = ( {{ kind = "fulfil_order"; unique_key = "${{event_id}}"; }} ); }} );
+"""
+    broken = os.path.join(tmp, "broken.cfg")
+    fixed = os.path.join(tmp, "fixed.cfg")
+    with open(broken, "w") as f:
+        f.write(common + f'schemas = {{ dir = "{SCHEMA_DIR}"; ids = ( {{ id = 1; file = "checkout.avsc"; }} ); }};\n')
+    with open(fixed, "w") as f:
+        f.write(common + f'schemas = {{ dir = "{SCHEMA_DIR}"; ids = ( {{ id = 1; file = "checkout.avsc"; }},'
+                         f' {{ id = 9; file = "checkout.avsc"; }} ); }};\n')
+    subprocess.run([a.kjb, "migrate", "-c", broken], check=True, capture_output=True)
+
+    log = open(os.path.join(tmp, "kjb.log"), "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([a.kjb, "run", "-c", broken], stderr=log)
+    rss, n = None, 0
+    while time.monotonic() - t0 < 900:
+        n = end_offset(a.bootstrap, dlq) or n
+        rss = peak_rss_kib(proc.pid) or rss
+        if n >= a.records:
+            break
+        if proc.poll() is not None:
+            sys.exit(f"kjb exited early; see {log.name}")
+        time.sleep(0.2)
+    dl_s = time.monotonic() - t0
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    if n < a.records:
+        sys.exit(f"only {n} dead letters; see {log.name}")
+
+    def replay(*extra):
+        t = time.monotonic()
+        out = tempfile.TemporaryFile(mode="w+")
+        proc = subprocess.Popen([a.kjb, "replay", "-c", fixed, "--topic", dlq, *extra],
+                                stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.monotonic() - t
+        code = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+        if code not in (0, 1):
+            sys.exit(f"replay failed with {code}: {text[-2000:]}")
+        return elapsed, text.strip().splitlines()[-1], usage.ru_maxrss
+
+    r1_s, r1, r1_rss = replay()
+    r2_s, r2, r2_rss = replay("--reset-offsets", "to-earliest")
+    jobs = psycopg.connect(conninfo).execute("SELECT count(*) FROM kjb.jobs").fetchone()[0]
+    assert re.match(rf"replayed {a.records}, still failing 0, already present 0", r1), r1
+    assert jobs == a.records, jobs
+
+    print()
+    print(f"records                         {a.records}  ({a.partitions} partitions, ~{len(buf.getvalue())} bytes each)")
+    print(f"dead-lettering, incl. startup   {a.records / dl_s:10.0f} bad records/s  ({dl_s:.1f} s; kjb peak RSS {rss / 1024 if rss else float('nan'):.0f} MiB)")
+    print(f"replay into jobs                {a.records / r1_s:10.0f} records/s      ({r1_s:.1f} s; {r1}; peak RSS {r1_rss / 1024:.0f} MiB)")
+    print(f"replay again (all present)      {a.records / r2_s:10.0f} records/s      ({r2_s:.1f} s; {r2})")
+    admin_pg.execute(f"DROP DATABASE {db} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()
