@@ -17,7 +17,7 @@
 #
 # Environment: KJB_CACHE_DIR (default ~/.cache/kjb), KJB_KAFKA_HEAP (512m),
 # KJB_KAFKA_PARTITIONS (partitions of auto-created topics, 1),
-# KJB_KAFKA_START_TIMEOUT (90 s), KJB_KAFKA_STOP_TIMEOUT (30 s),
+# KJB_KAFKA_START_TIMEOUT (240 s), KJB_KAFKA_STOP_TIMEOUT (30 s),
 # KJB_KAFKA_CDS=0 (no class-data-sharing archive).
 set -euo pipefail
 
@@ -279,7 +279,7 @@ EOF
 
 cmd_start() {
   local dir=$1 port cport cid pid bootstrap deadline timeout t0
-  timeout=${KJB_KAFKA_START_TIMEOUT:-90}
+  timeout=${KJB_KAFKA_START_TIMEOUT:-240}
   command -v java >/dev/null || die "java not found (run scripts/deps.sh)"
   cmd_fetch
   mkdir -p "$dir"

@@ -15,7 +15,7 @@
 # 0700 pytest temp dir), the cluster lives in a directory under /tmp that
 # DIR/rundir names; `stop` removes it and copies its log to DIR.
 #
-# Environment: KJB_PG_FAST=1 turns fsync off; KJB_PG_START_TIMEOUT (60 s),
+# Environment: KJB_PG_FAST=1 turns fsync off; KJB_PG_START_TIMEOUT (180 s),
 # KJB_PG_STOP_TIMEOUT (30 s).
 set -euo pipefail
 
@@ -112,7 +112,7 @@ EOF
 
 cmd_start() {
   local dir=$1 run port deadline timeout t0
-  timeout=${KJB_PG_START_TIMEOUT:-60}
+  timeout=${KJB_PG_START_TIMEOUT:-180}
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   if running "$dir"; then

@@ -111,7 +111,10 @@ class Service:
     waiting (so that Kafka and PostgreSQL start side by side), then waited
     for. A watchdog process stops it if pytest dies without tearing down."""
 
-    def __init__(self, name: str, script: Path, dir: Path, timeout: float = 150.0):
+    # Longer than the scripts' own start limits (kafka.sh 240 s, pg.sh
+    # 180 s), so that their error, with the log tail, is what gets reported;
+    # a JVM on a loaded 2-core machine has been seen to need over 150 s.
+    def __init__(self, name: str, script: Path, dir: Path, timeout: float = 300.0):
         self.name = name
         self.script = script
         self.dir = Path(dir)
