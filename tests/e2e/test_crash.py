@@ -47,7 +47,7 @@ def test_sigkill_while_ingesting_loses_and_duplicates_nothing(kafka, db, make_to
         proc = start_kjb(["run"], cfg, env=kjb_services_env, name=f"killed-{k}")
         # Wait until this instance is making progress, then kill it at a
         # random moment within its batches.
-        wait_for(lambda: count() > before, timeout=90, message=lambda: f"progress after restart {k}\n{proc.log()}")
+        wait_for(lambda: count() > before, timeout=240, message=lambda: f"progress after restart {k}\n{proc.log()}")
         time.sleep(rnd.uniform(0.05, 0.6))
         proc.kill()
         after = count()
@@ -58,7 +58,7 @@ def test_sigkill_while_ingesting_loses_and_duplicates_nothing(kafka, db, make_to
     final = start_kjb(["run"], cfg, env=kjb_services_env, name="final")
     wait_for(lambda: count() == 2 * RECORDS, timeout=180,
              message=lambda: f"{2 * RECORDS} jobs, have {count()}\n{final.log()}")
-    wait_for(lambda: kafka.committed(group, topic) == ends, timeout=60, message="offsets committed to the end")
+    wait_for(lambda: kafka.committed(group, topic) == ends, timeout=240, message="offsets committed to the end")
     assert final.stop() == 0
 
     # Exactly once: each kind holds every (partition, offset) once.

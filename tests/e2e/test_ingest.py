@@ -111,7 +111,7 @@ def test_three_framings_become_matching_job_rows(kafka, db, make_topic, run_kjb,
         sent[fmt] = data
 
     proc = start_kjb(["run", "--role", "consumer"], cfg, env=kjb_services_env)
-    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 3 * N * 2, timeout=90,
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 3 * N * 2, timeout=240,
              message=lambda: f"{3 * N * 2} jobs, have {db.scalar('SELECT count(*) FROM kjb.jobs')}\n{proc.log()}")
     jobs = jobs_by_source(db)
     for fmt, topic in topics.items():
@@ -165,7 +165,7 @@ def test_schema_evolution_between_writer_and_reader(kafka, db, make_topic, run_k
     kafka.produce(new_reader, [avrokit.confluent(v1, order(1), 1), avrokit.confluent(v2, order(2, "app"), 2)])
     kafka.produce(old_reader, [avrokit.confluent(v2, order(3, "app"), 2)])
     start_kjb(["run"], cfg, env=kjb_services_env)
-    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 3, timeout=60, message="3 jobs")
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 3, timeout=240, message="3 jobs")
     args = {r[0]: r[1] for r in db.query("SELECT (args->>'order_id')::int, args FROM kjb.jobs")}
     assert args[1]["channel"] == "web"
     assert args[2]["channel"] == "app"
@@ -183,7 +183,7 @@ def test_redelivery_inserts_nothing_twice(kafka, db, make_topic, run_kjb, start_
     assert run_kjb(["migrate"], cfg, env=kjb_services_env).returncode == 0
     kafka.produce(topic, [avrokit.confluent(v1, order(i), 1) for i in range(300)])
     proc = start_kjb(["run"], cfg, env=kjb_services_env)
-    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 600, timeout=60, message="600 jobs")
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 600, timeout=240, message="600 jobs")
     assert proc.stop() == 0
     before = db.scalar("SELECT max(id) FROM kjb.jobs")
 
@@ -193,7 +193,7 @@ def test_redelivery_inserts_nothing_twice(kafka, db, make_topic, run_kjb, start_
     assert res.returncode == 0, res.stderr
     assert kafka.committed(group, topic) == {0: 0, 1: 0, 2: 0}
     proc = start_kjb(["run"], cfg, env=kjb_services_env, name="again")
-    wait_for(lambda: sum(kafka.committed(group, topic).values()) == 300, timeout=60,
+    wait_for(lambda: sum(kafka.committed(group, topic).values()) == 300, timeout=240,
              message="the group to commit all 300 records again")
     assert proc.stop() == 0
     assert db.scalar("SELECT count(*) FROM kjb.jobs") == 600
@@ -241,7 +241,7 @@ def test_registry_down_is_retried_not_dead_lettered(kafka, db, make_topic, run_k
                           avrokit.confluent(v1, order(3), 1)])
     proc = start_kjb(["run"], cfg, env=kjb_services_env)
     wait_for(lambda: "schema registry" in proc.log() or "could not fetch schema id 99" in proc.log(),
-             timeout=60, message="kjb to report the registry unreachable")
+             timeout=240, message="kjb to report the registry unreachable")
     # While the registry is down nothing is stored, dead-lettered or committed.
     assert db.scalar("SELECT count(*) FROM kjb.jobs") == 0
     assert kafka.committed(group, topic)[0] < 0
@@ -252,7 +252,7 @@ def test_registry_down_is_retried_not_dead_lettered(kafka, db, make_topic, run_k
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Registry)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2, timeout=90,
+        wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2, timeout=240,
                  message=lambda: f"2 jobs once the registry is up\n{proc.log()}")
         assert sorted(r[0] for r in db.query("SELECT source_offset FROM kjb.jobs")) == [0, 2]
         # Rows commit before the batch's dead letters are acknowledged (the
@@ -278,7 +278,7 @@ def test_bad_record_goes_to_dlq_and_neighbours_flow(kafka, db, make_topic, run_k
     kafka.produce(topic, [good, bad, avrokit.confluent(v1, order(2), 1)], key=b"k1",
                   headers=[("h", b"v")])
     start_kjb(["run"], cfg, env=kjb_services_env)
-    wait_for(lambda: kafka.end_offsets(f"{topic}.dlq") == {0: 1}, timeout=60, message="1 dead letter")
+    wait_for(lambda: kafka.end_offsets(f"{topic}.dlq") == {0: 1}, timeout=240, message="1 dead letter")
     dlq = kafka.consume(f"{topic}.dlq", count=1, timeout=30)[0]
     wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2, timeout=30, message="2 jobs")
     assert sorted(r[0] for r in db.query("SELECT source_offset FROM kjb.jobs")) == [0, 2]

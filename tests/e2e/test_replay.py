@@ -34,7 +34,7 @@ def setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=10, 
     kafka.produce(topic, values, key=b"k", headers=[("trace", b"t1")])
     proc = start_kjb(["run"], broken, env=env, name="ingest")
     dlq = f"{topic}.dlq"
-    wait_for(lambda: kafka.end_offsets(dlq) == {0: unknown}, timeout=60, message=f"{unknown} dead letters")
+    wait_for(lambda: kafka.end_offsets(dlq) == {0: unknown}, timeout=240, message=f"{unknown} dead letters")
     wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2 * good, timeout=30, message="good jobs")
     assert proc.stop() == 0
     return topic, dlq, group, fixed
@@ -120,7 +120,7 @@ def test_every_reset_spec(kafka, db, make_topic, run_kjb, start_kjb, kjb_service
     schema = avrokit.load(V1)
     kafka.produce(topic, [avrokit.confluent(schema, order(500 + i), 9) for i in range(3)])
     proc = start_kjb(["run"], tmp_path / "broken.cfg", env=env, name="wave2")
-    wait_for(lambda: kafka.end_offsets(dlq) == {0: 13}, timeout=60, message="13 dead letters")
+    wait_for(lambda: kafka.end_offsets(dlq) == {0: 13}, timeout=240, message="13 dead letters")
     assert proc.stop() == 0
     stamp = boundary.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
     assert dry(f"to-datetime:{stamp}") == "dry run: replayed 3, still failing 0, already present 0"
@@ -150,11 +150,11 @@ def test_follow_keeps_replaying_until_stopped(kafka, db, make_topic, run_kjb, st
     env = kjb_services_env
     topic, dlq, group, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=2)
     follower = start_kjb(["replay", "--topic", dlq, "--follow"], fixed, env=env, name="follow")
-    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2 * 4, timeout=60, message="first replays")
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2 * 4, timeout=240, message="first replays")
     schema = avrokit.load(V1)
     kafka.produce(topic, [avrokit.confluent(schema, order(900), 9)])
     proc = start_kjb(["run"], tmp_path / "broken.cfg", env=env, name="more")
-    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2 * 5, timeout=60,
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2 * 5, timeout=240,
              message=lambda: f"the new dead letter replayed\n{follower.log()}")
     assert proc.stop() == 0
     follower.signal(signal.SIGTERM)
@@ -178,7 +178,7 @@ def test_dlq_peek_shows_reasons_as_text_and_json(kafka, db, make_topic, run_kjb,
     kafka.produce(topic, [good, *bad], key=b"k")
     proc = start_kjb(["run"], cfg, env=env)
     dlq = f"{topic}.dlq"
-    wait_for(lambda: kafka.end_offsets(dlq) == {0: 3}, timeout=60, message="3 dead letters")
+    wait_for(lambda: kafka.end_offsets(dlq) == {0: 3}, timeout=240, message="3 dead letters")
     assert proc.stop() == 0
 
     res = run_kjb(["dlq", "peek", "--topic", dlq], cfg, env=env)
