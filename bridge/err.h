@@ -57,7 +57,8 @@ typedef struct {
  * `return kjb_err_set(err, KJB_ETRUNCATED, "...")`. */
 int kjb_err_set(kjb_err *err, kjb_errcode code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-int kjb_err_vset(kjb_err *err, kjb_errcode code, const char *fmt, va_list ap);
+int kjb_err_vset(kjb_err *err, kjb_errcode code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Prepends "<context>: " to err->msg. Returns -err->code. */
 int kjb_err_prefix(kjb_err *err, const char *fmt, ...)

@@ -21,10 +21,12 @@ for arg in "$@"; do
 done
 
 # Build: compiler, CMake, pkg-config and the -dev packages CMakeLists.txt
-# looks for. Tests and demo: PostgreSQL server binaries, kcat, curl, a JRE
-# and Maven for Kafka, Python's venv.
+# looks for; clang and its sanitizer/libFuzzer runtimes (libclang-rt-14-dev,
+# only recommended by clang, so named here) for scripts/fuzz. Tests and
+# demo: PostgreSQL server binaries, kcat, curl, a JRE and Maven for Kafka,
+# Python's venv.
 PACKAGES=(
-  build-essential cmake pkg-config
+  build-essential cmake pkg-config clang libclang-rt-14-dev
   librdkafka-dev libavro-dev libconfig-dev libpq-dev libmicrohttpd-dev
   libcurl4-openssl-dev libjansson-dev libcmocka-dev
   postgresql kcat curl ca-certificates python3 python3-venv

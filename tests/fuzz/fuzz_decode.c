@@ -1,0 +1,251 @@
+/* libFuzzer target for record decoding: the bytes a Kafka record value
+ * may hold, decoded through a catalog as the consumer does, then mapped
+ * to job args and unique keys. The first input byte picks the topic; the
+ * rest is the record value. Any decode error is fine; a crash, a leak,
+ * undefined behaviour or output that is not JSON is a bug.
+ *
+ * Topics (first byte modulo 4), over a temporary schemas.dir holding
+ * schemas/avro/order_created{,_v2}.avsc and the two in tests/fuzz/schemas:
+ *   0 orders        confluent      reader order_created_v2.avsc
+ *   1 rich          raw            reader fuzz_rich.avsc
+ *   2 orders.so     single-object  reader order_created.avsc
+ *   3 rich.evolved  confluent      reader fuzz_rich.avsc
+ * schemas.ids: 1 order_created, 2 order_created_v2, 3 fuzz_rich,
+ * 4 fuzz_rich_old; no registry, so nothing touches the network.
+ *
+ * KJB_FUZZ_DEBUG=1 prints each input's topic and result to stderr (to
+ * check that the seed corpus decodes). */
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "config.h"
+#include "map.h"
+
+#ifndef KJB_FUZZ_SOURCE_DIR
+#define KJB_FUZZ_SOURCE_DIR "."
+#endif
+
+extern char **environ;
+
+static char tmp_dir[] = "/tmp/kjb-fuzz-decode-XXXXXX";
+static char schemas_dir[PATH_MAX];
+static kjb_config cfg;
+static kjb_catalog *catalog;
+static kjb_arena *arena;
+static kjb_buf out;
+static int debug;
+
+static const struct {
+  const char *dir; /* relative to the source tree */
+  const char *file;
+} schema_files[] = {
+    {"schemas/avro", "order_created.avsc"},
+    {"schemas/avro", "order_created_v2.avsc"},
+    {"tests/fuzz/schemas", "fuzz_rich.avsc"},
+    {"tests/fuzz/schemas", "fuzz_rich_old.avsc"},
+};
+
+#define RICH_JOBS                                                                  \
+  "jobs = ( { kind = \"k\"; unique_key = \"${id}/${customer.email}/${choice}\"; },\n" \
+  "         { kind = \"k2\"; args = [ \"customer.address.city\", \"attrs.a\",\n"     \
+  "           \"tree.label\", \"added.b\", \"span\" ]; } );"
+
+static const char config_fmt[] =
+    "kafka = { brokers = \"embedded\"; };\n"
+    "postgres = { conninfo = \"dbname=kjb\"; };\n"
+    "schemas = {\n"
+    "  dir = \"%s\";\n"
+    "  ids = ( { id = 1; file = \"order_created.avsc\"; },\n"
+    "          { id = 2; file = \"order_created_v2.avsc\"; },\n"
+    "          { id = 3; file = \"fuzz_rich.avsc\"; },\n"
+    "          { id = 4; file = \"fuzz_rich_old.avsc\"; } );\n"
+    "};\n"
+    "topics = (\n"
+    "  { topic = \"orders\"; format = \"confluent\"; schema = \"order_created_v2.avsc\";\n"
+    "    jobs = ( { kind = \"k\"; unique_key = \"order-${order_id}\";\n"
+    "               args = [ \"order_id\", \"customer.email\", \"tags\" ]; } ); },\n"
+    "  { topic = \"rich\"; format = \"raw\"; schema = \"fuzz_rich.avsc\";\n"
+    "    " RICH_JOBS " },\n"
+    "  { topic = \"orders.so\"; format = \"single-object\"; schema = \"order_created.avsc\";\n"
+    "    jobs = ( { kind = \"k\"; unique_key = \"${customer.id}:${currency}\"; } ); },\n"
+    "  { topic = \"rich.evolved\"; format = \"confluent\"; schema = \"fuzz_rich.avsc\";\n"
+    "    " RICH_JOBS " }\n"
+    ");\n";
+
+__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "fuzz_decode: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  abort();
+}
+
+static void write_file(const char *path, const char *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0)
+    die("could not write %s: %s", path, strerror(errno));
+}
+
+static void copy_file(const char *from, const char *to) {
+  FILE *f = fopen(from, "rb");
+  if (!f)
+    die("could not open %s: %s", from, strerror(errno));
+  kjb_buf b;
+  kjb_buf_init(&b);
+  char chunk[8192];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    kjb_buf_append(&b, chunk, n);
+  fclose(f);
+  write_file(to, b.data, b.len);
+  kjb_buf_close(&b);
+}
+
+/* The environment must not change what the config says. */
+static void clear_kjb_env(void) {
+  for (;;) {
+    char name[256] = "";
+    for (char **e = environ; *e; e++) {
+      const char *eq = strchr(*e, '=');
+      if (strncmp(*e, "KJB_", 4) == 0 && eq && (size_t)(eq - *e) < sizeof name &&
+          strncmp(*e, "KJB_FUZZ_", 9) != 0 && strncmp(*e, "KJB_SOURCE_DIR=", 15) != 0) {
+        memcpy(name, *e, (size_t)(eq - *e));
+        name[eq - *e] = '\0';
+        break;
+      }
+    }
+    if (!*name)
+      return;
+    unsetenv(name);
+  }
+}
+
+static void cleanup(void) {
+  kjb_catalog_free(catalog);
+  kjb_config_close(&cfg);
+  kjb_arena_free(arena);
+  kjb_buf_close(&out);
+  char path[PATH_MAX];
+  for (size_t i = 0; i < sizeof schema_files / sizeof schema_files[0]; i++) {
+    snprintf(path, sizeof path, "%s/%s", schemas_dir, schema_files[i].file);
+    unlink(path);
+  }
+  rmdir(schemas_dir);
+  snprintf(path, sizeof path, "%s/kjb.cfg", tmp_dir);
+  unlink(path);
+  rmdir(tmp_dir);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  clear_kjb_env();
+  debug = getenv("KJB_FUZZ_DEBUG") && *getenv("KJB_FUZZ_DEBUG") == '1';
+  const char *src = getenv("KJB_SOURCE_DIR");
+  if (!src || !*src)
+    src = KJB_FUZZ_SOURCE_DIR;
+  if (!mkdtemp(tmp_dir))
+    die("could not create %s: %s", tmp_dir, strerror(errno));
+  snprintf(schemas_dir, sizeof schemas_dir, "%s/schemas", tmp_dir);
+  if (mkdir(schemas_dir, 0700) != 0)
+    die("could not create %s: %s", schemas_dir, strerror(errno));
+  atexit(cleanup);
+  char from[PATH_MAX], to[PATH_MAX];
+  for (size_t i = 0; i < sizeof schema_files / sizeof schema_files[0]; i++) {
+    snprintf(from, sizeof from, "%s/%s/%s", src, schema_files[i].dir, schema_files[i].file);
+    snprintf(to, sizeof to, "%s/%s", schemas_dir, schema_files[i].file);
+    copy_file(from, to);
+  }
+  kjb_buf text;
+  kjb_buf_init(&text);
+  kjb_buf_printf(&text, config_fmt, schemas_dir);
+  char cfg_path[PATH_MAX];
+  snprintf(cfg_path, sizeof cfg_path, "%s/kjb.cfg", tmp_dir);
+  write_file(cfg_path, text.data, text.len);
+  kjb_buf_close(&text);
+
+  kjb_err err = {0};
+  if (kjb_config_load(cfg_path, &cfg, &err) < 0)
+    die("config: %s", err.msg);
+  if (!(catalog = kjb_catalog_new(&cfg, &err)))
+    die("catalog: %s", err.msg);
+  if (cfg.ntopics != 4)
+    die("expected 4 topics, got %zu", cfg.ntopics);
+  if (!(arena = kjb_arena_new(0)))
+    die("out of memory");
+  kjb_buf_init(&out);
+  return 0;
+}
+
+/* The decoder's output must be JSON. jansson cannot hold U+0000 in an
+ * object key, which a map key may contain; such output is not checked. */
+static void check_json(const kjb_buf *b, const char *what) {
+  json_error_t jerr;
+  json_t *j = json_loadb(b->data, b->len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+  if (!j && !strstr(b->data, "\\u0000")) {
+    fprintf(stderr, "fuzz_decode: %s is not JSON (%s at column %d):\n%s\n", what, jerr.text,
+            jerr.column, b->data);
+    abort();
+  }
+  json_decref(j);
+}
+
+static void check_error(int rc, const kjb_err *err, const char *what) {
+  if (rc >= 0 || rc != -(int)err->code || err->code == KJB_OK || !err->msg[0] ||
+      !memchr(err->msg, '\0', sizeof err->msg) || kjb_err_is_transient(err) ||
+      err->code == KJB_EINTERNAL || err->code == KJB_ENOMEM) {
+    fprintf(stderr, "fuzz_decode: %s: bad error: rc %d, code %s, message \"%.*s\"\n", what, rc,
+            kjb_err_name(err->code), (int)sizeof err->msg, err->msg);
+    abort();
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 1)
+    return 0;
+  const kjb_topic_cfg *t = &cfg.topics[data[0] % cfg.ntopics];
+  kjb_value *v = NULL;
+  kjb_err err = {0};
+  int rc = kjb_decode_record(catalog, t, data + 1, size - 1, arena, &v, &err);
+  if (rc < 0) {
+    check_error(rc, &err, "decode");
+    if (debug)
+      fprintf(stderr, "%s: %s: %s\n", t->topic, kjb_err_name(err.code), err.msg);
+  } else {
+    if (rc != 0 || !v)
+      die("decode returned %d without a value", rc);
+    kjb_buf_reset(&out);
+    kjb_value_to_json(v, &out);
+    check_json(&out, "decoded record");
+    if (debug)
+      fprintf(stderr, "%s: %s\n", t->topic, out.data);
+    for (size_t i = 0; i < t->njobs; i++) {
+      const kjb_job_cfg *job = &t->jobs[i];
+      kjb_buf_reset(&out);
+      err = (kjb_err){0};
+      rc = kjb_map_args(job, v, &out, &err);
+      if (rc < 0)
+        check_error(rc, &err, "args");
+      else
+        check_json(&out, "args");
+      if (job->unique_key) {
+        kjb_buf_reset(&out);
+        err = (kjb_err){0};
+        rc = kjb_map_unique_key(job, v, &out, &err);
+        if (rc < 0)
+          check_error(rc, &err, "unique_key");
+      }
+    }
+  }
+  kjb_arena_reset(arena);
+  return 0;
+}
