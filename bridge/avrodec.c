@@ -22,8 +22,14 @@
  * rejected rather than risking the stack. */
 #define MAX_DEPTH 128
 /* Arrays of items that take no bytes (null, empty records) could claim
- * any count; this caps what one array may hold. */
+ * any count; this caps what all the arrays of one datum may hold
+ * together, so that nesting such arrays cannot multiply it. Fuzzing
+ * builds (tests/fuzz) use a smaller cap so that every input stays fast. */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define ZERO_SIZE_ITEMS_MAX (1 << 12)
+#else
 #define ZERO_SIZE_ITEMS_MAX (1 << 20)
+#endif
 /* Decimals longer than this (about 2,400 digits) are rejected: the
  * conversion to base 10 is quadratic. */
 #define DECIMAL_MAX_BYTES 1024
@@ -719,6 +725,7 @@ typedef struct {
   kjb_err *err;
   int depth;
   int nseg;
+  size_t zero_left; /* zero-byte items the datum may still claim */
   seg segs[MAX_DEPTH + 1];
 } dstate;
 
@@ -849,8 +856,9 @@ static int rd_double(dstate *st, double *out) {
 
 /* Reads a block header of an array or map: the item count (0 ends the
  * value) and, for negative counts, the block's byte size. Rejects counts
- * the remaining bytes cannot hold, so nothing huge is allocated. */
-static int rd_block(dstate *st, size_t item_min, size_t sofar, size_t *count,
+ * the remaining bytes cannot hold, or zero-byte items past the datum's
+ * budget, so nothing huge is allocated. */
+static int rd_block(dstate *st, size_t item_min, size_t *count,
                     const uint8_t **block_end) {
   const uint8_t *at = st->p;
   int64_t n;
@@ -876,10 +884,16 @@ static int rd_block(dstate *st, size_t item_min, size_t sofar, size_t *count,
                   (long long)size, off(st, sat), left(st));
     *block_end = st->p + size;
   }
-  if (item_min ? (uint64_t)n > left(st) / item_min
-               : (uint64_t)n > ZERO_SIZE_ITEMS_MAX - sofar)
+  if (item_min && (uint64_t)n > left(st) / item_min)
     return derr(st, KJB_EBAD_LENGTH, "block of %lld items at byte %zu exceeds the %zu bytes left",
                 (long long)n, off(st, at), left(st));
+  if (!item_min) {
+    if ((uint64_t)n > st->zero_left)
+      return derr(st, KJB_EBAD_LENGTH,
+                  "block of %lld zero-byte items at byte %zu exceeds the limit of %d per record",
+                  (long long)n, off(st, at), ZERO_SIZE_ITEMS_MAX);
+    st->zero_left -= (size_t)n;
+  }
   *count = (size_t)n;
   return 0;
 }
@@ -966,15 +980,14 @@ static int skip(dstate *st, const kjb_snode *w) {
     if ((rc = enter(st)))
       return rc;
     int is_map = w->type == KJB_S_MAP;
-    size_t item_min = min_size(w->items, 0) + (size_t)is_map, total = 0;
+    size_t item_min = min_size(w->items, 0) + (size_t)is_map;
     for (;;) {
       size_t count;
       const uint8_t *block_end;
-      if ((rc = rd_block(st, item_min, total, &count, &block_end)))
+      if ((rc = rd_block(st, item_min, &count, &block_end)))
         return rc;
       if (count == 0)
         break;
-      total += count;
       if (block_end) {
         st->p = block_end;
         continue;
@@ -1027,7 +1040,7 @@ __attribute__((noinline)) static int dec_array(dstate *st, const plan *p, kjb_va
   for (;;) {
     const uint8_t *block_end;
     size_t count;
-    if ((rc = rd_block(st, p->item_min, n, &count, &block_end)))
+    if ((rc = rd_block(st, p->item_min, &count, &block_end)))
       return rc;
     if (count == 0)
       break;
@@ -1074,7 +1087,7 @@ __attribute__((noinline)) static int dec_map(dstate *st, const plan *p, kjb_valu
   for (;;) {
     const uint8_t *block_end;
     size_t count;
-    if ((rc = rd_block(st, p->item_min, n, &count, &block_end)))
+    if ((rc = rd_block(st, p->item_min, &count, &block_end)))
       return rc;
     if (count == 0)
       break;
@@ -1281,6 +1294,7 @@ int kjb_avro_decode(const kjb_resolver *r, const uint8_t *buf, size_t len, kjb_a
   st.err = err ? err : &local;
   st.depth = 0;
   st.nseg = 0;
+  st.zero_left = ZERO_SIZE_ITEMS_MAX;
   kjb_value *v = kjb_arena_alloc(arena, sizeof *v);
   if (!v)
     return nomem(&st);
