@@ -337,12 +337,14 @@ static int store_batch(kjb_ingest *ing, size_t *inserted) {
   return 0;
 }
 
-/* Makes the batch durable and commits its offsets: asynchronously in the
- * steady state (a lost commit only means redelivery, which inserts
- * nothing), synchronously when partitions are about to change hands.
- * Returns 0, or -1 when asked to stop before the batch was durable
- * (nothing is committed then; the records will be delivered again). */
-static int flush(kjb_ingest *ing, int sync) {
+/* Makes the batch durable and commits its offsets. The commit is
+ * synchronous: librdkafka retries a failed asynchronous commit after later
+ * ones went through, which moves the group's offset back, and a lost
+ * commit is not harmless: the redelivered bad records would be
+ * dead-lettered a second time. Returns 0, or -1 when asked to stop before
+ * the batch was durable (nothing is committed then; the records will be
+ * delivered again). */
+static int flush(kjb_ingest *ing) {
   if (ing->nparts == 0)
     return 0;
   int64_t t0 = kjb_now_mono_us();
@@ -365,7 +367,7 @@ static int flush(kjb_ingest *ing, int sync) {
           ps->next_offset;
   }
   if (offsets->cnt > 0) {
-    rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, offsets, !sync);
+    rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, offsets, 0);
     if (e)
       on_commit(ing->consumer, e, offsets, ing);
   }
@@ -419,7 +421,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
   }
   /* Revoked: whatever we hold of these partitions must be committed now,
    * while we still own them. Flushing the whole batch is simplest. */
-  flush(ing, 1);
+  flush(ing);
   for (int i = 0; i < parts->cnt; i++)
     for (size_t k = 0; k < ing->npaused;) {
       if (ing->paused[k].partition == parts->elems[i].partition &&
@@ -551,12 +553,12 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
     int full = ing->nrecords >= batch_size;
     int due = ing->nparts > 0 && kjb_now_mono_us() - batch_start >= batch_timeout;
     if (full || due || (!m && ing->nparts > 0))
-      flush(ing, 0);
+      flush(ing);
     resume_due(ing, 0);
   }
   /* Drain: make what we hold durable, then leave the group (which revokes
    * and commits through on_rebalance). */
-  flush(ing, 1);
+  flush(ing);
   resume_due(ing, 1);
   rd_kafka_consumer_close(ing->consumer);
   return 0;
