@@ -58,6 +58,19 @@ static int exec(kjb_store *s, const char *sql, kjb_err *err) {
   return 0;
 }
 
+PGconn *kjb_store_conn(kjb_store *s) { return s->conn; }
+
+PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int nparams,
+                          const char *const *params, kjb_err *err) {
+  PGresult *res = PQexecParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+  ExecStatusType st = PQresultStatus(res);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    result_error(s, res, what, err);
+    return NULL;
+  }
+  return res;
+}
+
 static void ignore_notice(void *arg, const PGresult *res) {}
 
 kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *err) {
@@ -409,6 +422,11 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
   rc = copy_start_cols(s, "pg_temp.kjb_marked", ", row_idx", err);
   if (rc == 0 && (rc = copy_send(s, err)) == 0 && (rc = copy_end(s, err)) == 1)
     rc = kjb_err_set(err, KJB_EINTERNAL, "unique violation in staging table");
+  /* Without statistics the planner takes the staging table for empty and
+   * anti-joins it against a scan of all jobs, which made every batch of a
+   * long replay slower than the last. */
+  if (rc == 0)
+    rc = exec(s, "ANALYZE pg_temp.kjb_marked", err);
   if (rc == 0) {
     PGresult *res = PQexec(
         s->conn, "SELECT m.row_idx FROM pg_temp.kjb_marked m"

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <libpq-fe.h>
+
 #include "err.h"
 
 typedef struct kjb_store kjb_store;
@@ -15,6 +17,16 @@ typedef struct kjb_store kjb_store;
  * conninfo never appears in err. */
 kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *err);
 void kjb_store_free(kjb_store *s);
+
+/* The connection, for modules with queries of their own (queue.c,
+ * jobs.c). It stays owned by s. */
+PGconn *kjb_store_conn(kjb_store *s);
+
+/* Runs one parameterised statement (text parameters, NULL for SQL NULL)
+ * and returns its result, which the caller PQclear()s; or NULL with err
+ * (KJB_EPG) as "<what>: <server message>" when it failed. */
+PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int nparams,
+                          const char *const *params, kjb_err *err);
 
 /* Applies pending migrations in order, each in its own transaction, under
  * a session advisory lock so concurrent callers wait and then find
