@@ -92,6 +92,8 @@ static const char *const handler_types[] = {"http", "exec", "log", "plugin",
 #define HF(m) offsetof(kjb_handler_cfg, m)
 #define SF(m) offsetof(kjb_schema_id_cfg, m)
 
+enum { R_EXECUTOR = 6 }; /* root_fields[R_EXECUTOR] is "executor" */
+
 static const field root_fields[] = {
     {.name = "kafka", .type = T_GROUP},
     {.name = "postgres", .type = T_GROUP},
@@ -99,6 +101,7 @@ static const field root_fields[] = {
     {.name = "schema_registry", .type = T_GROUP},
     {.name = "schemas", .type = T_GROUP},
     {.name = "ingest", .type = T_GROUP},
+    {.name = "executor", .type = T_GROUP},
     {.name = "log", .type = T_GROUP},
     {.name = "topics", .type = T_LIST, .flags = F_REQUIRED},
     {.name = "handlers", .type = T_LIST},
@@ -138,6 +141,16 @@ static const field schemas_fields[] = {
 static const field ingest_fields[] = {
     {"batch_size", T_INT, 0, CF(ingest.batch_size), 0, 1, 1000000, NULL},
     {"batch_timeout", T_DUR, 0, CF(ingest.batch_timeout_us), 0, 0, 0, NULL},
+};
+
+static const field executor_fields[] = {
+    {"poll_interval", T_DUR, F_POSITIVE, CF(executor.poll_interval_us), 0, 0, 0, NULL},
+    {"claim_batch", T_INT, 0, CF(executor.claim_batch), 0, 1, 100000, NULL},
+    {"heartbeat", T_DUR, F_POSITIVE, CF(executor.heartbeat_us), 0, 0, 0, NULL},
+    {"lease", T_DUR, F_POSITIVE, CF(executor.lease_us), 0, 0, 0, NULL},
+    {"shutdown_timeout", T_DUR, 0, CF(executor.shutdown_timeout_us), 0, 0, 0, NULL},
+    {"retention", T_DUR, 0, CF(executor.retention_us), 0, 0, 0, NULL},
+    {"prune_interval", T_DUR, F_POSITIVE, CF(executor.prune_interval_us), 0, 0, 0, NULL},
 };
 
 static const field log_fields[] = {
@@ -223,6 +236,7 @@ static const struct section {
     {"schema_registry", registry_fields, NFIELDS(registry_fields)},
     {"schemas", schemas_fields, NFIELDS(schemas_fields)},
     {"ingest", ingest_fields, NFIELDS(ingest_fields)},
+    {"executor", executor_fields, NFIELDS(executor_fields)},
     {"log", log_fields, NFIELDS(log_fields)},
 };
 
@@ -706,6 +720,13 @@ static void set_defaults(kjb_config *cfg) {
   cfg->schemas.dir = xstrdup("schemas/avro");
   cfg->ingest.batch_size = 5000;
   cfg->ingest.batch_timeout_us = 100 * 1000LL;
+  cfg->executor.poll_interval_us = 1000 * 1000LL;
+  cfg->executor.claim_batch = 100;
+  cfg->executor.heartbeat_us = 2 * 1000 * 1000LL;
+  cfg->executor.lease_us = 30 * 1000 * 1000LL;
+  cfg->executor.shutdown_timeout_us = 30 * 1000 * 1000LL;
+  cfg->executor.retention_us = 7 * 24 * 3600 * 1000 * 1000LL;
+  cfg->executor.prune_interval_us = 5 * 60 * 1000 * 1000LL;
   cfg->log.level = xstrdup("info");
   cfg->log.format = xstrdup("text");
 }
@@ -998,6 +1019,14 @@ static int parse_root(ctx *c, const config_setting_t *root) {
     assert(strcmp(root_fields[i].name, sections[i].name) == 0);
     if ((rc = parse_section(c, &sections[i], found[i], root)))
       return rc;
+  }
+  /* A node must be able to miss a heartbeat without being declared dead. */
+  if (c->cfg->executor.lease_us < 2 * c->cfg->executor.heartbeat_us) {
+    assert(strcmp(root_fields[R_EXECUTOR].name, "executor") == 0);
+    const config_setting_t *ex = found[R_EXECUTOR];
+    const config_setting_t *at = ex ? config_setting_get_member(ex, "lease") : NULL;
+    return fail_at(c, at ? at : ex ? ex : root,
+                   "executor.lease: must be at least twice executor.heartbeat");
   }
   const config_setting_t *topics = found[NFIELDS(sections)];
   const config_setting_t *handlers = found[NFIELDS(sections) + 1];

@@ -1,5 +1,5 @@
 /* The configuration file (libconfig): sections kafka, postgres, http,
- * schema_registry, schemas, ingest, log, topics and handlers, with
+ * schema_registry, schemas, ingest, executor, log, topics and handlers, with
  * KJB_<SECTION>_<KEY> environment overrides. Loading checks syntax, key
  * names, types and values; schema-dependent checks live in catalog.c. */
 #ifndef KJB_CONFIG_H
@@ -101,6 +101,15 @@ typedef struct {
     int batch_size;         /* default 5000 records */
     int64_t batch_timeout_us; /* default 100ms */
   } ingest;
+  struct {
+    int64_t poll_interval_us;    /* default 1s: polling when no NOTIFY came */
+    int claim_batch;             /* default 100: jobs per claim at most */
+    int64_t heartbeat_us;        /* default 2s: node heartbeat period */
+    int64_t lease_us;            /* default 30s: a node silent this long is dead */
+    int64_t shutdown_timeout_us; /* default 30s: wait for running jobs */
+    int64_t retention_us;        /* default 7d; 0 keeps finished jobs */
+    int64_t prune_interval_us;   /* default 5m */
+  } executor;
   struct {
     char *level;       /* debug | info | warn | error; default info */
     char *format;      /* text | json; default text */

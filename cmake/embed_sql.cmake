@@ -1,4 +1,6 @@
 # Writes a C file holding every migration as (name, text), in file-name order.
+# FILES: the .sql paths joined by "|".
+string(REPLACE "|" ";" FILES "${FILES}")
 set(body "/* Generated from schemas/sql; do not edit. */\n#include \"migrations.h\"\n\n")
 set(table "const kjb_migration kjb_migrations[] = {\n")
 set(i 0)

@@ -105,13 +105,15 @@ def test_migrate_is_idempotent_and_reports_status(run_kjb, db, tmp_path):
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     env = {"KJB_POSTGRES_CONNINFO": str(db)}
     res = run_kjb(["migrate", "--status"], cfg, env=env)
-    assert res.returncode == 1 and res.stdout.splitlines()[0] == "pending  001_init.sql"
+    assert res.returncode == 1 and res.stdout.splitlines() == ["pending  001_init.sql", "pending  002_executors.sql"]
     res = run_kjb(["migrate"], cfg, env=env)
-    assert res.returncode == 0 and res.stdout == 'applied 1 migration; schema "kjb" is current\n'
+    assert res.returncode == 0 and res.stdout == 'applied 2 migrations; schema "kjb" is current\n'
     res = run_kjb(["migrate"], cfg, env=env)
     assert res.returncode == 0 and res.stdout == 'applied 0 migrations; schema "kjb" is current\n'
     res = run_kjb(["migrate", "--status"], cfg, env=env)
-    assert res.returncode == 0 and res.stdout.startswith("applied  001_init.sql  ")
+    lines = res.stdout.splitlines()
+    assert res.returncode == 0 and len(lines) == 2, res.stdout
+    assert lines[0].startswith("applied  001_init.sql  ") and lines[1].startswith("applied  002_executors.sql  ")
     cols = {r[0] for r in db.query("SELECT column_name FROM information_schema.columns"
                                    " WHERE table_schema = 'kjb' AND table_name = 'jobs'")}
     assert cols == {"id", "kind", "queue", "priority", "state", "args", "meta", "attempt", "max_attempts",
@@ -127,8 +129,10 @@ def test_concurrent_migrations_are_safe(run_kjb, db, tmp_path):
         results = list(pool.map(lambda _: run_kjb(["migrate"], cfg, env=env), range(4)))
     assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
     applied = sorted(int(r.stdout.split()[1]) for r in results)
-    assert applied == [0, 0, 0, 1]
-    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == 1
+    # One of them applied both migrations; the others waited and found
+    # nothing left to do.
+    assert applied == [0, 0, 0, 2]
+    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == 2
 
 
 def test_produce_encodes_lines_and_reports_bad_ones(run_kjb, kafka, make_topic, tmp_path):
