@@ -2,6 +2,7 @@
  * configuration and calls into the library. Exit codes: 0 success, 1
  * operational failure, 2 usage or configuration error. */
 #include <getopt.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <libconfig.h>
 #include <libpq-fe.h>
@@ -17,7 +18,9 @@
 #include "catalog.h"
 #include "config.h"
 #include "dlq.h"
+#include "executor.h"
 #include "ingest.h"
+#include "jobs.h"
 #include "kafka.h"
 #include "log.h"
 #include "replay.h"
@@ -118,54 +121,31 @@ static int common_opt(int c, common_opts *o) {
 
 /* ---- run ------------------------------------------------------------ */
 
-static int cmd_run(int argc, char **argv) {
-  static const struct option opts[] = {COMMON_LONG_OPTS,
-                                       {"role", required_argument, NULL, OPT_ROLE},
-                                       {0}};
-  common_opts o = {0};
-  const char *role = "all";
-  int c;
-  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-    if (common_opt(c, &o))
-      continue;
-    if (c == OPT_ROLE) {
-      role = optarg;
-    } else if (c == 'h') {
-      printf("usage: kjb run [--role all|consumer|executor] [options]\n\n"
-             "Runs the service: consumers turn records into jobs.\n"
-             "SIGTERM or SIGINT drains the current batch, commits and leaves the group.\n\n"
-             "      --role ROLE       all, consumer or executor (default all)\n%s",
-             COMMON_HELP);
-      return 0;
-    } else {
-      return usage_error("run", "invalid option");
-    }
-  }
-  if (strcmp(role, "all") != 0 && strcmp(role, "consumer") != 0 &&
-      strcmp(role, "executor") != 0)
-    return usage_error("run", "unknown role \"%s\" (expected all, consumer or executor)", role);
-  if (strcmp(role, "executor") == 0) {
-    fprintf(stderr, "kjb: run: role \"executor\" is not available in this version\n");
-    return EXIT_USAGE;
-  }
-  kjb_config cfg;
-  int rc = load("run", &o, &cfg);
-  if (rc)
-    return rc;
+typedef struct {
+  kjb_executor *ex;
+  int rc;
   kjb_err err;
-  kjb_catalog *cat = kjb_catalog_new(&cfg, &err);
-  if (!cat) {
-    rc = fail("run", &err);
-    kjb_config_close(&cfg);
-    return rc;
-  }
-  install_signals();
-  kjb_ingest *ing = kjb_ingest_new(&cfg, cat, &err);
+} executor_thread_arg;
+
+static void *executor_main(void *arg) {
+  executor_thread_arg *ta = arg;
+  ta->rc = kjb_executor_run(ta->ex, &stop_requested, &ta->err);
+  return NULL;
+}
+
+/* The consumer until a signal; returns an exit code. */
+static int run_consumer(const kjb_config *cfg) {
+  kjb_err err;
+  int rc = 0;
+  kjb_catalog *cat = kjb_catalog_new(cfg, &err);
+  if (!cat)
+    return fail("run", &err);
+  kjb_ingest *ing = kjb_ingest_new(cfg, cat, &err);
   if (!ing) {
     rc = fail("run", &err);
   } else {
-    kjb_info("kjb %s consuming %zu topic(s) in group \"%s\"", KJB_VERSION, cfg.ntopics,
-             cfg.kafka.group);
+    kjb_info("kjb %s consuming %zu topic(s) in group \"%s\"", KJB_VERSION, cfg->ntopics,
+             cfg->kafka.group);
     if (kjb_ingest_run(ing, &stop_requested, &err) < 0)
       rc = fail("run", &err);
     kjb_ingest_stats st;
@@ -180,6 +160,83 @@ static int cmd_run(int argc, char **argv) {
     kjb_ingest_free(ing);
   }
   kjb_catalog_free(cat);
+  return rc;
+}
+
+static int cmd_run(int argc, char **argv) {
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"role", required_argument, NULL, OPT_ROLE},
+                                       {0}};
+  common_opts o = {0};
+  const char *role = "all";
+  int c;
+  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    if (c == OPT_ROLE) {
+      role = optarg;
+    } else if (c == 'h') {
+      printf("usage: kjb run [--role all|consumer|executor] [options]\n\n"
+             "Runs the service: consumers turn records into jobs, executors run them\n"
+             "with the configured handlers (role all runs executors when handlers exist).\n"
+             "SIGTERM or SIGINT drains gracefully: the consumer commits its batch and\n"
+             "leaves the group; executors stop claiming, wait for running jobs up to\n"
+             "executor.shutdown_timeout and put unfinished ones back.\n\n"
+             "      --role ROLE       all, consumer or executor (default all)\n%s",
+             COMMON_HELP);
+      return 0;
+    } else {
+      return usage_error("run", "invalid option");
+    }
+  }
+  if (strcmp(role, "all") != 0 && strcmp(role, "consumer") != 0 &&
+      strcmp(role, "executor") != 0)
+    return usage_error("run", "unknown role \"%s\" (expected all, consumer or executor)", role);
+  kjb_config cfg;
+  int rc = load("run", &o, &cfg);
+  if (rc)
+    return rc;
+  int consume = strcmp(role, "executor") != 0;
+  /* "all" runs executors when there are handlers to run jobs with. */
+  int execute = strcmp(role, "consumer") != 0 && (cfg.nhandlers > 0 || strcmp(role, "executor") == 0);
+  if (strcmp(role, "all") == 0 && !execute)
+    kjb_info("no handlers configured: running the consumer only");
+  install_signals();
+  kjb_err err;
+  kjb_executor *ex = NULL;
+  if (execute) {
+    ex = kjb_executor_new(&cfg, consume ? "consumer,executor" : "executor", &err);
+    if (!ex) {
+      rc = fail("run", &err);
+      kjb_config_close(&cfg);
+      return rc;
+    }
+  }
+  if (!consume) {
+    if (kjb_executor_run(ex, &stop_requested, &err) < 0)
+      rc = fail("run", &err);
+    kjb_executor_free(ex);
+    kjb_config_close(&cfg);
+    return rc;
+  }
+  pthread_t ex_thread;
+  executor_thread_arg ta = {ex, 0, {0}};
+  if (ex && pthread_create(&ex_thread, NULL, executor_main, &ta) != 0) {
+    fprintf(stderr, "kjb: run: could not start the executor thread\n");
+    kjb_executor_free(ex);
+    kjb_config_close(&cfg);
+    return EXIT_OPERATIONAL;
+  }
+  rc = run_consumer(&cfg);
+  if (ex) {
+    /* The consumer may have stopped on its own (an error): the executor
+     * stops with it. */
+    stop_requested = 1;
+    pthread_join(ex_thread, NULL);
+    if (ta.rc < 0 && rc == 0)
+      rc = fail("run", &ta.err);
+    kjb_executor_free(ex);
+  }
   kjb_config_close(&cfg);
   return rc;
 }
@@ -577,6 +634,203 @@ static int cmd_dlq(int argc, char **argv) {
   return rc;
 }
 
+/* ---- jobs ----------------------------------------------------------- */
+
+enum { OPT_STATE = 1200, OPT_KIND, OPT_OLDER_THAN };
+
+static const char JOBS_USAGE[] =
+    "usage: kjb jobs ls [--state S] [--kind K] [--limit N] [--json] [options]\n"
+    "       kjb jobs show ID [--json] [options]\n"
+    "       kjb jobs retry ID | --state STATE [--kind K] [options]\n"
+    "       kjb jobs cancel ID [options]\n"
+    "       kjb jobs prune --older-than DURATION [options]\n";
+
+/* Per subcommand: its name, the options it takes and its help. */
+enum { JOBS_STATE = 1, JOBS_KIND = 2, JOBS_OLDER_THAN = 4, JOBS_JSON = 8, JOBS_LIMIT = 16 };
+static const struct {
+  const char *name;
+  unsigned takes;
+  const char *help;
+} jobs_subs[] = {
+    {"ls", JOBS_STATE | JOBS_KIND | JOBS_LIMIT | JOBS_JSON,
+     "usage: kjb jobs ls [--state S] [--kind K] [--limit N] [--json] [options]\n\n"
+     "Lists jobs, newest first: id, kind, queue, state, attempt/max_attempts,\n"
+     "scheduled_at (UTC) and the last attempt's error.\n\n"
+     "      --state S           only jobs in state S: available, scheduled, running,\n"
+     "                          retryable, completed, discarded or cancelled\n"
+     "      --kind K            only jobs of kind K\n"
+     "      --limit N           show at most N jobs (default 50)\n"
+     "      --json              one JSON array of objects with every column\n"},
+    {"show", JOBS_JSON,
+     "usage: kjb jobs show ID [--json] [options]\n\n"
+     "Shows every column of one job, args, meta and errors pretty-printed.\n"
+     "Exit code 1 when there is no such job.\n\n"
+     "      --json              one JSON object\n"},
+    {"retry", JOBS_STATE | JOBS_KIND,
+     "usage: kjb jobs retry ID | --state STATE [--kind K] [options]\n\n"
+     "Makes jobs runnable now: state available, and one more attempt for a job that\n"
+     "used up its attempts. A single job may be discarded, cancelled, retryable or\n"
+     "scheduled; any other state is refused with exit code 1.\n\n"
+     "      --state STATE       every job in STATE: discarded, cancelled or retryable\n"
+     "      --kind K            with --state: only jobs of kind K\n"},
+    {"cancel", 0,
+     "usage: kjb jobs cancel ID [options]\n\n"
+     "Cancels a job that is not final yet (available, scheduled, retryable or\n"
+     "running; a running job's late result is ignored). Exit code 1 when the job\n"
+     "is already completed, discarded or cancelled, or does not exist.\n\n"},
+    {"prune", JOBS_OLDER_THAN,
+     "usage: kjb jobs prune --older-than DURATION [options]\n\n"
+     "Deletes completed, discarded and cancelled jobs that finished more than\n"
+     "DURATION ago, in batches, and prints how many.\n\n"
+     "      --older-than DURATION  e.g. 30s, 12h, 7d\n"},
+};
+
+static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
+  char *end;
+  long long v = strtoll(arg, &end, 10);
+  if (end == arg || *end || v < 1 || v >= INT64_MAX)
+    return usage_error(cmd, "bad job id \"%s\" (expected a positive integer)", arg);
+  *id = v;
+  return 0;
+}
+
+/* "kjb: <cmd>: <why>" for a job that cannot be acted on; returns 1. */
+static int job_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int job_error(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "kjb: %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return EXIT_OPERATIONAL;
+}
+
+static int cmd_jobs(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    if (argc < 2)
+      return usage_error("jobs", "expected a subcommand: ls, show, retry, cancel or prune");
+    printf("%s\nInspects and acts on job records. 'kjb jobs SUBCOMMAND --help' describes one.\n",
+           JOBS_USAGE);
+    return 0;
+  }
+  size_t sub = 0;
+  while (sub < sizeof jobs_subs / sizeof jobs_subs[0] && strcmp(argv[1], jobs_subs[sub].name))
+    sub++;
+  if (sub == sizeof jobs_subs / sizeof jobs_subs[0])
+    return usage_error("jobs", "unknown subcommand \"%s\" (expected ls, show, retry, cancel or prune)",
+                       argv[1]);
+  char cmd[16];
+  snprintf(cmd, sizeof cmd, "jobs %s", jobs_subs[sub].name);
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"state", required_argument, NULL, OPT_STATE},
+                                       {"kind", required_argument, NULL, OPT_KIND},
+                                       {"limit", required_argument, NULL, OPT_LIMIT},
+                                       {"json", no_argument, NULL, OPT_JSON},
+                                       {"older-than", required_argument, NULL, OPT_OLDER_THAN},
+                                       {0}};
+  common_opts o = {0};
+  kjb_jobs_filter f = {0};
+  const char *older_than = NULL;
+  int64_t older_than_us = 0;
+  unsigned given = 0;
+  int c;
+  argc--, argv++;
+  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    switch (c) {
+    case OPT_STATE: f.state = optarg; given |= JOBS_STATE; break;
+    case OPT_KIND: f.kind = optarg; given |= JOBS_KIND; break;
+    case OPT_LIMIT:
+      if (parse_limit(cmd, optarg, &f.limit))
+        return EXIT_USAGE;
+      given |= JOBS_LIMIT;
+      break;
+    case OPT_JSON: f.json = 1; given |= JOBS_JSON; break;
+    case OPT_OLDER_THAN: older_than = optarg; given |= JOBS_OLDER_THAN; break;
+    case 'h': printf("%s%s", jobs_subs[sub].help, COMMON_HELP); return 0;
+    default: return usage_error(cmd, "invalid option");
+    }
+  }
+  static const char *const names[] = {"--state", "--kind", "--older-than", "--json", "--limit"};
+  for (unsigned bit = 0; bit < 5; bit++)
+    if (given & ~jobs_subs[sub].takes & (1u << bit))
+      return usage_error(cmd, "%s does not apply here", names[bit]);
+  int npos = argc - optind;
+  const char *name = jobs_subs[sub].name;
+  int wants_id = strcmp(name, "show") == 0 || strcmp(name, "cancel") == 0 ||
+                 (strcmp(name, "retry") == 0 && !f.state);
+  int64_t id = 0;
+  if (npos > (wants_id ? 1 : 0))
+    return usage_error(cmd, "unexpected argument \"%s\"", argv[optind + (wants_id ? 1 : 0)]);
+  if (wants_id && npos == 0)
+    return usage_error(cmd, strcmp(name, "retry") == 0 ? "expected a job id or --state"
+                                                       : "expected a job id");
+  if (wants_id && parse_job_id(cmd, argv[optind], &id))
+    return EXIT_USAGE;
+  if (strcmp(name, "retry") == 0 && f.kind && !f.state)
+    return usage_error(cmd, "--kind needs --state");
+  if (strcmp(name, "prune") == 0) {
+    if (!older_than)
+      return usage_error(cmd, "--older-than is required");
+    if (kjb_duration_parse(older_than, &older_than_us) < 0)
+      return usage_error(cmd, "bad --older-than \"%s\" (expected a duration such as 30s, 12h or 7d)",
+                         older_than);
+  }
+  kjb_config cfg;
+  int rc = load(cmd, &o, &cfg);
+  if (rc)
+    return rc;
+  kjb_err err;
+  kjb_store *s = kjb_store_connect(cfg.postgres.conninfo, cfg.postgres.schema, &err);
+  long long jid = (long long)id;
+  if (!s) {
+    rc = fail(cmd, &err);
+  } else if (strcmp(name, "ls") == 0) {
+    if (kjb_jobs_ls(s, &f, stdout, NULL, &err) < 0)
+      rc = fail(cmd, &err);
+  } else if (strcmp(name, "show") == 0) {
+    int found;
+    if (kjb_jobs_show(s, id, f.json, stdout, &found, &err) < 0)
+      rc = fail(cmd, &err);
+    else if (!found)
+      rc = job_error(cmd, "no job %lld", jid);
+  } else if (strcmp(name, "retry") == 0 && f.state) {
+    int64_t changed;
+    if (kjb_jobs_retry_state(s, f.state, f.kind, &changed, &err) < 0)
+      rc = fail(cmd, &err);
+    /* After a failure partway, the batches before it stay retried. */
+    if (rc == 0 || changed > 0)
+      printf("retried %lld job%s\n", (long long)changed, changed == 1 ? "" : "s");
+  } else if (strcmp(name, "retry") == 0 || strcmp(name, "cancel") == 0) {
+    int retry = strcmp(name, "retry") == 0;
+    kjb_jobs_result res;
+    if ((retry ? kjb_jobs_retry : kjb_jobs_cancel)(s, id, &res, &err) < 0)
+      rc = fail(cmd, &err);
+    else if (res.outcome == KJB_JOBS_NOT_FOUND)
+      rc = job_error(cmd, "no job %lld", jid);
+    else if (res.outcome == KJB_JOBS_WRONG_STATE && retry)
+      rc = job_error(cmd, "cannot retry job %lld: it is %s", jid, res.state);
+    else if (res.outcome == KJB_JOBS_WRONG_STATE)
+      rc = job_error(cmd, "cannot cancel job %lld: it is already %s", jid, res.state);
+    else if (retry)
+      printf("retried 1 job\n");
+    else
+      printf("cancelled job %lld\n", jid);
+  } else {
+    int64_t deleted;
+    if (kjb_jobs_prune(s, older_than_us, &deleted, &err) < 0)
+      rc = fail(cmd, &err);
+    if (rc == 0 || deleted > 0)
+      printf("pruned %lld job%s\n", (long long)deleted, deleted == 1 ? "" : "s");
+  }
+  kjb_store_free(s);
+  kjb_config_close(&cfg);
+  return rc;
+}
+
 /* ---- version -------------------------------------------------------- */
 
 static int cmd_version(int argc, char **argv) {
@@ -606,6 +860,7 @@ static const struct {
     {"produce", cmd_produce, "encode JSON lines to Avro and produce them"},
     {"replay", cmd_replay, "re-process dead-lettered records"},
     {"dlq", cmd_dlq, "dlq peek: show dead-lettered records with their reasons"},
+    {"jobs", cmd_jobs, "jobs ls|show|retry|cancel|prune: inspect and act on jobs"},
     {"version", cmd_version, "print versions"},
 };
 

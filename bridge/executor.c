@@ -1,0 +1,775 @@
+/* The executor (see executor.h). One dispatcher thread owns the database
+ * connections: it flushes finished attempts in one statement, claims jobs
+ * for kinds with free workers, heartbeats, rescues and prunes, and sleeps
+ * in poll() on its LISTEN connection and a wake-up pipe. Worker threads
+ * only run handlers; they take claimed jobs from their kind's queue and
+ * hand outcomes back under one mutex. */
+#include "executor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "handler.h"
+#include "jobs.h"
+#include "log.h"
+#include "metrics.h"
+#include "policy.h"
+#include "queue.h"
+#include "store.h"
+#include "util.h"
+
+#define RECONNECT_MAX_US (30 * 1000000LL)
+/* After asking running handlers to cancel, how long to wait for them. */
+#define CANCEL_GRACE_US (5 * 1000000LL)
+
+typedef struct kind_rt kind_rt;
+
+/* A claimed job on its way through a worker. */
+typedef struct {
+  kjb_claimed c;
+  kind_rt *k;
+  kjb_handler_result res;
+  int64_t started_us, finished_us; /* monotonic */
+  int probe;   /* claimed as the half-open breaker's probe */
+  int dropped; /* cancelled by shutdown: no outcome to record */
+} slot;
+
+struct kind_rt {
+  const kjb_handler_cfg *cfg;
+  kjb_handler *h;
+  pthread_cond_t cv;     /* workers of this kind wait here */
+  slot **queue;          /* claimed, not yet taken by a worker */
+  size_t nqueue;
+  int busy;              /* claimed and not yet handed back */
+  pthread_t *threads;
+  int nthreads;
+  kjb_bucket bucket;     /* scope local */
+  kjb_breaker breaker;
+  int64_t due_us;        /* next claim not before this (monotonic) */
+  double cluster_tokens; /* scope cluster: tokens left after the last claim */
+};
+
+struct kjb_executor {
+  const kjb_config *cfg;
+  char node[160];
+  char host[96];
+  char roles[64];
+  kjb_store *db;     /* dispatcher: claims, outcomes, heartbeats */
+  kjb_store *listen; /* LISTEN kjb_jobs */
+  kind_rt *kinds;
+  size_t nkinds;
+
+  pthread_mutex_t mu;
+  slot **done; /* finished attempts not yet recorded */
+  size_t ndone, capdone;
+  int quit;    /* workers: exit when their queue is empty */
+  volatile int cancelled;
+  int wake[2]; /* workers write a byte when they hand something back */
+
+  uint64_t rng;
+  int64_t next_heartbeat, next_rescue, next_prune, reconnect_at, reconnect_wait;
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static double uniform(kjb_executor *ex) {
+  /* xorshift64*: jitter needs spread, not secrecy. */
+  ex->rng ^= ex->rng >> 12;
+  ex->rng ^= ex->rng << 25;
+  ex->rng ^= ex->rng >> 27;
+  return (double)((ex->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+}
+
+static void wake(kjb_executor *ex) {
+  char b = 1;
+  ssize_t w = write(ex->wake[1], &b, 1);
+  (void)w; /* a full pipe already holds a wake-up */
+}
+
+static void drain_wake(kjb_executor *ex) {
+  char buf[256];
+  while (read(ex->wake[0], buf, sizeof buf) > 0) {
+  }
+}
+
+/* Handler messages go into jsonb: make them valid UTF-8 whatever they say. */
+static void sanitize_utf8(char *s) {
+  size_t n = strlen(s);
+  long bad;
+  while ((bad = kjb_utf8_invalid_at(s, n)) >= 0)
+    s[bad] = '?';
+}
+
+/* ---- workers ----------------------------------------------------------- */
+
+typedef struct {
+  kjb_executor *ex;
+  kind_rt *k;
+} worker_arg;
+
+static void *worker_main(void *arg) {
+  worker_arg wa = *(worker_arg *)arg;
+  free(arg);
+  kjb_executor *ex = wa.ex;
+  kind_rt *k = wa.k;
+  pthread_mutex_lock(&ex->mu);
+  for (;;) {
+    while (k->nqueue == 0 && !ex->quit)
+      pthread_cond_wait(&k->cv, &ex->mu);
+    if (k->nqueue == 0)
+      break;
+    slot *s = k->queue[--k->nqueue];
+    pthread_mutex_unlock(&ex->mu);
+
+    s->started_us = kjb_now_mono_us();
+    kjb_handler_job job = {
+        .id = s->c.id,
+        .kind = k->cfg->kind,
+        .attempt = s->c.attempt,
+        .max_attempts = s->c.max_attempts,
+        .args_json = s->c.args,
+        .args_len = strlen(s->c.args),
+        .deadline_us = s->started_us + k->cfg->timeout_us,
+        .cancelled = &ex->cancelled,
+    };
+    kjb_handler_perform(k->h, &job, &s->res);
+    s->finished_us = kjb_now_mono_us();
+
+    pthread_mutex_lock(&ex->mu);
+    if (ex->ndone == ex->capdone) {
+      size_t cap = ex->capdone ? ex->capdone * 2 : 64;
+      slot **d = realloc(ex->done, cap * sizeof *d);
+      if (!d)
+        abort(); /* as kjb_buf does: nothing sane to do without memory */
+      ex->done = d;
+      ex->capdone = cap;
+    }
+    ex->done[ex->ndone++] = s;
+    int first = ex->ndone == 1;
+    pthread_mutex_unlock(&ex->mu);
+    /* The dispatcher drains all outcomes at once: one wake-up is enough. */
+    if (first)
+      wake(ex);
+    pthread_mutex_lock(&ex->mu);
+  }
+  pthread_mutex_unlock(&ex->mu);
+  return NULL;
+}
+
+/* ---- setup ------------------------------------------------------------- */
+
+static int connect_db(kjb_executor *ex, kjb_err *err) {
+  kjb_store_free(ex->db);
+  kjb_store_free(ex->listen);
+  ex->db = ex->listen = NULL;
+  ex->db = kjb_store_connect(ex->cfg->postgres.conninfo, ex->cfg->postgres.schema, err);
+  if (!ex->db)
+    return -1;
+  ex->listen = kjb_store_connect(ex->cfg->postgres.conninfo, ex->cfg->postgres.schema, err);
+  if (!ex->listen)
+    return -1;
+  PGresult *res = kjb_store_query(ex->listen, "could not listen for new jobs", "LISTEN kjb_jobs", 0,
+                                  NULL, err);
+  if (!res)
+    return -1;
+  PQclear(res);
+  if (kjb_queue_heartbeat(ex->db, ex->node, ex->host, (int)getpid(), ex->roles, KJB_VERSION, err) < 0)
+    return -1;
+  for (size_t i = 0; i < ex->nkinds; i++) {
+    const kjb_handler_cfg *h = ex->kinds[i].cfg;
+    if (h->rate_limit.enabled && h->rate_limit.scope == KJB_SCOPE_CLUSTER &&
+        kjb_queue_bucket_ensure(ex->db, h->kind, h->rate_limit.burst, err) < 0)
+      return -1;
+  }
+  return 0;
+}
+
+kjb_executor *kjb_executor_new(const kjb_config *cfg, const char *roles, kjb_err *err) {
+  if (cfg->nhandlers == 0) {
+    kjb_err_set(err, KJB_ECONFIG, "%s: no handlers: an executor needs at least one", cfg->path);
+    return NULL;
+  }
+  kjb_executor *ex = calloc(1, sizeof *ex);
+  if (!ex) {
+    kjb_err_set(err, KJB_ENOMEM, "out of memory");
+    return NULL;
+  }
+  ex->cfg = cfg;
+  ex->wake[0] = ex->wake[1] = -1;
+  pthread_mutex_init(&ex->mu, NULL);
+  if (gethostname(ex->host, sizeof ex->host) != 0)
+    snprintf(ex->host, sizeof ex->host, "localhost");
+  ex->host[sizeof ex->host - 1] = '\0';
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ex->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^
+            (uint64_t)(uintptr_t)ex;
+  if (!ex->rng)
+    ex->rng = 88172645463325252ULL;
+  snprintf(ex->node, sizeof ex->node, "%s-%d-%04x", ex->host, (int)getpid(),
+           (unsigned)(uniform(ex) * 65536));
+  snprintf(ex->roles, sizeof ex->roles, "%s", roles);
+  if (pipe2(ex->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+    kjb_err_set(err, KJB_EIO, "could not create a pipe: %s", strerror(errno));
+    kjb_executor_free(ex);
+    return NULL;
+  }
+  ex->kinds = calloc(cfg->nhandlers, sizeof *ex->kinds);
+  if (!ex->kinds) {
+    kjb_err_set(err, KJB_ENOMEM, "out of memory");
+    kjb_executor_free(ex);
+    return NULL;
+  }
+  int64_t now = kjb_now_mono_us();
+  for (size_t i = 0; i < cfg->nhandlers; i++) {
+    kind_rt *k = &ex->kinds[i];
+    k->cfg = &cfg->handlers[i];
+    pthread_cond_init(&k->cv, NULL);
+    ex->nkinds++;
+    k->h = kjb_handler_open(k->cfg, err);
+    k->queue = calloc((size_t)k->cfg->concurrency, sizeof *k->queue);
+    if (!k->h || !k->queue) {
+      if (k->h)
+        kjb_err_set(err, KJB_ENOMEM, "out of memory");
+      kjb_executor_free(ex);
+      return NULL;
+    }
+    if (k->cfg->rate_limit.enabled)
+      kjb_bucket_init(&k->bucket, k->cfg->rate_limit.rate, k->cfg->rate_limit.burst, now);
+    if (k->cfg->breaker.enabled)
+      kjb_breaker_init(&k->breaker, k->cfg->breaker.failure_ratio, k->cfg->breaker.min_calls,
+                       k->cfg->breaker.open_for_us);
+  }
+  if (connect_db(ex, err) < 0) {
+    kjb_executor_free(ex);
+    return NULL;
+  }
+  for (size_t i = 0; i < ex->nkinds; i++) {
+    kind_rt *k = &ex->kinds[i];
+    k->threads = calloc((size_t)k->cfg->concurrency, sizeof *k->threads);
+    if (!k->threads) {
+      kjb_err_set(err, KJB_ENOMEM, "out of memory");
+      kjb_executor_free(ex);
+      return NULL;
+    }
+    for (int t = 0; t < k->cfg->concurrency; t++) {
+      worker_arg *wa = malloc(sizeof *wa);
+      if (wa) {
+        wa->ex = ex;
+        wa->k = k;
+      }
+      if (!wa || pthread_create(&k->threads[t], NULL, worker_main, wa) != 0) {
+        free(wa);
+        kjb_err_set(err, KJB_ENOMEM, "could not start worker threads");
+        kjb_executor_free(ex);
+        return NULL;
+      }
+      k->nthreads++;
+    }
+  }
+  return ex;
+}
+
+const char *kjb_executor_node(const kjb_executor *ex) { return ex->node; }
+
+void kjb_executor_free(kjb_executor *ex) {
+  if (!ex)
+    return;
+  pthread_mutex_lock(&ex->mu);
+  ex->quit = 1;
+  for (size_t i = 0; i < ex->nkinds; i++)
+    pthread_cond_broadcast(&ex->kinds[i].cv);
+  pthread_mutex_unlock(&ex->mu);
+  for (size_t i = 0; i < ex->nkinds; i++) {
+    kind_rt *k = &ex->kinds[i];
+    for (int t = 0; t < k->nthreads; t++)
+      pthread_join(k->threads[t], NULL);
+    for (size_t q = 0; q < k->nqueue; q++) {
+      kjb_queue_claimed_close(&k->queue[q]->c);
+      free(k->queue[q]);
+    }
+    kjb_handler_free(k->h);
+    free(k->queue);
+    free(k->threads);
+    pthread_cond_destroy(&k->cv);
+  }
+  for (size_t i = 0; i < ex->ndone; i++) {
+    kjb_queue_claimed_close(&ex->done[i]->c);
+    free(ex->done[i]);
+  }
+  free(ex->done);
+  free(ex->kinds);
+  kjb_store_free(ex->db);
+  kjb_store_free(ex->listen);
+  if (ex->wake[0] >= 0) {
+    close(ex->wake[0]);
+    close(ex->wake[1]);
+  }
+  pthread_mutex_destroy(&ex->mu);
+  free(ex);
+}
+
+/* ---- the database going away ------------------------------------------- */
+
+/* A statement failed: drop the connections and reconnect later, with
+ * backoff. Outcomes not yet recorded stay in memory meanwhile. */
+static void lost_db(kjb_executor *ex, const kjb_err *err) {
+  int64_t now = kjb_now_mono_us();
+  ex->reconnect_wait = ex->reconnect_wait ? ex->reconnect_wait * 2 : 500000;
+  if (ex->reconnect_wait > RECONNECT_MAX_US)
+    ex->reconnect_wait = RECONNECT_MAX_US;
+  ex->reconnect_at = now + ex->reconnect_wait;
+  kjb_warn("executor: %s (retrying in %.1f s)", err->msg, (double)ex->reconnect_wait / 1e6);
+  kjb_store_free(ex->db);
+  kjb_store_free(ex->listen);
+  ex->db = ex->listen = NULL;
+}
+
+static int db_ready(kjb_executor *ex) {
+  if (ex->db)
+    return 1;
+  if (kjb_now_mono_us() < ex->reconnect_at)
+    return 0;
+  kjb_err err;
+  if (connect_db(ex, &err) < 0) {
+    lost_db(ex, &err);
+    return 0;
+  }
+  kjb_info("executor: connected to postgresql again");
+  ex->reconnect_wait = 0;
+  /* Whatever was notified meanwhile is found by claiming now. */
+  for (size_t i = 0; i < ex->nkinds; i++)
+    ex->kinds[i].due_us = 0;
+  return 1;
+}
+
+/* ---- outcomes ---------------------------------------------------------- */
+
+static const char *outcome_name(kjb_finish_kind f) {
+  switch (f) {
+  case KJB_FINISH_COMPLETED: return "completed";
+  case KJB_FINISH_RETRY: return "retried";
+  case KJB_FINISH_DISCARD: return "discarded";
+  }
+  return "?";
+}
+
+/* Records every finished attempt in one statement. On a database error
+ * they stay queued and are recorded after reconnecting. */
+static void flush_done(kjb_executor *ex) {
+  pthread_mutex_lock(&ex->mu);
+  size_t n = ex->ndone;
+  slot **done = NULL;
+  if (n > 0) {
+    done = malloc(n * sizeof *done);
+    if (!done)
+      abort();
+    memcpy(done, ex->done, n * sizeof *done);
+  }
+  pthread_mutex_unlock(&ex->mu);
+  if (n == 0)
+    return;
+  if (!db_ready(ex)) {
+    free(done);
+    return;
+  }
+
+  kjb_finish *f = calloc(n, sizeof *f);
+  if (!f)
+    abort();
+  size_t nf = 0;
+  for (size_t i = 0; i < n; i++) {
+    slot *s = done[i];
+    const kjb_handler_cfg *h = s->k->cfg;
+    /* Shutdown cancelled it: not an outcome. The row stays running and
+     * goes back to available with the others that did not finish. */
+    if (ex->cancelled && s->res.status != KJB_HANDLER_OK) {
+      s->dropped = 1;
+      continue;
+    }
+    kjb_finish *fi = &f[nf++];
+    fi->id = s->c.id;
+    switch (s->res.status) {
+    case KJB_HANDLER_OK:
+      fi->kind = KJB_FINISH_COMPLETED;
+      break;
+    case KJB_HANDLER_TRANSIENT:
+      fi->transient = 1;
+      if (s->c.attempt >= s->c.max_attempts) {
+        fi->kind = KJB_FINISH_DISCARD;
+      } else {
+        fi->kind = KJB_FINISH_RETRY;
+        fi->retry_in_us = s->res.retry_after_us >= 0
+                               ? s->res.retry_after_us
+                               : kjb_backoff_us(h->retry.base_us, h->retry.max_us, h->retry.jitter,
+                                                s->c.attempt, uniform(ex));
+      }
+      break;
+    case KJB_HANDLER_PERMANENT:
+    default:
+      fi->kind = KJB_FINISH_DISCARD;
+      break;
+    }
+    if (s->res.status != KJB_HANDLER_OK) {
+      s->res.message[sizeof s->res.message - 1] = '\0';
+      if (!s->res.message[0])
+        snprintf(s->res.message, sizeof s->res.message, "%s failure without a message",
+                 s->res.status == KJB_HANDLER_TRANSIENT ? "transient" : "permanent");
+      sanitize_utf8(s->res.message);
+      fi->error = s->res.message;
+    }
+  }
+  kjb_err err;
+  size_t applied = 0;
+  if (kjb_queue_finish(ex->db, ex->node, f, nf, &applied, &err) < 0) {
+    free(f);
+    free(done);
+    lost_db(ex, &err);
+    return;
+  }
+  if (applied < nf)
+    kjb_info("executor: %zu of %zu outcomes found their job no longer running here "
+             "(cancelled or rescued meanwhile)", nf - applied, nf);
+
+  int64_t now = kjb_now_mono_us();
+  pthread_mutex_lock(&ex->mu);
+  for (size_t i = 0; i < n; i++) {
+    slot *s = done[i];
+    kind_rt *k = s->k;
+    k->busy--;
+    /* While half-open only the probe's outcome counts. */
+    if (k->cfg->breaker.enabled && !s->dropped &&
+        (k->breaker.state != KJB_BREAKER_HALF_OPEN || s->probe) &&
+        kjb_breaker_record(&k->breaker, s->res.status == KJB_HANDLER_TRANSIENT, now))
+      kjb_warn("executor: breaker of \"%s\" is %s", k->cfg->kind,
+               kjb_breaker_state_name(k->breaker.state));
+  }
+  /* Remove exactly the n recorded; workers may have added more. */
+  memmove(ex->done, ex->done + n, (ex->ndone - n) * sizeof *ex->done);
+  ex->ndone -= n;
+  pthread_mutex_unlock(&ex->mu);
+
+  for (size_t i = 0, j = 0; i < n; i++) {
+    slot *s = done[i];
+    const char *kind = s->k->cfg->kind;
+    if (!s->dropped) {
+      const kjb_finish *fi = &f[j++];
+      kjb_counter_add("kjb_jobs_finished_total", "Attempts finished, by kind and outcome.", 1.0,
+                      "kind", kind, "outcome", outcome_name(fi->kind), NULL);
+      if (fi->kind == KJB_FINISH_DISCARD)
+        kjb_warn("job %" PRId64 " (%s) discarded after attempt %d of %d: %s", s->c.id, kind,
+                 s->c.attempt, s->c.max_attempts, s->res.message);
+      else if (fi->kind == KJB_FINISH_RETRY)
+        kjb_debug("job %" PRId64 " (%s) attempt %d failed, retry in %.3f s: %s", s->c.id, kind,
+                  s->c.attempt, (double)fi->retry_in_us / 1e6, s->res.message);
+    }
+    kjb_queue_claimed_close(&s->c);
+    free(s);
+  }
+  free(f);
+  free(done);
+}
+
+/* ---- claiming ---------------------------------------------------------- */
+
+static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
+  const kjb_handler_cfg *h = k->cfg;
+  pthread_mutex_lock(&ex->mu);
+  int free_workers = h->concurrency - k->busy;
+  pthread_mutex_unlock(&ex->mu);
+  int want = free_workers < ex->cfg->executor.claim_batch ? free_workers : ex->cfg->executor.claim_batch;
+  if (want <= 0)
+    return; /* a worker handing back wakes us */
+  if (h->breaker.enabled) {
+    want = kjb_breaker_allow(&k->breaker, want, now);
+    if (want == 0) {
+      int64_t w = kjb_breaker_wait_us(&k->breaker, now);
+      k->due_us = now + (w > 0 ? w : ex->cfg->executor.poll_interval_us);
+      return;
+    }
+  }
+  int local = h->rate_limit.enabled && h->rate_limit.scope == KJB_SCOPE_LOCAL;
+  int cluster = h->rate_limit.enabled && h->rate_limit.scope == KJB_SCOPE_CLUSTER;
+  int allowed = want;
+  if (local) {
+    allowed = kjb_bucket_take(&k->bucket, want, now);
+    if (allowed == 0) {
+      k->due_us = now + kjb_bucket_wait_us(&k->bucket, now);
+      if (h->breaker.enabled && k->breaker.probing && k->breaker.state == KJB_BREAKER_HALF_OPEN)
+        k->breaker.probing = 0; /* the probe did not start */
+      return;
+    }
+  }
+
+  kjb_claimed *got = calloc((size_t)allowed, sizeof *got);
+  if (!got)
+    abort();
+  kjb_queue_bucket bucket = {h->rate_limit.rate, h->rate_limit.burst};
+  int n = 0;
+  double tokens = 0;
+  kjb_err err;
+  if (kjb_queue_claim(ex->db, h->kind, ex->node, allowed, cluster ? &bucket : NULL, got, &n,
+                      &tokens, &err) < 0) {
+    free(got);
+    if (local)
+      kjb_bucket_refund(&k->bucket, allowed);
+    if (h->breaker.enabled && k->breaker.state == KJB_BREAKER_HALF_OPEN)
+      k->breaker.probing = 0;
+    lost_db(ex, &err);
+    return;
+  }
+  if (local && n < allowed)
+    kjb_bucket_refund(&k->bucket, allowed - n);
+  if (h->breaker.enabled && k->breaker.state == KJB_BREAKER_HALF_OPEN && n == 0)
+    k->breaker.probing = 0; /* nothing to probe with: try again later */
+
+  if (cluster && n < allowed && tokens < 1)
+    /* Short of tokens, not of jobs: come back when one has accrued. */
+    k->due_us = now + (int64_t)((1 - tokens) / h->rate_limit.rate * 1e6) + 1;
+  else if (n < allowed)
+    /* The kind is drained: wait for a notification, or poll. */
+    k->due_us = now + ex->cfg->executor.poll_interval_us;
+  else
+    k->due_us = now; /* there may be more as soon as workers free up */
+
+  if (n > 0) {
+    pthread_mutex_lock(&ex->mu);
+    for (int i = 0; i < n; i++) {
+      slot *s = calloc(1, sizeof *s);
+      if (!s)
+        abort();
+      s->c = got[i];
+      s->k = k;
+      s->probe = h->breaker.enabled && k->breaker.state == KJB_BREAKER_HALF_OPEN;
+      k->queue[k->nqueue++] = s;
+      k->busy++;
+      /* One worker per job: waking them all would only have the rest
+       * contend for the lock and go back to sleep. */
+      pthread_cond_signal(&k->cv);
+    }
+    pthread_mutex_unlock(&ex->mu);
+  }
+  free(got);
+}
+
+/* ---- housekeeping ------------------------------------------------------ */
+
+static void housekeeping(kjb_executor *ex, int64_t now) {
+  const kjb_config *cfg = ex->cfg;
+  kjb_err err;
+  if (now >= ex->next_heartbeat) {
+    if (kjb_queue_heartbeat(ex->db, ex->node, ex->host, (int)getpid(), ex->roles, KJB_VERSION, &err) <
+        0) {
+      lost_db(ex, &err);
+      return;
+    }
+    ex->next_heartbeat = now + cfg->executor.heartbeat_us;
+  }
+  if (now >= ex->next_rescue) {
+    int64_t rescued = 0;
+    if (kjb_queue_rescue(ex->db, cfg->executor.lease_us, &rescued, &err) < 0) {
+      lost_db(ex, &err);
+      return;
+    }
+    if (rescued > 0) {
+      kjb_warn("executor: rescued %" PRId64 " running job(s) of nodes that stopped heartbeating",
+               rescued);
+      for (size_t i = 0; i < ex->nkinds; i++)
+        ex->kinds[i].due_us = 0;
+    }
+    /* A lease is long against the heartbeat; checking at the heartbeat's
+     * pace bounds how long a dead node's jobs wait past their lease. */
+    ex->next_rescue = now + cfg->executor.heartbeat_us;
+  }
+  if (cfg->executor.retention_us > 0 && now >= ex->next_prune) {
+    int64_t deleted = 0;
+    if (kjb_jobs_prune(ex->db, cfg->executor.retention_us, &deleted, &err) < 0) {
+      lost_db(ex, &err);
+      return;
+    }
+    if (deleted > 0)
+      kjb_info("executor: pruned %" PRId64 " finished job(s) older than the retention", deleted);
+    ex->next_prune = now + cfg->executor.prune_interval_us;
+  }
+}
+
+/* Marks the kinds named by notifications as due now. */
+static void read_notifications(kjb_executor *ex) {
+  PGconn *c = kjb_store_conn(ex->listen);
+  if (!PQconsumeInput(c)) {
+    kjb_err err;
+    kjb_err_set(&err, KJB_EPG, "lost the LISTEN connection: %.*s",
+                (int)strcspn(PQerrorMessage(c), "\n"), PQerrorMessage(c));
+    lost_db(ex, &err);
+    return;
+  }
+  PGnotify *nt;
+  while ((nt = PQnotifies(c))) {
+    for (size_t i = 0; i < ex->nkinds; i++)
+      if (strcmp(ex->kinds[i].cfg->kind, nt->extra) == 0)
+        ex->kinds[i].due_us = 0;
+    PQfreemem(nt);
+  }
+}
+
+/* Sleeps until a worker hands something back, a notification arrives, or
+ * max_us passes. */
+static void wait_for_work(kjb_executor *ex, int64_t max_us) {
+  struct pollfd fds[2] = {{.fd = ex->wake[0], .events = POLLIN}, {.fd = -1}};
+  if (ex->listen) {
+    fds[1].fd = PQsocket(kjb_store_conn(ex->listen));
+    fds[1].events = POLLIN;
+  }
+  int ms = max_us <= 0 ? 0 : (int)((max_us + 999) / 1000);
+  if (poll(fds, 2, ms) > 0) {
+    if (fds[0].revents)
+      drain_wake(ex);
+    if (fds[1].revents && ex->listen)
+      read_notifications(ex);
+  }
+}
+
+static int64_t next_wakeup(kjb_executor *ex, int64_t now) {
+  int64_t until = now + ex->cfg->executor.poll_interval_us;
+  if (!ex->db)
+    return ex->reconnect_at < until ? ex->reconnect_at : until;
+  if (ex->next_heartbeat < until)
+    until = ex->next_heartbeat;
+  if (ex->next_rescue < until)
+    until = ex->next_rescue;
+  pthread_mutex_lock(&ex->mu);
+  for (size_t i = 0; i < ex->nkinds; i++) {
+    kind_rt *k = &ex->kinds[i];
+    if (k->busy < k->cfg->concurrency && k->due_us < until)
+      until = k->due_us;
+  }
+  if (ex->ndone > 0)
+    until = now;
+  pthread_mutex_unlock(&ex->mu);
+  return until;
+}
+
+/* ---- shutdown ---------------------------------------------------------- */
+
+static int busy_total(kjb_executor *ex) {
+  pthread_mutex_lock(&ex->mu);
+  int n = 0;
+  for (size_t i = 0; i < ex->nkinds; i++)
+    n += ex->kinds[i].busy;
+  pthread_mutex_unlock(&ex->mu);
+  return n;
+}
+
+/* Takes every job back from the kind queues (none has started) and
+ * returns their ids; the caller releases them. */
+static size_t unqueue(kjb_executor *ex, int64_t *ids, size_t cap) {
+  size_t n = 0;
+  pthread_mutex_lock(&ex->mu);
+  for (size_t i = 0; i < ex->nkinds; i++) {
+    kind_rt *k = &ex->kinds[i];
+    while (k->nqueue > 0 && n < cap) {
+      slot *s = k->queue[--k->nqueue];
+      ids[n++] = s->c.id;
+      k->busy--;
+      kjb_queue_claimed_close(&s->c);
+      free(s);
+    }
+  }
+  pthread_mutex_unlock(&ex->mu);
+  return n;
+}
+
+/* Puts the given claimed jobs back, or with ids NULL all of this node's. */
+static void release(kjb_executor *ex, const int64_t *ids, size_t n) {
+  if ((ids && n == 0) || !db_ready(ex))
+    return;
+  int64_t released = 0;
+  kjb_err err;
+  if (kjb_queue_release(ex->db, ex->node, ids, n, &released, &err) < 0)
+    kjb_warn("executor: could not put job(s) back (they are rescued after the lease): %s", err.msg);
+  else if (released > 0)
+    kjb_info("executor: put %" PRId64 " unfinished job(s) back to available", released);
+}
+
+static void shutdown_gracefully(kjb_executor *ex) {
+  size_t cap = 0;
+  for (size_t i = 0; i < ex->nkinds; i++)
+    cap += (size_t)ex->kinds[i].cfg->concurrency;
+  int64_t *ids = calloc(cap ? cap : 1, sizeof *ids);
+  if (!ids)
+    abort();
+  release(ex, ids, unqueue(ex, ids, cap));
+
+  int64_t t0 = kjb_now_mono_us();
+  int64_t until = t0 + ex->cfg->executor.shutdown_timeout_us;
+  int running = busy_total(ex);
+  if (running > 0)
+    kjb_info("executor: waiting up to %.0f s for %d running job(s)",
+             (double)ex->cfg->executor.shutdown_timeout_us / 1e6, running);
+  int cancelled = 0;
+  for (;;) {
+    flush_done(ex);
+    if (busy_total(ex) == 0)
+      break;
+    int64_t now = kjb_now_mono_us();
+    if (!cancelled && now >= until) {
+      kjb_warn("executor: %d job(s) still running after %.0f s: cancelling them", busy_total(ex),
+               (double)ex->cfg->executor.shutdown_timeout_us / 1e6);
+      ex->cancelled = 1;
+      cancelled = 1;
+      until = now + CANCEL_GRACE_US;
+    } else if (cancelled && now >= until) {
+      break;
+    }
+    wait_for_work(ex, until - now < 200000 ? until - now : 200000);
+  }
+
+  /* Whatever was cancelled or still runs did not finish: back to
+   * available. A worker's late outcome then finds the row no longer
+   * running here. */
+  release(ex, NULL, 0);
+  free(ids);
+  if (db_ready(ex)) {
+    kjb_err err;
+    if (kjb_queue_leave(ex->db, ex->node, &err) < 0)
+      kjb_warn("executor: %s", err.msg);
+  }
+}
+
+/* ---- the loop ---------------------------------------------------------- */
+
+int kjb_executor_run(kjb_executor *ex, volatile sig_atomic_t *stop, kjb_err *err) {
+  kjb_info("executor: node %s running %zu kind(s)", ex->node, ex->nkinds);
+  for (size_t i = 0; i < ex->nkinds; i++) {
+    const kjb_handler_cfg *h = ex->kinds[i].cfg;
+    kjb_info("executor: kind \"%s\": %s handler, concurrency %d%s", h->kind, h->type,
+             h->concurrency,
+             !h->rate_limit.enabled ? ""
+             : h->rate_limit.scope == KJB_SCOPE_CLUSTER ? ", cluster rate limit"
+                                                        : ", local rate limit");
+  }
+  (void)err;
+  while (!*stop) {
+    flush_done(ex);
+    int64_t now = kjb_now_mono_us();
+    if (db_ready(ex)) {
+      housekeeping(ex, now);
+      for (size_t i = 0; i < ex->nkinds && ex->db && !*stop; i++)
+        if (ex->kinds[i].due_us <= now)
+          claim_kind(ex, &ex->kinds[i], now);
+    }
+    now = kjb_now_mono_us();
+    wait_for_work(ex, next_wakeup(ex, now) - now);
+  }
+  kjb_info("executor: stopping");
+  shutdown_gracefully(ex);
+  return 0;
+}

@@ -1,0 +1,400 @@
+/* Job rows for operators: listing, showing, retrying, cancelling and
+ * pruning, all through parameterised statements on the store's connection. */
+#include "jobs.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static const char *const STATES[] = {"available", "scheduled", "running",  "retryable",
+                                     "completed", "discarded", "cancelled"};
+
+/* Timestamps leave the server as RFC 3339 in UTC, whatever the session's
+ * TimeZone and DateStyle. */
+#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+typedef enum { COL_INT, COL_TEXT, COL_JSON, COL_TS } col_type;
+
+/* Every column of kjb.jobs in table order, as selected by SELECT_JOBS. */
+static const struct {
+  const char *name;
+  col_type type;
+} COLS[] = {
+    {"id", COL_INT},           {"kind", COL_TEXT},          {"queue", COL_TEXT},
+    {"priority", COL_INT},     {"state", COL_TEXT},         {"args", COL_JSON},
+    {"meta", COL_JSON},        {"attempt", COL_INT},        {"max_attempts", COL_INT},
+    {"scheduled_at", COL_TS},  {"attempted_at", COL_TS},    {"finished_at", COL_TS},
+    {"created_at", COL_TS},    {"attempted_by", COL_TEXT},  {"errors", COL_JSON},
+    {"unique_key", COL_TEXT},  {"source_topic", COL_TEXT},  {"source_partition", COL_INT},
+    {"source_offset", COL_INT},
+};
+enum { NCOLS = sizeof COLS / sizeof COLS[0] };
+/* After the columns: the last attempt's error, for the table. */
+enum { COL_LAST_ERROR = NCOLS };
+
+#define SELECT_JOBS                                                                      \
+  "SELECT id, kind, queue, priority, state::text, args::text, meta::text, attempt, "     \
+  "max_attempts, " TS("scheduled_at") ", " TS("attempted_at") ", " TS("finished_at")     \
+  ", " TS("created_at") ", attempted_by, errors::text, unique_key, source_topic, "       \
+  "source_partition, source_offset, errors->-1->>'error' FROM jobs "
+
+#define RETRY_SET                                                                        \
+  "SET state = 'available', scheduled_at = now(), finished_at = NULL, "                  \
+  "max_attempts = GREATEST(max_attempts, attempt + 1) "
+
+#define FINAL_STATES "('completed', 'discarded', 'cancelled')"
+
+int kjb_jobs_state_valid(const char *name) {
+  for (size_t i = 0; i < sizeof STATES / sizeof STATES[0]; i++)
+    if (strcmp(name, STATES[i]) == 0)
+      return 1;
+  return 0;
+}
+
+static int bad_state(const char *state, kjb_err *err) {
+  return kjb_err_set(err, KJB_EUSAGE,
+                     "unknown state \"%s\" (expected available, scheduled, running, retryable, "
+                     "completed, discarded or cancelled)",
+                     state);
+}
+
+/* ---- rendering ------------------------------------------------------ */
+
+/* A jsonb column's text as a JSON value. jsonb numbers are arbitrary
+ * precision; jansson's integers stop at 64 bits, so a document holding a
+ * larger one is read with every integer as a double instead, and one it
+ * still cannot read is shown as a string. */
+static json_t *json_column(const char *text) {
+  json_error_t jerr;
+  json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
+  if (!v)
+    v = json_loads(text, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &jerr);
+  return v ? v : json_string(text);
+}
+
+static json_t *row_json(const PGresult *res, int r) {
+  json_t *obj = json_object();
+  for (int c = 0; c < NCOLS; c++) {
+    json_t *v;
+    const char *text = PQgetvalue(res, r, c);
+    if (PQgetisnull(res, r, c))
+      v = json_null();
+    else if (COLS[c].type == COL_INT)
+      v = json_integer(strtoll(text, NULL, 10));
+    else if (COLS[c].type == COL_JSON)
+      v = json_column(text);
+    else
+      v = json_string(text);
+    json_object_set_new(obj, COLS[c].name, v);
+  }
+  return obj;
+}
+
+static size_t display_width(const char *s) {
+  size_t n = 0;
+  for (; *s; s++)
+    n += ((unsigned char)*s & 0xC0) != 0x80;
+  return n;
+}
+
+/* A table cell: one line (control characters become spaces), at most
+ * maxchars characters, the last three "..." when shortened. The caller
+ * frees it. */
+static char *cell(const char *s, size_t maxchars) {
+  size_t len = strlen(s);
+  char *out = malloc(len + 4);
+  if (!out)
+    abort();
+  size_t chars = 0, i = 0, o = 0, cut = 0;
+  for (; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if ((ch & 0xC0) != 0x80) {
+      if (chars == maxchars - 3)
+        cut = o;
+      if (chars++ == maxchars) {
+        o = cut;
+        memcpy(out + o, "...", 3);
+        o += 3;
+        break;
+      }
+    }
+    out[o++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+  }
+  out[o] = '\0';
+  return out;
+}
+
+static void pad(kjb_buf *b, const char *s, size_t width) {
+  kjb_buf_puts(b, s);
+  for (size_t w = display_width(s); w < width; w++)
+    kjb_buf_putc(b, ' ');
+}
+
+enum { T_ID, T_KIND, T_QUEUE, T_STATE, T_ATTEMPT, T_SCHEDULED, T_ERROR, T_NCOLS };
+static const char *const TABLE_HEAD[T_NCOLS] = {"ID",      "KIND",         "QUEUE", "STATE",
+                                                "ATTEMPT", "SCHEDULED_AT", "ERROR"};
+
+static void print_table(const PGresult *res, FILE *out) {
+  int n = PQntuples(res);
+  char **cells = calloc((size_t)(n + 1) * T_NCOLS, sizeof *cells);
+  if (!cells)
+    abort();
+  size_t width[T_NCOLS] = {0};
+  for (int c = 0; c < T_NCOLS; c++)
+    cells[c] = (char *)TABLE_HEAD[c];
+  for (int r = 0; r < n; r++) {
+    char **row = cells + (size_t)(r + 1) * T_NCOLS;
+    kjb_buf b;
+    kjb_buf_init(&b);
+    kjb_buf_printf(&b, "%s/%s", PQgetvalue(res, r, 7), PQgetvalue(res, r, 8));
+    row[T_ATTEMPT] = b.data;
+    /* Whole seconds are enough to scan a list; show has the rest. */
+    const char *at = PQgetvalue(res, r, 9);
+    kjb_buf_init(&b);
+    kjb_buf_printf(&b, "%.19sZ", at);
+    row[T_SCHEDULED] = b.data;
+    row[T_ID] = cell(PQgetvalue(res, r, 0), 20);
+    row[T_KIND] = cell(PQgetvalue(res, r, 1), 40);
+    row[T_QUEUE] = cell(PQgetvalue(res, r, 2), 24);
+    row[T_STATE] = cell(PQgetvalue(res, r, 4), 12);
+    row[T_ERROR] = cell(PQgetvalue(res, r, COL_LAST_ERROR), 60);
+  }
+  for (int r = 0; r <= n; r++)
+    for (int c = 0; c < T_NCOLS; c++) {
+      size_t w = display_width(cells[(size_t)r * T_NCOLS + c]);
+      if (w > width[c])
+        width[c] = w;
+    }
+  kjb_buf line;
+  kjb_buf_init(&line);
+  for (int r = 0; r <= n; r++) {
+    char **row = cells + (size_t)r * T_NCOLS;
+    kjb_buf_reset(&line);
+    for (int c = 0; c < T_NCOLS; c++)
+      pad(&line, row[c], c + 1 < T_NCOLS ? width[c] + 2 : 0);
+    /* No trailing blanks when the last column is empty. */
+    while (line.len > 0 && line.data[line.len - 1] == ' ')
+      line.len--;
+    fprintf(out, "%.*s\n", (int)line.len, line.data);
+  }
+  kjb_buf_close(&line);
+  for (size_t i = T_NCOLS; i < (size_t)(n + 1) * T_NCOLS; i++)
+    free(cells[i]);
+  free(cells);
+}
+
+static void print_json_array(const PGresult *res, FILE *out) {
+  int n = PQntuples(res);
+  if (n == 0) {
+    fputs("[]\n", out);
+    return;
+  }
+  /* One object per line: readable, and still one JSON document. */
+  fputs("[\n", out);
+  for (int r = 0; r < n; r++) {
+    json_t *obj = row_json(res, r);
+    json_dumpf(obj, out, JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    fputs(r + 1 < n ? ",\n" : "\n", out);
+  }
+  fputs("]\n", out);
+}
+
+static void print_fields(const PGresult *res, FILE *out) {
+  enum { LABEL = 18 };
+  for (int c = 0; c < NCOLS; c++) {
+    fprintf(out, "%-*s", LABEL, COLS[c].name);
+    if (PQgetisnull(res, 0, c)) {
+      fputs("-\n", out);
+      continue;
+    }
+    const char *text = PQgetvalue(res, 0, c);
+    if (COLS[c].type != COL_JSON) {
+      fprintf(out, "%s\n", text);
+      continue;
+    }
+    json_t *v = json_column(text);
+    char *pretty = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    json_decref(v);
+    const char *line = pretty ? pretty : text;
+    /* Continuation lines line up under the first. */
+    for (const char *nl; (nl = strchr(line, '\n')); line = nl + 1)
+      fprintf(out, "%.*s\n%*s", (int)(nl - line), line, LABEL, "");
+    fprintf(out, "%s\n", line);
+    free(pretty);
+  }
+}
+
+/* ---- queries -------------------------------------------------------- */
+
+int kjb_jobs_ls(kjb_store *s, const kjb_jobs_filter *f, FILE *out, long *shown, kjb_err *err) {
+  if (f->state && !kjb_jobs_state_valid(f->state))
+    return bad_state(f->state, err);
+  assert(f->limit >= 0);
+  char limit[24];
+  snprintf(limit, sizeof limit, "%ld", f->limit ? f->limit : 50);
+  const char *params[] = {f->state, f->kind, limit};
+  PGresult *res = kjb_store_query(
+      s, "could not list jobs",
+      SELECT_JOBS "WHERE ($1::job_state IS NULL OR state = $1::job_state) "
+                  "AND ($2::text IS NULL OR kind = $2) ORDER BY id DESC LIMIT $3::bigint",
+      3, params, err);
+  if (!res)
+    return -KJB_EPG;
+  (f->json ? print_json_array : print_table)(res, out);
+  if (shown)
+    *shown = PQntuples(res);
+  PQclear(res);
+  return 0;
+}
+
+int kjb_jobs_show(kjb_store *s, int64_t id, int json, FILE *out, int *found, kjb_err *err) {
+  char idtext[24];
+  snprintf(idtext, sizeof idtext, "%" PRId64, id);
+  const char *params[] = {idtext};
+  PGresult *res =
+      kjb_store_query(s, "could not read job", SELECT_JOBS "WHERE id = $1::bigint", 1, params, err);
+  if (!res)
+    return -KJB_EPG;
+  *found = PQntuples(res) == 1;
+  if (*found && json) {
+    json_t *obj = row_json(res, 0);
+    json_dumpf(obj, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', out);
+    json_decref(obj);
+  } else if (*found) {
+    print_fields(res, out);
+  }
+  PQclear(res);
+  return 0;
+}
+
+/* Runs sql, an UPDATE of job $1 that reports in one row whether it changed
+ * the job and the job's state (NULL when there is no such job), and fills
+ * *res from it. */
+static int act(kjb_store *s, int64_t id, const char *what, const char *sql, kjb_jobs_result *res,
+               kjb_err *err) {
+  char idtext[24];
+  snprintf(idtext, sizeof idtext, "%" PRId64, id);
+  const char *params[] = {idtext};
+  PGresult *r = kjb_store_query(s, what, sql, 1, params, err);
+  if (!r)
+    return -KJB_EPG;
+  assert(PQntuples(r) == 1);
+  memset(res, 0, sizeof *res);
+  if (strcmp(PQgetvalue(r, 0, 0), "1") == 0) {
+    res->outcome = KJB_JOBS_DONE;
+  } else if (PQgetisnull(r, 0, 1)) {
+    res->outcome = KJB_JOBS_NOT_FOUND;
+  } else {
+    res->outcome = KJB_JOBS_WRONG_STATE;
+    snprintf(res->state, sizeof res->state, "%s", PQgetvalue(r, 0, 1));
+  }
+  PQclear(r);
+  return 0;
+}
+
+/* The outer SELECT reads the statement's snapshot, so it sees the state
+ * from before the update: enough to explain why nothing changed. */
+int kjb_jobs_retry(kjb_store *s, int64_t id, kjb_jobs_result *res, kjb_err *err) {
+  return act(s, id, "could not retry job",
+             "WITH changed AS (UPDATE jobs " RETRY_SET
+             "WHERE id = $1::bigint AND state IN ('discarded', 'cancelled', 'retryable', "
+             "'scheduled') RETURNING id) "
+             "SELECT (SELECT count(*) FROM changed), "
+             "(SELECT state::text FROM jobs WHERE id = $1::bigint)",
+             res, err);
+}
+
+int kjb_jobs_cancel(kjb_store *s, int64_t id, kjb_jobs_result *res, kjb_err *err) {
+  return act(s, id, "could not cancel job",
+             "WITH changed AS (UPDATE jobs SET state = 'cancelled', finished_at = now() "
+             "WHERE id = $1::bigint AND state NOT IN " FINAL_STATES " RETURNING id) "
+             "SELECT (SELECT count(*) FROM changed), "
+             "(SELECT state::text FROM jobs WHERE id = $1::bigint)",
+             res, err);
+}
+
+int kjb_jobs_retry_state(kjb_store *s, const char *state, const char *kind, int64_t *changed,
+                         kjb_err *err) {
+  *changed = 0;
+  if (!kjb_jobs_state_valid(state))
+    return bad_state(state, err);
+  if (strcmp(state, "discarded") != 0 && strcmp(state, "cancelled") != 0 &&
+      strcmp(state, "retryable") != 0)
+    return kjb_err_set(err, KJB_EUSAGE,
+                       "cannot retry %s jobs (only discarded, cancelled or retryable)", state);
+  /* Walking up the ids visits each job once, even one that fails and is
+   * discarded again while the walk goes on. FOR UPDATE re-reads a row
+   * another transaction changed and drops it if it no longer matches. */
+  char after[24] = "0", batch[16];
+  snprintf(batch, sizeof batch, "%d", KJB_JOBS_BATCH);
+  for (;;) {
+    const char *params[] = {state, kind, after, batch};
+    PGresult *r = kjb_store_query(
+        s, "could not retry jobs",
+        "WITH batch AS (SELECT id FROM jobs WHERE state = $1::job_state "
+        "AND ($2::text IS NULL OR kind = $2) AND id > $3::bigint "
+        "ORDER BY id LIMIT $4::int FOR UPDATE), "
+        "changed AS (UPDATE jobs j " RETRY_SET "FROM batch b WHERE j.id = b.id RETURNING j.id) "
+        "SELECT count(*), max(id) FROM changed",
+        4, params, err);
+    if (!r)
+      return -KJB_EPG;
+    int64_t n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    if (n > 0)
+      snprintf(after, sizeof after, "%s", PQgetvalue(r, 0, 1));
+    PQclear(r);
+    *changed += n;
+    if (n < KJB_JOBS_BATCH)
+      return 0;
+  }
+}
+
+int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_err *err) {
+  assert(older_than_us >= 0);
+  *deleted = 0;
+  /* PostgreSQL's timestamps end in 4713 BC: an age of five millennia
+   * already covers every job there can be. */
+  const int64_t max_age = INT64_C(5000) * 366 * 86400 * 1000000;
+  if (older_than_us > max_age)
+    older_than_us = max_age;
+  char age[24], batch[16];
+  snprintf(age, sizeof age, "%" PRId64, older_than_us);
+  snprintf(batch, sizeof batch, "%d", KJB_JOBS_BATCH);
+  /* One cutoff for all batches, so the loop ends even while executors
+   * keep finishing jobs. */
+  const char *params[] = {age, batch};
+  PGresult *r = kjb_store_query(
+      s, "could not prune jobs",
+      "SELECT (now() - $1::bigint * interval '1 microsecond')::text", 1, params, err);
+  if (!r)
+    return -KJB_EPG;
+  char cutoff[64];
+  snprintf(cutoff, sizeof cutoff, "%s", PQgetvalue(r, 0, 0));
+  PQclear(r);
+  params[0] = cutoff;
+  for (;;) {
+    /* The DELETE repeats the conditions: a row retried since the batch
+     * was chosen is re-checked against them and kept. */
+    r = kjb_store_query(s, "could not prune jobs",
+                        "WITH batch AS (SELECT id FROM jobs WHERE finished_at < $1::timestamptz "
+                        "AND state IN " FINAL_STATES " LIMIT $2::int) "
+                        "DELETE FROM jobs j USING batch b WHERE j.id = b.id "
+                        "AND j.finished_at < $1::timestamptz AND j.state IN " FINAL_STATES,
+                        2, params, err);
+    if (!r)
+      return -KJB_EPG;
+    int64_t n = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    *deleted += n;
+    /* Rows that changed under a batch leave it short; only an empty
+     * batch says that nothing is left. */
+    if (n == 0)
+      return 0;
+  }
+}

@@ -1,0 +1,93 @@
+/* Inspecting and acting on job rows: what `kjb jobs` and the admin API do,
+ * and the retention pruning executors run periodically. */
+#ifndef KJB_JOBS_H
+#define KJB_JOBS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "err.h"
+#include "store.h"
+
+/* Rows per statement when retrying or pruning many jobs, so that no
+ * statement holds row locks on a large part of the table for long. */
+#define KJB_JOBS_BATCH 10000
+
+/* The longest state name ("available", "scheduled", ...) plus its NUL. */
+#define KJB_JOBS_STATE_MAX 16
+
+/* What kjb_jobs_ls shows. */
+typedef struct {
+  const char *state; /* only jobs in this state; NULL for any */
+  const char *kind;  /* only jobs of this kind; NULL for any */
+  long limit;        /* at most this many, newest (highest id) first; 0 for 50 */
+  int json;          /* one JSON array of objects instead of a text table */
+} kjb_jobs_filter;
+
+/* How an action on one job went. */
+typedef enum {
+  KJB_JOBS_DONE,        /* the job was changed */
+  KJB_JOBS_NOT_FOUND,   /* no job has that id */
+  KJB_JOBS_WRONG_STATE, /* its state does not allow the action */
+} kjb_jobs_outcome;
+
+typedef struct {
+  kjb_jobs_outcome outcome;
+  char state[KJB_JOBS_STATE_MAX]; /* with KJB_JOBS_WRONG_STATE: the job's state */
+} kjb_jobs_result;
+
+/* Returns 1 when name is a job state ("available", ..., "cancelled"). */
+int kjb_jobs_state_valid(const char *name);
+
+/* Writes the jobs that match f to out, newest first: as an aligned table
+ * (id, kind, queue, state, attempt/max_attempts, scheduled_at in UTC, the
+ * last error shortened to one line) under a header line, or with f->json
+ * as one JSON array holding one object per job with every column (args,
+ * meta and errors as JSON values, timestamps as RFC 3339 UTC strings or
+ * null; a document with an integer beyond 64 bits has its integers shown
+ * as doubles). *shown (if not NULL) receives the number of jobs written. An
+ * unknown f->state is KJB_EUSAGE; a database failure KJB_EPG. On error
+ * nothing is written. */
+int kjb_jobs_ls(kjb_store *s, const kjb_jobs_filter *f, FILE *out, long *shown, kjb_err *err);
+
+/* Writes every column of job id to out: "name  value" lines with args,
+ * meta and errors indented, or with json one pretty-printed object shaped
+ * like kjb_jobs_ls's. *found receives whether the job exists; when it does
+ * not, nothing is written and 0 is returned. */
+int kjb_jobs_show(kjb_store *s, int64_t id, int json, FILE *out, int *found, kjb_err *err);
+
+/* Makes job id runnable again now: state available, scheduled_at now(),
+ * finished_at NULL and max_attempts raised to attempt + 1 when the job has
+ * used up its attempts, so that it gets one more (attempt and errors are
+ * kept). Only discarded, cancelled, retryable and scheduled jobs can be
+ * retried; any other state leaves the row alone and is reported in *res
+ * (KJB_JOBS_WRONG_STATE with the state), as is a missing job. Returns 0
+ * unless the database failed (KJB_EPG). */
+int kjb_jobs_retry(kjb_store *s, int64_t id, kjb_jobs_result *res, kjb_err *err);
+
+/* Retries, as kjb_jobs_retry does, every job in state (discarded,
+ * cancelled or retryable; anything else is KJB_EUSAGE) and, when kind is
+ * not NULL, of that kind, KJB_JOBS_BATCH rows per statement. *changed
+ * receives the number of jobs retried, also on a failure partway (the
+ * batches before it stay committed). */
+int kjb_jobs_retry_state(kjb_store *s, const char *state, const char *kind, int64_t *changed,
+                         kjb_err *err);
+
+/* Cancels job id when it is not final yet (available, scheduled, retryable
+ * or running): state cancelled, finished_at now(). A running job is marked
+ * too; its executor only records an outcome on rows still running on its
+ * node, so the late result is dropped. A final job (completed, discarded,
+ * cancelled) is left alone and reported in *res with its state, as is a
+ * missing job. Returns 0 unless the database failed (KJB_EPG). */
+int kjb_jobs_cancel(kjb_store *s, int64_t id, kjb_jobs_result *res, kjb_err *err);
+
+/* Deletes completed, discarded and cancelled jobs whose finished_at is more
+ * than older_than_us (>= 0) microseconds ago, KJB_JOBS_BATCH rows per
+ * statement (each its own transaction), so that a large backlog never
+ * holds long locks or a long transaction. Jobs retried or otherwise
+ * changed meanwhile are kept. *deleted receives the number of rows
+ * deleted, also on a failure partway. Safe to run from several processes
+ * at once. Returns 0, or KJB_EPG when the database failed. */
+int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_err *err);
+
+#endif

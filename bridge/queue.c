@@ -1,0 +1,239 @@
+/* The job queue's SQL (see queue.h). Every statement is parameterised and
+ * names tables unqualified: the store's search_path is the kjb schema. */
+#include "queue.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define RUNNABLE "state IN ('available', 'scheduled', 'retryable')"
+
+/* What a claim returns of each job, in kjb_claimed's order. */
+#define CLAIMED_COLUMNS                                                       \
+  "j.id, j.args::text, j.attempt, j.max_attempts, "                          \
+  "(extract(epoch FROM j.created_at) * 1000000)::bigint AS created_us, "     \
+  "(extract(epoch FROM j.scheduled_at) * 1000000)::bigint AS scheduled_us, " \
+  "(extract(epoch FROM j.attempted_at) * 1000000)::bigint AS claimed_us"
+
+#define PICK                                                                  \
+  "SELECT id FROM jobs WHERE kind = $1 AND " RUNNABLE " AND scheduled_at <= now() " \
+  "ORDER BY priority, scheduled_at, id "
+
+#define TAKE                                                                  \
+  "UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, "          \
+  "attempted_at = now(), attempted_by = $2 FROM c WHERE j.id = c.id "
+
+static const char CLAIM_SQL[] =
+    "WITH c AS (" PICK "LIMIT $3 FOR UPDATE SKIP LOCKED) " TAKE "RETURNING " CLAIMED_COLUMNS;
+
+/* The same, spending the kind's shared tokens in the same statement: the
+ * bucket row is locked, refilled by the time since it was last touched,
+ * bounds the claim, and is charged for what was claimed. */
+static const char CLAIM_BUCKET_SQL[] =
+    "WITH b AS ("
+    "  SELECT kind, clock_timestamp() AS at,"
+    "         LEAST($4::float8, tokens + GREATEST(0, extract(epoch FROM clock_timestamp() - updated_at))"
+    "                                    * $5::float8) AS avail"
+    "  FROM rate_limits WHERE kind = $1 FOR UPDATE),"
+    " c AS (" PICK "LIMIT LEAST($3::int, COALESCE((SELECT floor(avail)::int FROM b), 0))"
+    "       FOR UPDATE SKIP LOCKED),"
+    " claimed AS (" TAKE "RETURNING " CLAIMED_COLUMNS "),"
+    " spent AS (UPDATE rate_limits r SET tokens = b.avail - (SELECT count(*) FROM claimed),"
+    "           updated_at = b.at FROM b WHERE r.kind = b.kind RETURNING r.tokens)"
+    " SELECT claimed.*, spent.tokens FROM spent LEFT JOIN claimed ON true";
+
+static int64_t get_i64(const PGresult *res, int row, int col) {
+  return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static int run(kjb_store *s, const char *what, const char *sql, int nparams,
+               const char *const *params, kjb_err *err) {
+  PGresult *res = kjb_store_query(s, what, sql, nparams, params, err);
+  if (!res)
+    return -err->code;
+  PQclear(res);
+  return 0;
+}
+
+int kjb_queue_heartbeat(kjb_store *s, const char *name, const char *host, int pid,
+                        const char *roles, const char *version, kjb_err *err) {
+  char pidbuf[16];
+  snprintf(pidbuf, sizeof pidbuf, "%d", pid);
+  const char *params[] = {name, host, pidbuf, roles, version};
+  return run(s, "could not record the node's heartbeat",
+             "INSERT INTO nodes (name, host, pid, roles, version) VALUES ($1, $2, $3, $4, $5) "
+             "ON CONFLICT (name) DO UPDATE SET heartbeat_at = now()",
+             5, params, err);
+}
+
+int kjb_queue_leave(kjb_store *s, const char *name, kjb_err *err) {
+  const char *params[] = {name};
+  return run(s, "could not remove the node", "DELETE FROM nodes WHERE name = $1", 1, params, err);
+}
+
+void kjb_queue_claimed_close(kjb_claimed *c) {
+  free(c->args);
+  c->args = NULL;
+}
+
+int kjb_queue_bucket_ensure(kjb_store *s, const char *kind, int burst, kjb_err *err) {
+  char b[16];
+  snprintf(b, sizeof b, "%d", burst);
+  const char *params[] = {kind, b};
+  return run(s, "could not create the rate-limit bucket",
+             "INSERT INTO rate_limits (kind, tokens) VALUES ($1, $2) ON CONFLICT (kind) DO NOTHING", 2,
+             params, err);
+}
+
+int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
+                    const kjb_queue_bucket *bucket, kjb_claimed *out, int *n,
+                    double *tokens_left, kjb_err *err) {
+  char maxbuf[16], burst[16], rate[32];
+  snprintf(maxbuf, sizeof maxbuf, "%d", max);
+  const char *params[5] = {kind, node, maxbuf, burst, rate};
+  *n = 0;
+  PGresult *res;
+  if (bucket) {
+    snprintf(burst, sizeof burst, "%d", bucket->burst);
+    snprintf(rate, sizeof rate, "%.17g", bucket->rate);
+    res = kjb_store_query(s, "could not claim jobs", CLAIM_BUCKET_SQL, 5, params, err);
+  } else {
+    res = kjb_store_query(s, "could not claim jobs", CLAIM_SQL, 3, params, err);
+  }
+  if (!res)
+    return -err->code;
+  int rows = PQntuples(res);
+  if (tokens_left)
+    *tokens_left = bucket && rows > 0 ? strtod(PQgetvalue(res, 0, 7), NULL) : 0;
+  for (int i = 0; i < rows; i++) {
+    /* With a bucket, an empty claim is one row of NULL job columns. */
+    if (PQgetisnull(res, i, 0))
+      continue;
+    kjb_claimed *c = &out[*n];
+    c->id = get_i64(res, i, 0);
+    c->args = strdup(PQgetvalue(res, i, 1));
+    c->attempt = (int)get_i64(res, i, 2);
+    c->max_attempts = (int)get_i64(res, i, 3);
+    c->created_us = get_i64(res, i, 4);
+    c->scheduled_us = get_i64(res, i, 5);
+    c->claimed_us = get_i64(res, i, 6);
+    if (!c->args) {
+      PQclear(res);
+      for (int k = 0; k < *n; k++)
+        kjb_queue_claimed_close(&out[k]);
+      *n = 0;
+      return kjb_err_set(err, KJB_ENOMEM, "out of memory");
+    }
+    (*n)++;
+  }
+  PQclear(res);
+  return 0;
+}
+
+static const char *const FINISH_STATE[] = {
+    [KJB_FINISH_COMPLETED] = "completed",
+    [KJB_FINISH_RETRY] = "retryable",
+    [KJB_FINISH_DISCARD] = "discarded",
+};
+
+int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t n,
+                     size_t *applied, kjb_err *err) {
+  if (applied)
+    *applied = 0;
+  if (n == 0)
+    return 0;
+  kjb_buf b;
+  kjb_buf_init(&b);
+  kjb_buf_putc(&b, '[');
+  for (size_t i = 0; i < n; i++) {
+    kjb_buf_printf(&b, "%s{\"id\":%" PRId64 ",\"state\":\"%s\",\"retry_in\":%" PRId64 ",\"transient\":%s",
+                   i ? "," : "", f[i].id, FINISH_STATE[f[i].kind], f[i].retry_in_us,
+                   f[i].transient ? "true" : "false");
+    if (f[i].error) {
+      kjb_buf_puts(&b, ",\"error\":");
+      kjb_buf_json_str(&b, f[i].error, strlen(f[i].error));
+    }
+    kjb_buf_putc(&b, '}');
+  }
+  kjb_buf_putc(&b, ']');
+  const char *params[] = {b.data, node};
+  PGresult *res = kjb_store_query(
+      s, "could not record job outcomes",
+      "UPDATE jobs j SET state = u.state::job_state,"
+      " finished_at = CASE WHEN u.state = 'retryable' THEN NULL ELSE now() END,"
+      " scheduled_at = CASE WHEN u.state = 'retryable'"
+      "   THEN now() + u.retry_in * interval '1 microsecond' ELSE j.scheduled_at END,"
+      " errors = CASE WHEN u.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array("
+      "   jsonb_build_object('attempt', j.attempt, 'at', now(), 'error', u.error,"
+      "                      'transient', u.transient)) END"
+      " FROM jsonb_to_recordset($1::jsonb)"
+      "   AS u(id bigint, state text, retry_in bigint, error text, transient boolean)"
+      " WHERE j.id = u.id AND j.state = 'running' AND j.attempted_by = $2",
+      2, params, err);
+  kjb_buf_close(&b);
+  if (!res)
+    return -err->code;
+  if (applied)
+    *applied = (size_t)strtoull(PQcmdTuples(res), NULL, 10);
+  PQclear(res);
+  return 0;
+}
+
+int kjb_queue_rescue(kjb_store *s, int64_t lease_us, int64_t *rescued, kjb_err *err) {
+  char lease[24];
+  snprintf(lease, sizeof lease, "%" PRId64, lease_us);
+  const char *params[] = {lease};
+  *rescued = 0;
+  PGresult *res = kjb_store_query(
+      s, "could not rescue jobs",
+      "WITH gone AS ("
+      "  UPDATE jobs j SET"
+      "   state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'retryable' END::job_state,"
+      "   finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,"
+      "   scheduled_at = now(),"
+      "   errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', now(),"
+      "     'error', format('node %s stopped heartbeating while the job ran', j.attempted_by),"
+      "     'transient', true))"
+      "  WHERE j.state = 'running' AND NOT EXISTS ("
+      "    SELECT 1 FROM nodes n WHERE n.name = j.attempted_by"
+      "    AND n.heartbeat_at > now() - $1::bigint * interval '1 microsecond')"
+      "  RETURNING 1)"
+      " SELECT count(*) FROM gone",
+      1, params, err);
+  if (!res)
+    return -err->code;
+  *rescued = get_i64(res, 0, 0);
+  PQclear(res);
+  /* Nodes silent for a day are history; their jobs were rescued long ago. */
+  return run(s, "could not forget old nodes",
+             "DELETE FROM nodes WHERE heartbeat_at < now() - interval '1 day'", 0, NULL, err);
+}
+
+int kjb_queue_release(kjb_store *s, const char *node, const int64_t *ids, size_t n,
+                      int64_t *released, kjb_err *err) {
+  *released = 0;
+  kjb_buf b;
+  kjb_buf_init(&b);
+  if (ids) {
+    kjb_buf_putc(&b, '{');
+    for (size_t i = 0; i < n; i++)
+      kjb_buf_printf(&b, "%s%" PRId64, i ? "," : "", ids[i]);
+    kjb_buf_putc(&b, '}');
+  }
+  const char *params[] = {node, ids ? b.data : NULL};
+  PGresult *res = kjb_store_query(
+      s, "could not release jobs",
+      "UPDATE jobs SET state = 'available', attempt = attempt - 1, scheduled_at = now()"
+      " WHERE state = 'running' AND attempted_by = $1"
+      " AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))",
+      2, params, err);
+  kjb_buf_close(&b);
+  if (!res)
+    return -err->code;
+  *released = strtoll(PQcmdTuples(res), NULL, 10);
+  PQclear(res);
+  return 0;
+}

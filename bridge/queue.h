@@ -1,0 +1,82 @@
+/* The job queue in PostgreSQL, as executors use it: nodes and their
+ * heartbeats, claiming, finishing, rescue of a dead node's jobs, release
+ * at shutdown, and the shared buckets of cluster rate limits. Times are
+ * the database's clock, so nodes need not agree on theirs. */
+#ifndef KJB_QUEUE_H
+#define KJB_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "store.h"
+
+/* Records (or refreshes) node `name` in kjb.nodes with a fresh heartbeat. */
+int kjb_queue_heartbeat(kjb_store *s, const char *name, const char *host, int pid,
+                        const char *roles, const char *version, kjb_err *err);
+/* Removes the node's row (graceful shutdown). */
+int kjb_queue_leave(kjb_store *s, const char *name, kjb_err *err);
+
+/* A claimed job; strings are malloc'ed, freed by kjb_queue_claimed_close. */
+typedef struct {
+  int64_t id;
+  char *args;
+  int attempt; /* this attempt, 1-based */
+  int max_attempts;
+  int64_t created_us;   /* epoch microseconds */
+  int64_t scheduled_us;
+  int64_t claimed_us;
+} kjb_claimed;
+
+void kjb_queue_claimed_close(kjb_claimed *c);
+
+/* A cluster rate limit to take tokens from while claiming. */
+typedef struct {
+  double rate;
+  int burst;
+} kjb_queue_bucket;
+
+/* Claims up to `max` runnable jobs of `kind` (available, scheduled or
+ * retryable, due now), best priority then oldest scheduled_at first,
+ * skipping rows other executors hold: each becomes running, attempted by
+ * `node`, its attempt counted. With `bucket`, also takes one token per
+ * claimed job from the kind's shared bucket in the same statement (never
+ * more jobs than whole tokens), and *tokens_left receives what remains
+ * (may be NULL). out must hold max entries; *n receives how many. */
+int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
+                    const kjb_queue_bucket *bucket, kjb_claimed *out, int *n,
+                    double *tokens_left, kjb_err *err);
+
+/* Creates the kind's shared bucket, full, unless it exists. */
+int kjb_queue_bucket_ensure(kjb_store *s, const char *kind, int burst, kjb_err *err);
+
+typedef enum { KJB_FINISH_COMPLETED, KJB_FINISH_RETRY, KJB_FINISH_DISCARD } kjb_finish_kind;
+
+/* The outcome of one attempt. error (valid UTF-8; NULL for success) is
+ * appended to the job's errors with the attempt, the time and transient. */
+typedef struct {
+  int64_t id;
+  kjb_finish_kind kind;
+  int64_t retry_in_us; /* KJB_FINISH_RETRY: scheduled_at = now + this */
+  const char *error;
+  int transient;
+} kjb_finish;
+
+/* Applies outcomes in one statement. Only rows still running by `node`
+ * change: a job rescued or cancelled meanwhile keeps its new state.
+ * *applied (may be NULL) receives how many rows changed. */
+int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t n,
+                     size_t *applied, kjb_err *err);
+
+/* Running jobs whose node has not heartbeated within lease_us go back to
+ * retryable, due now (or to discarded when that was their last attempt),
+ * with an error entry naming the node. *rescued receives the count. */
+int kjb_queue_rescue(kjb_store *s, int64_t lease_us, int64_t *rescued, kjb_err *err);
+
+/* Shutdown: the node's running jobs among ids (ids NULL: all of them) go
+ * back to available, their attempt uncounted. *released receives the
+ * count. */
+int kjb_queue_release(kjb_store *s, const char *node, const int64_t *ids, size_t n,
+                      int64_t *released, kjb_err *err);
+
+#endif
