@@ -28,7 +28,7 @@ def test_sigkill_while_ingesting_loses_and_duplicates_nothing(kafka, db, make_to
     # keep that short so the test spends its time ingesting.
     text = cfg.read_text().replace(
         f'group = "{group}";',
-        f'group = "{group}"; properties = [ "session.timeout.ms=6000", "heartbeat.interval.ms=500" ];')
+        f'group = "{group}"; properties = [ "session.timeout.ms=10000", "heartbeat.interval.ms=1000" ];')
     cfg.write_text(text)
     assert run_kjb(["migrate"], cfg, env=kjb_services_env).returncode == 0
     values = [avrokit.confluent(schema, order(i), 1) for i in range(RECORDS)]
