@@ -9,6 +9,13 @@ the N dead letters into jobs (records/s). A second replay of the same
 records measures the already-present path. Prints the figures and kjb's
 peak RSS.
 
+Baseline, in the same run on the same broker: a minimal forwarder written
+with confluent-kafka (librdkafka) that reads the same N records in a fresh
+group, produces each to another topic with its key, value and headers plus
+three error headers (idempotent, acks=all) and commits at the end. It
+decodes nothing, so kjb/forwarder is the price of kjb's decoding, full
+Connect headers and commit-after-ack.
+
 Usage: tests/bench/run-dlq [--records N]
 """
 import argparse
@@ -45,6 +52,46 @@ def end_offset(bootstrap, topic):
         return None
     finally:
         c.close()
+
+
+def forward_baseline(bootstrap, topic, out_topic, partitions, n, admin):
+    """Seconds the minimal forwarder takes to copy n records of topic into
+    out_topic with three added headers, acknowledged and committed."""
+    admin.create_topics([NewTopic(out_topic, partitions, 1)])[out_topic].result(30)
+    t = time.monotonic()
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"baseline-{uuid.uuid4().hex[:6]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 5, "queue.buffering.max.messages": 200000})
+    c.subscribe([topic])
+    done, failed = 0, []
+
+    def acked(err, _msg):
+        if err:
+            failed.append(err)
+
+    while done < n:
+        for m in c.consume(1000, 1.0):
+            if m.error():
+                continue
+            headers = (m.headers() or []) + [
+                ("__connect.errors.topic", m.topic().encode()),
+                ("__connect.errors.offset", str(m.offset()).encode()),
+                ("__connect.errors.exception.class.name", b"baseline")]
+            while True:
+                try:
+                    p.produce(out_topic, m.value(), m.key(), headers=headers, on_delivery=acked)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            done += 1
+        p.poll(0)
+    p.flush(120)
+    c.commit(asynchronous=False)
+    c.close()
+    if failed:
+        sys.exit(f"baseline forwarder: {len(failed)} produce errors, first {failed[0]}")
+    return time.monotonic() - t
 
 
 def main():
@@ -121,6 +168,8 @@ topics = ( {{ topic = "{topic}"; schema = "checkout.avsc";
     if n < a.records:
         sys.exit(f"only {n} dead letters; see {log.name}")
 
+    base_s = forward_baseline(a.bootstrap, topic, f"{dlq}.baseline", a.partitions, a.records, admin)
+
     def replay(*extra):
         t = time.monotonic()
         out = tempfile.TemporaryFile(mode="w+")
@@ -144,6 +193,8 @@ topics = ( {{ topic = "{topic}"; schema = "checkout.avsc";
     print()
     print(f"records                         {a.records}  ({a.partitions} partitions, ~{len(buf.getvalue())} bytes each)")
     print(f"dead-lettering, incl. startup   {a.records / dl_s:10.0f} bad records/s  ({dl_s:.1f} s; kjb peak RSS {rss / 1024 if rss else float('nan'):.0f} MiB)")
+    print(f"baseline forwarder, same input  {a.records / base_s:10.0f} records/s      ({base_s:.1f} s)")
+    print(f"ratio kjb/forwarder             {base_s / dl_s:10.2f}")
     print(f"replay into jobs                {a.records / r1_s:10.0f} records/s      ({r1_s:.1f} s; {r1}; peak RSS {r1_rss / 1024:.0f} MiB)")
     print(f"replay again (all present)      {a.records / r2_s:10.0f} records/s      ({r2_s:.1f} s; {r2})")
     admin_pg.execute(f"DROP DATABASE {db} WITH (FORCE)")
