@@ -429,3 +429,21 @@ def test_bad_plugin_is_a_config_error(db, run_kjb, tmp_path):
 
 
 assert REPO.is_dir()
+
+
+def test_retention_prunes_old_finished_jobs_inside_the_service(db, run_kjb, start_kjb, tmp_path):
+    cfg = write_config(tmp_path / "kjb.cfg", '{ kind = "k"; type = "log"; }',
+                       retention="1h", prune_interval="500ms")
+    env = migrated(run_kjb, cfg, db)
+    db.query("INSERT INTO kjb.jobs (kind, state, finished_at) VALUES"
+             " ('old', 'completed', now() - interval '2 hours'),"
+             " ('old', 'discarded', now() - interval '2 hours'),"
+             " ('old', 'cancelled', now() - interval '3 hours'),"
+             " ('recent', 'completed', now() - interval '10 minutes'),"
+             " ('pending', 'retryable', NULL) RETURNING id")
+    proc = start_kjb(["run", "--role", "executor"], cfg, env=env)
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE kind = 'old'") == 0, timeout=60,
+             message=lambda: proc.log())
+    assert sorted(r[0] for r in db.query("SELECT kind FROM kjb.jobs")) == ["pending", "recent"]
+    assert "pruned 3 finished job(s)" in proc.log()
+    assert proc.stop() == 0
