@@ -100,14 +100,6 @@ static void drain_wake(kjb_executor *ex) {
   }
 }
 
-/* Handler messages go into jsonb: make them valid UTF-8 whatever they say. */
-static void sanitize_utf8(char *s) {
-  size_t n = strlen(s);
-  long bad;
-  while ((bad = kjb_utf8_invalid_at(s, n)) >= 0)
-    s[bad] = '?';
-}
-
 /* ---- workers ----------------------------------------------------------- */
 
 typedef struct {
@@ -423,7 +415,6 @@ static void flush_done(kjb_executor *ex) {
       if (!s->res.message[0])
         snprintf(s->res.message, sizeof s->res.message, "%s failure without a message",
                  s->res.status == KJB_HANDLER_TRANSIENT ? "transient" : "permanent");
-      sanitize_utf8(s->res.message);
       fi->error = s->res.message;
     }
   }

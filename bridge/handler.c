@@ -107,8 +107,12 @@ void kjb_handler_perform(kjb_handler *h, const kjb_handler_job *job, kjb_handler
     return;
   }
   h->plugin->perform(h->state, job, res);
-  /* A plugin is foreign code: keep what it returned usable downstream. */
+  /* A plugin is foreign code: keep what it returned usable downstream
+   * (the message goes into jsonb, which takes valid UTF-8 only). */
   res->message[sizeof res->message - 1] = '\0';
+  char raw[sizeof res->message];
+  memcpy(raw, res->message, sizeof raw);
+  kjb_handler_sanitize(res->message, sizeof res->message, raw, strlen(raw));
   if ((unsigned)res->status > KJB_HANDLER_PERMANENT) {
     int status = (int)res->status;
     res->status = KJB_HANDLER_TRANSIENT;

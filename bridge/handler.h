@@ -21,8 +21,10 @@ typedef struct kjb_handler kjb_handler;
 kjb_handler *kjb_handler_open(const kjb_handler_cfg *cfg, kjb_err *err);
 
 /* Runs one attempt; thread-safe. res is reset first (status OK, empty
- * message, retry_after_us -1). A handler that overruns job->deadline_us
- * reports TRANSIENT with a message saying it timed out. */
+ * message, retry_after_us -1); the message it returns is valid UTF-8.
+ * The built-ins give up at job->deadline_us or when *job->cancelled is
+ * set and report TRANSIENT saying so; plugins are asked to do the same
+ * (kjb cannot interrupt code running in its own process). */
 void kjb_handler_perform(kjb_handler *h, const kjb_handler_job *job, kjb_handler_result *res);
 
 /* Calls the handler's free and unloads a plugin. NULL does nothing. */
