@@ -604,8 +604,10 @@ static void read_notifications(kjb_executor *ex) {
   }
   PGnotify *nt;
   while ((nt = PQnotifies(c))) {
+    /* The jobs table's triggers name the kind; a bare NOTIFY kjb_jobs
+     * (from a script that inserted jobs itself) wakes every kind. */
     for (size_t i = 0; i < ex->nkinds; i++)
-      if (strcmp(ex->kinds[i].cfg->kind, nt->extra) == 0)
+      if (!nt->extra[0] || strcmp(ex->kinds[i].cfg->kind, nt->extra) == 0)
         ex->kinds[i].due_us = 0;
     PQfreemem(nt);
   }

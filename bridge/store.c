@@ -368,8 +368,6 @@ static int insert_skipping_existing(kjb_store *s, size_t *inserted, kjb_err *err
       PQclear(res);
     }
   }
-  if (rc == 0 && *inserted > 0)
-    rc = exec(s, "NOTIFY kjb_jobs", err);
   if (rc == 0)
     return exec(s, "COMMIT", err);
   kjb_err tmp;
@@ -382,8 +380,6 @@ static int insert_skipping_existing(kjb_store *s, size_t *inserted, kjb_err *err
  * through the staging table. */
 static int finish_fast_path(kjb_store *s, int rc, const kjb_job_row *rows, size_t n,
                             size_t *inserted, kjb_err *err) {
-  if (rc == 0)
-    rc = exec(s, "NOTIFY kjb_jobs", err);
   if (rc == 0) {
     rc = exec(s, "COMMIT", err);
     if (rc == 0)
@@ -452,8 +448,7 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
              "INSERT INTO jobs (%s) SELECT %s FROM pg_temp.kjb_marked ORDER BY row_idx"
              " ON CONFLICT DO NOTHING",
              JOB_COLUMNS, JOB_COLUMNS);
-    if ((rc = exec(s, q, err)) == 0)
-      rc = exec(s, "NOTIFY kjb_jobs", err);
+    rc = exec(s, q, err);
   }
   if (rc == 0 && !dry_run)
     return exec(s, "COMMIT", err);
