@@ -247,7 +247,7 @@ def test_exec_and_plugin_handlers(db, run_kjb, start_kjb, tmp_path, kjb_bin):
 # machine (this kind of virtual machine freezes for a second or two now
 # and then) loses none; the window is long so that a stall at either end
 # moves the measure by a few percent at most.
-BURST_SECONDS = 3
+BURST_SECONDS = 5
 WINDOW_SECONDS = 30
 
 
