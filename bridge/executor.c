@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,7 @@ struct kjb_executor {
 
   uint64_t rng;
   int64_t next_heartbeat, next_rescue, next_prune, reconnect_at, reconnect_wait;
+  _Atomic int64_t alive_us; /* the loop's last round, for the health probes */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -753,6 +755,7 @@ int kjb_executor_run(kjb_executor *ex, volatile sig_atomic_t *stop, kjb_err *err
   while (!*stop) {
     flush_done(ex);
     int64_t now = kjb_now_mono_us();
+    atomic_store(&ex->alive_us, now);
     if (db_ready(ex)) {
       housekeeping(ex, now);
       for (size_t i = 0; i < ex->nkinds && ex->db && !*stop; i++)
@@ -766,3 +769,5 @@ int kjb_executor_run(kjb_executor *ex, volatile sig_atomic_t *stop, kjb_err *err
   shutdown_gracefully(ex);
   return 0;
 }
+
+int64_t kjb_executor_heartbeat(const kjb_executor *ex) { return atomic_load(&ex->alive_us); }

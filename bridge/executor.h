@@ -6,6 +6,7 @@
 #define KJB_EXECUTOR_H
 
 #include <signal.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "err.h"
@@ -29,5 +30,9 @@ int kjb_executor_run(kjb_executor *ex, volatile sig_atomic_t *stop, kjb_err *err
 const char *kjb_executor_node(const kjb_executor *ex);
 
 void kjb_executor_free(kjb_executor *ex);
+
+/* When the dispatcher loop last went round (kjb_now_mono_us()), 0 before
+ * kjb_executor_run; safe from any thread while ex is alive. */
+int64_t kjb_executor_heartbeat(const kjb_executor *ex);
 
 #endif

@@ -7,6 +7,7 @@
  * nothing twice because jobs are unique by their source coordinates. */
 #include "ingest.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -64,6 +65,7 @@ struct kjb_ingest {
   size_t npaused, cappaused;
 
   kjb_ingest_stats stats;
+  _Atomic int64_t alive_us; /* the loop's last round, for the health probes */
 };
 
 static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
@@ -529,6 +531,7 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
       timeout_ms = left > 0 ? (int)(left / 1000) : 0;
     }
     int64_t t0 = kjb_now_mono_us();
+    atomic_store(&ing->alive_us, t0);
     rd_kafka_message_t *m = rd_kafka_consumer_poll(ing->consumer, timeout_ms);
     rd_kafka_poll(ing->producer, 0);
     int64_t t1 = kjb_now_mono_us();
@@ -583,4 +586,21 @@ void kjb_ingest_free(kjb_ingest *ing) {
   free(ing->dls);
   free(ing->paused);
   free(ing);
+}
+
+void kjb_ingest_health(kjb_ingest *ing, int timeout_ms, kjb_ingest_health_info *out) {
+  out->loop_us = atomic_load(&ing->alive_us);
+  /* Both calls are safe from any thread. A metadata request is the one
+   * way to ask whether some broker answers right now. */
+  const struct rd_kafka_metadata *md = NULL;
+  out->kafka_connected =
+      rd_kafka_metadata(ing->consumer, 0, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (md)
+    rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_partition_list_t *parts = NULL;
+  out->partitions = 0;
+  if (rd_kafka_assignment(ing->consumer, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR && parts)
+    out->partitions = parts->cnt;
+  if (parts)
+    rd_kafka_topic_partition_list_destroy(parts);
 }

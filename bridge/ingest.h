@@ -36,4 +36,14 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err);
 void kjb_ingest_get_stats(const kjb_ingest *ing, kjb_ingest_stats *out);
 void kjb_ingest_free(kjb_ingest *ing);
 
+typedef struct {
+  int64_t loop_us;     /* the loop's last round (kjb_now_mono_us()), 0 before it ran */
+  int kafka_connected; /* a broker answered a metadata request within the timeout */
+  int partitions;      /* currently assigned */
+} kjb_ingest_health_info;
+
+/* Fills out for the health probes; asks the brokers, so it may block up to
+ * timeout_ms. Safe from any thread while ing is alive. */
+void kjb_ingest_health(kjb_ingest *ing, int timeout_ms, kjb_ingest_health_info *out);
+
 #endif

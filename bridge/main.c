@@ -14,17 +14,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "catalog.h"
 #include "config.h"
 #include "dlq.h"
 #include "executor.h"
+#include "http.h"
 #include "ingest.h"
 #include "jobs.h"
 #include "kafka.h"
 #include "log.h"
 #include "replay.h"
 #include "store.h"
+#include "util.h"
 
 enum { EXIT_OPERATIONAL = 1, EXIT_USAGE = 2 };
 
@@ -133,8 +136,150 @@ static void *executor_main(void *arg) {
   return NULL;
 }
 
+/* ---- run: health for the http server ------------------------------- */
+
+/* How often the health thread pings PostgreSQL, and how long it waits for
+ * a broker to answer. */
+#define HEALTH_DB_EVERY_US (2 * 1000000LL)
+#define HEALTH_KAFKA_TIMEOUT_MS 500
+
+/* Keeps the http server's health snapshot current: every second it reads
+ * the loops' heartbeats and the consumer's Kafka state, and every few
+ * seconds it queries PostgreSQL on a connection of its own, so that an
+ * idle process notices an outage too. */
+typedef struct {
+  kjb_http *http;
+  const kjb_config *cfg;
+  kjb_executor *ex; /* NULL without the executor role; outlives the thread */
+  int consume;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int quit;        /* under mu */
+  kjb_ingest *ing; /* under mu: set while the consumer exists */
+} health_poller;
+
+/* Checks PostgreSQL once: migrations until they are current, then a
+ * plain ping. Returns 0, or -1 with err. */
+static int health_db(health_poller *hp, kjb_store **db, FILE *sink, kjb_health *h,
+                     kjb_err *err) {
+  if (!*db && !(*db = kjb_store_connect(hp->cfg->postgres.conninfo, hp->cfg->postgres.schema, err)))
+    return -1;
+  if (!h->migrations_current) {
+    int pending = 0;
+    if (kjb_store_migrate_status(*db, sink, &pending, err) < 0)
+      return -1;
+    h->migrations_current = pending == 0;
+    return 0;
+  }
+  PGresult *res = kjb_store_query(*db, "health check", "SELECT 1", 0, NULL, err);
+  if (!res)
+    return -1;
+  PQclear(res);
+  return 0;
+}
+
+static void *health_main(void *arg) {
+  health_poller *hp = arg;
+  kjb_health h = {.consumer = hp->consume};
+  kjb_store *db = NULL;
+  /* Migration status prints its listing; nobody reads it here. */
+  FILE *sink = fopen("/dev/null", "w");
+  int64_t next_db = 0;
+  int db_state = -1; /* last logged: -1 nothing yet, 0 down, 1 up */
+  pthread_mutex_lock(&hp->mu);
+  while (!hp->quit) {
+    pthread_mutex_unlock(&hp->mu);
+    int64_t now = kjb_now_mono_us();
+    if (now >= next_db && sink) {
+      kjb_err err;
+      if (health_db(hp, &db, sink, &h, &err) == 0) {
+        h.db_connected = true;
+        h.db_ok_us = kjb_now_mono_us();
+        if (db_state == 0)
+          kjb_info("health: postgresql reachable again");
+        db_state = 1;
+      } else {
+        h.db_connected = false;
+        kjb_store_free(db);
+        db = NULL;
+        if (db_state != 0)
+          kjb_warn("health: %s", err.msg);
+        db_state = 0;
+      }
+      next_db = now + HEALTH_DB_EVERY_US;
+    }
+    /* The oldest heartbeat counts; a loop that never ran makes it 0. */
+    int64_t loop = INT64_MAX;
+    if (hp->ex) {
+      int64_t t = kjb_executor_heartbeat(hp->ex);
+      loop = t < loop ? t : loop;
+    }
+    if (hp->consume) {
+      kjb_ingest_health_info ih = {0};
+      pthread_mutex_lock(&hp->mu);
+      if (hp->ing)
+        kjb_ingest_health(hp->ing, HEALTH_KAFKA_TIMEOUT_MS, &ih);
+      pthread_mutex_unlock(&hp->mu);
+      loop = ih.loop_us < loop ? ih.loop_us : loop;
+      h.kafka_connected = ih.kafka_connected;
+      h.partitions = ih.partitions;
+      h.assigned_once = h.assigned_once || ih.partitions > 0;
+    }
+    h.loop_us = loop == INT64_MAX ? 0 : loop;
+    kjb_http_set_health(hp->http, &h);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += 1;
+    pthread_mutex_lock(&hp->mu);
+    if (!hp->quit)
+      pthread_cond_timedwait(&hp->cv, &hp->mu, &until);
+  }
+  pthread_mutex_unlock(&hp->mu);
+  kjb_store_free(db);
+  if (sink)
+    fclose(sink);
+  return NULL;
+}
+
+/* Starts the health thread. Returns 0 or -1. */
+static int health_start(health_poller *hp) {
+  pthread_mutex_init(&hp->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&hp->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  if (pthread_create(&hp->thread, NULL, health_main, hp) != 0) {
+    pthread_cond_destroy(&hp->cv);
+    pthread_mutex_destroy(&hp->mu);
+    return -1;
+  }
+  return 0;
+}
+
+static void health_stop(health_poller *hp) {
+  pthread_mutex_lock(&hp->mu);
+  hp->quit = 1;
+  pthread_cond_signal(&hp->cv);
+  pthread_mutex_unlock(&hp->mu);
+  pthread_join(hp->thread, NULL);
+  pthread_cond_destroy(&hp->cv);
+  pthread_mutex_destroy(&hp->mu);
+}
+
+/* Lets the health thread see the consumer (ing), or forget it (NULL)
+ * before it is freed. hp may be NULL. */
+static void health_attach(health_poller *hp, kjb_ingest *ing) {
+  if (!hp)
+    return;
+  pthread_mutex_lock(&hp->mu);
+  hp->ing = ing;
+  pthread_mutex_unlock(&hp->mu);
+}
+
 /* The consumer until a signal; returns an exit code. */
-static int run_consumer(const kjb_config *cfg) {
+static int run_consumer(const kjb_config *cfg, health_poller *hp) {
   kjb_err err;
   int rc = 0;
   kjb_catalog *cat = kjb_catalog_new(cfg, &err);
@@ -146,8 +291,10 @@ static int run_consumer(const kjb_config *cfg) {
   } else {
     kjb_info("kjb %s consuming %zu topic(s) in group \"%s\"", KJB_VERSION, cfg->ntopics,
              cfg->kafka.group);
+    health_attach(hp, ing);
     if (kjb_ingest_run(ing, &stop_requested, &err) < 0)
       rc = fail("run", &err);
+    health_attach(hp, NULL);
     kjb_ingest_stats st;
     kjb_ingest_get_stats(ing, &st);
     kjb_info("stopped: %llu records, %llu jobs inserted, %llu dead-lettered in %llu "
@@ -203,40 +350,64 @@ static int cmd_run(int argc, char **argv) {
     kjb_info("no handlers configured: running the consumer only");
   install_signals();
   kjb_err err;
-  kjb_executor *ex = NULL;
-  if (execute) {
-    ex = kjb_executor_new(&cfg, consume ? "consumer,executor" : "executor", &err);
-    if (!ex) {
+  /* The probes answer (503) while everything else starts. */
+  kjb_http *http = NULL;
+  if (cfg.http.listen && cfg.http.listen[0]) {
+    http = kjb_http_new(cfg.http.listen, &err);
+    if (!http) {
       rc = fail("run", &err);
       kjb_config_close(&cfg);
       return rc;
     }
   }
-  if (!consume) {
-    if (kjb_executor_run(ex, &stop_requested, &err) < 0)
+  kjb_executor *ex = NULL;
+  if (execute) {
+    ex = kjb_executor_new(&cfg, consume ? "consumer,executor" : "executor", &err);
+    if (!ex) {
       rc = fail("run", &err);
-    kjb_executor_free(ex);
-    kjb_config_close(&cfg);
-    return rc;
+      kjb_http_free(http);
+      kjb_config_close(&cfg);
+      return rc;
+    }
   }
-  pthread_t ex_thread;
-  executor_thread_arg ta = {ex, 0, {0}};
-  if (ex && pthread_create(&ex_thread, NULL, executor_main, &ta) != 0) {
-    fprintf(stderr, "kjb: run: could not start the executor thread\n");
+  /* Logged only now: a configuration error above stays the only output. */
+  if (http)
+    kjb_info("http: serving /metrics and probes on %s (port %d)", cfg.http.listen,
+             kjb_http_port(http));
+  health_poller hp = {.http = http, .cfg = &cfg, .ex = ex, .consume = consume};
+  if (http && health_start(&hp) < 0) {
+    fprintf(stderr, "kjb: run: could not start the health thread\n");
     kjb_executor_free(ex);
+    kjb_http_free(http);
     kjb_config_close(&cfg);
     return EXIT_OPERATIONAL;
   }
-  rc = run_consumer(&cfg);
-  if (ex) {
-    /* The consumer may have stopped on its own (an error): the executor
-     * stops with it. */
-    stop_requested = 1;
-    pthread_join(ex_thread, NULL);
-    if (ta.rc < 0 && rc == 0)
-      rc = fail("run", &ta.err);
-    kjb_executor_free(ex);
+  if (!consume) {
+    if (kjb_executor_run(ex, &stop_requested, &err) < 0)
+      rc = fail("run", &err);
+  } else {
+    pthread_t ex_thread;
+    executor_thread_arg ta = {ex, 0, {0}};
+    if (ex && pthread_create(&ex_thread, NULL, executor_main, &ta) != 0) {
+      fprintf(stderr, "kjb: run: could not start the executor thread\n");
+      rc = EXIT_OPERATIONAL;
+    } else {
+      rc = run_consumer(&cfg, http ? &hp : NULL);
+      if (ex) {
+        /* The consumer may have stopped on its own (an error): the
+         * executor stops with it. */
+        stop_requested = 1;
+        pthread_join(ex_thread, NULL);
+        if (ta.rc < 0 && rc == 0)
+          rc = fail("run", &ta.err);
+      }
+    }
   }
+  /* The health thread reads the executor: it stops first. */
+  if (http)
+    health_stop(&hp);
+  kjb_executor_free(ex);
+  kjb_http_free(http);
   kjb_config_close(&cfg);
   return rc;
 }

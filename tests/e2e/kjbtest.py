@@ -27,6 +27,9 @@ SANITIZER_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=86",
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
     "LSAN_OPTIONS": f"suppressions={REPO / 'tests' / 'lsan.supp'}",
+    # `kjb run` serves HTTP on http.listen, 127.0.0.1:9464 unless told
+    # otherwise: tests run several at once, so each takes a free port.
+    "KJB_HTTP_LISTEN": "127.0.0.1:0",
 }
 SANITIZER_EXIT = 86
 SANITIZER_MARKERS = (

@@ -1,0 +1,358 @@
+/* The HTTP server (see http.h) over libmicrohttpd's internal polling
+ * thread. Every answer is built from fixed text, the metric registry and
+ * the health snapshot: nothing from the request is echoed back. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "metrics.h"
+#include "util.h"
+
+struct kjb_http {
+  struct MHD_Daemon *daemon;
+  int port;
+  pthread_mutex_t mu;
+  kjb_health health; /* under mu */
+};
+
+static const char JSON_TYPE[] = "application/json";
+static const char METRICS_TYPE[] = "text/plain; version=0.0.4; charset=utf-8";
+
+/* ---- listen address ----------------------------------------------------- */
+
+/* Splits "host:port" or "[v6]:port" into host (without brackets) and
+ * port. Returns 0 or -1. */
+static int split_listen(const char *addr, char *host, size_t hostcap, char *port,
+                        size_t portcap) {
+  const char *p;
+  size_t hl;
+  if (addr[0] == '[') {
+    const char *close = strchr(addr, ']');
+    if (!close || close[1] != ':')
+      return -1;
+    hl = (size_t)(close - addr - 1);
+    if (hl >= hostcap)
+      return -1;
+    memcpy(host, addr + 1, hl);
+    host[hl] = '\0';
+    p = close + 2;
+    if (!strchr(host, ':'))
+      return -1;
+  } else {
+    const char *colon = strrchr(addr, ':');
+    if (!colon)
+      return -1;
+    hl = (size_t)(colon - addr);
+    if (hl >= hostcap || memchr(addr, ':', hl))
+      return -1; /* a bare IPv6 address needs its brackets */
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    p = colon + 1;
+  }
+  size_t pl = strlen(p);
+  if (hl == 0 || pl == 0 || pl >= portcap || strspn(p, "0123456789") != pl || atol(p) > 65535)
+    return -1;
+  memcpy(port, p, pl + 1);
+  return 0;
+}
+
+/* A bound, listening socket for addr, or -1 with err. */
+static int open_listener(const char *addr, int *v6, int *port_out, kjb_err *err) {
+  char host[256], port[8];
+  if (split_listen(addr, host, sizeof host, port, sizeof port) < 0)
+    return kjb_err_set(err, KJB_ECONFIG,
+                       "http.listen: expected host:port or [ipv6]:port, got \"%s\"", addr),
+           -1;
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+  struct addrinfo *ai = NULL;
+  int gai = getaddrinfo(host, port, &hints, &ai);
+  if (gai != 0)
+    return kjb_err_set(err, KJB_ECONFIG, "http.listen: could not resolve \"%s\": %s", host,
+                       gai_strerror(gai)),
+           -1;
+  /* Exactly the configured address: the first one it resolves to. */
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int e = errno;
+  if (fd >= 0) {
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+      e = errno;
+      close(fd);
+      fd = -1;
+    }
+  }
+  *v6 = ai->ai_family == AF_INET6;
+  freeaddrinfo(ai);
+  if (fd < 0)
+    return kjb_err_set(err, KJB_EIO, "could not listen on %s: %s", addr, strerror(e)), -1;
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+    e = errno;
+    close(fd);
+    return kjb_err_set(err, KJB_EIO, "could not listen on %s: %s", addr, strerror(e)), -1;
+  }
+  *port_out = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  return fd;
+}
+
+/* ---- /metrics ----------------------------------------------------------- */
+
+static void gauge(kjb_buf *b, const char *name, const char *type, const char *help, double v) {
+  kjb_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.15g\n", name, help, name, type, name, v);
+}
+
+/* The standard process_* metrics, from /proc/self. A value that cannot be
+ * read is left out rather than reported as 0. */
+static void process_metrics(kjb_buf *b) {
+  long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+  FILE *f = fopen("/proc/self/stat", "r");
+  char line[1024];
+  if (f && fgets(line, sizeof line, f)) {
+    /* The command name may contain spaces and parentheses: fields are
+     * counted from the last ')'. Field 3 (state) comes right after it. */
+    char *p = strrchr(line, ')');
+    unsigned long utime, stime, vsize;
+    unsigned long long start;
+    long rss;
+    if (p && sscanf(p + 2,
+                    "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d "
+                    "%*d %llu %lu %ld",
+                    &utime, &stime, &start, &vsize, &rss) == 5) {
+      gauge(b, "process_cpu_seconds_total", "counter",
+            "Total user and system CPU time spent in seconds.", (double)(utime + stime) / tick);
+      gauge(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+            (double)rss * page);
+      gauge(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+            (double)vsize);
+      FILE *st = fopen("/proc/stat", "r");
+      unsigned long long btime = 0;
+      while (st && fgets(line, sizeof line, st))
+        if (sscanf(line, "btime %llu", &btime) == 1)
+          break;
+      if (st)
+        fclose(st);
+      if (btime)
+        gauge(b, "process_start_time_seconds", "gauge",
+              "Start time of the process since unix epoch in seconds.",
+              (double)btime + (double)start / tick);
+    }
+  }
+  if (f)
+    fclose(f);
+  DIR *d = opendir("/proc/self/fd");
+  if (d) {
+    long n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+      n += de->d_name[0] != '.';
+    closedir(d);
+    gauge(b, "process_open_fds", "gauge", "Number of open file descriptors.", (double)(n - 1));
+  }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    gauge(b, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+          rl.rlim_cur == RLIM_INFINITY ? -1.0 : (double)rl.rlim_cur);
+}
+
+static void render_metrics(kjb_buf *b) {
+  kjb_metrics_render(b);
+  /* The version is a compile-time constant of digits and dots, but it
+   * goes out as a label value all the same: keep it escaped. */
+  kjb_buf_puts(b, "# HELP kjb_build_info The kjb version, as a label; always 1.\n"
+                  "# TYPE kjb_build_info gauge\nkjb_build_info{version=");
+  kjb_buf_json_str(b, KJB_VERSION, strlen(KJB_VERSION));
+  kjb_buf_puts(b, "} 1\n");
+  process_metrics(b);
+}
+
+/* ---- probes ------------------------------------------------------------- */
+
+/* Each probe returns the reason it fails, or NULL when it passes. */
+
+static const char *db_problem(const kjb_health *st, int64_t now) {
+  if (!st->db_connected || st->db_ok_us == 0 || now - st->db_ok_us > KJB_HTTP_STALE_US)
+    return "database unreachable";
+  return NULL;
+}
+
+static const char *live_problem(const kjb_health *st, int64_t now) {
+  const char *why = db_problem(st, now);
+  if (why)
+    return why;
+  if (st->loop_us == 0)
+    return "main loop not running";
+  if (now - st->loop_us > KJB_HTTP_STALE_US)
+    return "main loop stalled";
+  return NULL;
+}
+
+static const char *startup_problem(const kjb_health *st) {
+  if (!st->migrations_current)
+    return "migrations pending";
+  if (st->consumer && !st->assigned_once)
+    return "waiting for the first partition assignment";
+  return NULL;
+}
+
+static const char *ready_problem(const kjb_health *st, int64_t now) {
+  const char *why = db_problem(st, now);
+  if (why)
+    return why;
+  if (!st->migrations_current)
+    return "migrations pending";
+  if (st->consumer && !st->kafka_connected)
+    return "kafka not connected";
+  if (st->consumer && st->partitions <= 0)
+    return "no partitions assigned";
+  return NULL;
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
+                               const char *body, size_t len) {
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+  if (!r)
+    return MHD_NO;
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET");
+  enum MHD_Result ret = MHD_queue_response(c, status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+static enum MHD_Result respond_json(struct MHD_Connection *c, unsigned status, const char *body) {
+  return respond(c, status, JSON_TYPE, body, strlen(body));
+}
+
+/* 200 {"status":"ok"}, or 503 {"status":<bad>,"reason":<why>}. */
+static enum MHD_Result probe(struct MHD_Connection *c, const char *bad, const char *why) {
+  if (!why)
+    return respond_json(c, MHD_HTTP_OK, "{\"status\":\"ok\"}");
+  kjb_buf b;
+  kjb_buf_init(&b);
+  kjb_buf_puts(&b, "{\"status\":");
+  kjb_buf_json_str(&b, bad, strlen(bad));
+  kjb_buf_puts(&b, ",\"reason\":");
+  kjb_buf_json_str(&b, why, strlen(why));
+  kjb_buf_putc(&b, '}');
+  enum MHD_Result ret = respond(c, MHD_HTTP_SERVICE_UNAVAILABLE, JSON_TYPE, b.data, b.len);
+  kjb_buf_close(&b);
+  return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+  kjb_http *h = cls;
+  /* The first call only announces the request; a body, if any, arrives in
+   * the calls after it and is ignored. */
+  static int seen;
+  if (!*con_cls) {
+    *con_cls = &seen;
+    return MHD_YES;
+  }
+  if (*upload_data_size) {
+    *upload_data_size = 0;
+    return MHD_YES;
+  }
+  int known = strcmp(url, "/metrics") == 0 || strcmp(url, "/healthz") == 0 ||
+              strcmp(url, "/readyz") == 0 || strcmp(url, "/startupz") == 0;
+  if (!known)
+    return respond_json(c, MHD_HTTP_NOT_FOUND, "{\"error\":\"not found\"}");
+  if (strcmp(method, MHD_HTTP_METHOD_GET) != 0)
+    return respond_json(c, MHD_HTTP_METHOD_NOT_ALLOWED, "{\"error\":\"method not allowed\"}");
+  if (strcmp(url, "/metrics") == 0) {
+    kjb_buf b;
+    kjb_buf_init(&b);
+    render_metrics(&b);
+    enum MHD_Result ret = respond(c, MHD_HTTP_OK, METRICS_TYPE, b.data, b.len);
+    kjb_buf_close(&b);
+    return ret;
+  }
+  pthread_mutex_lock(&h->mu);
+  kjb_health st = h->health;
+  pthread_mutex_unlock(&h->mu);
+  int64_t now = kjb_now_mono_us();
+  if (strcmp(url, "/healthz") == 0)
+    return probe(c, "unhealthy", live_problem(&st, now));
+  if (strcmp(url, "/readyz") == 0)
+    return probe(c, "not ready", ready_problem(&st, now));
+  return probe(c, "starting", startup_problem(&st));
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+kjb_http *kjb_http_new(const char *addr, kjb_err *err) {
+  int v6 = 0, port = 0;
+  int fd = open_listener(addr, &v6, &port, err);
+  if (fd < 0)
+    return NULL;
+  kjb_http *h = calloc(1, sizeof *h);
+  if (!h) {
+    close(fd);
+    kjb_err_set(err, KJB_ENOMEM, "out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&h->mu, NULL);
+  h->port = port;
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
+  if (v6)
+    flags |= MHD_USE_IPv6;
+  h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
+                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
+  if (!h->daemon) {
+    /* Whether a failed start closed the socket depends on where it
+     * failed. */
+    if (fcntl(fd, F_GETFD) != -1)
+      close(fd);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+    kjb_err_set(err, KJB_EIO, "could not listen on %s: could not start the http server",
+                addr);
+    return NULL;
+  }
+  return h;
+}
+
+int kjb_http_port(const kjb_http *h) { return h->port; }
+
+void kjb_http_set_health(kjb_http *h, const kjb_health *health) {
+  pthread_mutex_lock(&h->mu);
+  h->health = *health;
+  pthread_mutex_unlock(&h->mu);
+}
+
+void kjb_http_free(kjb_http *h) {
+  if (!h)
+    return;
+  /* Stopping closes the listening socket too. */
+  MHD_stop_daemon(h->daemon);
+  pthread_mutex_destroy(&h->mu);
+  free(h);
+}

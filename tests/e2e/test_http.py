@@ -1,0 +1,160 @@
+"""The HTTP server of `kjb run` end to end, with PostgreSQL only: an
+executor with a log handler serves /metrics and the three probes on the
+configured address; the exposition is checked with the Prometheus client's
+own parser. Also what `kjb run` does when the port is taken, the schema is
+not migrated, or PostgreSQL cannot be reached."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kjbtest import wait_for
+
+EXECUTOR = 'poll_interval = "200ms"; heartbeat = "500ms"; lease = "8s"; shutdown_timeout = "5s";'
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path: Path, port: int, kind: str = "hello") -> Path:
+    path.write_text(f"""
+kafka = {{ brokers = "127.0.0.1:1"; group = "http"; }};
+postgres = {{ conninfo = "set-by-env"; }};
+http = {{ listen = "127.0.0.1:{port}"; }};
+executor = {{ {EXECUTOR} }};
+topics = ( {{ topic = "unused"; schema = "order_created.avsc"; jobs = ( {{ kind = "unused"; }} ); }} );
+handlers = ( {{ kind = "{kind}"; type = "log"; concurrency = 4; }} );
+""")
+    return path
+
+
+def env_for(conninfo: str) -> dict[str, str]:
+    # An empty KJB_HTTP_LISTEN counts as unset: the file's address holds
+    # whatever the caller's environment says.
+    return {"KJB_POSTGRES_CONNINFO": conninfo, "KJB_HTTP_LISTEN": ""}
+
+
+def get(port: int, path: str, method: str = "GET") -> tuple[int, str, str]:
+    """(status, content type, body) of one request."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=b"{}" if method in ("POST", "PUT") else None)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read().decode()
+
+
+def answers(port: int, path: str):
+    """The probe's (status, json) once the server answers, else None."""
+    try:
+        status, _, body = get(port, path)
+    except OSError:
+        return None
+    return status, json.loads(body)
+
+
+def test_executor_probes_and_metrics(db, run_kjb, start_kjb, tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path / "kjb.cfg", port)
+    env = env_for(str(db))
+    res = run_kjb(["migrate"], cfg, env=env)
+    assert res.returncode == 0, res.stderr
+    proc = start_kjb(["run", "--role", "executor"], cfg, env=env)
+
+    ok = (200, {"status": "ok"})
+    wait_for(lambda: answers(port, "/startupz") == ok, timeout=30,
+             message=lambda: f"{answers(port, '/startupz')}\n{proc.log()}")
+    wait_for(lambda: answers(port, "/healthz") == ok, timeout=30,
+             message=lambda: f"{answers(port, '/healthz')}\n{proc.log()}")
+    assert answers(port, "/readyz") == ok
+
+    n = 25
+    db.query("INSERT INTO kjb.jobs (kind, args) SELECT 'hello', jsonb_build_object('i', g)"
+             " FROM generate_series(1, %s) g RETURNING id", n)
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE kind = 'hello'"
+                               " AND state = 'completed'") == n,
+             timeout=60, message=lambda: proc.log()[-3000:])
+
+    def finished() -> float | None:
+        status, ctype, body = get(port, "/metrics")
+        assert status == 200
+        assert ctype == "text/plain; version=0.0.4; charset=utf-8"
+        line = f'kjb_jobs_finished_total{{kind="hello",outcome="completed"}} {n}\n'
+        return body if line in body else None
+
+    # The outcomes are counted when recorded, a moment after the rows change.
+    body = wait_for(finished, timeout=15, message=lambda: get(port, "/metrics")[2])
+
+    # The whole exposition parses, and carries what DESIGN promises.
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    # The parser names counters without their _total suffix.
+    jobs = families["kjb_jobs_finished"]
+    assert jobs.type == "counter"
+    assert [(s.name, s.labels, s.value) for s in jobs.samples] == [
+        ("kjb_jobs_finished_total", {"kind": "hello", "outcome": "completed"}, n)]
+    info = families["kjb_build_info"]
+    assert info.type == "gauge"
+    assert len(info.samples) == 1 and info.samples[0].value == 1
+    version = run_kjb(["version"]).stdout
+    assert info.samples[0].labels["version"] in version
+    for name, kind in [("process_cpu_seconds", "counter"), ("process_resident_memory_bytes", "gauge"),
+                       ("process_virtual_memory_bytes", "gauge"), ("process_open_fds", "gauge"),
+                       ("process_max_fds", "gauge"), ("process_start_time_seconds", "gauge")]:
+        assert families[name].type == kind, name
+        assert families[name].samples[0].value > 0, name
+
+    # Unknown paths and other methods, without echoing the request.
+    status, ctype, body = get(port, "/%3Cscript%3E?q=%3Cb%3E")
+    assert (status, ctype, body) == (404, "application/json", '{"error":"not found"}')
+    status, ctype, body = get(port, "/healthz", method="POST")
+    assert (status, ctype, body) == (405, "application/json", '{"error":"method not allowed"}')
+    assert proc.stop() == 0
+
+
+def test_port_taken_fails_at_start(db, run_kjb, tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cfg = write_config(tmp_path / "kjb.cfg", port)
+        res = run_kjb(["run", "--role", "executor"], cfg, env=env_for(str(db)), timeout=30)
+    assert res.returncode == 1, res.stderr
+    assert f"kjb: run: could not listen on 127.0.0.1:{port}: Address already in use" in res.stderr
+
+
+def test_unmigrated_database(db, run_kjb, start_kjb, tmp_path):
+    """Before `kjb migrate`, /startupz would say 503. Today the executor
+    cannot start at all on an unmigrated schema (it registers itself in
+    kjb.nodes first), so kjb run exits 1: this pins that behaviour."""
+    port = free_port()
+    cfg = write_config(tmp_path / "kjb.cfg", port)
+    proc = start_kjb(["run", "--role", "executor"], cfg, env=env_for(str(db)))
+    rc = proc.wait(timeout=30)
+    assert rc == 1, proc.log()
+    assert "kjb: run: could not record the node's heartbeat: " in proc.log(), proc.log()
+    assert 'relation "nodes" does not exist' in proc.log(), proc.log()
+
+
+def test_postgres_unreachable_at_start(db, run_kjb, tmp_path):
+    """PostgreSQL down when kjb starts: the executor cannot connect, kjb run
+    exits 1 and says why, without the password."""
+    port = free_port()
+    cfg = write_config(tmp_path / "kjb.cfg", port)
+    closed = free_port()
+    conninfo = f"host=127.0.0.1 port={closed} dbname=kjb user=kjb password=s3cret-pw connect_timeout=5"
+    res = run_kjb(["run", "--role", "executor"], cfg, env=env_for(conninfo), timeout=60)
+    assert res.returncode == 1, res.stderr
+    assert "kjb: run: could not connect to postgresql: " in res.stderr, res.stderr
+    assert "s3cret-pw" not in res.stderr
