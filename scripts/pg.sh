@@ -15,7 +15,8 @@
 # 0700 pytest temp dir), the cluster lives in a directory under /tmp that
 # DIR/rundir names; `stop` removes it and copies its log to DIR.
 #
-# Environment: KJB_PG_FAST=1 turns fsync off; KJB_PG_START_TIMEOUT (180 s),
+# Environment: KJB_PG_FAST=1 turns fsync, synchronous commits and full-page
+# writes off (test servers: kjb is what gets killed there, never PostgreSQL); KJB_PG_START_TIMEOUT (180 s),
 # KJB_PG_STOP_TIMEOUT (30 s).
 set -euo pipefail
 
@@ -148,7 +149,11 @@ cmd_start() {
     echo "max_connections = 100"
     echo "shared_buffers = 128MB"
     echo "log_line_prefix = '%m [%p] %q%u@%d '"
-    if [[ ${KJB_PG_FAST:-0} == 1 ]]; then echo "fsync = off"; fi
+    if [[ ${KJB_PG_FAST:-0} == 1 ]]; then
+      echo "fsync = off"
+      echo "synchronous_commit = off"
+      echo "full_page_writes = off"
+    fi
   } | as_pg tee "$run/data/postgresql.auto.conf" >/dev/null
 
   if ! as_pg "$BIN/pg_ctl" -D "$run/data" -l "$run/postgres.log" -w -t "$timeout" start >/dev/null 2>&1; then

@@ -138,8 +138,12 @@ class Service:
         self.started_at = time.monotonic()
         # Its own session: a Ctrl-C meant for pytest must not cut a start
         # script short and leave half a service behind.
+        # Test servers need no durability: PostgreSQL without fsync keeps a
+        # slow shared disk from stalling every commit.
+        env = {**os.environ, "KJB_PG_FAST": os.environ.get("KJB_PG_FAST", "1")}
         self.proc = subprocess.Popen(
             [str(self.script), "start", str(self.dir)],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
