@@ -16,8 +16,8 @@
 # DIR/rundir names; `stop` removes it and copies its log to DIR.
 #
 # Environment: KJB_PG_FAST=1 turns fsync, synchronous commits and full-page
-# writes off (test servers: kjb is what gets killed there, never PostgreSQL); KJB_PG_START_TIMEOUT (180 s),
-# KJB_PG_STOP_TIMEOUT (30 s).
+# writes off (test servers: kjb is what gets killed there, never
+# PostgreSQL); KJB_PG_START_TIMEOUT (180 s), KJB_PG_STOP_TIMEOUT (30 s).
 set -euo pipefail
 
 die() { echo "pg.sh: $*" >&2; exit 1; }
