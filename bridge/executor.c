@@ -496,8 +496,8 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
     allowed = kjb_bucket_take(&k->bucket, want, now);
     if (allowed == 0) {
       k->due_us = now + kjb_bucket_wait_us(&k->bucket, now);
-      if (h->breaker.enabled && k->breaker.probing && k->breaker.state == KJB_BREAKER_HALF_OPEN)
-        k->breaker.probing = 0; /* the probe did not start */
+      if (h->breaker.enabled)
+        kjb_breaker_unclaimed(&k->breaker);
       return;
     }
   }
@@ -514,15 +514,15 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
     free(got);
     if (local)
       kjb_bucket_refund(&k->bucket, allowed);
-    if (h->breaker.enabled && k->breaker.state == KJB_BREAKER_HALF_OPEN)
-      k->breaker.probing = 0;
+    if (h->breaker.enabled)
+      kjb_breaker_unclaimed(&k->breaker);
     lost_db(ex, &err);
     return;
   }
   if (local && n < allowed)
     kjb_bucket_refund(&k->bucket, allowed - n);
-  if (h->breaker.enabled && k->breaker.state == KJB_BREAKER_HALF_OPEN && n == 0)
-    k->breaker.probing = 0; /* nothing to probe with: try again later */
+  if (h->breaker.enabled && n == 0)
+    kjb_breaker_unclaimed(&k->breaker); /* nothing to probe with: try again later */
 
   if (cluster && n < allowed && tokens < 1)
     /* Short of tokens, not of jobs: come back when one has accrued. */

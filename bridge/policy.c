@@ -88,6 +88,11 @@ int kjb_breaker_allow(kjb_breaker *b, int want, int64_t now_us) {
   return 0;
 }
 
+void kjb_breaker_unclaimed(kjb_breaker *b) {
+  if (b->state == KJB_BREAKER_HALF_OPEN)
+    b->probing = 0;
+}
+
 int kjb_breaker_record(kjb_breaker *b, int failed, int64_t now_us) {
   switch (b->state) {
   case KJB_BREAKER_OPEN:

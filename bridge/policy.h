@@ -57,6 +57,9 @@ void kjb_breaker_init(kjb_breaker *b, double failure_ratio, int min_calls, int64
  * 1 (the probe) once open_for has passed, moving to half-open; 0 while
  * the probe runs. */
 int kjb_breaker_allow(kjb_breaker *b, int want, int64_t now_us);
+/* The jobs kjb_breaker_allow let start did not start after all (none
+ * was claimed): a half-open breaker may hand out its probe again. */
+void kjb_breaker_unclaimed(kjb_breaker *b);
 /* Records an attempt that kjb_breaker_allow let start; failed counts
  * transient failures (the downstream is struggling), not permanent ones.
  * Returns 1 when this outcome changed the state, else 0. */

@@ -77,6 +77,9 @@ static void test_breaker_opens_probes_and_closes(void **state) {
   assert_int_equal(kjb_breaker_allow(&b, 8, 5 + 30 * S), 1);
   assert_int_equal(b.state, KJB_BREAKER_HALF_OPEN);
   assert_int_equal(kjb_breaker_allow(&b, 8, 5 + 31 * S), 0);
+  /* A probe that found no job to claim may be handed out again. */
+  kjb_breaker_unclaimed(&b);
+  assert_int_equal(kjb_breaker_allow(&b, 8, 5 + 31 * S), 1);
   /* The probe fails: open again for a full open_for. */
   assert_int_equal(kjb_breaker_record(&b, 1, 40 * S), 1);
   assert_int_equal(b.state, KJB_BREAKER_OPEN);
