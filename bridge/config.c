@@ -92,7 +92,8 @@ static const char *const handler_types[] = {"http", "exec", "log", "plugin",
 #define HF(m) offsetof(kjb_handler_cfg, m)
 #define SF(m) offsetof(kjb_schema_id_cfg, m)
 
-enum { R_EXECUTOR = 6 }; /* root_fields[R_EXECUTOR] is "executor" */
+/* root_fields[R_HTTP] is "http", root_fields[R_EXECUTOR] "executor". */
+enum { R_HTTP = 2, R_EXECUTOR = 6 };
 
 static const field root_fields[] = {
     {.name = "kafka", .type = T_GROUP},
@@ -123,6 +124,8 @@ static const field postgres_fields[] = {
 static const field http_fields[] = {
     {"listen", T_STR, 0, CF(http.listen), 0, 0, 0, NULL},
     {"admin_token_env", T_STR, 0, CF(http.admin_token_env), 0, 0, 0, NULL},
+    {"tls_cert", T_STR, 0, CF(http.tls_cert), 0, 0, 0, NULL},
+    {"tls_key", T_STR, 0, CF(http.tls_key), 0, 0, 0, NULL},
 };
 
 static const field registry_fields[] = {
@@ -1028,6 +1031,12 @@ static int parse_root(ctx *c, const config_setting_t *root) {
     return fail_at(c, at ? at : ex ? ex : root,
                    "executor.lease: must be at least twice executor.heartbeat");
   }
+  if (!c->cfg->http.tls_cert != !c->cfg->http.tls_key) {
+    assert(strcmp(root_fields[R_HTTP].name, "http") == 0);
+    const config_setting_t *h = found[R_HTTP];
+    return fail_at(c, h ? h : root, "http: tls_cert and tls_key go together; %s is missing",
+                   c->cfg->http.tls_cert ? "tls_key" : "tls_cert");
+  }
   const config_setting_t *topics = found[NFIELDS(sections)];
   const config_setting_t *handlers = found[NFIELDS(sections) + 1];
   if (handlers && (rc = parse_handlers(c, handlers)))
@@ -1122,6 +1131,25 @@ static void free_strings(char **v, size_t n) {
 
 /* Frees every string and array of cfg and zeroes it, so that closing twice
  * or closing a zeroed cfg is harmless. NULL does nothing. */
+static size_t add_kind(const char **out, size_t cap, size_t n, const char *kind) {
+  for (size_t i = 0; i < n && i < cap; i++)
+    if (strcmp(out[i], kind) == 0)
+      return n;
+  if (n < cap)
+    out[n] = kind;
+  return n + 1;
+}
+
+size_t kjb_config_kinds(const kjb_config *cfg, const char **out, size_t cap) {
+  size_t n = 0;
+  for (size_t i = 0; i < cfg->nhandlers; i++)
+    n = add_kind(out, cap, n, cfg->handlers[i].kind);
+  for (size_t t = 0; t < cfg->ntopics; t++)
+    for (size_t j = 0; j < cfg->topics[t].njobs; j++)
+      n = add_kind(out, cap, n, cfg->topics[t].jobs[j].kind);
+  return n;
+}
+
 void kjb_config_close(kjb_config *cfg) {
   if (!cfg)
     return;
@@ -1133,6 +1161,8 @@ void kjb_config_close(kjb_config *cfg) {
   free(cfg->postgres.schema);
   free(cfg->http.listen);
   free(cfg->http.admin_token_env);
+  free(cfg->http.tls_cert);
+  free(cfg->http.tls_key);
   free(cfg->schema_registry.url);
   free(cfg->schemas.dir);
   for (size_t i = 0; i < cfg->schemas.nids; i++)

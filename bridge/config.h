@@ -87,6 +87,8 @@ typedef struct {
   struct {
     char *listen;      /* default "127.0.0.1:9464" */
     char *admin_token_env; /* default "KJB_ADMIN_TOKEN" */
+    char *tls_cert;    /* PEM files: HTTPS when both are set; NULL for plain HTTP */
+    char *tls_key;
   } http;
   struct {
     char *url;         /* NULL when not configured */
@@ -134,5 +136,10 @@ const char *kjb_config_default_path(const char *explicit_path);
 const kjb_topic_cfg *kjb_config_topic(const kjb_config *cfg, const char *topic);
 const kjb_handler_cfg *kjb_config_handler(const kjb_config *cfg, const char *kind);
 const char *kjb_format_name(kjb_format f);
+
+/* Every job kind the configuration names, each once: the handlers' kinds
+ * in order, then those only mappings produce. Writes up to cap of them to
+ * out and returns how many there are. */
+size_t kjb_config_kinds(const kjb_config *cfg, const char **out, size_t cap);
 
 #endif

@@ -31,6 +31,10 @@
 /* After asking running handlers to cancel, how long to wait for them. */
 #define CANCEL_GRACE_US (5 * 1000000LL)
 
+static const char FINISHED_HELP[] = "Attempts finished, by kind and outcome.";
+
+static const char *outcome_name(kjb_finish_kind f);
+
 typedef struct kind_rt kind_rt;
 
 /* A claimed job on its way through a worker. */
@@ -56,6 +60,9 @@ struct kind_rt {
   kjb_breaker breaker;
   int64_t due_us;        /* next claim not before this (monotonic) */
   double cluster_tokens; /* scope cluster: tokens left after the last claim */
+  /* What kjb_executor_kind_status reports, under the executor's mu. */
+  kjb_breaker_state pub_breaker;
+  double pub_tokens;
 };
 
 struct kjb_executor {
@@ -236,6 +243,11 @@ kjb_executor *kjb_executor_new(const kjb_config *cfg, const char *roles, kjb_err
       kjb_executor_free(ex);
       return NULL;
     }
+    /* Every outcome's series exists from the start, so that rate() and
+     * increase() see the first event. */
+    for (int o = KJB_FINISH_COMPLETED; o <= KJB_FINISH_DISCARD; o++)
+      kjb_counter_add("kjb_jobs_finished_total", FINISHED_HELP, 0, "kind", k->cfg->kind, "outcome",
+                      outcome_name((kjb_finish_kind)o), NULL);
     if (k->cfg->rate_limit.enabled)
       kjb_bucket_init(&k->bucket, k->cfg->rate_limit.rate, k->cfg->rate_limit.burst, now);
     if (k->cfg->breaker.enabled)
@@ -455,8 +467,10 @@ static void flush_done(kjb_executor *ex) {
     const char *kind = s->k->cfg->kind;
     if (!s->dropped) {
       const kjb_finish *fi = &f[j++];
-      kjb_counter_add("kjb_jobs_finished_total", "Attempts finished, by kind and outcome.", 1.0,
+      kjb_counter_add("kjb_jobs_finished_total", FINISHED_HELP, 1.0,
                       "kind", kind, "outcome", outcome_name(fi->kind), NULL);
+      kjb_histogram_observe("kjb_job_duration_seconds", "Time a handler took per attempt.",
+                            (double)(s->finished_us - s->started_us) / 1e6, "kind", kind, NULL);
       if (fi->kind == KJB_FINISH_DISCARD)
         kjb_warn("job %" PRId64 " (%s) discarded after attempt %d of %d: %s", s->c.id, kind,
                  s->c.attempt, s->c.max_attempts, s->res.message);
@@ -469,6 +483,49 @@ static void flush_done(kjb_executor *ex) {
   }
   free(f);
   free(done);
+}
+
+/* ---- status ------------------------------------------------------------ */
+
+/* Publishes the kind's breaker state and tokens as gauges and for
+ * kjb_executor_kind_status. Dispatcher thread only. */
+static void publish(kjb_executor *ex, kind_rt *k, int64_t now) {
+  const kjb_handler_cfg *h = k->cfg;
+  double tokens = 0;
+  if (h->rate_limit.enabled) {
+    if (h->rate_limit.scope == KJB_SCOPE_LOCAL) {
+      kjb_bucket_wait_us(&k->bucket, now); /* refills */
+      tokens = k->bucket.tokens;
+    } else {
+      tokens = k->cluster_tokens;
+    }
+    kjb_gauge_set("kjb_rate_limit_tokens",
+                  "Tokens in the kind's rate-limit bucket (this process's, or the shared one "
+                  "after this process's last claim).",
+                  tokens, "kind", h->kind, NULL);
+  }
+  if (h->breaker.enabled)
+    kjb_gauge_set("kjb_breaker_open", "1 while the kind's circuit breaker is open or half-open.",
+                  k->breaker.state == KJB_BREAKER_CLOSED ? 0 : 1, "kind", h->kind, NULL);
+  pthread_mutex_lock(&ex->mu);
+  k->pub_breaker = k->breaker.state;
+  k->pub_tokens = tokens;
+  pthread_mutex_unlock(&ex->mu);
+}
+
+int kjb_executor_kind_status(kjb_executor *ex, const char *kind, const char **breaker,
+                             double *tokens) {
+  for (size_t i = 0; i < ex->nkinds; i++) {
+    kind_rt *k = &ex->kinds[i];
+    if (strcmp(k->cfg->kind, kind) != 0)
+      continue;
+    pthread_mutex_lock(&ex->mu);
+    *breaker = k->cfg->breaker.enabled ? kjb_breaker_state_name(k->pub_breaker) : NULL;
+    *tokens = k->pub_tokens;
+    pthread_mutex_unlock(&ex->mu);
+    return 0;
+  }
+  return -1;
 }
 
 /* ---- claiming ---------------------------------------------------------- */
@@ -519,6 +576,8 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
     lost_db(ex, &err);
     return;
   }
+  if (cluster)
+    k->cluster_tokens = tokens;
   if (local && n < allowed)
     kjb_bucket_refund(&k->bucket, allowed - n);
   if (h->breaker.enabled && n == 0)
@@ -541,6 +600,11 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
         abort();
       s->c = got[i];
       s->k = k;
+      if (s->c.attempt == 1)
+        kjb_histogram_observe("kjb_job_queue_latency_seconds",
+                              "Time from a job's creation to the start of its first attempt.",
+                              (double)(s->c.claimed_us - s->c.created_us) / 1e6, "kind", h->kind,
+                              NULL);
       s->probe = h->breaker.enabled && k->breaker.state == KJB_BREAKER_HALF_OPEN;
       k->queue[k->nqueue++] = s;
       k->busy++;
@@ -762,6 +826,8 @@ int kjb_executor_run(kjb_executor *ex, volatile sig_atomic_t *stop, kjb_err *err
         if (ex->kinds[i].due_us <= now)
           claim_kind(ex, &ex->kinds[i], now);
     }
+    for (size_t i = 0; i < ex->nkinds; i++)
+      publish(ex, &ex->kinds[i], now);
     now = kjb_now_mono_us();
     wait_for_work(ex, next_wakeup(ex, now) - now);
   }

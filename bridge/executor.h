@@ -31,6 +31,13 @@ const char *kjb_executor_node(const kjb_executor *ex);
 
 void kjb_executor_free(kjb_executor *ex);
 
+/* The state of kind's breaker ("closed", "open", "half-open"; NULL when it
+ * has none) and the tokens of its rate-limit bucket (0 without a limit),
+ * as of the dispatcher's last round. Safe from any thread while ex is
+ * alive. Returns -1 when ex runs no such kind. */
+int kjb_executor_kind_status(kjb_executor *ex, const char *kind, const char **breaker,
+                             double *tokens);
+
 /* When the dispatcher loop last went round (kjb_now_mono_us()), 0 before
  * kjb_executor_run; safe from any thread while ex is alive. */
 int64_t kjb_executor_heartbeat(const kjb_executor *ex);

@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,17 +20,28 @@
 
 #include <microhttpd.h>
 
+#include "api.h"
 #include "metrics.h"
 #include "util.h"
 
 struct kjb_http {
   struct MHD_Daemon *daemon;
   int port;
+  char *tls_cert, *tls_key; /* PEM text; MHD keeps pointers to them */
   pthread_mutex_t mu;
   kjb_health health; /* under mu */
+  kjb_api *api;      /* under mu; NULL until kjb_http_set_api */
 };
 
+/* The dashboard page (web/dashboard.html, embedded at build time). */
+extern const char kjb_dashboard_html[];
+extern const size_t kjb_dashboard_html_len;
+
+/* The largest request body accepted (admin actions take small JSON). */
+#define MAX_BODY 65536
+
 static const char JSON_TYPE[] = "application/json";
+static const char HTML_TYPE[] = "text/html; charset=utf-8";
 static const char METRICS_TYPE[] = "text/plain; version=0.0.4; charset=utf-8";
 
 /* ---- listen address ----------------------------------------------------- */
@@ -229,23 +241,50 @@ static const char *ready_problem(const kjb_health *st, int64_t now) {
 
 /* ---- requests ----------------------------------------------------------- */
 
+/* Per request: the body of a POST as it arrives. */
+typedef struct {
+  kjb_buf body;
+  bool too_large;
+} request;
+
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
-                               const char *body, size_t len) {
+                               const char *body, size_t len, const char *allow) {
   struct MHD_Response *r =
       MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
   if (!r)
     return MHD_NO;
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
   MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
   if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+  if (status == MHD_HTTP_UNAUTHORIZED)
+    MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"kjb\"");
+  if (strcmp(type, HTML_TYPE) == 0)
+    /* Everything the page needs is in it; it talks to its own origin. */
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; script-src 'unsafe-inline'; "
+                            "style-src 'unsafe-inline'; img-src data:; connect-src 'self'; "
+                            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
   enum MHD_Result ret = MHD_queue_response(c, status, r);
   MHD_destroy_response(r);
   return ret;
 }
 
 static enum MHD_Result respond_json(struct MHD_Connection *c, unsigned status, const char *body) {
-  return respond(c, status, JSON_TYPE, body, strlen(body));
+  return respond(c, status, JSON_TYPE, body, strlen(body), "GET");
+}
+
+static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *why,
+                                     const char *allow) {
+  kjb_buf b;
+  kjb_buf_init(&b);
+  kjb_buf_puts(&b, "{\"error\":");
+  kjb_buf_json_str(&b, why, strlen(why));
+  kjb_buf_putc(&b, '}');
+  enum MHD_Result ret = respond(c, status, JSON_TYPE, b.data, b.len, allow);
+  kjb_buf_close(&b);
+  return ret;
 }
 
 /* 200 {"status":"ok"}, or 503 {"status":<bad>,"reason":<why>}. */
@@ -259,7 +298,57 @@ static enum MHD_Result probe(struct MHD_Connection *c, const char *bad, const ch
   kjb_buf_puts(&b, ",\"reason\":");
   kjb_buf_json_str(&b, why, strlen(why));
   kjb_buf_putc(&b, '}');
-  enum MHD_Result ret = respond(c, MHD_HTTP_SERVICE_UNAVAILABLE, JSON_TYPE, b.data, b.len);
+  enum MHD_Result ret = respond(c, MHD_HTTP_SERVICE_UNAVAILABLE, JSON_TYPE, b.data, b.len, "GET");
+  kjb_buf_close(&b);
+  return ret;
+}
+
+static const char *query_param(void *cls, const char *name) {
+  return MHD_lookup_connection_value(cls, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static kjb_api *current_api(kjb_http *h) {
+  pthread_mutex_lock(&h->mu);
+  kjb_api *api = h->api;
+  pthread_mutex_unlock(&h->mu);
+  return api;
+}
+
+static enum MHD_Result api_get(kjb_http *h, struct MHD_Connection *c, const char *url) {
+  kjb_api *api = current_api(h);
+  if (!api)
+    return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting", "GET");
+  pthread_mutex_lock(&h->mu);
+  kjb_health st = h->health;
+  pthread_mutex_unlock(&h->mu);
+  int64_t now = kjb_now_mono_us();
+  const char *live = live_problem(&st, now), *ready = ready_problem(&st, now),
+             *started = startup_problem(&st);
+  kjb_api_health ah = {!live, !ready, !started, live ? live : ready ? ready : started};
+  kjb_buf b;
+  kjb_buf_init(&b);
+  unsigned status = kjb_api_get(api, url, query_param, c, &ah, &b);
+  enum MHD_Result ret = respond(c, status, JSON_TYPE, b.data, b.len, "GET");
+  kjb_buf_close(&b);
+  return ret;
+}
+
+static enum MHD_Result api_post(kjb_http *h, struct MHD_Connection *c, const char *url,
+                                const request *rq) {
+  kjb_api *api = current_api(h);
+  if (!api)
+    return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting", "POST");
+  const char *why = NULL;
+  unsigned denied = kjb_api_authorize(
+      api, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION), &why);
+  if (denied)
+    return respond_error(c, denied, why, "POST");
+  if (rq->too_large)
+    return respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large", "POST");
+  kjb_buf b;
+  kjb_buf_init(&b);
+  unsigned status = kjb_api_post(api, url, rq->body.data, rq->body.len, &b);
+  enum MHD_Result ret = respond(c, status, JSON_TYPE, b.data, b.len, "POST");
   kjb_buf_close(&b);
   return ret;
 }
@@ -270,27 +359,45 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   void **con_cls) {
   kjb_http *h = cls;
   /* The first call only announces the request; a body, if any, arrives in
-   * the calls after it and is ignored. */
-  static int seen;
-  if (!*con_cls) {
-    *con_cls = &seen;
+   * the calls after it. */
+  request *rq = *con_cls;
+  if (!rq) {
+    rq = calloc(1, sizeof *rq);
+    if (!rq)
+      return MHD_NO;
+    kjb_buf_init(&rq->body);
+    *con_cls = rq;
     return MHD_YES;
   }
   if (*upload_data_size) {
+    if (rq->body.len + *upload_data_size > MAX_BODY)
+      rq->too_large = true;
+    else
+      kjb_buf_append(&rq->body, upload_data, *upload_data_size);
     *upload_data_size = 0;
     return MHD_YES;
   }
-  int known = strcmp(url, "/metrics") == 0 || strcmp(url, "/healthz") == 0 ||
-              strcmp(url, "/readyz") == 0 || strcmp(url, "/startupz") == 0;
+  bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+  bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+  if (kjb_api_is_post_path(url))
+    return post ? api_post(h, c, url, rq)
+                : respond_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", "POST");
+  bool known = strcmp(url, "/") == 0 || strcmp(url, "/metrics") == 0 ||
+               strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+               strcmp(url, "/startupz") == 0 || kjb_api_is_get_path(url);
   if (!known)
     return respond_json(c, MHD_HTTP_NOT_FOUND, "{\"error\":\"not found\"}");
-  if (strcmp(method, MHD_HTTP_METHOD_GET) != 0)
+  if (!get)
     return respond_json(c, MHD_HTTP_METHOD_NOT_ALLOWED, "{\"error\":\"method not allowed\"}");
+  if (strcmp(url, "/") == 0)
+    return respond(c, MHD_HTTP_OK, HTML_TYPE, kjb_dashboard_html, kjb_dashboard_html_len, "GET");
+  if (strncmp(url, "/api/", 5) == 0)
+    return api_get(h, c, url);
   if (strcmp(url, "/metrics") == 0) {
     kjb_buf b;
     kjb_buf_init(&b);
     render_metrics(&b);
-    enum MHD_Result ret = respond(c, MHD_HTTP_OK, METRICS_TYPE, b.data, b.len);
+    enum MHD_Result ret = respond(c, MHD_HTTP_OK, METRICS_TYPE, b.data, b.len, "GET");
     kjb_buf_close(&b);
     return ret;
   }
@@ -305,39 +412,101 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   return probe(c, "starting", startup_problem(&st));
 }
 
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  request *rq = *con_cls;
+  if (rq) {
+    kjb_buf_close(&rq->body);
+    free(rq);
+    *con_cls = NULL;
+  }
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
-kjb_http *kjb_http_new(const char *addr, kjb_err *err) {
-  int v6 = 0, port = 0;
-  int fd = open_listener(addr, &v6, &port, err);
-  if (fd < 0)
-    return NULL;
+/* The whole file at path as a string, or NULL with err. */
+static char *read_pem(const char *what, const char *path, kjb_err *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return kjb_err_set(err, KJB_ECONFIG, "http.%s: cannot read \"%s\": %s", what, path,
+                       strerror(errno)),
+           NULL;
+  kjb_buf b;
+  kjb_buf_init(&b);
+  char chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    kjb_buf_append(&b, chunk, n);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad || b.len == 0) {
+    kjb_buf_close(&b);
+    return kjb_err_set(err, KJB_ECONFIG, "http.%s: \"%s\" is empty or unreadable", what, path),
+           NULL;
+  }
+  return b.data; /* kjb_buf keeps its text NUL-terminated */
+}
+
+static void http_free(kjb_http *h) {
+  pthread_mutex_destroy(&h->mu);
+  free(h->tls_cert);
+  free(h->tls_key);
+  free(h);
+}
+
+kjb_http *kjb_http_new(const char *addr, const kjb_http_tls *tls, kjb_err *err) {
   kjb_http *h = calloc(1, sizeof *h);
   if (!h) {
-    close(fd);
     kjb_err_set(err, KJB_ENOMEM, "out of memory");
     return NULL;
   }
   pthread_mutex_init(&h->mu, NULL);
+  if (tls && (!(h->tls_cert = read_pem("tls_cert", tls->cert_file, err)) ||
+              !(h->tls_key = read_pem("tls_key", tls->key_file, err)))) {
+    http_free(h);
+    return NULL;
+  }
+  int v6 = 0, port = 0;
+  int fd = open_listener(addr, &v6, &port, err);
+  if (fd < 0) {
+    http_free(h);
+    return NULL;
+  }
   h->port = port;
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
+  /* A thread per connection: an /api request waiting on the database
+   * never holds up a probe. */
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
   if (v6)
     flags |= MHD_USE_IPv6;
-  h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
-                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
+  if (tls)
+    h->daemon = MHD_start_daemon(
+        flags | MHD_USE_TLS, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_HTTPS_MEM_CERT, h->tls_cert,
+        MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_HTTPS_PRIORITIES,
+        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_END);
+  else
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET,
+                                 fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
   if (!h->daemon) {
     /* Whether a failed start closed the socket depends on where it
      * failed. */
     if (fcntl(fd, F_GETFD) != -1)
       close(fd);
-    pthread_mutex_destroy(&h->mu);
-    free(h);
-    kjb_err_set(err, KJB_EIO, "could not listen on %s: could not start the http server",
-                addr);
+    http_free(h);
+    kjb_err_set(err, KJB_EIO, "could not listen on %s: could not start the http server%s", addr,
+                tls ? " (is the TLS certificate or key invalid?)" : "");
     return NULL;
   }
   return h;
+}
+
+void kjb_http_set_api(kjb_http *h, kjb_api *api) {
+  pthread_mutex_lock(&h->mu);
+  h->api = api;
+  pthread_mutex_unlock(&h->mu);
 }
 
 int kjb_http_port(const kjb_http *h) { return h->port; }
@@ -353,6 +522,5 @@ void kjb_http_free(kjb_http *h) {
     return;
   /* Stopping closes the listening socket too. */
   MHD_stop_daemon(h->daemon);
-  pthread_mutex_destroy(&h->mu);
-  free(h);
+  http_free(h);
 }

@@ -1,6 +1,6 @@
-/* The HTTP server on http.listen: Prometheus metrics and the liveness,
- * readiness and startup probes, answered from a health snapshot that the
- * service keeps up to date. */
+/* The HTTP server on http.listen: Prometheus metrics, the liveness,
+ * readiness and startup probes (answered from a health snapshot that the
+ * service keeps up to date), the dashboard at / and the JSON API (api.h). */
 #ifndef KJB_HTTP_H
 #define KJB_HTTP_H
 
@@ -29,12 +29,23 @@ typedef struct {
 } kjb_health;
 
 /* Starts serving on addr, "127.0.0.1:9464" or "[::1]:9464" (port 0
- * picks a free port; see kjb_http_port), on a thread of its own. Until the
- * first kjb_http_set_health every probe fails. Returns NULL with err:
- * KJB_ECONFIG when addr is not host:port, KJB_EIO ("could not listen on
- * 127.0.0.1:9464: Address already in use") when the address cannot be
- * bound. */
-kjb_http *kjb_http_new(const char *addr, kjb_err *err);
+ * picks a free port; see kjb_http_port), with a thread per connection;
+ * HTTPS (TLS 1.2 or newer) when tls is not NULL. Until the first
+ * kjb_http_set_health every probe fails. Returns NULL with err:
+ * KJB_ECONFIG when addr is not host:port or a TLS file cannot be read,
+ * KJB_EIO ("could not listen on 127.0.0.1:9464: Address already in use")
+ * when the address cannot be bound or the server not started. */
+typedef struct {
+  const char *cert_file; /* PEM: the certificate, then any intermediates */
+  const char *key_file;  /* PEM: its private key */
+} kjb_http_tls;
+
+kjb_http *kjb_http_new(const char *addr, const kjb_http_tls *tls, kjb_err *err);
+
+/* Serves /api/ from api (NULL: 503 "starting") from now on; api must
+ * outlive h or be detached first. */
+struct kjb_api;
+void kjb_http_set_api(kjb_http *h, struct kjb_api *api);
 
 /* The port actually bound. */
 int kjb_http_port(const kjb_http *h);

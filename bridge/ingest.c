@@ -15,8 +15,11 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "stats.h"
 #include "record.h"
 #include "store.h"
+
+static const char CONSUMED_HELP[] = "Source records consumed and accounted for.";
 
 #define BACKOFF_MIN_US (250 * 1000LL)
 #define BACKOFF_MAX_US (30 * 1000000LL)
@@ -380,13 +383,15 @@ static int flush(kjb_ingest *ing) {
   int64_t t3 = kjb_now_mono_us();
   for (size_t i = 0; i < ing->nparts; i++)
     if (ing->parts[i].records)
-      kjb_counter_add("kjb_records_consumed_total", "Source records consumed and accounted for.",
-                      (double)ing->parts[i].records, "topic", ing->parts[i].topic->topic, NULL);
-  for (size_t i = 0; i < ing->ndls; i++)
+      kjb_counter_add("kjb_records_consumed_total", CONSUMED_HELP, (double)ing->parts[i].records, "topic", ing->parts[i].topic->topic, NULL);
+  for (size_t i = 0; i < ing->ndls; i++) {
+    const dead_letter *d = &ing->dls[i];
     kjb_counter_add("kjb_records_dead_lettered_total",
                     "Source records sent to a dead-letter topic, by error code.", 1, "topic",
-                    ing->dls[i].topic->topic, "reason", kjb_err_name(ing->dls[i].reason.code),
-                    NULL);
+                    d->topic->topic, "reason", kjb_err_name(d->reason.code), NULL);
+    kjb_stats_dead_letter(d->topic->topic, (int)d->msg->partition, d->msg->offset,
+                          d->topic->dlq, kjb_err_name(d->reason.code), d->stage, d->reason.msg);
+  }
   ing->stats.records += ing->nrecords;
   ing->stats.jobs_inserted += inserted;
   ing->stats.dead_lettered += ing->ndls;
@@ -452,6 +457,15 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
   kjb_ingest *ing = calloc(1, sizeof *ing);
   ing->stop = &never;
   ing->cfg = cfg;
+  /* The series exist from the start, so that rate() sees the first
+   * records and jobs. */
+  for (size_t t = 0; t < cfg->ntopics; t++) {
+    kjb_counter_add("kjb_records_consumed_total", CONSUMED_HELP, 0, "topic", cfg->topics[t].topic,
+                    NULL);
+    for (size_t j = 0; j < cfg->topics[t].njobs; j++)
+      kjb_counter_add("kjb_jobs_inserted_total", KJB_INSERTED_HELP, 0, "kind",
+                      cfg->topics[t].jobs[j].kind, NULL);
+  }
   ing->catalog = catalog;
   ing->arena = kjb_arena_new(1 << 20);
   kjb_rows_init(&ing->rows);
@@ -588,6 +602,50 @@ void kjb_ingest_free(kjb_ingest *ing) {
   free(ing);
 }
 
+/* Sets kjb_consumer_lag for the assigned partitions, and only them: the
+ * high watermark (as of the last fetch) minus the position, or the
+ * committed offset before anything was consumed. */
+static void publish_lag(kjb_ingest *ing, rd_kafka_topic_partition_list_t *parts, int timeout_ms) {
+  kjb_metric_clear("kjb_consumer_lag");
+  if (!parts || parts->cnt == 0)
+    return;
+  rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_copy(parts);
+  int need_committed = 0;
+  if (rd_kafka_position(ing->consumer, pos) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    for (int i = 0; i < pos->cnt; i++)
+      need_committed |= pos->elems[i].offset < 0;
+  rd_kafka_topic_partition_list_t *committed = NULL;
+  if (need_committed) {
+    committed = rd_kafka_topic_partition_list_copy(parts);
+    if (rd_kafka_committed(ing->consumer, committed, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_topic_partition_list_destroy(committed);
+      committed = NULL;
+    }
+  }
+  for (int i = 0; i < pos->cnt; i++) {
+    const rd_kafka_topic_partition_t *p = &pos->elems[i];
+    int64_t at = p->offset, lo = -1, hi = -1;
+    if (at < 0 && committed)
+      at = committed->elems[i].offset;
+    if (rd_kafka_get_watermark_offsets(ing->consumer, p->topic, p->partition, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        hi < 0)
+      if (rd_kafka_query_watermark_offsets(ing->consumer, p->topic, p->partition, &lo, &hi,
+                                           timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        continue;
+    if (at < 0)
+      at = lo; /* nothing committed: consumption starts at the beginning */
+    char part[16];
+    snprintf(part, sizeof part, "%d", (int)p->partition);
+    kjb_gauge_set("kjb_consumer_lag",
+                  "Records between this consumer's position and the partition's end.",
+                  (double)(hi > at ? hi - at : 0), "topic", p->topic, "partition", part, NULL);
+  }
+  if (committed)
+    rd_kafka_topic_partition_list_destroy(committed);
+  rd_kafka_topic_partition_list_destroy(pos);
+}
+
 void kjb_ingest_health(kjb_ingest *ing, int timeout_ms, kjb_ingest_health_info *out) {
   out->loop_us = atomic_load(&ing->alive_us);
   /* Both calls are safe from any thread. A metadata request is the one
@@ -601,6 +659,7 @@ void kjb_ingest_health(kjb_ingest *ing, int timeout_ms, kjb_ingest_health_info *
   out->partitions = 0;
   if (rd_kafka_assignment(ing->consumer, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR && parts)
     out->partitions = parts->cnt;
+  publish_lag(ing, parts, timeout_ms);
   if (parts)
     rd_kafka_topic_partition_list_destroy(parts);
 }

@@ -42,7 +42,8 @@ typedef struct {
   int partitions;      /* currently assigned */
 } kjb_ingest_health_info;
 
-/* Fills out for the health probes; asks the brokers, so it may block up to
+/* Fills out for the health probes and sets the kjb_consumer_lag gauges of
+ * the assigned partitions; asks the brokers, so it may block a few times
  * timeout_ms. Safe from any thread while ing is alive. */
 void kjb_ingest_health(kjb_ingest *ing, int timeout_ms, kjb_ingest_health_info *out);
 

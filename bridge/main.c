@@ -20,6 +20,7 @@
 #include "config.h"
 #include "dlq.h"
 #include "executor.h"
+#include "api.h"
 #include "http.h"
 #include "ingest.h"
 #include "jobs.h"
@@ -46,8 +47,16 @@ static void install_signals(void) {
 
 /* "kjb: <cmd>: <why>"; returns the exit code that fits the error: 2 when
  * the configuration, a schema or the command line is wrong, else 1. */
+/* Writes "kjb: <cmd>: <msg>" to stderr, with secrets masked as in the
+ * log (errors may quote a conninfo or a URL). */
+static void say(const char *cmd, const char *msg) {
+  char *masked = kjb_log_redact(msg);
+  fprintf(stderr, "kjb: %s: %s\n", cmd, masked ? masked : msg);
+  free(masked);
+}
+
 static int fail(const char *cmd, const kjb_err *err) {
-  fprintf(stderr, "kjb: %s: %s\n", cmd, err->msg);
+  say(cmd, err->msg);
   switch (err->code) {
   case KJB_ECONFIG:
   case KJB_EUSAGE:
@@ -62,12 +71,13 @@ static int usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static int usage_error(const char *cmd, const char *fmt, ...) {
+  char msg[1024];
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "kjb: %s: ", cmd);
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\nTry 'kjb %s --help'.\n", cmd);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  say(cmd, msg);
+  fprintf(stderr, "Try 'kjb %s --help'.\n", cmd);
   return EXIT_USAGE;
 }
 
@@ -83,18 +93,24 @@ static int load(const char *cmd, const common_opts *o, kjb_config *cfg) {
   if (kjb_config_load(kjb_config_default_path(o->config_path), cfg, &err) < 0) {
     /* Whatever went wrong (syntax, a key, an unreadable file), the
      * configuration is what the operator has to fix. */
-    fprintf(stderr, "kjb: %s: %s\n", cmd, err.msg);
+    say(cmd, err.msg);
     return EXIT_USAGE;
   }
   const char *level = o->log_level ? o->log_level : cfg->log.level;
   const char *format = o->log_format ? o->log_format : cfg->log.format;
   kjb_log_level lvl;
-  if (kjb_log_level_parse(level, &lvl) < 0 ||
-      (strcmp(format, "text") != 0 && strcmp(format, "json") != 0)) {
+  int bad_level = kjb_log_level_parse(level, &lvl) < 0;
+  if (bad_level || (strcmp(format, "text") != 0 && strcmp(format, "json") != 0)) {
+    /* Reported before the configuration (which may hold the value) goes. */
+    int rc = usage_error(cmd, "bad log %s \"%s\"", bad_level ? "level" : "format",
+                         bad_level ? level : format);
     kjb_config_close(cfg);
-    return usage_error(cmd, "bad log level or format \"%s\"", o->log_level ? level : format);
+    return rc;
   }
   kjb_log_setup(lvl, strcmp(format, "json") == 0);
+  /* The admin token never shows in any command's output. */
+  if (cfg->http.admin_token_env)
+    kjb_log_secret(getenv(cfg->http.admin_token_env));
   return 0;
 }
 
@@ -353,7 +369,8 @@ static int cmd_run(int argc, char **argv) {
   /* The probes answer (503) while everything else starts. */
   kjb_http *http = NULL;
   if (cfg.http.listen && cfg.http.listen[0]) {
-    http = kjb_http_new(cfg.http.listen, &err);
+    kjb_http_tls tls = {cfg.http.tls_cert, cfg.http.tls_key};
+    http = kjb_http_new(cfg.http.listen, cfg.http.tls_cert ? &tls : NULL, &err);
     if (!http) {
       rc = fail("run", &err);
       kjb_config_close(&cfg);
@@ -370,15 +387,39 @@ static int cmd_run(int argc, char **argv) {
       return rc;
     }
   }
-  /* Logged only now: a configuration error above stays the only output. */
-  if (http)
-    kjb_info("http: serving /metrics and probes on %s (port %d)", cfg.http.listen,
-             kjb_http_port(http));
+  kjb_api *api = NULL;
+  if (http) {
+    char node[160];
+    if (ex)
+      snprintf(node, sizeof node, "%s", kjb_executor_node(ex));
+    else {
+      char host[96];
+      if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "localhost");
+      host[sizeof host - 1] = '\0';
+      snprintf(node, sizeof node, "%s-%d", host, (int)getpid());
+    }
+    api = kjb_api_new(&cfg, node, consume ? (ex ? "consumer,executor" : "consumer") : "executor",
+                      ex, &err);
+    if (!api) {
+      rc = fail("run", &err);
+      kjb_http_free(http);
+      kjb_executor_free(ex);
+      kjb_config_close(&cfg);
+      return rc;
+    }
+    kjb_http_set_api(http, api);
+    /* Logged only now: a configuration error above stays the only output. */
+    kjb_info("http: serving the dashboard, /api, /metrics and probes on %s://%s (port %d)%s",
+             cfg.http.tls_cert ? "https" : "http", cfg.http.listen, kjb_http_port(http),
+             kjb_api_admin_enabled(api) ? "; admin actions enabled" : "");
+  }
   health_poller hp = {.http = http, .cfg = &cfg, .ex = ex, .consume = consume};
   if (http && health_start(&hp) < 0) {
     fprintf(stderr, "kjb: run: could not start the health thread\n");
-    kjb_executor_free(ex);
     kjb_http_free(http);
+    kjb_api_free(api);
+    kjb_executor_free(ex);
     kjb_config_close(&cfg);
     return EXIT_OPERATIONAL;
   }
@@ -406,8 +447,10 @@ static int cmd_run(int argc, char **argv) {
   /* The health thread reads the executor: it stops first. */
   if (http)
     health_stop(&hp);
-  kjb_executor_free(ex);
+  /* Requests in progress use the api, and the api the executor. */
   kjb_http_free(http);
+  kjb_api_free(api);
+  kjb_executor_free(ex);
   kjb_config_close(&cfg);
   return rc;
 }

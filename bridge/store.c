@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+#include "metrics.h"
 #include "migrations.h"
 #include "util.h"
 
@@ -71,7 +73,30 @@ PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int n
   return res;
 }
 
-static void ignore_notice(void *arg, const PGresult *res) {}
+/* Notices and warnings the server sends (RAISE in a trigger, a deprecated
+ * setting) go to the log on one line; the "already exists, skipping" of
+ * kjb's own CREATE ... IF NOT EXISTS are expected and only shown at debug. */
+static void log_notice(void *arg, const PGresult *res) {
+  const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+  kjb_log_level level = KJB_LOG_INFO;
+  if (sev && strcmp(sev, "WARNING") == 0)
+    level = KJB_LOG_WARN;
+  else if ((sev && strcmp(sev, "DEBUG") == 0) ||
+           (code && (strcmp(code, "42P06") == 0 || strcmp(code, "42P07") == 0)))
+    level = KJB_LOG_DEBUG;
+  if (!kjb_log_enabled(level))
+    return;
+  if (!msg) {
+    /* No fields (a protocol-level notice): the whole text, which ends
+     * with a newline that kjb_log drops. */
+    kjb_log(level, "postgres: %s", PQresultErrorMessage(res));
+    return;
+  }
+  kjb_log(level, "postgres: %s%s%s", msg, detail ? ": " : "", detail ? detail : "");
+}
 
 kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *err) {
   PGconn *conn = PQconnectdb(conninfo);
@@ -81,7 +106,7 @@ kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *
     PQfinish(conn);
     return NULL;
   }
-  PQsetNoticeReceiver(conn, ignore_notice, NULL);
+  PQsetNoticeReceiver(conn, log_notice, NULL);
   kjb_store *s = calloc(1, sizeof *s);
   if (!s) {
     PQfinish(conn);
@@ -332,10 +357,41 @@ static int copy_into(kjb_store *s, const char *table, kjb_err *err) {
   return rc < 0 ? rc : copy_end(s, err);
 }
 
+static void count_inserted(const char *kind, double n) {
+  kjb_counter_add("kjb_jobs_inserted_total", KJB_INSERTED_HELP, n, "kind", kind, NULL);
+}
+
+/* Counts rows by kind into kjb_jobs_inserted_total; is_new (may be NULL)
+ * selects the rows that count. Batches hold few kinds, often one. */
+static void count_rows(const kjb_job_row *rows, size_t n, const unsigned char *is_new) {
+  enum { MAX_KINDS = 16 };
+  const char *kinds[MAX_KINDS];
+  size_t counts[MAX_KINDS], nk = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (is_new && !is_new[i])
+      continue;
+    size_t j = 0;
+    while (j < nk && strcmp(kinds[j], rows[i].kind) != 0)
+      j++;
+    if (j == nk) {
+      if (nk == MAX_KINDS) {
+        count_inserted(rows[i].kind, 1);
+        continue;
+      }
+      kinds[nk] = rows[i].kind;
+      counts[nk++] = 0;
+    }
+    counts[j]++;
+  }
+  for (size_t j = 0; j < nk; j++)
+    count_inserted(kinds[j], (double)counts[j]);
+}
+
 /* The fallback for batches that overlap rows already stored (redelivery
  * after a crash or a rebalance): stage the rows, then insert what is new. */
 static int insert_skipping_existing(kjb_store *s, size_t *inserted, kjb_err *err) {
   int rc;
+  PGresult *res = NULL;
   if (!s->have_incoming) {
     /* Only the copied columns, with their types and no constraints. */
     char q[512];
@@ -354,22 +410,32 @@ static int insert_skipping_existing(kjb_store *s, size_t *inserted, kjb_err *err
   if (rc == 1)
     rc = kjb_err_set(err, KJB_EINTERNAL, "unique violation in staging table");
   if (rc == 0) {
-    char q[512];
+    char q[1024];
     snprintf(q, sizeof q,
-             "INSERT INTO jobs (%s) SELECT %s FROM pg_temp.kjb_incoming"
+             "WITH ins AS (INSERT INTO jobs (%s) SELECT %s FROM pg_temp.kjb_incoming"
              " ORDER BY source_topic, source_partition, source_offset"
-             " ON CONFLICT DO NOTHING",
+             " ON CONFLICT DO NOTHING RETURNING kind)"
+             " SELECT kind, count(*) FROM ins GROUP BY kind",
              JOB_COLUMNS, JOB_COLUMNS);
-    PGresult *res = PQexec(s->conn, q);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+    res = PQexec(s->conn, q);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
       rc = result_error(s, res, "could not insert jobs", err);
+      res = NULL;
     } else {
-      *inserted = strtoull(PQcmdTuples(res), NULL, 10);
-      PQclear(res);
+      for (int i = 0; i < PQntuples(res); i++)
+        *inserted += strtoull(PQgetvalue(res, i, 1), NULL, 10);
     }
   }
   if (rc == 0)
-    return exec(s, "COMMIT", err);
+    rc = exec(s, "COMMIT", err);
+  if (res) {
+    /* Counted once committed. */
+    for (int i = 0; rc == 0 && i < PQntuples(res); i++)
+      count_inserted(PQgetvalue(res, i, 0), strtod(PQgetvalue(res, i, 1), NULL));
+    PQclear(res);
+  }
+  if (rc == 0)
+    return 0;
   kjb_err tmp;
   exec(s, "ROLLBACK", &tmp);
   return rc;
@@ -382,8 +448,10 @@ static int finish_fast_path(kjb_store *s, int rc, const kjb_job_row *rows, size_
                             size_t *inserted, kjb_err *err) {
   if (rc == 0) {
     rc = exec(s, "COMMIT", err);
-    if (rc == 0)
+    if (rc == 0) {
       *inserted = n;
+      count_rows(rows, n, NULL);
+    }
     return rc;
   }
   kjb_err tmp;
@@ -450,8 +518,12 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
              JOB_COLUMNS, JOB_COLUMNS);
     rc = exec(s, q, err);
   }
-  if (rc == 0 && !dry_run)
-    return exec(s, "COMMIT", err);
+  if (rc == 0 && !dry_run) {
+    rc = exec(s, "COMMIT", err);
+    if (rc == 0)
+      count_rows(rows, n, is_new);
+    return rc;
+  }
   kjb_err tmp;
   exec(s, "ROLLBACK", &tmp);
   return rc;

@@ -78,4 +78,7 @@ void kjb_store_stream_row(kjb_store *s, const kjb_job_row *row);
 int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n,
                             size_t *inserted, kjb_err *err);
 
+/* The help text of kjb_jobs_inserted_total, which the store counts. */
+#define KJB_INSERTED_HELP "Jobs inserted, by kind."
+
 #endif

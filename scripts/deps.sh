@@ -24,12 +24,15 @@ done
 # looks for; clang and its sanitizer/libFuzzer runtimes (libclang-rt-14-dev,
 # only recommended by clang, so named here) for scripts/fuzz. Tests and
 # demo: PostgreSQL server binaries, kcat, curl, a JRE and Maven for Kafka,
-# Python's venv.
+# Python's venv. Observability tests: promtool (prometheus) checks the
+# metrics and alert rules, and the dashboard is driven in headless Chromium
+# (with a font, so that the screenshot shows text).
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   librdkafka-dev libavro-dev libconfig-dev libpq-dev libmicrohttpd-dev
   libcurl4-openssl-dev libjansson-dev libcmocka-dev
   postgresql kcat curl ca-certificates python3 python3-venv
+  prometheus chromium fonts-dejavu-core
 )
 # Java and Maven may come from elsewhere (SDKMAN, a JDK tarball); only
 # install Debian's when there is none.

@@ -79,7 +79,7 @@ static void expect(kjb_http *h, const char *path, long status, const char *body)
 
 static kjb_http *start(void) {
   kjb_err err = {0};
-  kjb_http *h = kjb_http_new("127.0.0.1:0", &err);
+  kjb_http *h = kjb_http_new("127.0.0.1:0", NULL, &err);
   if (!h)
     fail_msg("kjb_http_new: %s", err.msg);
   assert_true(kjb_http_port(h) > 0);
@@ -169,7 +169,8 @@ static void test_consumer_probes(void **state) {
 static void test_not_found_and_methods(void **state) {
   kjb_http *h = start();
   int port = kjb_http_port(h);
-  static const char *const missing[] = {"/", "/nope", "/metrics/", "/healthz/x", "/api/stats",
+  static const char *const missing[] = {"/nope", "/metrics/", "/healthz/x", "/api/nope",
+                                        "/api/jobs/1/x", "/index.html",
                                         "/%3Cscript%3Ealert(1)%3C/script%3E"};
   for (size_t i = 0; i < sizeof missing / sizeof *missing; i++)
     expect(h, missing[i], 404, "{\"error\":\"not found\"}");
@@ -191,6 +192,31 @@ static void test_not_found_and_methods(void **state) {
   reply r;
   request("127.0.0.1", port, "POST", "/nope", &r);
   assert_int_equal(r.status, 404);
+  kjb_buf_close(&r.body);
+  /* Admin actions are POST only. */
+  request("127.0.0.1", port, "GET", "/api/jobs/7/retry", &r);
+  assert_int_equal(r.status, 405);
+  assert_string_equal(r.allow, "POST");
+  kjb_buf_close(&r.body);
+  kjb_http_free(h);
+}
+
+/* The dashboard is served from the binary; the API answers 503 until the
+ * service attaches it. */
+static void test_dashboard_and_unattached_api(void **state) {
+  kjb_http *h = start();
+  int port = kjb_http_port(h);
+  reply r;
+  request("127.0.0.1", port, "GET", "/", &r);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.type, "text/html; charset=utf-8");
+  assert_non_null(strstr(r.body.data, "<html"));
+  assert_null(strstr(r.body.data, "<script src"));
+  kjb_buf_close(&r.body);
+  expect(h, "/api/stats", 503, "{\"error\":\"starting\"}");
+  expect(h, "/api/jobs?state=discarded", 503, "{\"error\":\"starting\"}");
+  request("127.0.0.1", port, "POST", "/api/jobs/7/retry", &r);
+  assert_int_equal(r.status, 503);
   kjb_buf_close(&r.body);
   kjb_http_free(h);
 }
@@ -235,7 +261,7 @@ static void test_listen_addresses(void **state) {
                                     "[::1]:", "[127.0.0.1]:80", "127.0.0.1:-1"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     kjb_err err = {0};
-    kjb_http *h = kjb_http_new(bad[i], &err);
+    kjb_http *h = kjb_http_new(bad[i], NULL, &err);
     if (h)
       fail_msg("\"%s\" was accepted", bad[i]);
     assert_int_equal(err.code, KJB_ECONFIG);
@@ -247,20 +273,20 @@ static void test_listen_addresses(void **state) {
   snprintf(addr, sizeof addr, "127.0.0.1:%d", kjb_http_port(h));
   snprintf(want, sizeof want, "could not listen on %s: Address already in use", addr);
   kjb_err err = {0};
-  kjb_http *again = kjb_http_new(addr, &err);
+  kjb_http *again = kjb_http_new(addr, NULL, &err);
   assert_null(again);
   assert_int_equal(err.code, KJB_EIO);
   assert_string_equal(err.msg, want);
   kjb_http_free(h);
   kjb_http_free(NULL);
   /* Freeing gave the port back. */
-  h = kjb_http_new(addr, &err);
+  h = kjb_http_new(addr, NULL, &err);
   if (!h)
     fail_msg("%s after free: %s", addr, err.msg);
   kjb_http_free(h);
 
   /* IPv6 loopback, where the host has it. */
-  h = kjb_http_new("[::1]:0", &err);
+  h = kjb_http_new("[::1]:0", NULL, &err);
   if (h) {
     reply r;
     request("[::1]", kjb_http_port(h), NULL, "/healthz", &r);
@@ -278,6 +304,7 @@ int main(void) {
       cmocka_unit_test(test_executor_probes),
       cmocka_unit_test(test_consumer_probes),
       cmocka_unit_test(test_not_found_and_methods),
+      cmocka_unit_test(test_dashboard_and_unattached_api),
       cmocka_unit_test(test_metrics),
       cmocka_unit_test(test_listen_addresses),
   };

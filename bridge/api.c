@@ -1,0 +1,618 @@
+/* The JSON API (see api.h and docs/http-api.md). Snapshots come from the
+ * metric registry, the stats thread and the executor; /api/jobs and the
+ * admin actions use one database connection of their own, one request at
+ * a time. */
+#include "api.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "jobs.h"
+#include "log.h"
+#include "metrics.h"
+#include "replay.h"
+#include "stats.h"
+#include "store.h"
+
+#define JOBS_LIMIT_DEFAULT 50
+#define JOBS_LIMIT_MAX 500
+
+/* The last replay started through the API. */
+typedef struct {
+  bool started; /* a replay was ever started */
+  bool running;
+  bool joinable; /* thread not yet joined */
+  pthread_t thread;
+  char topic[256];
+  bool dry_run;
+  kjb_reset_spec reset;
+  bool has_reset;
+  kjb_replay_stats counts; /* written by the replay thread */
+  char error[512];
+  int64_t started_us, finished_us;
+} replay_job;
+
+struct kjb_api {
+  const kjb_config *cfg;
+  char node[160];
+  char roles[64];
+  kjb_executor *ex;
+  kjb_stats *stats;
+  char *token; /* NULL: admin actions disabled */
+  int64_t started_mono_us;
+
+  pthread_mutex_t db_mu; /* one request at a time on db */
+  kjb_store *db;
+
+  pthread_mutex_t replay_mu;
+  replay_job replay;
+  volatile sig_atomic_t replay_stop;
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static void put_json(kjb_buf *out, json_t *j) {
+  char *s = json_dumps(j, JSON_COMPACT);
+  if (s) {
+    kjb_buf_puts(out, s);
+    free(s);
+  } else {
+    kjb_buf_puts(out, "{\"error\":\"could not encode the answer\"}");
+  }
+  json_decref(j);
+}
+
+static unsigned error_reply(kjb_buf *out, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static unsigned error_reply(kjb_buf *out, unsigned status, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  put_json(out, json_pack("{s:s}", "error", msg));
+  return status;
+}
+
+static json_t *time_json(int64_t epoch_us) {
+  if (epoch_us <= 0)
+    return json_null();
+  kjb_buf b;
+  kjb_buf_init(&b);
+  kjb_buf_rfc3339(&b, epoch_us, 3);
+  json_t *j = json_string(b.data);
+  kjb_buf_close(&b);
+  return j;
+}
+
+/* Parses a whole decimal int64 in [min, max]; returns 0 or -1. */
+static int parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) {
+  if (!s || !*s)
+    return -1;
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || *end || v < min || v > max)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* The database connection, connected on first use; under db_mu. */
+static kjb_store *db(kjb_api *api, kjb_err *err) {
+  if (!api->db)
+    api->db = kjb_store_connect(api->cfg->postgres.conninfo, api->cfg->postgres.schema, err);
+  return api->db;
+}
+
+/* After a failed query: drop the connection when it is broken. */
+static void db_failed(kjb_api *api) {
+  if (api->db && PQstatus(kjb_store_conn(api->db)) != CONNECTION_OK) {
+    kjb_store_free(api->db);
+    api->db = NULL;
+  }
+}
+
+/* ---- /api/stats ---------------------------------------------------------- */
+
+typedef struct {
+  json_t *arr;
+  double sum;
+  const char *match; /* only series whose first label is this; NULL for all */
+  const char *k1, *k2; /* names for the first two labels in arr's objects */
+  const char *vname;   /* name of the value; NULL: just sum */
+} each_acc;
+
+static void each_cb(void *arg, const char *const *labels, int n, double v) {
+  each_acc *a = arg;
+  if (a->match && (n < 1 || strcmp(labels[0], a->match) != 0))
+    return;
+  a->sum += v;
+  if (!a->vname || n < 2)
+    return;
+  json_t *o = json_object();
+  json_object_set_new(o, a->k1, json_string(labels[0]));
+  if (strcmp(a->k2, "partition") == 0)
+    json_object_set_new(o, a->k2, json_integer(strtol(labels[1], NULL, 10)));
+  else
+    json_object_set_new(o, a->k2, json_string(labels[1]));
+  json_object_set_new(o, a->vname, json_integer((json_int_t)v));
+  json_array_append_new(a->arr, o);
+}
+
+static double metric_sum(const char *name, const char *first_label) {
+  each_acc a = {.match = first_label};
+  kjb_metrics_each(name, each_cb, &a);
+  return a.sum;
+}
+
+static json_t *labelled(const char *name, const char *k1, const char *k2, const char *vname) {
+  each_acc a = {.arr = json_array(), .k1 = k1, .k2 = k2, .vname = vname};
+  kjb_metrics_each(name, each_cb, &a);
+  return a.arr;
+}
+
+static json_t *quantiles(const char *name, const char *kind) {
+  static const double q[] = {0.5, 0.9, 0.99};
+  double v[3];
+  uint64_t count = 0;
+  if (kjb_histogram_quantiles(name, q, 3, v, &count, "kind", kind, NULL) < 0)
+    return json_pack("{s:i, s:n, s:n, s:n}", "count", 0, "p50", "p90", "p99");
+  return json_pack("{s:I, s:f, s:f, s:f}", "count", (json_int_t)count, "p50", v[0], "p90", v[1],
+                   "p99", v[2]);
+}
+
+static const kjb_handler_cfg *handler_of(const kjb_config *cfg, const char *kind) {
+  for (size_t i = 0; i < cfg->nhandlers; i++)
+    if (strcmp(cfg->handlers[i].kind, kind) == 0)
+      return &cfg->handlers[i];
+  return NULL;
+}
+
+static json_t *kind_json(kjb_api *api, const char *kind) {
+  const kjb_handler_cfg *h = handler_of(api->cfg, kind);
+  const char *breaker = NULL;
+  double tokens = 0;
+  if (api->ex)
+    kjb_executor_kind_status(api->ex, kind, &breaker, &tokens);
+  json_t *rate = json_null();
+  if (h && h->rate_limit.enabled)
+    rate = json_pack("{s:f, s:s, s:f}", "rate", h->rate_limit.rate, "scope",
+                     h->rate_limit.scope == KJB_SCOPE_CLUSTER ? "cluster" : "local", "tokens",
+                     tokens);
+  json_t *br = json_null();
+  if (breaker)
+    br = json_string(strcmp(breaker, "half-open") == 0 ? "half_open" : breaker);
+  const char *fin = "kjb_jobs_finished_total";
+  return json_pack(
+      "{s:s, s:I, s:{s:I, s:I, s:I}, s:o, s:o, s:o, s:o}", "kind", kind, "inserted",
+      (json_int_t)kjb_counter_get("kjb_jobs_inserted_total", "kind", kind, NULL), "finished",
+      "completed", (json_int_t)kjb_counter_get(fin, "kind", kind, "outcome", "completed", NULL),
+      "retried", (json_int_t)kjb_counter_get(fin, "kind", kind, "outcome", "retried", NULL),
+      "discarded", (json_int_t)kjb_counter_get(fin, "kind", kind, "outcome", "discarded", NULL),
+      "latency", quantiles("kjb_job_queue_latency_seconds", kind), "duration",
+      quantiles("kjb_job_duration_seconds", kind), "rate_limit", rate, "breaker", br);
+}
+
+static json_t *kinds_json(kjb_api *api) {
+  const char *kinds[64];
+  size_t n = kjb_config_kinds(api->cfg, kinds, 64);
+  json_t *arr = json_array();
+  for (size_t i = 0; i < n && i < 64; i++)
+    json_array_append_new(arr, kind_json(api, kinds[i]));
+  return arr;
+}
+
+static json_t *topics_json(const kjb_config *cfg) {
+  json_t *arr = json_array();
+  for (size_t t = 0; t < cfg->ntopics; t++) {
+    const char *topic = cfg->topics[t].topic;
+    json_array_append_new(
+        arr, json_pack("{s:s, s:I, s:I}", "topic", topic, "consumed",
+                       (json_int_t)kjb_counter_get("kjb_records_consumed_total", "topic", topic,
+                                                   NULL),
+                       "dead_lettered",
+                       (json_int_t)metric_sum("kjb_records_dead_lettered_total", topic)));
+  }
+  return arr;
+}
+
+static json_t *replay_json(kjb_api *api) {
+  pthread_mutex_lock(&api->replay_mu);
+  const replay_job *r = &api->replay;
+  json_t *j = json_null();
+  if (r->started)
+    j = json_pack("{s:s, s:b, s:b, s:I, s:I, s:I, s:o, s:o, s:o}", "topic", r->topic, "running",
+                  r->running, "dry_run", r->dry_run, "replayed", (json_int_t)r->counts.replayed,
+                  "still_failing", (json_int_t)r->counts.still_failing, "already_present",
+                  (json_int_t)r->counts.already_present, "error",
+                  r->error[0] ? json_string(r->error) : json_null(), "started_at",
+                  time_json(r->started_us), "finished_at", time_json(r->finished_us));
+  pthread_mutex_unlock(&api->replay_mu);
+  return j;
+}
+
+static unsigned get_stats(kjb_api *api, const kjb_api_health *h, kjb_buf *out) {
+  json_t *counted_at = NULL;
+  json_t *jobs = kjb_stats_jobs(api->stats, &counted_at);
+  json_t *j = json_pack(
+      "{s:s, s:s, s:s, s:o, s:f, s:{s:b, s:b, s:b, s:o}, s:b,"
+      " s:{s:I, s:I, s:I}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+      "version", KJB_VERSION, "node", api->node, "roles", api->roles, "now",
+      time_json(kjb_now_wall_us()), "uptime_seconds",
+      (double)(kjb_now_mono_us() - api->started_mono_us) / 1e6, "health", "live", h->live,
+      "ready", h->ready, "started", h->started, "reason",
+      h->reason ? json_string(h->reason) : json_null(), "admin_enabled", api->token != NULL,
+      "ingest", "records_consumed", (json_int_t)metric_sum("kjb_records_consumed_total", NULL),
+      "records_dead_lettered", (json_int_t)metric_sum("kjb_records_dead_lettered_total", NULL),
+      "jobs_inserted", (json_int_t)metric_sum("kjb_jobs_inserted_total", NULL), "topics",
+      topics_json(api->cfg), "dlq_reasons",
+      labelled("kjb_records_dead_lettered_total", "topic", "reason", "count"), "lag",
+      labelled("kjb_consumer_lag", "topic", "partition", "lag"), "jobs_by_state", jobs,
+      "jobs_counted_at", counted_at, "kinds", kinds_json(api), "nodes",
+      kjb_stats_nodes(api->stats), "replay", replay_json(api));
+  if (!j)
+    return error_reply(out, 500, "could not build the snapshot");
+  put_json(out, j);
+  return 200;
+}
+
+/* ---- /api/jobs ----------------------------------------------------------- */
+
+/* The columns of a job as JSON, shared by the list and the single job. */
+#define JOB_JSON                                                                          \
+  "'id', id, 'kind', kind, 'queue', queue, 'state', state, 'priority', priority,"        \
+  " 'attempt', attempt, 'max_attempts', max_attempts, 'created_at', created_at,"         \
+  " 'scheduled_at', scheduled_at, 'attempted_at', attempted_at,"                         \
+  " 'finished_at', finished_at, 'attempted_by', attempted_by,"                           \
+  " 'source', CASE WHEN source_topic IS NULL THEN NULL ELSE json_build_object("          \
+  "'topic', source_topic, 'partition', source_partition, 'offset', source_offset) END"
+
+/* Runs a query whose one row and column is JSON text; *status is set on
+ * failure. Returns the parsed value (NULL for SQL NULL or on failure). */
+static json_t *query_json(kjb_api *api, const char *what, const char *sql, int n,
+                          const char *const *params, unsigned *status, kjb_buf *out) {
+  kjb_err err;
+  kjb_store *s = db(api, &err);
+  PGresult *res = s ? kjb_store_query(s, what, sql, n, params, &err) : NULL;
+  if (!res) {
+    db_failed(api);
+    *status = error_reply(out, 503, "%s", err.msg);
+    return NULL;
+  }
+  json_t *j = NULL;
+  if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+    const char *text = PQgetvalue(res, 0, 0);
+    j = json_loadb(text, strlen(text), JSON_DECODE_ANY, NULL);
+    if (!j)
+      *status = error_reply(out, 500, "could not read the database's answer");
+  }
+  PQclear(res);
+  return j;
+}
+
+static unsigned get_jobs(kjb_api *api, kjb_api_param_fn param, void *cls, kjb_buf *out) {
+  const char *state = param(cls, "state"), *kind = param(cls, "kind");
+  const char *limit_s = param(cls, "limit"), *before_s = param(cls, "before");
+  int64_t limit = JOBS_LIMIT_DEFAULT, before = 0;
+  if (state && !kjb_jobs_state_valid(state))
+    return error_reply(out, 400, "unknown state \"%.64s\"", state);
+  if (limit_s && parse_i64(limit_s, 1, JOBS_LIMIT_MAX, &limit) < 0)
+    return error_reply(out, 400, "limit must be a number from 1 to %d", JOBS_LIMIT_MAX);
+  if (before_s && parse_i64(before_s, 1, INT64_MAX, &before) < 0)
+    return error_reply(out, 400, "before must be a job id");
+  char limit_txt[24], before_txt[24];
+  snprintf(limit_txt, sizeof limit_txt, "%" PRId64, limit);
+  snprintf(before_txt, sizeof before_txt, "%" PRId64, before);
+  const char *params[] = {state, kind, before_s ? before_txt : NULL, limit_txt};
+  unsigned status = 200;
+  pthread_mutex_lock(&api->db_mu);
+  json_t *jobs = query_json(
+      api, "list jobs",
+      "SELECT coalesce(json_agg(j ORDER BY (j->>'id')::bigint DESC), '[]') FROM ("
+      " SELECT json_build_object(" JOB_JSON ", 'last_error', errors -> -1) AS j FROM jobs"
+      " WHERE ($1::text IS NULL OR state = $1::job_state) AND ($2::text IS NULL OR kind = $2)"
+      " AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4::int) s",
+      4, params, &status, out);
+  pthread_mutex_unlock(&api->db_mu);
+  if (!jobs)
+    return status;
+  size_t n = json_array_size(jobs);
+  json_t *next = json_null();
+  if (n == (size_t)limit)
+    next = json_incref(json_object_get(json_array_get(jobs, n - 1), "id"));
+  put_json(out, json_pack("{s:o, s:o}", "jobs", jobs, "next_before", next));
+  return 200;
+}
+
+static unsigned get_job(kjb_api *api, const char *id_s, kjb_buf *out) {
+  int64_t id;
+  if (parse_i64(id_s, 1, INT64_MAX, &id) < 0)
+    return error_reply(out, 400, "not a job id: \"%.64s\"", id_s);
+  const char *params[] = {id_s};
+  unsigned status = 200;
+  pthread_mutex_lock(&api->db_mu);
+  json_t *job = query_json(api, "show job",
+                           "SELECT json_build_object(" JOB_JSON
+                           ", 'args', args, 'meta', meta, 'errors', errors,"
+                           " 'unique_key', unique_key) FROM jobs WHERE id = $1::bigint",
+                           1, params, &status, out);
+  pthread_mutex_unlock(&api->db_mu);
+  if (!job)
+    return status == 200 ? error_reply(out, 404, "no job %" PRId64, id) : status;
+  put_json(out, job);
+  return 200;
+}
+
+static unsigned get_dlq(kjb_api_param_fn param, void *cls, kjb_buf *out) {
+  const char *limit_s = param(cls, "limit");
+  int64_t limit = JOBS_LIMIT_DEFAULT;
+  if (limit_s && parse_i64(limit_s, 1, KJB_STATS_DEAD_LETTERS, &limit) < 0)
+    return error_reply(out, 400, "limit must be a number from 1 to %d", KJB_STATS_DEAD_LETTERS);
+  put_json(out, kjb_stats_dead_letters((int)limit));
+  return 200;
+}
+
+/* "/api/jobs/123" → "123", or NULL; with suffix ("/retry") only when the
+ * path ends so, the id copied to id (cap bytes). */
+static const char *job_path(const char *path, const char *suffix, char *id, size_t cap) {
+  static const char prefix[] = "/api/jobs/";
+  if (strncmp(path, prefix, sizeof prefix - 1) != 0)
+    return NULL;
+  const char *p = path + sizeof prefix - 1;
+  size_t n = strcspn(p, "/");
+  if (n == 0 || n >= cap)
+    return NULL;
+  if (suffix ? strcmp(p + n, suffix) != 0 : p[n] != '\0')
+    return NULL;
+  memcpy(id, p, n);
+  id[n] = '\0';
+  return id;
+}
+
+bool kjb_api_is_get_path(const char *path) {
+  char id[32];
+  return strcmp(path, "/api/stats") == 0 || strcmp(path, "/api/jobs") == 0 ||
+         strcmp(path, "/api/dlq") == 0 || job_path(path, NULL, id, sizeof id);
+}
+
+bool kjb_api_is_post_path(const char *path) {
+  char id[32];
+  return strcmp(path, "/api/replay") == 0 || job_path(path, "/retry", id, sizeof id) ||
+         job_path(path, "/cancel", id, sizeof id);
+}
+
+unsigned kjb_api_get(kjb_api *api, const char *path, kjb_api_param_fn param, void *cls,
+                     const kjb_api_health *health, kjb_buf *out) {
+  char id[32];
+  if (strcmp(path, "/api/stats") == 0)
+    return get_stats(api, health, out);
+  if (strcmp(path, "/api/jobs") == 0)
+    return get_jobs(api, param, cls, out);
+  if (strcmp(path, "/api/dlq") == 0)
+    return get_dlq(param, cls, out);
+  if (job_path(path, NULL, id, sizeof id))
+    return get_job(api, id, out);
+  return error_reply(out, 404, "not found");
+}
+
+/* ---- admin actions ------------------------------------------------------- */
+
+bool kjb_api_admin_enabled(const kjb_api *api) { return api->token != NULL; }
+
+unsigned kjb_api_authorize(const kjb_api *api, const char *authorization, const char **why) {
+  if (!api->token) {
+    *why = "admin API disabled: set the environment variable named by http.admin_token_env";
+    return 403;
+  }
+  static const char bearer[] = "Bearer ";
+  if (!authorization || strncasecmp(authorization, bearer, sizeof bearer - 1) != 0) {
+    *why = "missing bearer token";
+    return 401;
+  }
+  const char *given = authorization + sizeof bearer - 1;
+  size_t gl = strlen(given), tl = strlen(api->token);
+  /* Constant time in the token's contents: every byte is compared. */
+  unsigned char diff = gl != tl;
+  for (size_t i = 0; i < gl; i++)
+    diff |= (unsigned char)given[i] ^ (unsigned char)api->token[i % tl];
+  if (diff) {
+    *why = "wrong token";
+    return 403;
+  }
+  return 0;
+}
+
+static unsigned job_action(kjb_api *api, const char *id_s, int retry, kjb_buf *out) {
+  int64_t id;
+  if (parse_i64(id_s, 1, INT64_MAX, &id) < 0)
+    return error_reply(out, 400, "not a job id: \"%.64s\"", id_s);
+  kjb_err err;
+  kjb_jobs_result res;
+  pthread_mutex_lock(&api->db_mu);
+  kjb_store *s = db(api, &err);
+  int rc = s ? (retry ? kjb_jobs_retry(s, id, &res, &err) : kjb_jobs_cancel(s, id, &res, &err))
+             : -1;
+  if (rc < 0)
+    db_failed(api);
+  pthread_mutex_unlock(&api->db_mu);
+  if (rc < 0)
+    return error_reply(out, 503, "%s", err.msg);
+  if (res.outcome == KJB_JOBS_NOT_FOUND)
+    return error_reply(out, 404, "no job %" PRId64, id);
+  if (res.outcome == KJB_JOBS_WRONG_STATE)
+    return error_reply(out, 409, "job %" PRId64 " is %s", id, res.state);
+  kjb_info("admin: job %" PRId64 " %s", id, retry ? "retried" : "cancelled");
+  put_json(out, json_pack("{s:I, s:s}", "id", (json_int_t)id, "state",
+                          retry ? "available" : "cancelled"));
+  return 200;
+}
+
+static void *replay_main(void *arg) {
+  kjb_api *api = arg;
+  replay_job *r = &api->replay;
+  kjb_replay_opts o = {.topic = r->topic,
+                       .reset = r->has_reset ? &r->reset : NULL,
+                       .dry_run = r->dry_run};
+  kjb_err err;
+  int rc = kjb_replay_run(api->cfg, &o, &r->counts, &api->replay_stop, &err);
+  pthread_mutex_lock(&api->replay_mu);
+  if (rc < 0)
+    snprintf(r->error, sizeof r->error, "%s", err.msg);
+  r->running = false;
+  r->finished_us = kjb_now_wall_us();
+  kjb_log(rc < 0 ? KJB_LOG_WARN : KJB_LOG_INFO,
+          "admin: replay of \"%s\" %s%s: replayed %llu, still failing %llu, already present %llu",
+          r->topic, rc < 0 ? "failed: " : "finished", rc < 0 ? err.msg : "",
+          (unsigned long long)r->counts.replayed, (unsigned long long)r->counts.still_failing,
+          (unsigned long long)r->counts.already_present);
+  pthread_mutex_unlock(&api->replay_mu);
+  return NULL;
+}
+
+static bool is_dlq_topic(const kjb_config *cfg, const char *topic) {
+  for (size_t i = 0; i < cfg->ntopics; i++)
+    if (strcmp(cfg->topics[i].dlq, topic) == 0)
+      return true;
+  return false;
+}
+
+static unsigned start_replay(kjb_api *api, const char *body, size_t len, kjb_buf *out) {
+  json_t *req = NULL;
+  if (len > 0) {
+    json_error_t je;
+    req = json_loadb(body, len, 0, &je);
+    if (!json_is_object(req)) {
+      json_decref(req);
+      return error_reply(out, 400, "the body must be a JSON object");
+    }
+  }
+  const char *topic = api->cfg->ntopics ? api->cfg->topics[0].dlq : NULL;
+  const char *reset = NULL;
+  int dry_run = 0;
+  json_t *v;
+  unsigned status = 0;
+  if ((v = json_object_get(req, "topic")) && !json_is_null(v)) {
+    if (!json_is_string(v))
+      status = error_reply(out, 400, "topic must be a string");
+    else if (json_string_length(v) > 0)
+      topic = json_string_value(v);
+  }
+  if (!status && (v = json_object_get(req, "reset_offsets")) && !json_is_null(v)) {
+    if (!json_is_string(v))
+      status = error_reply(out, 400, "reset_offsets must be a string");
+    else if (json_string_length(v) > 0)
+      reset = json_string_value(v);
+  }
+  if (!status && (v = json_object_get(req, "dry_run")) && !json_is_null(v)) {
+    if (!json_is_boolean(v))
+      status = error_reply(out, 400, "dry_run must be true or false");
+    else
+      dry_run = json_is_true(v);
+  }
+  kjb_reset_spec spec;
+  kjb_err err;
+  if (!status && !topic)
+    status = error_reply(out, 400, "no topic given and none configured");
+  if (!status && !is_dlq_topic(api->cfg, topic))
+    status = error_reply(out, 400, "\"%.200s\" is not the dead-letter topic of a mapping", topic);
+  if (!status && reset && kjb_reset_parse(reset, &spec, &err) < 0)
+    status = error_reply(out, 400, "reset_offsets: %s", err.msg);
+  if (status) {
+    json_decref(req);
+    return status;
+  }
+  pthread_mutex_lock(&api->replay_mu);
+  replay_job *r = &api->replay;
+  if (r->running) {
+    pthread_mutex_unlock(&api->replay_mu);
+    json_decref(req);
+    return error_reply(out, 409, "a replay of \"%s\" is running", r->topic);
+  }
+  if (r->joinable)
+    pthread_join(r->thread, NULL);
+  *r = (replay_job){.started = true, .running = true, .dry_run = dry_run,
+                    .has_reset = reset != NULL, .started_us = kjb_now_wall_us()};
+  snprintf(r->topic, sizeof r->topic, "%s", topic);
+  if (reset)
+    r->reset = spec;
+  json_decref(req);
+  api->replay_stop = 0;
+  if (pthread_create(&r->thread, NULL, replay_main, api) != 0) {
+    r->running = false;
+    snprintf(r->error, sizeof r->error, "could not start the replay thread");
+    pthread_mutex_unlock(&api->replay_mu);
+    return error_reply(out, 500, "could not start the replay thread");
+  }
+  r->joinable = true;
+  kjb_info("admin: replaying \"%s\"%s%s%s", r->topic, reset ? " from " : "", reset ? reset : "",
+           dry_run ? " (dry run)" : "");
+  pthread_mutex_unlock(&api->replay_mu);
+  put_json(out, json_pack("{s:o}", "replay", replay_json(api)));
+  return 202;
+}
+
+unsigned kjb_api_post(kjb_api *api, const char *path, const char *body, size_t len,
+                      kjb_buf *out) {
+  char id[32];
+  if (strcmp(path, "/api/replay") == 0)
+    return start_replay(api, body, len, out);
+  if (job_path(path, "/retry", id, sizeof id))
+    return job_action(api, id, 1, out);
+  if (job_path(path, "/cancel", id, sizeof id))
+    return job_action(api, id, 0, out);
+  return error_reply(out, 404, "not found");
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+kjb_api *kjb_api_new(const kjb_config *cfg, const char *node, const char *roles,
+                     kjb_executor *ex, kjb_err *err) {
+  kjb_api *api = calloc(1, sizeof *api);
+  if (!api) {
+    kjb_err_set(err, KJB_ENOMEM, "out of memory");
+    return NULL;
+  }
+  api->cfg = cfg;
+  snprintf(api->node, sizeof api->node, "%s", node);
+  snprintf(api->roles, sizeof api->roles, "%s", roles);
+  api->ex = ex;
+  api->started_mono_us = kjb_now_mono_us();
+  const char *tok = cfg->http.admin_token_env ? getenv(cfg->http.admin_token_env) : NULL;
+  if (tok && *tok) {
+    api->token = strdup(tok);
+    kjb_log_secret(api->token);
+  }
+  pthread_mutex_init(&api->db_mu, NULL);
+  pthread_mutex_init(&api->replay_mu, NULL);
+  api->stats = kjb_stats_new(cfg, err);
+  if (!api->stats) {
+    kjb_api_free(api);
+    return NULL;
+  }
+  return api;
+}
+
+void kjb_api_free(kjb_api *api) {
+  if (!api)
+    return;
+  api->replay_stop = 1;
+  if (api->replay.joinable)
+    pthread_join(api->replay.thread, NULL);
+  kjb_stats_free(api->stats);
+  kjb_store_free(api->db);
+  pthread_mutex_destroy(&api->db_mu);
+  pthread_mutex_destroy(&api->replay_mu);
+  free(api->token);
+  free(api);
+}
