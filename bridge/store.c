@@ -99,7 +99,15 @@ static void log_notice(void *arg, const PGresult *res) {
 }
 
 kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *err) {
-  PGconn *conn = PQconnectdb(conninfo);
+  /* A server that vanishes from the network (no FIN, no RST) must not
+   * hang a connection for the kernel's two hours: TCP keepalives and a
+   * user timeout notice within about half a minute. They come first, so
+   * that the conninfo's own settings win. */
+  static const char *const keys[] = {"connect_timeout",    "keepalives",     "keepalives_idle",
+                                     "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                                     "dbname",             NULL};
+  const char *const values[] = {"10", "1", "10", "5", "3", "30000", conninfo, NULL};
+  PGconn *conn = PQconnectdbParams(keys, values, 1);
   if (PQstatus(conn) != CONNECTION_OK) {
     /* libpq's message names host and port but never the password. */
     pg_error(err, KJB_EPG, "could not connect to postgresql", PQerrorMessage(conn));

@@ -102,8 +102,11 @@ def test_executor_probes_and_metrics(db, run_kjb, start_kjb, tmp_path):
     # The parser names counters without their _total suffix.
     jobs = families["kjb_jobs_finished"]
     assert jobs.type == "counter"
+    # Every outcome's series exists from the start.
     assert [(s.name, s.labels, s.value) for s in jobs.samples] == [
-        ("kjb_jobs_finished_total", {"kind": "hello", "outcome": "completed"}, n)]
+        ("kjb_jobs_finished_total", {"kind": "hello", "outcome": "completed"}, n),
+        ("kjb_jobs_finished_total", {"kind": "hello", "outcome": "retried"}, 0),
+        ("kjb_jobs_finished_total", {"kind": "hello", "outcome": "discarded"}, 0)]
     info = families["kjb_build_info"]
     assert info.type == "gauge"
     assert len(info.samples) == 1 and info.samples[0].value == 1

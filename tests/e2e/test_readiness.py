@@ -1,0 +1,155 @@
+"""Readiness follows PostgreSQL: kjb reaches the test server through a TCP
+relay that the test cuts and restores. /readyz (and /healthz, which also
+needs the database) drop to 503 within seconds of the cut and come back by
+themselves once the relay is restored, with no restart; jobs inserted
+meanwhile run after the recovery."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from kjbtest import wait_for
+
+EXECUTOR = 'poll_interval = "200ms"; heartbeat = "500ms"; lease = "8s"; shutdown_timeout = "5s";'
+
+
+class Relay:
+    """Forwards 127.0.0.1:<port> to an upstream address. While cut, every
+    relayed connection is closed and new ones are closed at once."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.cut_off = False
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @staticmethod
+    def _reset(s: socket.socket) -> None:
+        # shutdown() first: close() alone would not wake a pump thread
+        # blocked in recv() on the socket, and the connection would live on.
+        for step in (lambda: s.shutdown(socket.SHUT_RDWR), s.close):
+            try:
+                step()
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.cut_off:
+                self._reset(client)
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                self._reset(client)
+                continue
+            with self._lock:
+                self._conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.cut_off = True
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            self._reset(s)
+
+    def restore(self) -> None:
+        self.cut_off = False
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+def probe(port: int, path: str) -> tuple[int, dict] | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    except OSError:
+        return None
+
+
+def test_readiness_follows_postgres(db, pg, run_kjb, start_kjb, tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        http_port = s.getsockname()[1]
+    cfg = tmp_path / "kjb.cfg"
+    cfg.write_text(f"""
+kafka = {{ brokers = "127.0.0.1:1"; group = "ready"; }};
+postgres = {{ conninfo = "set-by-env"; }};
+http = {{ listen = "127.0.0.1:{http_port}"; }};
+executor = {{ {EXECUTOR} }};
+topics = ( {{ topic = "unused"; schema = "order_created.avsc"; jobs = ( {{ kind = "unused"; }} ); }} );
+handlers = ( {{ kind = "hello"; type = "log"; concurrency = 2; }} );
+""")
+    assert run_kjb(["migrate"], cfg, env={"KJB_POSTGRES_CONNINFO": str(db)}).returncode == 0
+    # The same database, reached through the relay.
+    port = pg.port
+    relay = Relay(("127.0.0.1", port))
+    try:
+        conninfo = str(db).replace(f"port={port}", f"port={relay.port}")
+        assert f"port={relay.port}" in conninfo, conninfo
+        proc = start_kjb(["run", "--role", "executor"], cfg,
+                         env={"KJB_POSTGRES_CONNINFO": conninfo, "KJB_HTTP_LISTEN": ""})
+        ok = (200, {"status": "ok"})
+        wait_for(lambda: probe(http_port, "/readyz") == ok, timeout=30, message=lambda: proc.log())
+
+        relay.cut()
+        cut_at = time.monotonic()
+        down = (503, {"status": "not ready", "reason": "database unreachable"})
+        wait_for(lambda: probe(http_port, "/readyz") == down, timeout=15,
+                 message=lambda: f"{probe(http_port, '/readyz')}\n{proc.log()[-3000:]}")
+        dropped_after = time.monotonic() - cut_at
+        assert probe(http_port, "/healthz") == (503, {"status": "unhealthy",
+                                                      "reason": "database unreachable"})
+        # Work arrives while kjb cannot see the database.
+        db.query("INSERT INTO kjb.jobs (kind) SELECT 'hello' FROM generate_series(1, 5) RETURNING id")
+
+        relay.restore()
+        restored_at = time.monotonic()
+        wait_for(lambda: probe(http_port, "/readyz") == ok, timeout=60,
+                 message=lambda: f"{probe(http_port, '/readyz')}\n{proc.log()[-3000:]}")
+        recovered_after = time.monotonic() - restored_at
+        assert probe(http_port, "/healthz") == ok
+        wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE state = 'completed'") == 5,
+                 timeout=60, message=lambda: proc.log()[-3000:])
+        print(f"readiness dropped {dropped_after:.1f} s after the cut, "
+              f"recovered {recovered_after:.1f} s after the restore")
+        assert "health: postgresql reachable again" in proc.log()
+        assert proc.stop() == 0, proc.log()
+    finally:
+        relay.close()
