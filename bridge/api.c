@@ -546,18 +546,20 @@ static unsigned start_replay(kjb_api *api, const char *body, size_t len, kjb_buf
   snprintf(r->topic, sizeof r->topic, "%s", topic);
   if (reset)
     r->reset = spec;
-  json_decref(req);
   api->replay_stop = 0;
   if (pthread_create(&r->thread, NULL, replay_main, api) != 0) {
     r->running = false;
     snprintf(r->error, sizeof r->error, "could not start the replay thread");
     pthread_mutex_unlock(&api->replay_mu);
+    json_decref(req);
     return error_reply(out, 500, "could not start the replay thread");
   }
   r->joinable = true;
+  /* reset points into req: logged before req goes. */
   kjb_info("admin: replaying \"%s\"%s%s%s", r->topic, reset ? " from " : "", reset ? reset : "",
            dry_run ? " (dry run)" : "");
   pthread_mutex_unlock(&api->replay_mu);
+  json_decref(req);
   put_json(out, json_pack("{s:o}", "replay", replay_json(api)));
   return 202;
 }
