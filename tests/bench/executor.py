@@ -11,15 +11,26 @@ server, in the same run.
    jobs every 100 ms (1k jobs/s) for --steady-seconds; prints the
    percentiles of attempted_at - created_at (insert -> start) over the jobs
    of the steady window (the first --skip-seconds left out), in SQL.
-3. River: `river migrate-up` then `river bench --num-total-jobs N` (or its
-   duration mode when this River has no fixed-total mode) in a database of
-   its own on the same server; its output is printed as it came, its jobs/s
-   parsed and set against kjb's.
+3. River: `river migrate-up` then `river bench --num-total-jobs N` (it
+   inserts N jobs, then works them down and prints jobs/s from its client's
+   start to the last completion) in a database of its own on the same
+   server; its output is printed, its jobs/s parsed, and the same SQL rate
+   as kjb's taken from river_job; the ratio sets kjb's against that, with
+   River's peak RSS and the CPU of River and PostgreSQL. River's bench
+   waits for every job it counted as inserted, so an insert batch or a
+   completion batch it gave up on (its own 10 s operation timeouts, on a
+   busy machine) hangs it: after --river-stall seconds without a finished
+   job it is stopped and counts as failed, as does a run that did not
+   complete all N jobs.
 
-The phases never overlap. The River CLI is installed once with `go install`
-into ~/.cache/kjb/go-bin; when the install or the bench fails the script
-exits non-zero with the reason, after the kjb figures. PostgreSQL, kjb and
-River share the machine's cores, so compare the ratio, not absolute rates.
+The phases never overlap. The River CLI is pinned in tests/bench/river/
+(go.mod, go.sum): the proxy serves its module only by version, so it is not
+`go install`ed but built once from a copy of that module in a temporary
+directory into ~/.cache/kjb/river-<version> ($KJB_CACHE_DIR as for pg.sh),
+which later runs reuse. The build comes first, so it overlaps no
+measurement; when it or the bench fails the script exits non-zero with the
+reason, after the kjb figures. PostgreSQL, kjb and River share the
+machine's cores, so compare the ratio, not absolute rates.
 
 Usage: tests/bench/run-executor [--jobs N] [--steady-seconds S] [--concurrency C]
 """
@@ -27,6 +38,7 @@ import argparse
 import atexit
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -39,8 +51,9 @@ import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GO = shutil.which("go") or "/usr/local/go/bin/go"
-RIVER_PKG = "github.com/riverqueue/river/cmd/river@latest"
-RIVER_BIN_DIR = os.path.join(os.path.expanduser("~"), ".cache", "kjb", "go-bin")
+RIVER_PKG = "github.com/riverqueue/river/cmd/river"
+RIVER_MOD = os.path.join(ROOT, "tests", "bench", "river")
+CACHE = os.environ.get("KJB_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "kjb")
 KIND = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -92,24 +105,73 @@ def server_cpu_s(postmaster):
     return total
 
 
-def install_river():
-    """Returns (path, None) or (None, reason)."""
-    path = os.path.join(RIVER_BIN_DIR, "river")
-    if os.access(path, os.X_OK):
+def server_cpu_by_pid(postmaster, seen):
+    """Records in seen (pid -> CPU seconds) the postmaster and its live
+    children; a backend that has exited keeps its last sample there."""
+    seen[postmaster] = proc_cpu_s(postmaster)
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if proc_ppid(int(d)) == postmaster:
+                    seen[int(d)] = proc_cpu_s(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return seen
+
+
+def river_pin():
+    """The River CLI version that tests/bench/river/go.mod requires."""
+    with open(os.path.join(RIVER_MOD, "go.mod")) as f:
+        m = re.search(r"^\s*require\s+" + re.escape(RIVER_PKG) + r"\s+(v\S+)", f.read(), re.M)
+    if not m:
+        sys.exit(f"{RIVER_MOD}/go.mod does not require {RIVER_PKG}")
+    return m.group(1)
+
+
+def river_version_ok(path, version):
+    try:
+        res = subprocess.run([path, "version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return False
+    return res.returncode == 0 and f"River version {version}" in res.stdout
+
+
+def build_river():
+    """The pinned River CLI, built once into the cache. Returns (path, None)
+    or (None, reason)."""
+    version = river_pin()
+    path = os.path.join(CACHE, f"river-{version}")
+    if os.access(path, os.X_OK) and river_version_ok(path, version):
+        print(f"River CLI {version}: {path}", flush=True)
         return path, None
-    os.makedirs(RIVER_BIN_DIR, exist_ok=True)
     if not os.access(GO, os.X_OK):
-        return None, f"no Go toolchain at {GO} (needed to install {RIVER_PKG})"
-    print(f"installing the River CLI: GOBIN={RIVER_BIN_DIR} {GO} install {RIVER_PKG} ...", flush=True)
-    res = subprocess.run([GO, "install", RIVER_PKG], env={**os.environ, "GOBIN": RIVER_BIN_DIR},
-                         capture_output=True, text=True, timeout=1800)
-    if res.returncode != 0 or not os.access(path, os.X_OK):
-        out = (res.stderr + res.stdout).strip().splitlines()
-        proxy = subprocess.run([GO, "env", "GOPROXY"], capture_output=True, text=True).stdout.strip()
-        return None, (f"`go install {RIVER_PKG}` failed with exit status {res.returncode} "
-                      f"(GOPROXY={proxy}; the CLI is a module of its own, "
-                      f"github.com/riverqueue/river/cmd/river, which the proxy must serve):\n    "
-                      + "\n    ".join(out[-8:]))
+        return None, f"no Go toolchain at {GO} (needed to build {RIVER_PKG} {version})"
+    os.makedirs(CACHE, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kjb-river-build-") as d:
+        for name in ("go.mod", "go.sum", "tools.go"):
+            shutil.copy(os.path.join(RIVER_MOD, name), d)
+        goflags = subprocess.run([GO, "env", "GOFLAGS"], capture_output=True, text=True).stdout.strip()
+        # The proxy serves the pinned version; `direct` would only try
+        # github.com. -mod=mod lets go.mod take the indirect requirements.
+        env = {**os.environ, "GOPROXY": os.environ.get("GOPROXY", "https://proxy.golang.org"),
+               "GOFLAGS": (goflags + " -mod=mod").strip()}
+        print(f"building the River CLI {version} (GOPROXY={env['GOPROXY']} go build {RIVER_PKG} in {d}; "
+              f"about 15 min on 2 cores when the Go caches are cold) ...", flush=True)
+        t = time.monotonic()
+        try:
+            res = subprocess.run([GO, "build", "-o", os.path.join(d, "river"), RIVER_PKG], cwd=d, env=env,
+                                 capture_output=True, text=True, timeout=3600)
+        except subprocess.TimeoutExpired:
+            return None, f"`go build {RIVER_PKG}` ({version}) did not finish within 3600 s"
+        built = os.path.join(d, "river")
+        if res.returncode != 0 or not river_version_ok(built, version):
+            out = (res.stderr + res.stdout).strip().splitlines()
+            return None, (f"`go build {RIVER_PKG}` ({version}, module {RIVER_MOD}, GOPROXY={env['GOPROXY']}) "
+                          f"failed with exit status {res.returncode}:\n    " + "\n    ".join(out[-8:]))
+        tmp = f"{path}.tmp-{os.getpid()}"
+        shutil.copy2(built, tmp)
+        os.replace(tmp, path)
+    print(f"  built in {time.monotonic() - t:.0f} s: {path}", flush=True)
     return path, None
 
 
@@ -119,6 +181,9 @@ def write_config(path, conninfo, concurrency, claim_batch, poll_interval):
 kafka = {{ brokers = "127.0.0.1:1"; group = "bench-executor"; }};
 postgres = {{ conninfo = "{conninfo}"; }};
 log = {{ level = "warn"; }};
+# HTTP and its stats thread run as in production, on a free port: the
+# default 9464 may be taken by another kjb on the machine.
+http = {{ listen = "127.0.0.1:0"; }};
 executor = {{ claim_batch = {claim_batch}; poll_interval = "{poll_interval}"; }};
 topics = ( {{ topic = "unused"; schema = "unused.avsc"; jobs = ( {{ kind = "unused"; }} ); }} );
 handlers = ( {{ kind = "{KIND}"; type = "log"; concurrency = {concurrency}; }} );
@@ -288,35 +353,103 @@ def steady(a, conn, cfg, tmp):
             "dmax": float(dmx), "rate": float(rate)}
 
 
-def river_bench(a, river, url):
+def river_progress(path):
+    """The jobs River worked in each of its 2 s reporting intervals so far."""
+    with open(path, errors="replace") as f:
+        return [int(n) for n in re.findall(r"bench: jobs worked \[\s*(\d+)\s*\]", f.read())]
+
+
+def river_states(conn):
+    return ", ".join(f"{n} {st}" for st, n in conn.execute(
+        "SELECT state::text, count(*) FROM river_job GROUP BY 1 ORDER BY 2 DESC")) or "no rows"
+
+
+def river_bench(a, river, url, ci, postmaster, tmp):
     loadavg("phase 3 (River)")
-    res = subprocess.run([river, "migrate-up", "--database-url", url], capture_output=True, text=True,
-                         timeout=300)
+    # River cancels its statements after 10 s by default; its TRUNCATE,
+    # VACUUM FULL and 5,000-job inserts can take longer on a busy machine.
+    # kjb sets no statement timeout either.
+    timeout = ["--statement-timeout", f"{a.timeout:g}s"]
+    res = subprocess.run([river, "migrate-up", "--database-url", url, *timeout], capture_output=True,
+                         text=True, timeout=300)
     if res.returncode != 0:
         return None, f"river migrate-up failed ({res.returncode}): {(res.stderr or res.stdout).strip()}"
-    help_text = subprocess.run([river, "bench", "--help"], capture_output=True, text=True).stdout
-    if "--num-total-jobs" in help_text:
-        mode = f"--num-total-jobs {a.jobs} (inserts {a.jobs} jobs, then works them down)"
-        args = ["--num-total-jobs", str(a.jobs)]
-    else:
-        mode = f"--duration {a.river_duration} (this River has no fixed-total mode; continuous insert+work)"
-        args = ["--duration", a.river_duration]
-    cmd = [river, "bench", "--database-url", url, *args]
-    print(f"  $ river bench --database-url {url} {' '.join(args)}", flush=True)
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"river bench did not finish within {a.timeout} s"
-    out = (res.stdout + res.stderr).rstrip()
+    args = ["--num-total-jobs", str(a.jobs), *timeout]
+    print(f"  $ {river} bench --database-url {url} {' '.join(args)}", flush=True)
+    logpath = os.path.join(tmp, "river-bench.log")
+    pg_cpu = server_cpu_by_pid(postmaster, {})
+    pg_cpu0 = dict(pg_cpu)
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    # Appending: reading the log meanwhile moves no offset River writes at.
+    with open(logpath, "a") as out:
+        proc = subprocess.Popen([river, "bench", "--database-url", url, *args], stdout=out,
+                                stderr=subprocess.STDOUT)
+    rss = None
+    why = None
+    quiet = max(1, int(a.river_stall / 2))  # River reports every 2 s
+    next_check = t0 + 5
+    while proc.poll() is None:
+        rss = proc_status_kib(proc.pid, "VmHWM") or rss
+        server_cpu_by_pid(postmaster, pg_cpu)
+        now = time.monotonic()
+        if now > t0 + a.timeout:
+            why = f"river bench did not finish within {a.timeout:g} s"
+        elif now >= next_check:
+            next_check = now + 5
+            worked = river_progress(logpath)
+            # River waits for every job it counted as inserted: a batch its
+            # completer gave up on stays running for its rescuer (an hour).
+            if len(worked) > quiet and not any(worked[-quiet:]):
+                why = f"river bench stalled: no job finished in its last {quiet * 2} s"
+        if why:
+            proc.send_signal(signal.SIGINT)  # river bench prints its summary and stops
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            break
+        time.sleep(0.25)
+    wall = time.monotonic() - t0
+    # River's own CPU is what the waited children gained; its backends are
+    # gone by now, their last samples kept.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
+    server_cpu_by_pid(postmaster, pg_cpu)
+    with open(logpath, errors="replace") as f:
+        lines = re.sub(r"\x1b\[[0-9;]*m", "", f.read()).rstrip().splitlines()  # its log colours
+    progress = [i for i, line in enumerate(lines) if "bench: jobs worked [" in line]
+    hidden = set(progress[5:-5])
     print("  river bench printed:")
-    for line in out.splitlines():
-        print("    | " + line)
-    if res.returncode != 0:
-        return None, f"river bench exited with {res.returncode}"
-    m = re.findall(r"overall job/sec \[\s*([0-9.]+)\s*\]", out)
+    for i, line in enumerate(lines):
+        if i not in hidden:
+            print("    | " + line)
+        elif i == progress[5]:
+            print(f"    | ... ({len(hidden)} more progress lines in {logpath})")
+    errors = sum(1 for line in lines if " ERR " in line)
+    try:
+        with psycopg.connect(ci, autocommit=True) as conn:
+            states = river_states(conn)
+            done, span = conn.execute(
+                "SELECT count(*) FILTER (WHERE state = 'completed' AND attempt = 1),"
+                " extract(epoch FROM max(finalized_at) FILTER (WHERE state = 'completed') - min(attempted_at))"
+                " FROM river_job").fetchone()
+    except psycopg.Error as e:
+        states, done, span = f"could not be read: {str(e).splitlines()[0]}", None, None
+    where = f"river_job: {states}; {errors} ERR lines from River above"
+    if why:
+        return None, f"{why} ({where})"
+    if proc.returncode != 0:
+        return None, f"river bench exited with {proc.returncode} ({where})"
+    if done != a.jobs:
+        return None, f"river bench ended with {done} of {a.jobs} jobs completed in one attempt ({where})"
+    m = re.findall(r"overall job/sec \[\s*([0-9.]+)\s*\], running (\S+)", "\n".join(lines))
     if not m:
-        return None, "could not find 'overall job/sec [ ... ]' in river bench's output"
-    return {"rate": float(m[-1]), "mode": mode}, None
+        return None, "could not find 'overall job/sec [ ... ], running ...' in river bench's output"
+    return {"rate": float(m[-1][0]), "span": m[-1][1], "sql_rate": a.jobs / float(span),
+            "sql_span": float(span), "wall": wall, "rss": rss, "cpu": cpu,
+            "pg_cpu": sum(v - pg_cpu0.get(pid, 0.0) for pid, v in pg_cpu.items())}, None
 
 
 def main():
@@ -328,15 +461,16 @@ def main():
     ap.add_argument("--concurrency", type=int, default=256, help="the log handler's worker threads")
     ap.add_argument("--claim-batch", type=int, default=1000)
     ap.add_argument("--poll-interval", default="100ms")
-    ap.add_argument("--river-duration", default="30s", help="when river bench has no --num-total-jobs")
     ap.add_argument("--no-river", action="store_true", help="kjb phases only")
+    ap.add_argument("--river-stall", type=float, default=120,
+                    help="seconds without a finished job after which River's bench counts as stalled")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--kjb", default=os.path.join(ROOT, "build", "release", "kjb"))
     ap.add_argument("--pg-conninfo", required=True, help="conninfo of the server (any database)")
     a = ap.parse_args()
 
-    # The install compiles: do it first, so that it overlaps no measurement.
-    river, river_err = (None, "skipped (--no-river)") if a.no_river else install_river()
+    # The build compiles: do it first, so that it overlaps no measurement.
+    river, river_err = (None, "skipped (--no-river)") if a.no_river else build_river()
     if river_err and not a.no_river:
         print(f"River CLI unavailable: {river_err}\n(the kjb phases run anyway; the script fails at the end)",
               flush=True)
@@ -344,12 +478,15 @@ def main():
     admin = psycopg.connect(a.pg_conninfo, autocommit=True)
     postmaster = proc_ppid(admin.info.backend_pid)
     version = admin.execute("SHOW server_version").fetchone()[0]
+    settings = ", ".join(f"{k} {admin.execute(f'SHOW {k}').fetchone()[0]}"
+                         for k in ("fsync", "synchronous_commit", "full_page_writes", "shared_buffers"))
     suffix = uuid.uuid4().hex[:6]
     db_kjb, db_river = f"bench_exec_{suffix}", f"bench_river_{suffix}"
     for db in (db_kjb, db_river):
         admin.execute(f"CREATE DATABASE {db}")
     base = psycopg.conninfo.conninfo_to_dict(a.pg_conninfo)
     ci_kjb = psycopg.conninfo.make_conninfo(**{**base, "dbname": db_kjb})
+    ci_river = psycopg.conninfo.make_conninfo(**{**base, "dbname": db_river})
     river_url = (f"postgres://{base.get('user', 'postgres')}@{base.get('host', '127.0.0.1')}:"
                  f"{base.get('port', 5432)}/{db_river}?sslmode=disable")
 
@@ -359,7 +496,7 @@ def main():
     subprocess.run([a.kjb, "migrate", "-c", cfg], check=True, capture_output=True)
     conn = psycopg.connect(ci_kjb, autocommit=True)
 
-    print(f"PostgreSQL {version}, one server; kjb and River in separate databases; "
+    print(f"PostgreSQL {version} ({settings}), one server; kjb and River in separate databases; "
           f"the phases run one after another, never overlapping", flush=True)
     print(f"kjb: one `kjb run --role executor`, handler type log (log.level warn), concurrency "
           f"{a.concurrency}, claim_batch {a.claim_batch}, poll_interval {a.poll_interval}", flush=True)
@@ -368,7 +505,7 @@ def main():
     conn.close()
     r = None
     if river:
-        r, river_err = river_bench(a, river, river_url)
+        r, river_err = river_bench(a, river, river_url, ci_river, postmaster, tmp)
 
     print()
     print(f"jobs                            {a.jobs}  (one kind, log handler, concurrency {a.concurrency})")
@@ -382,8 +519,15 @@ def main():
           f"p99 {s['p99']:.1f} ms  max {s['max']:.1f} ms  ({s['n']} jobs, first {a.skip_seconds:g} s skipped)")
     print(f"latency insert->finished        p50 {s['d50']:.1f} ms  p99 {s['d99']:.1f} ms  max {s['dmax']:.1f} ms")
     if r:
-        print(f"River `river bench`             {r['rate']:10.0f} jobs/s  ({r['mode']})")
-        print(f"ratio kjb/River                 {b['rate'] / r['rate']:10.2f}")
+        print(f"{'River ' + river_pin() + ', as it reports':32}{r['rate']:10.0f} jobs/s  ({r['span']}, its client's start.."
+              f"last completion event; 2000 workers)")
+        print(f"River, first claim..last        {r['sql_rate']:10.0f} jobs/s  ({r['sql_span']:.1f} s, "
+              f"min(attempted_at)..max(finalized_at), as kjb's)")
+        print(f"River peak RSS                  {r['rss'] / 1024 if r['rss'] else float('nan'):10.1f} MiB")
+        print(f"CPU during River's bench        River {r['cpu']:.1f} s, PostgreSQL {r['pg_cpu']:.1f} s "
+              f"({r['wall']:.1f} s, its truncate, VACUUM FULL and insert of {a.jobs} jobs included)")
+        print(f"ratio kjb/River                 {b['rate'] / r['sql_rate']:10.2f}  (first claim..last finish, "
+              f"both in SQL; {b['rate'] / r['rate']:.2f} against River's own figure)")
     for db in (db_kjb, db_river):
         admin.execute(f"DROP DATABASE {db} WITH (FORCE)")
     if river_err and not a.no_river:
