@@ -7,6 +7,7 @@
  * nothing twice because jobs are unique by their source coordinates. */
 #include "ingest.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,11 @@ struct kjb_ingest {
 
   kjb_ingest_stats stats;
   _Atomic int64_t alive_us; /* the loop's last round, for the health probes */
+  /* Once the consumer is closed its group queue is no longer served and
+   * rd_kafka_assignment() would wait forever: the health thread asks under
+   * this lock, and only while `closed` is 0. */
+  pthread_mutex_t close_mu;
+  int closed;
 };
 
 static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
@@ -455,6 +461,7 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
    * then nothing asks to stop. */
   static volatile sig_atomic_t never;
   kjb_ingest *ing = calloc(1, sizeof *ing);
+  pthread_mutex_init(&ing->close_mu, NULL);
   ing->stop = &never;
   ing->cfg = cfg;
   /* The series exist from the start, so that rate() sees the first
@@ -577,6 +584,9 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
    * and commits through on_rebalance). */
   flush(ing);
   resume_due(ing, 1);
+  pthread_mutex_lock(&ing->close_mu);
+  ing->closed = 1;
+  pthread_mutex_unlock(&ing->close_mu);
   rd_kafka_consumer_close(ing->consumer);
   return 0;
 }
@@ -599,6 +609,7 @@ void kjb_ingest_free(kjb_ingest *ing) {
   free(ing->parts);
   free(ing->dls);
   free(ing->paused);
+  pthread_mutex_destroy(&ing->close_mu);
   free(ing);
 }
 
@@ -648,6 +659,13 @@ static void publish_lag(kjb_ingest *ing, rd_kafka_topic_partition_list_t *parts,
 
 void kjb_ingest_health(kjb_ingest *ing, int timeout_ms, kjb_ingest_health_info *out) {
   out->loop_us = atomic_load(&ing->alive_us);
+  out->kafka_connected = 0;
+  out->partitions = 0;
+  pthread_mutex_lock(&ing->close_mu);
+  if (ing->closed) {
+    pthread_mutex_unlock(&ing->close_mu);
+    return;
+  }
   /* Both calls are safe from any thread. A metadata request is the one
    * way to ask whether some broker answers right now. */
   const struct rd_kafka_metadata *md = NULL;
@@ -656,10 +674,10 @@ void kjb_ingest_health(kjb_ingest *ing, int timeout_ms, kjb_ingest_health_info *
   if (md)
     rd_kafka_metadata_destroy(md);
   rd_kafka_topic_partition_list_t *parts = NULL;
-  out->partitions = 0;
   if (rd_kafka_assignment(ing->consumer, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR && parts)
     out->partitions = parts->cnt;
   publish_lag(ing, parts, timeout_ms);
   if (parts)
     rd_kafka_topic_partition_list_destroy(parts);
+  pthread_mutex_unlock(&ing->close_mu);
 }

@@ -44,7 +44,8 @@ typedef struct {
 
 /* Fills out for the health probes and sets the kjb_consumer_lag gauges of
  * the assigned partitions; asks the brokers, so it may block a few times
- * timeout_ms. Safe from any thread while ing is alive. */
+ * timeout_ms. Safe from any thread while ing is alive; once kjb_ingest_run
+ * has closed the consumer it reports nothing connected or assigned. */
 void kjb_ingest_health(kjb_ingest *ing, int timeout_ms, kjb_ingest_health_info *out);
 
 #endif

@@ -325,7 +325,17 @@ static void test_http_timeouts(void **state) {
     kjb_handler_result res;
     kjb_handler_perform(h, &job, &res);
     assert_string_equal(status_name(res.status), "TRANSIENT");
-    assert_string_equal(res.message, "http: timed out after 0.3 s");
+    if (i == 0) {
+      assert_string_equal(res.message, "http: timed out after 0.3 s");
+    } else {
+      /* The budget is spent from make_job on: on a loaded machine it may be
+       * shorter than 0.3 s by the time the request starts, or already gone. */
+      const char *msg = res.message;
+      bool spent = strcmp(msg, "http: timed out before the request was sent") == 0;
+      bool timed = strncmp(msg, "http: timed out after 0.", 24) == 0 && strlen(msg) == 27;
+      if (!spent && !timed)
+        fail_msg("unexpected message: %s", msg);
+    }
     assert_int_equal(res.retry_after_us, -1);
     kjb_handler_free(h);
   }
