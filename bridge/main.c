@@ -177,13 +177,13 @@ typedef struct {
 
 /* Checks PostgreSQL once: migrations until they are current, then a
  * plain ping. Returns 0, or -1 with err. */
-static int health_db(health_poller *hp, kjb_store **db, FILE *sink, kjb_health *h,
+static int health_db(health_poller *hp, kjb_store **db, kjb_health *h,
                      kjb_err *err) {
   if (!*db && !(*db = kjb_store_connect(hp->cfg->postgres.conninfo, hp->cfg->postgres.schema, err)))
     return -1;
   if (!h->migrations_current) {
     int pending = 0;
-    if (kjb_store_migrate_status(*db, sink, &pending, err) < 0)
+    if (kjb_store_migrate_status(*db, NULL, &pending, err) < 0)
       return -1;
     h->migrations_current = pending == 0;
     return 0;
@@ -199,17 +199,15 @@ static void *health_main(void *arg) {
   health_poller *hp = arg;
   kjb_health h = {.consumer = hp->consume};
   kjb_store *db = NULL;
-  /* Migration status prints its listing; nobody reads it here. */
-  FILE *sink = fopen("/dev/null", "w");
   int64_t next_db = 0;
   int db_state = -1; /* last logged: -1 nothing yet, 0 down, 1 up */
   pthread_mutex_lock(&hp->mu);
   while (!hp->quit) {
     pthread_mutex_unlock(&hp->mu);
     int64_t now = kjb_now_mono_us();
-    if (now >= next_db && sink) {
+    if (now >= next_db) {
       kjb_err err;
-      if (health_db(hp, &db, sink, &h, &err) == 0) {
+      if (health_db(hp, &db, &h, &err) == 0) {
         h.db_connected = true;
         h.db_ok_us = kjb_now_mono_us();
         if (db_state == 0)
@@ -253,8 +251,6 @@ static void *health_main(void *arg) {
   }
   pthread_mutex_unlock(&hp->mu);
   kjb_store_free(db);
-  if (sink)
-    fclose(sink);
   return NULL;
 }
 
@@ -292,6 +288,38 @@ static void health_attach(health_poller *hp, kjb_ingest *ing) {
   pthread_mutex_lock(&hp->mu);
   hp->ing = ing;
   pthread_mutex_unlock(&hp->mu);
+}
+
+/* Waits until no migration is pending, so that kjb may start before the
+ * deployment's `kjb migrate` has run: meanwhile the process is live and
+ * /startupz and /readyz answer 503 "migrations pending". Returns 0 when the
+ * schema is current, 1 when a signal came first, -1 with err when
+ * PostgreSQL cannot be asked. http may be NULL. */
+static int wait_for_migrations(const kjb_config *cfg, kjb_http *http, int consume, kjb_err *err) {
+  kjb_store *db = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, err);
+  if (!db)
+    return -1;
+  int rc = 0, pending = 0, logged = -1;
+  while ((rc = kjb_store_migrate_status(db, NULL, &pending, err)) == 0 && pending > 0) {
+    int64_t now = kjb_now_mono_us();
+    if (http) {
+      kjb_health h = {.loop_us = now, .db_ok_us = now, .db_connected = true, .consumer = consume};
+      kjb_http_set_health(http, &h);
+    }
+    if (pending != logged)
+      kjb_warn("%d migration(s) pending: waiting for `kjb migrate` to apply them", pending);
+    logged = pending;
+    for (int i = 0; i < 10 && !stop_requested; i++)
+      nanosleep(&(struct timespec){0, 200 * 1000000L}, NULL);
+    if (stop_requested) {
+      rc = 1;
+      break;
+    }
+  }
+  if (rc == 0 && logged >= 0)
+    kjb_info("migrations applied: starting");
+  kjb_store_free(db);
+  return rc;
 }
 
 /* The consumer until a signal; returns an exit code. */
@@ -376,6 +404,13 @@ static int cmd_run(int argc, char **argv) {
       kjb_config_close(&cfg);
       return rc;
     }
+  }
+  rc = wait_for_migrations(&cfg, http, consume, &err);
+  if (rc != 0) {
+    rc = rc < 0 ? fail("run", &err) : 0;
+    kjb_http_free(http);
+    kjb_config_close(&cfg);
+    return rc;
   }
   kjb_executor *ex = NULL;
   if (execute) {

@@ -248,9 +248,11 @@ int kjb_store_migrate_status(kjb_store *s, FILE *out, int *pending, kjb_err *err
     if (done < 0)
       return done;
     if (done) {
-      fprintf(out, "applied  %s  %s\n", kjb_migrations[i].name, at);
+      if (out)
+        fprintf(out, "applied  %s  %s\n", kjb_migrations[i].name, at);
     } else {
-      fprintf(out, "pending  %s\n", kjb_migrations[i].name);
+      if (out)
+        fprintf(out, "pending  %s\n", kjb_migrations[i].name);
       (*pending)++;
     }
   }

@@ -32,8 +32,8 @@ PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int n
  * a session advisory lock so concurrent callers wait and then find
  * nothing to do. *applied receives how many ran. */
 int kjb_store_migrate(kjb_store *s, int *applied, kjb_err *err);
-/* Prints each migration as "applied  NAME  AT" or "pending  NAME" and sets
- * *pending. */
+/* Prints each migration as "applied  NAME  AT" or "pending  NAME" (unless
+ * out is NULL) and sets *pending. */
 int kjb_store_migrate_status(kjb_store *s, FILE *out, int *pending, kjb_err *err);
 
 /* One job to insert. Strings are borrowed for the duration of the call. */

@@ -138,16 +138,43 @@ def test_port_taken_fails_at_start(db, run_kjb, tmp_path):
 
 
 def test_unmigrated_database(db, run_kjb, start_kjb, tmp_path):
-    """Before `kjb migrate`, /startupz would say 503. Today the executor
-    cannot start at all on an unmigrated schema (it registers itself in
-    kjb.nodes first), so kjb run exits 1: this pins that behaviour."""
+    """kjb may start before the deployment's `kjb migrate`: it waits, live
+    but neither started nor ready ("migrations pending"), and once the
+    migrations are applied it starts and runs jobs."""
     port = free_port()
     cfg = write_config(tmp_path / "kjb.cfg", port)
-    proc = start_kjb(["run", "--role", "executor"], cfg, env=env_for(str(db)))
-    rc = proc.wait(timeout=30)
-    assert rc == 1, proc.log()
-    assert "kjb: run: could not record the node's heartbeat: " in proc.log(), proc.log()
-    assert 'relation "nodes" does not exist' in proc.log(), proc.log()
+    env = env_for(str(db))
+    proc = start_kjb(["run", "--role", "executor"], cfg, env=env)
+    wait_for(lambda: answers(port, "/startupz") == (503, {"status": "starting", "reason": "migrations pending"}),
+             timeout=30, message=lambda: f"{answers(port, '/startupz')}\n{proc.log()}")
+    assert answers(port, "/readyz") == (503, {"status": "not ready", "reason": "migrations pending"})
+    assert answers(port, "/healthz") == (200, {"status": "ok"})
+    assert "2 migration(s) pending: waiting for `kjb migrate` to apply them" in proc.log()
+    # Waiting is not failing: a few seconds on, it is still there.
+    assert proc.alive()
+    assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'kjb'") == 0
+
+    res = run_kjb(["migrate"], cfg, env=env)
+    assert res.returncode == 0, res.stderr
+    ok = (200, {"status": "ok"})
+    wait_for(lambda: answers(port, "/startupz") == ok and answers(port, "/readyz") == ok, timeout=30,
+             message=lambda: f"{answers(port, '/startupz')} {answers(port, '/readyz')}\n{proc.log()}")
+    assert "migrations applied: starting" in proc.log()
+    db.query("INSERT INTO kjb.jobs (kind, args) VALUES ('hello', '{}') RETURNING id")
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE state = 'completed'") == 1,
+             timeout=30, message=lambda: proc.log()[-3000:])
+    assert proc.stop() == 0, proc.log()[-3000:]
+
+
+def test_signal_while_waiting_for_migrations(db, start_kjb, tmp_path):
+    """SIGTERM while waiting for migrations exits 0 without touching the
+    schema."""
+    port = free_port()
+    cfg = write_config(tmp_path / "kjb.cfg", port)
+    proc = start_kjb(["run"], cfg, env=env_for(str(db)))
+    wait_for(lambda: "waiting for `kjb migrate`" in proc.log(), timeout=30, message=proc.log)
+    assert proc.stop() == 0, proc.log()
+    assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'kjb'") == 0
 
 
 def test_postgres_unreachable_at_start(db, run_kjb, tmp_path):
