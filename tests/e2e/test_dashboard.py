@@ -341,7 +341,7 @@ def test_dashboard_shows_live_state_and_drives_the_admin_api(kafka, db, make_top
         assert not ok and "401" in rtext, rtext
         assert stats(port)["replay"] is None
         page.fill('[data-testid="token-input"]', TOKEN)
-        pass  # TEMP
+        page.select_option('[data-testid="replay-reset"]', "to-earliest")
         page.click('[data-testid="replay-button"]')
         ok, rtext = result(page, "replay-result", before=rtext)
         assert ok and "accepted" in rtext and f"{topic}.dlq" in rtext, rtext
