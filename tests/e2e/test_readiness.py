@@ -1,12 +1,22 @@
-"""Readiness follows PostgreSQL: kjb reaches the test server through a TCP
-relay that the test cuts and restores. /readyz (and /healthz, which also
-needs the database) drop to 503 within seconds of the cut and come back by
-themselves once the relay is restored, with no restart; jobs inserted
-meanwhile run after the recovery."""
+"""Readiness follows PostgreSQL and Kafka.
+
+PostgreSQL: kjb reaches the test server through a TCP relay that the test
+cuts and restores. /readyz (and /healthz, which also needs the database)
+drop to 503 within seconds of the cut and come back by themselves once the
+relay is restored, with no restart; jobs inserted meanwhile run after the
+recovery.
+
+Kafka: the session's broker is frozen (SIGSTOP) under a consumer. /readyz
+drops to 503 "kafka not connected" while /healthz stays 200 (the process is
+fine; restarting it would not help), and both come back once the broker
+runs again (SIGCONT); records produced afterwards become a job and a dead
+letter as usual."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -14,7 +24,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from kjbtest import wait_for
+import avrokit
+from kjbtest import unique_name, wait_for
+from test_ingest import order
 
 EXECUTOR = 'poll_interval = "200ms"; heartbeat = "500ms"; lease = "8s"; shutdown_timeout = "5s";'
 
@@ -153,3 +165,60 @@ handlers = ( {{ kind = "hello"; type = "log"; concurrency = 2; }} );
         assert proc.stop() == 0, proc.log()
     finally:
         relay.close()
+
+
+def test_readiness_follows_kafka(kafka, db, make_topic, run_kjb, start_kjb, kjb_services_env,
+                                 tmp_path: Path):
+    topic, group = make_topic(), unique_name("ready")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        http_port = s.getsockname()[1]
+    schemas = avrokit.schema_dir(tmp_path / "schemas")
+    cfg = tmp_path / "kjb.cfg"
+    cfg.write_text(f"""
+kafka = {{ brokers = "set-by-env"; group = "{group}"; }};
+postgres = {{ conninfo = "set-by-env"; }};
+http = {{ listen = "127.0.0.1:{http_port}"; }};
+schemas = {{ dir = "{schemas}"; ids = ( {{ id = 1; file = "order_created.avsc"; }} ); }};
+ingest = {{ batch_size = 50; batch_timeout = "50ms"; }};
+topics = ( {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind = "note"; }} ); }} );
+""")
+    env = {**kjb_services_env, "KJB_HTTP_LISTEN": ""}
+    assert run_kjb(["migrate"], cfg, env=env).returncode == 0
+    proc = start_kjb(["run", "--role", "consumer"], cfg, env=env)
+    ok = (200, {"status": "ok"})
+    wait_for(lambda: probe(http_port, "/readyz") == ok, timeout=180,
+             message=lambda: f"{probe(http_port, '/readyz')}\n{proc.log()[-3000:]}")
+    assert probe(http_port, "/startupz") == ok
+
+    broker = int((kafka.dir / "kafka.pid").read_text())
+    down = (503, {"status": "not ready", "reason": "kafka not connected"})
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        frozen_at = time.monotonic()
+        wait_for(lambda: probe(http_port, "/readyz") == down, timeout=30,
+                 message=lambda: f"{probe(http_port, '/readyz')}\n{proc.log()[-3000:]}")
+        dropped_after = time.monotonic() - frozen_at
+        assert probe(http_port, "/healthz") == ok
+        # Startup happened once and for all.
+        assert probe(http_port, "/startupz") == ok
+    finally:
+        os.kill(broker, signal.SIGCONT)
+    thawed_at = time.monotonic()
+    wait_for(lambda: probe(http_port, "/readyz") == ok, timeout=120,
+             message=lambda: f"{probe(http_port, '/readyz')}\n{proc.log()[-3000:]}")
+    recovered_after = time.monotonic() - thawed_at
+
+    schema = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
+    good = avrokit.confluent(schema, order(1), 1)
+    bad = b"\x01" + good[1:]  # not the confluent magic byte
+    kafka.produce(topic, [good, bad])
+    wait_for(lambda: kafka.end_offsets(f"{topic}.dlq") == {0: 1}, timeout=120,
+             message=lambda: f"the dead letter\n{proc.log()[-3000:]}")
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE kind = 'note'") == 1, timeout=60,
+             message=lambda: proc.log()[-3000:])
+    [dead] = kafka.consume(f"{topic}.dlq", count=1)
+    assert dead.header("__connect.errors.exception.class.name") == "kjb.BAD_MAGIC"
+    print(f"readiness dropped {dropped_after:.1f} s after the broker froze, "
+          f"recovered {recovered_after:.1f} s after it resumed")
+    assert proc.stop() == 0, proc.log()[-3000:]
