@@ -254,18 +254,17 @@ kjb_executor *kjb_executor_new(const kjb_config *cfg, const char *roles, kjb_err
       kjb_breaker_init(&k->breaker, k->cfg->breaker.failure_ratio, k->cfg->breaker.min_calls,
                        k->cfg->breaker.open_for_us);
   }
-  if (connect_db(ex, err) < 0) {
-    kjb_executor_free(ex);
-    return NULL;
-  }
+  return ex;
+}
+
+int kjb_executor_start(kjb_executor *ex, kjb_err *err) {
+  if (connect_db(ex, err) < 0)
+    return -1;
   for (size_t i = 0; i < ex->nkinds; i++) {
     kind_rt *k = &ex->kinds[i];
     k->threads = calloc((size_t)k->cfg->concurrency, sizeof *k->threads);
-    if (!k->threads) {
-      kjb_err_set(err, KJB_ENOMEM, "out of memory");
-      kjb_executor_free(ex);
-      return NULL;
-    }
+    if (!k->threads)
+      return kjb_err_set(err, KJB_ENOMEM, "out of memory");
     for (int t = 0; t < k->cfg->concurrency; t++) {
       worker_arg *wa = malloc(sizeof *wa);
       if (wa) {
@@ -274,14 +273,12 @@ kjb_executor *kjb_executor_new(const kjb_config *cfg, const char *roles, kjb_err
       }
       if (!wa || pthread_create(&k->threads[t], NULL, worker_main, wa) != 0) {
         free(wa);
-        kjb_err_set(err, KJB_ENOMEM, "could not start worker threads");
-        kjb_executor_free(ex);
-        return NULL;
+        return kjb_err_set(err, KJB_ENOMEM, "could not start worker threads");
       }
       k->nthreads++;
     }
   }
-  return ex;
+  return 0;
 }
 
 const char *kjb_executor_node(const kjb_executor *ex) { return ex->node; }

@@ -13,11 +13,17 @@
 
 typedef struct kjb_executor kjb_executor;
 
-/* Opens every configured handler and connects to PostgreSQL. roles names
- * what this process runs ("executor", "consumer,executor") in kjb.nodes.
+/* Opens every configured handler; touches no database. roles names what
+ * this process runs ("executor", "consumer,executor") in kjb.nodes.
  * Returns NULL with err: KJB_ECONFIG when there is no handler or one
- * cannot be opened, KJB_EPG (transient) when the database is unreachable. */
+ * cannot be opened. */
 kjb_executor *kjb_executor_new(const kjb_config *cfg, const char *roles, kjb_err *err);
+
+/* Connects to PostgreSQL (the schema must be current), registers the node
+ * and starts the worker threads. Returns 0, or a negative value with err
+ * (KJB_EPG when the database is unreachable); then only kjb_executor_free
+ * remains. */
+int kjb_executor_start(kjb_executor *ex, kjb_err *err);
 
 /* Works until *stop becomes non-zero, then shuts down gracefully: stops
  * claiming, waits up to executor.shutdown_timeout for running jobs, asks

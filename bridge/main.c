@@ -301,14 +301,14 @@ static int wait_for_migrations(const kjb_config *cfg, kjb_http *http, int consum
     return -1;
   int rc = 0, pending = 0, logged = -1;
   while ((rc = kjb_store_migrate_status(db, NULL, &pending, err)) == 0 && pending > 0) {
+    if (pending != logged)
+      kjb_warn("%d migration(s) pending: waiting for `kjb migrate` to apply them", pending);
+    logged = pending;
     int64_t now = kjb_now_mono_us();
     if (http) {
       kjb_health h = {.loop_us = now, .db_ok_us = now, .db_connected = true, .consumer = consume};
       kjb_http_set_health(http, &h);
     }
-    if (pending != logged)
-      kjb_warn("%d migration(s) pending: waiting for `kjb migrate` to apply them", pending);
-    logged = pending;
     for (int i = 0; i < 10 && !stop_requested; i++)
       nanosleep(&(struct timespec){0, 200 * 1000000L}, NULL);
     if (stop_requested) {
@@ -323,12 +323,9 @@ static int wait_for_migrations(const kjb_config *cfg, kjb_http *http, int consum
 }
 
 /* The consumer until a signal; returns an exit code. */
-static int run_consumer(const kjb_config *cfg, health_poller *hp) {
+static int run_consumer(const kjb_config *cfg, kjb_catalog *cat, health_poller *hp) {
   kjb_err err;
   int rc = 0;
-  kjb_catalog *cat = kjb_catalog_new(cfg, &err);
-  if (!cat)
-    return fail("run", &err);
   kjb_ingest *ing = kjb_ingest_new(cfg, cat, &err);
   if (!ing) {
     rc = fail("run", &err);
@@ -350,7 +347,6 @@ static int run_consumer(const kjb_config *cfg, health_poller *hp) {
              st.commit_us / 1e6);
     kjb_ingest_free(ing);
   }
-  kjb_catalog_free(cat);
   return rc;
 }
 
@@ -405,24 +401,29 @@ static int cmd_run(int argc, char **argv) {
       return rc;
     }
   }
-  rc = wait_for_migrations(&cfg, http, consume, &err);
+  /* Schemas and handlers first: a configuration error must not wait for
+   * migrations. */
+  kjb_catalog *cat = NULL;
+  kjb_executor *ex = NULL;
+  if (consume && !(cat = kjb_catalog_new(&cfg, &err)))
+    rc = -1;
+  else if (execute && !(ex = kjb_executor_new(&cfg, consume ? "consumer,executor" : "executor", &err)))
+    rc = -1;
+  else
+    rc = wait_for_migrations(&cfg, http, consume, &err);
+  if (rc == 0 && ex && kjb_executor_start(ex, &err) < 0)
+    rc = -1;
   if (rc != 0) {
     rc = rc < 0 ? fail("run", &err) : 0;
+    kjb_executor_free(ex);
+    kjb_catalog_free(cat);
     kjb_http_free(http);
     kjb_config_close(&cfg);
     return rc;
   }
-  kjb_executor *ex = NULL;
-  if (execute) {
-    ex = kjb_executor_new(&cfg, consume ? "consumer,executor" : "executor", &err);
-    if (!ex) {
-      rc = fail("run", &err);
-      kjb_http_free(http);
-      kjb_config_close(&cfg);
-      return rc;
-    }
-  }
   kjb_api *api = NULL;
+  health_poller hp = {.http = http, .cfg = &cfg, .ex = ex, .consume = consume};
+  int health = 0;
   if (http) {
     char node[160];
     if (ex)
@@ -438,25 +439,19 @@ static int cmd_run(int argc, char **argv) {
                       ex, &err);
     if (!api) {
       rc = fail("run", &err);
-      kjb_http_free(http);
-      kjb_executor_free(ex);
-      kjb_config_close(&cfg);
-      return rc;
+      goto out;
     }
     kjb_http_set_api(http, api);
     /* Logged only now: a configuration error above stays the only output. */
     kjb_info("http: serving the dashboard, /api, /metrics and probes on %s://%s (port %d)%s",
              cfg.http.tls_cert ? "https" : "http", cfg.http.listen, kjb_http_port(http),
              kjb_api_admin_enabled(api) ? "; admin actions enabled" : "");
-  }
-  health_poller hp = {.http = http, .cfg = &cfg, .ex = ex, .consume = consume};
-  if (http && health_start(&hp) < 0) {
-    fprintf(stderr, "kjb: run: could not start the health thread\n");
-    kjb_http_free(http);
-    kjb_api_free(api);
-    kjb_executor_free(ex);
-    kjb_config_close(&cfg);
-    return EXIT_OPERATIONAL;
+    if (health_start(&hp) < 0) {
+      fprintf(stderr, "kjb: run: could not start the health thread\n");
+      rc = EXIT_OPERATIONAL;
+      goto out;
+    }
+    health = 1;
   }
   if (!consume) {
     if (kjb_executor_run(ex, &stop_requested, &err) < 0)
@@ -468,7 +463,7 @@ static int cmd_run(int argc, char **argv) {
       fprintf(stderr, "kjb: run: could not start the executor thread\n");
       rc = EXIT_OPERATIONAL;
     } else {
-      rc = run_consumer(&cfg, http ? &hp : NULL);
+      rc = run_consumer(&cfg, cat, health ? &hp : NULL);
       if (ex) {
         /* The consumer may have stopped on its own (an error): the
          * executor stops with it. */
@@ -479,13 +474,15 @@ static int cmd_run(int argc, char **argv) {
       }
     }
   }
+out:
   /* The health thread reads the executor: it stops first. */
-  if (http)
+  if (health)
     health_stop(&hp);
   /* Requests in progress use the api, and the api the executor. */
   kjb_http_free(http);
   kjb_api_free(api);
   kjb_executor_free(ex);
+  kjb_catalog_free(cat);
   kjb_config_close(&cfg);
   return rc;
 }

@@ -171,7 +171,7 @@ def test_signal_while_waiting_for_migrations(db, start_kjb, tmp_path):
     schema."""
     port = free_port()
     cfg = write_config(tmp_path / "kjb.cfg", port)
-    proc = start_kjb(["run"], cfg, env=env_for(str(db)))
+    proc = start_kjb(["run", "--role", "executor"], cfg, env=env_for(str(db)))
     wait_for(lambda: "waiting for `kjb migrate`" in proc.log(), timeout=30, message=proc.log)
     assert proc.stop() == 0, proc.log()
     assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'kjb'") == 0
