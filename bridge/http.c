@@ -30,6 +30,7 @@ struct kjb_http {
   char *tls_cert, *tls_key; /* PEM text; MHD keeps pointers to them */
   pthread_mutex_t mu;
   kjb_health health; /* under mu */
+  bool reported;     /* under mu: health was set at least once */
   kjb_api *api;      /* under mu; NULL until kjb_http_set_api */
 };
 
@@ -239,6 +240,16 @@ static const char *ready_problem(const kjb_health *st, int64_t now) {
   return NULL;
 }
 
+/* Copies the health snapshot; false before the first one was set, when
+ * every probe answers "starting". */
+static bool snapshot(kjb_http *h, kjb_health *st) {
+  pthread_mutex_lock(&h->mu);
+  *st = h->health;
+  bool reported = h->reported;
+  pthread_mutex_unlock(&h->mu);
+  return reported;
+}
+
 /* ---- requests ----------------------------------------------------------- */
 
 /* Per request: the body of a POST as it arrives. */
@@ -318,12 +329,12 @@ static enum MHD_Result api_get(kjb_http *h, struct MHD_Connection *c, const char
   kjb_api *api = current_api(h);
   if (!api)
     return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting", "GET");
-  pthread_mutex_lock(&h->mu);
-  kjb_health st = h->health;
-  pthread_mutex_unlock(&h->mu);
+  kjb_health st;
+  bool reported = snapshot(h, &st);
   int64_t now = kjb_now_mono_us();
-  const char *live = live_problem(&st, now), *ready = ready_problem(&st, now),
-             *started = startup_problem(&st);
+  const char *live = reported ? live_problem(&st, now) : "starting",
+             *ready = reported ? ready_problem(&st, now) : "starting",
+             *started = reported ? startup_problem(&st) : "starting";
   kjb_api_health ah = {!live, !ready, !started, live ? live : ready ? ready : started};
   kjb_buf b;
   kjb_buf_init(&b);
@@ -401,15 +412,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     kjb_buf_close(&b);
     return ret;
   }
-  pthread_mutex_lock(&h->mu);
-  kjb_health st = h->health;
-  pthread_mutex_unlock(&h->mu);
+  kjb_health st;
+  bool reported = snapshot(h, &st);
   int64_t now = kjb_now_mono_us();
   if (strcmp(url, "/healthz") == 0)
-    return probe(c, "unhealthy", live_problem(&st, now));
+    return probe(c, "unhealthy", reported ? live_problem(&st, now) : "starting");
   if (strcmp(url, "/readyz") == 0)
-    return probe(c, "not ready", ready_problem(&st, now));
-  return probe(c, "starting", startup_problem(&st));
+    return probe(c, "not ready", reported ? ready_problem(&st, now) : "starting");
+  return probe(c, "starting", reported ? startup_problem(&st) : "starting");
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -514,6 +524,7 @@ int kjb_http_port(const kjb_http *h) { return h->port; }
 void kjb_http_set_health(kjb_http *h, const kjb_health *health) {
   pthread_mutex_lock(&h->mu);
   h->health = *health;
+  h->reported = true;
   pthread_mutex_unlock(&h->mu);
 }
 

@@ -31,7 +31,7 @@ typedef struct {
 /* Starts serving on addr, "127.0.0.1:9464" or "[::1]:9464" (port 0
  * picks a free port; see kjb_http_port), with a thread per connection;
  * HTTPS (TLS 1.2 or newer) when tls is not NULL. Until the first
- * kjb_http_set_health every probe fails. Returns NULL with err:
+ * kjb_http_set_health every probe fails with the reason "starting". Returns NULL with err:
  * KJB_ECONFIG when addr is not host:port or a TLS file cannot be read,
  * KJB_EIO ("could not listen on 127.0.0.1:9464: Address already in use")
  * when the address cannot be bound or the server not started. */

@@ -91,9 +91,9 @@ static kjb_http *start(void) {
 static void test_executor_probes(void **state) {
   kjb_http *h = start();
   /* Nothing reported yet. */
-  expect(h, "/healthz", 503, "{\"status\":\"unhealthy\",\"reason\":\"database unreachable\"}");
-  expect(h, "/readyz", 503, "{\"status\":\"not ready\",\"reason\":\"database unreachable\"}");
-  expect(h, "/startupz", 503, "{\"status\":\"starting\",\"reason\":\"migrations pending\"}");
+  expect(h, "/healthz", 503, "{\"status\":\"unhealthy\",\"reason\":\"starting\"}");
+  expect(h, "/readyz", 503, "{\"status\":\"not ready\",\"reason\":\"starting\"}");
+  expect(h, "/startupz", 503, "{\"status\":\"starting\",\"reason\":\"starting\"}");
 
   int64_t now = kjb_now_mono_us();
   kjb_health st = {.db_ok_us = now, .db_connected = true};
@@ -175,8 +175,7 @@ static void test_not_found_and_methods(void **state) {
   for (size_t i = 0; i < sizeof missing / sizeof *missing; i++)
     expect(h, missing[i], 404, "{\"error\":\"not found\"}");
   /* A query string does not change the path, and is not echoed. */
-  expect(h, "/startupz?x=%3Cb%3E", 503,
-         "{\"status\":\"starting\",\"reason\":\"migrations pending\"}");
+  expect(h, "/startupz?x=%3Cb%3E", 503, "{\"status\":\"starting\",\"reason\":\"starting\"}");
   static const char *const methods[] = {"POST", "PUT", "DELETE", "PATCH"};
   static const char *const paths[] = {"/metrics", "/healthz", "/readyz", "/startupz"};
   for (size_t m = 0; m < sizeof methods / sizeof *methods; m++)
