@@ -240,14 +240,21 @@ static const char *ready_problem(const kjb_health *st, int64_t now) {
   return NULL;
 }
 
-/* Copies the health snapshot; false before the first one was set, when
- * every probe answers "starting". */
-static bool snapshot(kjb_http *h, kjb_health *st) {
+/* What each probe finds wrong (NULL: it passes). Before the first health
+ * report every probe answers "starting". */
+typedef struct {
+  const char *live, *ready, *started;
+} problems;
+
+static problems find_problems(kjb_http *h) {
   pthread_mutex_lock(&h->mu);
-  *st = h->health;
+  kjb_health st = h->health;
   bool reported = h->reported;
   pthread_mutex_unlock(&h->mu);
-  return reported;
+  if (!reported)
+    return (problems){"starting", "starting", "starting"};
+  int64_t now = kjb_now_mono_us();
+  return (problems){live_problem(&st, now), ready_problem(&st, now), startup_problem(&st)};
 }
 
 /* ---- requests ----------------------------------------------------------- */
@@ -329,13 +336,9 @@ static enum MHD_Result api_get(kjb_http *h, struct MHD_Connection *c, const char
   kjb_api *api = current_api(h);
   if (!api)
     return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting", "GET");
-  kjb_health st;
-  bool reported = snapshot(h, &st);
-  int64_t now = kjb_now_mono_us();
-  const char *live = reported ? live_problem(&st, now) : "starting",
-             *ready = reported ? ready_problem(&st, now) : "starting",
-             *started = reported ? startup_problem(&st) : "starting";
-  kjb_api_health ah = {!live, !ready, !started, live ? live : ready ? ready : started};
+  problems p = find_problems(h);
+  kjb_api_health ah = {!p.live, !p.ready, !p.started,
+                       p.live ? p.live : p.ready ? p.ready : p.started};
   kjb_buf b;
   kjb_buf_init(&b);
   unsigned status = kjb_api_get(api, url, query_param, c, &ah, &b);
@@ -412,14 +415,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     kjb_buf_close(&b);
     return ret;
   }
-  kjb_health st;
-  bool reported = snapshot(h, &st);
-  int64_t now = kjb_now_mono_us();
+  problems p = find_problems(h);
   if (strcmp(url, "/healthz") == 0)
-    return probe(c, "unhealthy", reported ? live_problem(&st, now) : "starting");
+    return probe(c, "unhealthy", p.live);
   if (strcmp(url, "/readyz") == 0)
-    return probe(c, "not ready", reported ? ready_problem(&st, now) : "starting");
-  return probe(c, "starting", reported ? startup_problem(&st) : "starting");
+    return probe(c, "not ready", p.ready);
+  return probe(c, "starting", p.started);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
