@@ -175,19 +175,10 @@ typedef struct {
   kjb_ingest *ing; /* under mu: set while the consumer exists */
 } health_poller;
 
-/* Checks PostgreSQL once: migrations until they are current, then a
- * plain ping. Returns 0, or -1 with err. */
-static int health_db(health_poller *hp, kjb_store **db, kjb_health *h,
-                     kjb_err *err) {
+/* Pings PostgreSQL once. Returns 0, or -1 with err. */
+static int health_db(health_poller *hp, kjb_store **db, kjb_err *err) {
   if (!*db && !(*db = kjb_store_connect(hp->cfg->postgres.conninfo, hp->cfg->postgres.schema, err)))
     return -1;
-  if (!h->migrations_current) {
-    int pending = 0;
-    if (kjb_store_migrate_status(*db, NULL, &pending, err) < 0)
-      return -1;
-    h->migrations_current = pending == 0;
-    return 0;
-  }
   PGresult *res = kjb_store_query(*db, "health check", "SELECT 1", 0, NULL, err);
   if (!res)
     return -1;
@@ -197,7 +188,8 @@ static int health_db(health_poller *hp, kjb_store **db, kjb_health *h,
 
 static void *health_main(void *arg) {
   health_poller *hp = arg;
-  kjb_health h = {.consumer = hp->consume};
+  /* The thread starts once wait_for_migrations found the schema current. */
+  kjb_health h = {.consumer = hp->consume, .migrations_current = true};
   kjb_store *db = NULL;
   int64_t next_db = 0;
   int db_state = -1; /* last logged: -1 nothing yet, 0 down, 1 up */
@@ -207,7 +199,7 @@ static void *health_main(void *arg) {
     int64_t now = kjb_now_mono_us();
     if (now >= next_db) {
       kjb_err err;
-      if (health_db(hp, &db, &h, &err) == 0) {
+      if (health_db(hp, &db, &err) == 0) {
         h.db_connected = true;
         h.db_ok_us = kjb_now_mono_us();
         if (db_state == 0)
