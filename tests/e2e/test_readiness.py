@@ -14,18 +14,16 @@ letter as usual."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import avrokit
 from kjbtest import unique_name, wait_for
+from test_http import answers, free_port
 from test_ingest import order
 
 EXECUTOR = 'poll_interval = "200ms"; heartbeat = "500ms"; lease = "8s"; shutdown_timeout = "5s";'
@@ -104,21 +102,8 @@ class Relay:
         self._listener.close()
 
 
-def probe(port: int, path: str) -> tuple[int, dict] | None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-    except OSError:
-        return None
-
-
 def test_readiness_follows_postgres(db, pg, run_kjb, start_kjb, tmp_path: Path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        http_port = s.getsockname()[1]
+    http_port = free_port()
     cfg = tmp_path / "kjb.cfg"
     cfg.write_text(f"""
 kafka = {{ brokers = "127.0.0.1:1"; group = "ready"; }};
@@ -138,25 +123,25 @@ handlers = ( {{ kind = "hello"; type = "log"; concurrency = 2; }} );
         proc = start_kjb(["run", "--role", "executor"], cfg,
                          env={"KJB_POSTGRES_CONNINFO": conninfo, "KJB_HTTP_LISTEN": ""})
         ok = (200, {"status": "ok"})
-        wait_for(lambda: probe(http_port, "/readyz") == ok, timeout=30, message=lambda: proc.log())
+        wait_for(lambda: answers(http_port, "/readyz") == ok, timeout=30, message=lambda: proc.log())
 
         relay.cut()
         cut_at = time.monotonic()
         down = (503, {"status": "not ready", "reason": "database unreachable"})
-        wait_for(lambda: probe(http_port, "/readyz") == down, timeout=15,
-                 message=lambda: f"{probe(http_port, '/readyz')}\n{proc.log()[-3000:]}")
+        wait_for(lambda: answers(http_port, "/readyz") == down, timeout=15,
+                 message=lambda: f"{answers(http_port, '/readyz')}\n{proc.log()[-3000:]}")
         dropped_after = time.monotonic() - cut_at
-        assert probe(http_port, "/healthz") == (503, {"status": "unhealthy",
+        assert answers(http_port, "/healthz") == (503, {"status": "unhealthy",
                                                       "reason": "database unreachable"})
         # Work arrives while kjb cannot see the database.
         db.query("INSERT INTO kjb.jobs (kind) SELECT 'hello' FROM generate_series(1, 5) RETURNING id")
 
         relay.restore()
         restored_at = time.monotonic()
-        wait_for(lambda: probe(http_port, "/readyz") == ok, timeout=60,
-                 message=lambda: f"{probe(http_port, '/readyz')}\n{proc.log()[-3000:]}")
+        wait_for(lambda: answers(http_port, "/readyz") == ok, timeout=60,
+                 message=lambda: f"{answers(http_port, '/readyz')}\n{proc.log()[-3000:]}")
         recovered_after = time.monotonic() - restored_at
-        assert probe(http_port, "/healthz") == ok
+        assert answers(http_port, "/healthz") == ok
         wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE state = 'completed'") == 5,
                  timeout=60, message=lambda: proc.log()[-3000:])
         print(f"readiness dropped {dropped_after:.1f} s after the cut, "
@@ -170,9 +155,7 @@ handlers = ( {{ kind = "hello"; type = "log"; concurrency = 2; }} );
 def test_readiness_follows_kafka(kafka, db, make_topic, run_kjb, start_kjb, kjb_services_env,
                                  tmp_path: Path):
     topic, group = make_topic(), unique_name("ready")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        http_port = s.getsockname()[1]
+    http_port = free_port()
     schemas = avrokit.schema_dir(tmp_path / "schemas")
     cfg = tmp_path / "kjb.cfg"
     cfg.write_text(f"""
@@ -187,26 +170,26 @@ topics = ( {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind
     assert run_kjb(["migrate"], cfg, env=env).returncode == 0
     proc = start_kjb(["run", "--role", "consumer"], cfg, env=env)
     ok = (200, {"status": "ok"})
-    wait_for(lambda: probe(http_port, "/readyz") == ok, timeout=180,
-             message=lambda: f"{probe(http_port, '/readyz')}\n{proc.log()[-3000:]}")
-    assert probe(http_port, "/startupz") == ok
+    wait_for(lambda: answers(http_port, "/readyz") == ok, timeout=180,
+             message=lambda: f"{answers(http_port, '/readyz')}\n{proc.log()[-3000:]}")
+    assert answers(http_port, "/startupz") == ok
 
     broker = int((kafka.dir / "kafka.pid").read_text())
     down = (503, {"status": "not ready", "reason": "kafka not connected"})
     os.kill(broker, signal.SIGSTOP)
     try:
         frozen_at = time.monotonic()
-        wait_for(lambda: probe(http_port, "/readyz") == down, timeout=30,
-                 message=lambda: f"{probe(http_port, '/readyz')}\n{proc.log()[-3000:]}")
+        wait_for(lambda: answers(http_port, "/readyz") == down, timeout=30,
+                 message=lambda: f"{answers(http_port, '/readyz')}\n{proc.log()[-3000:]}")
         dropped_after = time.monotonic() - frozen_at
-        assert probe(http_port, "/healthz") == ok
+        assert answers(http_port, "/healthz") == ok
         # Startup happened once and for all.
-        assert probe(http_port, "/startupz") == ok
+        assert answers(http_port, "/startupz") == ok
     finally:
         os.kill(broker, signal.SIGCONT)
     thawed_at = time.monotonic()
-    wait_for(lambda: probe(http_port, "/readyz") == ok, timeout=120,
-             message=lambda: f"{probe(http_port, '/readyz')}\n{proc.log()[-3000:]}")
+    wait_for(lambda: answers(http_port, "/readyz") == ok, timeout=120,
+             message=lambda: f"{answers(http_port, '/readyz')}\n{proc.log()[-3000:]}")
     recovered_after = time.monotonic() - thawed_at
 
     schema = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
