@@ -111,7 +111,10 @@ int kjb_dlq_peek(const kjb_config *cfg, const kjb_dlq_peek_opts *o, FILE *out, l
     if ((e = rd_kafka_query_watermark_offsets(rk, o->topic, p, &low, &ends[i], 10000)))
       break;
     rd_kafka_topic_partition_list_add(l, o->topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    open += ends[i] > low;
+    if (ends[i] > low)
+      open++;
+    else
+      ends[i] = -1; /* empty: nothing to wait for, and its EOF must not count */
   }
   if (!e)
     e = rd_kafka_assign(rk, l);
