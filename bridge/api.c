@@ -247,7 +247,7 @@ static unsigned get_stats(kjb_api *api, const kjb_api_health *h, kjb_buf *out) {
   json_t *jobs = kjb_stats_jobs(api->stats, &counted_at);
   json_t *j = json_pack(
       "{s:s, s:s, s:s, s:o, s:f, s:{s:b, s:b, s:b, s:o}, s:b,"
-      " s:{s:I, s:I, s:I}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+      " s:{s:I, s:I, s:I}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
       "version", KJB_VERSION, "node", api->node, "roles", api->roles, "now",
       time_json(kjb_now_wall_us()), "uptime_seconds",
       (double)(kjb_now_mono_us() - api->started_mono_us) / 1e6, "health", "live", h->live,
@@ -260,7 +260,8 @@ static unsigned get_stats(kjb_api *api, const kjb_api_health *h, kjb_buf *out) {
       labelled("kjb_records_dead_lettered_total", "topic", "reason", "count"), "lag",
       labelled("kjb_consumer_lag", "topic", "partition", "lag"), "jobs_by_state", jobs,
       "jobs_counted_at", counted_at, "kinds", kinds_json(api), "nodes",
-      kjb_stats_nodes(api->stats), "replay", replay_json(api));
+      kjb_stats_nodes(api->stats), "replay", replay_json(api), "embedded_kafka",
+      api->cfg->kafka.embedded ? json_string(api->cfg->kafka.brokers) : json_null());
   if (!j)
     return error_reply(out, 500, "could not build the snapshot");
   put_json(out, j);

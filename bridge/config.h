@@ -78,6 +78,8 @@ typedef struct {
     char *group;       /* default "kjb" */
     char **properties; /* "key=value", passed to librdkafka as-is */
     size_t nproperties;
+    int embedded;      /* not a key: set by `kjb run` when brokers was
+                          "embedded" and now names the in-process cluster */
   } kafka;
   struct {
     char *conninfo;    /* required */

@@ -1,9 +1,14 @@
-/* librdkafka configuration. */
+/* librdkafka configuration, and the embedded development cluster. */
 #include "kafka.h"
 
+#include <curl/curl.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "util.h"
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
   /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
@@ -14,6 +19,13 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
   kjb_log(l, "kafka: %s: %s", fac, buf);
 }
 
+/* The embedded cluster's owner handle connects nowhere: its warning about
+ * that is noise. */
+static void on_owner_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+  if (strcmp(fac, "CONFWARN") != 0)
+    on_log(rk, level, fac, buf);
+}
+
 static int set(rd_kafka_conf_t *conf, const char *key, const char *val, const char *where,
                kjb_err *err) {
   char why[256];
@@ -22,17 +34,85 @@ static int set(rd_kafka_conf_t *conf, const char *key, const char *val, const ch
   return 0;
 }
 
+/* ---- the embedded cluster, seen from other commands ------------------ */
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg) {
+  kjb_buf *b = arg;
+  if (b->len + size * n > (4u << 20))
+    return 0;
+  kjb_buf_append(b, p, size * n);
+  return size * n;
+}
+
+/* The embedded cluster lives inside `kjb run`; the commands that talk to
+ * Kafka from another process (produce, replay, dlq peek) find its address
+ * in the running service's /api/stats on http.listen. */
+static int embedded_address(const kjb_config *cfg, char *out, size_t n, kjb_err *err) {
+  static const char hint[] = "start `kjb run` with this configuration first, or set "
+                             "KJB_KAFKA_BROKERS to the address it logged";
+  if (!cfg->http.listen || !cfg->http.listen[0])
+    return kjb_err_set(err, KJB_ECONFIG,
+                       "%s: kafka.brokers is \"embedded\" and http.listen is empty: "
+                       "set KJB_KAFKA_BROKERS to the address `kjb run` logged",
+                       cfg->path);
+  kjb_buf url, body;
+  kjb_buf_init(&url);
+  kjb_buf_init(&body);
+  kjb_buf_printf(&url, "%s://%s/api/stats", cfg->http.tls_cert ? "https" : "http",
+                 cfg->http.listen);
+  CURL *c = curl_easy_init();
+  long status = 0;
+  CURLcode cc = CURLE_FAILED_INIT;
+  if (c) {
+    curl_easy_setopt(c, CURLOPT_URL, url.data);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    if (cfg->http.tls_cert) /* the service's own certificate, self-signed or its chain */
+      curl_easy_setopt(c, CURLOPT_CAINFO, cfg->http.tls_cert);
+    cc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+  }
+  int rc = -1;
+  json_t *j = NULL;
+  const char *addr = NULL;
+  if (cc != CURLE_OK) {
+    kjb_err_set(err, KJB_EIO, "kafka.brokers is \"embedded\": no kjb service answers on %s (%s): %s",
+                url.data, curl_easy_strerror(cc), hint);
+  } else if (status != 200 || !(j = json_loadb(body.data, body.len, 0, NULL)) ||
+             !(addr = json_string_value(json_object_get(j, "embedded_kafka")))) {
+    kjb_err_set(err, KJB_EIO,
+                "kafka.brokers is \"embedded\": the service on %s (HTTP %ld) runs no embedded "
+                "cluster: %s",
+                url.data, status, hint);
+  } else if ((size_t)snprintf(out, n, "%s", addr) >= n) {
+    kjb_err_set(err, KJB_EIO, "kafka.brokers is \"embedded\": address too long");
+  } else {
+    rc = 0;
+  }
+  json_decref(j);
+  kjb_buf_close(&url);
+  kjb_buf_close(&body);
+  return rc;
+}
+
 rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaults,
                                 kjb_err *err) {
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set_log_cb(conf, on_log);
   char where[512];
   snprintf(where, sizeof where, "%s: kafka.brokers", cfg->path);
-  if (strcmp(cfg->kafka.brokers, "embedded") == 0) {
-    kjb_err_set(err, KJB_ECONFIG, "%s: \"embedded\" is not available in this build", where);
-    goto fail;
+  char found[512];
+  const char *brokers = cfg->kafka.brokers;
+  if (strcmp(brokers, "embedded") == 0) {
+    if (embedded_address(cfg, found, sizeof found, err) < 0)
+      goto fail;
+    brokers = found;
   }
-  if (set(conf, "bootstrap.servers", cfg->kafka.brokers, where, err) < 0)
+  if (set(conf, "bootstrap.servers", brokers, where, err) < 0)
     goto fail;
   for (size_t i = 0; defaults && defaults[i]; i += 2)
     if (set(conf, defaults[i], defaults[i + 1], "kafka", err) < 0)
@@ -52,4 +132,67 @@ rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaul
 fail:
   rd_kafka_conf_destroy(conf);
   return NULL;
+}
+
+/* ---- the embedded cluster ----------------------------------------------- */
+
+struct kjb_embedded {
+  rd_kafka_t *rk; /* owns the mock cluster */
+  rd_kafka_mock_cluster_t *mc;
+};
+
+enum { EMBEDDED_PARTITIONS = 4 };
+
+kjb_embedded *kjb_embedded_start(const kjb_config *cfg, kjb_err *err) {
+  kjb_embedded *e = calloc(1, sizeof *e);
+  if (!e) {
+    kjb_err_set(err, KJB_EIO, "embedded Kafka: out of memory");
+    return NULL;
+  }
+  char why[256];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set_log_cb(conf, on_owner_log);
+  rd_kafka_conf_set(conf, "client.id", "kjb-embedded", why, sizeof why);
+  if (!(e->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why))) {
+    rd_kafka_conf_destroy(conf);
+    kjb_err_set(err, KJB_EIO, "embedded Kafka: %s", why);
+    free(e);
+    return NULL;
+  }
+  if (!(e->mc = rd_kafka_mock_cluster_new(e->rk, 1))) {
+    kjb_err_set(err, KJB_EIO, "embedded Kafka: could not start the in-process cluster");
+    kjb_embedded_stop(e);
+    return NULL;
+  }
+  /* The mapped topics and their dead-letter topics exist from the start,
+   * so that the consumer's subscription matches at once. */
+  for (size_t i = 0; i < cfg->ntopics; i++) {
+    const char *names[] = {cfg->topics[i].topic, cfg->topics[i].dlq};
+    for (size_t k = 0; k < 2; k++) {
+      rd_kafka_resp_err_t rerr =
+          names[k] ? rd_kafka_mock_topic_create(e->mc, names[k], EMBEDDED_PARTITIONS, 1)
+                   : RD_KAFKA_RESP_ERR_NO_ERROR;
+      if (rerr && rerr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        kjb_err_set(err, KJB_EIO, "embedded Kafka: could not create topic \"%s\": %s", names[k],
+                    rd_kafka_err2str(rerr));
+        kjb_embedded_stop(e);
+        return NULL;
+      }
+    }
+  }
+  return e;
+}
+
+const char *kjb_embedded_bootstraps(const kjb_embedded *e) {
+  return rd_kafka_mock_cluster_bootstraps(e->mc);
+}
+
+void kjb_embedded_stop(kjb_embedded *e) {
+  if (!e)
+    return;
+  if (e->mc)
+    rd_kafka_mock_cluster_destroy(e->mc);
+  if (e->rk)
+    rd_kafka_destroy(e->rk);
+  free(e);
 }

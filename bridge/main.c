@@ -342,6 +342,27 @@ static int run_consumer(const kjb_config *cfg, kjb_catalog *cat, health_poller *
   return rc;
 }
 
+/* kafka.brokers = "embedded": starts the in-process cluster and points
+ * every client of this process at it. */
+static int start_embedded(kjb_config *cfg, kjb_embedded **out, kjb_err *err) {
+  kjb_embedded *e = kjb_embedded_start(cfg, err);
+  char *addr = e ? strdup(kjb_embedded_bootstraps(e)) : NULL;
+  if (!addr) {
+    if (e)
+      kjb_err_set(err, KJB_ENOMEM, "embedded Kafka: out of memory");
+    kjb_embedded_stop(e);
+    return -1;
+  }
+  free(cfg->kafka.brokers);
+  cfg->kafka.brokers = addr;
+  cfg->kafka.embedded = 1;
+  kjb_warn("kafka: embedded development cluster on %s: records live in this process's memory "
+           "and are gone when it exits; not for production",
+           addr);
+  *out = e;
+  return 0;
+}
+
 static int cmd_run(int argc, char **argv) {
   static const struct option opts[] = {COMMON_LONG_OPTS,
                                        {"role", required_argument, NULL, OPT_ROLE},
@@ -397,9 +418,12 @@ static int cmd_run(int argc, char **argv) {
    * migrations. */
   kjb_catalog *cat = NULL;
   kjb_executor *ex = NULL;
+  kjb_embedded *embedded = NULL;
   if (consume && !(cat = kjb_catalog_new(&cfg, &err)))
     rc = -1;
   else if (execute && !(ex = kjb_executor_new(&cfg, consume ? "consumer,executor" : "executor", &err)))
+    rc = -1;
+  else if (strcmp(cfg.kafka.brokers, "embedded") == 0 && start_embedded(&cfg, &embedded, &err) < 0)
     rc = -1;
   else
     rc = wait_for_migrations(&cfg, http, consume, &err);
@@ -410,6 +434,7 @@ static int cmd_run(int argc, char **argv) {
     kjb_executor_free(ex);
     kjb_catalog_free(cat);
     kjb_http_free(http);
+    kjb_embedded_stop(embedded);
     kjb_config_close(&cfg);
     return rc;
   }
@@ -475,6 +500,8 @@ out:
   kjb_api_free(api);
   kjb_executor_free(ex);
   kjb_catalog_free(cat);
+  /* Last: every client of the embedded cluster is gone by now. */
+  kjb_embedded_stop(embedded);
   kjb_config_close(&cfg);
   return rc;
 }
