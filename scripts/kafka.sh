@@ -15,6 +15,13 @@
 #       JVM, e.g. `tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
 #       --bootstrap-server 127.0.0.1:PORT --list` (kafka-consumer-groups.sh)
 #
+# KJB_KAFKA_TLS_DIR=TLS, a directory holding ca.pem, server.pem (the
+# certificate chain) and server.key (PKCS#8, unencrypted), gives the broker
+# two more listeners on free 127.0.0.1 ports: SSL (server authentication)
+# and SASL_SSL (PLAIN and SCRAM-SHA-256, one user). `start` then also writes
+# DIR/bootstrap.ssl, DIR/bootstrap.sasl_ssl, DIR/sasl.user and
+# DIR/sasl.password. Brokers and the controller keep talking PLAINTEXT.
+#
 # Environment: KJB_CACHE_DIR (default ~/.cache/kjb), KJB_KAFKA_HEAP (512m),
 # KJB_KAFKA_PARTITIONS (partitions of auto-created topics, 1),
 # KJB_KAFKA_START_TIMEOUT (240 s), KJB_KAFKA_STOP_TIMEOUT (30 s),
@@ -261,6 +268,60 @@ logger.apache.level = INFO
 EOF
 }
 
+SASL_USER=kjb-test
+
+# Two more free ports, other than those given, and a password.
+tls_ports_and_password() {
+  "$PYTHON" - "$@" <<'EOF'
+import secrets, socket, sys
+taken = {int(p) for p in sys.argv[1:]}
+while True:
+    socks = [socket.socket() for _ in range(2)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    if not taken & set(ports):
+        break
+print(ports[0], ports[1], secrets.token_hex(16))
+EOF
+}
+
+# The client listeners of KJB_KAFKA_TLS_DIR. They go after write_config's
+# lines: in a properties file the last value of a key wins.
+write_tls_config() {
+  local dir=$1 tls=$2 port=$3 cport=$4 sport=$5 saport=$6 password=$7 f
+  for f in ca.pem server.pem server.key; do
+    [[ -r $tls/$f ]] || die "KJB_KAFKA_TLS_DIR: cannot read $tls/$f"
+  done
+  # Kafka's PEM key store is one file: the key, then the chain.
+  (umask 077 && cat "$tls/server.key" "$tls/server.pem" >"$dir/tls-keystore.pem")
+  cat >>"$dir/server.properties" <<EOF
+
+# TLS for clients (KJB_KAFKA_TLS_DIR=$tls).
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SSL://127.0.0.1:$sport,SASL_SSL://127.0.0.1:$saport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SSL://127.0.0.1:$sport,SASL_SSL://127.0.0.1:$saport
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/tls-keystore.pem
+ssl.client.auth=none
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+}
+
+# The TLS listeners answer metadata requests: SSL, and SASL_SSL with SCRAM.
+tls_ready() {
+  local tls=$1 sport=$2 saport=$3 password=$4
+  command -v kcat >/dev/null || return 0
+  kcat -L -b "127.0.0.1:$sport" -m 5 -X security.protocol=ssl -X "ssl.ca.location=$tls/ca.pem" \
+    -X topic.metadata.refresh.interval.ms=-1 2>/dev/null | grep -q ' 1 brokers:' \
+  && kcat -L -b "127.0.0.1:$saport" -m 5 -X security.protocol=sasl_ssl \
+    -X "ssl.ca.location=$tls/ca.pem" -X sasl.mechanisms=SCRAM-SHA-256 \
+    -X "sasl.username=$SASL_USER" -X "sasl.password=$password" \
+    -X topic.metadata.refresh.interval.ms=-1 2>/dev/null | grep -q ' 1 brokers:'
+}
+
 # The broker answers metadata requests and lists itself: only then can
 # clients produce, and auto-created topics get a leader.
 broker_ready() {
@@ -292,11 +353,21 @@ cmd_start() {
   read -r port cport cid < <(ports_and_cluster_id) || true
   [[ -n ${cid:-} ]] || die "could not pick free ports with $PYTHON"
   write_config "$dir" "$port" "$cport"
+  local tls=${KJB_KAFKA_TLS_DIR:-} sport saport sasl_password scram=()
+  rm -f "$dir/bootstrap.ssl" "$dir/bootstrap.sasl_ssl" "$dir/sasl.user" "$dir/sasl.password"
+  if [[ -n $tls ]]; then
+    tls=$(cd "$tls" && pwd) || die "KJB_KAFKA_TLS_DIR: no directory $KJB_KAFKA_TLS_DIR"
+    read -r sport saport sasl_password < <(tls_ports_and_password "$port" "$cport") || true
+    [[ -n ${sasl_password:-} ]] || die "could not pick free ports with $PYTHON"
+    write_tls_config "$dir" "$tls" "$port" "$cport" "$sport" "$saport" "$sasl_password"
+    # SCRAM credentials live in the metadata log, from the start.
+    scram=(--add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$sasl_password]")
+  fi
 
   # shellcheck disable=SC2046
   if ! java $(java_opts) $(cds_opts "") -Xmx256m -Dlog4j2.level=WARN \
       -cp "$LIBS/*" kafka.tools.StorageTool format --standalone \
-      --cluster-id "$cid" --config "$dir/server.properties" \
+      --cluster-id "$cid" --config "$dir/server.properties" "${scram[@]}" \
       >"$dir/format.out" 2>&1; then
     cat "$dir/format.out" >&2
     die "could not format the storage in $dir/data"
@@ -326,6 +397,20 @@ cmd_start() {
     fi
     sleep 0.2
   done
+  if [[ -n $tls ]]; then
+    until tls_ready "$tls" "$sport" "$saport" "$sasl_password"; do
+      if (($(date +%s) >= deadline)) || ! kill -0 "$pid" 2>/dev/null; then
+        log_tail "$dir"
+        cmd_stop "$dir" >/dev/null 2>&1 || true
+        die "the broker's TLS listeners did not answer on 127.0.0.1:$sport and :$saport (logs in $dir)"
+      fi
+      sleep 0.2
+    done
+    echo "127.0.0.1:$sport" >"$dir/bootstrap.ssl"
+    echo "127.0.0.1:$saport" >"$dir/bootstrap.sasl_ssl"
+    echo "$SASL_USER" >"$dir/sasl.user"
+    (umask 077 && echo "$sasl_password" >"$dir/sasl.password")
+  fi
   echo "$bootstrap" >"$dir/bootstrap"
   echo "kafka.sh: broker up on $bootstrap in $((($(date +%s%N) - t0) / 1000000)) ms" \
     "(pid $pid, log $dir/kafka.log)" >&2

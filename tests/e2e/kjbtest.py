@@ -106,6 +106,82 @@ def unique_name(hint: str = "t", maxlen: int = 60) -> str:
 
 
 # --------------------------------------------------------------------------
+# Test PKI
+
+
+@dataclass
+class Pki:
+    """A throwaway certificate authority and what it signed, made with the
+    openssl CLI. `kafka` and `pg` are directories holding ca.pem,
+    server.pem (the server's certificate, then the CA's) and server.key
+    (PKCS#8, unencrypted), the layout scripts/kafka.sh (KJB_KAFKA_TLS_DIR)
+    and scripts/pg.sh (KJB_PG_TLS_DIR) read. The broker's certificate names
+    localhost and 127.0.0.1; PostgreSQL's names localhost only, so that
+    `host=127.0.0.1 sslmode=verify-full` is a name mismatch. `other_ca` is
+    a second CA that signed nothing: trusting it alone must fail."""
+
+    dir: Path
+    ca: Path
+    other_ca: Path
+    kafka: Path
+    pg: Path
+
+
+def _openssl(*args: str | Path, cwd: Path) -> None:
+    try:
+        res = subprocess.run(["openssl", *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                             timeout=60, check=False)
+    except FileNotFoundError:
+        raise RuntimeError("openssl not found (run scripts/deps.sh)") from None
+    if res.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(map(str, args))} failed:\n{res.stderr}")
+
+
+def _make_ca(dir: Path, name: str) -> tuple[Path, Path]:
+    key, cert = dir / f"{name}.key", dir / f"{name}.pem"
+    _openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", key, "-out", cert, "-days", "30", "-subj", f"/O=kjb tests/CN=kjb test {name}",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=dir)
+    return key, cert
+
+
+def _make_server(dir: Path, ca_key: Path, ca_cert: Path, sans: str) -> Path:
+    dir.mkdir(parents=True, exist_ok=True)
+    (dir / "ext.cnf").write_text(
+        "basicConstraints = critical,CA:FALSE\n"
+        "keyUsage = critical,digitalSignature\n"
+        "extendedKeyUsage = serverAuth\n"
+        f"subjectAltName = {sans}\n"
+        "subjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid,issuer\n")
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", "server.key", "-out", "server.csr", "-subj", "/O=kjb tests/CN=localhost", cwd=dir)
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", ca_cert, "-CAkey", ca_key, "-set_serial",
+             str(int.from_bytes(os.urandom(8), "big")), "-days", "30", "-extfile", "ext.cnf",
+             "-out", "leaf.pem", cwd=dir)
+    (dir / "server.pem").write_bytes((dir / "leaf.pem").read_bytes() + ca_cert.read_bytes())
+    (dir / "ca.pem").write_bytes(ca_cert.read_bytes())
+    (dir / "server.key").chmod(0o600)
+    for f in ("server.csr", "leaf.pem", "ext.cnf"):
+        (dir / f).unlink()
+    return dir
+
+
+def make_test_pki(dir: Path) -> Pki:
+    """Makes the CA, the two server certificates and the unrelated CA in
+    `dir`; raises RuntimeError with openssl's output if it cannot."""
+    dir = dir.resolve()
+    dir.mkdir(parents=True, exist_ok=True)
+    ca_key, ca = _make_ca(dir, "ca")
+    other_key, other_ca = _make_ca(dir, "other-ca")
+    other_key.unlink()
+    kafka = _make_server(dir / "kafka", ca_key, ca, "DNS:localhost,IP:127.0.0.1")
+    pg = _make_server(dir / "pg", ca_key, ca, "DNS:localhost")
+    return Pki(dir=dir, ca=ca, other_ca=other_ca, kafka=kafka, pg=pg)
+
+
+# --------------------------------------------------------------------------
 # Services
 
 
@@ -117,11 +193,15 @@ class Service:
     # Longer than the scripts' own start limits (kafka.sh 240 s, pg.sh
     # 180 s), so that their error, with the log tail, is what gets reported;
     # a JVM on a loaded 2-core machine has been seen to need over 150 s.
-    def __init__(self, name: str, script: Path, dir: Path, timeout: float = 300.0):
+    def __init__(self, name: str, script: Path, dir: Path, timeout: float = 300.0,
+                 env: dict[str, str] | None = None):
         self.name = name
         self.script = script
         self.dir = Path(dir)
         self.timeout = timeout
+        # Added to the script's environment (e.g. KJB_KAFKA_TLS_DIR), on
+        # every start.
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[str] | None = None
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
@@ -140,7 +220,7 @@ class Service:
         # script short and leave half a service behind.
         # Test servers need no durability: PostgreSQL without fsync keeps a
         # slow shared disk from stalling every commit.
-        env = {**os.environ, "KJB_PG_FAST": os.environ.get("KJB_PG_FAST", "1")}
+        env = {**os.environ, "KJB_PG_FAST": os.environ.get("KJB_PG_FAST", "1"), **self.env}
         self.proc = subprocess.Popen(
             [str(self.script), "start", str(self.dir)],
             env=env,
