@@ -1,10 +1,17 @@
 /* Ingest: consume, decode, map, insert, dead-letter, commit.
  *
  * A batch is a run of records from any assigned partitions. Its jobs are
- * inserted in one transaction; its dead letters are produced and must be
- * acknowledged; only then are the batch's offsets committed. A crash at
- * any point leaves the offsets behind the work, and redelivery inserts
- * nothing twice because jobs are unique by their source coordinates. */
+ * inserted in one PostgreSQL transaction; only then are the batch's
+ * offsets committed. A crash at any point leaves the offsets behind the
+ * work, and redelivery inserts nothing twice because jobs are unique by
+ * their source coordinates.
+ *
+ * Dead letters cannot be deduplicated that way, so a batch that has any
+ * goes out in one Kafka transaction together with the batch's offsets:
+ * either the group's offsets move and the dead letters become visible to
+ * read_committed readers, or neither happens and the records come again
+ * (after a crash, to whichever member owns the partition then). Batches
+ * without dead letters commit their offsets the plain way. */
 #include "ingest.h"
 
 #include <pthread.h>
@@ -12,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kafka.h"
 #include "log.h"
@@ -28,6 +36,7 @@ static const char CONSUMED_HELP[] = "Source records consumed and accounted for."
 typedef struct {
   const kjb_topic_cfg *topic;
   int32_t partition;
+  int64_t first_offset;  /* the batch's first record here: where a redo starts */
   int64_t next_offset;   /* to commit: last accounted offset + 1; -1 none */
   int blocked;           /* a transient failure stopped this partition */
   int64_t retry_offset;  /* where to resume after the backoff */
@@ -39,7 +48,6 @@ typedef struct {
   const kjb_topic_cfg *topic;
   const char *stage;
   kjb_err reason;
-  int state;               /* 0 in flight, 1 delivered, -1 failed */
 } dead_letter;
 
 typedef struct {
@@ -53,7 +61,9 @@ struct kjb_ingest {
   const kjb_config *cfg;
   kjb_catalog *catalog;
   rd_kafka_t *consumer;
-  rd_kafka_t *producer;
+  rd_kafka_t *producer; /* transactional: dead letters with their offsets */
+  int txn_ready;         /* init_transactions done on this producer */
+  unsigned producers;    /* made so far, for unique transactional ids */
   kjb_store *store;
   kjb_arena *arena;
   volatile sig_atomic_t *stop;
@@ -101,7 +111,7 @@ static part_state *part_for(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t par
       return &ing->parts[i];
   ing->parts = grow(ing->parts, &ing->capparts, ing->nparts + 1, sizeof *ing->parts);
   part_state *p = &ing->parts[ing->nparts++];
-  *p = (part_state){t, partition, -1, 0, -1, 0};
+  *p = (part_state){t, partition, -1, -1, 0, -1, 0};
   return p;
 }
 
@@ -115,23 +125,17 @@ static const kjb_topic_cfg *topic_for(kjb_ingest *ing, const rd_kafka_message_t 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   kjb_ingest *ing = opaque;
   size_t i = (size_t)(uintptr_t)m->_private;
-  if (i >= ing->ndls)
-    return;
-  if (m->err) {
-    kjb_warn("dead letter for %s [%d] @%lld not delivered: %s",
-             ing->dls[i].topic->topic, (int)ing->dls[i].msg->partition,
-             (long long)ing->dls[i].msg->offset, rd_kafka_err2str(m->err));
-    ing->dls[i].state = -1;
-  } else {
-    ing->dls[i].state = 1;
-  }
+  if (m->err && i < ing->ndls)
+    kjb_warn("dead letter for %s [%d] @%lld not delivered: %s", ing->dls[i].topic->topic,
+             (int)ing->dls[i].msg->partition, (long long)ing->dls[i].msg->offset,
+             rd_kafka_err2str(m->err));
 }
 
 static void add_header(rd_kafka_headers_t *h, const char *name, const char *val) {
   rd_kafka_header_add(h, name, -1, val, -1);
 }
 
-static int produce_dead_letter(kjb_ingest *ing, size_t i) {
+static rd_kafka_resp_err_t produce_dead_letter(kjb_ingest *ing, size_t i) {
   dead_letter *d = &ing->dls[i];
   const rd_kafka_message_t *m = d->msg;
   rd_kafka_headers_t *orig = NULL, *h;
@@ -159,47 +163,112 @@ static int produce_dead_letter(kjb_ingest *ing, size_t i) {
   kjb_buf_rfc3339(&now, kjb_now_wall_us(), 3);
   add_header(h, "kjb.dead_lettered_at", now.data);
   kjb_buf_close(&now);
-  d->state = 0;
-  rd_kafka_resp_err_t e = rd_kafka_producev(
-      ing->producer, RD_KAFKA_V_TOPIC(d->topic->dlq), RD_KAFKA_V_KEY(m->key, m->key_len),
-      RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_HEADERS(h),
-      RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-      RD_KAFKA_V_END);
-  if (e) {
+  rd_kafka_resp_err_t e;
+  do {
+    e = rd_kafka_producev(ing->producer, RD_KAFKA_V_TOPIC(d->topic->dlq),
+                          RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
+                          RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  } while (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && (rd_kafka_poll(ing->producer, 100), 1));
+  if (e)
     rd_kafka_headers_destroy(h);
-    d->state = -1;
-    kjb_warn("could not produce dead letter to \"%s\": %s", d->topic->dlq,
-             rd_kafka_err2str(e));
-    return -1;
-  }
-  return 0;
+  return e;
 }
 
-/* Waits until every dead letter of the batch is acknowledged, producing
- * failed ones again with backoff. Returns -1 when asked to stop first. */
-static int settle_dead_letters(kjb_ingest *ing) {
+static int make_producer(kjb_ingest *ing, kjb_err *err);
+
+/* One attempt at the batch's Kafka transaction: its dead letters and its
+ * offsets. NULL when committed. */
+static rd_kafka_error_t *dead_letter_txn(kjb_ingest *ing,
+                                         const rd_kafka_topic_partition_list_t *offsets) {
+  rd_kafka_error_t *e;
+  if (!ing->txn_ready) {
+    if ((e = rd_kafka_init_transactions(ing->producer, 30000)))
+      return e;
+    ing->txn_ready = 1;
+  }
+  if ((e = rd_kafka_begin_transaction(ing->producer)))
+    return e;
+  for (size_t i = 0; i < ing->ndls; i++) {
+    rd_kafka_resp_err_t pe = produce_dead_letter(ing, i);
+    if (pe)
+      return rd_kafka_error_new(pe, "could not produce dead letter to \"%s\": %s",
+                                ing->dls[i].topic->dlq, rd_kafka_err2str(pe));
+  }
+  rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(ing->consumer);
+  e = rd_kafka_send_offsets_to_transaction(ing->producer, offsets, cgmd, 30000);
+  rd_kafka_consumer_group_metadata_destroy(cgmd);
+  if (e)
+    return e;
+  return rd_kafka_commit_transaction(ing->producer, 30000);
+}
+
+/* Commits the batch's dead letters and offsets in one Kafka transaction.
+ * Returns 0 when committed, 1 when the transaction was aborted (nothing
+ * of it is visible: the batch must be consumed again), -1 when asked to
+ * stop after a failure (nothing committed either). */
+static int commit_with_dead_letters(kjb_ingest *ing,
+                                    const rd_kafka_topic_partition_list_t *offsets) {
+  rd_kafka_error_t *e = dead_letter_txn(ing, offsets);
+  if (!e)
+    return 0;
+  kjb_warn("could not commit %zu dead letter(s) with their offsets: %s; the batch's records "
+           "will be consumed again",
+           ing->ndls, rd_kafka_error_string(e));
+  int fatal = rd_kafka_error_is_fatal(e);
+  rd_kafka_error_destroy(e);
+  /* Abort whatever was begun, until the coordinator confirms; a producer
+   * in a fatal state is replaced instead. */
   int64_t backoff = BACKOFF_MIN_US;
-  for (;;) {
-    rd_kafka_flush(ing->producer, 1000);
-    size_t inflight = 0, failed = 0;
-    for (size_t i = 0; i < ing->ndls; i++) {
-      if (ing->dls[i].state == 0)
-        inflight++;
-      else if (ing->dls[i].state < 0)
-        failed++;
+  while (!fatal && ing->txn_ready && (e = rd_kafka_abort_transaction(ing->producer, 30000))) {
+    fatal = rd_kafka_error_is_fatal(e);
+    if (!fatal && rd_kafka_error_code(e) == RD_KAFKA_RESP_ERR__STATE) {
+      rd_kafka_error_destroy(e); /* no transaction was begun */
+      break;
     }
-    if (inflight == 0 && failed == 0)
-      return 0;
-    if (*ing->stop && inflight == 0)
-      return -1;
-    if (failed) {
+    kjb_warn("could not abort the dead-letter transaction: %s", rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    if (!fatal) {
+      if (*ing->stop)
+        return -1;
       sleep_us(backoff);
       backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
-      for (size_t i = 0; i < ing->ndls; i++)
-        if (ing->dls[i].state < 0)
-          produce_dead_letter(ing, i);
     }
   }
+  if (fatal) {
+    kjb_err err;
+    rd_kafka_destroy(ing->producer);
+    ing->producer = NULL;
+    while (make_producer(ing, &err) < 0) {
+      kjb_warn("%s", err.msg);
+      if (*ing->stop)
+        return -1;
+      sleep_us(BACKOFF_MAX_US);
+    }
+  }
+  return *ing->stop ? -1 : 1;
+}
+
+/* Moves the batch's partitions back to its first records, so that an
+ * aborted batch is consumed again; jobs already stored are skipped then. */
+static void rewind_batch(kjb_ingest *ing) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)ing->nparts);
+  for (size_t i = 0; i < ing->nparts; i++) {
+    part_state *ps = &ing->parts[i];
+    int64_t at = ps->first_offset >= 0 ? ps->first_offset : ps->retry_offset;
+    if (at >= 0)
+      rd_kafka_topic_partition_list_add(l, ps->topic->topic, ps->partition)->offset = at;
+  }
+  rd_kafka_error_t *e = l->cnt ? rd_kafka_seek_partitions(ing->consumer, l, 5000) : NULL;
+  if (e) {
+    kjb_warn("could not rewind the batch: %s", rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+  }
+  for (int i = 0; i < l->cnt; i++)
+    if (l->elems[i].err)
+      kjb_warn("could not rewind %s [%d]: %s (no longer assigned: its new owner consumes it)",
+               l->elems[i].topic, (int)l->elems[i].partition, rd_kafka_err2str(l->elems[i].err));
+  rd_kafka_topic_partition_list_destroy(l);
 }
 
 /* ---- one record ----------------------------------------------------- */
@@ -208,10 +277,9 @@ static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m,
                                const kjb_topic_cfg *t, const char *stage, const kjb_err *why) {
   ing->dls = grow(ing->dls, &ing->capdls, ing->ndls + 1, sizeof *ing->dls);
   size_t i = ing->ndls++;
-  ing->dls[i] = (dead_letter){m, t, stage, *why, 0};
+  ing->dls[i] = (dead_letter){m, t, stage, *why};
   kjb_info("dead-lettering %s [%d] @%lld to \"%s\": kjb.%s: %s", t->topic, (int)m->partition,
            (long long)m->offset, t->dlq, kjb_err_name(why->code), why->msg);
-  produce_dead_letter(ing, i);
 }
 
 /* Decodes and maps one record into the batch. Returns 1 when the record
@@ -246,6 +314,8 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
     ps->retry_offset = m->offset;
     return -1;
   }
+  if (ps->first_offset < 0)
+    ps->first_offset = m->offset;
   ps->next_offset = m->offset + 1;
   ps->records++;
   ing->nrecords++;
@@ -348,13 +418,12 @@ static int store_batch(kjb_ingest *ing, size_t *inserted) {
   return 0;
 }
 
-/* Makes the batch durable and commits its offsets. The commit is
- * synchronous: librdkafka retries a failed asynchronous commit after later
- * ones went through, which moves the group's offset back, and a lost
- * commit is not harmless: the redelivered bad records would be
- * dead-lettered a second time. Returns 0, or -1 when asked to stop before
- * the batch was durable (nothing is committed then; the records will be
- * delivered again). */
+/* Makes the batch durable and commits its offsets, with its dead letters
+ * when it has any. The plain commit is synchronous: librdkafka retries a
+ * failed asynchronous commit after later ones went through, which would
+ * move the group's offset back. Returns 0, or -1 when the batch was not
+ * committed (asked to stop, or its dead-letter transaction aborted: the
+ * records will be delivered again). */
 static int flush(kjb_ingest *ing) {
   if (ing->nparts == 0)
     return 0;
@@ -365,11 +434,6 @@ static int flush(kjb_ingest *ing) {
     return -1;
   }
   int64_t t1 = kjb_now_mono_us();
-  if (settle_dead_letters(ing) < 0) {
-    reset_batch(ing);
-    return -1;
-  }
-  int64_t t2 = kjb_now_mono_us();
   rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new((int)ing->nparts);
   for (size_t i = 0; i < ing->nparts; i++) {
     part_state *ps = &ing->parts[i];
@@ -377,12 +441,21 @@ static int flush(kjb_ingest *ing) {
       rd_kafka_topic_partition_list_add(offsets, ps->topic->topic, ps->partition)->offset =
           ps->next_offset;
   }
-  if (offsets->cnt > 0) {
+  int committed = 0;
+  if (ing->ndls > 0) {
+    committed = commit_with_dead_letters(ing, offsets);
+  } else if (offsets->cnt > 0) {
     rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, offsets, 0);
     if (e)
       on_commit(ing->consumer, e, offsets, ing);
   }
   rd_kafka_topic_partition_list_destroy(offsets);
+  int64_t t2 = kjb_now_mono_us();
+  if (committed != 0) {
+    rewind_batch(ing);
+    reset_batch(ing);
+    return -1;
+  }
   for (size_t i = 0; i < ing->nparts; i++)
     if (ing->parts[i].blocked)
       pause_blocked(ing, &ing->parts[i]);
@@ -403,7 +476,8 @@ static int flush(kjb_ingest *ing) {
   ing->stats.dead_lettered += ing->ndls;
   ing->stats.batches++;
   ing->stats.store_us += (uint64_t)(t1 - t0);
-  ing->stats.settle_us += (uint64_t)(t2 - t1);
+  /* With dead letters, the commit is their transaction. */
+  *(ing->ndls ? &ing->stats.settle_us : &ing->stats.commit_us) += (uint64_t)(t2 - t1);
   ing->stats.commit_us += (uint64_t)(t3 - t2);
   kjb_debug("batch: %zu records, %zu jobs (%zu new), %zu dead letters; store %lld ms",
             ing->nrecords, ing->rows.n, inserted, ing->ndls, (long long)(t1 - t0) / 1000);
@@ -456,6 +530,40 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 
 /* ---- lifecycle ------------------------------------------------------ */
 
+/* The dead-letter producer. Its transactional id is unique to this
+ * process and producer: zombie fencing comes from the consumer group's
+ * generation (the offsets go through send_offsets_to_transaction), not
+ * from a shared id. A short transaction timeout bounds how long a crash
+ * in mid-transaction holds back the DLQ's readers and the partition's
+ * next owner. */
+static int make_producer(kjb_ingest *ing, kjb_err *err) {
+  char host[64], txid[256], errstr[512];
+  if (gethostname(host, sizeof host) != 0)
+    snprintf(host, sizeof host, "localhost");
+  host[sizeof host - 1] = '\0';
+  snprintf(txid, sizeof txid, "kjb-%s-%s-%d-%lld-%u", ing->cfg->kafka.group, host, (int)getpid(),
+           (long long)(kjb_now_wall_us() / 1000), ++ing->producers);
+  const char *const producer_defaults[] = {
+      "enable.idempotence", "true",
+      "acks", "all",
+      "linger.ms", "5",
+      "transaction.timeout.ms", "10000",
+      "transactional.id", txid,
+      NULL};
+  rd_kafka_conf_t *conf = kjb_kafka_conf(ing->cfg, producer_defaults, err);
+  if (!conf)
+    return -1;
+  rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+  rd_kafka_conf_set_opaque(conf, ing);
+  ing->txn_ready = 0;
+  ing->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (!ing->producer) {
+    rd_kafka_conf_destroy(conf);
+    return kjb_err_set(err, KJB_EKAFKA, "could not create dead-letter producer: %s", errstr);
+  }
+  return 0;
+}
+
 kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err *err) {
   /* Callbacks may run before kjb_ingest_run (or after it, in free): until
    * then nothing asks to stop. */
@@ -504,22 +612,8 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
   }
   rd_kafka_poll_set_consumer(ing->consumer);
 
-  static const char *const producer_defaults[] = {
-      "enable.idempotence", "true",
-      "acks", "all",
-      "linger.ms", "5",
-      NULL};
-  conf = kjb_kafka_conf(cfg, producer_defaults, err);
-  if (!conf)
+  if (make_producer(ing, err) < 0)
     goto fail;
-  rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-  rd_kafka_conf_set_opaque(conf, ing);
-  ing->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-  if (!ing->producer) {
-    rd_kafka_conf_destroy(conf);
-    kjb_err_set(err, KJB_EKAFKA, "could not create dead-letter producer: %s", errstr);
-    goto fail;
-  }
 
   ing->store = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, err);
   if (!ing->store)

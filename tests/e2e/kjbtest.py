@@ -406,6 +406,15 @@ class Kafka:
         finally:
             consumer.close()
 
+    def record_counts(self, topic: str) -> dict[int, int]:
+        """The committed records of each partition, as a read_committed
+        reader sees them. Unlike end_offsets this does not count the
+        markers of Kafka transactions (kjb writes dead letters in them)."""
+        counts = {p: 0 for p in self.partitions(topic)}
+        for r in self.consume(topic):
+            counts[r.partition] += 1
+        return counts
+
     def consume(self, topic: str, count: int | None = None, timeout: float = 15.0) -> list[Record]:
         """Records of `topic` from the beginning, without a consumer group
         commit: the first `count`, or (count None) everything up to the end

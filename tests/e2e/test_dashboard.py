@@ -221,7 +221,7 @@ def test_dashboard_shows_live_state_and_drives_the_admin_api(kafka, db, make_top
                  == N_GOOD, timeout=180, message=lambda: proc.log()[-3000:])
         wait_for(lambda: job_state(db, brittle) == "discarded" and job_state(db, flaky) == "retryable",
                  timeout=60, message=lambda: f"{job_state(db, brittle)} {job_state(db, flaky)}\n{proc.log()[-3000:]}")
-        wait_for(lambda: kafka.end_offsets(f"{topic}.dlq") == {0: N_BAD}, timeout=60, message="the dead letters")
+        wait_for(lambda: kafka.record_counts(f"{topic}.dlq") == {0: N_BAD}, timeout=60, message="the dead letters")
 
         # ---- live figures: the page's totals are the API's, and nonzero.
         def settled():

@@ -246,7 +246,7 @@ def test_registry_down_is_retried_not_dead_lettered(kafka, db, make_topic, run_k
     assert db.scalar("SELECT count(*) FROM kjb.jobs") == 0
     assert kafka.committed(group, topic)[0] < 0
     if f"{topic}.dlq" in kafka.admin().list_topics(timeout=10).topics:
-        assert kafka.end_offsets(f"{topic}.dlq") == {0: 0}
+        assert kafka.record_counts(f"{topic}.dlq") == {0: 0}
 
     _Registry.schemas = {99: (avrokit.PRODUCT_SCHEMAS / "order_created.avsc").read_text()}
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Registry)
@@ -257,7 +257,7 @@ def test_registry_down_is_retried_not_dead_lettered(kafka, db, make_topic, run_k
         assert sorted(r[0] for r in db.query("SELECT source_offset FROM kjb.jobs")) == [0, 2]
         # Rows commit before the batch's dead letters are acknowledged (the
         # offset commit waits for both); the DLQ topic may still be new.
-        wait_for(lambda: kafka.end_offsets(f"{topic}.dlq") == {0: 1}, timeout=30, message="1 dead letter")
+        wait_for(lambda: kafka.record_counts(f"{topic}.dlq") == {0: 1}, timeout=30, message="1 dead letter")
         dlq = kafka.consume(f"{topic}.dlq", count=1, timeout=30)
         assert dlq[0].header("__connect.errors.exception.class.name") == "kjb.UNKNOWN_SCHEMA_ID"
         assert dlq[0].header("__connect.errors.offset") == "1"
@@ -278,7 +278,7 @@ def test_bad_record_goes_to_dlq_and_neighbours_flow(kafka, db, make_topic, run_k
     kafka.produce(topic, [good, bad, avrokit.confluent(v1, order(2), 1)], key=b"k1",
                   headers=[("h", b"v")])
     start_kjb(["run"], cfg, env=kjb_services_env)
-    wait_for(lambda: kafka.end_offsets(f"{topic}.dlq") == {0: 1}, timeout=240, message="1 dead letter")
+    wait_for(lambda: kafka.record_counts(f"{topic}.dlq") == {0: 1}, timeout=240, message="1 dead letter")
     dlq = kafka.consume(f"{topic}.dlq", count=1, timeout=30)[0]
     wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2, timeout=30, message="2 jobs")
     assert sorted(r[0] for r in db.query("SELECT source_offset FROM kjb.jobs")) == [0, 2]

@@ -196,7 +196,7 @@ topics = ( {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind
     good = avrokit.confluent(schema, order(1), 1)
     bad = b"\x01" + good[1:]  # not the confluent magic byte
     kafka.produce(topic, [good, bad])
-    wait_for(lambda: kafka.end_offsets(f"{topic}.dlq") == {0: 1}, timeout=120,
+    wait_for(lambda: kafka.record_counts(f"{topic}.dlq") == {0: 1}, timeout=120,
              message=lambda: f"the dead letter\n{proc.log()[-3000:]}")
     wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE kind = 'note'") == 1, timeout=60,
              message=lambda: proc.log()[-3000:])

@@ -34,7 +34,7 @@ def setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=10, 
     kafka.produce(topic, values, key=b"k", headers=[("trace", b"t1")])
     proc = start_kjb(["run"], broken, env=env, name="ingest")
     dlq = f"{topic}.dlq"
-    wait_for(lambda: kafka.end_offsets(dlq) == {0: unknown}, timeout=240, message=f"{unknown} dead letters")
+    wait_for(lambda: kafka.record_counts(dlq) == {0: unknown}, timeout=240, message=f"{unknown} dead letters")
     wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2 * good, timeout=30, message="good jobs")
     assert proc.stop() == 0
     return topic, dlq, group, fixed
@@ -42,6 +42,13 @@ def setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=10, 
 
 def summary(res) -> str:
     return res.stdout.strip().splitlines()[-1]
+
+
+def dlq_offsets(kafka, dlq: str) -> list[int]:
+    """Offsets of the dead letters in partition 0. kjb writes them in Kafka
+    transactions, whose commit markers take offsets too: the records'
+    offsets are not 0..N-1."""
+    return [r.offset for r in kafka.consume(dlq)]
 
 
 def test_replay_turns_fixed_records_into_jobs_once(kafka, db, make_topic, run_kjb, start_kjb,
@@ -65,7 +72,7 @@ def test_replay_turns_fixed_records_into_jobs_once(kafka, db, make_topic, run_kj
         assert r[4]["topic"] == topic and r[4]["offset"] == r[3]
         assert r[4]["headers"] == {"trace": "t1"} and r[4]["key"] == "k"
     assert rows[1][5] == {"order_id": 100}
-    assert kafka.committed(f"{group}.replay", dlq) == {0: 6}
+    assert kafka.committed(f"{group}.replay", dlq) == {0: dlq_offsets(kafka, dlq)[-1] + 1}
 
     # Replaying the same records again creates nothing.
     res = run_kjb(["replay", "--topic", dlq, "--reset-offsets", "to-earliest"], fixed, env=env)
@@ -100,7 +107,9 @@ def test_every_reset_spec(kafka, db, make_topic, run_kjb, start_kjb, kjb_service
 
     assert dry("to-earliest") == "dry run: replayed 10, still failing 0, already present 0"
     assert dry("to-latest") == "dry run: replayed 0, still failing 0, already present 0"
-    assert dry("to-offset:7") == "dry run: replayed 3, still failing 0, already present 0"
+    offsets = dlq_offsets(kafka, dlq)
+    assert len(offsets) == 10
+    assert dry(f"to-offset:{offsets[7]}") == "dry run: replayed 3, still failing 0, already present 0"
     assert dry("by-duration:PT1H") == "dry run: replayed 10, still failing 0, already present 0"
     assert dry("to-datetime:2000-01-01T00:00:00.000") == "dry run: replayed 10, still failing 0, already present 0"
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000")
@@ -109,9 +118,15 @@ def test_every_reset_spec(kafka, db, make_topic, run_kjb, start_kjb, kjb_service
     # A real replay of the first 6, then shifts relative to the commit.
     res = run_kjb(["replay", "--topic", dlq, "--limit", "6"], fixed, env=env)
     assert summary(res) == "replayed 6, still failing 0, already present 0"
-    assert kafka.committed(f"{group}.replay", dlq) == {0: 6}
-    assert dry("shift-by:-2") == "dry run: replayed 4, still failing 0, already present 2"
-    assert dry("shift-by:2") == "dry run: replayed 2, still failing 0, already present 0"
+    committed = offsets[5] + 1
+    assert kafka.committed(f"{group}.replay", dlq) == {0: committed}
+    for shift in (-2, 2):
+        # From committed+shift: records before the commit are already present.
+        start = committed + shift
+        again = sum(start <= o < committed for o in offsets)
+        new = sum(o >= max(start, committed) for o in offsets)
+        assert dry(f"shift-by:{shift}") == \
+            f"dry run: replayed {new}, still failing 0, already present {again}"
 
     # Time-based resets against dead letters written in two waves.
     time.sleep(1.5)
@@ -120,7 +135,7 @@ def test_every_reset_spec(kafka, db, make_topic, run_kjb, start_kjb, kjb_service
     schema = avrokit.load(V1)
     kafka.produce(topic, [avrokit.confluent(schema, order(500 + i), 9) for i in range(3)])
     proc = start_kjb(["run"], tmp_path / "broken.cfg", env=env, name="wave2")
-    wait_for(lambda: kafka.end_offsets(dlq) == {0: 13}, timeout=240, message="13 dead letters")
+    wait_for(lambda: kafka.record_counts(dlq) == {0: 13}, timeout=240, message="13 dead letters")
     assert proc.stop() == 0
     stamp = boundary.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
     assert dry(f"to-datetime:{stamp}") == "dry run: replayed 3, still failing 0, already present 0"
@@ -135,10 +150,11 @@ def test_replay_after_kafkas_own_reset_tool(kafka, db, make_topic, run_kjb, star
     res = run_kjb(["replay", "--topic", dlq], fixed, env=env)
     assert summary(res) == "replayed 6, still failing 0, already present 0"
     jobs = db.scalar("SELECT count(*) FROM kjb.jobs")
+    third = dlq_offsets(kafka, dlq)[2]
     res = kafka.consumer_groups("--group", f"{group}.replay", "--topic", dlq, "--reset-offsets",
-                                "--to-offset", "2", "--execute")
+                                "--to-offset", str(third), "--execute")
     assert res.returncode == 0, res.stderr
-    assert kafka.committed(f"{group}.replay", dlq) == {0: 2}
+    assert kafka.committed(f"{group}.replay", dlq) == {0: third}
     res = run_kjb(["replay", "--topic", dlq], fixed, env=env)
     assert summary(res) == "replayed 0, still failing 0, already present 4"
     assert res.returncode == 0
@@ -178,7 +194,7 @@ def test_dlq_peek_shows_reasons_as_text_and_json(kafka, db, make_topic, run_kjb,
     kafka.produce(topic, [good, *bad], key=b"k")
     proc = start_kjb(["run"], cfg, env=env)
     dlq = f"{topic}.dlq"
-    wait_for(lambda: kafka.end_offsets(dlq) == {0: 3}, timeout=240, message="3 dead letters")
+    wait_for(lambda: kafka.record_counts(dlq) == {0: 3}, timeout=240, message="3 dead letters")
     assert proc.stop() == 0
 
     res = run_kjb(["dlq", "peek", "--topic", dlq], cfg, env=env)
