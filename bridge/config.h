@@ -79,7 +79,8 @@ typedef struct {
     char **properties; /* "key=value", passed to librdkafka as-is */
     size_t nproperties;
     int embedded;      /* not a key: set by `kjb run` when brokers was
-                          "embedded" and now names the in-process cluster */
+                          "embedded" and now names the in-process (mock)
+                          cluster, which has no real transactions */
   } kafka;
   struct {
     char *conninfo;    /* required */

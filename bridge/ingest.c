@@ -11,7 +11,12 @@
  * either the group's offsets move and the dead letters become visible to
  * read_committed readers, or neither happens and the records come again
  * (after a crash, to whichever member owns the partition then). Batches
- * without dead letters commit their offsets the plain way. */
+ * without dead letters commit their offsets the plain way.
+ *
+ * librdkafka's mock cluster (kafka.brokers = "embedded") accepts
+ * transactions but neither stores their offsets nor hides aborted records,
+ * so there dead letters are produced, awaited, and then the offsets
+ * committed: a crash in between can write a dead letter twice. */
 #include "ingest.h"
 
 #include <pthread.h>
@@ -48,6 +53,7 @@ typedef struct {
   const kjb_topic_cfg *topic;
   const char *stage;
   kjb_err reason;
+  int state;               /* without transactions: 0 in flight, 1 delivered, -1 failed */
 } dead_letter;
 
 typedef struct {
@@ -125,7 +131,10 @@ static const kjb_topic_cfg *topic_for(kjb_ingest *ing, const rd_kafka_message_t 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   kjb_ingest *ing = opaque;
   size_t i = (size_t)(uintptr_t)m->_private;
-  if (m->err && i < ing->ndls)
+  if (i >= ing->ndls)
+    return;
+  ing->dls[i].state = m->err ? -1 : 1;
+  if (m->err)
     kjb_warn("dead letter for %s [%d] @%lld not delivered: %s", ing->dls[i].topic->topic,
              (int)ing->dls[i].msg->partition, (long long)ing->dls[i].msg->offset,
              rd_kafka_err2str(m->err));
@@ -163,6 +172,7 @@ static rd_kafka_resp_err_t produce_dead_letter(kjb_ingest *ing, size_t i) {
   kjb_buf_rfc3339(&now, kjb_now_wall_us(), 3);
   add_header(h, "kjb.dead_lettered_at", now.data);
   kjb_buf_close(&now);
+  d->state = 0;
   rd_kafka_resp_err_t e;
   do {
     e = rd_kafka_producev(ing->producer, RD_KAFKA_V_TOPIC(d->topic->dlq),
@@ -170,12 +180,43 @@ static rd_kafka_resp_err_t produce_dead_letter(kjb_ingest *ing, size_t i) {
                           RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i),
                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
   } while (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && (rd_kafka_poll(ing->producer, 100), 1));
-  if (e)
+  if (e) {
     rd_kafka_headers_destroy(h);
+    d->state = -1;
+  }
   return e;
 }
 
 static int make_producer(kjb_ingest *ing, kjb_err *err);
+
+/* Without transactions: produces the batch's dead letters and waits until
+ * every one is acknowledged, producing failed ones again with backoff.
+ * Returns 0, or -1 when asked to stop first. */
+static int settle_dead_letters(kjb_ingest *ing) {
+  for (size_t i = 0; i < ing->ndls; i++)
+    if (produce_dead_letter(ing, i))
+      kjb_warn("could not produce dead letter to \"%s\"", ing->dls[i].topic->dlq);
+  int64_t backoff = BACKOFF_MIN_US;
+  for (;;) {
+    rd_kafka_flush(ing->producer, 1000);
+    size_t inflight = 0, failed = 0;
+    for (size_t i = 0; i < ing->ndls; i++) {
+      inflight += ing->dls[i].state == 0;
+      failed += ing->dls[i].state < 0;
+    }
+    if (inflight == 0 && failed == 0)
+      return 0;
+    if (*ing->stop && inflight == 0)
+      return -1;
+    if (failed) {
+      sleep_us(backoff);
+      backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
+      for (size_t i = 0; i < ing->ndls; i++)
+        if (ing->dls[i].state < 0)
+          produce_dead_letter(ing, i);
+    }
+  }
+}
 
 /* One attempt at the batch's Kafka transaction: its dead letters and its
  * offsets. NULL when committed. */
@@ -277,7 +318,7 @@ static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m,
                                const kjb_topic_cfg *t, const char *stage, const kjb_err *why) {
   ing->dls = grow(ing->dls, &ing->capdls, ing->ndls + 1, sizeof *ing->dls);
   size_t i = ing->ndls++;
-  ing->dls[i] = (dead_letter){m, t, stage, *why};
+  ing->dls[i] = (dead_letter){m, t, stage, *why, 0};
   kjb_info("dead-lettering %s [%d] @%lld to \"%s\": kjb.%s: %s", t->topic, (int)m->partition,
            (long long)m->offset, t->dlq, kjb_err_name(why->code), why->msg);
 }
@@ -442,8 +483,10 @@ static int flush(kjb_ingest *ing) {
           ps->next_offset;
   }
   int committed = 0;
-  if (ing->ndls > 0) {
+  if (ing->ndls > 0 && !ing->cfg->kafka.embedded) {
     committed = commit_with_dead_letters(ing, offsets);
+  } else if (ing->ndls > 0 && settle_dead_letters(ing) < 0) {
+    committed = -1;
   } else if (offsets->cnt > 0) {
     rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, offsets, 0);
     if (e)
@@ -452,7 +495,8 @@ static int flush(kjb_ingest *ing) {
   rd_kafka_topic_partition_list_destroy(offsets);
   int64_t t2 = kjb_now_mono_us();
   if (committed != 0) {
-    rewind_batch(ing);
+    if (committed > 0)
+      rewind_batch(ing);
     reset_batch(ing);
     return -1;
   }
@@ -548,7 +592,7 @@ static int make_producer(kjb_ingest *ing, kjb_err *err) {
       "acks", "all",
       "linger.ms", "5",
       "transaction.timeout.ms", "10000",
-      "transactional.id", txid,
+      ing->cfg->kafka.embedded ? NULL : "transactional.id", txid,
       NULL};
   rd_kafka_conf_t *conf = kjb_kafka_conf(ing->cfg, producer_defaults, err);
   if (!conf)
@@ -586,8 +630,14 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
   kjb_rows_init(&ing->rows);
   char errstr[512];
 
-  static const char *const consumer_defaults[] = {
-      "partition.assignment.strategy", "cooperative-sticky",
+  /* Cooperative rebalancing keeps the other members consuming while one
+   * joins or leaves. Before librdkafka 2.3.0 its assignor aborts the
+   * process when a member that joined but never got an assignment is
+   * destroyed (librdkafka#4312: a restart while the broker is down), so
+   * older versions get the eager roundrobin assignor. */
+  const char *const consumer_defaults[] = {
+      "partition.assignment.strategy",
+      rd_kafka_version() >= 0x020300ff ? "cooperative-sticky" : "roundrobin",
       "enable.auto.commit", "false",
       "enable.auto.offset.store", "false",
       "auto.offset.reset", "earliest",

@@ -316,6 +316,10 @@ static int scenario_open(scenario *sc, const char *name, int nbrokers, const int
     return -1;
   }
   sc->cfg_loaded = 1;
+  /* The mock cluster, as with kafka.brokers = "embedded": it has no real
+   * transactions, so kjb takes its produce-then-commit path, which is
+   * what these scenarios check. */
+  sc->cfg.kafka.embedded = 1;
   if (!(sc->cat = kjb_catalog_new(&sc->cfg, &err)) ||
       kjb_frame_header(sc->cat, &sc->cfg.topics[0], -1, &sc->header, &err) < 0) {
     fail(name, "catalog: %s", err.msg);
