@@ -26,13 +26,17 @@ done
 # demo: PostgreSQL server binaries, kcat, curl, a JRE and Maven for Kafka,
 # Python's venv. Observability tests: promtool (prometheus) checks the
 # metrics and alert rules, and the dashboard is driven in headless Chromium
-# (with a font, so that the screenshot shows text).
+# (with a font, so that the screenshot shows text). Deployment tests: man-db
+# and groff-base render the man pages, systemd's systemd-analyze checks the
+# unit. Security tests: openssl makes the test CA and certificates; ss and
+# ip (iproute2) show what kjb listens on and the machine's addresses.
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   librdkafka-dev libavro-dev libconfig-dev libpq-dev libmicrohttpd-dev
   libcurl4-openssl-dev libjansson-dev libcmocka-dev
-  postgresql kcat curl ca-certificates python3 python3-venv
+  postgresql kcat curl ca-certificates python3 python3-venv openssl iproute2
   prometheus chromium fonts-dejavu-core
+  man-db groff-base systemd
 )
 # Java and Maven may come from elsewhere (SDKMAN, a JDK tarball); only
 # install Debian's when there is none.
