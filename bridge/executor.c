@@ -348,6 +348,10 @@ static int db_ready(kjb_executor *ex) {
   }
   kjb_info("executor: connected to postgresql again");
   ex->reconnect_wait = 0;
+  /* After an outage every node's heartbeat looks stale, the live ones'
+   * too: rescue only once they have had a whole lease to beat again, or
+   * jobs still running elsewhere would run twice at once. */
+  ex->next_rescue = kjb_now_mono_us() + ex->cfg->executor.lease_us;
   /* Whatever was notified meanwhile is found by claiming now. */
   for (size_t i = 0; i < ex->nkinds; i++)
     ex->kinds[i].due_us = 0;
