@@ -13,7 +13,7 @@ warm-up.
 `--max-rss-growth-mib N` makes it a check: exit 1 when RSS after the
 warm-up grows by more than N MiB (the CI runs two minutes of this).
 
-Usage: tests/bench/run-soak [--seconds 3600] [--rate 200] [--max-rss-growth-mib N]
+Usage: tests/bench/run-soak [--seconds 3600] [--rate 100] [--max-rss-growth-mib N]
 """
 import argparse
 import json
@@ -99,8 +99,8 @@ def percentiles(conn, since, column):
         f" SELECT extract(epoch FROM {column} - to_timestamp((meta->>'timestamp')::bigint / 1000.0)) * 1000 AS ms"
         f" FROM kjb.jobs WHERE {column} IS NOT NULL AND created_at >= %s) t", (since,)).fetchone()
     p, mx, n = row
-    return {"p50_ms": round(p[0], 1), "p90_ms": round(p[1], 1), "p99_ms": round(p[2], 1),
-            "max_ms": round(mx, 1), "jobs": n} if n else None
+    return {"p50_ms": round(float(p[0]), 1), "p90_ms": round(float(p[1]), 1),
+            "p99_ms": round(float(p[2]), 1), "max_ms": round(float(mx), 1), "jobs": n} if n else None
 
 
 def main():
@@ -109,7 +109,7 @@ def main():
     ap.add_argument("--pg-conninfo", required=True)
     ap.add_argument("--kjb", default=os.path.join(ROOT, "build", "release", "kjb"))
     ap.add_argument("--seconds", type=float, default=3600)
-    ap.add_argument("--rate", type=float, default=200, help="records per second")
+    ap.add_argument("--rate", type=float, default=100, help="records per second (two jobs each)")
     ap.add_argument("--sample", type=float, default=5)
     ap.add_argument("--warmup", type=float, default=None, help="seconds (default: 25%% of the run, at most 300)")
     ap.add_argument("--max-rss-growth-mib", type=float, default=None)
