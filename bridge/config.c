@@ -605,8 +605,10 @@ static int get_strlist(ctx *c, const val *v, unsigned flags, char ***out,
         if (strcmp(list[k], str) == 0)
           return vfail(c, &ev, "duplicate path \"%s\"", str);
     }
+    /* Not echoed: an entry that lost its '=' may well be a password. */
     if ((flags & F_PAIRS) && (str[0] == '=' || !strchr(str, '=')))
-      return vfail(c, &ev, "expected \"key=value\", got \"%s\"", str);
+      return vfail(c, &ev, "expected \"key=value\", got %s",
+                   str[0] == '=' ? "no key before \"=\"" : "no \"=\"");
     if ((flags & F_ARGV) && i == 0 && !*str)
       return vfail(c, &ev, "must not be empty");
     list[i] = xstrdup(str);

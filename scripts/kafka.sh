@@ -7,6 +7,8 @@
 #   scripts/kafka.sh start DIR         start a broker on a free 127.0.0.1 port;
 #                                      writes DIR/bootstrap, DIR/kafka.pid
 #   scripts/kafka.sh stop DIR          SIGTERM, then SIGKILL after a timeout
+#   scripts/kafka.sh restart DIR [--kill]  stop (or SIGKILL) and start again
+#                                      on the same ports with the same data
 #   scripts/kafka.sh status DIR        exit 0 when it is running
 #   scripts/kafka.sh tools-classpath   classpath for Kafka's CLI tools, e.g.
 #       java -cp "$(scripts/kafka.sh tools-classpath)" \
@@ -286,21 +288,20 @@ print(ports[0], ports[1], secrets.token_hex(16))
 EOF
 }
 
-# The client listeners of KJB_KAFKA_TLS_DIR. They go after write_config's
-# lines: in a properties file the last value of a key wins.
+# Adds the client listeners of KJB_KAFKA_TLS_DIR to write_config's.
 write_tls_config() {
-  local dir=$1 tls=$2 port=$3 cport=$4 sport=$5 saport=$6 password=$7 f
+  local dir=$1 tls=$2 sport=$3 saport=$4 password=$5 f
   for f in ca.pem server.pem server.key; do
     [[ -r $tls/$f ]] || die "KJB_KAFKA_TLS_DIR: cannot read $tls/$f"
   done
   # Kafka's PEM key store is one file: the key, then the chain.
   (umask 077 && cat "$tls/server.key" "$tls/server.pem" >"$dir/tls-keystore.pem")
+  sed -i -e "/^listeners=/s|\$|,SSL://127.0.0.1:$sport,SASL_SSL://127.0.0.1:$saport|" \
+    -e "/^advertised.listeners=/s|\$|,SSL://127.0.0.1:$sport,SASL_SSL://127.0.0.1:$saport|" \
+    -e "/^listener.security.protocol.map=/s|\$|,SSL:SSL,SASL_SSL:SASL_SSL|" "$dir/server.properties"
   cat >>"$dir/server.properties" <<EOF
 
 # TLS for clients (KJB_KAFKA_TLS_DIR=$tls).
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SSL://127.0.0.1:$sport,SASL_SSL://127.0.0.1:$saport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,SSL://127.0.0.1:$sport,SASL_SSL://127.0.0.1:$saport
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
 ssl.keystore.type=PEM
 ssl.keystore.location=$dir/tls-keystore.pem
 ssl.client.auth=none
@@ -310,14 +311,15 @@ listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.se
 EOF
 }
 
-# The TLS listeners answer metadata requests: SSL, and SASL_SSL with SCRAM.
+# The TLS listeners answer metadata requests: SSL, and SASL_SSL with PLAIN
+# (kcat's librdkafka may predate 2.6.1, whose SCRAM Kafka 4 accepts).
 tls_ready() {
   local tls=$1 sport=$2 saport=$3 password=$4
   command -v kcat >/dev/null || return 0
-  kcat -L -b "127.0.0.1:$sport" -m 5 -X security.protocol=ssl -X "ssl.ca.location=$tls/ca.pem" \
+  kcat -L -b "127.0.0.1:$sport" -m 10 -X security.protocol=ssl -X "ssl.ca.location=$tls/ca.pem" \
     -X topic.metadata.refresh.interval.ms=-1 2>/dev/null | grep -q ' 1 brokers:' \
-  && kcat -L -b "127.0.0.1:$saport" -m 5 -X security.protocol=sasl_ssl \
-    -X "ssl.ca.location=$tls/ca.pem" -X sasl.mechanisms=SCRAM-SHA-256 \
+  && kcat -L -b "127.0.0.1:$saport" -m 10 -X security.protocol=sasl_ssl \
+    -X "ssl.ca.location=$tls/ca.pem" -X sasl.mechanisms=PLAIN \
     -X "sasl.username=$SASL_USER" -X "sasl.password=$password" \
     -X topic.metadata.refresh.interval.ms=-1 2>/dev/null | grep -q ' 1 brokers:'
 }
@@ -336,6 +338,36 @@ host, port = sys.argv[1].rsplit(":", 1)
 socket.create_connection((host, int(port)), timeout=1).close()
 EOF
   fi
+}
+
+# Starts the JVM on DIR's server.properties and data; prints its pid.
+launch() {
+  local dir=$1
+  # setsid: the broker must outlive the shell that started it (the demo
+  # returns to the prompt) and not get the terminal's Ctrl-C.
+  # shellcheck disable=SC2046
+  setsid java $(java_opts) $(cds_opts "$dir") -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    -Dkafka.logs.dir="$dir" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
+    </dev/null >"$dir/kafka.out" 2>&1 &
+  echo "$!" >"$dir/kafka.pid"
+  echo "$!"
+}
+
+wait_ready() {
+  local dir=$1 pid=$2 bootstrap=$3 deadline=$4
+  until broker_ready "$bootstrap"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log_tail "$dir"
+      rm -f "$dir/kafka.pid"
+      die "the broker exited during startup (logs in $dir)"
+    fi
+    if (($(date +%s) >= deadline)); then
+      log_tail "$dir"
+      cmd_stop "$dir" >/dev/null 2>&1 || true
+      die "the broker did not answer on $bootstrap before the start timeout (logs in $dir)"
+    fi
+    sleep 0.2
+  done
 }
 
 cmd_start() {
@@ -359,7 +391,7 @@ cmd_start() {
     tls=$(cd "$tls" && pwd) || die "KJB_KAFKA_TLS_DIR: no directory $KJB_KAFKA_TLS_DIR"
     read -r sport saport sasl_password < <(tls_ports_and_password "$port" "$cport") || true
     [[ -n ${sasl_password:-} ]] || die "could not pick free ports with $PYTHON"
-    write_tls_config "$dir" "$tls" "$port" "$cport" "$sport" "$saport" "$sasl_password"
+    write_tls_config "$dir" "$tls" "$sport" "$saport" "$sasl_password"
     # SCRAM credentials live in the metadata log, from the start.
     scram=(--add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$sasl_password]")
   fi
@@ -373,31 +405,14 @@ cmd_start() {
     die "could not format the storage in $dir/data"
   fi
 
-  # setsid: the broker must outlive the shell that started it (the demo
-  # returns to the prompt) and not get the terminal's Ctrl-C.
-  # shellcheck disable=SC2046
-  setsid java $(java_opts) $(cds_opts "$dir") -Dlog4j2.configurationFile="$dir/log4j2.properties" \
-    -Dkafka.logs.dir="$dir" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
-    </dev/null >"$dir/kafka.out" 2>&1 &
-  pid=$!
-  echo "$pid" >"$dir/kafka.pid"
+  pid=$(launch "$dir")
   bootstrap=127.0.0.1:$port
-
   deadline=$(($(date +%s) + timeout))
-  until broker_ready "$bootstrap"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      log_tail "$dir"
-      rm -f "$dir/kafka.pid"
-      die "the broker exited during startup (logs in $dir)"
-    fi
-    if (($(date +%s) >= deadline)); then
-      log_tail "$dir"
-      cmd_stop "$dir" >/dev/null 2>&1 || true
-      die "the broker did not answer on $bootstrap within ${timeout}s (logs in $dir)"
-    fi
-    sleep 0.2
-  done
+  wait_ready "$dir" "$pid" "$bootstrap" "$deadline"
   if [[ -n $tls ]]; then
+    # They open with the PLAINTEXT one, but a loaded machine may take a
+    # while to answer a TLS handshake and a SASL exchange.
+    deadline=$(($(date +%s) + timeout))
     until tls_ready "$tls" "$sport" "$saport" "$sasl_password"; do
       if (($(date +%s) >= deadline)) || ! kill -0 "$pid" 2>/dev/null; then
         log_tail "$dir"
@@ -445,6 +460,26 @@ cmd_stop() {
   echo "kafka.sh: stopped (pid $pid)" >&2
 }
 
+# Stops the broker (SIGTERM, or SIGKILL with --kill) and starts it again
+# on the same ports with its data, as a restarted production broker would.
+cmd_restart() {
+  local dir=$1 how=${2:-} pid bootstrap t0
+  dir=$(cd "$dir" && pwd)
+  [[ -f $dir/server.properties && -d $dir/data ]] || die "no broker in $dir to restart"
+  bootstrap=127.0.0.1:$(sed -n 's|^advertised.listeners=PLAINTEXT://127.0.0.1:\([0-9]*\).*|\1|p' "$dir/server.properties")
+  t0=$(date +%s%N)
+  if [[ $how == --kill ]] && pid=$(running_pid "$dir"); then
+    kill -KILL "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    rm -f "$dir/kafka.jsa"
+  fi
+  cmd_stop "$dir"
+  pid=$(launch "$dir")
+  wait_ready "$dir" "$pid" "$bootstrap" $(($(date +%s) + ${KJB_KAFKA_START_TIMEOUT:-240}))
+  echo "$bootstrap" >"$dir/bootstrap"
+  echo "kafka.sh: broker restarted on $bootstrap in $((($(date +%s%N) - t0) / 1000000)) ms (pid $pid)" >&2
+}
+
 cmd_tool() {
   [[ $# -ge 1 ]] || usage
   command -v java >/dev/null || die "java not found (run scripts/deps.sh)"
@@ -467,6 +502,7 @@ case ${1:-} in
   fetch) cmd_fetch ;;
   start) [[ $# -eq 2 ]] || usage; cmd_start "$2" ;;
   stop) [[ $# -eq 2 ]] || usage; cmd_stop "$2" ;;
+  restart) [[ $# -ge 2 && $# -le 3 ]] || usage; cmd_restart "${@:2}" ;;
   status) [[ $# -eq 2 ]] || usage; cmd_status "$2" ;;
   tools-classpath) cmd_fetch; echo "$LIBS/*" ;;
   tool) cmd_tool "${@:2}" ;;

@@ -2,14 +2,17 @@
 PostgreSQL, started once per session by scripts/kafka.sh and scripts/pg.sh,
 and the kjb binary under test (KJB_BIN).
 
-Session:  kafka, pg, kjb_bin
+Session:  kafka, pg, kjb_bin (kafka.tls and pg.tls: their TLS sides)
 Per test: db (a fresh database), make_topic, run_kjb, start_kjb, kjb_services_env
 
 The services are started side by side as soon as the collected tests show
 they are needed, and always stopped: by fixture teardown, by an atexit and
 SIGTERM/SIGHUP handler, and by a watchdog process should pytest be killed
-outright. KJB_E2E_KEEP=1 leaves them running (and databases in place) for
-debugging; their directories are printed at the end.
+outright. Before they start, the session makes a throwaway CA and server
+certificates (kjbtest.make_test_pki) so that the broker also serves SSL
+and SASL_SSL, and PostgreSQL TLS. KJB_E2E_KEEP=1 leaves them running (and
+databases in place) for debugging; their directories are printed at the
+end.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from kjbtest import (  # noqa: E402
     Database,
     Kafka,
     KjbProcess,
+    Pki,
     Postgres,
     Service,
     kjb_argv,
     kjb_env,
+    make_test_pki,
     sanitizer_report,
     SANITIZER_EXIT,
     unique_name,
@@ -51,14 +56,20 @@ class _Services:
 
     def __init__(self) -> None:
         self.base: Path | None = None
+        self.pki: Pki | None = None
         self.services: dict[str, Service] = {}
         self.needed: set[str] = set()
 
     def get(self, name: str) -> Service:
         if name not in self.services:
             assert self.base is not None, "services used before the session started"
-            script = SCRIPTS / ("kafka.sh" if name == "kafka" else "pg.sh")
-            self.services[name] = Service(name, script, self.base / name)
+            if self.pki is None:
+                self.pki = make_test_pki(self.base / "tls")
+            if name == "kafka":
+                script, env = SCRIPTS / "kafka.sh", {"KJB_KAFKA_TLS_DIR": str(self.pki.kafka)}
+            else:
+                script, env = SCRIPTS / "pg.sh", {"KJB_PG_TLS_DIR": str(self.pki.pg)}
+            self.services[name] = Service(name, script, self.base / name, env=env)
         service = self.services[name]
         service.launch()
         return service
@@ -149,15 +160,17 @@ def _ready(name: str) -> Service:
 
 @pytest.fixture(scope="session")
 def kafka(_services: _Services) -> Kafka:
-    """The session's single-node Kafka (KRaft); `.bootstrap` is host:port."""
-    return Kafka(_ready("kafka"))
+    """The session's single-node Kafka (KRaft); `.bootstrap` is host:port,
+    `.tls` its SSL and SASL_SSL listeners (kjbtest.KafkaTLS)."""
+    return Kafka(_ready("kafka"), _SERVICES.pki)
 
 
 @pytest.fixture(scope="session")
 def pg(_services: _Services) -> Postgres:
     """The session's PostgreSQL; `.conninfo` names database kjb,
-    `.connect(dbname)` opens a psycopg connection (autocommit)."""
-    return Postgres(_ready("pg"))
+    `.connect(dbname)` opens a psycopg connection (autocommit); `.tls` is
+    its TLS side (kjbtest.PostgresTLS)."""
+    return Postgres(_ready("pg"), _SERVICES.pki)
 
 
 @pytest.fixture

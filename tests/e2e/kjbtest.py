@@ -308,13 +308,44 @@ class Record:
         return None
 
 
-class Kafka:
-    """The session's broker: `.bootstrap` plus client helpers."""
+@dataclass
+class KafkaTLS:
+    """The broker's TLS listeners (scripts/kafka.sh, KJB_KAFKA_TLS_DIR):
+    `ssl` and `sasl_ssl` are host:port, `ca` the CA that signed the
+    broker's certificate, `other_ca` one that did not; `user` and
+    `password` log in over SASL_SSL with PLAIN (or SCRAM-SHA-256)."""
 
-    def __init__(self, service: Service):
+    ssl: str
+    sasl_ssl: str
+    ca: Path
+    other_ca: Path
+    user: str
+    password: str
+
+    def client_conf(self, mechanism: str | None = None) -> dict[str, str]:
+        """confluent_kafka settings for the SSL listener, or (with a SASL
+        mechanism) for the SASL_SSL one."""
+        if mechanism is None:
+            return {"bootstrap.servers": self.ssl, "security.protocol": "ssl", "ssl.ca.location": str(self.ca)}
+        return {"bootstrap.servers": self.sasl_ssl, "security.protocol": "sasl_ssl",
+                "ssl.ca.location": str(self.ca), "sasl.mechanisms": mechanism,
+                "sasl.username": self.user, "sasl.password": self.password}
+
+
+class Kafka:
+    """The session's broker: `.bootstrap` plus client helpers; `.tls`
+    (KafkaTLS) when it was started with TLS listeners, else None."""
+
+    def __init__(self, service: Service, pki: Pki | None = None):
         self.service = service
         self.dir = service.dir
         self.bootstrap = (service.dir / "bootstrap").read_text().strip()
+        self.tls: KafkaTLS | None = None
+        if pki is not None and (service.dir / "bootstrap.ssl").is_file():
+            read = lambda name: (service.dir / name).read_text().strip()  # noqa: E731
+            self.tls = KafkaTLS(ssl=read("bootstrap.ssl"), sasl_ssl=read("bootstrap.sasl_ssl"),
+                                ca=pki.kafka / "ca.pem", other_ca=pki.other_ca,
+                                user=read("sasl.user"), password=read("sasl.password"))
 
     def __repr__(self) -> str:
         return f"Kafka({self.bootstrap})"
@@ -483,14 +514,43 @@ class Kafka:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-class Postgres:
-    """The session's PostgreSQL cluster; `.conninfo` names database kjb."""
+@dataclass
+class PostgresTLS:
+    """The cluster's TLS side (scripts/pg.sh, KJB_PG_TLS_DIR): `user` may
+    only log in over TLS, with `password`; the server's certificate names
+    localhost only and is signed by `ca`; `other_ca` signed nothing."""
 
-    def __init__(self, service: Service):
+    port: int
+    user: str
+    password: str
+    ca: Path
+    other_ca: Path
+
+    def conninfo(self, dbname: str, host: str = "localhost", ca: Path | None = None,
+                 password: str | None = None, sslmode: str = "verify-full") -> str:
+        """A conninfo for `user` over TLS. With host "localhost" the
+        address is pinned to 127.0.0.1 (hostaddr), where the server
+        listens; the certificate is checked against `host`."""
+        addr = " hostaddr=127.0.0.1" if host == "localhost" else ""
+        return (f"host={host}{addr} port={self.port} dbname={dbname} user={self.user}"
+                f" password={self.password if password is None else password}"
+                f" sslmode={sslmode} sslrootcert={ca or self.ca} connect_timeout=10")
+
+
+class Postgres:
+    """The session's PostgreSQL cluster; `.conninfo` names database kjb;
+    `.tls` (PostgresTLS) when it was started with TLS, else None."""
+
+    def __init__(self, service: Service, pki: Pki | None = None):
         self.service = service
         self.dir = service.dir
         self.conninfo = (service.dir / "conninfo").read_text().strip()
         self.port = int((service.dir / "port").read_text())
+        self.tls: PostgresTLS | None = None
+        if pki is not None and (service.dir / "tls_user").is_file():
+            self.tls = PostgresTLS(port=self.port, user=(service.dir / "tls_user").read_text().strip(),
+                                   password=(service.dir / "tls_password").read_text().strip(),
+                                   ca=pki.pg / "ca.pem", other_ca=pki.other_ca)
 
     def __repr__(self) -> str:
         return f"Postgres({self.conninfo})"

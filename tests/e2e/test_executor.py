@@ -243,6 +243,53 @@ def test_exec_and_plugin_handlers(db, run_kjb, start_kjb, tmp_path, kjb_bin):
     assert proc.stop() == 0
 
 
+def test_exec_never_uses_a_shell(db, run_kjb, start_kjb, tmp_path):
+    """Shell syntax in the program's path, in its configured arguments, in
+    the kind and in the job's args is never interpreted: the program gets
+    its argv as configured and the args JSON on stdin byte for byte, and
+    none of the commands hidden in them runs."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    canary = tmp_path / "canary"
+    canary.write_text("still here")
+
+    def touch(n: int) -> str:
+        return f"touch {marks / f'm{n}'}"
+
+    out = tmp_path / "seen.json"
+    program = tmp_path / "handlers dir $(x)" / "run me; now `y`.py"
+    program.parent.mkdir()
+    program.write_text(
+        "#!/usr/bin/python3\n"
+        "import json, os, sys\n"
+        "data = sys.stdin.buffer.read()\n"
+        f"open({str(out)!r}, 'w').write(json.dumps({{'argv': sys.argv, 'stdin': data.hex(),"
+        " 'kind': os.environ['KJB_JOB_KIND']}))\n")
+    program.chmod(0o755)
+    argv = [f"$({touch(1)})", f"; {touch(2)}", f"`{touch(3)}`", f"| {touch(4)}", f"&& {touch(5)}",
+            f"\n{touch(6)}", "*", "'\"", f"; rm -f {canary}"]
+    kind = f"run $({touch(7)}); {touch(8)}"
+    command = ", ".join(json.dumps(a) for a in [str(program), *argv])
+    cfg = write_config(tmp_path / "kjb.cfg", f"""
+  {{ kind = {json.dumps(kind)}; type = "exec"; command = [ {command} ]; }}""")
+    env = migrated(run_kjb, cfg, db)
+    args = {"cmd": f"$({touch(9)})", "semi": f"; {touch(10)}; rm -f {canary}", "tick": f"`{touch(11)}`",
+            "pipe": f"| {touch(12)}", "nl": f"x\n{touch(13)}", "quotes": "'\"\\", "zoë": "✓"}
+    [jid] = db.query("INSERT INTO kjb.jobs (kind, args) VALUES (%s, %s::jsonb) RETURNING id",
+                     kind, json.dumps(args))[0]
+    proc = start_kjb(["run", "--role", "executor"], cfg, env=env)
+    wait_for(lambda: job(db, jid)["state"] == "completed", timeout=60, message=lambda: proc.log()[-3000:])
+    assert proc.stop() == 0
+    seen = json.loads(out.read_text())
+    assert seen["argv"] == [str(program), *argv]
+    stored = db.scalar("SELECT args::text FROM kjb.jobs WHERE id = %s", jid)
+    assert bytes.fromhex(seen["stdin"]) == stored.encode()
+    assert json.loads(bytes.fromhex(seen["stdin"])) == args
+    assert seen["kind"] == kind
+    assert list(marks.iterdir()) == []
+    assert canary.read_text() == "still here"
+
+
 # Buckets hold this many seconds of tokens, so that a stall of the whole
 # machine (this kind of virtual machine freezes for a second or two now
 # and then) loses none; the window is long so that a stall at either end

@@ -148,6 +148,32 @@ def test_connection_errors_hide_the_password(run_kjb, tmp_path, conninfo, fmt):
     assert_no_secret(res.stdout + res.stderr, "output")
 
 
+# ---- check-config -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_check_config_shows_no_secret(run_kjb, tmp_path, fmt):
+    cfg = write_config(tmp_path / "kjb.cfg")
+    res = run_kjb(["check-config", "--log-level", "debug", "--log-format", fmt], cfg,
+                  env=env_for(f"host=127.0.0.1 port=1 password={PG_PASSWORD}"))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"{cfg}: ok\n"), res.stdout
+    assert_no_secret(res.stdout + res.stderr, "check-config")
+
+
+def test_config_errors_do_not_quote_a_property_that_may_be_a_secret(run_kjb, tmp_path):
+    # The '=' forgotten: the entry is reported by its place, not its text.
+    cfg = tmp_path / "kjb.cfg"
+    cfg.write_text(write_config(tmp_path / "good.cfg").read_text().replace(
+        f'"sasl.password={SASL_PASSWORD}"', f'"sasl.password {SASL_PASSWORD}"'))
+    res = run_kjb(["check-config"], cfg, env=env_for("host=127.0.0.1 port=1"))
+    assert res.returncode == 2, res.stderr
+    line = res.stderr.strip()
+    assert line.startswith(f"kjb: check-config: {cfg}:") and line.endswith(
+        ': kafka.properties[3]: expected "key=value", got no "="'), line
+    assert_no_secret(res.stdout + res.stderr, "check-config")
+
+
 # ---- run ------------------------------------------------------------------
 
 
@@ -188,16 +214,21 @@ def test_run_hides_secrets_in_logs_and_http(db, run_kjb, start_kjb, tmp_path, fm
     wait_for(lambda: "kafka: " in proc.log() and "127.0.0.1:1" in proc.log(), timeout=60,
              message=lambda: f"librdkafka's connection errors\n{proc.log()[-3000:]}")
 
-    for path in ("/metrics", "/healthz", "/readyz", "/startupz", "/api/stats"):
+    for path in ("/metrics", "/healthz", "/readyz", "/startupz", "/", "/api/stats", "/api/jobs", "/api/dlq"):
         status, body = request(port, path)
-        if path == "/api/stats" and status == 404:
-            # The dashboard's JSON API is not served yet: nothing to check.
-            continue
+        assert status != 404, path
         assert_no_secret(body, f"GET {path} ({status})")
-    # An admin request carrying the token: whatever the answer, the token
-    # must not come back or reach the log.
+    # Admin requests carrying the token, a wrong one and one in the wrong
+    # scheme: whatever the answer, no token comes back or reaches the log.
     status, body = request(port, "/api/jobs/1/retry", "POST", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert status not in (401, 403), (status, body)
     assert_no_secret(body, f"POST /api/jobs/1/retry ({status})")
+    status, body = request(port, "/api/jobs/1/cancel", "POST", {"Authorization": f"Bearer {ADMIN_TOKEN}-x"})
+    assert status == 403, (status, body)
+    assert_no_secret(body, f"POST /api/jobs/1/cancel, wrong token ({status})")
+    status, body = request(port, "/api/replay", "POST", {"Authorization": f"Basic {ADMIN_TOKEN}"})
+    assert status == 401, (status, body)
+    assert_no_secret(body, f"POST /api/replay, Basic ({status})")
 
     assert proc.stop() == 0, proc.log()[-3000:]
     # The first line is the command KjbProcess records.
