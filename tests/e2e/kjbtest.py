@@ -381,9 +381,11 @@ class Kafka:
         admin = self.admin()
         futures = admin.create_topics(
             [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
-            operation_timeout=30,
+            operation_timeout=60,
         )
-        futures[name].result(timeout=60)
+        # A broker sharing two cores with everything else has been seen to
+        # take over a minute to answer (clean-clone CI beside other work).
+        futures[name].result(timeout=180)
 
         def ready() -> bool:
             md = admin.list_topics(name, timeout=5).topics.get(name)
