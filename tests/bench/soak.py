@@ -18,7 +18,6 @@ Usage: tests/bench/run-soak [--seconds 3600] [--rate 100] [--max-rss-growth-mib 
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,17 +32,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 import avrokit  # noqa: E402
+from test_http import free_port  # noqa: E402
 from test_ingest import order  # noqa: E402
 
 TOPIC = "soak"
 PARTITIONS = 4
 BAD_EVERY = 50
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_kib(pid):

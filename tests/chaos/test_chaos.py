@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import avrokit
 from kjbtest import REPO, SCRIPTS, KjbProcess, Service, kjb_argv, kjb_env
+from test_http import free_port
 from test_ingest import order
 
 NODES = 3
@@ -47,12 +48,6 @@ CYCLE = 110.0        # seconds; the fault schedule below repeats
 TOPIC, GROUP = "events", "chaos"
 SETTLE_TIMEOUT = 420.0   # for one fault's recovery
 STALL_TIMEOUT = 180.0    # the final settling fails after this long without progress
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kjb_binary() -> Path:
