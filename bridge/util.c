@@ -1,6 +1,8 @@
 /* Arena, buffer, duration, JSON and UTF-8 helpers. */
 #include "util.h"
 
+#include <assert.h>
+
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
@@ -259,6 +261,40 @@ long kjb_utf8_invalid_at(const char *str, size_t n) {
     i += len;
   }
   return -1;
+}
+
+int kjb_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) {
+  assert(min <= max);
+  if (!s)
+    return -1;
+  const char *p = s;
+  int neg = *p == '-';
+  if (neg) {
+    if (min >= 0)
+      return -1;
+    p++;
+  }
+  if (!isdigit((unsigned char)*p) || (p[0] == '0' && p[1] != '\0') || (neg && p[0] == '0'))
+    return -1;
+  /* Accumulate negatively: INT64_MIN has no positive twin. */
+  int64_t v = 0;
+  for (; *p; p++) {
+    if (!isdigit((unsigned char)*p))
+      return -1;
+    int d = *p - '0';
+    if (v < (INT64_MIN + d) / 10)
+      return -1;
+    v = v * 10 - d;
+  }
+  if (!neg) {
+    if (v == INT64_MIN)
+      return -1;
+    v = -v;
+  }
+  if (v < min || v > max)
+    return -1;
+  *out = v;
+  return 0;
 }
 
 int kjb_duration_parse(const char *s, int64_t *out_us) {

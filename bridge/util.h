@@ -50,6 +50,13 @@ void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n);
  * U+10FFFF are invalid). */
 long kjb_utf8_invalid_at(const char *s, size_t n);
 
+/* Parses a whole decimal integer in [min, max] into *out. Strict: an
+ * optional '-' (only when min < 0), then digits with no leading zero
+ * (except "0" itself); no spaces, '+', other trailing text or overflow.
+ * Every integer kjb reads from a user (ids, limits, offsets, ports, config
+ * values) goes through here. Returns 0, or -1 leaving *out unchanged. */
+int kjb_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+
 /* Parses "250ms", "30s", "5m", "1h", "2d", "10us" (an integer or
  * decimal number and a unit) into microseconds. Returns 0 or -1. */
 int kjb_duration_parse(const char *s, int64_t *out_us);

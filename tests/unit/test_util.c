@@ -32,6 +32,47 @@ static void test_durations(void **state) {
   }
 }
 
+static void test_parse_i64(void **state) {
+  static const struct {
+    const char *in;
+    int64_t min, max;
+    int rc;
+    int64_t v;
+  } cases[] = {
+      {"0", 0, 10, 0, 0},
+      {"7", 0, 10, 0, 7},
+      {"10", 0, 10, 0, 10},
+      {"11", 0, 10, -1, 0},
+      {"-1", -5, 5, 0, -1},
+      {"-1", 0, 5, -1, 0},
+      {"9223372036854775807", INT64_MIN, INT64_MAX, 0, INT64_MAX},
+      {"-9223372036854775808", INT64_MIN, INT64_MAX, 0, INT64_MIN},
+      {"9223372036854775808", INT64_MIN, INT64_MAX, -1, 0},
+      {"-9223372036854775809", INT64_MIN, INT64_MAX, -1, 0},
+      {"99999999999999999999999", INT64_MIN, INT64_MAX, -1, 0},
+      {"", 0, 10, -1, 0},
+      {" 1", 0, 10, -1, 0},
+      {"1 ", 0, 10, -1, 0},
+      {"+1", 0, 10, -1, 0},
+      {"01", 0, 10, -1, 0},
+      {"-0", -5, 5, -1, 0},
+      {"-", -5, 5, -1, 0},
+      {"1x", 0, 10, -1, 0},
+      {"0x1", 0, 10, -1, 0},
+      {"1e3", 0, 10000, -1, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int64_t v = 12345;
+    print_message("integer \"%s\" in [%lld, %lld]\n", cases[i].in, (long long)cases[i].min,
+                  (long long)cases[i].max);
+    assert_int_equal(kjb_parse_i64(cases[i].in, cases[i].min, cases[i].max, &v), cases[i].rc);
+    assert_int_equal(v, cases[i].rc == 0 ? cases[i].v : 12345);
+  }
+  /* A NUL inside the text ends it: what follows is not looked at, so
+   * callers that have lengths (HTTP) must check for embedded NULs. */
+  assert_int_equal(kjb_parse_i64(NULL, 0, 1, &(int64_t){0}), -1);
+}
+
 static void test_rfc3339(void **state) {
   static const struct {
     int64_t us;
@@ -143,7 +184,8 @@ static void test_errors(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_durations),      cmocka_unit_test(test_rfc3339),
+      cmocka_unit_test(test_durations),      cmocka_unit_test(test_parse_i64),
+      cmocka_unit_test(test_rfc3339),
       cmocka_unit_test(test_utf8),           cmocka_unit_test(test_base64_and_json),
       cmocka_unit_test(test_arena),          cmocka_unit_test(test_errors),
   };
