@@ -38,13 +38,14 @@ static const char *outcome_name(kjb_finish_kind f);
 typedef struct kind_rt kind_rt;
 
 /* A claimed job on its way through a worker. */
-typedef struct {
+typedef struct slot {
   kjb_claimed c;
   kind_rt *k;
   kjb_handler_result res;
   int64_t started_us, finished_us; /* monotonic */
   int probe;   /* claimed as the half-open breaker's probe */
   int dropped; /* cancelled by shutdown: no outcome to record */
+  struct slot *prev, *next; /* in the executor's held list */
 } slot;
 
 struct kind_rt {
@@ -78,12 +79,17 @@ struct kjb_executor {
   pthread_mutex_t mu;
   slot **done; /* finished attempts not yet recorded */
   size_t ndone, capdone;
+  /* Every claimed job this node has in hand, from its claim until its
+   * outcome is recorded: queued, running or done. The database's running
+   * rows of this node that are not here are reconciled. */
+  slot *held;
+  size_t nheld;
   int quit;    /* workers: exit when their queue is empty */
   volatile int cancelled;
   int wake[2]; /* workers write a byte when they hand something back */
 
   uint64_t rng;
-  int64_t next_heartbeat, next_rescue, next_prune, reconnect_at, reconnect_wait;
+  int64_t next_heartbeat, next_rescue, next_reconcile, next_prune, reconnect_at, reconnect_wait;
   _Atomic int64_t alive_us; /* the loop's last round, for the health probes */
 };
 
@@ -107,6 +113,26 @@ static void drain_wake(kjb_executor *ex) {
   char buf[256];
   while (read(ex->wake[0], buf, sizeof buf) > 0) {
   }
+}
+
+/* The held list; under mu. */
+static void hold(kjb_executor *ex, slot *s) {
+  s->prev = NULL;
+  s->next = ex->held;
+  if (ex->held)
+    ex->held->prev = s;
+  ex->held = s;
+  ex->nheld++;
+}
+
+static void unhold(kjb_executor *ex, slot *s) {
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    ex->held = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  ex->nheld--;
 }
 
 /* ---- workers ----------------------------------------------------------- */
@@ -352,6 +378,9 @@ static int db_ready(kjb_executor *ex) {
    * too: rescue only once they have had a whole lease to beat again, or
    * jobs still running elsewhere would run twice at once. */
   ex->next_rescue = kjb_now_mono_us() + ex->cfg->executor.lease_us;
+  /* What the outage took (a claim whose answer never came, an outcome
+   * the server forgot) is found now. */
+  ex->next_reconcile = 0;
   /* Whatever was notified meanwhile is found by claiming now. */
   for (size_t i = 0; i < ex->nkinds; i++)
     ex->kinds[i].due_us = 0;
@@ -451,6 +480,7 @@ static void flush_done(kjb_executor *ex) {
     slot *s = done[i];
     kind_rt *k = s->k;
     k->busy--;
+    unhold(ex, s);
     /* While half-open only the probe's outcome counts. */
     if (k->cfg->breaker.enabled && !s->dropped &&
         (k->breaker.state != KJB_BREAKER_HALF_OPEN || s->probe) &&
@@ -609,6 +639,7 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
       s->probe = h->breaker.enabled && k->breaker.state == KJB_BREAKER_HALF_OPEN;
       k->queue[k->nqueue++] = s;
       k->busy++;
+      hold(ex, s);
       /* One worker per job: waking them all would only have the rest
        * contend for the lock and go back to sleep. */
       pthread_cond_signal(&k->cv);
@@ -619,6 +650,29 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
 }
 
 /* ---- housekeeping ------------------------------------------------------ */
+
+/* Gives back this node's running rows that it does not hold. Dispatcher
+ * thread only, which is also the only one that claims, so that no claim
+ * can be under way meanwhile. */
+static int reconcile(kjb_executor *ex, kjb_err *err) {
+  pthread_mutex_lock(&ex->mu);
+  size_t n = ex->nheld;
+  int64_t *ids = kjb_xcalloc(n ? n : 1, sizeof *ids);
+  size_t i = 0;
+  for (slot *s = ex->held; s; s = s->next)
+    ids[i++] = s->c.id;
+  pthread_mutex_unlock(&ex->mu);
+  int64_t returned = 0;
+  int rc = kjb_queue_reconcile(ex->db, ex->node, ids, n, &returned, err);
+  free(ids);
+  if (rc == 0 && returned > 0) {
+    kjb_warn("executor: gave back %" PRId64 " job(s) left running under this node without it "
+             "holding them (a claim or outcome lost with the database)", returned);
+    for (size_t k = 0; k < ex->nkinds; k++)
+      ex->kinds[k].due_us = 0;
+  }
+  return rc;
+}
 
 static void housekeeping(kjb_executor *ex, int64_t now) {
   const kjb_config *cfg = ex->cfg;
@@ -646,6 +700,15 @@ static void housekeeping(kjb_executor *ex, int64_t now) {
     /* A lease is long against the heartbeat; checking at the heartbeat's
      * pace bounds how long a dead node's jobs wait past their lease. */
     ex->next_rescue = now + cfg->executor.heartbeat_us;
+  }
+  if (now >= ex->next_reconcile) {
+    if (reconcile(ex, &err) < 0) {
+      lost_db(ex, &err);
+      return;
+    }
+    /* After a reconnect it runs at once; otherwise a lease is soon
+     * enough for what only a server that forgets commits can cause. */
+    ex->next_reconcile = now + cfg->executor.lease_us;
   }
   if (cfg->executor.retention_us > 0 && now >= ex->next_prune) {
     int64_t deleted = 0;
@@ -739,6 +802,7 @@ static size_t unqueue(kjb_executor *ex, int64_t *ids, size_t cap) {
       slot *s = k->queue[--k->nqueue];
       ids[n++] = s->c.id;
       k->busy--;
+      unhold(ex, s);
       kjb_queue_claimed_close(&s->c);
       free(s);
     }

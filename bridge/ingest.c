@@ -452,7 +452,7 @@ static int store_batch(kjb_ingest *ing, size_t *inserted) {
       return -1;
     sleep_us(backoff);
     backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
-    ing->store = kjb_store_connect(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, &err);
+    ing->store = kjb_store_connect_durable(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, &err);
     rc = ing->store ? kjb_store_insert_jobs(ing->store, ing->rows.rows, ing->rows.n, inserted, &err)
                     : -1;
   }
@@ -665,7 +665,7 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
   if (make_producer(ing, err) < 0)
     goto fail;
 
-  ing->store = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, err);
+  ing->store = kjb_store_connect_durable(cfg->postgres.conninfo, cfg->postgres.schema, err);
   if (!ing->store)
     goto fail;
   return ing;

@@ -182,6 +182,21 @@ int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t
   return 0;
 }
 
+/* Gives running jobs back: to retryable, due now, or to discarded when
+ * that was their last attempt, with a transient error entry whose text is
+ * the format() expression `why`. `which` selects the rows, among those
+ * running. The statement returns how many it changed. */
+#define GIVE_BACK(why, which)                                                                  \
+  "WITH gone AS ("                                                                            \
+  "  UPDATE jobs j SET"                                                                       \
+  "   state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'retryable' END::job_state," \
+  "   finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,"                    \
+  "   scheduled_at = now(),"                                                                  \
+  "   errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', now()," \
+  "     'error', " why ", 'transient', true))"                                               \
+  "  WHERE j.state = 'running' AND " which " RETURNING 1)"                                    \
+  " SELECT count(*) FROM gone"
+
 int kjb_queue_rescue(kjb_store *s, int64_t lease_us, int64_t *rescued, kjb_err *err) {
   char lease[24];
   snprintf(lease, sizeof lease, "%" PRId64, lease_us);
@@ -189,19 +204,9 @@ int kjb_queue_rescue(kjb_store *s, int64_t lease_us, int64_t *rescued, kjb_err *
   *rescued = 0;
   PGresult *res = kjb_store_query(
       s, "could not rescue jobs",
-      "WITH gone AS ("
-      "  UPDATE jobs j SET"
-      "   state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'retryable' END::job_state,"
-      "   finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,"
-      "   scheduled_at = now(),"
-      "   errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', now(),"
-      "     'error', format('node %s stopped heartbeating while the job ran', j.attempted_by),"
-      "     'transient', true))"
-      "  WHERE j.state = 'running' AND NOT EXISTS ("
-      "    SELECT 1 FROM nodes n WHERE n.name = j.attempted_by"
-      "    AND n.heartbeat_at > now() - $1::bigint * interval '1 microsecond')"
-      "  RETURNING 1)"
-      " SELECT count(*) FROM gone",
+      GIVE_BACK("format('node %s stopped heartbeating while the job ran', j.attempted_by)",
+                "NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = j.attempted_by"
+                "  AND n.heartbeat_at > now() - $1::bigint * interval '1 microsecond')"),
       1, params, err);
   if (!res)
     return -err->code;
@@ -212,17 +217,42 @@ int kjb_queue_rescue(kjb_store *s, int64_t lease_us, int64_t *rescued, kjb_err *
              "DELETE FROM nodes WHERE heartbeat_at < now() - interval '1 day'", 0, NULL, err);
 }
 
+/* "{1,2,3}": ids as a PostgreSQL array literal, into b. */
+static void id_array(kjb_buf *b, const int64_t *ids, size_t n) {
+  kjb_buf_putc(b, '{');
+  for (size_t i = 0; i < n; i++)
+    kjb_buf_printf(b, "%s%" PRId64, i ? "," : "", ids[i]);
+  kjb_buf_putc(b, '}');
+}
+
+int kjb_queue_reconcile(kjb_store *s, const char *node, const int64_t *held, size_t n,
+                        int64_t *returned, kjb_err *err) {
+  *returned = 0;
+  kjb_buf b;
+  kjb_buf_init(&b);
+  id_array(&b, held, n);
+  const char *params[] = {node, b.data};
+  PGresult *res = kjb_store_query(
+      s, "could not reconcile running jobs",
+      GIVE_BACK("format('node %s no longer held the job: its claim or its outcome was lost "
+                "with the database connection', j.attempted_by)",
+                "j.attempted_by = $1 AND NOT (j.id = ANY($2::bigint[]))"),
+      2, params, err);
+  kjb_buf_close(&b);
+  if (!res)
+    return -err->code;
+  *returned = get_i64(res, 0, 0);
+  PQclear(res);
+  return 0;
+}
+
 int kjb_queue_release(kjb_store *s, const char *node, const int64_t *ids, size_t n,
                       int64_t *released, kjb_err *err) {
   *released = 0;
   kjb_buf b;
   kjb_buf_init(&b);
-  if (ids) {
-    kjb_buf_putc(&b, '{');
-    for (size_t i = 0; i < n; i++)
-      kjb_buf_printf(&b, "%s%" PRId64, i ? "," : "", ids[i]);
-    kjb_buf_putc(&b, '}');
-  }
+  if (ids)
+    id_array(&b, ids, n);
   const char *params[] = {node, ids ? b.data : NULL};
   PGresult *res = kjb_store_query(
       s, "could not release jobs",

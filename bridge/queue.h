@@ -73,6 +73,16 @@ int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t
  * with an error entry naming the node. *rescued receives the count. */
 int kjb_queue_rescue(kjb_store *s, int64_t lease_us, int64_t *rescued, kjb_err *err);
 
+/* Running jobs attempted by `node` whose ids are not among held (the jobs
+ * the node has in hand) go back like rescued ones. They are the node's
+ * own rows that it does not know of: a claim committed while its answer
+ * was lost with the connection, or a recorded outcome that the server
+ * forgot in a crash (synchronous_commit = off, a failover to an
+ * asynchronous replica). No other node would ever rescue them, since
+ * this node still heartbeats. *returned receives the count. */
+int kjb_queue_reconcile(kjb_store *s, const char *node, const int64_t *held, size_t n,
+                        int64_t *returned, kjb_err *err);
+
 /* Shutdown: the node's running jobs among ids (ids NULL: all of them) go
  * back to available, their attempt uncounted. *released receives the
  * count. */

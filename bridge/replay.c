@@ -456,7 +456,7 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
   }
   rd_kafka_poll_set_consumer(r.rk);
   if (!(r.catalog = kjb_catalog_new(cfg, err)) ||
-      !(r.store = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, err))) {
+      !(r.store = kjb_store_connect_durable(cfg->postgres.conninfo, cfg->postgres.schema, err))) {
     rc = -(int)err->code;
     goto out;
   }

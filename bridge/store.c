@@ -138,6 +138,18 @@ kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *
   return s;
 }
 
+kjb_store *kjb_store_connect_durable(const char *conninfo, const char *schema, kjb_err *err) {
+  kjb_store *s = kjb_store_connect(conninfo, schema, err);
+  if (s && exec(s,
+                "SELECT set_config('synchronous_commit', 'on', false)"
+                " WHERE current_setting('synchronous_commit') = 'off'",
+                err) < 0) {
+    kjb_store_free(s);
+    return NULL;
+  }
+  return s;
+}
+
 void kjb_store_free(kjb_store *s) {
   if (!s)
     return;

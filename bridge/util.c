@@ -11,6 +11,37 @@
 #include <string.h>
 #include <time.h>
 
+static void out_of_memory(size_t n) {
+  fprintf(stderr, "kjb: out of memory (allocating %zu bytes)\n", n);
+  abort();
+}
+
+void *kjb_xmalloc(size_t n) {
+  void *p = malloc(n ? n : 1);
+  if (!p)
+    out_of_memory(n);
+  return p;
+}
+
+void *kjb_xcalloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size ? size : 1);
+  if (!p)
+    out_of_memory(n * size);
+  return p;
+}
+
+void *kjb_xrealloc(void *p, size_t n) {
+  void *q = realloc(p, n ? n : 1);
+  if (!q)
+    out_of_memory(n);
+  return q;
+}
+
+char *kjb_xstrdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  return memcpy(kjb_xmalloc(n), s, n);
+}
+
 struct chunk {
   struct chunk *next;
   size_t size;

@@ -9,6 +9,15 @@
 
 #include "err.h"
 
+/* Allocation that cannot fail: out of memory aborts the process, as
+ * there is nothing sane to do per record or per job without memory (the
+ * policy of Redis' zmalloc and librdkafka's rd_malloc). Every heap
+ * allocation outside libraries goes through these. */
+void *kjb_xmalloc(size_t n);
+void *kjb_xcalloc(size_t n, size_t size);
+void *kjb_xrealloc(void *p, size_t n);
+char *kjb_xstrdup(const char *s);
+
 /* Bump allocator for per-record work; reset after each batch so a
  * long-running service cannot leak per message. Not thread-safe. */
 typedef struct kjb_arena kjb_arena;
