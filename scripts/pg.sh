@@ -25,7 +25,9 @@
 #
 # Environment: KJB_PG_FAST=1 turns fsync, synchronous commits and full-page
 # writes off (test servers: kjb is what gets killed there, never
-# PostgreSQL); KJB_PG_START_TIMEOUT (180 s), KJB_PG_STOP_TIMEOUT (30 s).
+# PostgreSQL); KJB_PG_KEEP=1 makes `stop` keep a cluster that lives under
+# /tmp (to look at after a failed test) and say where;
+# KJB_PG_START_TIMEOUT (180 s), KJB_PG_STOP_TIMEOUT (30 s).
 set -euo pipefail
 
 die() { echo "pg.sh: $*" >&2; exit 1; }
@@ -258,7 +260,11 @@ cmd_stop() {
   # A cluster outside DIR is removed; keep its log where DIR's user looks.
   if [[ -f $dir/rundir ]]; then
     [[ -f $run/postgres.log ]] && cp "$run/postgres.log" "$dir/postgres.log"
-    case $run in /tmp/kjb-pg.*) rm -rf "$run" ;; esac
+    if [[ ${KJB_PG_KEEP:-0} == 1 ]]; then
+      echo "pg.sh: kept the cluster in $run (start it with pg_ctl -D $run/data)" >&2
+    else
+      case $run in /tmp/kjb-pg.*) rm -rf "$run" ;; esac
+    fi
     rm -f "$dir/rundir"
   fi
 }

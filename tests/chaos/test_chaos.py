@@ -2,7 +2,10 @@
 while good and malformed records keep arriving, and the test keeps
 breaking things: nodes are SIGKILLed and restarted, all nodes get a
 rolling restart, the Kafka broker and PostgreSQL are killed and
-restarted, and the HTTP downstream of one job kind flaps (503s).
+restarted, PostgreSQL is made to forget commits it acknowledged
+(asynchronous commit, then a crash), and the HTTP downstream of one job
+kind flaps (503s). PostgreSQL otherwise runs with durable commits, as a
+database under a fault test must.
 
 At the end the books must balance:
   - every source offset is exactly its two jobs or exactly one dead letter
@@ -14,7 +17,8 @@ At the end the books must balance:
 It prints a report (records, faults, recovery time after each fault) and
 writes it to build/artifacts/chaos-report.json. The bounded CI run lasts
 120 s of production; `--chaos-seconds N` runs longer, repeating the fault
-cycle every 110 s."""
+cycle every 110 s. When the books do not balance it prints the jobs that
+did not complete and the nodes table, and keeps the data directories."""
 
 from __future__ import annotations
 
@@ -288,7 +292,8 @@ def dead_letters(bootstrap: str) -> list:
 @pytest.fixture
 def services(tmp_path: Path):
     kafka = Service("kafka", SCRIPTS / "kafka.sh", tmp_path / "kafka")
-    pg = Service("pg", SCRIPTS / "pg.sh", tmp_path / "pg")
+    # Durable commits: the faults below decide when commits are lost.
+    pg = Service("pg", SCRIPTS / "pg.sh", tmp_path / "pg", env={"KJB_PG_FAST": "0"})
     try:
         kafka.launch()
         pg.launch()
@@ -301,6 +306,24 @@ def services(tmp_path: Path):
     finally:
         pg.stop()
         kafka.stop()
+
+
+def unfinished(conninfo: str) -> dict:
+    """What a failed run leaves to look at: the jobs that did not complete
+    and the nodes table."""
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            jobs = conn.execute(
+                "SELECT id, kind, state::text, attempt, attempted_by, attempted_at::text,"
+                " scheduled_at::text, errors FROM kjb.jobs WHERE state <> 'completed'"
+                " ORDER BY id LIMIT 100").fetchall()
+            nodes = conn.execute("SELECT name, pid, started_at::text, heartbeat_at::text,"
+                                 " now()::text FROM kjb.nodes ORDER BY name").fetchall()
+    except psycopg.Error as exc:
+        return {"error": str(exc)}
+    return {"jobs": [dict(zip(("id", "kind", "state", "attempt", "attempted_by", "attempted_at",
+                                "scheduled_at", "errors"), r)) for r in jobs],
+            "nodes": [dict(zip(("name", "pid", "started_at", "heartbeat_at", "now"), r)) for r in nodes]}
 
 
 def write_config(path: Path, sink_port: int) -> Path:
@@ -337,6 +360,8 @@ def test_chaos_accounting(services, chaos_seconds, tmp_path):
     res = subprocess.run(kjb_argv(binary, ["migrate"], cfg), env=kjb_env({"KJB_POSTGRES_CONNINFO": conninfo}),
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert res.returncode == 0, res.stderr
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE chaos_marker (id serial PRIMARY KEY)")
 
     cluster = Cluster(binary, cfg, conninfo, bootstrap, tmp_path / "logs")
     feed = Feed(bootstrap)
@@ -394,12 +419,41 @@ def test_chaos_accounting(services, chaos_seconds, tmp_path):
                 break
             time.sleep(0.5)
 
-    def restart_service(script: str, svc: Service, kind: str) -> None:
+    def restart_service(script: str, svc: Service, kind: str) -> dict:
         f = fault(kind)
         out = subprocess.run([str(SCRIPTS / script), "restart", str(svc.dir), "--kill"],
                              capture_output=True, text=True, timeout=400)
         assert out.returncode == 0, out.stdout + out.stderr
         f["down_s"] = round(time.monotonic() - f["t"], 1)
+        return f
+
+    def pg_settings(sql: str) -> None:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=30) as conn:
+            for stmt in sql.split(";"):
+                conn.execute(stmt)
+            conn.execute("SELECT pg_reload_conf()")
+
+    def lose_commits() -> None:
+        """PostgreSQL acknowledges commits it has not written (asynchronous
+        commit, the WAL writer held back), then crashes: the newest
+        acknowledged commits are gone, as after a failover to an
+        asynchronous replica. kjb's ingest forces its own commits durable;
+        executors must find the outcomes and claims the server forgot."""
+        pg_settings("ALTER SYSTEM SET synchronous_commit = off;"
+                    "ALTER SYSTEM SET wal_writer_delay = '10s';"
+                    "ALTER SYSTEM SET wal_writer_flush_after = '1GB'")
+        time.sleep(4)
+        # A commit acknowledged just before the crash, to show it is lost.
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("SET synchronous_commit = off")
+            marker = conn.execute("INSERT INTO chaos_marker DEFAULT VALUES RETURNING id").fetchone()[0]
+        f = restart_service("pg.sh", pg_svc, "postgres_lost_commits")
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=30) as conn:
+            f["acknowledged_commit_lost"] = conn.execute(
+                "SELECT count(*) FROM chaos_marker WHERE id = %s", (marker,)).fetchone()[0] == 0
+        pg_settings("ALTER SYSTEM RESET synchronous_commit;"
+                    "ALTER SYSTEM RESET wal_writer_delay;"
+                    "ALTER SYSTEM RESET wal_writer_flush_after")
 
     def rolling_restart() -> None:
         f = fault("rolling_restart")
@@ -414,6 +468,8 @@ def test_chaos_accounting(services, chaos_seconds, tmp_path):
         (14, lambda: flap(7)),
         (30, lambda: restart_service("kafka.sh", kafka_svc, "kafka_broker_killed")),
         (55, lambda: restart_service("pg.sh", pg_svc, "postgres_killed")),
+        (62, lose_commits),
+        (66, lambda: kill_and_restart(2)),
         (70, rolling_restart),
         (95, lambda: flap(5)),
         (97, lambda: kill_and_restart(1, 2)),
@@ -528,6 +584,15 @@ def test_chaos_accounting(services, chaos_seconds, tmp_path):
             f"faults without recovery: {[f for f in faults if 'recovered_s' not in f]}"
         problems = cluster.problems()
         assert not problems, "\n\n".join(problems)
+    except BaseException:
+        left = unfinished(conninfo)
+        print("\nchaos failed; jobs not completed and the nodes table:\n"
+              + json.dumps(left, indent=2, default=str))
+        out = REPO / "build" / "artifacts"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "chaos-unfinished.json").write_text(json.dumps(left, indent=2, default=str) + "\n")
+        kafka_svc.keep_data = pg_svc.keep_data = True
+        raise
     finally:
         feed.stop.set()
         for i in range(NODES):

@@ -209,6 +209,8 @@ class Service:
         self.output = ""
         self.ok: bool | None = None
         self.stopped = False
+        # Set by a failing test: stop the service but keep its data.
+        self.keep_data = False
         self._waiter: threading.Thread | None = None
 
     def launch(self) -> None:
@@ -275,14 +277,18 @@ class Service:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        subprocess.run(
+        res = subprocess.run(
             [str(self.script), "stop", str(self.dir)],
+            env={**os.environ, "KJB_PG_KEEP": "1" if self.keep_data else "0"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if self.keep_data else subprocess.DEVNULL,
+            text=True,
             timeout=120,
             check=False,
         )
+        if self.keep_data:
+            print(f"\n{self.name}: data kept in {self.dir}\n{res.stderr or ''}")
         if self.watchdog is not None and self.watchdog.poll() is None:
             self.watchdog.kill()
             self.watchdog.wait()

@@ -406,6 +406,34 @@ def test_sigkill_mid_job_is_rescued_and_completed_by_another_node(db, run_kjb, s
     assert b.stop() == 0
 
 
+def test_running_rows_a_live_node_does_not_hold_are_given_back(db, run_kjb, start_kjb, downstream,
+                                                                tmp_path):
+    # A row running under a live node that is not in its hands (its claim's
+    # answer or its recorded outcome was lost with the database) must not
+    # stay running forever; a job the node does hold must not be touched.
+    ds = downstream(lambda job, attempt, n: (200, {}, 6 if n == 1 else 0))
+    cfg = write_config(tmp_path / "kjb.cfg", f"""
+  {{ kind = "hook"; type = "http"; url = "{ds.url}"; timeout = "60s"; }}""", lease="3s")
+    env = migrated(run_kjb, cfg, db)
+    [held] = insert_jobs(db, "hook", 1)
+    k = start_kjb(["run", "--role", "executor"], cfg, env=env)
+    wait_for(lambda: ds.of(held), timeout=60, message=lambda: k.log())
+    node = job(db, held)["attempted_by"]
+    [lost] = db.query("INSERT INTO kjb.jobs (kind, args, state, attempt, attempted_at, attempted_by)"
+                      " VALUES ('hook', '{}', 'running', 1, now(), %s) RETURNING id", node)[0]
+    wait_for(lambda: job(db, lost)["state"] == "completed", timeout=60, message=lambda: k.log())
+    j = job(db, lost)
+    assert j["attempt"] == 2 and j["attempted_by"] == node
+    assert [(e["attempt"], e["transient"]) for e in j["errors"]] == [(1, True)]
+    assert "no longer held the job" in j["errors"][0]["error"]
+    # The held job was running all along, untouched, and finishes once.
+    assert [r["attempt"] for r in ds.of(held)] == [1]
+    wait_for(lambda: job(db, held)["state"] == "completed", timeout=60, message=lambda: k.log())
+    assert job(db, held)["attempt"] == 1 and job(db, held)["errors"] == []
+    assert "gave back 1 job(s)" in k.log()
+    assert k.stop() == 0
+
+
 def test_concurrent_executors_never_run_a_job_twice_at_once(db, run_kjb, start_kjb, downstream, tmp_path):
     ds = downstream(lambda job, attempt, n: (200, {}, 0.01))
     cfg = write_config(tmp_path / "kjb.cfg", f"""
