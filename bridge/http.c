@@ -209,7 +209,9 @@ static const char *db_problem(const kjb_health *st, int64_t now) {
 }
 
 static const char *live_problem(const kjb_health *st, int64_t now) {
-  const char *why = db_problem(st, now);
+  /* Waiting for the database at start is what the process should do:
+   * restarting it would not help. */
+  const char *why = st->waiting[0] ? NULL : db_problem(st, now);
   if (why)
     return why;
   if (st->loop_us == 0)
@@ -219,15 +221,22 @@ static const char *live_problem(const kjb_health *st, int64_t now) {
   return NULL;
 }
 
+/* An instance with executors does useful work without partitions (a
+ * group with more members than partitions): Kafka's assignment does not
+ * hold its startup or readiness back. */
 static const char *startup_problem(const kjb_health *st) {
+  if (st->waiting[0])
+    return st->waiting;
   if (!st->migrations_current)
     return "migrations pending";
-  if (st->consumer && !st->assigned_once)
+  if (st->consumer && !st->executor && !st->assigned_once)
     return "waiting for the first partition assignment";
   return NULL;
 }
 
 static const char *ready_problem(const kjb_health *st, int64_t now) {
+  if (st->waiting[0])
+    return st->waiting;
   const char *why = db_problem(st, now);
   if (why)
     return why;
@@ -235,26 +244,27 @@ static const char *ready_problem(const kjb_health *st, int64_t now) {
     return "migrations pending";
   if (st->consumer && !st->kafka_connected)
     return "kafka not connected";
-  if (st->consumer && st->partitions <= 0)
+  if (st->consumer && !st->executor && st->partitions <= 0)
     return "no partitions assigned";
   return NULL;
 }
 
-/* What each probe finds wrong (NULL: it passes). Before the first health
- * report every probe answers "starting". */
+/* What each probe finds wrong (NULL: it passes), from the snapshot
+ * copied into *st, which the reasons may point into. Before the first
+ * health report every probe answers "starting". */
 typedef struct {
   const char *live, *ready, *started;
 } problems;
 
-static problems find_problems(kjb_http *h) {
+static problems find_problems(kjb_http *h, kjb_health *st) {
   pthread_mutex_lock(&h->mu);
-  kjb_health st = h->health;
+  *st = h->health;
   bool reported = h->reported;
   pthread_mutex_unlock(&h->mu);
   if (!reported)
     return (problems){"starting", "starting", "starting"};
   int64_t now = kjb_now_mono_us();
-  return (problems){live_problem(&st, now), ready_problem(&st, now), startup_problem(&st)};
+  return (problems){live_problem(st, now), ready_problem(st, now), startup_problem(st)};
 }
 
 /* ---- requests ----------------------------------------------------------- */
@@ -336,7 +346,8 @@ static enum MHD_Result api_get(kjb_http *h, struct MHD_Connection *c, const char
   kjb_api *api = current_api(h);
   if (!api)
     return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting", "GET");
-  problems p = find_problems(h);
+  kjb_health st;
+  problems p = find_problems(h, &st);
   kjb_api_health ah = {!p.live, !p.ready, !p.started,
                        p.live ? p.live : p.ready ? p.ready : p.started};
   kjb_buf b;
@@ -415,7 +426,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     kjb_buf_close(&b);
     return ret;
   }
-  problems p = find_problems(h);
+  kjb_health st;
+  problems p = find_problems(h, &st);
   if (strcmp(url, "/healthz") == 0)
     return probe(c, "unhealthy", p.live);
   if (strcmp(url, "/readyz") == 0)

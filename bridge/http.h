@@ -26,6 +26,10 @@ typedef struct {
   int partitions;          /* currently assigned */
   bool assigned_once;      /* the first assignment happened */
   bool migrations_current; /* no migration is pending */
+  bool executor;           /* runs executors: the instance works without partitions */
+  /* While the process waits at start for what it needs (PostgreSQL), why:
+   * it is live meanwhile, neither ready nor started. Empty otherwise. */
+  char waiting[576];
 } kjb_health;
 
 /* Starts serving on addr, "127.0.0.1:9464" or "[::1]:9464" (port 0

@@ -188,8 +188,8 @@ static int health_db(health_poller *hp, kjb_store **db, kjb_err *err) {
 
 static void *health_main(void *arg) {
   health_poller *hp = arg;
-  /* The thread starts once wait_for_migrations found the schema current. */
-  kjb_health h = {.consumer = hp->consume, .migrations_current = true};
+  /* The thread starts once wait_for_database found the schema current. */
+  kjb_health h = {.consumer = hp->consume, .executor = hp->ex != NULL, .migrations_current = true};
   kjb_store *db = NULL;
   int64_t next_db = 0;
   int db_state = -1; /* last logged: -1 nothing yet, 0 down, 1 up */
@@ -282,34 +282,56 @@ static void health_attach(health_poller *hp, kjb_ingest *ing) {
   pthread_mutex_unlock(&hp->mu);
 }
 
-/* Waits until no migration is pending, so that kjb may start before the
- * deployment's `kjb migrate` has run: meanwhile the process is live and
- * /startupz and /readyz answer 503 "migrations pending". Returns 0 when the
- * schema is current, 1 when a signal came first, -1 with err when
- * PostgreSQL cannot be asked. http may be NULL. */
-static int wait_for_migrations(const kjb_config *cfg, kjb_http *http, int consume, kjb_err *err) {
-  kjb_store *db = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, err);
-  if (!db)
-    return -1;
-  int rc = 0, pending = 0, logged = -1;
-  while ((rc = kjb_store_migrate_status(db, NULL, &pending, err)) == 0 && pending > 0) {
-    if (pending != logged)
-      kjb_warn("%d migration(s) pending: waiting for `kjb migrate` to apply them", pending);
-    logged = pending;
+/* How often the start-up wait asks PostgreSQL again. */
+#define WAIT_RETRY_US (2 * 1000000LL)
+
+/* Sleeps up to us, waking early on a signal. */
+static void nap(int64_t us) {
+  int64_t until = kjb_now_mono_us() + us;
+  while (!stop_requested && kjb_now_mono_us() < until)
+    nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
+}
+
+/* Waits until PostgreSQL answers and no migration is pending, so that kjb
+ * may start before the database is up or the deployment's `kjb migrate`
+ * has run, instead of crash-looping: meanwhile the process is live, and
+ * /startupz and /readyz answer 503 with the reason ("waiting for
+ * postgresql: ...", "migrations pending"). Returns 0 when the schema is
+ * current, 1 when a signal came first. http may be NULL. */
+static int wait_for_database(const kjb_config *cfg, kjb_http *http, int consume, int execute) {
+  kjb_store *db = NULL;
+  char logged[sizeof ((kjb_health *)0)->waiting] = "";
+  int logged_pending = -1, rc = 1;
+  while (!stop_requested) {
+    kjb_err err;
+    int pending = 0;
+    if (!db)
+      db = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, &err);
     int64_t now = kjb_now_mono_us();
-    if (http) {
-      kjb_health h = {.loop_us = now, .db_ok_us = now, .db_connected = true, .consumer = consume};
-      kjb_http_set_health(http, &h);
-    }
-    for (int i = 0; i < 10 && !stop_requested; i++)
-      nanosleep(&(struct timespec){0, 200 * 1000000L}, NULL);
-    if (stop_requested) {
-      rc = 1;
+    kjb_health h = {.loop_us = now, .consumer = consume, .executor = execute};
+    if (!db || kjb_store_migrate_status(db, NULL, &pending, &err) < 0) {
+      kjb_store_free(db);
+      db = NULL;
+      snprintf(h.waiting, sizeof h.waiting, "waiting for postgresql: %s", err.msg);
+      if (strcmp(h.waiting, logged) != 0)
+        kjb_warn("%s", h.waiting);
+      memcpy(logged, h.waiting, sizeof logged);
+    } else if (pending == 0) {
+      rc = 0;
       break;
+    } else {
+      if (pending != logged_pending)
+        kjb_warn("%d migration(s) pending: waiting for `kjb migrate` to apply them", pending);
+      logged_pending = pending;
+      h.db_ok_us = now;
+      h.db_connected = true;
     }
+    if (http)
+      kjb_http_set_health(http, &h);
+    nap(WAIT_RETRY_US);
   }
-  if (rc == 0 && logged >= 0)
-    kjb_info("migrations applied: starting");
+  if (rc == 0 && (logged_pending >= 0 || logged[0]))
+    kjb_info("postgresql reachable and migrations applied: starting");
   kjb_store_free(db);
   return rc;
 }
@@ -426,7 +448,7 @@ static int cmd_run(int argc, char **argv) {
   else if (strcmp(cfg.kafka.brokers, "embedded") == 0 && start_embedded(&cfg, &embedded, &err) < 0)
     rc = -1;
   else
-    rc = wait_for_migrations(&cfg, http, consume, &err);
+    rc = wait_for_database(&cfg, http, consume, execute);
   if (rc == 0 && ex && kjb_executor_start(ex, &err) < 0)
     rc = -1;
   if (rc != 0) {

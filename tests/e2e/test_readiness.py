@@ -205,3 +205,92 @@ topics = ( {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind
     print(f"readiness dropped {dropped_after:.1f} s after the broker froze, "
           f"recovered {recovered_after:.1f} s after it resumed")
     assert proc.stop() == 0, proc.log()[-3000:]
+
+
+def test_run_waits_for_postgres_at_start(db, pg, run_kjb, start_kjb, tmp_path: Path):
+    # PostgreSQL is unreachable when kjb starts (a pod scheduled before its
+    # database): kjb waits, live and not ready, instead of crash-looping.
+    http_port = free_port()
+    cfg = tmp_path / "kjb.cfg"
+    cfg.write_text(f"""
+kafka = {{ brokers = "127.0.0.1:1"; group = "ready"; }};
+postgres = {{ conninfo = "set-by-env"; }};
+http = {{ listen = "127.0.0.1:{http_port}"; }};
+executor = {{ {EXECUTOR} }};
+topics = ( {{ topic = "unused"; schema = "order_created.avsc"; jobs = ( {{ kind = "unused"; }} ); }} );
+handlers = ( {{ kind = "hello"; type = "log"; concurrency = 2; }} );
+""")
+    assert run_kjb(["migrate"], cfg, env={"KJB_POSTGRES_CONNINFO": str(db)}).returncode == 0
+    relay = Relay(("127.0.0.1", pg.port))
+    relay.cut()
+    try:
+        conninfo = str(db).replace(f"port={pg.port}", f"port={relay.port}")
+        proc = start_kjb(["run", "--role", "executor"], cfg,
+                         env={"KJB_POSTGRES_CONNINFO": conninfo, "KJB_HTTP_LISTEN": ""})
+        wait_for(lambda: answers(http_port, "/healthz") == (200, {"status": "ok"}), timeout=30,
+                 message=lambda: f"{answers(http_port, '/healthz')}\n{proc.log()[-3000:]}")
+        # Still waiting some seconds later, not exited.
+        time.sleep(5)
+        assert proc.alive(), proc.log()
+        assert answers(http_port, "/healthz") == (200, {"status": "ok"})
+        for path, status in (("/readyz", "not ready"), ("/startupz", "starting")):
+            code, body = answers(http_port, path)
+            assert (code, body["status"]) == (503, status), body
+            assert body["reason"].startswith("waiting for postgresql: could not connect to postgresql:"), body
+        db.query("INSERT INTO kjb.jobs (kind) SELECT 'hello' FROM generate_series(1, 3) RETURNING id")
+
+        relay.restore()
+        ok = (200, {"status": "ok"})
+        for path in ("/startupz", "/readyz"):
+            wait_for(lambda: answers(http_port, path) == ok, timeout=60,
+                     message=lambda: f"{answers(http_port, path)}\n{proc.log()[-3000:]}")
+        wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE state = 'completed'") == 3,
+                 timeout=60, message=lambda: proc.log()[-3000:])
+        assert proc.log().count("waiting for postgresql: could not connect") == 1, proc.log()
+        assert proc.stop() == 0, proc.log()
+    finally:
+        relay.close()
+
+
+def test_instance_without_partitions_starts_and_is_ready_when_it_executes(
+        kafka, db, make_topic, run_kjb, start_kjb, kjb_services_env, tmp_path: Path):
+    # More instances than partitions: the one without a partition still
+    # runs jobs, so it must pass its startup and readiness probes.
+    topic, group = make_topic(partitions=1), unique_name("spare")
+    schemas = avrokit.schema_dir(tmp_path / "schemas")
+    ports = [free_port(), free_port()]
+    procs = []
+    for i, port in enumerate(ports):
+        cfg = tmp_path / f"kjb{i}.cfg"
+        cfg.write_text(f"""
+kafka = {{ brokers = "set-by-env"; group = "{group}"; }};
+postgres = {{ conninfo = "set-by-env"; }};
+http = {{ listen = "127.0.0.1:{port}"; }};
+schemas = {{ dir = "{schemas}"; ids = ( {{ id = 1; file = "order_created.avsc"; }} ); }};
+ingest = {{ batch_size = 50; batch_timeout = "50ms"; }};
+executor = {{ {EXECUTOR} }};
+topics = ( {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind = "note"; }} ); }} );
+handlers = ( {{ kind = "note"; type = "log"; }} );
+""")
+        env = {**kjb_services_env, "KJB_HTTP_LISTEN": ""}
+        if i == 0:
+            assert run_kjb(["migrate"], cfg, env=env).returncode == 0
+        procs.append(start_kjb(["run"], cfg, env=env, name=f"n{i}"))
+    def owns(proc) -> bool:
+        log = proc.log()
+        return log.rfind(f"assigned {topic} [0]") > log.rfind(f"revoked {topic} [0]")
+
+    # Both are members, one of them without the partition.
+    wait_for(lambda: sorted(owns(p) for p in procs) == [False, True], timeout=180,
+             message=lambda: "one owner\n" + "\n".join(p.log()[-2000:] for p in procs))
+    ok = (200, {"status": "ok"})
+    for port, proc in zip(ports, procs):
+        for path in ("/startupz", "/readyz"):
+            wait_for(lambda: answers(port, path) == ok, timeout=30,
+                     message=lambda: f"{path}: {answers(port, path)}\n{proc.log()[-3000:]}")
+    schema = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
+    kafka.produce(topic, [avrokit.confluent(schema, order(i), 1) for i in range(4)])
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE state = 'completed'") == 4,
+             timeout=120, message=lambda: procs[0].log()[-2000:] + procs[1].log()[-2000:])
+    for proc in procs:
+        assert proc.stop() == 0, proc.log()[-3000:]
