@@ -6,7 +6,8 @@ committed past a bad record before its dead letter is acknowledged, and
 that afterwards every good record is one job in this test's database and
 every bad one is one DLQ record, with the committed offsets at the end of
 each partition and never moving back (C: a commit answered late, then a
-restart, must not dead-letter anything twice).
+restart, must not dead-letter anything twice; H: the health probe asking
+the consumer while it stops and after must not hang the stop).
 
 Kafka here is the mock inside the binary; PostgreSQL is the real one."""
 
@@ -64,6 +65,10 @@ def test_dlq_writes_failing_commit_nothing_early_and_lose_nothing(db, kjb_bin: P
         assert int(m["dlq"]) == int(m["bad"]), m.group(0)
         assert int(m["jobs"]) == int(m["good"]), m.group(0)
         print(f"scenario {name}: recovered {float(m['recovery']):.2f} s after the last fault")
+    closed = re.search(r"^scenario H \(.*stopped in ([\d.]+) s with (\d+) health questions.*: ok$",
+                       result.stdout, re.M)
+    assert closed and int(closed.group(2)) > 0, f"expected scenario H in the summary:\n{result.stdout}"
+    print(closed.group(0))
     late_commit = re.search(r"^scenario C \(.*: ok$", result.stdout, re.M)
     assert late_commit, f"expected scenario C in the summary:\n{result.stdout}"
     assert "all scenarios passed" in result.stdout

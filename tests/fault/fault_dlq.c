@@ -11,6 +11,8 @@
  *   B  the DLQ's broker down, then every broker down, 3 brokers
  *   C  kjb's first offset commit answered late with a retriable error, then
  *      a restart (commits must not be overtaken by a retried older one)
+ *   H  the health probe asking the consumer all through a stop and after
+ *      it (a closed consumer's assignment query used to wait forever)
  *
  *   fault_dlq [CONNINFO [SOURCE_DIR]]
  *
@@ -31,6 +33,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1185,6 +1188,112 @@ out:
   scenario_close(&sc);
 }
 
+/* ---- H: health against a closing consumer ------------------------------ */
+
+/* Asks kjb_ingest_health over and over, as the health thread does. */
+typedef struct {
+  kjb_ingest *ing;
+  atomic_int quit;
+  long calls;
+  int64_t slowest_us;
+} prober;
+
+static void *probe_main(void *arg) {
+  prober *pr = arg;
+  while (!atomic_load(&pr->quit)) {
+    kjb_ingest_health_info info;
+    int64_t t0 = kjb_now_mono_us();
+    kjb_ingest_health(pr->ing, 200, &info);
+    int64_t took = kjb_now_mono_us() - t0;
+    pr->slowest_us = took > pr->slowest_us ? took : pr->slowest_us;
+    pr->calls++;
+  }
+  return NULL;
+}
+
+/* Joins t within seconds; 0, or -1 when it did not end (the thread is
+ * then left behind: the process must exit without cleaning up). */
+static int join_within(pthread_t t, double seconds) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += (time_t)seconds;
+  return pthread_timedjoin_np(t, NULL, &until) == 0 ? 0 : -1;
+}
+
+/* After rd_kafka_consumer_close() the group queue is no longer served, and
+ * rd_kafka_assignment() then waited forever while holding the lock that
+ * shutdown needs: kjb ignored SIGTERM. With a prober asking throughout,
+ * the stop must end promptly, and a question asked after it must be
+ * answered at once with nothing assigned or connected. */
+static void scenario_h(void) {
+  scenario sc;
+  const int before = failures;
+  prober pr = {0};
+  pthread_t probe_thread;
+  int probing = 0;
+  if (scenario_open(&sc, "H", 1, NULL, 0, NULL) < 0 || start_ingest(&sc) < 0)
+    goto out;
+  pr.ing = sc.ing;
+  kjb_ingest_health_info info = {0};
+  for (int64_t until = kjb_now_mono_us() + 60000000; info.partitions < NPARTS;) {
+    kjb_ingest_health(sc.ing, 500, &info);
+    if (kjb_now_mono_us() > until) {
+      fail("H", "no assignment within 60 s (%d of %d partitions)", info.partitions, NPARTS);
+      goto out;
+    }
+    sleep_ms(100);
+  }
+  if (pthread_create(&probe_thread, NULL, probe_main, &pr) != 0) {
+    fail("H", "could not start the prober");
+    goto out;
+  }
+  probing = 1;
+  sleep_ms(300);
+  int64_t t0 = kjb_now_mono_us();
+  sc.stop = 1;
+  if (join_within(sc.thread, 30) < 0) {
+    fail("H", "the consumer did not stop within 30 s while health was asked");
+    printf("fault_dlq: FAILED\n");
+    fflush(NULL);
+    _exit(1);
+  }
+  sc.running = 0;
+  int64_t stopped_us = kjb_now_mono_us() - t0;
+  long during = pr.calls;
+  atomic_store(&pr.quit, 1);
+  if (join_within(probe_thread, 10) < 0) {
+    fail("H", "a health question asked while the consumer closed did not return in 10 s");
+    fflush(NULL);
+    _exit(1);
+  }
+  probing = 0;
+  /* Once closed: answered at once, with nothing to report. */
+  int64_t t1 = kjb_now_mono_us();
+  info = (kjb_ingest_health_info){.partitions = -1, .kafka_connected = -1};
+  kjb_ingest_health(sc.ing, 500, &info);
+  int64_t after_us = kjb_now_mono_us() - t1;
+  if (info.partitions != 0 || info.kafka_connected != 0)
+    fail("H", "a closed consumer reported %d partitions, connected %d", info.partitions,
+         info.kafka_connected);
+  if (after_us > 100000)
+    fail("H", "asking a closed consumer took %.3f s", secs(after_us));
+  if (sc.ingest_rc < 0)
+    fail("H", "ingest stopped with an error: %s", sc.ingest_err.msg);
+  if (failures == before) {
+    printf("scenario H (health during and after a stop, 1 broker): stopped in %.2f s with %ld "
+           "health questions meanwhile (slowest %.3f s); after it answered in %.6f s: ok\n",
+           secs(stopped_us), during, secs(pr.slowest_us), secs(after_us));
+    fflush(stdout);
+  }
+out:
+  if (probing) {
+    atomic_store(&pr.quit, 1);
+    pthread_join(probe_thread, NULL);
+  }
+  stop_ingest(&sc);
+  scenario_close(&sc);
+}
+
 /* ---- main -------------------------------------------------------------- */
 
 /* kjb's configuration takes KJB_<SECTION>_<KEY> from the environment; the
@@ -1273,6 +1382,8 @@ int main(int argc, char **argv) {
     scenario_a(pg);
   if (!only || strchr(only, 'B'))
     scenario_b(pg);
+  if (!only || strchr(only, 'H'))
+    scenario_h();
   if (!only || strchr(only, 'C'))
     scenario_c(pg);
   if (failures > MAX_FAILURES)
