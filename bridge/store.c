@@ -140,9 +140,11 @@ kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *
 
 kjb_store *kjb_store_connect_durable(const char *conninfo, const char *schema, kjb_err *err) {
   kjb_store *s = kjb_store_connect(conninfo, schema, err);
+  /* Set in the session, never left to the server's default: a reload
+   * that turns the default off later must not reach this session. */
   if (s && exec(s,
-                "SELECT set_config('synchronous_commit', 'on', false)"
-                " WHERE current_setting('synchronous_commit') = 'off'",
+                "SELECT set_config('synchronous_commit', CASE current_setting('synchronous_commit')"
+                " WHEN 'off' THEN 'on' ELSE current_setting('synchronous_commit') END, false)",
                 err) < 0) {
     kjb_store_free(s);
     return NULL;

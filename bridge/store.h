@@ -18,9 +18,10 @@ typedef struct kjb_store kjb_store;
 kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *err);
 /* The same, for writers whose commit is followed by an act outside
  * PostgreSQL that depends on it (committing Kafka offsets after inserting
- * jobs): where the server runs with synchronous_commit = off, which forgets
- * acknowledged commits in a crash, this session's commits are made durable
- * again. Executors keep the server's choice: a lost outcome is found and
+ * jobs): the session's synchronous_commit is pinned to a durable level, so
+ * that neither a server running with synchronous_commit = off (which
+ * forgets acknowledged commits in a crash) nor a later reload that turns
+ * it off makes this session's commits forgettable. Executors keep the server's choice: a lost outcome is found and
  * redone (see kjb_queue_reconcile). */
 kjb_store *kjb_store_connect_durable(const char *conninfo, const char *schema, kjb_err *err);
 void kjb_store_free(kjb_store *s);
