@@ -85,7 +85,7 @@ struct kjb_executor {
   slot *held;
   size_t nheld;
   int quit;    /* workers: exit when their queue is empty */
-  volatile int cancelled;
+  volatile int cancelled; /* handlers' kjb_handler_job.cancelled; atomic access only */
   int wake[2]; /* workers write a byte when they hand something back */
 
   uint64_t rng;
@@ -427,7 +427,7 @@ static void flush_done(kjb_executor *ex) {
     const kjb_handler_cfg *h = s->k->cfg;
     /* Shutdown cancelled it: not an outcome. The row stays running and
      * goes back to available with the others that did not finish. */
-    if (ex->cancelled && s->res.status != KJB_HANDLER_OK) {
+    if (__atomic_load_n(&ex->cancelled, __ATOMIC_ACQUIRE) && s->res.status != KJB_HANDLER_OK) {
       s->dropped = 1;
       continue;
     }
@@ -847,7 +847,7 @@ static void shutdown_gracefully(kjb_executor *ex) {
     if (!cancelled && now >= until) {
       kjb_warn("executor: %d job(s) still running after %.0f s: cancelling them", busy_total(ex),
                (double)ex->cfg->executor.shutdown_timeout_us / 1e6);
-      ex->cancelled = 1;
+      __atomic_store_n(&ex->cancelled, 1, __ATOMIC_RELEASE);
       cancelled = 1;
       until = now + CANCEL_GRACE_US;
     } else if (cancelled && now >= until) {

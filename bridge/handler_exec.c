@@ -224,7 +224,7 @@ static void exec_perform(void *state, const kjb_handler_job *job, kjb_handler_re
     set_result(res, KJB_HANDLER_TRANSIENT, "exec: timed out before the program was started");
     return;
   }
-  if (job->cancelled && *job->cancelled) {
+  if (kjb_handler_cancelled(job)) {
     set_result(res, KJB_HANDLER_TRANSIENT, "exec: cancelled");
     return;
   }
@@ -285,7 +285,7 @@ static void exec_perform(void *state, const kjb_handler_job *job, kjb_handler_re
     if (r == pid)
       break;
     int64_t now = kjb_now_mono_us();
-    if (job->cancelled && *job->cancelled)
+    if (kjb_handler_cancelled(job))
       stopped = 2;
     else if (now >= deadline)
       stopped = 1;

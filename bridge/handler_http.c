@@ -135,7 +135,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow) {
   const kjb_handler_job *job = ud;
-  return job->cancelled && *job->cancelled ? 1 : 0;
+  return kjb_handler_cancelled(job) ? 1 : 0;
 }
 
 /* Retry-After as microseconds from now: delta-seconds or an HTTP-date

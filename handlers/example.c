@@ -19,8 +19,8 @@
  * - perform runs on several threads at once: state shared between calls
  *   must be read-only or synchronized;
  * - everything in the job is borrowed for the call only;
- * - honour job->deadline_us and *job->cancelled in anything that can take
- *   long, and report TRANSIENT when giving up;
+ * - honour job->deadline_us and kjb_handler_cancelled(job) in anything
+ *   that can take long, and report TRANSIENT when giving up;
  * - write a short reason into res->message for every failure. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -39,9 +39,15 @@ typedef struct {
   size_t args_len;
   int64_t deadline_us;     /* CLOCK_MONOTONIC microseconds: give up by then */
   /* Becomes non-zero when kjb wants the attempt to end early (shutdown);
-   * long-running handlers should poll it. */
+   * long-running handlers should poll it, with kjb_handler_cancelled(). */
   const volatile int *cancelled;
 } kjb_handler_job;
+
+/* Whether kjb asked this attempt to end early. kjb sets the flag from
+ * another thread with an atomic store; read it atomically too. */
+static inline int kjb_handler_cancelled(const kjb_handler_job *job) {
+  return job->cancelled && __atomic_load_n(job->cancelled, __ATOMIC_ACQUIRE);
+}
 
 /* The outcome perform fills in. kjb zeroes it and sets retry_after_us to
  * -1 before the call. */
