@@ -270,12 +270,15 @@ cmd_stop() {
 }
 
 # Restarts the server on the same port with the same data (fast shutdown,
-# or an immediate one, a crash to PostgreSQL, with --kill).
+# or an immediate one, a crash to PostgreSQL, with --kill). With --kill a
+# server that already went down (a test crashed it) is started again.
 cmd_restart() {
   local dir=$1 how=${2:-} run mode=fast port t0
   dir=$(cd "$dir" && pwd)
-  running "$dir" || die "not running in $dir"
   run=$(rundir "$dir")
+  if ! running "$dir"; then
+    [[ $how == --kill && -f $run/data/PG_VERSION && -f $dir/port ]] || die "not running in $dir"
+  fi
   port=$(cat "$dir/port")
   [[ $how == --kill ]] && mode=immediate
   t0=$(date +%s%N)

@@ -28,3 +28,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def chaos_seconds(request: pytest.FixtureRequest) -> float:
     return request.config.getoption("--chaos-seconds")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The ini's timeout fits the CI run; a longer run gets its length plus
+    # the same margin for start-up and settling.
+    seconds = config.getoption("--chaos-seconds")
+    for item in items:
+        item.add_marker(pytest.mark.timeout(max(3600, seconds + 1800)))

@@ -26,6 +26,9 @@ import collections
 import json
 import os
 import random
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -306,6 +309,19 @@ def services(tmp_path: Path):
     finally:
         pg.stop()
         kafka.stop()
+        if pg.keep_data:
+            # pytest deletes old temporary directories: keep the evidence
+            # (Kafka's data, the nodes' logs) where the report is.
+            kept = REPO / "build" / "artifacts" / f"chaos-{time.strftime('%Y%m%dT%H%M%S')}"
+            shutil.copytree(tmp_path, kept, symlinks=True, ignore_dangling_symlinks=True)
+            print(f"\nchaos: data and logs kept in {kept}")
+
+
+def postmaster_pid(pg: Service) -> int:
+    """The PostgreSQL server's pid (its cluster may live under /tmp)."""
+    rundir = pg.dir / "rundir"
+    run = Path(rundir.read_text().strip()) if rundir.is_file() else pg.dir / "cluster"
+    return int((run / "data" / "postmaster.pid").read_text().split()[0])
 
 
 def unfinished(conninfo: str) -> dict:
@@ -443,10 +459,13 @@ def test_chaos_accounting(services, chaos_seconds, tmp_path):
                     "ALTER SYSTEM SET wal_writer_delay = '10s';"
                     "ALTER SYSTEM SET wal_writer_flush_after = '1GB'")
         time.sleep(4)
-        # A commit acknowledged just before the crash, to show it is lost.
+        # Crash it the moment a commit is acknowledged (the marker, to show
+        # that it is lost): any durable commit after it would flush it.
+        postmaster = postmaster_pid(pg_svc)
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute("SET synchronous_commit = off")
             marker = conn.execute("INSERT INTO chaos_marker DEFAULT VALUES RETURNING id").fetchone()[0]
+            os.kill(postmaster, signal.SIGQUIT)  # an immediate shutdown
         f = restart_service("pg.sh", pg_svc, "postgres_lost_commits")
         with psycopg.connect(conninfo, autocommit=True, connect_timeout=30) as conn:
             f["acknowledged_commit_lost"] = conn.execute(
@@ -559,6 +578,9 @@ def test_chaos_accounting(services, chaos_seconds, tmp_path):
             "notify_calls": len(sink.calls),
             "notify_calls_abandoned_by_client": sum(1 for c in sink.calls if c[4] == 0),
             "notify_jobs_completed_twice": sum(1 for n in successes.values() if n > 1),
+            "jobs_given_back_by_their_live_node": sum(
+                int(n) for p in cluster.logs.glob("node*.log")
+                for n in re.findall(r"gave back (\d+) job", p.read_text(errors="replace"))),
             "sigkills": sum(len(f.get("nodes", [])) for f in faults if f["kind"] == "sigkill"),
             "node_starts": sum(cluster.starts),
             "settled_after_production_s": round(settled_after, 1),

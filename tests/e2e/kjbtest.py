@@ -27,6 +27,8 @@ SANITIZER_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=86",
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
     "LSAN_OPTIONS": f"suppressions={REPO / 'tests' / 'lsan.supp'}",
+    # A ThreadSanitizer build (build/tsan) reports races and exits 86 too.
+    "TSAN_OPTIONS": f"exitcode=86:second_deadlock_stack=1:suppressions={REPO / 'tests' / 'tsan.supp'}",
     # `kjb run` serves HTTP on http.listen, 127.0.0.1:9464 unless told
     # otherwise: tests run several at once, so each takes a free port.
     "KJB_HTTP_LISTEN": "127.0.0.1:0",
@@ -36,6 +38,7 @@ SANITIZER_MARKERS = (
     "ERROR: AddressSanitizer",
     "ERROR: LeakSanitizer",
     "SUMMARY: UndefinedBehaviorSanitizer",
+    "WARNING: ThreadSanitizer",
     ": runtime error: ",
 )
 
