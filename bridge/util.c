@@ -335,6 +335,21 @@ void kjb_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
   *y = yy + (*m <= 2);
 }
 
+int kjb_civil_to_days(int64_t y, int64_t m, int64_t d, int64_t *days) {
+  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (m < 1 || m > 12 || d < 1 || d > mdays[m - 1])
+    return -1;
+  if (m == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
+    return -1;
+  y -= m <= 2;
+  int64_t era = (y >= 0 ? y : y - 399) / 400;
+  unsigned yoe = (unsigned)(y - era * 400);
+  unsigned doy = (unsigned)((153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1);
+  unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  *days = era * 146097 + (int64_t)doe - 719468;
+  return 0;
+}
+
 void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits) {
   int64_t secs = epoch_us / 1000000, frac = epoch_us % 1000000;
   if (frac < 0) {

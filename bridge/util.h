@@ -68,6 +68,11 @@ void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits);
 /* Days since 1970-01-01 to a proleptic Gregorian civil date. */
 void kjb_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
 
+/* The inverse: days since 1970-01-01 of y-m-d into *days. Returns 0, or -1
+ * when there is no such date (month 13, February 30th, February 29th of a
+ * common year). */
+int kjb_civil_to_days(int64_t y, int64_t m, int64_t d, int64_t *days);
+
 /* Monotonic and wall clocks in microseconds. */
 int64_t kjb_now_mono_us(void);
 int64_t kjb_now_wall_us(void);
