@@ -256,13 +256,26 @@ typedef struct {
   int nparts;
 } replay;
 
+/* The last header called name as a string in buf, or NULL when there is
+ * none or it does not fit or holds a NUL byte. */
 static const char *header(rd_kafka_headers_t *h, const char *name, char *buf, size_t len) {
   const void *val;
   size_t size;
-  if (!h || rd_kafka_header_get_last(h, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR || !val)
+  if (!h || rd_kafka_header_get_last(h, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR || !val ||
+      size >= len || memchr(val, '\0', size))
     return NULL;
-  snprintf(buf, len, "%.*s", (int)size, (const char *)val);
+  memcpy(buf, val, size);
+  buf[size] = '\0';
   return buf;
+}
+
+/* The header as an integer in [min, max], else dflt. */
+static int64_t int_header(rd_kafka_headers_t *h, const char *name, int64_t min, int64_t max,
+                          int64_t dflt) {
+  char buf[32];
+  int64_t v;
+  const char *s = header(h, name, buf, sizeof buf);
+  return s && kjb_parse_i64(s, min, max, &v) == 0 ? v : dflt;
 }
 
 static void count(replay *r, uint64_t *stat, const char *outcome) {
@@ -284,11 +297,13 @@ static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
   rd_kafka_headers_t *h = NULL;
   if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
     h = NULL;
-  char topic[256], partition[32], offset[32], ts[32];
-  if (!header(h, "__connect.errors.topic", topic, sizeof topic) ||
-      !header(h, "__connect.errors.partition", partition, sizeof partition) ||
-      !header(h, "__connect.errors.offset", offset, sizeof offset)) {
-    still_failing(r, m, "not a dead letter: no __connect.errors.topic/partition/offset headers");
+  char topic[256];
+  /* A malformed coordinate must not become another record's (0 from
+   * "junk"): the jobs' unique source coordinates would swallow it. */
+  int64_t partition = int_header(h, "__connect.errors.partition", 0, INT32_MAX, -1);
+  int64_t offset = int_header(h, "__connect.errors.offset", 0, INT64_MAX, -1);
+  if (!header(h, "__connect.errors.topic", topic, sizeof topic) || partition < 0 || offset < 0) {
+    still_failing(r, m, "not a dead letter: no valid __connect.errors.topic/partition/offset headers");
     return 0;
   }
   const kjb_topic_cfg *t = kjb_config_topic(r->cfg, topic);
@@ -300,10 +315,9 @@ static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
   }
   kjb_record rec = {
       .topic = t->topic,
-      .partition = (int32_t)strtol(partition, NULL, 10),
-      .offset = strtoll(offset, NULL, 10),
-      .timestamp = header(h, "kjb.original.timestamp", ts, sizeof ts) ? strtoll(ts, NULL, 10)
-                                                                       : -1,
+      .partition = (int32_t)partition,
+      .offset = offset,
+      .timestamp = int_header(h, "kjb.original.timestamp", -1, INT64_MAX, -1),
       .key = m->key,
       .key_len = m->key_len,
       .value = m->payload,
