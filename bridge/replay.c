@@ -153,18 +153,6 @@ static int parse_duration(const char *s, int64_t *out, const char **why) {
   return 0;
 }
 
-/* How much of a bad spec its error quotes: at most 64 bytes, not cutting
- * a UTF-8 sequence (the API answers the message as JSON). */
-static int quoted_len(const char *s) {
-  size_t n = strlen(s);
-  if (n <= 64)
-    return (int)n;
-  n = 64;
-  while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-    n--;
-  return (int)n;
-}
-
 int kjb_reset_parse(const char *text, kjb_reset_spec *out, kjb_err *err) {
   static const struct {
     const char *name;
@@ -193,7 +181,9 @@ int kjb_reset_parse(const char *text, kjb_reset_spec *out, kjb_err *err) {
     }
     break;
   }
-  int shown = quoted_len(text);
+  /* Quoted in part when long, never cutting a character (the API answers
+   * the message as JSON). */
+  int shown = (int)kjb_utf8_prefix(text, 64);
   return kjb_err_set(err, KJB_EUSAGE, "bad reset spec \"%.*s%s\": %s", shown, text,
                      text[shown] ? "..." : "", why);
 }

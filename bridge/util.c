@@ -263,6 +263,16 @@ long kjb_utf8_invalid_at(const char *str, size_t n) {
   return -1;
 }
 
+size_t kjb_utf8_prefix(const char *s, size_t max) {
+  size_t n = strnlen(s, max + 1);
+  if (n <= max)
+    return n;
+  n = max;
+  while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+    n--;
+  return n;
+}
+
 int kjb_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) {
   assert(min <= max);
   if (!s)

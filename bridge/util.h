@@ -50,6 +50,11 @@ void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n);
  * U+10FFFF are invalid). */
 long kjb_utf8_invalid_at(const char *s, size_t n);
 
+/* The length of the longest prefix of the string s that has at most max
+ * bytes and does not end inside a UTF-8 sequence: for quoting part of
+ * valid text in a message that must stay valid (JSON answers). */
+size_t kjb_utf8_prefix(const char *s, size_t max);
+
 /* Parses a whole decimal integer in [min, max] into *out. Strict: an
  * optional '-' (only when min < 0), then digits with no leading zero
  * (except "0" itself); no spaces, '+', other trailing text or overflow.

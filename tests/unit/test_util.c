@@ -201,6 +201,21 @@ static void test_civil_dates(void **state) {
   }
 }
 
+static void test_utf8_prefix(void **state) {
+  static const struct {
+    const char *s;
+    size_t max, n;
+  } cases[] = {
+      {"", 4, 0},           {"abc", 4, 3},           {"abcd", 4, 4},
+      {"abcde", 4, 4},      {"ab\xc3\xa9", 4, 4},    {"abc\xc3\xa9", 4, 3},
+      {"a\xe2\x82\xac", 3, 1}, {"a\xe2\x82\xac", 4, 4}, {"\xf0\x9f\x98\x80x", 2, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    print_message("prefix case %zu\n", i);
+    assert_int_equal(kjb_utf8_prefix(cases[i].s, cases[i].max), cases[i].n);
+  }
+}
+
 static void test_errors(void **state) {
   kjb_err err;
   assert_int_equal(kjb_err_set(&err, KJB_ETRUNCATED, "at byte %d", 17), -KJB_ETRUNCATED);
@@ -218,7 +233,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_durations),      cmocka_unit_test(test_parse_i64),
       cmocka_unit_test(test_rfc3339),       cmocka_unit_test(test_civil_dates),
-      cmocka_unit_test(test_utf8),           cmocka_unit_test(test_base64_and_json),
+      cmocka_unit_test(test_utf8),           cmocka_unit_test(test_utf8_prefix),
+      cmocka_unit_test(test_base64_and_json),
       cmocka_unit_test(test_arena),          cmocka_unit_test(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
