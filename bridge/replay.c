@@ -218,6 +218,15 @@ int64_t kjb_reset_time_ms(const kjb_reset_spec *spec, int64_t now_ms) {
 
 /* ---- replay --------------------------------------------------------- */
 
+int kjb_replay_check_topic(const kjb_config *cfg, const char *topic, kjb_err *err) {
+  for (size_t i = 0; i < cfg->ntopics; i++)
+    if (strcmp(cfg->topics[i].dlq, topic) == 0)
+      return 0;
+  int shown = (int)kjb_utf8_prefix(topic, 200);
+  return kjb_err_set(err, KJB_EUSAGE, "\"%.*s%s\" is not the dead-letter topic of a mapping",
+                     shown, topic, topic[shown] ? "..." : "");
+}
+
 typedef struct {
   int32_t partition;
   int64_t start, end; /* end: the high watermark at start */
@@ -505,6 +514,9 @@ static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
 
 int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_stats *st,
                    volatile sig_atomic_t *stop, kjb_err *err) {
+  int rc = kjb_replay_check_topic(cfg, o->topic, err);
+  if (rc < 0)
+    return rc;
   replay r = {.cfg = cfg, .o = o, .st = st};
   kjb_rows_init(&r.rows);
   r.arena = kjb_arena_new(1 << 20);
@@ -516,7 +528,6 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
                                   "enable.partition.eof", "true",
                                   "auto.offset.reset", "earliest",
                                   NULL};
-  int rc = 0;
   char errstr[512];
   rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, defaults, err);
   if (!conf) {

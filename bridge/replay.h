@@ -44,6 +44,12 @@ int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high,
  * "latest" and "earliest"). -1 for the other specs. */
 int64_t kjb_reset_time_ms(const kjb_reset_spec *spec, int64_t now_ms);
 
+/* Whether topic may be replayed: only the dead-letter topic of a mapping
+ * in cfg (replaying any other topic would turn arbitrary records into
+ * jobs). Returns 0, or -KJB_EUSAGE with a message naming the topic. The
+ * API and kjb_replay_run both ask here. */
+int kjb_replay_check_topic(const kjb_config *cfg, const char *topic, kjb_err *err);
+
 typedef struct {
   const char *topic;  /* the DLQ topic */
   const char *group;  /* NULL: "<kafka.group>.replay" */
@@ -62,8 +68,9 @@ typedef struct {
 
 /* Replays opts->topic until its end offsets as of the start (or, with
  * follow, until *stop). Counts go to stats as they happen, so another
- * thread may read them. Returns 0, or a negative code (Kafka or the
- * database unavailable, or the topic does not exist). */
+ * thread may read them. Returns 0, or a negative code: KJB_EUSAGE when
+ * the topic is not a dead-letter topic (kjb_replay_check_topic), else
+ * Kafka or the database unavailable, or the topic does not exist. */
 int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *opts, kjb_replay_stats *stats,
                    volatile sig_atomic_t *stop, kjb_err *err);
 

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "config.h"
 #include "replay.h"
 
 static const char GENERIC[] =
@@ -200,9 +201,38 @@ static void test_time(void **state) {
   }
 }
 
+/* Only a mapping's dead-letter topic may be replayed, from the CLI and
+ * the API alike. */
+static void test_check_topic(void **state) {
+  kjb_topic_cfg topics[2] = {{.topic = "orders", .dlq = "orders.dlq"},
+                             {.topic = "payments", .dlq = "payments.failed"}};
+  kjb_config cfg = {.topics = topics, .ntopics = 2};
+  kjb_err err;
+  assert_int_equal(kjb_replay_check_topic(&cfg, "orders.dlq", &err), 0);
+  assert_int_equal(kjb_replay_check_topic(&cfg, "payments.failed", &err), 0);
+  static const struct {
+    const char *topic, *msg;
+  } refused[] = {
+      {"orders", "\"orders\" is not the dead-letter topic of a mapping"},
+      {"nope.dlq", "\"nope.dlq\" is not the dead-letter topic of a mapping"},
+      {"payments.dlq", "\"payments.dlq\" is not the dead-letter topic of a mapping"},
+      {"", "\"\" is not the dead-letter topic of a mapping"},
+  };
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    assert_int_equal(kjb_replay_check_topic(&cfg, refused[i].topic, &err), -KJB_EUSAGE);
+    assert_string_equal(err.msg, refused[i].msg);
+  }
+  /* The replay itself refuses it before connecting anywhere. */
+  kjb_replay_opts o = {.topic = "orders"};
+  kjb_replay_stats st = {0};
+  assert_int_equal(kjb_replay_run(&cfg, &o, &st, NULL, &err), -KJB_EUSAGE);
+  assert_string_equal(err.msg, "\"orders\" is not the dead-letter topic of a mapping");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_parse),
                                      cmocka_unit_test(test_parse_quotes_long_specs),
-                                     cmocka_unit_test(test_target), cmocka_unit_test(test_time)};
+                                     cmocka_unit_test(test_target), cmocka_unit_test(test_time),
+                                     cmocka_unit_test(test_check_topic)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
