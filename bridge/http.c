@@ -259,11 +259,20 @@ static problems find_problems(kjb_http *h) {
 
 /* ---- requests ----------------------------------------------------------- */
 
-/* Per request: the body of a POST as it arrives. */
+/* Per request, from its first line to its end (on_completed). */
 typedef struct {
-  kjb_buf body;
+  bool started;     /* the access handler has seen the request */
+  bool nul_in_path; /* the raw path has a %00, which the decoded one hides */
+  kjb_buf body;     /* a POST's body as it arrives */
   bool too_large;
 } request;
+
+static request *request_new(void) {
+  request *rq = calloc(1, sizeof *rq);
+  if (rq)
+    kjb_buf_init(&rq->body);
+  return rq;
+}
 
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
                                const char *body, size_t len, const char *allow) {
@@ -325,6 +334,42 @@ static const char *query_param(void *cls, const char *name) {
   return MHD_lookup_connection_value(cls, MHD_GET_ARGUMENT_KIND, name);
 }
 
+/* ---- input that no handler takes ------------------------------------------ */
+
+/* Every query parameter must be text: valid UTF-8 without NUL bytes (MHD
+ * decodes %00 and %ff, and C strings would silently end at the NUL). */
+typedef struct {
+  char why[160];
+} param_check;
+
+static enum MHD_Result check_param(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size) {
+  param_check *pc = cls;
+  if (memchr(key, '\0', key_size) || kjb_utf8_invalid_at(key, key_size) >= 0) {
+    snprintf(pc->why, sizeof pc->why, "a parameter name is not valid UTF-8 text");
+    return MHD_NO;
+  }
+  const char *wrong = !value                                        ? NULL
+                      : memchr(value, '\0', value_size)             ? "contains a NUL byte"
+                      : kjb_utf8_invalid_at(value, value_size) >= 0 ? "is not valid UTF-8"
+                                                                    : NULL;
+  if (!wrong)
+    return MHD_YES;
+  snprintf(pc->why, sizeof pc->why, "parameter \"%.*s\" %s", (int)kjb_utf8_prefix(key, 64), key,
+           wrong);
+  return MHD_NO;
+}
+
+/* What is wrong with the request whatever its path, in why; NULL when
+ * nothing. */
+static const char *bad_input(struct MHD_Connection *c, const request *rq, param_check *pc) {
+  if (rq->nul_in_path)
+    return "the path contains a NUL byte (%00)";
+  pc->why[0] = '\0';
+  MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, check_param, pc);
+  return pc->why[0] ? pc->why : NULL;
+}
+
 static kjb_api *current_api(kjb_http *h) {
   pthread_mutex_lock(&h->mu);
   kjb_api *api = h->api;
@@ -352,9 +397,11 @@ static enum MHD_Result api_post(kjb_http *h, struct MHD_Connection *c, const cha
   kjb_api *api = current_api(h);
   if (!api)
     return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting", "POST");
-  const char *why = NULL;
-  unsigned denied = kjb_api_authorize(
-      api, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION), &why);
+  const char *why = NULL, *auth = NULL;
+  size_t auth_len = 0;
+  static const char AUTH[] = MHD_HTTP_HEADER_AUTHORIZATION;
+  MHD_lookup_connection_value_n(c, MHD_HEADER_KIND, AUTH, sizeof AUTH - 1, &auth, &auth_len);
+  unsigned denied = kjb_api_authorize(api, auth, auth_len, &why);
   if (denied)
     return respond_error(c, denied, why, "POST");
   if (rq->too_large)
@@ -375,12 +422,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   /* The first call only announces the request; a body, if any, arrives in
    * the calls after it. */
   request *rq = *con_cls;
-  if (!rq) {
-    rq = calloc(1, sizeof *rq);
-    if (!rq)
-      return MHD_NO;
-    kjb_buf_init(&rq->body);
-    *con_cls = rq;
+  if (!rq && !(rq = *con_cls = request_new()))
+    return MHD_NO;
+  if (!rq->started) {
+    rq->started = true;
     return MHD_YES;
   }
   if (*upload_data_size) {
@@ -391,6 +436,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     *upload_data_size = 0;
     return MHD_YES;
   }
+  param_check pc;
+  const char *bad = bad_input(c, rq, &pc);
+  if (bad)
+    return respond_error(c, MHD_HTTP_BAD_REQUEST, bad, "GET");
   bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
   bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
   if (kjb_api_is_post_path(url))
@@ -421,6 +470,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   if (strcmp(url, "/readyz") == 0)
     return probe(c, "not ready", p.ready);
   return probe(c, "starting", p.started);
+}
+
+/* Called with the raw request target before MHD decodes it: the request
+ * object starts here, knowing whether the path hides a NUL. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+  request *rq = request_new();
+  if (rq) {
+    size_t path_len = strcspn(uri, "?");
+    const char *nul = strstr(uri, "%00");
+    rq->nul_in_path = nul && (size_t)(nul - uri) < path_len;
+  }
+  return rq;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -493,14 +554,16 @@ kjb_http *kjb_http_new(const char *addr, const kjb_http_tls *tls, kjb_err *err) 
     h->daemon = MHD_start_daemon(
         flags | MHD_USE_TLS, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_HTTPS_MEM_CERT, h->tls_cert,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
+        MHD_OPTION_HTTPS_MEM_CERT, h->tls_cert,
         MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_HTTPS_PRIORITIES,
         "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_END);
   else
     h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET,
                                  fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                                 MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_END);
   if (!h->daemon) {
     /* Whether a failed start closed the socket depends on where it
      * failed. */

@@ -273,6 +273,13 @@ size_t kjb_utf8_prefix(const char *s, size_t max) {
   return n;
 }
 
+bool kjb_secret_equal(const char *given, size_t gl, const char *secret, size_t sl) {
+  unsigned char diff = gl != sl;
+  for (size_t i = 0; i < gl; i++)
+    diff |= (unsigned char)given[i] ^ (sl ? (unsigned char)secret[i % sl] : 0u);
+  return diff == 0;
+}
+
 int kjb_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) {
   assert(min <= max);
   if (!s)

@@ -55,6 +55,11 @@ long kjb_utf8_invalid_at(const char *s, size_t n);
  * valid text in a message that must stay valid (JSON answers). */
 size_t kjb_utf8_prefix(const char *s, size_t max);
 
+/* Whether given (gl bytes, from a client) equals secret (sl bytes), in a
+ * time that depends on gl alone: never on where they differ nor on the
+ * secret's contents. Every byte counts, NUL bytes included. */
+bool kjb_secret_equal(const char *given, size_t gl, const char *secret, size_t sl);
+
 /* Parses a whole decimal integer in [min, max] into *out. Strict: an
  * optional '-' (only when min < 0), then digits with no leading zero
  * (except "0" itself); no spaces, '+', other trailing text or overflow.

@@ -216,6 +216,24 @@ static void test_utf8_prefix(void **state) {
   }
 }
 
+static void test_secret_equal(void **state) {
+  static const struct {
+    const char *given;
+    size_t gl;
+    bool equal;
+  } cases[] = {
+      {"tok-1", 5, true},   {"tok-2", 5, false},        {"tok-", 4, false},
+      {"tok-1x", 6, false}, {"tok-1\0junk", 10, false}, {"tok-1\0", 6, false},
+      {"", 0, false},       {"TOK-1", 5, false},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    print_message("secret case %zu\n", i);
+    assert_int_equal(kjb_secret_equal(cases[i].given, cases[i].gl, "tok-1", 5), cases[i].equal);
+  }
+  assert_true(kjb_secret_equal("", 0, "", 0));
+  assert_false(kjb_secret_equal("x", 1, "", 0));
+}
+
 static void test_errors(void **state) {
   kjb_err err;
   assert_int_equal(kjb_err_set(&err, KJB_ETRUNCATED, "at byte %d", 17), -KJB_ETRUNCATED);
@@ -234,7 +252,7 @@ int main(void) {
       cmocka_unit_test(test_durations),      cmocka_unit_test(test_parse_i64),
       cmocka_unit_test(test_rfc3339),       cmocka_unit_test(test_civil_dates),
       cmocka_unit_test(test_utf8),           cmocka_unit_test(test_utf8_prefix),
-      cmocka_unit_test(test_base64_and_json),
+      cmocka_unit_test(test_base64_and_json), cmocka_unit_test(test_secret_equal),
       cmocka_unit_test(test_arena),          cmocka_unit_test(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
