@@ -4,7 +4,6 @@
  * a time. */
 #include "api.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -80,9 +79,18 @@ static unsigned error_reply(kjb_buf *out, unsigned status, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  /* Quotes are cut with kjb_utf8_prefix; should a message still end in
+   * a cut character (vsnprintf's limit), it loses that end rather than
+   * the whole answer. */
+  long bad = kjb_utf8_invalid_at(msg, strlen(msg));
+  if (bad >= 0)
+    msg[bad] = '\0';
   put_json(out, json_pack("{s:s}", "error", msg));
   return status;
 }
+
+/* At most 64 bytes of a request value, for quoting it in an error. */
+#define QUOTE(s) (int)kjb_utf8_prefix((s), 64), (s)
 
 static json_t *time_json(int64_t epoch_us) {
   if (epoch_us <= 0)
@@ -93,19 +101,6 @@ static json_t *time_json(int64_t epoch_us) {
   json_t *j = json_string(b.data);
   kjb_buf_close(&b);
   return j;
-}
-
-/* Parses a whole decimal int64 in [min, max]; returns 0 or -1. */
-static int parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) {
-  if (!s || !*s)
-    return -1;
-  char *end;
-  errno = 0;
-  long long v = strtoll(s, &end, 10);
-  if (errno || *end || v < min || v > max)
-    return -1;
-  *out = v;
-  return 0;
 }
 
 /* The database connection, connected on first use; under db_mu. */
@@ -121,6 +116,17 @@ static void db_failed(kjb_api *api) {
     kjb_store_free(api->db);
     api->db = NULL;
   }
+}
+
+/* The job id in the n bytes at s: 0, or -1 when it is not an integer from 1
+ * to INT64_MAX. */
+static int job_id(const char *s, size_t n, int64_t *id) {
+  char buf[24];
+  if (n >= sizeof buf)
+    return -1;
+  memcpy(buf, s, n);
+  buf[n] = '\0';
+  return kjb_parse_i64(buf, 1, INT64_MAX, id);
 }
 
 /* ---- /api/stats ---------------------------------------------------------- */
@@ -307,10 +313,10 @@ static unsigned get_jobs(kjb_api *api, kjb_api_param_fn param, void *cls, kjb_bu
   const char *limit_s = param(cls, "limit"), *before_s = param(cls, "before");
   int64_t limit = JOBS_LIMIT_DEFAULT, before = 0;
   if (state && !kjb_jobs_state_valid(state))
-    return error_reply(out, 400, "unknown state \"%.64s\"", state);
-  if (limit_s && parse_i64(limit_s, 1, JOBS_LIMIT_MAX, &limit) < 0)
+    return error_reply(out, 400, "unknown state \"%.*s\"", QUOTE(state));
+  if (limit_s && kjb_parse_i64(limit_s, 1, JOBS_LIMIT_MAX, &limit) < 0)
     return error_reply(out, 400, "limit must be a number from 1 to %d", JOBS_LIMIT_MAX);
-  if (before_s && parse_i64(before_s, 1, INT64_MAX, &before) < 0)
+  if (before_s && kjb_parse_i64(before_s, 1, INT64_MAX, &before) < 0)
     return error_reply(out, 400, "before must be a job id");
   char limit_txt[24], before_txt[24];
   snprintf(limit_txt, sizeof limit_txt, "%" PRId64, limit);
@@ -336,11 +342,13 @@ static unsigned get_jobs(kjb_api *api, kjb_api_param_fn param, void *cls, kjb_bu
   return 200;
 }
 
-static unsigned get_job(kjb_api *api, const char *id_s, kjb_buf *out) {
+static unsigned get_job(kjb_api *api, const char *id_s, size_t id_len, kjb_buf *out) {
   int64_t id;
-  if (parse_i64(id_s, 1, INT64_MAX, &id) < 0)
-    return error_reply(out, 400, "not a job id: \"%.64s\"", id_s);
-  const char *params[] = {id_s};
+  char id_txt[24];
+  if (job_id(id_s, id_len, &id) < 0)
+    return error_reply(out, 400, "bad job id");
+  snprintf(id_txt, sizeof id_txt, "%" PRId64, id);
+  const char *params[] = {id_txt};
   unsigned status = 200;
   pthread_mutex_lock(&api->db_mu);
   json_t *job = query_json(api, "show job",
@@ -358,52 +366,50 @@ static unsigned get_job(kjb_api *api, const char *id_s, kjb_buf *out) {
 static unsigned get_dlq(kjb_api_param_fn param, void *cls, kjb_buf *out) {
   const char *limit_s = param(cls, "limit");
   int64_t limit = JOBS_LIMIT_DEFAULT;
-  if (limit_s && parse_i64(limit_s, 1, KJB_STATS_DEAD_LETTERS, &limit) < 0)
+  if (limit_s && kjb_parse_i64(limit_s, 1, KJB_STATS_DEAD_LETTERS, &limit) < 0)
     return error_reply(out, 400, "limit must be a number from 1 to %d", KJB_STATS_DEAD_LETTERS);
   put_json(out, kjb_stats_dead_letters((int)limit));
   return 200;
 }
 
-/* "/api/jobs/123" → "123", or NULL; with suffix ("/retry") only when the
- * path ends so, the id copied to id (cap bytes). */
-static const char *job_path(const char *path, const char *suffix, char *id, size_t cap) {
+/* Whether path is "/api/jobs/<segment>" followed by suffix ("/retry";
+ * NULL for nothing). The segment, whatever it holds, is the job id
+ * (*id, *n): a bad one is a bad id (400), not an unknown path (404). */
+static bool job_path(const char *path, const char *suffix, const char **id, size_t *n) {
   static const char prefix[] = "/api/jobs/";
   if (strncmp(path, prefix, sizeof prefix - 1) != 0)
-    return NULL;
-  const char *p = path + sizeof prefix - 1;
-  size_t n = strcspn(p, "/");
-  if (n == 0 || n >= cap)
-    return NULL;
-  if (suffix ? strcmp(p + n, suffix) != 0 : p[n] != '\0')
-    return NULL;
-  memcpy(id, p, n);
-  id[n] = '\0';
-  return id;
+    return false;
+  *id = path + sizeof prefix - 1;
+  *n = strcspn(*id, "/");
+  return *n > 0 && strcmp(*id + *n, suffix ? suffix : "") == 0;
 }
 
 bool kjb_api_is_get_path(const char *path) {
-  char id[32];
+  const char *id;
+  size_t n;
   return strcmp(path, "/api/stats") == 0 || strcmp(path, "/api/jobs") == 0 ||
-         strcmp(path, "/api/dlq") == 0 || job_path(path, NULL, id, sizeof id);
+         strcmp(path, "/api/dlq") == 0 || job_path(path, NULL, &id, &n);
 }
 
 bool kjb_api_is_post_path(const char *path) {
-  char id[32];
-  return strcmp(path, "/api/replay") == 0 || job_path(path, "/retry", id, sizeof id) ||
-         job_path(path, "/cancel", id, sizeof id);
+  const char *id;
+  size_t n;
+  return strcmp(path, "/api/replay") == 0 || job_path(path, "/retry", &id, &n) ||
+         job_path(path, "/cancel", &id, &n);
 }
 
 unsigned kjb_api_get(kjb_api *api, const char *path, kjb_api_param_fn param, void *cls,
                      const kjb_api_health *health, kjb_buf *out) {
-  char id[32];
+  const char *id;
+  size_t n;
   if (strcmp(path, "/api/stats") == 0)
     return get_stats(api, health, out);
   if (strcmp(path, "/api/jobs") == 0)
     return get_jobs(api, param, cls, out);
   if (strcmp(path, "/api/dlq") == 0)
     return get_dlq(param, cls, out);
-  if (job_path(path, NULL, id, sizeof id))
-    return get_job(api, id, out);
+  if (job_path(path, NULL, &id, &n))
+    return get_job(api, id, n, out);
   return error_reply(out, 404, "not found");
 }
 
@@ -411,33 +417,30 @@ unsigned kjb_api_get(kjb_api *api, const char *path, kjb_api_param_fn param, voi
 
 bool kjb_api_admin_enabled(const kjb_api *api) { return api->token != NULL; }
 
-unsigned kjb_api_authorize(const kjb_api *api, const char *authorization, const char **why) {
+unsigned kjb_api_authorize(const kjb_api *api, const char *authorization, size_t len,
+                           const char **why) {
   if (!api->token) {
     *why = "admin API disabled: set the environment variable named by http.admin_token_env";
     return 403;
   }
   static const char bearer[] = "Bearer ";
-  if (!authorization || strncasecmp(authorization, bearer, sizeof bearer - 1) != 0) {
+  size_t bl = sizeof bearer - 1;
+  if (!authorization || len < bl || strncasecmp(authorization, bearer, bl) != 0) {
     *why = "missing bearer token";
     return 401;
   }
-  const char *given = authorization + sizeof bearer - 1;
-  size_t gl = strlen(given), tl = strlen(api->token);
-  /* Constant time in the token's contents: every byte is compared. */
-  unsigned char diff = gl != tl;
-  for (size_t i = 0; i < gl; i++)
-    diff |= (unsigned char)given[i] ^ (unsigned char)api->token[i % tl];
-  if (diff) {
+  if (!kjb_secret_equal(authorization + bl, len - bl, api->token, strlen(api->token))) {
     *why = "wrong token";
     return 403;
   }
   return 0;
 }
 
-static unsigned job_action(kjb_api *api, const char *id_s, int retry, kjb_buf *out) {
+static unsigned job_action(kjb_api *api, const char *id_s, size_t id_len, int retry,
+                           kjb_buf *out) {
   int64_t id;
-  if (parse_i64(id_s, 1, INT64_MAX, &id) < 0)
-    return error_reply(out, 400, "not a job id: \"%.64s\"", id_s);
+  if (job_id(id_s, id_len, &id) < 0)
+    return error_reply(out, 400, "bad job id");
   kjb_err err;
   kjb_jobs_result res;
   pthread_mutex_lock(&api->db_mu);
@@ -481,18 +484,14 @@ static void *replay_main(void *arg) {
   return NULL;
 }
 
-static bool is_dlq_topic(const kjb_config *cfg, const char *topic) {
-  for (size_t i = 0; i < cfg->ntopics; i++)
-    if (strcmp(cfg->topics[i].dlq, topic) == 0)
-      return true;
-  return false;
-}
-
 static unsigned start_replay(kjb_api *api, const char *body, size_t len, kjb_buf *out) {
   json_t *req = NULL;
   if (len > 0) {
     json_error_t je;
     req = json_loadb(body, len, 0, &je);
+    if (!req)
+      return error_reply(out, 400, "the body is not valid JSON: %s at byte %d", je.text,
+                         je.position);
     if (!json_is_object(req)) {
       json_decref(req);
       return error_reply(out, 400, "the body must be a JSON object");
@@ -525,8 +524,8 @@ static unsigned start_replay(kjb_api *api, const char *body, size_t len, kjb_buf
   kjb_err err;
   if (!status && !topic)
     status = error_reply(out, 400, "no topic given and none configured");
-  if (!status && !is_dlq_topic(api->cfg, topic))
-    status = error_reply(out, 400, "\"%.200s\" is not the dead-letter topic of a mapping", topic);
+  if (!status && kjb_replay_check_topic(api->cfg, topic, &err) < 0)
+    status = error_reply(out, 400, "%s", err.msg);
   if (!status && reset && kjb_reset_parse(reset, &spec, &err) < 0)
     status = error_reply(out, 400, "reset_offsets: %s", err.msg);
   if (status) {
@@ -567,13 +566,14 @@ static unsigned start_replay(kjb_api *api, const char *body, size_t len, kjb_buf
 
 unsigned kjb_api_post(kjb_api *api, const char *path, const char *body, size_t len,
                       kjb_buf *out) {
-  char id[32];
+  const char *id;
+  size_t n;
   if (strcmp(path, "/api/replay") == 0)
     return start_replay(api, body, len, out);
-  if (job_path(path, "/retry", id, sizeof id))
-    return job_action(api, id, 1, out);
-  if (job_path(path, "/cancel", id, sizeof id))
-    return job_action(api, id, 0, out);
+  if (job_path(path, "/retry", &id, &n))
+    return job_action(api, id, n, 1, out);
+  if (job_path(path, "/cancel", &id, &n))
+    return job_action(api, id, n, 0, out);
   return error_reply(out, 404, "not found");
 }
 

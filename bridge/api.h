@@ -20,7 +20,9 @@ typedef struct {
   const char *reason; /* the first failing probe's reason, or NULL */
 } kjb_api_health;
 
-/* A request's query parameter, or NULL when absent. */
+/* A request's query parameter, or NULL when absent. The HTTP server
+ * refuses requests whose parameters are not valid UTF-8 or hold a NUL
+ * byte: values are text. */
 typedef const char *(*kjb_api_param_fn)(void *cls, const char *name);
 
 /* node and roles name this process; ex (may be NULL) is asked for breaker
@@ -36,9 +38,11 @@ void kjb_api_free(kjb_api *api);
 /* Whether the admin actions are enabled (a token is set). */
 bool kjb_api_admin_enabled(const kjb_api *api);
 
-/* Judges an Authorization header value (NULL when absent) for an admin
- * action: 0 when allowed, else 401 or 403 with the reason in *why. */
-unsigned kjb_api_authorize(const kjb_api *api, const char *authorization, const char **why);
+/* Judges an Authorization header value of len bytes (NULL when absent)
+ * for an admin action: 0 when allowed, else 401 or 403 with the reason in
+ * *why. The token is compared over the whole value, in constant time. */
+unsigned kjb_api_authorize(const kjb_api *api, const char *authorization, size_t len,
+                           const char **why);
 
 /* Answers GET path (starting with "/api/"): returns the status and appends
  * the JSON body to out. */

@@ -82,15 +82,6 @@ static int expected(ectx *c, const kjb_snode *n, const json_t *j) {
 
 /* ---- Parsing the string forms of logical types ---- */
 
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  int64_t era = (y >= 0 ? y : y - 399) / 400;
-  unsigned yoe = (unsigned)(y - era * 400);
-  unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-  unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + (int64_t)doe - 719468;
-}
-
 /* Reads exactly n digits. */
 static bool digits(const char **s, int n, int64_t *out) {
   int64_t v = 0;
@@ -109,13 +100,7 @@ static bool parse_date(const char **s, int64_t *days) {
   if (!digits(s, 4, &y) || *(*s)++ != '-' || !digits(s, 2, &m) || *(*s)++ != '-' ||
       !digits(s, 2, &d))
     return false;
-  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (m < 1 || m > 12 || d < 1 || d > mdays[m - 1])
-    return false;
-  if (m == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
-    return false;
-  *days = days_from_civil(y, (unsigned)m, (unsigned)d);
-  return true;
+  return kjb_civil_to_days(y, m, d, days) == 0;
 }
 
 /* "HH:MM:SS[.frac]" in units of 1/per_sec seconds; digits beyond the

@@ -1,6 +1,8 @@
-/* The HTTP server (see http.h) over libmicrohttpd's internal polling
- * thread. Every answer is built from fixed text, the metric registry and
- * the health snapshot: nothing from the request is echoed back. */
+/* The HTTP server (see http.h) over libmicrohttpd: a few epoll threads
+ * answer the probes, /metrics and the dashboard from memory, and hand
+ * /api/ requests to worker threads. Every answer is built from fixed
+ * text, the metric registry, the health snapshot and the API: nothing
+ * from the request is echoed back but validated values. */
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -24,6 +26,19 @@
 #include "metrics.h"
 #include "util.h"
 
+/* How the server is sized. Connections cost a file descriptor and a
+ * little memory, not a thread: slow clients (a slowloris dribbling header
+ * lines) take connections but no thread, and there are many more
+ * connections than any such attack on a probe port is likely to hold. */
+#define HTTP_POLL_THREADS 2     /* epoll threads: accept, read, answer */
+#define HTTP_API_WORKERS 4      /* threads that run /api/ requests */
+#define HTTP_API_QUEUED 256     /* /api/ requests waiting before 503 */
+#define HTTP_MAX_CONNECTIONS 4096
+#define HTTP_FD_RESERVE 256     /* descriptors left for Kafka, PostgreSQL, handlers */
+#define HTTP_TIMEOUT_S 10       /* an idle connection is closed after this */
+
+struct request;
+
 struct kjb_http {
   struct MHD_Daemon *daemon;
   int port;
@@ -32,6 +47,15 @@ struct kjb_http {
   kjb_health health; /* under mu */
   bool reported;     /* under mu: health was set at least once */
   kjb_api *api;      /* under mu; NULL until kjb_http_set_api */
+
+  /* /api/ requests waiting for a worker: a FIFO under qmu. */
+  pthread_mutex_t qmu;
+  pthread_cond_t qcv;
+  struct request *head, *tail;
+  size_t queued;
+  bool stopping; /* kjb_http_free began: queue nothing more */
+  pthread_t workers[HTTP_API_WORKERS];
+  int nworkers;
 };
 
 /* The dashboard page (web/dashboard.html, embedded at build time). */
@@ -99,14 +123,16 @@ static int open_listener(const char *addr, int *v6, int *port_out, kjb_err *err)
                        gai_strerror(gai)),
            -1;
   /* Exactly the configured address: the first one it resolves to. */
-  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* Non-blocking: several poll threads accept from it. */
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   int e = errno;
   if (fd >= 0) {
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (ai->ai_family == AF_INET6)
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+    /* A full backlog drops connections before MHD sees them. */
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
       e = errno;
       close(fd);
       fd = -1;
@@ -269,11 +295,48 @@ static problems find_problems(kjb_http *h, kjb_health *st) {
 
 /* ---- requests ----------------------------------------------------------- */
 
-/* Per request: the body of a POST as it arrives. */
-typedef struct {
-  kjb_buf body;
+/* Per request, from its first line (on_uri) to its end (on_completed). */
+typedef struct request {
+  bool started;     /* the access handler has seen the request */
+  bool nul_in_path; /* the raw path has a %00, which the decoded one hides */
+  kjb_buf body;     /* a POST's body as it arrives */
   bool too_large;
+  kjb_buf params; /* the query parameters, checked: "name\0value\0"... */
+
+  /* An /api/ request handed to a worker: what the worker needs, copied,
+   * for it must not touch the suspended connection. */
+  struct request *next; /* in the queue */
+  struct MHD_Connection *conn;
+  bool post;
+  char *url;
+  bool has_auth;
+  kjb_buf auth; /* the Authorization header, every byte */
+
+  /* The answer, set by the worker before it resumes the connection. */
+  bool answered;
+  unsigned status;
+  kjb_buf reply;
 } request;
+
+static request *request_new(void) {
+  request *rq = calloc(1, sizeof *rq);
+  if (!rq)
+    return NULL;
+  kjb_buf_init(&rq->body);
+  kjb_buf_init(&rq->params);
+  kjb_buf_init(&rq->auth);
+  kjb_buf_init(&rq->reply);
+  return rq;
+}
+
+static void request_free(request *rq) {
+  kjb_buf_close(&rq->body);
+  kjb_buf_close(&rq->params);
+  kjb_buf_close(&rq->auth);
+  kjb_buf_close(&rq->reply);
+  free(rq->url);
+  free(rq);
+}
 
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
                                const char *body, size_t len, const char *allow) {
@@ -303,13 +366,18 @@ static enum MHD_Result respond_json(struct MHD_Connection *c, unsigned status, c
   return respond(c, status, JSON_TYPE, body, strlen(body), "GET");
 }
 
+/* {"error":<why>} into b. */
+static void error_json(kjb_buf *b, const char *why) {
+  kjb_buf_puts(b, "{\"error\":");
+  kjb_buf_json_str(b, why, strlen(why));
+  kjb_buf_putc(b, '}');
+}
+
 static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *why,
                                      const char *allow) {
   kjb_buf b;
   kjb_buf_init(&b);
-  kjb_buf_puts(&b, "{\"error\":");
-  kjb_buf_json_str(&b, why, strlen(why));
-  kjb_buf_putc(&b, '}');
+  error_json(&b, why);
   enum MHD_Result ret = respond(c, status, JSON_TYPE, b.data, b.len, allow);
   kjb_buf_close(&b);
   return ret;
@@ -331,10 +399,6 @@ static enum MHD_Result probe(struct MHD_Connection *c, const char *bad, const ch
   return ret;
 }
 
-static const char *query_param(void *cls, const char *name) {
-  return MHD_lookup_connection_value(cls, MHD_GET_ARGUMENT_KIND, name);
-}
-
 static kjb_api *current_api(kjb_http *h) {
   pthread_mutex_lock(&h->mu);
   kjb_api *api = h->api;
@@ -342,70 +406,177 @@ static kjb_api *current_api(kjb_http *h) {
   return api;
 }
 
-static enum MHD_Result api_get(kjb_http *h, struct MHD_Connection *c, const char *url) {
-  kjb_api *api = current_api(h);
-  if (!api)
-    return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting", "GET");
+/* ---- input that no handler takes ------------------------------------------ */
+
+/* Every query parameter must be text: valid UTF-8 without NUL bytes (MHD
+ * decodes %00 and %ff, and C strings would silently end at the NUL). The
+ * good ones are copied to the request for the API. */
+typedef struct {
+  char why[160];
+  kjb_buf *copy;
+} param_check;
+
+static enum MHD_Result check_param(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size) {
+  param_check *pc = cls;
+  if (memchr(key, '\0', key_size) || kjb_utf8_invalid_at(key, key_size) >= 0) {
+    snprintf(pc->why, sizeof pc->why, "a parameter name is not valid UTF-8 text");
+    return MHD_NO;
+  }
+  const char *wrong = !value                                        ? NULL
+                      : memchr(value, '\0', value_size)             ? "contains a NUL byte"
+                      : kjb_utf8_invalid_at(value, value_size) >= 0 ? "is not valid UTF-8"
+                                                                    : NULL;
+  if (wrong) {
+    snprintf(pc->why, sizeof pc->why, "parameter \"%.*s\" %s", (int)kjb_utf8_prefix(key, 64), key,
+             wrong);
+    return MHD_NO;
+  }
+  if (value) {
+    kjb_buf_append(pc->copy, key, key_size + 1);
+    kjb_buf_append(pc->copy, value, value_size + 1);
+  }
+  return MHD_YES;
+}
+
+/* What is wrong with the request whatever its path, in pc->why; NULL when
+ * nothing (its parameters are then in rq->params). */
+static const char *bad_input(struct MHD_Connection *c, request *rq, param_check *pc) {
+  if (rq->nul_in_path)
+    return "the path contains a NUL byte (%00)";
+  pc->why[0] = '\0';
+  pc->copy = &rq->params;
+  kjb_buf_reset(&rq->params);
+  MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, check_param, pc);
+  return pc->why[0] ? pc->why : NULL;
+}
+
+/* kjb_api_param_fn over rq->params; the first of repeated names wins. */
+static const char *copied_param(void *cls, const char *name) {
+  const kjb_buf *params = &((const request *)cls)->params;
+  for (const char *p = params->data, *end = p + params->len; p < end;) {
+    const char *value = p + strlen(p) + 1;
+    if (strcmp(p, name) == 0)
+      return value;
+    p = value + strlen(value) + 1;
+  }
+  return NULL;
+}
+
+/* ---- /api/ on worker threads ----------------------------------------------- */
+
+/* An /api/ request may wait on PostgreSQL for as long as it is slow or
+ * unreachable. The poll threads hand it to a worker and suspend its
+ * connection meanwhile, so that they go on answering the probes. */
+
+static void api_get(kjb_http *h, kjb_api *api, request *rq) {
   kjb_health st;
   problems p = find_problems(h, &st);
   kjb_api_health ah = {!p.live, !p.ready, !p.started,
                        p.live ? p.live : p.ready ? p.ready : p.started};
-  kjb_buf b;
-  kjb_buf_init(&b);
-  unsigned status = kjb_api_get(api, url, query_param, c, &ah, &b);
-  enum MHD_Result ret = respond(c, status, JSON_TYPE, b.data, b.len, "GET");
-  kjb_buf_close(&b);
-  return ret;
+  rq->status = kjb_api_get(api, rq->url, copied_param, rq, &ah, &rq->reply);
 }
 
-static enum MHD_Result api_post(kjb_http *h, struct MHD_Connection *c, const char *url,
-                                const request *rq) {
-  kjb_api *api = current_api(h);
-  if (!api)
-    return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting", "POST");
+static void api_post(kjb_api *api, request *rq) {
   const char *why = NULL;
-  unsigned denied = kjb_api_authorize(
-      api, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION), &why);
-  if (denied)
-    return respond_error(c, denied, why, "POST");
-  if (rq->too_large)
-    return respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large", "POST");
-  kjb_buf b;
-  kjb_buf_init(&b);
-  unsigned status = kjb_api_post(api, url, rq->body.data, rq->body.len, &b);
-  enum MHD_Result ret = respond(c, status, JSON_TYPE, b.data, b.len, "POST");
-  kjb_buf_close(&b);
-  return ret;
+  unsigned denied = kjb_api_authorize(api, rq->has_auth ? rq->auth.data : NULL, rq->auth.len, &why);
+  if (denied) {
+    rq->status = denied;
+    error_json(&rq->reply, why);
+  } else if (rq->too_large) {
+    rq->status = MHD_HTTP_CONTENT_TOO_LARGE;
+    error_json(&rq->reply, "request body too large");
+  } else {
+    rq->status = kjb_api_post(api, rq->url, rq->body.data, rq->body.len, &rq->reply);
+  }
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
-  kjb_http *h = cls;
-  /* The first call only announces the request; a body, if any, arrives in
-   * the calls after it. */
-  request *rq = *con_cls;
-  if (!rq) {
-    rq = calloc(1, sizeof *rq);
+/* Answers rq into rq->status and rq->reply. */
+static void api_answer(kjb_http *h, request *rq, bool stopping) {
+  kjb_api *api = current_api(h);
+  if (stopping || !api) {
+    rq->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+    error_json(&rq->reply, stopping ? "shutting down" : "starting");
+  } else if (rq->post) {
+    api_post(api, rq);
+  } else {
+    api_get(h, api, rq);
+  }
+}
+
+/* Takes queued requests until kjb_http_free; once it began, the ones left
+ * are answered 503 without running. */
+static void *api_worker(void *arg) {
+  kjb_http *h = arg;
+  pthread_mutex_lock(&h->qmu);
+  for (;;) {
+    while (!h->head && !h->stopping)
+      pthread_cond_wait(&h->qcv, &h->qmu);
+    request *rq = h->head;
     if (!rq)
-      return MHD_NO;
-    kjb_buf_init(&rq->body);
-    *con_cls = rq;
-    return MHD_YES;
+      break;
+    h->head = rq->next;
+    h->queued--;
+    bool stopping = h->stopping;
+    pthread_mutex_unlock(&h->qmu);
+    api_answer(h, rq, stopping);
+    rq->answered = true;
+    /* From here the poll thread owns rq again (and may free it). */
+    MHD_resume_connection(rq->conn);
+    pthread_mutex_lock(&h->qmu);
   }
-  if (*upload_data_size) {
-    if (rq->body.len + *upload_data_size > MAX_BODY)
-      rq->too_large = true;
-    else
-      kjb_buf_append(&rq->body, upload_data, *upload_data_size);
-    *upload_data_size = 0;
-    return MHD_YES;
+  pthread_mutex_unlock(&h->qmu);
+  return NULL;
+}
+
+/* Copies what the worker needs, suspends the connection and queues rq; or
+ * answers 503 at once when too many wait or the server is stopping. */
+static enum MHD_Result hand_to_api(kjb_http *h, struct MHD_Connection *c, request *rq,
+                                   const char *url, bool post) {
+  const char *allow = post ? "POST" : "GET";
+  if (!current_api(h))
+    return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting", allow);
+  if (!(rq->url = strdup(url)))
+    return MHD_NO;
+  static const char AUTH[] = MHD_HTTP_HEADER_AUTHORIZATION;
+  const char *auth;
+  size_t auth_len;
+  if (post && MHD_lookup_connection_value_n(c, MHD_HEADER_KIND, AUTH, sizeof AUTH - 1, &auth,
+                                            &auth_len) == MHD_YES) {
+    rq->has_auth = true;
+    kjb_buf_append(&rq->auth, auth, auth_len);
   }
+  rq->post = post;
+  rq->conn = c;
+  pthread_mutex_lock(&h->qmu);
+  const char *refused = h->stopping                    ? "shutting down"
+                        : h->queued >= HTTP_API_QUEUED ? "too many API requests in progress"
+                                                       : NULL;
+  if (!refused) {
+    MHD_suspend_connection(c);
+    rq->next = NULL;
+    *(h->head ? &h->tail->next : &h->head) = rq;
+    h->tail = rq;
+    h->queued++;
+    pthread_cond_signal(&h->qcv);
+  }
+  pthread_mutex_unlock(&h->qmu);
+  return refused ? respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, refused, allow) : MHD_YES;
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+/* Everything but /api/ is answered right here, from memory. */
+static enum MHD_Result route(kjb_http *h, struct MHD_Connection *c, request *rq, const char *url,
+                             const char *method) {
+  param_check pc;
+  const char *bad = bad_input(c, rq, &pc);
+  if (bad)
+    return respond_error(c, MHD_HTTP_BAD_REQUEST, bad, "GET");
   bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
   bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
   if (kjb_api_is_post_path(url))
-    return post ? api_post(h, c, url, rq)
+    return post ? hand_to_api(h, c, rq, url, true)
                 : respond_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", "POST");
   bool known = strcmp(url, "/") == 0 || strcmp(url, "/metrics") == 0 ||
                strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
@@ -417,7 +588,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   if (strcmp(url, "/") == 0)
     return respond(c, MHD_HTTP_OK, HTML_TYPE, kjb_dashboard_html, kjb_dashboard_html_len, "GET");
   if (strncmp(url, "/api/", 5) == 0)
-    return api_get(h, c, url);
+    return hand_to_api(h, c, rq, url, false);
   if (strcmp(url, "/metrics") == 0) {
     kjb_buf b;
     kjb_buf_init(&b);
@@ -435,12 +606,51 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   return probe(c, "starting", p.started);
 }
 
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+  /* The first call only announces the request; a body, if any, arrives in
+   * the calls after it. */
+  request *rq = *con_cls;
+  if (!rq && !(rq = *con_cls = request_new()))
+    return MHD_NO;
+  if (!rq->started) {
+    rq->started = true;
+    return MHD_YES;
+  }
+  if (*upload_data_size) {
+    if (rq->body.len + *upload_data_size > MAX_BODY)
+      rq->too_large = true;
+    else
+      kjb_buf_append(&rq->body, upload_data, *upload_data_size);
+    *upload_data_size = 0;
+    return MHD_YES;
+  }
+  if (rq->answered) /* resumed by its API worker */
+    return respond(c, rq->status, JSON_TYPE, rq->reply.data, rq->reply.len,
+                   rq->post ? "POST" : "GET");
+  return route(cls, c, rq, url, method);
+}
+
+/* Called with the raw request target before MHD decodes it: the request
+ * object starts here, knowing whether the path hides a NUL. MHD calls
+ * on_completed for it whatever happens next. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+  request *rq = request_new();
+  if (rq) {
+    size_t path_len = strcspn(uri, "?");
+    const char *nul = strstr(uri, "%00");
+    rq->nul_in_path = nul && (size_t)(nul - uri) < path_len;
+  }
+  return rq;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   request *rq = *con_cls;
   if (rq) {
-    kjb_buf_close(&rq->body);
-    free(rq);
+    request_free(rq);
     *con_cls = NULL;
   }
 }
@@ -470,11 +680,77 @@ static char *read_pem(const char *what, const char *path, kjb_err *err) {
   return b.data; /* kjb_buf keeps its text NUL-terminated */
 }
 
+/* How many connections the server takes at once: what the descriptor
+ * limit leaves beside HTTP_FD_RESERVE, at most HTTP_MAX_CONNECTIONS. A soft
+ * limit lower than that needs is raised toward the hard limit first (the
+ * default soft limit, 1024, is a relic of select()). */
+static unsigned connection_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return 64;
+  rlim_t want = HTTP_MAX_CONNECTIONS + HTTP_FD_RESERVE;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+    struct rlimit raised = {rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want,
+                            rl.rlim_max};
+    if (raised.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &raised) == 0)
+      rl.rlim_cur = raised.rlim_cur;
+  }
+  rlim_t have = rl.rlim_cur == RLIM_INFINITY ? want : rl.rlim_cur;
+  if (have < HTTP_FD_RESERVE + 64)
+    return 64;
+  have -= HTTP_FD_RESERVE;
+  return (unsigned)(have < HTTP_MAX_CONNECTIONS ? have : HTTP_MAX_CONNECTIONS);
+}
+
+/* Starts the API workers. Returns 0, or -1 with none left running. */
+static int start_workers(kjb_http *h) {
+  for (; h->nworkers < HTTP_API_WORKERS; h->nworkers++)
+    if (pthread_create(&h->workers[h->nworkers], NULL, api_worker, h) != 0)
+      return -1;
+  return 0;
+}
+
+/* Makes the workers answer what is queued (503) and waits for them; after
+ * this no connection is left suspended and none gets suspended. */
+static void stop_workers(kjb_http *h) {
+  pthread_mutex_lock(&h->qmu);
+  h->stopping = true;
+  pthread_cond_broadcast(&h->qcv);
+  pthread_mutex_unlock(&h->qmu);
+  for (int i = 0; i < h->nworkers; i++)
+    pthread_join(h->workers[i], NULL);
+  h->nworkers = 0;
+}
+
 static void http_free(kjb_http *h) {
+  stop_workers(h);
+  pthread_cond_destroy(&h->qcv);
+  pthread_mutex_destroy(&h->qmu);
   pthread_mutex_destroy(&h->mu);
   free(h->tls_cert);
   free(h->tls_key);
   free(h);
+}
+
+static struct MHD_Daemon *start_daemon(kjb_http *h, int fd, bool v6, bool tls) {
+  /* epoll threads with suspendable connections: see the top of the file. */
+  unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
+  if (v6)
+    flags |= MHD_USE_IPv6;
+  if (tls)
+    flags |= MHD_USE_TLS;
+  struct MHD_OptionItem tls_opts[] = {
+      {MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert},
+      {MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key},
+      {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
+      {MHD_OPTION_END, 0, NULL}};
+  struct MHD_OptionItem no_tls[] = {{MHD_OPTION_END, 0, NULL}};
+  return MHD_start_daemon(
+      flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
+      MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_POLL_THREADS, MHD_OPTION_CONNECTION_LIMIT,
+      connection_limit(), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
+      MHD_OPTION_ARRAY, tls ? tls_opts : no_tls, MHD_OPTION_END);
 }
 
 kjb_http *kjb_http_new(const char *addr, const kjb_http_tls *tls, kjb_err *err) {
@@ -484,9 +760,16 @@ kjb_http *kjb_http_new(const char *addr, const kjb_http_tls *tls, kjb_err *err) 
     return NULL;
   }
   pthread_mutex_init(&h->mu, NULL);
+  pthread_mutex_init(&h->qmu, NULL);
+  pthread_cond_init(&h->qcv, NULL);
   if (tls && (!(h->tls_cert = read_pem("tls_cert", tls->cert_file, err)) ||
               !(h->tls_key = read_pem("tls_key", tls->key_file, err)))) {
     http_free(h);
+    return NULL;
+  }
+  if (start_workers(h) < 0) {
+    http_free(h);
+    kjb_err_set(err, KJB_EIO, "could not start the http server's threads");
     return NULL;
   }
   int v6 = 0, port = 0;
@@ -496,23 +779,7 @@ kjb_http *kjb_http_new(const char *addr, const kjb_http_tls *tls, kjb_err *err) 
     return NULL;
   }
   h->port = port;
-  /* A thread per connection: an /api request waiting on the database
-   * never holds up a probe. */
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
-  if (v6)
-    flags |= MHD_USE_IPv6;
-  if (tls)
-    h->daemon = MHD_start_daemon(
-        flags | MHD_USE_TLS, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_HTTPS_MEM_CERT, h->tls_cert,
-        MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_HTTPS_PRIORITIES,
-        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_END);
-  else
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET,
-                                 fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+  h->daemon = start_daemon(h, fd, v6, tls != NULL);
   if (!h->daemon) {
     /* Whether a failed start closed the socket depends on where it
      * failed. */
@@ -544,6 +811,8 @@ void kjb_http_set_health(kjb_http *h, const kjb_health *health) {
 void kjb_http_free(kjb_http *h) {
   if (!h)
     return;
+  /* The workers first: MHD must not stop with a connection suspended. */
+  stop_workers(h);
   /* Stopping closes the listening socket too. */
   MHD_stop_daemon(h->daemon);
   http_free(h);

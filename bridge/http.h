@@ -33,9 +33,13 @@ typedef struct {
 } kjb_health;
 
 /* Starts serving on addr, "127.0.0.1:9464" or "[::1]:9464" (port 0
- * picks a free port; see kjb_http_port), with a thread per connection;
- * HTTPS (TLS 1.2 or newer) when tls is not NULL. Until the first
- * kjb_http_set_health every probe fails with the reason "starting". Returns NULL with err:
+ * picks a free port; see kjb_http_port); HTTPS (TLS 1.2 or newer) when
+ * tls is not NULL. Connections are served by a few epoll threads, up to
+ * thousands at once (the descriptor limit is raised toward its hard
+ * limit for them); the probes are answered from memory there while /api/
+ * requests, which may wait on the database, run on worker threads (503
+ * when too many wait). Until the first kjb_http_set_health every probe
+ * fails with the reason "starting". Returns NULL with err:
  * KJB_ECONFIG when addr is not host:port or a TLS file cannot be read,
  * KJB_EIO ("could not listen on 127.0.0.1:9464: Address already in use")
  * when the address cannot be bound or the server not started. */
@@ -57,7 +61,8 @@ int kjb_http_port(const kjb_http *h);
 /* Replaces the health snapshot; safe from any thread. */
 void kjb_http_set_health(kjb_http *h, const kjb_health *health);
 
-/* Stops serving (waits for requests in progress) and frees h. */
+/* Stops serving (waits for /api/ requests in progress; those still
+ * queued are answered 503) and frees h. */
 void kjb_http_free(kjb_http *h);
 
 #endif

@@ -2,6 +2,8 @@
  * configuration and calls into the library. Exit codes: 0 success, 1
  * operational failure, 2 usage or configuration error. */
 #include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <jansson.h>
 #include <libconfig.h>
@@ -11,6 +13,7 @@
 #include <curl/curl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +48,6 @@ static void install_signals(void) {
   signal(SIGPIPE, SIG_IGN);
 }
 
-/* "kjb: <cmd>: <why>"; returns the exit code that fits the error: 2 when
- * the configuration, a schema or the command line is wrong, else 1. */
 /* Writes "kjb: <cmd>: <msg>" to stderr, with secrets masked as in the
  * log (errors may quote a conninfo or a URL). */
 static void say(const char *cmd, const char *msg) {
@@ -55,6 +56,8 @@ static void say(const char *cmd, const char *msg) {
   free(masked);
 }
 
+/* "kjb: <cmd>: <why>"; returns the exit code that fits the error: 2 when
+ * the configuration, a schema or the command line is wrong, else 1. */
 static int fail(const char *cmd, const kjb_err *err) {
   say(cmd, err->msg);
   switch (err->code) {
@@ -67,6 +70,7 @@ static int fail(const char *cmd, const kjb_err *err) {
   }
 }
 
+/* One line "kjb: <cmd>: <why>" for a wrong command line; returns 2. */
 static int usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -77,8 +81,36 @@ static int usage_error(const char *cmd, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   say(cmd, msg);
-  fprintf(stderr, "Try 'kjb %s --help'.\n", cmd);
   return EXIT_USAGE;
+}
+
+/* After getopt_long returned '?' (an unknown option, or a value given to
+ * one that takes none) or ':' (a value missing): says which, in one line,
+ * instead of getopt's own messages (opterr is 0), and returns 2. Option
+ * strings start with ':' so that a missing value is told apart. */
+static int option_error(const char *cmd, int c, char **argv) {
+  const char *arg = argv[optind - 1];
+  char name[64];
+  bool is_long = strncmp(arg, "--", 2) == 0;
+  if (is_long)
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(arg, "="), arg);
+  else
+    snprintf(name, sizeof name, "-%c", optopt);
+  if (c == ':')
+    return usage_error(cmd, "option \"%s\" needs a value", name);
+  if (is_long && optopt && strchr(arg, '='))
+    return usage_error(cmd, "option \"%s\" takes no value", name);
+  return usage_error(cmd, "unknown option \"%s\"", name);
+}
+
+/* A whole integer option value in [min, max] into *out, or a usage error
+ * naming the option (returns 2). */
+static int int_option(const char *cmd, const char *opt, const char *arg, int64_t min, int64_t max,
+                      int64_t *out) {
+  if (kjb_parse_i64(arg, min, max, out) == 0)
+    return 0;
+  return usage_error(cmd, "bad %s \"%s\" (expected an integer from %" PRId64 " to %" PRId64 ")",
+                     opt, arg, min, max);
 }
 
 typedef struct {
@@ -392,7 +424,7 @@ static int cmd_run(int argc, char **argv) {
   common_opts o = {0};
   const char *role = "all";
   int c;
-  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
     if (common_opt(c, &o))
       continue;
     if (c == OPT_ROLE) {
@@ -408,7 +440,7 @@ static int cmd_run(int argc, char **argv) {
              COMMON_HELP);
       return 0;
     } else {
-      return usage_error("run", "invalid option");
+      return option_error("run", c, argv);
     }
   }
   if (strcmp(role, "all") != 0 && strcmp(role, "consumer") != 0 &&
@@ -536,7 +568,7 @@ static int cmd_migrate(int argc, char **argv) {
                                        {0}};
   common_opts o = {0};
   int status = 0, c;
-  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
     if (common_opt(c, &o))
       continue;
     if (c == 's') {
@@ -550,7 +582,7 @@ static int cmd_migrate(int argc, char **argv) {
              COMMON_HELP);
       return 0;
     } else {
-      return usage_error("migrate", "invalid option");
+      return option_error("migrate", c, argv);
     }
   }
   kjb_config cfg;
@@ -586,7 +618,7 @@ static int cmd_check_config(int argc, char **argv) {
   static const struct option opts[] = {COMMON_LONG_OPTS, {0}};
   common_opts o = {0};
   int c;
-  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
     if (common_opt(c, &o))
       continue;
     if (c == 'h') {
@@ -596,7 +628,7 @@ static int cmd_check_config(int argc, char **argv) {
              COMMON_HELP);
       return 0;
     }
-    return usage_error("check-config", "invalid option");
+    return option_error("check-config", c, argv);
   }
   kjb_config cfg;
   int rc = load("check-config", &o, &cfg);
@@ -636,17 +668,16 @@ static int cmd_produce(int argc, char **argv) {
   common_opts o = {0};
   const char *topic = NULL, *key_path = NULL;
   int schema_id = -1, c;
-  while ((c = getopt_long(argc, argv, "c:ht:k:", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":c:ht:k:", opts, NULL)) != -1) {
     if (common_opt(c, &o))
       continue;
     switch (c) {
     case 't': topic = optarg; break;
     case 'k': key_path = optarg; break;
     case OPT_SCHEMA_ID: {
-      char *end;
-      long v = strtol(optarg, &end, 10);
-      if (*end || v < 0 || v > INT32_MAX)
-        return usage_error("produce", "bad --schema-id \"%s\"", optarg);
+      int64_t v;
+      if (int_option("produce", "--schema-id", optarg, 0, INT32_MAX, &v))
+        return EXIT_USAGE;
       schema_id = (int)v;
       break;
     }
@@ -662,7 +693,7 @@ static int cmd_produce(int argc, char **argv) {
              "  -k, --key FIELD       use this top-level field's value as the record key\n%s",
              COMMON_HELP);
       return 0;
-    default: return usage_error("produce", "invalid option");
+    default: return option_error("produce", c, argv);
     }
   }
   if (!topic)
@@ -782,11 +813,10 @@ out:
 enum { OPT_RESET = 1100, OPT_DRY_RUN, OPT_LIMIT, OPT_FOLLOW, OPT_GROUP, OPT_JSON, OPT_CODE };
 
 static int parse_limit(const char *cmd, const char *arg, long *out) {
-  char *end;
-  long v = strtol(arg, &end, 10);
-  if (*end || v < 1)
-    return usage_error(cmd, "bad --limit \"%s\" (expected a positive integer)", arg);
-  *out = v;
+  int64_t v;
+  if (int_option(cmd, "--limit", arg, 1, LONG_MAX, &v))
+    return EXIT_USAGE;
+  *out = (long)v;
   return 0;
 }
 
@@ -804,14 +834,14 @@ static int cmd_replay(int argc, char **argv) {
   kjb_reset_spec spec;
   kjb_err err;
   int c;
-  while ((c = getopt_long(argc, argv, "c:ht:", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":c:ht:", opts, NULL)) != -1) {
     if (common_opt(c, &o))
       continue;
     switch (c) {
     case 't': ro.topic = optarg; break;
     case OPT_RESET:
       if (kjb_reset_parse(optarg, &spec, &err) < 0)
-        return usage_error("replay", "%s", err.msg);
+        return usage_error("replay", "--reset-offsets: %s", err.msg);
       ro.reset = &spec;
       break;
     case OPT_DRY_RUN: ro.dry_run = 1; break;
@@ -839,7 +869,7 @@ static int cmd_replay(int argc, char **argv) {
              "      --group G           consumer group (default <kafka.group>.replay)\n%s",
              COMMON_HELP);
       return 0;
-    default: return usage_error("replay", "invalid option");
+    default: return option_error("replay", c, argv);
     }
   }
   if (!ro.topic)
@@ -882,7 +912,7 @@ static int cmd_dlq(int argc, char **argv) {
   kjb_dlq_peek_opts po = {0};
   int c;
   argc--, argv++;
-  while ((c = getopt_long(argc, argv, "c:ht:", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":c:ht:", opts, NULL)) != -1) {
     if (common_opt(c, &o))
       continue;
     switch (c) {
@@ -904,7 +934,7 @@ static int cmd_dlq(int argc, char **argv) {
              "kjb.TRUNCATED\n%s",
              COMMON_HELP);
       return 0;
-    default: return usage_error("dlq peek", "invalid option");
+    default: return option_error("dlq peek", c, argv);
     }
   }
   if (!po.topic)
@@ -973,12 +1003,10 @@ static const struct {
 };
 
 static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
-  char *end;
-  long long v = strtoll(arg, &end, 10);
-  if (end == arg || *end || v < 1 || v >= INT64_MAX)
-    return usage_error(cmd, "bad job id \"%s\" (expected a positive integer)", arg);
-  *id = v;
-  return 0;
+  if (kjb_parse_i64(arg, 1, INT64_MAX, id) == 0)
+    return 0;
+  return usage_error(cmd, "bad job id \"%s\" (expected an integer from 1 to %" PRId64 ")", arg,
+                     INT64_MAX);
 }
 
 /* "kjb: <cmd>: <why>" for a job that cannot be acted on; returns 1. */
@@ -1024,7 +1052,7 @@ static int cmd_jobs(int argc, char **argv) {
   unsigned given = 0;
   int c;
   argc--, argv++;
-  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
     if (common_opt(c, &o))
       continue;
     switch (c) {
@@ -1038,7 +1066,7 @@ static int cmd_jobs(int argc, char **argv) {
     case OPT_JSON: f.json = 1; given |= JOBS_JSON; break;
     case OPT_OLDER_THAN: older_than = optarg; given |= JOBS_OLDER_THAN; break;
     case 'h': printf("%s%s", jobs_subs[sub].help, COMMON_HELP); return 0;
-    default: return usage_error(cmd, "invalid option");
+    default: return option_error(cmd, c, argv);
     }
   }
   static const char *const names[] = {"--state", "--kind", "--older-than", "--json", "--limit"};
@@ -1121,6 +1149,21 @@ static int cmd_jobs(int argc, char **argv) {
 /* ---- version -------------------------------------------------------- */
 
 static int cmd_version(int argc, char **argv) {
+  static const struct option opts[] = {COMMON_LONG_OPTS, {0}};
+  common_opts o = {0};
+  int c;
+  while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    if (c != 'h')
+      return option_error("version", c, argv);
+    printf("usage: kjb version [options]\n\n"
+           "Prints the version of kjb and of the libraries it is linked with.\n\n%s",
+           COMMON_HELP);
+    return 0;
+  }
+  if (optind < argc)
+    return usage_error("version", "unexpected argument \"%s\"", argv[optind]);
   printf("kjb %s\n", KJB_VERSION);
   printf("librdkafka %s\n", rd_kafka_version_str());
   int pq = PQlibVersion();
@@ -1158,9 +1201,22 @@ static void usage(FILE *out) {
   fprintf(out, "\n'kjb COMMAND --help' describes a command.\n");
 }
 
+/* "run, migrate, ... or version", for saying what was expected. */
+static void command_names(char *out, size_t cap) {
+  size_t n = sizeof commands / sizeof commands[0], used = 0;
+  out[0] = '\0';
+  for (size_t i = 0; i < n && used < cap; i++)
+    used += (size_t)snprintf(out + used, cap - used, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ",
+                             commands[i].name);
+}
+
 int main(int argc, char **argv) {
+  /* Option errors are kjb's one-line messages, not getopt's. */
+  opterr = 0;
+  char names[256];
+  command_names(names, sizeof names);
   if (argc < 2) {
-    usage(stderr);
+    fprintf(stderr, "kjb: expected a command: %s ('kjb --help' describes them)\n", names);
     return EXIT_USAGE;
   }
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
@@ -1177,7 +1233,6 @@ int main(int argc, char **argv) {
       curl_global_cleanup();
       return rc;
     }
-  fprintf(stderr, "kjb: unknown command \"%s\"\n", argv[1]);
-  usage(stderr);
+  fprintf(stderr, "kjb: unknown command \"%s\" (expected %s)\n", argv[1], names);
   return EXIT_USAGE;
 }

@@ -2,10 +2,10 @@
 #include "replay.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <librdkafka/rdkafka.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "catalog.h"
 #include "kafka.h"
@@ -19,123 +19,173 @@
 
 /* ---- reset specs ---------------------------------------------------- */
 
-static int parse_int(const char *s, int64_t *out, int allow_sign) {
-  if (!*s || (!allow_sign && !isdigit((unsigned char)*s)))
-    return -1;
-  char *end;
-  long long v = strtoll(s, &end, 10);
-  if (*end)
-    return -1;
+/* A spec's argument parser: 0 with *out set, or -1 with *why saying
+ * what is wrong. */
+typedef int (*arg_parser)(const char *s, int64_t *out, const char **why);
+
+static int parse_offset(const char *s, int64_t *out, const char **why) {
+  if (kjb_parse_i64(s, 0, INT64_MAX, out) == 0)
+    return 0;
+  *why = "the offset must be an integer from 0 to 9223372036854775807";
+  return -1;
+}
+
+static int parse_shift(const char *s, int64_t *out, const char **why) {
+  if (kjb_parse_i64(s, INT64_MIN, INT64_MAX, out) == 0)
+    return 0;
+  *why = "the shift must be an integer from -9223372036854775808 to 9223372036854775807";
+  return -1;
+}
+
+/* Reads exactly n digits. */
+static bool digits(const char **s, int n, int64_t *out) {
+  int64_t v = 0;
+  for (int i = 0; i < n; i++) {
+    if (!isdigit((unsigned char)(*s)[i]))
+      return false;
+    v = v * 10 + ((*s)[i] - '0');
+  }
+  *s += n;
   *out = v;
-  return 0;
+  return true;
+}
+
+/* ".5", ".123456789": a fraction of 1 to 9 digits as milliseconds (digits
+ * past the third are dropped). No '.' is no fraction. */
+static bool fraction_ms(const char **s, int64_t *ms) {
+  *ms = 0;
+  if (**s != '.')
+    return true;
+  int n = 0;
+  for ((*s)++; isdigit((unsigned char)**s); (*s)++, n++)
+    if (n < 3)
+      *ms = *ms * 10 + (**s - '0');
+  for (int k = n; k < 3; k++)
+    *ms *= 10;
+  return n >= 1 && n <= 9;
+}
+
+/* "Z", "+01:00", "-05:30" or nothing (UTC) as seconds east of UTC. */
+static bool zone_offset(const char **s, int64_t *secs) {
+  *secs = 0;
+  if (**s == 'Z') {
+    (*s)++;
+    return true;
+  }
+  if (**s != '+' && **s != '-')
+    return true;
+  int64_t sign = **s == '-' ? -1 : 1, h, m;
+  (*s)++;
+  if (!digits(s, 2, &h) || *(*s)++ != ':' || !digits(s, 2, &m) || h > 23 || m > 59)
+    return false;
+  *secs = sign * (h * 3600 + m * 60);
+  return true;
 }
 
 /* "2026-11-21T10:00:00.000", optionally with "Z" or "+01:00"; UTC when no
- * zone is given, as kafka-consumer-groups does with its default zone. */
-static int parse_datetime(const char *s, int64_t *ms) {
-  struct tm tm = {0};
-  int frac = 0, n = 0;
-  if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-             &tm.tm_min, &tm.tm_sec, &n) != 6)
+ * zone is given, as kafka-consumer-groups does with its default zone. Only
+ * dates and times that exist. Milliseconds since the epoch (negative
+ * before 1970). */
+static int parse_datetime(const char *s, int64_t *out, const char **why) {
+  int64_t y, mo, d, h, mi, sec, ms, zone, days;
+  *why = "expected YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM]";
+  if (!digits(&s, 4, &y) || *s++ != '-' || !digits(&s, 2, &mo) || *s++ != '-' ||
+      !digits(&s, 2, &d) || *s++ != 'T' || !digits(&s, 2, &h) || *s++ != ':' ||
+      !digits(&s, 2, &mi) || *s++ != ':' || !digits(&s, 2, &sec) || !fraction_ms(&s, &ms) ||
+      !zone_offset(&s, &zone) || *s)
     return -1;
-  s += n;
-  if (*s == '.') {
-    int digits = 0;
-    for (s++; isdigit((unsigned char)*s); s++, digits++)
-      if (digits < 3)
-        frac = frac * 10 + (*s - '0');
-    for (; digits < 3; digits++)
-      frac *= 10;
-  }
-  int64_t zone = 0;
-  if (*s == 'Z') {
-    s++;
-  } else if (*s == '+' || *s == '-') {
-    int hh, mm;
-    if (sscanf(s + 1, "%2d:%2d%n", &hh, &mm, &n) != 2)
-      return -1;
-    zone = (*s == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
-    s += 1 + n;
-  }
-  if (*s || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
-      tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+  if (kjb_civil_to_days(y, mo, d, &days) < 0) {
+    *why = "no such date";
     return -1;
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  time_t t = timegm(&tm);
-  *ms = ((int64_t)t - zone) * 1000 + frac;
+  }
+  if (h > 23 || mi > 59 || sec > 59) {
+    *why = "no such time of day";
+    return -1;
+  }
+  *out = ((days * 86400 + h * 3600 + mi * 60 + sec) - zone) * 1000 + ms;
   return 0;
 }
 
-/* ISO 8601 duration as kafka-consumer-groups takes it: PnDTnHnMn.nS. */
-static int parse_duration(const char *s, int64_t *ms) {
+/* ISO 8601 duration as kafka-consumer-groups takes it (Java's
+ * Duration.parse): PnDTnHnMn.nS, each part at most once and in this
+ * order, a fraction only on seconds. Milliseconds, at most INT64_MAX. */
+static int parse_duration(const char *s, int64_t *out, const char **why) {
+  static const struct {
+    char unit;
+    bool in_time;
+    int64_t ms;
+  } parts[] = {{'D', false, 86400000}, {'H', true, 3600000}, {'M', true, 60000}, {'S', true, 1000}};
+  *why = "expected an ISO 8601 duration PnDTnHnMn.nS";
   if (*s++ != 'P' || !*s)
     return -1;
-  double total = 0;
-  int in_time = 0, any = 0;
+  bool in_time = false;
+  size_t next = 0;
+  int64_t total = 0;
   while (*s) {
     if (*s == 'T') {
-      if (in_time)
+      if (in_time || !*++s)
         return -1;
-      in_time = 1;
-      s++;
+      in_time = true;
       continue;
     }
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0)
+    int64_t v = 0, frac = 0;
+    if (!isdigit((unsigned char)*s))
       return -1;
-    char unit = *end;
-    if (!in_time && unit == 'D')
-      total += v * 86400e3;
-    else if (in_time && unit == 'H')
-      total += v * 3600e3;
-    else if (in_time && unit == 'M')
-      total += v * 60e3;
-    else if (in_time && unit == 'S')
-      total += v * 1e3;
-    else
+    bool overflow = false;
+    for (; isdigit((unsigned char)*s); s++)
+      overflow |= __builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *s - '0', &v);
+    if (!fraction_ms(&s, &frac))
       return -1;
-    any = 1;
-    s = end + 1;
+    size_t i = next;
+    while (i < 4 && (parts[i].unit != *s || parts[i].in_time != in_time))
+      i++;
+    if (i == 4 || (frac && parts[i].unit != 'S'))
+      return -1;
+    s++;
+    next = i + 1;
+    if (overflow || __builtin_mul_overflow(v, parts[i].ms, &v) ||
+        __builtin_add_overflow(v, frac, &v) || __builtin_add_overflow(total, v, &total)) {
+      *why = "the duration is too long";
+      return -1;
+    }
   }
-  if (!any)
-    return -1;
-  *ms = (int64_t)total;
+  *out = total;
   return 0;
 }
 
 int kjb_reset_parse(const char *text, kjb_reset_spec *out, kjb_err *err) {
+  static const struct {
+    const char *name;
+    kjb_reset_kind kind;
+    arg_parser parse; /* NULL: the spec takes no argument */
+  } specs[] = {
+      {"to-earliest", KJB_RESET_EARLIEST, NULL},
+      {"to-latest", KJB_RESET_LATEST, NULL},
+      {"to-offset", KJB_RESET_OFFSET, parse_offset},
+      {"to-datetime", KJB_RESET_DATETIME, parse_datetime},
+      {"shift-by", KJB_RESET_SHIFT, parse_shift},
+      {"by-duration", KJB_RESET_DURATION, parse_duration},
+  };
   const char *colon = strchr(text, ':');
   size_t n = colon ? (size_t)(colon - text) : strlen(text);
-  const char *arg = colon ? colon + 1 : NULL;
-  int ok = -1;
-  if (!arg && strcmp(text, "to-earliest") == 0) {
-    *out = (kjb_reset_spec){KJB_RESET_EARLIEST, 0};
-    ok = 0;
-  } else if (!arg && strcmp(text, "to-latest") == 0) {
-    *out = (kjb_reset_spec){KJB_RESET_LATEST, 0};
-    ok = 0;
-  } else if (arg && n == 9 && strncmp(text, "to-offset", n) == 0) {
-    out->kind = KJB_RESET_OFFSET;
-    ok = parse_int(arg, &out->value, 0);
-  } else if (arg && n == 8 && strncmp(text, "shift-by", n) == 0) {
-    out->kind = KJB_RESET_SHIFT;
-    ok = parse_int(arg, &out->value, 1);
-  } else if (arg && n == 11 && strncmp(text, "to-datetime", n) == 0) {
-    out->kind = KJB_RESET_DATETIME;
-    ok = parse_datetime(arg, &out->value);
-  } else if (arg && n == 11 && strncmp(text, "by-duration", n) == 0) {
-    out->kind = KJB_RESET_DURATION;
-    ok = parse_duration(arg, &out->value);
+  const char *why = "expected to-earliest, to-latest, to-offset:N, "
+                    "to-datetime:YYYY-MM-DDTHH:MM:SS.sss, shift-by:N or by-duration:PnDTnHnMnS";
+  for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+    if (strlen(specs[i].name) != n || strncmp(text, specs[i].name, n) != 0 ||
+        !colon != !specs[i].parse)
+      continue;
+    kjb_reset_spec spec = {specs[i].kind, 0};
+    if (!specs[i].parse || specs[i].parse(colon + 1, &spec.value, &why) == 0) {
+      *out = spec;
+      return 0;
+    }
+    break;
   }
-  if (ok < 0)
-    return kjb_err_set(err, KJB_EUSAGE,
-                       "bad --reset-offsets \"%s\" (expected to-earliest, to-latest, "
-                       "to-offset:N, to-datetime:YYYY-MM-DDTHH:MM:SS.sss, shift-by:N or "
-                       "by-duration:PnDTnHnMnS)",
-                       text);
-  return 0;
+  /* Quoted in part when long, never cutting a character (the API answers
+   * the message as JSON). */
+  int shown = (int)kjb_utf8_prefix(text, 64);
+  return kjb_err_set(err, KJB_EUSAGE, "bad reset spec \"%.*s%s\": %s", shown, text,
+                     text[shown] ? "..." : "", why);
 }
 
 int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high,
@@ -145,13 +195,37 @@ int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high,
   case KJB_RESET_EARLIEST: t = low; break;
   case KJB_RESET_LATEST: t = high; break;
   case KJB_RESET_OFFSET: t = spec->value; break;
-  case KJB_RESET_SHIFT: t = (committed >= 0 ? committed : low) + spec->value; break;
+  case KJB_RESET_SHIFT:
+    /* Past either end is the end, like kafka-consumer-groups. */
+    if (__builtin_add_overflow(committed >= 0 ? committed : low, spec->value, &t))
+      t = spec->value < 0 ? INT64_MIN : INT64_MAX;
+    break;
   default: t = for_time >= 0 ? for_time : high; break;
   }
   return t < low ? low : t > high ? high : t;
 }
 
+int64_t kjb_reset_time_ms(const kjb_reset_spec *spec, int64_t now_ms) {
+  int64_t at;
+  if (spec->kind == KJB_RESET_DATETIME)
+    at = spec->value;
+  else if (spec->kind == KJB_RESET_DURATION)
+    at = now_ms - spec->value; /* both >= 0: cannot overflow */
+  else
+    return -1;
+  return at < 0 ? 0 : at;
+}
+
 /* ---- replay --------------------------------------------------------- */
+
+int kjb_replay_check_topic(const kjb_config *cfg, const char *topic, kjb_err *err) {
+  for (size_t i = 0; i < cfg->ntopics; i++)
+    if (strcmp(cfg->topics[i].dlq, topic) == 0)
+      return 0;
+  int shown = (int)kjb_utf8_prefix(topic, 200);
+  return kjb_err_set(err, KJB_EUSAGE, "\"%.*s%s\" is not the dead-letter topic of a mapping",
+                     shown, topic, topic[shown] ? "..." : "");
+}
 
 typedef struct {
   int32_t partition;
@@ -181,13 +255,26 @@ typedef struct {
   int nparts;
 } replay;
 
+/* The last header called name as a string in buf, or NULL when there is
+ * none or it does not fit or holds a NUL byte. */
 static const char *header(rd_kafka_headers_t *h, const char *name, char *buf, size_t len) {
   const void *val;
   size_t size;
-  if (!h || rd_kafka_header_get_last(h, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR || !val)
+  if (!h || rd_kafka_header_get_last(h, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR || !val ||
+      size >= len || memchr(val, '\0', size))
     return NULL;
-  snprintf(buf, len, "%.*s", (int)size, (const char *)val);
+  memcpy(buf, val, size);
+  buf[size] = '\0';
   return buf;
+}
+
+/* The header as an integer in [min, max], else dflt. */
+static int64_t int_header(rd_kafka_headers_t *h, const char *name, int64_t min, int64_t max,
+                          int64_t dflt) {
+  char buf[32];
+  int64_t v;
+  const char *s = header(h, name, buf, sizeof buf);
+  return s && kjb_parse_i64(s, min, max, &v) == 0 ? v : dflt;
 }
 
 static void count(replay *r, uint64_t *stat, const char *outcome) {
@@ -209,11 +296,13 @@ static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
   rd_kafka_headers_t *h = NULL;
   if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
     h = NULL;
-  char topic[256], partition[32], offset[32], ts[32];
-  if (!header(h, "__connect.errors.topic", topic, sizeof topic) ||
-      !header(h, "__connect.errors.partition", partition, sizeof partition) ||
-      !header(h, "__connect.errors.offset", offset, sizeof offset)) {
-    still_failing(r, m, "not a dead letter: no __connect.errors.topic/partition/offset headers");
+  char topic[256];
+  /* A malformed coordinate must not become another record's (0 from
+   * "junk"): the jobs' unique source coordinates would swallow it. */
+  int64_t partition = int_header(h, "__connect.errors.partition", 0, INT32_MAX, -1);
+  int64_t offset = int_header(h, "__connect.errors.offset", 0, INT64_MAX, -1);
+  if (!header(h, "__connect.errors.topic", topic, sizeof topic) || partition < 0 || offset < 0) {
+    still_failing(r, m, "not a dead letter: no valid __connect.errors.topic/partition/offset headers");
     return 0;
   }
   const kjb_topic_cfg *t = kjb_config_topic(r->cfg, topic);
@@ -225,10 +314,9 @@ static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
   }
   kjb_record rec = {
       .topic = t->topic,
-      .partition = (int32_t)strtol(partition, NULL, 10),
-      .offset = strtoll(offset, NULL, 10),
-      .timestamp = header(h, "kjb.original.timestamp", ts, sizeof ts) ? strtoll(ts, NULL, 10)
-                                                                       : -1,
+      .partition = (int32_t)partition,
+      .offset = offset,
+      .timestamp = int_header(h, "kjb.original.timestamp", -1, INT64_MAX, -1),
       .key = m->key,
       .key_len = m->key_len,
       .value = m->payload,
@@ -317,11 +405,7 @@ static int plan(replay *r, kjb_err *err) {
 
   rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_new(r->nparts);
   rd_kafka_topic_partition_list_t *times = rd_kafka_topic_partition_list_new(r->nparts);
-  int64_t at = -1;
-  if (r->o->reset && r->o->reset->kind == KJB_RESET_DATETIME)
-    at = r->o->reset->value;
-  if (r->o->reset && r->o->reset->kind == KJB_RESET_DURATION)
-    at = kjb_now_wall_us() / 1000 - r->o->reset->value;
+  int64_t at = r->o->reset ? kjb_reset_time_ms(r->o->reset, kjb_now_wall_us() / 1000) : -1;
   for (int i = 0; i < r->nparts; i++) {
     rd_kafka_topic_partition_list_add(committed, r->o->topic, r->parts[i].partition);
     rd_kafka_topic_partition_list_add(times, r->o->topic, r->parts[i].partition)->offset = at;
@@ -430,6 +514,9 @@ static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
 
 int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_stats *st,
                    volatile sig_atomic_t *stop, kjb_err *err) {
+  int rc = kjb_replay_check_topic(cfg, o->topic, err);
+  if (rc < 0)
+    return rc;
   replay r = {.cfg = cfg, .o = o, .st = st};
   kjb_rows_init(&r.rows);
   r.arena = kjb_arena_new(1 << 20);
@@ -441,7 +528,6 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
                                   "enable.partition.eof", "true",
                                   "auto.offset.reset", "earliest",
                                   NULL};
-  int rc = 0;
   char errstr[512];
   rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, defaults, err);
   if (!conf) {

@@ -25,15 +25,30 @@ typedef struct {
   int64_t value; /* offset, shift, epoch ms or duration ms */
 } kjb_reset_spec;
 
-/* Parses a --reset-offsets SPEC. Returns 0, or KJB_EUSAGE with a message
- * naming what is wrong. */
+/* Parses a --reset-offsets SPEC strictly: integers through kjb_parse_i64,
+ * dates that exist, ISO 8601 durations that fit in 64 bits of
+ * milliseconds. Returns 0, or -KJB_EUSAGE with the message
+ * `bad reset spec "<spec>": <what is wrong>` and *out untouched. */
 int kjb_reset_parse(const char *text, kjb_reset_spec *out, kjb_err *err);
 
 /* The offset a partition resets to, from its watermarks, its committed
  * offset (-1 for none) and, for time-based specs, the offset the broker
- * found for the time (-1 for none after it). Always within [low, high]. */
+ * found for the time (-1 for none after it). Always within [low, high]:
+ * a shift past either end stops there, without overflowing. */
 int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high,
                          int64_t committed, int64_t for_time);
+
+/* For time-based specs, the record timestamp (ms since the epoch) to ask
+ * the broker for: to-datetime's time, or now_ms minus by-duration's
+ * duration; never before the epoch (Kafka reads negative times as
+ * "latest" and "earliest"). -1 for the other specs. */
+int64_t kjb_reset_time_ms(const kjb_reset_spec *spec, int64_t now_ms);
+
+/* Whether topic may be replayed: only the dead-letter topic of a mapping
+ * in cfg (replaying any other topic would turn arbitrary records into
+ * jobs). Returns 0, or -KJB_EUSAGE with a message naming the topic. The
+ * API and kjb_replay_run both ask here. */
+int kjb_replay_check_topic(const kjb_config *cfg, const char *topic, kjb_err *err);
 
 typedef struct {
   const char *topic;  /* the DLQ topic */
@@ -53,8 +68,9 @@ typedef struct {
 
 /* Replays opts->topic until its end offsets as of the start (or, with
  * follow, until *stop). Counts go to stats as they happen, so another
- * thread may read them. Returns 0, or a negative code (Kafka or the
- * database unavailable, or the topic does not exist). */
+ * thread may read them. Returns 0, or a negative code: KJB_EUSAGE when
+ * the topic is not a dead-letter topic (kjb_replay_check_topic), else
+ * Kafka or the database unavailable, or the topic does not exist. */
 int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *opts, kjb_replay_stats *stats,
                    volatile sig_atomic_t *stop, kjb_err *err);
 

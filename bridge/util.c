@@ -294,6 +294,23 @@ long kjb_utf8_invalid_at(const char *str, size_t n) {
   return -1;
 }
 
+size_t kjb_utf8_prefix(const char *s, size_t max) {
+  size_t n = strnlen(s, max + 1);
+  if (n <= max)
+    return n;
+  n = max;
+  while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+    n--;
+  return n;
+}
+
+bool kjb_secret_equal(const char *given, size_t gl, const char *secret, size_t sl) {
+  unsigned char diff = gl != sl;
+  for (size_t i = 0; i < gl; i++)
+    diff |= (unsigned char)given[i] ^ (sl ? (unsigned char)secret[i % sl] : 0u);
+  return diff == 0;
+}
+
 int kjb_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) {
   assert(min <= max);
   if (!s)
@@ -364,6 +381,21 @@ void kjb_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
   *d = doy - (153 * mp + 2) / 5 + 1;
   *m = mp < 10 ? mp + 3 : mp - 9;
   *y = yy + (*m <= 2);
+}
+
+int kjb_civil_to_days(int64_t y, int64_t m, int64_t d, int64_t *days) {
+  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (m < 1 || m > 12 || d < 1 || d > mdays[m - 1])
+    return -1;
+  if (m == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
+    return -1;
+  y -= m <= 2;
+  int64_t era = (y >= 0 ? y : y - 399) / 400;
+  unsigned yoe = (unsigned)(y - era * 400);
+  unsigned doy = (unsigned)((153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1);
+  unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  *days = era * 146097 + (int64_t)doe - 719468;
+  return 0;
 }
 
 void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits) {

@@ -59,6 +59,16 @@ void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n);
  * U+10FFFF are invalid). */
 long kjb_utf8_invalid_at(const char *s, size_t n);
 
+/* The length of the longest prefix of the string s that has at most max
+ * bytes and does not end inside a UTF-8 sequence: for quoting part of
+ * valid text in a message that must stay valid (JSON answers). */
+size_t kjb_utf8_prefix(const char *s, size_t max);
+
+/* Whether given (gl bytes, from a client) equals secret (sl bytes), in a
+ * time that depends on gl alone: never on where they differ nor on the
+ * secret's contents. Every byte counts, NUL bytes included. */
+bool kjb_secret_equal(const char *given, size_t gl, const char *secret, size_t sl);
+
 /* Parses a whole decimal integer in [min, max] into *out. Strict: an
  * optional '-' (only when min < 0), then digits with no leading zero
  * (except "0" itself); no spaces, '+', other trailing text or overflow.
@@ -76,6 +86,11 @@ void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits);
 
 /* Days since 1970-01-01 to a proleptic Gregorian civil date. */
 void kjb_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
+
+/* The inverse: days since 1970-01-01 of y-m-d into *days. Returns 0, or -1
+ * when there is no such date (month 13, February 30th, February 29th of a
+ * common year). */
+int kjb_civil_to_days(int64_t y, int64_t m, int64_t d, int64_t *days);
 
 /* Monotonic and wall clocks in microseconds. */
 int64_t kjb_now_mono_us(void);

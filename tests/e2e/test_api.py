@@ -193,7 +193,7 @@ def test_jobs_listing_and_paging(db, service):
                      ("?limit=501", "limit must be a number from 1 to 500"),
                      ("?before=x", "before must be a job id")]:
         assert request(port, "/api/jobs" + bad)[:3:2] == (400, {"error": why}), bad
-    assert request(port, "/api/jobs/abc")[0] == 400
+    assert request(port, "/api/jobs/abc")[:3:2] == (400, {"error": "bad job id"})
 
     status, _, dlq = request(port, "/api/dlq?limit=5")
     assert (status, dlq) == (200, {"dead_letters": [], "total": 0})
@@ -225,21 +225,117 @@ def test_admin_actions(db, service):
         404, {"error": "no job 999999999"})
     assert request(port, "/api/jobs/1/retry", "GET")[0] == 405
 
-    # Replay: the body is checked before anything starts.
+    # Replay: the body is checked before anything starts; a bad reset spec
+    # is named with what is wrong with it.
+    shift = "the shift must be an integer from -9223372036854775808 to 9223372036854775807"
+    duration = "expected an ISO 8601 duration PnDTnHnMn.nS"
     for body, why in [(b"[1]", "the body must be a JSON object"),
                       (b'{"topic": "orders"}', '"orders" is not the dead-letter topic of a mapping'),
+                      (b'{"topic": "nope.dlq"}', '"nope.dlq" is not the dead-letter topic of a mapping'),
                       (b'{"topic": 5}', "topic must be a string"),
                       (b'{"dry_run": "yes"}', "dry_run must be true or false"),
-                      (b'{"reset_offsets": "sideways"}', None)]:
-        status, _, answer = request(port, "/api/replay", "POST", token=TOKEN, body=body)
-        assert status == 400, (body, answer)
-        if why:
-            assert answer == {"error": why}
-        else:
-            assert answer["error"].startswith("reset_offsets: ")
+                      (b'{"reset_offsets": "sideways"}',
+                       'reset_offsets: bad reset spec "sideways": expected to-earliest, to-latest, '
+                       "to-offset:N, to-datetime:YYYY-MM-DDTHH:MM:SS.sss, shift-by:N or "
+                       "by-duration:PnDTnHnMnS"),
+                      (b'{"reset_offsets": "shift-by:99999999999999999999999", "dry_run": true}',
+                       f'reset_offsets: bad reset spec "shift-by:99999999999999999999999": {shift}'),
+                      (b'{"reset_offsets": "shift-by:+5", "dry_run": true}',
+                       f'reset_offsets: bad reset spec "shift-by:+5": {shift}'),
+                      (b'{"reset_offsets": "to-offset:999999999999999999999999999999"}',
+                       'reset_offsets: bad reset spec "to-offset:999999999999999999999999999999": '
+                       "the offset must be an integer from 0 to 9223372036854775807"),
+                      (b'{"reset_offsets": "by-duration:P1e300D"}',
+                       f'reset_offsets: bad reset spec "by-duration:P1e300D": {duration}'),
+                      (b'{"reset_offsets": "by-duration:PnanD"}',
+                       f'reset_offsets: bad reset spec "by-duration:PnanD": {duration}'),
+                      (b'{"reset_offsets": "by-duration:PinfD"}',
+                       f'reset_offsets: bad reset spec "by-duration:PinfD": {duration}'),
+                      (b'{"reset_offsets": "by-duration:P999999999999D"}',
+                       'reset_offsets: bad reset spec "by-duration:P999999999999D": '
+                       "the duration is too long"),
+                      (b'{"reset_offsets": "to-datetime:2026-02-31T00:00:00"}',
+                       'reset_offsets: bad reset spec "to-datetime:2026-02-31T00:00:00": no such date')]:
+        assert request(port, "/api/replay", "POST", token=TOKEN, body=body)[:3:2] == (
+            400, {"error": why}), body
+    assert request(port, "/api/stats")[2]["replay"] is None
     assert request(port, "/api/replay", "POST", token=TOKEN, body=b"x" * 70000)[:3:2] == (
         413, {"error": "request body too large"})
     assert "admin: job" in proc.log()
+
+
+def raw_request(port: int, data: bytes) -> tuple[int, object]:
+    """(status, parsed JSON body) of one request sent as these bytes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(data)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_bad_input_is_a_client_error(db, service):
+    """Every parameter is checked before anything runs: text that is not
+    UTF-8 or hides a NUL, integers with spaces, signs, leading zeros or too
+    many digits, are 400 with what is wrong, never 404, 503 or a database
+    error."""
+    port, proc = service
+    (job,) = insert(db, "flaky", "discarded", 1)
+    limit = "limit must be a number from 1 to 500"
+    for path, why in [
+            ("/api/jobs?kind=%ff%fe", 'parameter "kind" is not valid UTF-8'),
+            ("/api/jobs?state=%ff%fe", 'parameter "state" is not valid UTF-8'),
+            ("/api/jobs?kind=a%00b", 'parameter "kind" contains a NUL byte'),
+            ("/api/jobs?limit=1%00", 'parameter "limit" contains a NUL byte'),
+            ("/api/jobs?%ff=1", "a parameter name is not valid UTF-8 text"),
+            ("/api/jobs?state=d%C3%A9j%C3%A0", 'unknown state "d\u00e9j\u00e0"'),
+            ("/api/jobs?limit=%201", limit),
+            ("/api/jobs?limit=+1", limit),  # '+' is a space in a query
+            ("/api/jobs?limit=%2B1", limit),
+            ("/api/jobs?limit=01", limit),
+            ("/api/jobs?limit=1x", limit),
+            ("/api/jobs?limit=99999999999999999999", limit),
+            ("/api/jobs?before=01", "before must be a job id"),
+            ("/api/jobs?before=9223372036854775808", "before must be a job id"),
+            ("/api/dlq?limit=%2B5", "limit must be a number from 1 to 200"),
+            ("/api/jobs/%ff", "bad job id"),
+            ("/api/jobs/" + "9" * 32, "bad job id"),
+            ("/api/jobs/9223372036854775808", "bad job id"),
+            ("/api/jobs/%201", "bad job id"),
+            ("/api/jobs/%2B1", "bad job id"),
+            ("/api/jobs/0", "bad job id"),
+            (f"/api/jobs/0{job}", "bad job id"),
+            (f"/api/jobs/{job}%00", "the path contains a NUL byte (%00)"),
+            ("/healthz%00", "the path contains a NUL byte (%00)")]:
+        assert request(port, path)[:3:2] == (400, {"error": why}), path
+    assert request(port, "/api/jobs/9223372036854775807")[:3:2] == (
+        404, {"error": "no job 9223372036854775807"})
+    assert request(port, f"/api/jobs/{job}")[0] == 200
+    # The same ids in the admin actions, which touch nothing then.
+    for bad in (f"0{job}", "%2B1", "9" * 32, "%ff"):
+        assert request(port, f"/api/jobs/{bad}/retry", "POST", token=TOKEN)[:3:2] == (
+            400, {"error": "bad job id"}), bad
+    assert request(port, f"/api/jobs/{job}%00/retry", "POST", token=TOKEN)[:3:2] == (
+        400, {"error": "the path contains a NUL byte (%00)"})
+    assert db.scalar("SELECT state::text FROM kjb.jobs WHERE id = %s", job) == "discarded"
+
+    # A replay body that is not JSON says so, and where.
+    for body, why in [
+            (b'{"topic": "\xff"}', "unable to decode byte 0xff near '\"' at byte 11"),
+            (b'{"topic": "a\\u0000b"}',
+             "\\u0000 is not allowed without JSON_ALLOW_NUL near '\"a\\u0000b\"' at byte 20"),
+            (b'{"dry_run": NaN}', "invalid token near 'NaN' at byte 15"),
+            (b'{"dry_run": true', "'}' expected near end of file at byte 16")]:
+        assert request(port, "/api/replay", "POST", token=TOKEN, body=body)[:3:2] == (
+            400, {"error": "the body is not valid JSON: " + why}), body
+
+    # Only the whole token opens the door: a prefix of it followed by a
+    # NUL and the rest is another token.
+    nul = f"POST /api/jobs/{job}/retry HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" \
+          f"Connection: close\r\nAuthorization: Bearer {TOKEN[:-1]}\0{TOKEN[-1]}\r\n\r\n"
+    assert raw_request(port, nul.encode()) == (403, {"error": "wrong token"})
+    assert db.scalar("SELECT state::text FROM kjb.jobs WHERE id = %s", job) == "discarded"
 
 
 def test_admin_disabled_without_token(db, run_kjb, start_kjb, tmp_path):

@@ -81,13 +81,74 @@ def test_usage_errors_and_help(run_kjb):
     assert run_kjb(["bogus"]).returncode == 2
     res = run_kjb(["run", "--role", "sideways"], EXAMPLE)
     assert res.returncode == 2 and 'unknown role "sideways"' in res.stderr
-    for cmd in ("run", "migrate", "check-config", "produce"):
+    for cmd in ("run", "migrate", "check-config", "produce", "version"):
         res = run_kjb([cmd, "--help"])
         assert res.returncode == 0 and res.stdout.startswith(f"usage: kjb {cmd}")
     res = run_kjb(["version"])
     assert res.returncode == 0
     assert res.stdout.splitlines()[0].startswith("kjb ")
     assert any(ln.startswith("librdkafka ") for ln in res.stdout.splitlines())
+
+
+LIMIT = "(expected an integer from 1 to 9223372036854775807)"
+SHIFT = "the shift must be an integer from -9223372036854775808 to 9223372036854775807"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["version", "--bogus"], 'kjb: version: unknown option "--bogus"'),
+    (["version", "extra"], 'kjb: version: unexpected argument "extra"'),
+    (["jobs", "ls", "--limit", "99999999999999999999"],
+     f'kjb: jobs ls: bad --limit "99999999999999999999" {LIMIT}'),
+    (["jobs", "ls", "--limit", "+1"], f'kjb: jobs ls: bad --limit "+1" {LIMIT}'),
+    (["jobs", "ls", "--limit", " 1"], f'kjb: jobs ls: bad --limit " 1" {LIMIT}'),
+    (["jobs", "ls", "--limit", "01"], f'kjb: jobs ls: bad --limit "01" {LIMIT}'),
+    (["jobs", "ls", "--limit"], 'kjb: jobs ls: option "--limit" needs a value'),
+    (["jobs", "ls", "--x"], 'kjb: jobs ls: unknown option "--x"'),
+    (["jobs", "ls", "-z"], 'kjb: jobs ls: unknown option "-z"'),
+    (["jobs", "ls", "--json=yes"], 'kjb: jobs ls: option "--json" takes no value'),
+    (["jobs", "show", "01"], f'kjb: jobs show: bad job id "01" {LIMIT}'),
+    (["jobs", "show", "+1"], f'kjb: jobs show: bad job id "+1" {LIMIT}'),
+    (["jobs", "cancel", "9223372036854775808"], f'kjb: jobs cancel: bad job id "9223372036854775808" {LIMIT}'),
+    (["dlq", "peek", "--topic", "t.dlq", "--limit", "1x"], f'kjb: dlq peek: bad --limit "1x" {LIMIT}'),
+    (["replay", "--topic"], 'kjb: replay: option "--topic" needs a value'),
+    (["replay", "--topic", "t.dlq", "--limit", "0"], f'kjb: replay: bad --limit "0" {LIMIT}'),
+    (["replay", "--topic", "t.dlq", "--reset-offsets", "shift-by:99999999999999999999999"],
+     f'kjb: replay: --reset-offsets: bad reset spec "shift-by:99999999999999999999999": {SHIFT}'),
+    (["replay", "--topic", "t.dlq", "--reset-offsets", "to-datetime:2026-02-31T00:00:00"],
+     'kjb: replay: --reset-offsets: bad reset spec "to-datetime:2026-02-31T00:00:00": no such date'),
+    (["replay", "--topic", "t.dlq", "--reset-offsets", "by-duration:PnanD"],
+     'kjb: replay: --reset-offsets: bad reset spec "by-duration:PnanD": '
+     "expected an ISO 8601 duration PnDTnHnMn.nS"),
+    (["produce", "--topic", "t", "--schema-id", "-1"],
+     'kjb: produce: bad --schema-id "-1" (expected an integer from 0 to 2147483647)'),
+    (["run", "--bogus"], 'kjb: run: unknown option "--bogus"'),
+    (["run", "--role"], 'kjb: run: option "--role" needs a value'),
+    (["migrate", "-x"], 'kjb: migrate: unknown option "-x"'),
+    (["check-config", "--role", "all"], 'kjb: check-config: unknown option "--role"'),
+    (["bogus"], 'kjb: unknown command "bogus" (expected run, migrate, check-config, produce, '
+                "replay, dlq, jobs or version)"),
+])
+def test_usage_errors_are_one_line_and_exit_2(run_kjb, args, expected):
+    """Options and their values are checked strictly, before any file or
+    server is touched; each error is one line that names kjb and the
+    subcommand (getopt's own messages named the subcommand as the
+    program, over two lines)."""
+    res = run_kjb(args)
+    assert res.returncode == 2, res.stderr
+    assert one_line(res.stderr) == expected
+    assert res.stdout == ""
+
+
+def test_replay_refuses_what_is_no_dead_letter_topic(run_kjb, tmp_path):
+    """The same rule as the API's: only a mapping's DLQ topic is replayed;
+    the check comes before Kafka or PostgreSQL are asked anything."""
+    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+  { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
+    env = {"KJB_KAFKA_BROKERS": "127.0.0.1:1", "KJB_POSTGRES_CONNINFO": "host=127.0.0.1 port=1"}
+    for topic in ("nope.dlq", "t"):
+        res = run_kjb(["replay", "--topic", topic, "--dry-run"], cfg, env=env)
+        assert res.returncode == 2, res.stderr
+        assert one_line(res.stderr) == f'kjb: replay: "{topic}" is not the dead-letter topic of a mapping'
 
 
 def test_unreachable_database_is_an_operational_error(run_kjb, tmp_path):

@@ -2,12 +2,14 @@
 executor with a log handler serves /metrics and the three probes on the
 configured address; the exposition is checked with the Prometheus client's
 own parser. Also what `kjb run` does when the port is taken, the schema is
-not migrated, or PostgreSQL cannot be reached."""
+not migrated, or PostgreSQL cannot be reached, and that the probes keep
+answering while hundreds of clients hold connections open."""
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -44,13 +46,13 @@ def env_for(conninfo: str) -> dict[str, str]:
     return {"KJB_POSTGRES_CONNINFO": conninfo, "KJB_HTTP_LISTEN": ""}
 
 
-def get(port: int, path: str, method: str = "GET") -> tuple[int, str, str]:
+def get(port: int, path: str, method: str = "GET", timeout: float = 10) -> tuple[int, str, str]:
     """(status, content type, body) of one request."""
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
                                  data=b"{}" if method in ("POST", "PUT") else None)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(req, timeout=10) as r:
+        with opener.open(req, timeout=timeout) as r:
             return r.status, r.headers.get("Content-Type", ""), r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type", ""), e.read().decode()
@@ -188,3 +190,68 @@ def test_postgres_unreachable_at_start(db, run_kjb, tmp_path):
     assert res.returncode == 1, res.stderr
     assert "kjb: run: could not connect to postgresql: " in res.stderr, res.stderr
     assert "s3cret-pw" not in res.stderr
+
+
+def open_fds(port: int) -> float:
+    body = get(port, "/metrics")[2]
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    return families["process_open_fds"].samples[0].value
+
+
+def test_probes_answer_while_500_clients_dribble_headers(db, run_kjb, start_kjb, tmp_path):
+    """A slowloris: 500 connections that send one header line every few
+    seconds and never finish (the server used to run a thread per
+    connection, at most 64, and reset everything past them, probes
+    included). The server holds all of them, and /healthz answers within
+    a second or two all along; then a burst of 300 requests at once is
+    answered too."""
+    port = free_port()
+    cfg = write_config(tmp_path / "kjb.cfg", port)
+    env = env_for(str(db))
+    assert run_kjb(["migrate"], cfg, env=env).returncode == 0
+    proc = start_kjb(["run", "--role", "executor"], cfg, env=env)
+    ok = (200, {"status": "ok"})
+    wait_for(lambda: answers(port, "/healthz") == ok, timeout=30,
+             message=lambda: f"{answers(port, '/healthz')}\n{proc.log()}")
+    fds_before = open_fds(port)
+
+    slow = []
+    try:
+        for _ in range(500):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            slow.append(s)
+        start = time.monotonic()
+        next_line, line, took = start, 0, []
+        while time.monotonic() - start < 20:
+            if time.monotonic() >= next_line:
+                for s in slow:
+                    s.sendall(f"X-Slow-{line}: 1\r\n".encode())
+                line += 1
+                next_line += 3
+            t0 = time.monotonic()
+            status, _, body = get(port, "/healthz", timeout=2)
+            took.append(time.monotonic() - t0)
+            assert (status, json.loads(body)) == ok
+            time.sleep(0.5)
+        assert len(took) >= 15 and max(took) < 2, took
+        # The server holds every slow connection (a descriptor each), not
+        # just the kernel's backlog.
+        assert open_fds(port) >= fds_before + 500
+    finally:
+        for s in slow:
+            s.close()
+
+    burst = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(300)]
+    try:
+        for s in burst:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        for s in burst:
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+    finally:
+        for s in burst:
+            s.close()
+    assert proc.stop() == 0, proc.log()[-3000:]

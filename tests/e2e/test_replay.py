@@ -1,15 +1,20 @@
 """Replay end to end: dead letters that kjb itself produced are replayed
-once the configuration is fixed; every reset spec, an external reset by
-Kafka's own tool, dry runs, idempotence and --follow."""
+once the configuration is fixed; every reset spec (and the extreme ones,
+from the CLI and the admin API), an external reset by Kafka's own tool,
+dry runs, idempotence and --follow."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import time
+import urllib.error
+import urllib.request
 
 import avrokit
 from kjbtest import unique_name, wait_for
+from test_http import free_port
 from test_ingest import order, write_config
 
 V1 = avrokit.PRODUCT_SCHEMAS / "order_created.avsc"
@@ -143,6 +148,64 @@ def test_every_reset_spec(kafka, db, make_topic, run_kjb, start_kjb, kjb_service
     assert dry(f"by-duration:PT{ago:.1f}S") == "dry run: replayed 3, still failing 0, already present 0"
 
 
+def test_extreme_shifts_stop_at_the_ends(kafka, db, make_topic, run_kjb, start_kjb,
+                                        kjb_services_env, tmp_path):
+    """shift-by with the largest and smallest 64-bit numbers moves to the
+    end and to the start of the partition, from the command line and from
+    the admin API (the sum overflowed: the sanitizer build died and the
+    release build replayed from the start); a duration reaching before
+    1970 means from the start."""
+    env = kjb_services_env
+    topic, dlq, group, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=4)
+
+    def dry(spec: str) -> str:
+        res = run_kjb(["replay", "--topic", dlq, "--dry-run", "--reset-offsets", spec], fixed, env=env)
+        assert res.returncode == 0, res.stderr
+        return summary(res)
+
+    none = "dry run: replayed 0, still failing 0, already present 0"
+    every = "dry run: replayed 4, still failing 0, already present 0"
+    assert dry("shift-by:9223372036854775807") == none
+    assert dry("shift-by:-9223372036854775808") == every
+    assert dry("to-offset:9223372036854775807") == none
+    assert dry("by-duration:P106751991167DT7H12M55.807S") == every
+    assert dry("to-datetime:1900-01-01T00:00:00Z") == every
+
+    port, token = free_port(), "tok-replay-e2e"
+    proc = start_kjb(["run"], fixed, name="api",
+                     env={**env, "KJB_HTTP_LISTEN": f"127.0.0.1:{port}", "KJB_ADMIN_TOKEN": token})
+
+    def call(path: str, body: dict | None = None) -> tuple[int, dict]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}", method="POST" if body is not None else "GET",
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {token}"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(req, timeout=15) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+        except OSError:
+            return 0, {}
+
+    wait_for(lambda: call("/api/stats")[0] == 200, timeout=60, message=proc.log)
+    for spec, replayed in [("shift-by:9223372036854775807", 0), ("shift-by:-9223372036854775808", 4)]:
+        status, answer = call("/api/replay", {"reset_offsets": spec, "dry_run": True})
+        assert status == 202, answer
+        done = wait_for(lambda: (call("/api/stats")[1].get("replay") or {}).get("running") is False
+                        and call("/api/stats")[1]["replay"], timeout=120,
+                        message=lambda: f"{call('/api/stats')[1].get('replay')}\n{proc.log()[-3000:]}")
+        assert done["error"] is None and (done["replayed"], done["still_failing"]) == (replayed, 0), done
+    status, answer = call("/api/replay", {"reset_offsets": "shift-by:99999999999999999999999", "dry_run": True})
+    assert (status, answer) == (400, {"error": 'reset_offsets: bad reset spec "shift-by:99999999999999999999999": '
+                                               "the shift must be an integer from -9223372036854775808 to "
+                                               "9223372036854775807"})
+    assert proc.stop() == 0, proc.log()[-3000:]
+    # Dry runs: nothing was committed, not even the reset.
+    assert kafka.committed(f"{group}.replay", dlq)[0] < 0
+
+
 def test_replay_after_kafkas_own_reset_tool(kafka, db, make_topic, run_kjb, start_kjb,
                                             kjb_services_env, tmp_path):
     env = kjb_services_env
@@ -181,7 +244,6 @@ def test_follow_keeps_replaying_until_stopped(kafka, db, make_topic, run_kjb, st
 def test_dlq_peek_shows_reasons_as_text_and_json(kafka, db, make_topic, run_kjb, start_kjb,
                                                  kjb_services_env, tmp_path):
     import base64
-    import json
 
     env = kjb_services_env
     schema = avrokit.load(V1)

@@ -1,5 +1,7 @@
 /* The HTTP server: probes through their state transitions, /metrics,
- * unknown paths and methods, and listen addresses, over real sockets. */
+ * unknown paths and methods, listen addresses, and probes that keep
+ * answering under slow clients, bursts and slow API requests, over real
+ * sockets. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,9 +11,17 @@
 #include <string.h>
 #include <strings.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 #include <curl/curl.h>
 
+#include "api.h"
+#include "config.h"
 #include "http.h"
 #include "metrics.h"
 #include "util.h"
@@ -297,6 +307,144 @@ static void test_listen_addresses(void **state) {
   }
 }
 
+/* ---- many clients, slow clients, slow API requests --------------------- */
+
+/* A connected socket to the server with a 30 s receive timeout. */
+static int dial(kjb_http *h) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)kjb_http_port(h))};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  struct timeval tv = {30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+static void send_text(int fd, const char *text) {
+  assert_int_equal(send(fd, text, strlen(text), MSG_NOSIGNAL), (ssize_t)strlen(text));
+}
+
+/* The status of the answer on fd (the request asked to close). */
+static int answer_status(int fd) {
+  char buf[4096];
+  size_t n = 0;
+  ssize_t r;
+  while (n < sizeof buf - 1 && (r = recv(fd, buf + n, sizeof buf - 1 - n, 0)) > 0)
+    n += (size_t)r;
+  buf[n] = '\0';
+  int status = 0;
+  if (sscanf(buf, "HTTP/1.1 %d", &status) != 1)
+    fail_msg("no HTTP answer: \"%s\"", buf);
+  return status;
+}
+
+static double seconds_since(int64_t t0) { return (double)(kjb_now_mono_us() - t0) / 1e6; }
+
+/* /healthz answers 200 within a second, n times. */
+static void probes_answer(kjb_http *h, int n) {
+  for (int i = 0; i < n; i++) {
+    int64_t t0 = kjb_now_mono_us();
+    expect(h, "/healthz", 200, OK);
+    double took = seconds_since(t0);
+    if (took > 1.0)
+      fail_msg("/healthz took %.2f s", took);
+  }
+}
+
+static void healthy(kjb_http *h) {
+  int64_t now = kjb_now_mono_us();
+  kjb_health st = {.db_ok_us = now, .db_connected = true, .loop_us = now,
+                   .migrations_current = true};
+  kjb_http_set_health(h, &st);
+}
+
+#define CLIENTS 200
+
+/* Clients that never finish their headers (a slowloris) hold connections,
+ * not threads: far more of them than the 64 the server used to take, and
+ * the probes still answer at once. */
+static void test_slow_clients_leave_the_probes_alone(void **state) {
+  kjb_http *h = start();
+  healthy(h);
+  int fds[CLIENTS];
+  for (int i = 0; i < CLIENTS; i++) {
+    fds[i] = dial(h);
+    send_text(fds[i], "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+  }
+  probes_answer(h, 5);
+  for (int i = 0; i < CLIENTS; i++)
+    send_text(fds[i], "X-Dribble: 1\r\n");
+  probes_answer(h, 5);
+  for (int i = 0; i < CLIENTS; i++)
+    close(fds[i]);
+  kjb_http_free(h);
+}
+
+/* A burst of connections, all open at once, all answered (past 64 they
+ * were reset). */
+static void test_burst_is_answered(void **state) {
+  kjb_http *h = start();
+  healthy(h);
+  int fds[CLIENTS];
+  for (int i = 0; i < CLIENTS; i++)
+    fds[i] = dial(h);
+  for (int i = 0; i < CLIENTS; i++)
+    send_text(fds[i], "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  for (int i = 0; i < CLIENTS; i++) {
+    assert_int_equal(answer_status(fds[i]), 200);
+    close(fds[i]);
+  }
+  kjb_http_free(h);
+}
+
+/* /api/jobs waiting on a database that never answers (a listening socket
+ * nobody accepts from) holds up neither the probes nor the server's poll
+ * threads, however many such requests there are; each gets its 503 once
+ * the connection attempt times out. */
+static void test_slow_api_leaves_the_probes_alone(void **state) {
+  int pg = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t sl = sizeof sa;
+  assert_int_equal(bind(pg, (struct sockaddr *)&sa, sizeof sa), 0);
+  assert_int_equal(listen(pg, 16), 0);
+  assert_int_equal(getsockname(pg, (struct sockaddr *)&sa, &sl), 0);
+  char conninfo[128];
+  snprintf(conninfo, sizeof conninfo,
+           "host=127.0.0.1 port=%d dbname=kjb user=kjb connect_timeout=2", ntohs(sa.sin_port));
+  setenv("KJB_POSTGRES_CONNINFO", conninfo, 1);
+  kjb_config cfg;
+  kjb_err err = {0};
+  if (kjb_config_load("config/example.cfg", &cfg, &err) < 0)
+    fail_msg("config/example.cfg: %s", err.msg);
+  unsetenv("KJB_POSTGRES_CONNINFO");
+  kjb_api *api = kjb_api_new(&cfg, "node-1", "executor", NULL, &err);
+  assert_non_null(api);
+  kjb_http *h = start();
+  healthy(h);
+  kjb_http_set_api(h, api);
+
+  enum { SLOW = 3 }; /* more than the poll threads */
+  int fds[SLOW];
+  int64_t t0 = kjb_now_mono_us();
+  for (int i = 0; i < SLOW; i++) {
+    fds[i] = dial(h);
+    send_text(fds[i], "GET /api/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  }
+  probes_answer(h, 5);
+  expect(h, "/readyz", 200, OK);
+  assert_true(seconds_since(t0) < 1.9); /* all while the first still waits */
+  for (int i = 0; i < SLOW; i++) {
+    assert_int_equal(answer_status(fds[i]), 503);
+    close(fds[i]);
+  }
+  kjb_http_free(h);
+  kjb_api_free(api);
+  kjb_config_close(&cfg);
+  close(pg);
+}
+
 int main(void) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const struct CMUnitTest tests[] = {
@@ -306,6 +454,9 @@ int main(void) {
       cmocka_unit_test(test_dashboard_and_unattached_api),
       cmocka_unit_test(test_metrics),
       cmocka_unit_test(test_listen_addresses),
+      cmocka_unit_test(test_slow_clients_leave_the_probes_alone),
+      cmocka_unit_test(test_burst_is_answered),
+      cmocka_unit_test(test_slow_api_leaves_the_probes_alone),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   curl_global_cleanup();

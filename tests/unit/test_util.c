@@ -169,6 +169,71 @@ static void test_arena(void **state) {
   kjb_arena_free(NULL);
 }
 
+/* Calendar dates to days and back; impossible dates are refused. */
+static void test_civil_dates(void **state) {
+  static const struct {
+    int64_t y, m, d;
+    int rc;
+    int64_t days;
+  } cases[] = {
+      {1970, 1, 1, 0, 0},        {2026, 11, 21, 0, 20778},  {2000, 2, 29, 0, 11016},
+      {1969, 12, 31, 0, -1},     {2024, 2, 29, 0, 19782},   {2026, 2, 29, -1, 0},
+      {1900, 2, 29, -1, 0},      {2026, 2, 31, -1, 0},      {2026, 4, 31, -1, 0},
+      {2026, 13, 1, -1, 0},      {2026, 0, 1, -1, 0},       {2026, 1, 0, -1, 0},
+      {2026, 12, 31, 0, 20818},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int64_t days = 7;
+    print_message("date %04lld-%02lld-%02lld\n", (long long)cases[i].y, (long long)cases[i].m,
+                  (long long)cases[i].d);
+    assert_int_equal(kjb_civil_to_days(cases[i].y, cases[i].m, cases[i].d, &days), cases[i].rc);
+    if (cases[i].rc < 0) {
+      assert_int_equal(days, 7);
+      continue;
+    }
+    assert_int_equal(days, cases[i].days);
+    int64_t y;
+    unsigned m, d;
+    kjb_civil_from_days(days, &y, &m, &d);
+    assert_int_equal(y, cases[i].y);
+    assert_int_equal(m, cases[i].m);
+    assert_int_equal(d, cases[i].d);
+  }
+}
+
+static void test_utf8_prefix(void **state) {
+  static const struct {
+    const char *s;
+    size_t max, n;
+  } cases[] = {
+      {"", 4, 0},           {"abc", 4, 3},           {"abcd", 4, 4},
+      {"abcde", 4, 4},      {"ab\xc3\xa9", 4, 4},    {"abc\xc3\xa9", 4, 3},
+      {"a\xe2\x82\xac", 3, 1}, {"a\xe2\x82\xac", 4, 4}, {"\xf0\x9f\x98\x80x", 2, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    print_message("prefix case %zu\n", i);
+    assert_int_equal(kjb_utf8_prefix(cases[i].s, cases[i].max), cases[i].n);
+  }
+}
+
+static void test_secret_equal(void **state) {
+  static const struct {
+    const char *given;
+    size_t gl;
+    bool equal;
+  } cases[] = {
+      {"tok-1", 5, true},   {"tok-2", 5, false},        {"tok-", 4, false},
+      {"tok-1x", 6, false}, {"tok-1\0junk", 10, false}, {"tok-1\0", 6, false},
+      {"", 0, false},       {"TOK-1", 5, false},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    print_message("secret case %zu\n", i);
+    assert_int_equal(kjb_secret_equal(cases[i].given, cases[i].gl, "tok-1", 5), cases[i].equal);
+  }
+  assert_true(kjb_secret_equal("", 0, "", 0));
+  assert_false(kjb_secret_equal("x", 1, "", 0));
+}
+
 static void test_errors(void **state) {
   kjb_err err;
   assert_int_equal(kjb_err_set(&err, KJB_ETRUNCATED, "at byte %d", 17), -KJB_ETRUNCATED);
@@ -185,8 +250,9 @@ static void test_errors(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_durations),      cmocka_unit_test(test_parse_i64),
-      cmocka_unit_test(test_rfc3339),
-      cmocka_unit_test(test_utf8),           cmocka_unit_test(test_base64_and_json),
+      cmocka_unit_test(test_rfc3339),       cmocka_unit_test(test_civil_dates),
+      cmocka_unit_test(test_utf8),           cmocka_unit_test(test_utf8_prefix),
+      cmocka_unit_test(test_base64_and_json), cmocka_unit_test(test_secret_equal),
       cmocka_unit_test(test_arena),          cmocka_unit_test(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
