@@ -351,11 +351,20 @@ int kjb_duration_parse(const char *s, int64_t *out_us) {
     double us;
   } units[] = {{"us", 1}, {"ms", 1e3}, {"s", 1e6}, {"m", 60e6},
                {"h", 3600e6}, {"d", 86400e6}};
-  if (!s || !isdigit((unsigned char)*s))
+  /* Digits, an optional fraction, a unit: what strtod alone would also
+   * take (hex, exponents, "inf", leading zeros) is refused first. */
+  if (!s || !isdigit((unsigned char)*s) || (s[0] == '0' && isdigit((unsigned char)s[1])))
     return -1;
+  size_t n = strspn(s, "0123456789");
+  if (s[n] == '.') {
+    size_t f = strspn(s + n + 1, "0123456789");
+    if (f == 0)
+      return -1;
+    n += 1 + f;
+  }
   char *end;
   double v = strtod(s, &end);
-  if (end == s)
+  if (end != s + n)
     return -1;
   for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
     if (strcmp(end, units[i].unit) == 0) {
