@@ -1,15 +1,19 @@
-/* Arena, buffer, duration, JSON and UTF-8 helpers. */
+/* Arena, buffer, file, duration, JSON and UTF-8 helpers. */
 #include "util.h"
 
 #include <assert.h>
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 struct chunk {
   struct chunk *next;
@@ -227,6 +231,59 @@ void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n) {
   }
   b->len = (size_t)(o - b->data);
   b->data[b->len] = '\0';
+}
+
+static int too_large(kjb_err *err, size_t max) {
+  if (max >= 1024 * 1024 && max % (1024 * 1024) == 0)
+    return kjb_err_set(err, KJB_EIO, "larger than %zu MiB", max / (1024 * 1024));
+  if (max >= 1024 && max % 1024 == 0)
+    return kjb_err_set(err, KJB_EIO, "larger than %zu KiB", max / 1024);
+  return kjb_err_set(err, KJB_EIO, "larger than %zu bytes", max);
+}
+
+/* Reads fd to its end into out, failing once more than max bytes came:
+ * the size fstat() saw may have grown since. */
+static int read_fd(int fd, size_t max, kjb_buf *out, kjb_err *err) {
+  for (;;) {
+    size_t want = max + 1 - out->len < 65536 ? max + 1 - out->len : 65536;
+    kjb_buf_reserve(out, want);
+    ssize_t n = read(fd, out->data + out->len, want);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return kjb_err_set(err, KJB_EIO, "%s", strerror(errno));
+    if (n == 0)
+      break;
+    out->len += (size_t)n;
+    if (out->len > max)
+      return too_large(err, max);
+  }
+  out->data[out->len] = '\0';
+  return 0;
+}
+
+int kjb_read_file(const char *path, size_t max_bytes, kjb_buf *out, kjb_err *err) {
+  assert(max_bytes < SIZE_MAX);
+  kjb_buf_reset(out);
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    return kjb_err_set(err, KJB_EIO, "%s", strerror(errno));
+  struct stat st;
+  int rc;
+  if (fstat(fd, &st) != 0)
+    rc = kjb_err_set(err, KJB_EIO, "%s", strerror(errno));
+  else if (S_ISDIR(st.st_mode))
+    rc = kjb_err_set(err, KJB_EIO, "%s", strerror(EISDIR));
+  else if (!S_ISREG(st.st_mode))
+    rc = kjb_err_set(err, KJB_EIO, "not a regular file");
+  else if ((uintmax_t)st.st_size > max_bytes)
+    rc = too_large(err, max_bytes);
+  else
+    rc = read_fd(fd, max_bytes, out, err);
+  close(fd);
+  if (rc)
+    kjb_buf_reset(out);
+  return rc;
 }
 
 long kjb_utf8_invalid_at(const char *str, size_t n) {

@@ -1,5 +1,6 @@
-/* Small shared tools: a per-batch arena, a growable byte buffer,
- * duration parsing, JSON string escaping and UTF-8 validation. */
+/* Small shared tools: a per-batch arena, a growable byte buffer, reading
+ * a whole file, duration parsing, JSON string escaping and UTF-8
+ * validation. */
 #ifndef KJB_UTIL_H
 #define KJB_UTIL_H
 
@@ -44,6 +45,18 @@ void kjb_buf_printf(kjb_buf *b, const char *fmt, ...)
  * UTF-8; control characters are escaped. */
 void kjb_buf_json_str(kjb_buf *b, const char *s, size_t n);
 void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n);
+
+/* Reads the whole file at path into out (replacing what it held; the
+ * caller has initialised it), NUL-terminated after its len bytes. Only a
+ * regular file of at most max_bytes is read: a FIFO or device could block
+ * or never end, so it is refused without being read. The file is opened
+ * non-blocking and close-on-exec. Every file kjb reads whole (config,
+ * schemas, TLS keys) comes through here.
+ * Returns 0, or -KJB_EIO with err->msg holding only the reason, for the
+ * caller to prefix with the path or its role: strerror(errno) ("No such
+ * file or directory", "Is a directory"), "not a regular file", or
+ * "larger than 1 MiB" (the limit, in MiB, KiB or bytes). */
+int kjb_read_file(const char *path, size_t max_bytes, kjb_buf *out, kjb_err *err);
 
 /* Returns the byte offset of the first invalid UTF-8 sequence in s, or -1
  * when all n bytes are valid (overlongs, surrogates and code points past

@@ -1,10 +1,14 @@
 /* Shared helpers: durations, RFC 3339, UTF-8, base64, JSON escaping,
- * arena and error values. */
+ * arena, reading files and error values. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -169,6 +173,107 @@ static void test_arena(void **state) {
   kjb_arena_free(NULL);
 }
 
+/* One case of kjb_read_file: path (relative to a temporary directory
+ * unless absolute), the limit, and the reason it fails with (NULL: it
+ * reads, and the text is want_text). */
+typedef struct {
+  const char *path;
+  size_t max;
+  const char *why;
+  const char *want_text;
+} read_case;
+
+static void write_text(const char *path, const char *text) {
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fputs(text, f) >= 0, 1);
+  assert_int_equal(fclose(f), 0);
+}
+
+static void test_read_file(void **state) {
+  char dir[] = "/tmp/kjb-test-util-XXXXXX", path[512];
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/ten", dir);
+  write_text(path, "0123456789");
+  snprintf(path, sizeof path, "%s/empty", dir);
+  write_text(path, "");
+  snprintf(path, sizeof path, "%s/fifo", dir);
+  assert_int_equal(mkfifo(path, 0600), 0);
+  snprintf(path, sizeof path, "%s/zero", dir);
+  assert_int_equal(symlink("/dev/zero", path), 0);
+  snprintf(path, sizeof path, "%s/link", dir);
+  assert_int_equal(symlink("ten", path), 0);
+  snprintf(path, sizeof path, "%s/sub", dir);
+  assert_int_equal(mkdir(path, 0700), 0);
+
+  static const read_case cases[] = {
+      {"ten", 10, NULL, "0123456789"},
+      {"link", 10, NULL, "0123456789"}, /* a symlink to a regular file is fine */
+      {"empty", 10, NULL, ""},
+      {"ten", 9, "larger than 9 bytes", NULL},
+      {"ten", 0, "larger than 0 bytes", NULL},
+      {"fifo", 1 << 20, "not a regular file", NULL}, /* must not block */
+      {"zero", 1 << 20, "not a regular file", NULL}, /* must not read forever */
+      {"/dev/null", 10, "not a regular file", NULL},
+      {"sub", 10, "Is a directory", NULL},
+      {"missing", 10, "No such file or directory", NULL},
+  };
+  kjb_buf b;
+  kjb_buf_init(&b);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const read_case *tc = &cases[i];
+    if (tc->path[0] == '/')
+      snprintf(path, sizeof path, "%s", tc->path);
+    else
+      snprintf(path, sizeof path, "%s/%s", dir, tc->path);
+    print_message("read \"%s\" at most %zu\n", tc->path, tc->max);
+    kjb_buf_puts(&b, "stale");
+    kjb_err err = {0};
+    int rc = kjb_read_file(path, tc->max, &b, &err);
+    if (tc->why) {
+      assert_int_equal(rc, -KJB_EIO);
+      assert_int_equal(err.code, KJB_EIO);
+      assert_string_equal(err.msg, tc->why);
+      assert_int_equal(b.len, 0);
+    } else {
+      assert_int_equal(rc, 0);
+      assert_string_equal(b.data, tc->want_text);
+      assert_int_equal(b.len, strlen(tc->want_text));
+    }
+  }
+  kjb_buf_close(&b);
+
+  /* The limit is named in the unit it was given in. */
+  static const struct {
+    size_t max;
+    const char *why;
+  } units[] = {{1 << 20, "larger than 1 MiB"}, {3 << 20, "larger than 3 MiB"},
+               {64 << 10, "larger than 64 KiB"}, {1000, "larger than 1000 bytes"},
+               {(1 << 20) + 1024, "larger than 1025 KiB"}};
+  snprintf(path, sizeof path, "%s/big", dir);
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  for (int i = 0; i < (3 << 20) + 1; i++)
+    fputc('x', f);
+  assert_int_equal(fclose(f), 0);
+  kjb_buf_init(&b);
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    kjb_err err = {0};
+    assert_int_equal(kjb_read_file(path, units[i].max, &b, &err), -KJB_EIO);
+    assert_string_equal(err.msg, units[i].why);
+  }
+  kjb_buf_close(&b);
+
+  static const char *const names[] = {"ten", "empty", "fifo", "zero", "link", "big"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    assert_int_equal(unlink(path), 0);
+  }
+  snprintf(path, sizeof path, "%s/sub", dir);
+  assert_int_equal(rmdir(path), 0);
+  assert_int_equal(rmdir(dir), 0);
+}
+
 static void test_errors(void **state) {
   kjb_err err;
   assert_int_equal(kjb_err_set(&err, KJB_ETRUNCATED, "at byte %d", 17), -KJB_ETRUNCATED);
@@ -187,7 +292,8 @@ int main(void) {
       cmocka_unit_test(test_durations),      cmocka_unit_test(test_parse_i64),
       cmocka_unit_test(test_rfc3339),
       cmocka_unit_test(test_utf8),           cmocka_unit_test(test_base64_and_json),
-      cmocka_unit_test(test_arena),          cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_arena),          cmocka_unit_test(test_read_file),
+      cmocka_unit_test(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
