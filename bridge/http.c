@@ -435,25 +435,22 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+/* The largest certificate chain or key file read. */
+#define MAX_PEM (1024 * 1024)
+
 /* The whole file at path as a string, or NULL with err. */
 static char *read_pem(const char *what, const char *path, kjb_err *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return kjb_err_set(err, KJB_ECONFIG, "http.%s: cannot read \"%s\": %s", what, path,
-                       strerror(errno)),
-           NULL;
   kjb_buf b;
   kjb_buf_init(&b);
-  char chunk[4096];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    kjb_buf_append(&b, chunk, n);
-  int bad = ferror(f);
-  fclose(f);
-  if (bad || b.len == 0) {
+  kjb_err why;
+  if (kjb_read_file(path, MAX_PEM, &b, &why) < 0) {
     kjb_buf_close(&b);
-    return kjb_err_set(err, KJB_ECONFIG, "http.%s: \"%s\" is empty or unreadable", what, path),
+    return kjb_err_set(err, KJB_ECONFIG, "http.%s: cannot read \"%s\": %s", what, path, why.msg),
            NULL;
+  }
+  if (b.len == 0) {
+    kjb_buf_close(&b);
+    return kjb_err_set(err, KJB_ECONFIG, "http.%s: \"%s\" is empty", what, path), NULL;
   }
   return b.data; /* kjb_buf keeps its text NUL-terminated */
 }
