@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cfgsrc.h"
 #include "util.h"
 
 #define KJB_DEFAULT_CONFIG "config/kjb.cfg"
@@ -246,8 +247,7 @@ static const struct section {
 /* ---- Loading state and error reporting -------------------------------- */
 
 typedef struct {
-  const char *path;        /* the main file, as the caller named it */
-  const char *include_dir; /* its directory; NULL when that is the cwd */
+  const kjb_cfgsrc *src; /* the text libconfig parsed, and where it came from */
   kjb_config *cfg;
   kjb_err *err;
 } ctx;
@@ -261,24 +261,23 @@ typedef struct {
   const char *key;
 } val;
 
-/* The name of the file a setting (or a syntax error) came from, as the
- * user can open it. libconfig records included files by the name written
- * in the @include line, which it resolved against the include dir. */
-static const char *display_file(const ctx *c, const char *file, char *buf,
-                                size_t size) {
-  if (!file || strcmp(file, c->path) == 0 || !c->include_dir)
-    return file ? file : c->path;
-  snprintf(buf, size, "%s/%s", c->include_dir, file);
-  return buf;
+/* The file a setting came from and its line there. libconfig only saw one
+ * text, with the included files spliced in. */
+static const char *source(const ctx *c, const config_setting_t *s, unsigned *line) {
+  return kjb_cfgsrc_where(c->src, config_setting_source_line(s), line);
+}
+
+static int line_of(const ctx *c, const config_setting_t *s) {
+  unsigned line;
+  source(c, s, &line);
+  return (int)line;
 }
 
 /* "<file>:<line>", or just "<file>" for the root group, which has no line. */
 static void location(const ctx *c, const config_setting_t *s, char *buf,
                      size_t size) {
-  char tmp[PATH_MAX];
-  const char *file =
-      display_file(c, config_setting_source_file(s), tmp, sizeof tmp);
-  unsigned line = config_setting_source_line(s);
+  unsigned line;
+  const char *file = source(c, s, &line);
   if (line)
     snprintf(buf, size, "%s:%u", file, line);
   else
@@ -312,10 +311,11 @@ vfail(ctx *c, const val *v, const char *fmt, ...) {
 static void first_defined(const ctx *c, const config_setting_t *first,
                           const config_setting_t *now, char *buf,
                           size_t size) {
-  const char *a = config_setting_source_file(first);
-  const char *b = config_setting_source_file(now);
-  if ((!a && !b) || (a && b && strcmp(a, b) == 0))
-    snprintf(buf, size, "line %u", config_setting_source_line(first));
+  unsigned line, ignored;
+  const char *a = source(c, first, &line);
+  const char *b = source(c, now, &ignored);
+  if (strcmp(a, b) == 0)
+    snprintf(buf, size, "line %u", line);
   else
     location(c, first, buf, size);
 }
@@ -750,7 +750,7 @@ static int parse_schema_ids(ctx *c, const config_setting_t *list) {
     if (config_setting_type(e) != CONFIG_TYPE_GROUP)
       return fail_at(c, e, "%s: expected a group, got %s", gpath,
                      type_name(e));
-    id->line = (int)config_setting_source_line(e);
+    id->line = line_of(c, e);
     int rc = parse_group(c, e, gpath, schema_id_fields,
                          NFIELDS(schema_id_fields), id, found);
     if (!rc)
@@ -823,7 +823,7 @@ static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
                          kjb_handler_cfg *h) {
   const config_setting_t *found[MAX_FIELDS];
   int rc;
-  h->line = (int)config_setting_source_line(e);
+  h->line = line_of(c, e);
   h->timeout_us = 30 * 1000000LL;
   h->concurrency = 4;
   h->rate_limit.scope = KJB_SCOPE_LOCAL;
@@ -939,7 +939,7 @@ static int parse_jobs(ctx *c, const config_setting_t *list, const char *tpath,
     if (config_setting_type(e) != CONFIG_TYPE_GROUP)
       return fail_at(c, e, "%s: expected a group, got %s", jpath,
                      type_name(e));
-    j->line = (int)config_setting_source_line(e);
+    j->line = line_of(c, e);
     j->queue = xstrdup("default");
     int rc = parse_group(c, e, jpath, job_fields, NFIELDS(job_fields), j,
                          found);
@@ -979,7 +979,7 @@ static int parse_topics(ctx *c, const config_setting_t *list) {
     if (config_setting_type(e) != CONFIG_TYPE_GROUP)
       return fail_at(c, e, "%s: expected a group, got %s", tpath,
                      type_name(e));
-    t->line = (int)config_setting_source_line(e);
+    t->line = line_of(c, e);
     t->format = KJB_FMT_CONFLUENT;
     int rc = parse_group(c, e, tpath, topic_fields, NFIELDS(topic_fields), t,
                          found);
@@ -1063,63 +1063,47 @@ static int parse_root(ctx *c, const config_setting_t *root) {
 
 /* ---- Public API ---------------------------------------------------------- */
 
-/* See config.h. Reads path through one stream (so that a directory or an
- * unreadable file is KJB_EIO), then lets libconfig parse it; every error
- * after that is KJB_ECONFIG and leaves cfg zeroed. */
+/* A syntax error as "<file>:<line>: syntax error[: <what>]"; libconfig's
+ * own words when they are about an include (which the spliced text should
+ * never make it open). */
+static int syntax_error(const ctx *c, const config_t *lc) {
+  unsigned line;
+  const char *file = kjb_cfgsrc_where(c->src, (unsigned)config_error_line(lc), &line);
+  const char *text = config_error_text(lc) ? config_error_text(lc) : "";
+  if (strcmp(text, "syntax error") == 0 || !*text)
+    return kjb_err_set(c->err, KJB_ECONFIG, "%s:%u: syntax error", file, line);
+  if (strstr(text, "include"))
+    return kjb_err_set(c->err, KJB_ECONFIG, "%s:%u: %s", file, line, text);
+  return kjb_err_set(c->err, KJB_ECONFIG, "%s:%u: syntax error: %s", file, line, text);
+}
+
+/* See config.h. The file and its includes are read and bounded by
+ * kjb_cfgsrc_read, then libconfig parses the text; every error after
+ * reading path is KJB_ECONFIG and leaves cfg zeroed. */
 int kjb_config_load(const char *path, kjb_config *cfg, kjb_err *err) {
   assert(path && cfg);
   memset(cfg, 0, sizeof *cfg);
+  kjb_cfgsrc *src = kjb_cfgsrc_read(path, err);
+  if (!src)
+    return -(int)err->code;
 
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return kjb_err_set(err, KJB_EIO, "%s: %s", path, strerror(errno));
-  /* fopen() accepts a directory; reading it is what fails. */
-  int ch = getc(f);
-  if (ch == EOF && ferror(f)) {
-    int e = errno;
-    fclose(f);
-    return kjb_err_set(err, KJB_EIO, "%s: %s", path, strerror(e));
-  }
-  rewind(f);
-
-  /* @include paths are relative to this file's directory, not the cwd. */
-  char *dir = NULL;
-  const char *slash = strrchr(path, '/');
-  if (slash) {
-    size_t n = slash == path ? 1 : (size_t)(slash - path);
-    dir = xcalloc(n + 1, 1);
-    memcpy(dir, path, n);
-  }
-
-  ctx c = {.path = path, .include_dir = dir, .cfg = cfg, .err = err};
+  ctx c = {.src = src, .cfg = cfg, .err = err};
   config_t lc;
   config_init(&lc);
   config_set_options(&lc, config_get_options(&lc) | CONFIG_OPTION_AUTOCONVERT);
-  if (dir)
-    config_set_include_dir(&lc, dir);
+  /* The text holds no @include that libconfig would act on; should one
+   * slip through, it resolves under /dev/null/ and cannot be opened. */
+  config_set_include_dir(&lc, "/dev/null");
 
-  int rc = 0;
-  if (!config_read(&lc, f)) {
-    char tmp[PATH_MAX];
-    const char *file =
-        display_file(&c, config_error_file(&lc), tmp, sizeof tmp);
-    const char *text = config_error_text(&lc) ? config_error_text(&lc) : "";
-    if (strcmp(text, "syntax error") == 0 || !*text)
-      rc = kjb_err_set(err, KJB_ECONFIG, "%s:%d: syntax error", file,
-                       config_error_line(&lc));
-    else if (strstr(text, "include"))
-      rc = kjb_err_set(err, KJB_ECONFIG, "%s:%d: %s", file,
-                       config_error_line(&lc), text);
-    else
-      rc = kjb_err_set(err, KJB_ECONFIG, "%s:%d: syntax error: %s", file,
-                       config_error_line(&lc), text);
+  int rc;
+  if (!config_read_string(&lc, kjb_cfgsrc_text(src))) {
+    rc = syntax_error(&c, &lc);
   } else {
     cfg->path = xstrdup(path);
     rc = parse_root(&c, config_root_setting(&lc));
   }
   config_destroy(&lc);
-  fclose(f);
-  free(dir);
+  kjb_cfgsrc_free(src);
   if (rc)
     kjb_config_close(cfg);
   return rc;

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,17 @@ extern char **environ;
   "topics = ( { topic = \"orders\"; schema = \"o.avsc\"; jobs = ( { " job      \
   " } ); } );\n"
 #define HANDLER(h) "handlers = ( { " h " } );\n"
+/* 64 lines of @include of an empty file, and 64 settings on one line. */
+#define INCLUDE_EMPTY_X4                                                       \
+  "@include \"e.cfg\"\n@include \"e.cfg\"\n@include \"e.cfg\"\n@include \"e.cfg\"\n"
+#define INCLUDE_EMPTY_X16                                                      \
+  INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4
+#define INCLUDE_EMPTY_X64                                                      \
+  INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16
+#define SETTINGS_X8 "a=1;b=1;c=1;d=1;e=1;f=1;g=1;h=1;"
+#define SETTINGS_X64                                                           \
+  SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8        \
+      SETTINGS_X8 SETTINGS_X8
 #define DURATION_HINT "(expected a number with a unit: us, ms, s, m, h, d)"
 #define PATH_HINT "(expected dotted Avro names such as \"customer.email\")"
 
@@ -45,6 +57,7 @@ typedef struct {
   const char *text;     /* t.cfg */
   const char *inc_name; /* an optional second file beside t.cfg */
   const char *inc_text;
+  bool inc_fifo;        /* inc_name is a FIFO instead */
   env_kv env[8];
   const char *want; /* the exact error, temp dir removed; NULL: loads */
   void (*check)(const kjb_config *cfg);
@@ -256,7 +269,45 @@ static const cfg_case cases[] = {
      .want = "t.cfg:2: syntax error: duplicate setting name"},
     {.name = "include_missing",
      .text = BASE "@include \"nope.cfg\"\n",
-     .want = "t.cfg:3: cannot open include file"},
+     .want = "t.cfg:3: @include \"nope.cfg\": No such file or directory"},
+    /* Includes are read like the config file: regular files only. */
+    {.name = "include_directory",
+     .text = BASE "@include \"/tmp\"\n",
+     .want = "t.cfg:3: @include \"/tmp\": Is a directory"},
+    {.name = "include_dev_zero",
+     .text = BASE "log = { level = \"info\"; };\n  @include\t\"/dev/zero\"\n",
+     .want = "t.cfg:4: @include \"/dev/zero\": not a regular file"},
+    {.name = "include_fifo",
+     .text = BASE "@include \"pipe.cfg\"\n",
+     .inc_name = "pipe.cfg",
+     .inc_fifo = true,
+     .want = "t.cfg:3: @include \"pipe.cfg\": not a regular file"},
+    {.name = "include_nested_fifo",
+     .text = BASE "@include \"inc.cfg\"\n",
+     .inc_name = "inc.cfg",
+     .inc_text = "# first\n@include \"/dev/zero\"\n",
+     .want = "inc.cfg:2: @include \"/dev/zero\": not a regular file"},
+    {.name = "include_itself",
+     .text = BASE "@include \"t.cfg\"\n",
+     .want = "t.cfg:3: @include \"t.cfg\": nested more than 10 deep"},
+    {.name = "include_too_many",
+     .text = BASE INCLUDE_EMPTY_X64 "@include \"e.cfg\"\n",
+     .inc_name = "e.cfg",
+     .inc_text = "",
+     .want = "t.cfg:67: @include \"e.cfg\": more than 64 @include directives"},
+    {.name = "include_unterminated",
+     .text = BASE "@include \"inc.cfg",
+     .want = "t.cfg:3: @include: the file name has no closing quote"},
+    /* What libconfig would take quadratic time over is refused first. */
+    {.name = "group_too_many_settings",
+     .text = BASE "x = {\n" SETTINGS_X64 "a = 1; };\n",
+     .want = "t.cfg:4: more than 64 settings in one group"},
+    {.name = "root_too_many_settings",
+     .text = SETTINGS_X64 "\na = 1;\n",
+     .want = "t.cfg:2: more than 64 settings in one group"},
+    {.name = "nested_too_deep",
+     .text = BASE "x = ( ((((((((((((((((((((((((((((((\n(( 1 )) ))))))))))))))))))))))))))))))) );\n",
+     .want = "t.cfg:4: groups and lists nested more than 32 deep"},
     {.name = "include_syntax",
      .text = BASE "@include \"inc.cfg\"\n",
      .inc_name = "inc.cfg",
@@ -757,6 +808,33 @@ static const cfg_case cases[] = {
      .inc_text = "# topics\n" TOPIC_JOB("kind = \"k\"; priority = 99999;"),
      .want = "part.cfg:2: topics[0].jobs[0].priority: must be between -32768 "
              "and 32767, got 99999"},
+    /* Lines after an include are those of the including file. */
+    {.name = "include_error_after",
+     .text = BASE "@include \"part.cfg\" # topics\nlog = { level = \"loud\"; };\n",
+     .inc_name = "part.cfg",
+     .inc_text = "# topics\n\n" TOPIC,
+     .want = "t.cfg:4: log.level: invalid value \"loud\" (expected debug, info, warn "
+             "or error)"},
+    {.name = "include_syntax_after",
+     .text = BASE "@include \"part.cfg\"\nlog = { level = \"debug\"; }\n;;\n",
+     .inc_name = "part.cfg",
+     .inc_text = TOPIC "# no newline at the end",
+     .want = "t.cfg:5: syntax error"},
+    {.name = "include_duplicate_location",
+     .text = BASE "@include \"part.cfg\"\nhandlers = ( { kind = \"k\"; type = \"log\"; },\n"
+                  "  { kind = \"k\"; type = \"log\"; } );\n",
+     .inc_name = "part.cfg",
+     .inc_text = TOPIC,
+     .want = "t.cfg:5: handlers[1].kind: duplicate handler for kind \"k\" (first defined "
+             "at line 4)"},
+    /* Only a directive at a line's start, outside strings and comments, is
+     * one, as for libconfig. */
+    {.name = "include_not_a_directive",
+     .text = BASE TOPIC "/* a comment\n@include \"nope.cfg\"\n*/\n"
+             "log = { level = \"debug\"; format = \"a\n@include \\\"nope.cfg\\\"\";\n"
+             "};\n",
+     .want = "t.cfg:7: log.format: invalid value \"a\n@include \"nope.cfg\"\" (expected "
+             "text or json)"},
 
     /* Values that load. */
     {.name = "defaults", .text = BASE TOPIC, .check = check_defaults},
@@ -859,8 +937,12 @@ static void run_case(void **state) {
   snprintf(dir, sizeof dir, "%s/%s", tmp_root, tc->name);
   assert_int_equal(mkdir(dir, 0700), 0);
   write_file(dir, "t.cfg", tc->text);
-  if (tc->inc_name)
+  if (tc->inc_fifo) {
+    snprintf(path, sizeof path, "%s/%s", dir, tc->inc_name);
+    assert_int_equal(mkfifo(path, 0600), 0);
+  } else if (tc->inc_name) {
     write_file(dir, tc->inc_name, tc->inc_text);
+  }
   snprintf(path, sizeof path, "%s/t.cfg", dir);
 
   for (size_t i = 0; i < 8 && tc->env[i].name; i++)
@@ -993,6 +1075,78 @@ static void test_io_errors(void **state) {
   EQ_STR(err.msg, want);
 }
 
+/* A file of n bytes: text, then a comment that fills it up (the last byte
+ * a newline). */
+static void write_padded(const char *path, const char *text, size_t n) {
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  size_t len = strlen(text);
+  assert_true(len + 2 <= n);
+  fputs(text, f);
+  fputc('#', f);
+  for (size_t i = len + 1; i < n - 1; i++)
+    fputc('x', f);
+  fputc('\n', f);
+  assert_int_equal(fclose(f), 0);
+}
+
+static void expect_error(const char *path, kjb_errcode code, const char *want) {
+  kjb_config cfg;
+  kjb_err err = {0};
+  assert_int_equal(kjb_config_load(path, &cfg, &err), -(int)code);
+  strip_dir(err.msg, tmp_root);
+  assert_string_equal(err.msg, want);
+  static const kjb_config zero;
+  assert_memory_equal(&cfg, &zero, sizeof cfg);
+}
+
+/* What the config file may be: a regular file of at most 1 MiB, with its
+ * includes; not a FIFO (which blocked for ever) nor a device (which was
+ * read until memory ran out); no NUL byte, which would end libconfig's
+ * text early. */
+static void test_file_limits(void **state) {
+  char path[512], inc[512];
+  snprintf(path, sizeof path, "%s/limits.cfg", tmp_root);
+  snprintf(inc, sizeof inc, "%s/pad.cfg", tmp_root);
+
+  write_padded(path, BASE TOPIC, 1024 * 1024);
+  kjb_config cfg;
+  kjb_err err = {0};
+  if (kjb_config_load(path, &cfg, &err) != 0)
+    fail_msg("a config of exactly 1 MiB: %s", err.msg);
+  kjb_config_close(&cfg);
+  write_padded(path, BASE TOPIC, 1024 * 1024 + 1);
+  expect_error(path, KJB_EIO, "limits.cfg: larger than 1 MiB");
+
+  /* The limit holds for the text with its includes. */
+  static const char with_inc[] = BASE TOPIC "@include \"pad.cfg\"\n";
+  const size_t main_len = sizeof with_inc + 16;
+  write_padded(path, with_inc, main_len);
+  write_padded(inc, "", 1024 * 1024 - main_len);
+  if (kjb_config_load(path, &cfg, &err) != 0)
+    fail_msg("a config of exactly 1 MiB with its include: %s", err.msg);
+  kjb_config_close(&cfg);
+  write_padded(inc, "", 1024 * 1024 - main_len + 1);
+  expect_error(path, KJB_ECONFIG, "limits.cfg:4: @include \"pad.cfg\": the configuration "
+               "with its includes is larger than 1 MiB");
+  unlink(inc);
+
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  static const char nul[] = BASE TOPIC "# a NUL: \0 and then\nx = 1;\n";
+  assert_int_equal(fwrite(nul, 1, sizeof nul - 1, f), sizeof nul - 1);
+  assert_int_equal(fclose(f), 0);
+  expect_error(path, KJB_ECONFIG, "limits.cfg:4: syntax error: NUL byte");
+  unlink(path);
+
+  assert_int_equal(mkfifo(path, 0600), 0);
+  expect_error(path, KJB_EIO, "limits.cfg: not a regular file");
+  unlink(path);
+  assert_int_equal(symlink("/dev/zero", path), 0);
+  expect_error(path, KJB_EIO, "limits.cfg: not a regular file");
+  unlink(path);
+}
+
 static void test_close(void **state) {
   kjb_config cfg;
   memset(&cfg, 0, sizeof cfg);
@@ -1074,7 +1228,8 @@ static int teardown(void **state) {
 int main(void) {
   static const struct CMUnitTest fixed[] = {
       cmocka_unit_test(test_example_cfg), cmocka_unit_test(test_dev_cfg),
-      cmocka_unit_test(test_io_errors),   cmocka_unit_test(test_close),
+      cmocka_unit_test(test_io_errors),   cmocka_unit_test(test_file_limits),
+      cmocka_unit_test(test_close),
       cmocka_unit_test(test_default_path), cmocka_unit_test(test_lookups),
   };
   static struct CMUnitTest tests[NCASES + sizeof fixed / sizeof fixed[0]];
