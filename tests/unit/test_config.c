@@ -41,6 +41,23 @@ extern char **environ;
 #define INCLUDE_EMPTY_X64                                                      \
   INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16
 #define SETTINGS_X8 "a=1;b=1;c=1;d=1;e=1;f=1;g=1;h=1;"
+/* n entries "{}," of a list, for the limits on list lengths. */
+#define ENTRIES_4 "{},{},{},{},"
+#define ENTRIES_16 ENTRIES_4 ENTRIES_4 ENTRIES_4 ENTRIES_4
+#define ENTRIES_64 ENTRIES_16 ENTRIES_16 ENTRIES_16 ENTRIES_16
+#define ENTRIES_256 ENTRIES_64 ENTRIES_64 ENTRIES_64 ENTRIES_64
+#define ENTRIES_1024 ENTRIES_256 ENTRIES_256 ENTRIES_256 ENTRIES_256
+#define ENTRIES_4096 ENTRIES_1024 ENTRIES_1024 ENTRIES_1024 ENTRIES_1024
+/* Strings of 256 and 4096 bytes. */
+#define CHARS_16 "abcdefghijklmnop"
+#define CHARS_256                                                              \
+  CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16      \
+      CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16
+#define CHARS_4096                                                             \
+  CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256        \
+      CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256    \
+          CHARS_256 CHARS_256
+#define LOG_HANDLER(kind, n) "{ kind = \"" kind "\"; type = \"log\"; concurrency = " n "; }"
 #define SETTINGS_X64                                                           \
   SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8        \
       SETTINGS_X8 SETTINGS_X8
@@ -243,6 +260,13 @@ static void check_include(const kjb_config *cfg) {
   EQ_INT(cfg->ntopics, 1);
   EQ_STR(cfg->topics[0].topic, "orders");
   EQ_STR(cfg->log.level, "debug");
+}
+
+/* The default burst is the rate rounded up, within burst's own range. */
+static void check_burst_default(const kjb_config *cfg) {
+  EQ_INT(cfg->handlers[0].rate_limit.burst, 1000000);
+  EQ_INT(cfg->handlers[1].rate_limit.burst, 3);
+  EQ_INT(cfg->handlers[0].concurrency, 1024);
 }
 
 static void check_numbers(const kjb_config *cfg) {
@@ -545,26 +569,26 @@ static const cfg_case cases[] = {
              "and 32767, got -32769"},
     {.name = "range_job_max_attempts",
      .text = BASE TOPIC_JOB("kind = \"k\"; max_attempts = 0;"),
-     .want = "t.cfg:3: topics[0].jobs[0].max_attempts: must be at least 1, "
-             "got 0"},
+     .want = "t.cfg:3: topics[0].jobs[0].max_attempts: must be between 1 and "
+             "1000, got 0"},
     {.name = "range_retry_max_attempts",
      .text = BASE TOPIC HANDLER(
          "kind = \"k\"; type = \"log\"; retry = { max_attempts = 0; };"),
-     .want = "t.cfg:4: handlers[0].retry.max_attempts: must be at least 1, "
-             "got 0"},
+     .want = "t.cfg:4: handlers[0].retry.max_attempts: must be between 1 and "
+             "1000, got 0"},
     {.name = "range_pool_size",
      .text = "kafka = { brokers = \"b\"; };\n"
              "postgres = { conninfo = \"x\"; pool_size = 0; };\n",
-     .want = "t.cfg:2: postgres.pool_size: must be at least 1, got 0"},
+     .want = "t.cfg:2: postgres.pool_size: must be between 1 and 256, got 0"},
     {.name = "range_pool_size_int64",
      .text = "kafka = { brokers = \"b\"; };\n"
              "postgres = { conninfo = \"x\"; pool_size = 5000000000L; };\n",
-     .want = "t.cfg:2: postgres.pool_size: must be at most 2147483647, got "
+     .want = "t.cfg:2: postgres.pool_size: must be between 1 and 256, got "
              "5000000000"},
     {.name = "range_concurrency",
      .text = BASE TOPIC HANDLER(
          "kind = \"k\"; type = \"log\"; concurrency = 0;"),
-     .want = "t.cfg:4: handlers[0].concurrency: must be at least 1, got 0"},
+     .want = "t.cfg:4: handlers[0].concurrency: must be between 1 and 1024, got 0"},
     {.name = "range_batch_size_low",
      .text = BASE "ingest = { batch_size = 0; };\n",
      .want = "t.cfg:3: ingest.batch_size: must be between 1 and 1000000, "
@@ -590,8 +614,8 @@ static const cfg_case cases[] = {
     {.name = "range_burst",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { "
                                 "rate = 1; burst = 0; };"),
-     .want = "t.cfg:4: handlers[0].rate_limit.burst: must be at least 1, got "
-             "0"},
+     .want = "t.cfg:4: handlers[0].rate_limit.burst: must be between 1 and "
+             "1000000, got 0"},
     {.name = "range_failure_ratio_zero",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; breaker = { "
                                 "failure_ratio = 0; };"),
@@ -605,8 +629,103 @@ static const cfg_case cases[] = {
     {.name = "range_min_calls",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; breaker = { "
                                 "min_calls = 0; };"),
-     .want = "t.cfg:4: handlers[0].breaker.min_calls: must be at least 1, "
-             "got 0"},
+     .want = "t.cfg:4: handlers[0].breaker.min_calls: must be between 1 and "
+             "1024, got 0"},
+    /* Upper bounds: what a value can make the process start or allocate. */
+    {.name = "range_concurrency_high",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; concurrency = 100000000;"),
+     .want = "t.cfg:4: handlers[0].concurrency: must be between 1 and 1024, got 100000000"},
+    {.name = "range_workers_total",
+     .text = BASE TOPIC "handlers = (\n  " LOG_HANDLER("a", "1024") ",\n  " LOG_HANDLER("b", "1024")
+             ",\n  " LOG_HANDLER("c", "1024") ",\n  " LOG_HANDLER("d", "1000") ",\n  "
+             LOG_HANDLER("e", "100") "\n);\n",
+     .want = "t.cfg:9: handlers[4].concurrency: the handlers' concurrency adds up to 4172, more "
+             "than 4096"},
+    {.name = "range_workers_total_default",
+     .text = BASE TOPIC "handlers = (\n  " LOG_HANDLER("a", "1024") ",\n  " LOG_HANDLER("b", "1024")
+             ",\n  " LOG_HANDLER("c", "1024") ",\n  " LOG_HANDLER("d", "1024") ",\n  "
+             "{ kind = \"e\"; type = \"log\"; }\n);\n",
+     .want = "t.cfg:9: handlers[4].concurrency: the handlers' concurrency adds up to 4100, more "
+             "than 4096"},
+    {.name = "range_pool_size_high",
+     .text = "kafka = { brokers = \"b\"; };\n"
+             "postgres = { conninfo = \"x\"; pool_size = 257; };\n",
+     .want = "t.cfg:2: postgres.pool_size: must be between 1 and 256, got 257"},
+    {.name = "range_claim_batch_high",
+     .text = BASE "executor = { claim_batch = 100001; };\n",
+     .want = "t.cfg:3: executor.claim_batch: must be between 1 and 100000, got 100001"},
+    {.name = "range_burst_high",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { "
+                                "rate = 1; burst = 1000001; };"),
+     .want = "t.cfg:4: handlers[0].rate_limit.burst: must be between 1 and 1000000, got "
+             "1000001"},
+    {.name = "range_job_max_attempts_high",
+     .text = BASE TOPIC_JOB("kind = \"k\"; max_attempts = 1001;"),
+     .want = "t.cfg:3: topics[0].jobs[0].max_attempts: must be between 1 and 1000, got 1001"},
+    {.name = "range_retry_max_attempts_high",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; retry = { max_attempts = 2147483647; };"),
+     .want = "t.cfg:4: handlers[0].retry.max_attempts: must be between 1 and 1000, got "
+             "2147483647"},
+    {.name = "range_min_calls_high",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; breaker = { "
+                                "min_calls = 1025; };"),
+     .want = "t.cfg:4: handlers[0].breaker.min_calls: must be between 1 and 1024, got 1025"},
+    {.name = "duration_max_timeout",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; timeout = \"25h\";"),
+     .want = "t.cfg:4: handlers[0].timeout: must be at most 1d, got \"25h\""},
+    {.name = "duration_max_retry",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; retry = { max = \"31d\"; };"),
+     .want = "t.cfg:4: handlers[0].retry.max: must be at most 30d, got \"31d\""},
+    {.name = "duration_max_retention",
+     .text = BASE "executor = { retention = \"3651d\"; };\n",
+     .want = "t.cfg:3: executor.retention: must be at most 3650d, got \"3651d\""},
+    {.name = "duration_max_batch_timeout",
+     .text = BASE "ingest = { batch_timeout = \"3600.5s\"; };\n",
+     .want = "t.cfg:3: ingest.batch_timeout: must be at most 1h, got \"3600.5s\""},
+    {.name = "duration_max_huge",
+     .text = BASE "executor = { poll_interval = \"100000d\"; };\n",
+     .want = "t.cfg:3: executor.poll_interval: must be at most 1h, got \"100000d\""},
+    {.name = "env_duration_max",
+     .text = BASE TOPIC,
+     .env = {{"KJB_EXECUTOR_LEASE", "2d"}},
+     .want = "environment KJB_EXECUTOR_LEASE: must be at most 1d, got \"2d\""},
+    {.name = "string_name_too_long",
+     .text = BASE TOPIC_JOB("kind = \"" CHARS_256 "\";"),
+     .want = "t.cfg:3: topics[0].jobs[0].kind: must be at most 255 bytes, got 256"},
+    {.name = "string_too_long",
+     .text = "kafka = { brokers = \"b\"; };\n"
+             "postgres = {\n  conninfo = \"" CHARS_4096 "x\"; };\n" TOPIC,
+     .want = "t.cfg:3: postgres.conninfo: must be at most 4096 bytes, got 4097"},
+    {.name = "string_list_entry_too_long",
+     .text = BASE TOPIC_JOB("kind = \"k\"; args = [ \"a\", \"" CHARS_256 "\" ];"),
+     .want = "t.cfg:3: topics[0].jobs[0].args[1]: must be at most 255 bytes, got 256"},
+    {.name = "env_string_too_long",
+     .text = BASE TOPIC,
+     .env = {{"KJB_KAFKA_GROUP", CHARS_256}},
+     .want = "environment KJB_KAFKA_GROUP: must be at most 255 bytes, got 256"},
+    {.name = "list_topics_too_long",
+     .text = BASE "topics = (\n" ENTRIES_1024 "{} );\n",
+     .want = "t.cfg:3: topics: must have at most 1024 entries, got 1025"},
+    {.name = "list_jobs_too_long",
+     .text = BASE "topics = ( { topic = \"o\"; schema = \"s\";\n  jobs = ( " ENTRIES_64
+             "{} ); } );\n",
+     .want = "t.cfg:4: topics[0].jobs: must have at most 64 entries, got 65"},
+    {.name = "list_handlers_too_long",
+     .text = BASE TOPIC "handlers = ( " ENTRIES_256 "{} );\n",
+     .want = "t.cfg:4: handlers: must have at most 256 entries, got 257"},
+    {.name = "list_schema_ids_too_long",
+     .text = BASE "schemas = { ids = ( " ENTRIES_4096 "{} ); };\n",
+     .want = "t.cfg:3: schemas.ids: must have at most 4096 entries, got 4097"},
+    {.name = "list_properties_too_long",
+     .text = "kafka = { brokers = \"b\"; properties = ( " ENTRIES_256 "{} ); };\n",
+     .want = "t.cfg:1: kafka.properties: must have at most 256 entries, got 257"},
+    {.name = "list_command_too_long",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"exec\"; command = ( " ENTRIES_256
+                                "{} );"),
+     .want = "t.cfg:4: handlers[0].command: must have at most 256 entries, got 257"},
     {.name = "range_schema_id",
      .text = BASE "schemas = { ids = ( { id = -1; file = \"a.avsc\"; } ); };\n",
      .want = "t.cfg:3: schemas.ids[0].id: must be at least 0, got -1"},
@@ -843,6 +962,11 @@ static const cfg_case cases[] = {
          "kind = \"k\"; type = \"http\"; url = \"https://hooks.example/k\"; "
          "rate_limit = { rate = 2.5; }; breaker = { };"),
      .check = check_handler_defaults},
+    {.name = "handler_burst_default",
+     .text = BASE TOPIC "handlers = ( { kind = \"a\"; type = \"log\"; concurrency = 1024;\n"
+             "  rate_limit = { rate = 1e12; }; },\n"
+             "  { kind = \"b\"; type = \"log\"; rate_limit = { rate = 2.5; }; } );\n",
+     .check = check_burst_default},
     {.name = "handler_without_limits",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\";"),
      .check = check_no_limits},
@@ -1131,7 +1255,24 @@ static void test_file_limits(void **state) {
                "with its includes is larger than 1 MiB");
   unlink(inc);
 
+  /* One string as long as the file allows: libconfig used to take
+   * quadratic time over it; now it is parsed, then refused by length. */
+  static const char head[] = "kafka = { brokers = \"b\"; group = \"";
+  static const char tail[] = "\"; };\npostgres = { conninfo = \"x\"; };\n" TOPIC;
+  const size_t group_len = 1024 * 1024 - (sizeof head - 1) - (sizeof tail - 1);
   FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  fputs(head, f);
+  for (size_t i = 0; i < group_len; i++)
+    fputc('g', f);
+  fputs(tail, f);
+  assert_int_equal(fclose(f), 0);
+  char want[128];
+  snprintf(want, sizeof want, "limits.cfg:1: kafka.group: must be at most 255 bytes, got %zu",
+           group_len);
+  expect_error(path, KJB_ECONFIG, want);
+
+  f = fopen(path, "wb");
   assert_non_null(f);
   static const char nul[] = BASE TOPIC "# a NUL: \0 and then\nx = 1;\n";
   assert_int_equal(fwrite(nul, 1, sizeof nul - 1, f), sizeof nul - 1);
