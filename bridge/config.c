@@ -56,13 +56,15 @@ enum {
   F_REQUIRED = 1 << 0,
   F_POSITIVE = 1 << 1, /* T_NUM, T_DUR: greater than 0 */
   F_RATIO = 1 << 2,    /* T_NUM: in (0, 1] */
-  F_URL = 1 << 3,      /* T_STR: http:// or https:// */
+  F_URL = 1 << 3,      /* T_STR: http:// or https://, a host, maybe a port */
   F_IDENT = 1 << 4,    /* T_STR: an SQL identifier */
   F_TOPIC = 1 << 5,    /* T_STR: a legal Kafka topic name */
   F_TEMPLATE = 1 << 6, /* T_STR: literal text and ${dotted.path} */
   F_PATHS = 1 << 7,    /* T_STRLIST: non-empty, unique dotted paths */
   F_PAIRS = 1 << 8,    /* T_STRLIST: "key=value" entries */
-  F_ARGV = 1 << 9      /* T_STRLIST: non-empty, first entry non-empty */
+  F_ARGV = 1 << 9,     /* T_STRLIST: non-empty, first entry non-empty */
+  F_LISTEN = 1 << 10,  /* T_STR: "host:port" or "[ipv6]:port" */
+  F_BROKERS = 1 << 11  /* T_STR: "embedded", or [proto://]host[:port],... */
 };
 
 /* One key. The bounds limit what a value can make the process allocate or
@@ -128,7 +130,7 @@ static const field root_fields[] = {
 };
 
 static const field kafka_fields[] = {
-    {.name = "brokers", .type = T_STR, .flags = F_REQUIRED, .off = CF(kafka.brokers)},
+    {.name = "brokers", .type = T_STR, .flags = F_REQUIRED | F_BROKERS, .off = CF(kafka.brokers)},
     {.name = "group", .type = T_STR, .off = CF(kafka.group), .maxlen = MAX_NAME},
     /* Values may be inline PEM certificates (ssl.ca.pem). */
     {.name = "properties", .type = T_STRLIST, .flags = F_PAIRS, .off = CF(kafka.properties),
@@ -142,7 +144,7 @@ static const field postgres_fields[] = {
 };
 
 static const field http_fields[] = {
-    {.name = "listen", .type = T_STR, .off = CF(http.listen)},
+    {.name = "listen", .type = T_STR, .flags = F_LISTEN, .off = CF(http.listen)},
     {.name = "admin_token_env", .type = T_STR, .off = CF(http.admin_token_env),
      .maxlen = MAX_NAME},
     {.name = "tls_cert", .type = T_STR, .off = CF(http.tls_cert)},
@@ -622,6 +624,60 @@ static int check_length(ctx *c, const val *v, const char *s, const field *f) {
   return 0;
 }
 
+/* An address as kjb_hostport_parse reads it, the n bytes at s. */
+static int check_address(ctx *c, const val *v, const char *s, size_t n, bool need_port) {
+  char addr[MAX_STRING + 1], host[256];
+  int port;
+  kjb_err why;
+  snprintf(addr, sizeof addr, "%.*s", (int)n, s);
+  if (kjb_hostport_parse(addr, need_port, host, sizeof host, &port, &why) < 0)
+    return vfail(c, v, "%s", why.msg);
+  return 0;
+}
+
+/* The host and port of an http:// or https:// URL; a user name and
+ * password before them are neither looked at nor shown. */
+static int check_url(ctx *c, const val *v, const char *s) {
+  const char *auth = strncmp(s, "http://", 7) == 0    ? s + 7
+                     : strncmp(s, "https://", 8) == 0 ? s + 8
+                                                      : NULL;
+  if (!auth)
+    return vfail(c, v, "expected an http:// or https:// URL, got \"%s\"", s);
+  size_t n = strcspn(auth, "/?#");
+  if (n == 0)
+    return vfail(c, v, "expected a host after \"%.*s\", got \"%s\"", (int)(auth - s), s, s);
+  const char *at = memrchr(auth, '@', n);
+  if (at) {
+    n -= (size_t)(at + 1 - auth);
+    auth = at + 1;
+  }
+  return check_address(c, v, auth, n, false);
+}
+
+/* librdkafka's bootstrap.servers: comma-separated, blanks around entries
+ * and empty entries allowed, each maybe with a protocol ("SSL://"). */
+static int check_brokers(ctx *c, const val *v, const char *s) {
+  if (strcmp(s, "embedded") == 0)
+    return 0;
+  for (const char *p = s; *p;) {
+    p += strspn(p, " \t");
+    size_t n = strcspn(p, ",");
+    const char *next = p[n] ? p + n + 1 : p + n;
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+      n--;
+    const char *proto = memmem(p, n, "://", 3);
+    if (proto) {
+      n -= (size_t)(proto + 3 - p);
+      p = proto + 3;
+    }
+    int rc = n ? check_address(c, v, p, n, false) : 0;
+    if (rc)
+      return rc;
+    p = next;
+  }
+  return 0;
+}
+
 static int check_string(ctx *c, const val *v, const char *s, const field *f) {
   unsigned flags = f->flags;
   int rc = check_length(c, v, s, f);
@@ -629,9 +685,12 @@ static int check_string(ctx *c, const val *v, const char *s, const field *f) {
     return rc;
   if (!*s)
     return vfail(c, v, "must not be empty");
-  if ((flags & F_URL) && strncmp(s, "http://", 7) != 0 &&
-      strncmp(s, "https://", 8) != 0)
-    return vfail(c, v, "expected an http:// or https:// URL, got \"%s\"", s);
+  if ((flags & F_URL) && (rc = check_url(c, v, s)))
+    return rc;
+  if ((flags & F_LISTEN) && (rc = check_address(c, v, s, strlen(s), true)))
+    return rc;
+  if ((flags & F_BROKERS) && (rc = check_brokers(c, v, s)))
+    return rc;
   if ((flags & F_IDENT) && (strlen(s) > 63 || !is_avro_name(s, strlen(s))))
     return vfail(c, v,
                  "invalid name \"%s\" (expected at most 63 letters, digits "

@@ -354,6 +354,62 @@ int kjb_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) {
   return 0;
 }
 
+static bool is_host(const char *h, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)h[i];
+    if (!(isalnum(c) || c == '.' || c == '-' || c == '_' || c >= 0x80))
+      return false;
+  }
+  return n > 0;
+}
+
+/* An IPv6 address as it stands between brackets, zone included. */
+static bool is_ipv6(const char *h, size_t n) {
+  size_t i = 0;
+  while (i < n && (isxdigit((unsigned char)h[i]) || h[i] == ':' || h[i] == '.'))
+    i++;
+  if (!memchr(h, ':', i))
+    return false;
+  return i == n || (h[i] == '%' && i + 1 < n && is_host(h + i + 1, n - i - 1));
+}
+
+int kjb_hostport_parse(const char *s, bool need_port, char *host, size_t hostcap, int *port,
+                       kjb_err *err) {
+  const char *h = s, *end, *p = NULL;
+  bool v6 = s[0] == '[';
+  if (v6) {
+    h = s + 1;
+    end = strchr(h, ']');
+    if (end && end[1] == ':')
+      p = end + 2;
+    else if (end && end[1] != '\0')
+      end = NULL;
+  } else {
+    end = strchr(s, ':');
+    if (end && strchr(end + 1, ':'))
+      end = NULL; /* a bare IPv6 address needs its brackets */
+    else if (end)
+      p = end + 1;
+    else
+      end = s + strlen(s);
+  }
+  if (!end || (need_port && !p))
+    return kjb_err_set(err, KJB_ECONFIG, "expected %s, got \"%s\"",
+                       need_port ? "host:port or [ipv6]:port" : "host[:port] or [ipv6][:port]",
+                       s),
+           -1;
+  size_t n = (size_t)(end - h);
+  if (n >= hostcap || !(v6 ? is_ipv6(h, n) : is_host(h, n)))
+    return kjb_err_set(err, KJB_ECONFIG, "invalid host in \"%s\"", s), -1;
+  int64_t v = -1;
+  if (p && kjb_parse_i64(p, 0, 65535, &v) != 0)
+    return kjb_err_set(err, KJB_ECONFIG, "invalid port in \"%s\" (expected 0 to 65535)", s), -1;
+  memcpy(host, h, n);
+  host[n] = '\0';
+  *port = (int)v;
+  return 0;
+}
+
 int kjb_duration_parse(const char *s, int64_t *out_us) {
   static const struct {
     const char *unit;

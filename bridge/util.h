@@ -70,6 +70,18 @@ long kjb_utf8_invalid_at(const char *s, size_t n);
  * values) goes through here. Returns 0, or -1 leaving *out unchanged. */
 int kjb_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 
+/* Parses an address: "host:port" or "[ipv6]:port", or also "host" and
+ * "[ipv6]" when need_port is false. host (of hostcap bytes) receives the
+ * host without brackets and *port the port, 0 to 65535 (read with
+ * kjb_parse_i64), or -1 when there is none. A host is a DNS name or IPv4
+ * address (letters, digits, ".", "-", "_", bytes of UTF-8) or, in
+ * brackets, an IPv6 address (hex digits, ":", ".", then maybe "%zone").
+ * Every address kjb reads from a user goes through here.
+ * Returns 0, or -1 with err (KJB_ECONFIG) saying what is wrong and
+ * quoting s: "invalid port in \"localhost:-1\" (expected 0 to 65535)". */
+int kjb_hostport_parse(const char *s, bool need_port, char *host, size_t hostcap, int *port,
+                       kjb_err *err);
+
 /* Parses "250ms", "30s", "5m", "1h", "2d", "10us" (an integer or
  * decimal number and a unit) into microseconds. Returns 0 or -1. */
 int kjb_duration_parse(const char *s, int64_t *out_us);

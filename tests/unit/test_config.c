@@ -262,6 +262,13 @@ static void check_include(const kjb_config *cfg) {
   EQ_STR(cfg->log.level, "debug");
 }
 
+static void check_addresses(const kjb_config *cfg) {
+  EQ_STR(cfg->kafka.brokers, "a:9092, SSL://b:9093,[::1]:9094,c,");
+  EQ_STR(cfg->http.listen, "[::]:0");
+  EQ_STR(cfg->schema_registry.url, "https://u:p@registry.example:8081/base?x=1#f");
+  EQ_STR(cfg->handlers[0].url, "http://[fe80::1%eth0]/h");
+}
+
 /* The default burst is the rate rounded up, within burst's own range. */
 static void check_burst_default(const kjb_config *cfg) {
   EQ_INT(cfg->handlers[0].rate_limit.burst, 1000000);
@@ -830,6 +837,61 @@ static const cfg_case cases[] = {
      .text = BASE "schema_registry = { url = \"registry:8081\"; };\n",
      .want = "t.cfg:3: schema_registry.url: expected an http:// or https:// "
              "URL, got \"registry:8081\""},
+    /* Addresses are checked when the file is loaded, not when they are
+     * used, so that check-config finds them and says where. */
+    {.name = "listen_port_range",
+     .text = BASE "http = { listen = \"127.0.0.1:99999\"; };\n",
+     .want = "t.cfg:3: http.listen: invalid port in \"127.0.0.1:99999\" (expected 0 to 65535)"},
+    {.name = "listen_no_port",
+     .text = BASE "http = { listen = \"127.0.0.1\"; };\n",
+     .want = "t.cfg:3: http.listen: expected host:port or [ipv6]:port, got \"127.0.0.1\""},
+    {.name = "listen_negative_port",
+     .text = BASE "http = { listen = \"localhost:-1\"; };\n",
+     .want = "t.cfg:3: http.listen: invalid port in \"localhost:-1\" (expected 0 to 65535)"},
+    {.name = "listen_bare_ipv6",
+     .text = BASE "http = { listen = \"::1:9464\"; };\n",
+     .want = "t.cfg:3: http.listen: expected host:port or [ipv6]:port, got \"::1:9464\""},
+    {.name = "listen_bad_host",
+     .text = BASE "http = { listen = \"0.0.0.0 :80\"; };\n",
+     .want = "t.cfg:3: http.listen: invalid host in \"0.0.0.0 :80\""},
+    {.name = "env_listen_garbage",
+     .text = BASE TOPIC,
+     .env = {{"KJB_HTTP_LISTEN", "garbage"}},
+     .want = "environment KJB_HTTP_LISTEN: expected host:port or [ipv6]:port, got \"garbage\""},
+    {.name = "env_listen_port",
+     .text = BASE TOPIC,
+     .env = {{"KJB_HTTP_LISTEN", "0.0.0.0:65536"}},
+     .want = "environment KJB_HTTP_LISTEN: invalid port in \"0.0.0.0:65536\" (expected 0 to "
+             "65535)"},
+    {.name = "brokers_port",
+     .text = "kafka = { brokers = \"a:9092, SSL://b:90920\"; };\n",
+     .want = "t.cfg:1: kafka.brokers: invalid port in \"b:90920\" (expected 0 to 65535)"},
+    {.name = "brokers_bare_ipv6",
+     .text = "kafka = { brokers = \"a:9092,::1\"; };\n",
+     .want = "t.cfg:1: kafka.brokers: expected host[:port] or [ipv6][:port], got \"::1\""},
+    {.name = "env_brokers_port",
+     .text = BASE TOPIC,
+     .env = {{"KJB_KAFKA_BROKERS", "kafka:x"}},
+     .want = "environment KJB_KAFKA_BROKERS: invalid port in \"kafka:x\" (expected 0 to 65535)"},
+    {.name = "http_url_port",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"http\"; url = \"http://user:pw@hooks:8o8o/x?a=b:c\";"),
+     .want = "t.cfg:4: handlers[0].url: invalid port in \"hooks:8o8o\" (expected 0 to 65535)"},
+    {.name = "http_url_no_host",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"http\"; url = \"https:///hook\";"),
+     .want = "t.cfg:4: handlers[0].url: expected a host after \"https://\", got "
+             "\"https:///hook\""},
+    {.name = "registry_url_port",
+     .text = BASE "schema_registry = { url = \"http://[::1]:65536\"; };\n",
+     .want = "t.cfg:3: schema_registry.url: invalid port in \"[::1]:65536\" (expected 0 to "
+             "65535)"},
+    {.name = "addresses_that_load",
+     .text = "kafka = { brokers = \"a:9092, SSL://b:9093,[::1]:9094,c,\"; };\n"
+             "postgres = { conninfo = \"dbname=kjb\"; };\n"
+             "http = { listen = \"[::]:0\"; };\n"
+             "schema_registry = { url = \"https://u:p@registry.example:8081/base?x=1#f\"; };\n"
+             TOPIC HANDLER("kind = \"k\"; type = \"http\"; url = \"http://[fe80::1%eth0]/h\";"),
+     .check = check_addresses},
     {.name = "postgres_schema_name",
      .text = "kafka = { brokers = \"b\"; };\n"
              "postgres = { conninfo = \"x\"; schema = \"kjb-test\"; };\n",

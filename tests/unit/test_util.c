@@ -1,6 +1,7 @@
 /* Shared helpers: durations, RFC 3339, UTF-8, base64, JSON escaping,
  * arena, reading files and error values. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -75,6 +76,73 @@ static void test_parse_i64(void **state) {
   /* A NUL inside the text ends it: what follows is not looked at, so
    * callers that have lengths (HTTP) must check for embedded NULs. */
   assert_int_equal(kjb_parse_i64(NULL, 0, 1, &(int64_t){0}), -1);
+}
+
+static void test_hostport(void **state) {
+  static const struct {
+    const char *in;
+    bool need_port;
+    const char *host; /* NULL: fails with why */
+    int port;
+    const char *why;
+  } cases[] = {
+      {"127.0.0.1:9464", true, "127.0.0.1", 9464, NULL},
+      {"localhost:0", true, "localhost", 0, NULL},
+      {"kafka-0.kafka_svc.example:65535", true, "kafka-0.kafka_svc.example", 65535, NULL},
+      {"[::1]:9464", true, "::1", 9464, NULL},
+      {"[fe80::1%eth0]:80", true, "fe80::1%eth0", 80, NULL},
+      {"[::ffff:10.0.0.1]:1", true, "::ffff:10.0.0.1", 1, NULL},
+      {"b\xc3\xbc" "cher.example:80", true, "b\xc3\xbc" "cher.example", 80, NULL},
+      {"broker", false, "broker", -1, NULL},
+      {"[::1]", false, "::1", -1, NULL},
+      {"broker:9092", false, "broker", 9092, NULL},
+      {"127.0.0.1", true, NULL, 0, "expected host:port or [ipv6]:port, got \"127.0.0.1\""},
+      {"[::1]", true, NULL, 0, "expected host:port or [ipv6]:port, got \"[::1]\""},
+      {"::1:80", true, NULL, 0, "expected host:port or [ipv6]:port, got \"::1:80\""},
+      {"::1", false, NULL, 0, "expected host[:port] or [ipv6][:port], got \"::1\""},
+      {"[::1]80", true, NULL, 0, "expected host:port or [ipv6]:port, got \"[::1]80\""},
+      {"[::1:80", true, NULL, 0, "expected host:port or [ipv6]:port, got \"[::1:80\""},
+      {"garbage", true, NULL, 0, "expected host:port or [ipv6]:port, got \"garbage\""},
+      {"127.0.0.1:99999", true, NULL, 0, "invalid port in \"127.0.0.1:99999\" (expected 0 to 65535)"},
+      {"localhost:-1", true, NULL, 0, "invalid port in \"localhost:-1\" (expected 0 to 65535)"},
+      {"localhost:", true, NULL, 0, "invalid port in \"localhost:\" (expected 0 to 65535)"},
+      {"localhost:+80", true, NULL, 0, "invalid port in \"localhost:+80\" (expected 0 to 65535)"},
+      {"localhost:080", true, NULL, 0, "invalid port in \"localhost:080\" (expected 0 to 65535)"},
+      {"localhost: 80", true, NULL, 0, "invalid port in \"localhost: 80\" (expected 0 to 65535)"},
+      {"localhost:80x", true, NULL, 0, "invalid port in \"localhost:80x\" (expected 0 to 65535)"},
+      {":9464", true, NULL, 0, "invalid host in \":9464\""},
+      {"a b:80", true, NULL, 0, "invalid host in \"a b:80\""},
+      {"a/b:80", true, NULL, 0, "invalid host in \"a/b:80\""},
+      {"[]:80", true, NULL, 0, "invalid host in \"[]:80\""},
+      {"[1.2.3.4]:80", true, NULL, 0, "invalid host in \"[1.2.3.4]:80\""},
+      {"[::1%]:80", true, NULL, 0, "invalid host in \"[::1%]:80\""},
+      {"[host]:80", true, NULL, 0, "invalid host in \"[host]:80\""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char host[64] = "unchanged";
+    int port = 12345;
+    kjb_err err = {0};
+    print_message("address \"%s\"\n", cases[i].in);
+    int rc = kjb_hostport_parse(cases[i].in, cases[i].need_port, host, sizeof host, &port, &err);
+    if (cases[i].host) {
+      assert_int_equal(rc, 0);
+      assert_string_equal(host, cases[i].host);
+      assert_int_equal(port, cases[i].port);
+    } else {
+      assert_int_equal(rc, -1);
+      assert_int_equal(err.code, KJB_ECONFIG);
+      assert_string_equal(err.msg, cases[i].why);
+      assert_string_equal(host, "unchanged");
+      assert_int_equal(port, 12345);
+    }
+  }
+  /* The host must fit. */
+  char small[4];
+  int port;
+  kjb_err err = {0};
+  assert_int_equal(kjb_hostport_parse("abcd:1", true, small, sizeof small, &port, &err), -1);
+  assert_string_equal(err.msg, "invalid host in \"abcd:1\"");
+  assert_int_equal(kjb_hostport_parse("abc:1", true, small, sizeof small, &port, &err), 0);
 }
 
 static void test_rfc3339(void **state) {
@@ -290,6 +358,7 @@ static void test_errors(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_durations),      cmocka_unit_test(test_parse_i64),
+      cmocka_unit_test(test_hostport),
       cmocka_unit_test(test_rfc3339),
       cmocka_unit_test(test_utf8),           cmocka_unit_test(test_base64_and_json),
       cmocka_unit_test(test_arena),          cmocka_unit_test(test_read_file),
