@@ -455,11 +455,10 @@ static int get_int(ctx *c, const val *v, long long min, long long max,
       return vfail(c, v, "expected an integer, got %s", type_name(v->s));
     n = config_setting_get_int64(v->s);
   } else {
-    char *end;
-    errno = 0;
-    n = strtoll(v->text, &end, 10);
-    if (end == v->text || *end || errno)
+    int64_t i;
+    if (kjb_parse_i64(v->text, INT64_MIN, INT64_MAX, &i) != 0)
       return vfail(c, v, "expected an integer, got \"%s\"", v->text);
+    n = i;
   }
   /* Most keys only have a lower bound; INT_MAX is the width of the field. */
   if (max == INT_MAX && n < min)
