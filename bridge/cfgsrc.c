@@ -197,7 +197,7 @@ static int step(builder *b, input *in) {
  * so (libconfig's include_open, which only matches at a line's start). */
 static size_t directive(const char *p, size_t n) {
   static const char word[] = "@include";
-  size_t i = strspn(p, " \t"); /* p holds no NUL before n: checked by step() */
+  size_t i = strspn(p, " \t"); /* the text of a file ends with a NUL at n */
   if (i > n || n - i < sizeof word || memcmp(p + i, word, sizeof word - 1) != 0)
     return 0;
   i += sizeof word - 1;
@@ -288,7 +288,7 @@ static int splice(builder *b, input *in) {
   return 0;
 }
 
-kjb_cfgsrc *kjb_cfgsrc_read(const char *path, kjb_err *err) {
+int kjb_cfgsrc_read(const char *path, kjb_cfgsrc **out, kjb_err *err) {
   kjb_cfgsrc *s = calloc(1, sizeof *s);
   if (!s)
     abort();
@@ -315,9 +315,10 @@ kjb_cfgsrc *kjb_cfgsrc_read(const char *path, kjb_err *err) {
   kjb_buf_close(&main);
   if (rc) {
     kjb_cfgsrc_free(s);
-    return NULL;
+    s = NULL;
   }
-  return s;
+  *out = s;
+  return rc;
 }
 
 void kjb_cfgsrc_free(kjb_cfgsrc *s) {

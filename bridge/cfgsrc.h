@@ -17,10 +17,11 @@ typedef struct kjb_cfgsrc kjb_cfgsrc;
  * libconfig sees it: KJB_CONFIG_MAX_BYTES in all, no NUL byte, at most 64
  * settings in one group (libconfig checks each new setting against all
  * the others) and groups and lists nested at most 32 deep.
- * Returns NULL with err: KJB_EIO for path itself ("<path>: <why>", as
+ * Returns 0 with *out to free with kjb_cfgsrc_free, or a negative code
+ * with *out NULL and err: KJB_EIO for path itself ("<path>: <why>", as
  * kjb_read_file says it), KJB_ECONFIG for anything else, as
  * "<file>:<line>: <what>" ("t.cfg:3: @include \"/tmp\": Is a directory"). */
-kjb_cfgsrc *kjb_cfgsrc_read(const char *path, kjb_err *err);
+int kjb_cfgsrc_read(const char *path, kjb_cfgsrc **out, kjb_err *err);
 void kjb_cfgsrc_free(kjb_cfgsrc *s);
 
 /* The spliced text, NUL-terminated. Owned by s. */

@@ -1243,9 +1243,10 @@ static int syntax_error(const ctx *c, const config_t *lc) {
 int kjb_config_load(const char *path, kjb_config *cfg, kjb_err *err) {
   assert(path && cfg);
   memset(cfg, 0, sizeof *cfg);
-  kjb_cfgsrc *src = kjb_cfgsrc_read(path, err);
-  if (!src)
-    return -(int)err->code;
+  kjb_cfgsrc *src;
+  int rc = kjb_cfgsrc_read(path, &src, err);
+  if (rc)
+    return rc;
 
   ctx c = {.src = src, .cfg = cfg, .err = err};
   config_t lc;
@@ -1255,7 +1256,6 @@ int kjb_config_load(const char *path, kjb_config *cfg, kjb_err *err) {
    * slip through, it resolves under /dev/null/ and cannot be opened. */
   config_set_include_dir(&lc, "/dev/null");
 
-  int rc;
   if (!config_read_string(&lc, kjb_cfgsrc_text(src))) {
     rc = syntax_error(&c, &lc);
   } else {
