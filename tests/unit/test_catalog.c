@@ -42,16 +42,11 @@ static uint64_t fp_v1, fp_v2;
 /* ---- Helpers ----------------------------------------------------------- */
 
 static char *read_all(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    fail_msg("cannot open %s", path);
   kjb_buf b;
   kjb_buf_init(&b);
-  char chunk[4096];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    kjb_buf_append(&b, chunk, n);
-  fclose(f);
+  kjb_err err;
+  if (kjb_read_file(path, 1 << 20, &b, &err) < 0)
+    fail_msg("cannot read %s: %s", path, err.msg);
   return b.data;
 }
 
