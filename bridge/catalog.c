@@ -12,6 +12,10 @@
  * again; a schema registered later must eventually be found. */
 #define NEGATIVE_TTL_US (60LL * 1000000)
 
+/* The most *.avsc files schemas.dir may hold: each is parsed and kept in
+ * memory (up to KJB_SCHEMA_MAX_BYTES each). */
+#define MAX_SCHEMA_FILES 1024
+
 typedef struct {
   char *file;
   kjb_schema *schema;
@@ -70,6 +74,11 @@ static int load_dir(kjb_catalog *c, kjb_err *err) {
   while (rc == 0 && (e = readdir(d))) {
     if (!has_suffix(e->d_name, ".avsc"))
       continue;
+    if (c->nfiles == MAX_SCHEMA_FILES) {
+      rc = kjb_err_set(err, KJB_ECONFIG, "%s: schemas.dir \"%s\": more than %d .avsc files",
+                       c->cfg->path, dir, MAX_SCHEMA_FILES);
+      break;
+    }
     kjb_buf path;
     kjb_buf_init(&path);
     kjb_buf_printf(&path, "%s/%s", dir, e->d_name);

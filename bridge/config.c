@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cfgsrc.h"
+#include "policy.h"
 #include "util.h"
 
 #define KJB_DEFAULT_CONFIG "config/kjb.cfg"
@@ -39,42 +41,61 @@ static char *xstrdup(const char *s) {
 /* ---- What each group may hold ------------------------------------------ */
 
 typedef enum {
-  T_STR,     /* char * */
+  T_STR,     /* char *, at most maxlen bytes */
   T_INT,     /* int, within [min, max] */
   T_NUM,     /* double; integers are accepted */
-  T_DUR,     /* int64_t microseconds, from a string with a unit */
+  T_DUR,     /* int64_t microseconds, from a string with a unit, at most max */
   T_ENUM,    /* an enum, stored as the index into names */
   T_ENUMSTR, /* char *, one of names */
-  T_STRLIST, /* char ** and a size_t count */
+  T_STRLIST, /* char ** and a size_t count: at most max entries of maxlen */
   T_GROUP,   /* a nested group, handled by the caller */
-  T_LIST     /* a list of groups, handled by the caller */
+  T_LIST     /* a list of at most max groups, handled by the caller */
 } ftype;
 
 enum {
   F_REQUIRED = 1 << 0,
   F_POSITIVE = 1 << 1, /* T_NUM, T_DUR: greater than 0 */
   F_RATIO = 1 << 2,    /* T_NUM: in (0, 1] */
-  F_URL = 1 << 3,      /* T_STR: http:// or https:// */
+  F_URL = 1 << 3,      /* T_STR: http:// or https://, a host, maybe a port */
   F_IDENT = 1 << 4,    /* T_STR: an SQL identifier */
   F_TOPIC = 1 << 5,    /* T_STR: a legal Kafka topic name */
   F_TEMPLATE = 1 << 6, /* T_STR: literal text and ${dotted.path} */
   F_PATHS = 1 << 7,    /* T_STRLIST: non-empty, unique dotted paths */
   F_PAIRS = 1 << 8,    /* T_STRLIST: "key=value" entries */
-  F_ARGV = 1 << 9      /* T_STRLIST: non-empty, first entry non-empty */
+  F_ARGV = 1 << 9,     /* T_STRLIST: non-empty, first entry non-empty */
+  F_LISTEN = 1 << 10,  /* T_STR: "host:port" or "[ipv6]:port" */
+  F_BROKERS = 1 << 11  /* T_STR: "embedded", or [proto://]host[:port],... */
 };
 
+/* One key. The bounds limit what a value can make the process allocate or
+ * start (threads, connections, rows, list entries), so every key that has
+ * a size sets them here, beside its name. */
 typedef struct {
   const char *name;
   ftype type;
   unsigned flags;
-  size_t off;  /* where the value goes in the struct being filled */
-  size_t noff; /* T_STRLIST: where its count goes */
-  long long min, max;
+  size_t off;         /* where the value goes in the struct being filled */
+  size_t noff;        /* T_STRLIST: where its count goes */
+  long long min, max; /* T_INT: the range; T_DUR: the most, in microseconds;
+                         T_STRLIST, T_LIST: the most entries */
+  size_t maxlen;      /* T_STR, T_STRLIST: the longest string in bytes;
+                         0 for MAX_STRING */
   const char *const *names; /* T_ENUM, T_ENUMSTR: NULL-terminated */
 } field;
 
 #define MAX_FIELDS 16
 #define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A string key without a limit of its own: a path, URL or conninfo. */
+#define MAX_STRING 4096
+/* Names that end up in every job row and metric label. */
+#define MAX_NAME 255
+/* Worker threads all handlers start together (each has its concurrency). */
+#define MAX_WORKERS 4096
+
+#define SEC (1000 * 1000LL)
+#define HOUR (3600 * SEC)
+#define DAY (24 * HOUR)
 
 static const char *const format_names[] = {"confluent", "raw", "single-object",
                                            NULL};
@@ -104,127 +125,153 @@ static const field root_fields[] = {
     {.name = "ingest", .type = T_GROUP},
     {.name = "executor", .type = T_GROUP},
     {.name = "log", .type = T_GROUP},
-    {.name = "topics", .type = T_LIST, .flags = F_REQUIRED},
-    {.name = "handlers", .type = T_LIST},
+    {.name = "topics", .type = T_LIST, .flags = F_REQUIRED, .max = 1024},
+    {.name = "handlers", .type = T_LIST, .max = 256},
 };
 
 static const field kafka_fields[] = {
-    {"brokers", T_STR, F_REQUIRED, CF(kafka.brokers), 0, 0, 0, NULL},
-    {"group", T_STR, 0, CF(kafka.group), 0, 0, 0, NULL},
-    {"properties", T_STRLIST, F_PAIRS, CF(kafka.properties),
-     CF(kafka.nproperties), 0, 0, NULL},
+    {.name = "brokers", .type = T_STR, .flags = F_REQUIRED | F_BROKERS, .off = CF(kafka.brokers)},
+    {.name = "group", .type = T_STR, .off = CF(kafka.group), .maxlen = MAX_NAME},
+    /* Values may be inline PEM certificates (ssl.ca.pem). */
+    {.name = "properties", .type = T_STRLIST, .flags = F_PAIRS, .off = CF(kafka.properties),
+     .noff = CF(kafka.nproperties), .max = 256, .maxlen = 65536},
 };
 
 static const field postgres_fields[] = {
-    {"conninfo", T_STR, F_REQUIRED, CF(postgres.conninfo), 0, 0, 0, NULL},
-    {"schema", T_STR, F_IDENT, CF(postgres.schema), 0, 0, 0, NULL},
-    {"pool_size", T_INT, 0, CF(postgres.pool_size), 0, 1, INT_MAX, NULL},
+    {.name = "conninfo", .type = T_STR, .flags = F_REQUIRED, .off = CF(postgres.conninfo)},
+    {.name = "schema", .type = T_STR, .flags = F_IDENT, .off = CF(postgres.schema)},
+    {.name = "pool_size", .type = T_INT, .off = CF(postgres.pool_size), .min = 1, .max = 256},
 };
 
 static const field http_fields[] = {
-    {"listen", T_STR, 0, CF(http.listen), 0, 0, 0, NULL},
-    {"admin_token_env", T_STR, 0, CF(http.admin_token_env), 0, 0, 0, NULL},
-    {"tls_cert", T_STR, 0, CF(http.tls_cert), 0, 0, 0, NULL},
-    {"tls_key", T_STR, 0, CF(http.tls_key), 0, 0, 0, NULL},
+    {.name = "listen", .type = T_STR, .flags = F_LISTEN, .off = CF(http.listen)},
+    {.name = "admin_token_env", .type = T_STR, .off = CF(http.admin_token_env),
+     .maxlen = MAX_NAME},
+    {.name = "tls_cert", .type = T_STR, .off = CF(http.tls_cert)},
+    {.name = "tls_key", .type = T_STR, .off = CF(http.tls_key)},
 };
 
 static const field registry_fields[] = {
-    {"url", T_STR, F_URL, CF(schema_registry.url), 0, 0, 0, NULL},
-    {"timeout", T_DUR, F_POSITIVE, CF(schema_registry.timeout_us), 0, 0, 0,
-     NULL},
+    {.name = "url", .type = T_STR, .flags = F_URL, .off = CF(schema_registry.url)},
+    {.name = "timeout", .type = T_DUR, .flags = F_POSITIVE, .off = CF(schema_registry.timeout_us),
+     .max = HOUR},
 };
 
 enum { S_DIR, S_IDS };
 
 static const field schemas_fields[] = {
-    [S_DIR] = {"dir", T_STR, 0, CF(schemas.dir), 0, 0, 0, NULL},
-    [S_IDS] = {"ids", T_LIST, 0, 0, 0, 0, 0, NULL},
+    [S_DIR] = {.name = "dir", .type = T_STR, .off = CF(schemas.dir)},
+    [S_IDS] = {.name = "ids", .type = T_LIST, .max = 4096},
 };
 
 static const field ingest_fields[] = {
-    {"batch_size", T_INT, 0, CF(ingest.batch_size), 0, 1, 1000000, NULL},
-    {"batch_timeout", T_DUR, 0, CF(ingest.batch_timeout_us), 0, 0, 0, NULL},
+    {.name = "batch_size", .type = T_INT, .off = CF(ingest.batch_size), .min = 1, .max = 1000000},
+    {.name = "batch_timeout", .type = T_DUR, .off = CF(ingest.batch_timeout_us), .max = HOUR},
 };
 
 static const field executor_fields[] = {
-    {"poll_interval", T_DUR, F_POSITIVE, CF(executor.poll_interval_us), 0, 0, 0, NULL},
-    {"claim_batch", T_INT, 0, CF(executor.claim_batch), 0, 1, 100000, NULL},
-    {"heartbeat", T_DUR, F_POSITIVE, CF(executor.heartbeat_us), 0, 0, 0, NULL},
-    {"lease", T_DUR, F_POSITIVE, CF(executor.lease_us), 0, 0, 0, NULL},
-    {"shutdown_timeout", T_DUR, 0, CF(executor.shutdown_timeout_us), 0, 0, 0, NULL},
-    {"retention", T_DUR, 0, CF(executor.retention_us), 0, 0, 0, NULL},
-    {"prune_interval", T_DUR, F_POSITIVE, CF(executor.prune_interval_us), 0, 0, 0, NULL},
+    {.name = "poll_interval", .type = T_DUR, .flags = F_POSITIVE,
+     .off = CF(executor.poll_interval_us), .max = HOUR},
+    {.name = "claim_batch", .type = T_INT, .off = CF(executor.claim_batch), .min = 1,
+     .max = 100000},
+    {.name = "heartbeat", .type = T_DUR, .flags = F_POSITIVE, .off = CF(executor.heartbeat_us),
+     .max = HOUR},
+    {.name = "lease", .type = T_DUR, .flags = F_POSITIVE, .off = CF(executor.lease_us),
+     .max = DAY},
+    {.name = "shutdown_timeout", .type = T_DUR, .off = CF(executor.shutdown_timeout_us),
+     .max = DAY},
+    {.name = "retention", .type = T_DUR, .off = CF(executor.retention_us), .max = 3650 * DAY},
+    {.name = "prune_interval", .type = T_DUR, .flags = F_POSITIVE,
+     .off = CF(executor.prune_interval_us), .max = DAY},
 };
 
 static const field log_fields[] = {
-    {"level", T_ENUMSTR, 0, CF(log.level), 0, 0, 0, level_names},
-    {"format", T_ENUMSTR, 0, CF(log.format), 0, 0, 0, log_format_names},
+    {.name = "level", .type = T_ENUMSTR, .off = CF(log.level), .names = level_names},
+    {.name = "format", .type = T_ENUMSTR, .off = CF(log.format), .names = log_format_names},
 };
 
 /* In schema_id_fields and job_fields, the first entry is the key that must
  * be unique; the code checks duplicates through found[0]. */
 static const field schema_id_fields[] = {
-    {"id", T_INT, F_REQUIRED, SF(id), 0, 0, INT_MAX, NULL},
-    {"file", T_STR, F_REQUIRED, SF(file), 0, 0, 0, NULL},
+    {.name = "id", .type = T_INT, .flags = F_REQUIRED, .off = SF(id), .min = 0, .max = INT_MAX},
+    {.name = "file", .type = T_STR, .flags = F_REQUIRED, .off = SF(file)},
 };
 
 enum { TP_TOPIC, TP_FORMAT, TP_SCHEMA, TP_DLQ, TP_JOBS };
 
 static const field topic_fields[] = {
-    [TP_TOPIC] = {"topic", T_STR, F_REQUIRED | F_TOPIC, TF(topic), 0, 0, 0,
-                  NULL},
-    [TP_FORMAT] = {"format", T_ENUM, 0, TF(format), 0, 0, 0, format_names},
-    [TP_SCHEMA] = {"schema", T_STR, F_REQUIRED, TF(schema), 0, 0, 0, NULL},
-    [TP_DLQ] = {"dlq", T_STR, F_TOPIC, TF(dlq), 0, 0, 0, NULL},
-    [TP_JOBS] = {"jobs", T_LIST, F_REQUIRED, 0, 0, 0, 0, NULL},
+    [TP_TOPIC] = {.name = "topic", .type = T_STR, .flags = F_REQUIRED | F_TOPIC,
+                  .off = TF(topic)},
+    [TP_FORMAT] = {.name = "format", .type = T_ENUM, .off = TF(format), .names = format_names},
+    [TP_SCHEMA] = {.name = "schema", .type = T_STR, .flags = F_REQUIRED, .off = TF(schema)},
+    [TP_DLQ] = {.name = "dlq", .type = T_STR, .flags = F_TOPIC, .off = TF(dlq)},
+    /* Each record becomes this many jobs. */
+    [TP_JOBS] = {.name = "jobs", .type = T_LIST, .flags = F_REQUIRED, .max = 64},
 };
 
+/* Attempts in all: each failed one adds an entry to the job's errors. */
+#define MAX_ATTEMPTS 1000
+
 static const field job_fields[] = {
-    {"kind", T_STR, F_REQUIRED, JF(kind), 0, 0, 0, NULL},
-    {"queue", T_STR, 0, JF(queue), 0, 0, 0, NULL},
-    {"priority", T_INT, 0, JF(priority), 0, -32768, 32767, NULL},
-    {"max_attempts", T_INT, 0, JF(max_attempts), 0, 1, INT_MAX, NULL},
-    {"unique_key", T_STR, F_TEMPLATE, JF(unique_key), 0, 0, 0, NULL},
-    {"args", T_STRLIST, F_PATHS, JF(args), JF(nargs), 0, 0, NULL},
+    {.name = "kind", .type = T_STR, .flags = F_REQUIRED, .off = JF(kind), .maxlen = MAX_NAME},
+    {.name = "queue", .type = T_STR, .off = JF(queue), .maxlen = MAX_NAME},
+    {.name = "priority", .type = T_INT, .off = JF(priority), .min = -32768, .max = 32767},
+    {.name = "max_attempts", .type = T_INT, .off = JF(max_attempts), .min = 1,
+     .max = MAX_ATTEMPTS},
+    {.name = "unique_key", .type = T_STR, .flags = F_TEMPLATE, .off = JF(unique_key)},
+    {.name = "args", .type = T_STRLIST, .flags = F_PATHS, .off = JF(args), .noff = JF(nargs),
+     .max = 256, .maxlen = MAX_NAME},
 };
 
 /* The indexes of handler_fields entries that depend on the type. */
-enum { H_KIND, H_TYPE, H_URL, H_COMMAND, H_PLUGIN, H_RATE, H_RETRY, H_BREAKER };
+enum { H_KIND, H_TYPE, H_URL, H_COMMAND, H_PLUGIN, H_RATE, H_RETRY, H_BREAKER, H_TIMEOUT,
+       H_CONCURRENCY };
 
 static const field handler_fields[] = {
-    [H_KIND] = {"kind", T_STR, F_REQUIRED, HF(kind), 0, 0, 0, NULL},
-    [H_TYPE] = {"type", T_ENUMSTR, F_REQUIRED, HF(type), 0, 0, 0,
-                handler_types},
-    [H_URL] = {"url", T_STR, F_URL, HF(url), 0, 0, 0, NULL},
-    [H_COMMAND] = {"command", T_STRLIST, F_ARGV, HF(command), HF(ncommand), 0,
-                   0, NULL},
-    [H_PLUGIN] = {"plugin", T_STR, 0, HF(plugin), 0, 0, 0, NULL},
-    [H_RATE] = {"rate_limit", T_GROUP, 0, 0, 0, 0, 0, NULL},
-    [H_RETRY] = {"retry", T_GROUP, 0, 0, 0, 0, 0, NULL},
-    [H_BREAKER] = {"breaker", T_GROUP, 0, 0, 0, 0, 0, NULL},
-    {"timeout", T_DUR, F_POSITIVE, HF(timeout_us), 0, 0, 0, NULL},
-    {"concurrency", T_INT, 0, HF(concurrency), 0, 1, INT_MAX, NULL},
+    [H_KIND] = {.name = "kind", .type = T_STR, .flags = F_REQUIRED, .off = HF(kind),
+                .maxlen = MAX_NAME},
+    [H_TYPE] = {.name = "type", .type = T_ENUMSTR, .flags = F_REQUIRED, .off = HF(type),
+                .names = handler_types},
+    [H_URL] = {.name = "url", .type = T_STR, .flags = F_URL, .off = HF(url)},
+    [H_COMMAND] = {.name = "command", .type = T_STRLIST, .flags = F_ARGV, .off = HF(command),
+                   .noff = HF(ncommand), .max = 256},
+    [H_PLUGIN] = {.name = "plugin", .type = T_STR, .off = HF(plugin)},
+    [H_RATE] = {.name = "rate_limit", .type = T_GROUP},
+    [H_RETRY] = {.name = "retry", .type = T_GROUP},
+    [H_BREAKER] = {.name = "breaker", .type = T_GROUP},
+    [H_TIMEOUT] = {.name = "timeout", .type = T_DUR, .flags = F_POSITIVE, .off = HF(timeout_us),
+                   .max = DAY},
+    /* Worker threads of this kind. */
+    [H_CONCURRENCY] = {.name = "concurrency", .type = T_INT, .off = HF(concurrency), .min = 1,
+                       .max = 1024},
 };
 
+enum { RL_RATE, RL_BURST, RL_SCOPE };
+
 static const field rate_limit_fields[] = {
-    {"rate", T_NUM, F_REQUIRED | F_POSITIVE, HF(rate_limit.rate), 0, 0, 0,
-     NULL},
-    {"burst", T_INT, 0, HF(rate_limit.burst), 0, 1, INT_MAX, NULL},
-    {"scope", T_ENUM, 0, HF(rate_limit.scope), 0, 0, 0, scope_names},
+    [RL_RATE] = {.name = "rate", .type = T_NUM, .flags = F_REQUIRED | F_POSITIVE,
+                 .off = HF(rate_limit.rate)},
+    [RL_BURST] = {.name = "burst", .type = T_INT, .off = HF(rate_limit.burst), .min = 1,
+                  .max = 1000000},
+    [RL_SCOPE] = {.name = "scope", .type = T_ENUM, .off = HF(rate_limit.scope),
+                  .names = scope_names},
 };
 
 static const field retry_fields[] = {
-    {"max_attempts", T_INT, 0, HF(retry.max_attempts), 0, 1, INT_MAX, NULL},
-    {"base", T_DUR, F_POSITIVE, HF(retry.base_us), 0, 0, 0, NULL},
-    {"max", T_DUR, F_POSITIVE, HF(retry.max_us), 0, 0, 0, NULL},
-    {"jitter", T_ENUM, 0, HF(retry.jitter), 0, 0, 0, jitter_names},
+    {.name = "max_attempts", .type = T_INT, .off = HF(retry.max_attempts), .min = 1,
+     .max = MAX_ATTEMPTS},
+    {.name = "base", .type = T_DUR, .flags = F_POSITIVE, .off = HF(retry.base_us), .max = DAY},
+    {.name = "max", .type = T_DUR, .flags = F_POSITIVE, .off = HF(retry.max_us), .max = 30 * DAY},
+    {.name = "jitter", .type = T_ENUM, .off = HF(retry.jitter), .names = jitter_names},
 };
 
 static const field breaker_fields[] = {
-    {"failure_ratio", T_NUM, F_RATIO, HF(breaker.failure_ratio), 0, 0, 0,
-     NULL},
-    {"min_calls", T_INT, 0, HF(breaker.min_calls), 0, 1, INT_MAX, NULL},
-    {"open_for", T_DUR, F_POSITIVE, HF(breaker.open_for_us), 0, 0, 0, NULL},
+    {.name = "failure_ratio", .type = T_NUM, .flags = F_RATIO, .off = HF(breaker.failure_ratio)},
+    /* The breaker keeps the outcomes of the last min_calls calls. */
+    {.name = "min_calls", .type = T_INT, .off = HF(breaker.min_calls), .min = 1,
+     .max = KJB_BREAKER_WINDOW},
+    {.name = "open_for", .type = T_DUR, .flags = F_POSITIVE, .off = HF(breaker.open_for_us),
+     .max = DAY},
 };
 
 /* The scalar sections: each scalar key may come from the environment. */
@@ -246,8 +293,7 @@ static const struct section {
 /* ---- Loading state and error reporting -------------------------------- */
 
 typedef struct {
-  const char *path;        /* the main file, as the caller named it */
-  const char *include_dir; /* its directory; NULL when that is the cwd */
+  const kjb_cfgsrc *src; /* the text libconfig parsed, and where it came from */
   kjb_config *cfg;
   kjb_err *err;
 } ctx;
@@ -261,24 +307,23 @@ typedef struct {
   const char *key;
 } val;
 
-/* The name of the file a setting (or a syntax error) came from, as the
- * user can open it. libconfig records included files by the name written
- * in the @include line, which it resolved against the include dir. */
-static const char *display_file(const ctx *c, const char *file, char *buf,
-                                size_t size) {
-  if (!file || strcmp(file, c->path) == 0 || !c->include_dir)
-    return file ? file : c->path;
-  snprintf(buf, size, "%s/%s", c->include_dir, file);
-  return buf;
+/* The file a setting came from and its line there. libconfig only saw one
+ * text, with the included files spliced in. */
+static const char *source(const ctx *c, const config_setting_t *s, unsigned *line) {
+  return kjb_cfgsrc_where(c->src, config_setting_source_line(s), line);
+}
+
+static int line_of(const ctx *c, const config_setting_t *s) {
+  unsigned line;
+  source(c, s, &line);
+  return (int)line;
 }
 
 /* "<file>:<line>", or just "<file>" for the root group, which has no line. */
 static void location(const ctx *c, const config_setting_t *s, char *buf,
                      size_t size) {
-  char tmp[PATH_MAX];
-  const char *file =
-      display_file(c, config_setting_source_file(s), tmp, sizeof tmp);
-  unsigned line = config_setting_source_line(s);
+  unsigned line;
+  const char *file = source(c, s, &line);
   if (line)
     snprintf(buf, size, "%s:%u", file, line);
   else
@@ -312,10 +357,11 @@ vfail(ctx *c, const val *v, const char *fmt, ...) {
 static void first_defined(const ctx *c, const config_setting_t *first,
                           const config_setting_t *now, char *buf,
                           size_t size) {
-  const char *a = config_setting_source_file(first);
-  const char *b = config_setting_source_file(now);
-  if ((!a && !b) || (a && b && strcmp(a, b) == 0))
-    snprintf(buf, size, "line %u", config_setting_source_line(first));
+  unsigned line, ignored;
+  const char *a = source(c, first, &line);
+  const char *b = source(c, now, &ignored);
+  if (strcmp(a, b) == 0)
+    snprintf(buf, size, "line %u", line);
   else
     location(c, first, buf, size);
 }
@@ -409,11 +455,10 @@ static int get_int(ctx *c, const val *v, long long min, long long max,
       return vfail(c, v, "expected an integer, got %s", type_name(v->s));
     n = config_setting_get_int64(v->s);
   } else {
-    char *end;
-    errno = 0;
-    n = strtoll(v->text, &end, 10);
-    if (end == v->text || *end || errno)
+    int64_t i;
+    if (kjb_parse_i64(v->text, INT64_MIN, INT64_MAX, &i) != 0)
       return vfail(c, v, "expected an integer, got \"%s\"", v->text);
+    n = i;
   }
   /* Most keys only have a lower bound; INT_MAX is the width of the field. */
   if (max == INT_MAX && n < min)
@@ -451,7 +496,19 @@ static int get_number(ctx *c, const val *v, unsigned flags, double *out) {
   return 0;
 }
 
-static int get_duration(ctx *c, const val *v, unsigned flags, int64_t *out) {
+/* us in the largest unit that divides it: "1d", "3650d", "90s". */
+static void format_duration(int64_t us, char *buf, size_t size) {
+  static const struct {
+    const char *unit;
+    int64_t us;
+  } units[] = {{"d", DAY}, {"h", HOUR}, {"m", 60 * SEC}, {"s", SEC}, {"ms", 1000}, {"us", 1}};
+  size_t i = 0;
+  while (us % units[i].us != 0)
+    i++;
+  snprintf(buf, size, "%lld%s", (long long)(us / units[i].us), units[i].unit);
+}
+
+static int get_duration(ctx *c, const val *v, const field *f, int64_t *out) {
   char num[64];
   const char *text = v->text;
   if (v->s) {
@@ -470,8 +527,14 @@ static int get_duration(ctx *c, const val *v, unsigned flags, int64_t *out) {
   }
   if (kjb_duration_parse(text, out) != 0)
     return vfail(c, v, "invalid duration \"%s\" (" DURATION_HINT ")", text);
-  if ((flags & F_POSITIVE) && *out <= 0)
+  if ((f->flags & F_POSITIVE) && *out <= 0)
     return vfail(c, v, "must be greater than 0, got \"%s\"", text);
+  assert(f->max > 0);
+  if (*out > f->max) {
+    char max[32];
+    format_duration(f->max, max, sizeof max);
+    return vfail(c, v, "must be at most %s, got \"%s\"", max, text);
+  }
   return 0;
 }
 
@@ -552,12 +615,81 @@ static bool is_topic_name(const char *s) {
   return true;
 }
 
-static int check_string(ctx *c, const val *v, const char *s, unsigned flags) {
+/* Strings are measured before anything else looks at them. */
+static int check_length(ctx *c, const val *v, const char *s, const field *f) {
+  size_t max = f->maxlen ? f->maxlen : MAX_STRING, len = strlen(s);
+  if (len > max)
+    return vfail(c, v, "must be at most %zu bytes, got %zu", max, len);
+  return 0;
+}
+
+/* An address as kjb_hostport_parse reads it, the n bytes at s. */
+static int check_address(ctx *c, const val *v, const char *s, size_t n, bool need_port) {
+  char addr[MAX_STRING + 1], host[256];
+  int port;
+  kjb_err why;
+  snprintf(addr, sizeof addr, "%.*s", (int)n, s);
+  if (kjb_hostport_parse(addr, need_port, host, sizeof host, &port, &why) < 0)
+    return vfail(c, v, "%s", why.msg);
+  return 0;
+}
+
+/* The host and port of an http:// or https:// URL; a user name and
+ * password before them are neither looked at nor shown. */
+static int check_url(ctx *c, const val *v, const char *s) {
+  const char *auth = strncmp(s, "http://", 7) == 0    ? s + 7
+                     : strncmp(s, "https://", 8) == 0 ? s + 8
+                                                      : NULL;
+  if (!auth)
+    return vfail(c, v, "expected an http:// or https:// URL, got \"%s\"", s);
+  size_t n = strcspn(auth, "/?#");
+  if (n == 0)
+    return vfail(c, v, "expected a host after \"%.*s\", got \"%s\"", (int)(auth - s), s, s);
+  const char *at = memrchr(auth, '@', n);
+  if (at) {
+    n -= (size_t)(at + 1 - auth);
+    auth = at + 1;
+  }
+  return check_address(c, v, auth, n, false);
+}
+
+/* librdkafka's bootstrap.servers: comma-separated, blanks around entries
+ * and empty entries allowed, each maybe with a protocol ("SSL://"). */
+static int check_brokers(ctx *c, const val *v, const char *s) {
+  if (strcmp(s, "embedded") == 0)
+    return 0;
+  for (const char *p = s; *p;) {
+    p += strspn(p, " \t");
+    size_t n = strcspn(p, ",");
+    const char *next = p[n] ? p + n + 1 : p + n;
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+      n--;
+    const char *proto = memmem(p, n, "://", 3);
+    if (proto) {
+      n -= (size_t)(proto + 3 - p);
+      p = proto + 3;
+    }
+    int rc = n ? check_address(c, v, p, n, false) : 0;
+    if (rc)
+      return rc;
+    p = next;
+  }
+  return 0;
+}
+
+static int check_string(ctx *c, const val *v, const char *s, const field *f) {
+  unsigned flags = f->flags;
+  int rc = check_length(c, v, s, f);
+  if (rc)
+    return rc;
   if (!*s)
     return vfail(c, v, "must not be empty");
-  if ((flags & F_URL) && strncmp(s, "http://", 7) != 0 &&
-      strncmp(s, "https://", 8) != 0)
-    return vfail(c, v, "expected an http:// or https:// URL, got \"%s\"", s);
+  if ((flags & F_URL) && (rc = check_url(c, v, s)))
+    return rc;
+  if ((flags & F_LISTEN) && (rc = check_address(c, v, s, strlen(s), true)))
+    return rc;
+  if ((flags & F_BROKERS) && (rc = check_brokers(c, v, s)))
+    return rc;
   if ((flags & F_IDENT) && (strlen(s) > 63 || !is_avro_name(s, strlen(s))))
     return vfail(c, v,
                  "invalid name \"%s\" (expected at most 63 letters, digits "
@@ -573,13 +705,25 @@ static int check_string(ctx *c, const val *v, const char *s, unsigned flags) {
   return 0;
 }
 
-/* A list of strings: an array or a list, checked per flags. */
-static int get_strlist(ctx *c, const val *v, unsigned flags, char ***out,
+static int check_count(ctx *c, const val *v, const field *f) {
+  assert(f->max > 0);
+  int n = config_setting_length(v->s);
+  if (n > f->max)
+    return vfail(c, v, "must have at most %lld entries, got %d", f->max, n);
+  return 0;
+}
+
+/* A list of strings: an array or a list, checked per f. */
+static int get_strlist(ctx *c, const val *v, const field *f, char ***out,
                        size_t *nout) {
   const config_setting_t *s = v->s;
+  unsigned flags = f->flags;
   int t = config_setting_type(s);
   if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
     return vfail(c, v, "expected a list of strings, got %s", type_name(s));
+  int rc = check_count(c, v, f);
+  if (rc)
+    return rc;
   size_t n = (size_t)config_setting_length(s);
   if (n == 0 && (flags & F_PATHS))
     return vfail(c, v,
@@ -598,6 +742,8 @@ static int get_strlist(ctx *c, const val *v, unsigned flags, char ***out,
     if (config_setting_type(e) != CONFIG_TYPE_STRING)
       return vfail(c, &ev, "expected a string, got %s", type_name(e));
     const char *str = config_setting_get_string(e);
+    if ((rc = check_length(c, &ev, str, f)))
+      return rc;
     if ((flags & F_PATHS) && !is_path(str, strlen(str)))
       return vfail(c, &ev, "invalid path \"%s\" (" PATH_HINT ")", str);
     if ((flags & F_PATHS)) {
@@ -628,12 +774,12 @@ static int set_field(ctx *c, const field *f, const val *v, void *base) {
   int rc = 0;
   switch (f->type) {
   case T_STR:
-    if (!(rc = get_string(c, v, &s)) && !(rc = check_string(c, v, s, f->flags)))
+    if (!(rc = get_string(c, v, &s)) && !(rc = check_string(c, v, s, f)))
       set_string((char **)p, s);
     return rc;
   case T_INT: return get_int(c, v, f->min, f->max, (int *)p);
   case T_NUM: return get_number(c, v, f->flags, (double *)p);
-  case T_DUR: return get_duration(c, v, f->flags, (int64_t *)p);
+  case T_DUR: return get_duration(c, v, f, (int64_t *)p);
   case T_ENUM: return get_enum(c, v, f->names, (int *)p);
   case T_ENUMSTR: {
     int i;
@@ -642,7 +788,7 @@ static int set_field(ctx *c, const field *f, const val *v, void *base) {
     return rc;
   }
   case T_STRLIST:
-    return get_strlist(c, v, f->flags, (char ***)p,
+    return get_strlist(c, v, f, (char ***)p,
                        (size_t *)((char *)base + f->noff));
   case T_GROUP:
     if (config_setting_type(v->s) != CONFIG_TYPE_GROUP)
@@ -651,7 +797,7 @@ static int set_field(ctx *c, const field *f, const val *v, void *base) {
   case T_LIST:
     if (config_setting_type(v->s) != CONFIG_TYPE_LIST)
       return vfail(c, v, "expected a list of groups, got %s", type_name(v->s));
-    return 0;
+    return check_count(c, v, f);
   }
   return 0;
 }
@@ -750,7 +896,7 @@ static int parse_schema_ids(ctx *c, const config_setting_t *list) {
     if (config_setting_type(e) != CONFIG_TYPE_GROUP)
       return fail_at(c, e, "%s: expected a group, got %s", gpath,
                      type_name(e));
-    id->line = (int)config_setting_source_line(e);
+    id->line = line_of(c, e);
     int rc = parse_group(c, e, gpath, schema_id_fields,
                          NFIELDS(schema_id_fields), id, found);
     if (!rc)
@@ -823,7 +969,7 @@ static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
                          kjb_handler_cfg *h) {
   const config_setting_t *found[MAX_FIELDS];
   int rc;
-  h->line = (int)config_setting_source_line(e);
+  h->line = line_of(c, e);
   h->timeout_us = 30 * 1000000LL;
   h->concurrency = 4;
   h->rate_limit.scope = KJB_SCOPE_LOCAL;
@@ -864,8 +1010,8 @@ static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
     h->rate_limit.enabled = 1;
     if (!config_setting_get_member(found[H_RATE], "burst")) {
       double burst = ceil(h->rate_limit.rate);
-      h->rate_limit.burst = burst < 1 ? 1 : burst > INT_MAX ? INT_MAX
-                                                          : (int)burst;
+      double most = (double)rate_limit_fields[RL_BURST].max;
+      h->rate_limit.burst = burst < 1 ? 1 : burst > most ? (int)most : (int)burst;
     }
   }
   if (found[H_RETRY]) {
@@ -892,8 +1038,20 @@ static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
   return 0;
 }
 
+/* Each handler starts its concurrency in worker threads; all of them
+ * together may start MAX_WORKERS. workers counts those before handler i. */
+static int check_workers(ctx *c, const config_setting_t *e, size_t i, long *workers) {
+  *workers += c->cfg->handlers[i].concurrency;
+  if (*workers <= MAX_WORKERS)
+    return 0;
+  const config_setting_t *at = config_setting_get_member(e, "concurrency");
+  return fail_at(c, at ? at : e, "handlers[%zu].concurrency: the handlers' concurrency adds up "
+                 "to %ld, more than %d", i, *workers, MAX_WORKERS);
+}
+
 static int parse_handlers(ctx *c, const config_setting_t *list) {
   kjb_config *cfg = c->cfg;
+  long workers = 0;
   size_t n = (size_t)config_setting_length(list);
   cfg->handlers = xcalloc(n, sizeof *cfg->handlers);
   cfg->nhandlers = n;
@@ -919,6 +1077,8 @@ static int parse_handlers(ctx *c, const config_setting_t *list) {
                      "(first defined at %s)", hpath, cfg->handlers[i].kind,
                      first);
     }
+    if ((rc = check_workers(c, e, i, &workers)))
+      return rc;
   }
   return 0;
 }
@@ -939,7 +1099,7 @@ static int parse_jobs(ctx *c, const config_setting_t *list, const char *tpath,
     if (config_setting_type(e) != CONFIG_TYPE_GROUP)
       return fail_at(c, e, "%s: expected a group, got %s", jpath,
                      type_name(e));
-    j->line = (int)config_setting_source_line(e);
+    j->line = line_of(c, e);
     j->queue = xstrdup("default");
     int rc = parse_group(c, e, jpath, job_fields, NFIELDS(job_fields), j,
                          found);
@@ -979,7 +1139,7 @@ static int parse_topics(ctx *c, const config_setting_t *list) {
     if (config_setting_type(e) != CONFIG_TYPE_GROUP)
       return fail_at(c, e, "%s: expected a group, got %s", tpath,
                      type_name(e));
-    t->line = (int)config_setting_source_line(e);
+    t->line = line_of(c, e);
     t->format = KJB_FMT_CONFLUENT;
     int rc = parse_group(c, e, tpath, topic_fields, NFIELDS(topic_fields), t,
                          found);
@@ -1063,63 +1223,47 @@ static int parse_root(ctx *c, const config_setting_t *root) {
 
 /* ---- Public API ---------------------------------------------------------- */
 
-/* See config.h. Reads path through one stream (so that a directory or an
- * unreadable file is KJB_EIO), then lets libconfig parse it; every error
- * after that is KJB_ECONFIG and leaves cfg zeroed. */
+/* A syntax error as "<file>:<line>: syntax error[: <what>]"; libconfig's
+ * own words when they are about an include (which the spliced text should
+ * never make it open). */
+static int syntax_error(const ctx *c, const config_t *lc) {
+  unsigned line;
+  const char *file = kjb_cfgsrc_where(c->src, (unsigned)config_error_line(lc), &line);
+  const char *text = config_error_text(lc) ? config_error_text(lc) : "";
+  if (strcmp(text, "syntax error") == 0 || !*text)
+    return kjb_err_set(c->err, KJB_ECONFIG, "%s:%u: syntax error", file, line);
+  if (strstr(text, "include"))
+    return kjb_err_set(c->err, KJB_ECONFIG, "%s:%u: %s", file, line, text);
+  return kjb_err_set(c->err, KJB_ECONFIG, "%s:%u: syntax error: %s", file, line, text);
+}
+
+/* See config.h. The file and its includes are read and bounded by
+ * kjb_cfgsrc_read, then libconfig parses the text; every error after
+ * reading path is KJB_ECONFIG and leaves cfg zeroed. */
 int kjb_config_load(const char *path, kjb_config *cfg, kjb_err *err) {
   assert(path && cfg);
   memset(cfg, 0, sizeof *cfg);
+  kjb_cfgsrc *src;
+  int rc = kjb_cfgsrc_read(path, &src, err);
+  if (rc)
+    return rc;
 
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return kjb_err_set(err, KJB_EIO, "%s: %s", path, strerror(errno));
-  /* fopen() accepts a directory; reading it is what fails. */
-  int ch = getc(f);
-  if (ch == EOF && ferror(f)) {
-    int e = errno;
-    fclose(f);
-    return kjb_err_set(err, KJB_EIO, "%s: %s", path, strerror(e));
-  }
-  rewind(f);
-
-  /* @include paths are relative to this file's directory, not the cwd. */
-  char *dir = NULL;
-  const char *slash = strrchr(path, '/');
-  if (slash) {
-    size_t n = slash == path ? 1 : (size_t)(slash - path);
-    dir = xcalloc(n + 1, 1);
-    memcpy(dir, path, n);
-  }
-
-  ctx c = {.path = path, .include_dir = dir, .cfg = cfg, .err = err};
+  ctx c = {.src = src, .cfg = cfg, .err = err};
   config_t lc;
   config_init(&lc);
   config_set_options(&lc, config_get_options(&lc) | CONFIG_OPTION_AUTOCONVERT);
-  if (dir)
-    config_set_include_dir(&lc, dir);
+  /* The text holds no @include that libconfig would act on; should one
+   * slip through, it resolves under /dev/null/ and cannot be opened. */
+  config_set_include_dir(&lc, "/dev/null");
 
-  int rc = 0;
-  if (!config_read(&lc, f)) {
-    char tmp[PATH_MAX];
-    const char *file =
-        display_file(&c, config_error_file(&lc), tmp, sizeof tmp);
-    const char *text = config_error_text(&lc) ? config_error_text(&lc) : "";
-    if (strcmp(text, "syntax error") == 0 || !*text)
-      rc = kjb_err_set(err, KJB_ECONFIG, "%s:%d: syntax error", file,
-                       config_error_line(&lc));
-    else if (strstr(text, "include"))
-      rc = kjb_err_set(err, KJB_ECONFIG, "%s:%d: %s", file,
-                       config_error_line(&lc), text);
-    else
-      rc = kjb_err_set(err, KJB_ECONFIG, "%s:%d: syntax error: %s", file,
-                       config_error_line(&lc), text);
+  if (!config_read_string(&lc, kjb_cfgsrc_text(src))) {
+    rc = syntax_error(&c, &lc);
   } else {
     cfg->path = xstrdup(path);
     rc = parse_root(&c, config_root_setting(&lc));
   }
   config_destroy(&lc);
-  fclose(f);
-  free(dir);
+  kjb_cfgsrc_free(src);
   if (rc)
     kjb_config_close(cfg);
   return rc;

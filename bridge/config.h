@@ -125,9 +125,11 @@ typedef struct {
   size_t nhandlers;
 } kjb_config;
 
-/* Loads and validates path into cfg (zeroed first). Returns 0, or a
- * negative code with err->msg as "<path>:<line>: <what is wrong>"
- * (KJB_ECONFIG; KJB_EIO when the file cannot be read, as "<path>: <why>").
+/* Loads and validates path into cfg (zeroed first): path and the files it
+ * @includes are read as cfgsrc.h says (regular files, 1 MiB in all), and
+ * every value is checked against its key's type and bounds. Returns 0, or
+ * a negative code with err->msg as "<file>:<line>: <what is wrong>"
+ * (KJB_ECONFIG; KJB_EIO when path cannot be read, as "<path>: <why>").
  * On failure cfg holds nothing that needs freeing. */
 int kjb_config_load(const char *path, kjb_config *cfg, kjb_err *err);
 void kjb_config_close(kjb_config *cfg);

@@ -71,49 +71,13 @@ static const char METRICS_TYPE[] = "text/plain; version=0.0.4; charset=utf-8";
 
 /* ---- listen address ----------------------------------------------------- */
 
-/* Splits "host:port" or "[v6]:port" into host (without brackets) and
- * port. Returns 0 or -1. */
-static int split_listen(const char *addr, char *host, size_t hostcap, char *port,
-                        size_t portcap) {
-  const char *p;
-  size_t hl;
-  if (addr[0] == '[') {
-    const char *close = strchr(addr, ']');
-    if (!close || close[1] != ':')
-      return -1;
-    hl = (size_t)(close - addr - 1);
-    if (hl >= hostcap)
-      return -1;
-    memcpy(host, addr + 1, hl);
-    host[hl] = '\0';
-    p = close + 2;
-    if (!strchr(host, ':'))
-      return -1;
-  } else {
-    const char *colon = strrchr(addr, ':');
-    if (!colon)
-      return -1;
-    hl = (size_t)(colon - addr);
-    if (hl >= hostcap || memchr(addr, ':', hl))
-      return -1; /* a bare IPv6 address needs its brackets */
-    memcpy(host, addr, hl);
-    host[hl] = '\0';
-    p = colon + 1;
-  }
-  size_t pl = strlen(p);
-  if (hl == 0 || pl == 0 || pl >= portcap || strspn(p, "0123456789") != pl || atol(p) > 65535)
-    return -1;
-  memcpy(port, p, pl + 1);
-  return 0;
-}
-
 /* A bound, listening socket for addr, or -1 with err. */
 static int open_listener(const char *addr, int *v6, int *port_out, kjb_err *err) {
   char host[256], port[8];
-  if (split_listen(addr, host, sizeof host, port, sizeof port) < 0)
-    return kjb_err_set(err, KJB_ECONFIG,
-                       "http.listen: expected host:port or [ipv6]:port, got \"%s\"", addr),
-           -1;
+  int portnum;
+  if (kjb_hostport_parse(addr, true, host, sizeof host, &portnum, err) < 0)
+    return kjb_err_prefix(err, "http.listen"), -1;
+  snprintf(port, sizeof port, "%d", portnum);
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
   struct addrinfo *ai = NULL;
@@ -657,25 +621,22 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+/* The largest certificate chain or key file read. */
+#define MAX_PEM (1024 * 1024)
+
 /* The whole file at path as a string, or NULL with err. */
 static char *read_pem(const char *what, const char *path, kjb_err *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return kjb_err_set(err, KJB_ECONFIG, "http.%s: cannot read \"%s\": %s", what, path,
-                       strerror(errno)),
-           NULL;
   kjb_buf b;
   kjb_buf_init(&b);
-  char chunk[4096];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    kjb_buf_append(&b, chunk, n);
-  int bad = ferror(f);
-  fclose(f);
-  if (bad || b.len == 0) {
+  kjb_err why;
+  if (kjb_read_file(path, MAX_PEM, &b, &why) < 0) {
     kjb_buf_close(&b);
-    return kjb_err_set(err, KJB_ECONFIG, "http.%s: \"%s\" is empty or unreadable", what, path),
+    return kjb_err_set(err, KJB_ECONFIG, "http.%s: cannot read \"%s\": %s", what, path, why.msg),
            NULL;
+  }
+  if (b.len == 0) {
+    kjb_buf_close(&b);
+    return kjb_err_set(err, KJB_ECONFIG, "http.%s: \"%s\" is empty", what, path), NULL;
   }
   return b.data; /* kjb_buf keeps its text NUL-terminated */
 }

@@ -3,7 +3,6 @@
  * Canonical Form, CRC-64-AVRO fingerprints and field path checks. */
 #include "schema.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
@@ -605,23 +604,16 @@ kjb_schema *kjb_schema_parse(const char *json, size_t len, kjb_err *err) {
 }
 
 kjb_schema *kjb_schema_load(const char *path, kjb_err *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    kjb_err_set(err, KJB_ESCHEMA, "%s: could not open: %s", path, strerror(errno));
-    return NULL;
-  }
   kjb_buf b;
   kjb_buf_init(&b);
-  char chunk[8192];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    kjb_buf_append(&b, chunk, n);
-  int failed = ferror(f);
-  fclose(f);
   kjb_schema *s = NULL;
-  if (failed)
-    kjb_err_set(err, KJB_ESCHEMA, "%s: could not read", path);
-  else if (!(s = kjb_schema_parse(b.data, b.len, err)))
+  if (kjb_read_file(path, KJB_SCHEMA_MAX_BYTES, &b, err) < 0) {
+    if (err)
+      err->code = KJB_ESCHEMA;
+  } else {
+    s = kjb_schema_parse(b.data, b.len, err);
+  }
+  if (!s)
     kjb_err_prefix(err, "%s", path);
   kjb_buf_close(&b);
   return s;

@@ -57,7 +57,11 @@ typedef struct kjb_schema kjb_schema;
 /* Parses and compiles a schema from JSON text. Returns NULL and fills err
  * (KJB_ESCHEMA, with avro-c's or our reason) when it is invalid. */
 kjb_schema *kjb_schema_parse(const char *json, size_t len, kjb_err *err);
-/* Same, from a file; the error message starts with the path. */
+/* The largest schema file kjb_schema_load reads. */
+#define KJB_SCHEMA_MAX_BYTES (1024 * 1024)
+
+/* Same, from a regular file of at most KJB_SCHEMA_MAX_BYTES; the error
+ * message starts with the path ("x.avsc: not a regular file"). */
 kjb_schema *kjb_schema_load(const char *path, kjb_err *err);
 void kjb_schema_free(kjb_schema *s);
 

@@ -1,15 +1,19 @@
-/* Arena, buffer, duration, JSON and UTF-8 helpers. */
+/* Arena, buffer, file, duration, JSON and UTF-8 helpers. */
 #include "util.h"
 
 #include <assert.h>
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static void out_of_memory(size_t n) {
   fprintf(stderr, "kjb: out of memory (allocating %zu bytes)\n", n);
@@ -260,6 +264,59 @@ void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n) {
   b->data[b->len] = '\0';
 }
 
+static int too_large(kjb_err *err, size_t max) {
+  if (max >= 1024 * 1024 && max % (1024 * 1024) == 0)
+    return kjb_err_set(err, KJB_EIO, "larger than %zu MiB", max / (1024 * 1024));
+  if (max >= 1024 && max % 1024 == 0)
+    return kjb_err_set(err, KJB_EIO, "larger than %zu KiB", max / 1024);
+  return kjb_err_set(err, KJB_EIO, "larger than %zu bytes", max);
+}
+
+/* Reads fd to its end into out, failing once more than max bytes came:
+ * the size fstat() saw may have grown since. */
+static int read_fd(int fd, size_t max, kjb_buf *out, kjb_err *err) {
+  for (;;) {
+    size_t want = max + 1 - out->len < 65536 ? max + 1 - out->len : 65536;
+    kjb_buf_reserve(out, want);
+    ssize_t n = read(fd, out->data + out->len, want);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return kjb_err_set(err, KJB_EIO, "%s", strerror(errno));
+    if (n == 0)
+      break;
+    out->len += (size_t)n;
+    if (out->len > max)
+      return too_large(err, max);
+  }
+  out->data[out->len] = '\0';
+  return 0;
+}
+
+int kjb_read_file(const char *path, size_t max_bytes, kjb_buf *out, kjb_err *err) {
+  assert(max_bytes < SIZE_MAX);
+  kjb_buf_reset(out);
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    return kjb_err_set(err, KJB_EIO, "%s", strerror(errno));
+  struct stat st;
+  int rc;
+  if (fstat(fd, &st) != 0)
+    rc = kjb_err_set(err, KJB_EIO, "%s", strerror(errno));
+  else if (S_ISDIR(st.st_mode))
+    rc = kjb_err_set(err, KJB_EIO, "%s", strerror(EISDIR));
+  else if (!S_ISREG(st.st_mode))
+    rc = kjb_err_set(err, KJB_EIO, "not a regular file");
+  else if ((uintmax_t)st.st_size > max_bytes)
+    rc = too_large(err, max_bytes);
+  else
+    rc = read_fd(fd, max_bytes, out, err);
+  close(fd);
+  if (rc)
+    kjb_buf_reset(out);
+  return rc;
+}
+
 long kjb_utf8_invalid_at(const char *str, size_t n) {
   const unsigned char *s = (const unsigned char *)str;
   size_t i = 0;
@@ -342,6 +399,62 @@ int kjb_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) {
   if (v < min || v > max)
     return -1;
   *out = v;
+  return 0;
+}
+
+static bool is_host(const char *h, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)h[i];
+    if (!(isalnum(c) || c == '.' || c == '-' || c == '_' || c >= 0x80))
+      return false;
+  }
+  return n > 0;
+}
+
+/* An IPv6 address as it stands between brackets, zone included. */
+static bool is_ipv6(const char *h, size_t n) {
+  size_t i = 0;
+  while (i < n && (isxdigit((unsigned char)h[i]) || h[i] == ':' || h[i] == '.'))
+    i++;
+  if (!memchr(h, ':', i))
+    return false;
+  return i == n || (h[i] == '%' && i + 1 < n && is_host(h + i + 1, n - i - 1));
+}
+
+int kjb_hostport_parse(const char *s, bool need_port, char *host, size_t hostcap, int *port,
+                       kjb_err *err) {
+  const char *h = s, *end, *p = NULL;
+  bool v6 = s[0] == '[';
+  if (v6) {
+    h = s + 1;
+    end = strchr(h, ']');
+    if (end && end[1] == ':')
+      p = end + 2;
+    else if (end && end[1] != '\0')
+      end = NULL;
+  } else {
+    end = strchr(s, ':');
+    if (end && strchr(end + 1, ':'))
+      end = NULL; /* a bare IPv6 address needs its brackets */
+    else if (end)
+      p = end + 1;
+    else
+      end = s + strlen(s);
+  }
+  if (!end || (need_port && !p))
+    return kjb_err_set(err, KJB_ECONFIG, "expected %s, got \"%s\"",
+                       need_port ? "host:port or [ipv6]:port" : "host[:port] or [ipv6][:port]",
+                       s),
+           -1;
+  size_t n = (size_t)(end - h);
+  if (n >= hostcap || !(v6 ? is_ipv6(h, n) : is_host(h, n)))
+    return kjb_err_set(err, KJB_ECONFIG, "invalid host in \"%s\"", s), -1;
+  int64_t v = -1;
+  if (p && kjb_parse_i64(p, 0, 65535, &v) != 0)
+    return kjb_err_set(err, KJB_ECONFIG, "invalid port in \"%s\" (expected 0 to 65535)", s), -1;
+  memcpy(host, h, n);
+  host[n] = '\0';
+  *port = (int)v;
   return 0;
 }
 

@@ -1,5 +1,6 @@
-/* Small shared tools: a per-batch arena, a growable byte buffer,
- * duration parsing, JSON string escaping and UTF-8 validation. */
+/* Small shared tools: a per-batch arena, a growable byte buffer, reading
+ * a whole file, duration parsing, JSON string escaping and UTF-8
+ * validation. */
 #ifndef KJB_UTIL_H
 #define KJB_UTIL_H
 
@@ -54,6 +55,18 @@ void kjb_buf_printf(kjb_buf *b, const char *fmt, ...)
 void kjb_buf_json_str(kjb_buf *b, const char *s, size_t n);
 void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n);
 
+/* Reads the whole file at path into out (replacing what it held; the
+ * caller has initialised it), NUL-terminated after its len bytes. Only a
+ * regular file of at most max_bytes is read: a FIFO or device could block
+ * or never end, so it is refused without being read. The file is opened
+ * non-blocking and close-on-exec. Every file kjb reads whole (config,
+ * schemas, TLS keys) comes through here.
+ * Returns 0, or -KJB_EIO with err->msg holding only the reason, for the
+ * caller to prefix with the path or its role: strerror(errno) ("No such
+ * file or directory", "Is a directory"), "not a regular file", or
+ * "larger than 1 MiB" (the limit, in MiB, KiB or bytes). */
+int kjb_read_file(const char *path, size_t max_bytes, kjb_buf *out, kjb_err *err);
+
 /* Returns the byte offset of the first invalid UTF-8 sequence in s, or -1
  * when all n bytes are valid (overlongs, surrogates and code points past
  * U+10FFFF are invalid). */
@@ -75,6 +88,18 @@ bool kjb_secret_equal(const char *given, size_t gl, const char *secret, size_t s
  * Every integer kjb reads from a user (ids, limits, offsets, ports, config
  * values) goes through here. Returns 0, or -1 leaving *out unchanged. */
 int kjb_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+
+/* Parses an address: "host:port" or "[ipv6]:port", or also "host" and
+ * "[ipv6]" when need_port is false. host (of hostcap bytes) receives the
+ * host without brackets and *port the port, 0 to 65535 (read with
+ * kjb_parse_i64), or -1 when there is none. A host is a DNS name or IPv4
+ * address (letters, digits, ".", "-", "_", bytes of UTF-8) or, in
+ * brackets, an IPv6 address (hex digits, ":", ".", then maybe "%zone").
+ * Every address kjb reads from a user goes through here.
+ * Returns 0, or -1 with err (KJB_ECONFIG) saying what is wrong and
+ * quoting s: "invalid port in \"localhost:-1\" (expected 0 to 65535)". */
+int kjb_hostport_parse(const char *s, bool need_port, char *host, size_t hostcap, int *port,
+                       kjb_err *err);
 
 /* Parses "250ms", "30s", "5m", "1h", "2d", "10us" (an integer or
  * decimal number and a unit) into microseconds. Returns 0 or -1. */

@@ -1,11 +1,13 @@
 """The command line: exit codes, one-line errors with file:line, migrate's
-idempotence and locking, check-config's mapping, produce's bad lines."""
+idempotence and locking, check-config's mapping, produce's bad lines, and
+what a configuration may make kjb read, start or accept."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import io
 import json
+import os
 from pathlib import Path
 
 import fastavro
@@ -230,3 +232,135 @@ def test_produce_requires_a_configured_topic(run_kjb, tmp_path):
     res = run_kjb(["produce", "--topic", "elsewhere"], cfg, input="")
     assert res.returncode == 2
     assert 'topic "elsewhere" is not in the configuration' in res.stderr
+
+
+# --------------------------------------------------------------------------
+# Hardening: what the configuration may make kjb read, start or accept
+
+TOPIC = """
+  { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }"""
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if needle in ln)
+
+
+def append(path: Path, text: str) -> Path:
+    path.write_text(path.read_text() + text)
+    return path
+
+
+def test_a_fifo_as_config_file_is_refused_at_once(run_kjb, tmp_path):
+    fifo = tmp_path / "kjb.cfg"
+    os.mkfifo(fifo)
+    res = run_kjb(["check-config"], fifo, timeout=20)
+    assert res.returncode == 2
+    assert one_line(res.stderr) == f"kjb: check-config: {fifo}: not a regular file"
+
+
+@pytest.mark.parametrize("make", ["fifo", "dev_zero"])
+def test_schemas_dir_entries_must_be_regular_files(run_kjb, tmp_path, make):
+    cfg = write_config(tmp_path / "kjb.cfg", "g", TOPIC)
+    bad = tmp_path / "schemas" / "bad.avsc"
+    if make == "fifo":
+        os.mkfifo(bad)
+    else:
+        bad.symlink_to("/dev/zero")
+    res = run_kjb(["check-config"], cfg, timeout=20)
+    assert res.returncode == 2
+    assert one_line(res.stderr) == f"kjb: check-config: {bad}: not a regular file"
+
+
+@pytest.mark.parametrize("name, why", [
+    ("/tmp", "Is a directory"),
+    ("/dev/zero", "not a regular file"),
+    ("pipe.cfg", "not a regular file"),
+    ("missing.cfg", "No such file or directory"),
+])
+def test_includes_are_read_like_the_config_file(run_kjb, tmp_path, name, why):
+    os.mkfifo(tmp_path / "pipe.cfg")
+    cfg = append(write_config(tmp_path / "kjb.cfg", "g", TOPIC), f'@include "{name}"\n')
+    line = line_of(cfg, "@include \"")
+    for cmd in ("check-config", "run"):
+        res = run_kjb([cmd], cfg, timeout=20)
+        assert res.returncode == 2, res.stderr
+        assert one_line(res.stderr) == f'kjb: {cmd}: {cfg}:{line}: @include "{name}": {why}'
+
+
+def test_includes_still_work_and_report_their_own_lines(run_kjb, tmp_path):
+    cfg = write_config(tmp_path / "kjb.cfg", "g", TOPIC)
+    (tmp_path / "log.cfg").write_text('# logging\nlog = { level = "loud"; };\n')
+    append(cfg, '@include "log.cfg"\nhandlers = ( { kind = "k"; type = "log"; } );\n')
+    res = run_kjb(["check-config"], cfg)
+    assert res.returncode == 2
+    assert one_line(res.stderr) == (f'kjb: check-config: {tmp_path / "log.cfg"}:2: log.level: invalid '
+                                    f'value "loud" (expected debug, info, warn or error)')
+    (tmp_path / "log.cfg").write_text('# logging\nlog = { level = "warn"; };\n')
+    res = run_kjb(["check-config"], cfg)
+    assert res.returncode == 0, res.stderr
+    assert "handler log" in res.stdout
+
+
+def test_thread_counts_are_bounded_before_anything_starts(run_kjb, tmp_path):
+    cfg = append(write_config(tmp_path / "kjb.cfg", "g", TOPIC),
+                 'handlers = ( { kind = "k"; type = "log";\n  concurrency = 100000000; } );\n')
+    line = line_of(cfg, "concurrency =")
+    for cmd in ("check-config", "run"):
+        res = run_kjb([cmd], cfg, timeout=20)
+        assert res.returncode == 2, res.stderr
+        assert one_line(res.stderr) == (f"kjb: {cmd}: {cfg}:{line}: handlers[0].concurrency: must be "
+                                        f"between 1 and 1024, got 100000000")
+
+
+@pytest.mark.parametrize("listen, why", [
+    ("127.0.0.1:99999", 'invalid port in "127.0.0.1:99999" (expected 0 to 65535)'),
+    ("127.0.0.1", 'expected host:port or [ipv6]:port, got "127.0.0.1"'),
+    ("localhost:-1", 'invalid port in "localhost:-1" (expected 0 to 65535)'),
+])
+def test_listen_addresses_are_checked_with_the_config(run_kjb, tmp_path, listen, why):
+    cfg = append(write_config(tmp_path / "kjb.cfg", "g", TOPIC), f'http = {{ listen = "{listen}"; }};\n')
+    line = line_of(cfg, "listen =")
+    for cmd in ("check-config", "run"):
+        # The tests' environment sets KJB_HTTP_LISTEN; empty is unset.
+        res = run_kjb([cmd], cfg, env={"KJB_HTTP_LISTEN": ""}, timeout=20)
+        assert res.returncode == 2, res.stderr
+        assert one_line(res.stderr) == f"kjb: {cmd}: {cfg}:{line}: http.listen: {why}"
+
+
+@pytest.mark.parametrize("var, value, why", [
+    ("KJB_HTTP_LISTEN", "garbage", 'expected host:port or [ipv6]:port, got "garbage"'),
+    ("KJB_POSTGRES_POOL_SIZE", " 1", 'expected an integer, got " 1"'),
+    ("KJB_POSTGRES_POOL_SIZE", "+1", 'expected an integer, got "+1"'),
+    ("KJB_POSTGRES_POOL_SIZE", "01", 'expected an integer, got "01"'),
+    ("KJB_POSTGRES_POOL_SIZE", "1x", 'expected an integer, got "1x"'),
+])
+def test_environment_overrides_are_strict_and_named(run_kjb, tmp_path, var, value, why):
+    cfg = write_config(tmp_path / "kjb.cfg", "g", TOPIC)
+    for cmd in ("check-config", "run"):
+        res = run_kjb([cmd], cfg, env={var: value}, timeout=20)
+        assert res.returncode == 2, res.stderr
+        assert one_line(res.stderr) == f"kjb: {cmd}: environment {var}: {why}"
+
+
+def test_config_size_and_parse_time_are_bounded(run_kjb, tmp_path):
+    """libconfig took seconds over a long string and minutes over a group of
+    many settings; a megabyte of either must now be answered at once."""
+    cfg = tmp_path / "kjb.cfg"
+    head, tail = 'kafka = { brokers = "b"; group = "', '"; };\n'
+    cfg.write_text(head + "g" * (4 << 20) + tail)
+    res = run_kjb(["check-config"], cfg, timeout=20)
+    assert res.returncode == 2
+    assert one_line(res.stderr) == f"kjb: check-config: {cfg}: larger than 1 MiB"
+
+    size = (1 << 20) - len(head) - len(tail)
+    cfg.write_text(head + "g" * size + tail)
+    res = run_kjb(["check-config"], cfg, timeout=20)
+    assert res.returncode == 2
+    assert one_line(res.stderr) == (f"kjb: check-config: {cfg}:1: kafka.group: must be at most 255 "
+                                    f"bytes, got {size}")
+
+    settings = "".join(f"a{i}=1;" for i in range(100000))
+    cfg.write_text(f"x = {{\n{settings}\n}};\n")
+    res = run_kjb(["check-config"], cfg, timeout=20)
+    assert res.returncode == 2
+    assert one_line(res.stderr) == f"kjb: check-config: {cfg}:2: more than 64 settings in one group"

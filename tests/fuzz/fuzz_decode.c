@@ -98,16 +98,11 @@ static void write_file(const char *path, const char *data, size_t n) {
 }
 
 static void copy_file(const char *from, const char *to) {
-  FILE *f = fopen(from, "rb");
-  if (!f)
-    die("could not open %s: %s", from, strerror(errno));
   kjb_buf b;
   kjb_buf_init(&b);
-  char chunk[8192];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    kjb_buf_append(&b, chunk, n);
-  fclose(f);
+  kjb_err err;
+  if (kjb_read_file(from, 1 << 20, &b, &err) < 0)
+    die("could not read %s: %s", from, err.msg);
   write_file(to, b.data, b.len);
   kjb_buf_close(&b);
 }

@@ -7,6 +7,7 @@
  * "FP1" / "FP2" for the 8-byte little-endian fingerprint of
  * order_created.avsc / order_created_v2.avsc. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -41,17 +42,22 @@ static uint64_t fp_v1, fp_v2;
 /* ---- Helpers ----------------------------------------------------------- */
 
 static char *read_all(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    fail_msg("cannot open %s", path);
   kjb_buf b;
   kjb_buf_init(&b);
-  char chunk[4096];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    kjb_buf_append(&b, chunk, n);
-  fclose(f);
+  kjb_err err;
+  if (kjb_read_file(path, 1 << 20, &b, &err) < 0)
+    fail_msg("cannot read %s: %s", path, err.msg);
   return b.data;
+}
+
+/* Creates path as a file of size bytes, all zero. */
+static int truncate_new(const char *path, off_t size) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0)
+    return -1;
+  int rc = ftruncate(fd, size);
+  close(fd);
+  return rc;
 }
 
 static void write_file(const char *path, const char *text) {
@@ -756,6 +762,27 @@ static const ccase config_errors[] = {
      "topics = ( { topic = 't'; format = 'raw'; schema = 'broken.avsc'; "
      "jobs = ( { kind = 'k'; } ); } );\n",
      KJB_ESCHEMA, "$TMP/bad/broken.avsc: record 'B': fields must be an array"},
+    /* Files that must not be read: they would block or never end. */
+    {"FIFO in schemas.dir",
+     "schemas = { dir = '$TMP/fifo'; };\n"
+     "topics = ( { topic = 't'; format = 'raw'; schema = 'f.avsc'; "
+     "jobs = ( { kind = 'k'; } ); } );\n",
+     KJB_ESCHEMA, "$TMP/fifo/f.avsc: not a regular file"},
+    {"symlink to /dev/zero in schemas.dir",
+     "schemas = { dir = '$TMP/zero'; };\n"
+     "topics = ( { topic = 't'; format = 'raw'; schema = 'z.avsc'; "
+     "jobs = ( { kind = 'k'; } ); } );\n",
+     KJB_ESCHEMA, "$TMP/zero/z.avsc: not a regular file"},
+    {"schema file over the size limit",
+     "schemas = { dir = '$TMP/huge'; };\n"
+     "topics = ( { topic = 't'; format = 'raw'; schema = 'h.avsc'; "
+     "jobs = ( { kind = 'k'; } ); } );\n",
+     KJB_ESCHEMA, "$TMP/huge/h.avsc: larger than 1 MiB"},
+    {"too many schema files",
+     "schemas = { dir = '$TMP/many'; };\n"
+     "topics = ( { topic = 't'; format = 'raw'; schema = 's0.avsc'; "
+     "jobs = ( { kind = 'k'; } ); } );\n",
+     KJB_ECONFIG, "$TMP/c.cfg: schemas.dir '$TMP/many': more than 1024 .avsc files"},
     /* Not errors: raw needs no ids, and neither does a registry. */
     {"raw with neither ids nor registry",
      "schemas = { dir = '$TMP/schemas'; };\n"
@@ -878,6 +905,32 @@ static uint64_t fingerprint_of(const char *path) {
 
 /* $TMP/schemas holds the repository's two schemas and an incompatible
  * one; $TMP/bad one that does not parse. */
+/* Schema directories that must fail: a FIFO, a link to /dev/zero, a file
+ * one byte over the limit, one file too many. */
+static int unreadable_dirs(void) {
+  static const char *const dirs[] = {"fifo", "zero", "huge", "many"};
+  char path[PATH_MAX];
+  for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+    snprintf(path, sizeof path, "%s/%s", tmp_root, dirs[i]);
+    if (mkdir(path, 0700) != 0)
+      return -1;
+  }
+  snprintf(path, sizeof path, "%s/fifo/f.avsc", tmp_root);
+  if (mkfifo(path, 0600) != 0)
+    return -1;
+  snprintf(path, sizeof path, "%s/zero/z.avsc", tmp_root);
+  if (symlink("/dev/zero", path) != 0)
+    return -1;
+  snprintf(path, sizeof path, "%s/huge/h.avsc", tmp_root);
+  if (truncate_new(path, KJB_SCHEMA_MAX_BYTES + 1) != 0)
+    return -1;
+  for (int i = 0; i <= 1024; i++) {
+    snprintf(path, sizeof path, "%s/many/s%d.avsc", tmp_root, i);
+    write_file(path, "\"int\"");
+  }
+  return 0;
+}
+
 static int setup(void **state) {
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !mkdtemp(tmp_root))
     return -1;
@@ -905,7 +958,7 @@ static int setup(void **state) {
   mkdir(path, 0700);
   snprintf(path, sizeof path, "%s/bad/broken.avsc", tmp_root);
   write_file(path, "{\"type\": \"record\", \"name\": \"B\"}");
-  return fp_v1 && fp_v2 ? 0 : -1;
+  return fp_v1 && fp_v2 && unreadable_dirs() == 0 ? 0 : -1;
 }
 
 static int teardown(void **state) {

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,34 @@ extern char **environ;
   "topics = ( { topic = \"orders\"; schema = \"o.avsc\"; jobs = ( { " job      \
   " } ); } );\n"
 #define HANDLER(h) "handlers = ( { " h " } );\n"
+/* 64 lines of @include of an empty file, and 64 settings on one line. */
+#define INCLUDE_EMPTY_X4                                                       \
+  "@include \"e.cfg\"\n@include \"e.cfg\"\n@include \"e.cfg\"\n@include \"e.cfg\"\n"
+#define INCLUDE_EMPTY_X16                                                      \
+  INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4
+#define INCLUDE_EMPTY_X64                                                      \
+  INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16
+#define SETTINGS_X8 "a=1;b=1;c=1;d=1;e=1;f=1;g=1;h=1;"
+/* n entries "{}," of a list, for the limits on list lengths. */
+#define ENTRIES_4 "{},{},{},{},"
+#define ENTRIES_16 ENTRIES_4 ENTRIES_4 ENTRIES_4 ENTRIES_4
+#define ENTRIES_64 ENTRIES_16 ENTRIES_16 ENTRIES_16 ENTRIES_16
+#define ENTRIES_256 ENTRIES_64 ENTRIES_64 ENTRIES_64 ENTRIES_64
+#define ENTRIES_1024 ENTRIES_256 ENTRIES_256 ENTRIES_256 ENTRIES_256
+#define ENTRIES_4096 ENTRIES_1024 ENTRIES_1024 ENTRIES_1024 ENTRIES_1024
+/* Strings of 256 and 4096 bytes. */
+#define CHARS_16 "abcdefghijklmnop"
+#define CHARS_256                                                              \
+  CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16      \
+      CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16
+#define CHARS_4096                                                             \
+  CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256        \
+      CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256    \
+          CHARS_256 CHARS_256
+#define LOG_HANDLER(kind, n) "{ kind = \"" kind "\"; type = \"log\"; concurrency = " n "; }"
+#define SETTINGS_X64                                                           \
+  SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8        \
+      SETTINGS_X8 SETTINGS_X8
 #define DURATION_HINT "(expected a number with a unit: us, ms, s, m, h, d)"
 #define PATH_HINT "(expected dotted Avro names such as \"customer.email\")"
 
@@ -45,6 +74,7 @@ typedef struct {
   const char *text;     /* t.cfg */
   const char *inc_name; /* an optional second file beside t.cfg */
   const char *inc_text;
+  bool inc_fifo;        /* inc_name is a FIFO instead */
   env_kv env[8];
   const char *want; /* the exact error, temp dir removed; NULL: loads */
   void (*check)(const kjb_config *cfg);
@@ -232,6 +262,20 @@ static void check_include(const kjb_config *cfg) {
   EQ_STR(cfg->log.level, "debug");
 }
 
+static void check_addresses(const kjb_config *cfg) {
+  EQ_STR(cfg->kafka.brokers, "a:9092, SSL://b:9093,[::1]:9094,c,");
+  EQ_STR(cfg->http.listen, "[::]:0");
+  EQ_STR(cfg->schema_registry.url, "https://u:p@registry.example:8081/base?x=1#f");
+  EQ_STR(cfg->handlers[0].url, "http://[fe80::1%eth0]/h");
+}
+
+/* The default burst is the rate rounded up, within burst's own range. */
+static void check_burst_default(const kjb_config *cfg) {
+  EQ_INT(cfg->handlers[0].rate_limit.burst, 1000000);
+  EQ_INT(cfg->handlers[1].rate_limit.burst, 3);
+  EQ_INT(cfg->handlers[0].concurrency, 1024);
+}
+
 static void check_numbers(const kjb_config *cfg) {
   EQ_INT(cfg->postgres.pool_size, 8);
   EQ_INT(cfg->ingest.batch_size, 1000000);
@@ -256,7 +300,45 @@ static const cfg_case cases[] = {
      .want = "t.cfg:2: syntax error: duplicate setting name"},
     {.name = "include_missing",
      .text = BASE "@include \"nope.cfg\"\n",
-     .want = "t.cfg:3: cannot open include file"},
+     .want = "t.cfg:3: @include \"nope.cfg\": No such file or directory"},
+    /* Includes are read like the config file: regular files only. */
+    {.name = "include_directory",
+     .text = BASE "@include \"/tmp\"\n",
+     .want = "t.cfg:3: @include \"/tmp\": Is a directory"},
+    {.name = "include_dev_zero",
+     .text = BASE "log = { level = \"info\"; };\n  @include\t\"/dev/zero\"\n",
+     .want = "t.cfg:4: @include \"/dev/zero\": not a regular file"},
+    {.name = "include_fifo",
+     .text = BASE "@include \"pipe.cfg\"\n",
+     .inc_name = "pipe.cfg",
+     .inc_fifo = true,
+     .want = "t.cfg:3: @include \"pipe.cfg\": not a regular file"},
+    {.name = "include_nested_fifo",
+     .text = BASE "@include \"inc.cfg\"\n",
+     .inc_name = "inc.cfg",
+     .inc_text = "# first\n@include \"/dev/zero\"\n",
+     .want = "inc.cfg:2: @include \"/dev/zero\": not a regular file"},
+    {.name = "include_itself",
+     .text = BASE "@include \"t.cfg\"\n",
+     .want = "t.cfg:3: @include \"t.cfg\": nested more than 10 deep"},
+    {.name = "include_too_many",
+     .text = BASE INCLUDE_EMPTY_X64 "@include \"e.cfg\"\n",
+     .inc_name = "e.cfg",
+     .inc_text = "",
+     .want = "t.cfg:67: @include \"e.cfg\": more than 64 @include directives"},
+    {.name = "include_unterminated",
+     .text = BASE "@include \"inc.cfg",
+     .want = "t.cfg:3: @include: the file name has no closing quote"},
+    /* What libconfig would take quadratic time over is refused first. */
+    {.name = "group_too_many_settings",
+     .text = BASE "x = {\n" SETTINGS_X64 "a = 1; };\n",
+     .want = "t.cfg:4: more than 64 settings in one group"},
+    {.name = "root_too_many_settings",
+     .text = SETTINGS_X64 "\na = 1;\n",
+     .want = "t.cfg:2: more than 64 settings in one group"},
+    {.name = "nested_too_deep",
+     .text = BASE "x = ( ((((((((((((((((((((((((((((((\n(( 1 )) ))))))))))))))))))))))))))))))) );\n",
+     .want = "t.cfg:4: groups and lists nested more than 32 deep"},
     {.name = "include_syntax",
      .text = BASE "@include \"inc.cfg\"\n",
      .inc_name = "inc.cfg",
@@ -494,26 +576,26 @@ static const cfg_case cases[] = {
              "and 32767, got -32769"},
     {.name = "range_job_max_attempts",
      .text = BASE TOPIC_JOB("kind = \"k\"; max_attempts = 0;"),
-     .want = "t.cfg:3: topics[0].jobs[0].max_attempts: must be at least 1, "
-             "got 0"},
+     .want = "t.cfg:3: topics[0].jobs[0].max_attempts: must be between 1 and "
+             "1000, got 0"},
     {.name = "range_retry_max_attempts",
      .text = BASE TOPIC HANDLER(
          "kind = \"k\"; type = \"log\"; retry = { max_attempts = 0; };"),
-     .want = "t.cfg:4: handlers[0].retry.max_attempts: must be at least 1, "
-             "got 0"},
+     .want = "t.cfg:4: handlers[0].retry.max_attempts: must be between 1 and "
+             "1000, got 0"},
     {.name = "range_pool_size",
      .text = "kafka = { brokers = \"b\"; };\n"
              "postgres = { conninfo = \"x\"; pool_size = 0; };\n",
-     .want = "t.cfg:2: postgres.pool_size: must be at least 1, got 0"},
+     .want = "t.cfg:2: postgres.pool_size: must be between 1 and 256, got 0"},
     {.name = "range_pool_size_int64",
      .text = "kafka = { brokers = \"b\"; };\n"
              "postgres = { conninfo = \"x\"; pool_size = 5000000000L; };\n",
-     .want = "t.cfg:2: postgres.pool_size: must be at most 2147483647, got "
+     .want = "t.cfg:2: postgres.pool_size: must be between 1 and 256, got "
              "5000000000"},
     {.name = "range_concurrency",
      .text = BASE TOPIC HANDLER(
          "kind = \"k\"; type = \"log\"; concurrency = 0;"),
-     .want = "t.cfg:4: handlers[0].concurrency: must be at least 1, got 0"},
+     .want = "t.cfg:4: handlers[0].concurrency: must be between 1 and 1024, got 0"},
     {.name = "range_batch_size_low",
      .text = BASE "ingest = { batch_size = 0; };\n",
      .want = "t.cfg:3: ingest.batch_size: must be between 1 and 1000000, "
@@ -539,8 +621,8 @@ static const cfg_case cases[] = {
     {.name = "range_burst",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { "
                                 "rate = 1; burst = 0; };"),
-     .want = "t.cfg:4: handlers[0].rate_limit.burst: must be at least 1, got "
-             "0"},
+     .want = "t.cfg:4: handlers[0].rate_limit.burst: must be between 1 and "
+             "1000000, got 0"},
     {.name = "range_failure_ratio_zero",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; breaker = { "
                                 "failure_ratio = 0; };"),
@@ -554,8 +636,103 @@ static const cfg_case cases[] = {
     {.name = "range_min_calls",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; breaker = { "
                                 "min_calls = 0; };"),
-     .want = "t.cfg:4: handlers[0].breaker.min_calls: must be at least 1, "
-             "got 0"},
+     .want = "t.cfg:4: handlers[0].breaker.min_calls: must be between 1 and "
+             "1024, got 0"},
+    /* Upper bounds: what a value can make the process start or allocate. */
+    {.name = "range_concurrency_high",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; concurrency = 100000000;"),
+     .want = "t.cfg:4: handlers[0].concurrency: must be between 1 and 1024, got 100000000"},
+    {.name = "range_workers_total",
+     .text = BASE TOPIC "handlers = (\n  " LOG_HANDLER("a", "1024") ",\n  " LOG_HANDLER("b", "1024")
+             ",\n  " LOG_HANDLER("c", "1024") ",\n  " LOG_HANDLER("d", "1000") ",\n  "
+             LOG_HANDLER("e", "100") "\n);\n",
+     .want = "t.cfg:9: handlers[4].concurrency: the handlers' concurrency adds up to 4172, more "
+             "than 4096"},
+    {.name = "range_workers_total_default",
+     .text = BASE TOPIC "handlers = (\n  " LOG_HANDLER("a", "1024") ",\n  " LOG_HANDLER("b", "1024")
+             ",\n  " LOG_HANDLER("c", "1024") ",\n  " LOG_HANDLER("d", "1024") ",\n  "
+             "{ kind = \"e\"; type = \"log\"; }\n);\n",
+     .want = "t.cfg:9: handlers[4].concurrency: the handlers' concurrency adds up to 4100, more "
+             "than 4096"},
+    {.name = "range_pool_size_high",
+     .text = "kafka = { brokers = \"b\"; };\n"
+             "postgres = { conninfo = \"x\"; pool_size = 257; };\n",
+     .want = "t.cfg:2: postgres.pool_size: must be between 1 and 256, got 257"},
+    {.name = "range_claim_batch_high",
+     .text = BASE "executor = { claim_batch = 100001; };\n",
+     .want = "t.cfg:3: executor.claim_batch: must be between 1 and 100000, got 100001"},
+    {.name = "range_burst_high",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { "
+                                "rate = 1; burst = 1000001; };"),
+     .want = "t.cfg:4: handlers[0].rate_limit.burst: must be between 1 and 1000000, got "
+             "1000001"},
+    {.name = "range_job_max_attempts_high",
+     .text = BASE TOPIC_JOB("kind = \"k\"; max_attempts = 1001;"),
+     .want = "t.cfg:3: topics[0].jobs[0].max_attempts: must be between 1 and 1000, got 1001"},
+    {.name = "range_retry_max_attempts_high",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; retry = { max_attempts = 2147483647; };"),
+     .want = "t.cfg:4: handlers[0].retry.max_attempts: must be between 1 and 1000, got "
+             "2147483647"},
+    {.name = "range_min_calls_high",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; breaker = { "
+                                "min_calls = 1025; };"),
+     .want = "t.cfg:4: handlers[0].breaker.min_calls: must be between 1 and 1024, got 1025"},
+    {.name = "duration_max_timeout",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; timeout = \"25h\";"),
+     .want = "t.cfg:4: handlers[0].timeout: must be at most 1d, got \"25h\""},
+    {.name = "duration_max_retry",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"log\"; retry = { max = \"31d\"; };"),
+     .want = "t.cfg:4: handlers[0].retry.max: must be at most 30d, got \"31d\""},
+    {.name = "duration_max_retention",
+     .text = BASE "executor = { retention = \"3651d\"; };\n",
+     .want = "t.cfg:3: executor.retention: must be at most 3650d, got \"3651d\""},
+    {.name = "duration_max_batch_timeout",
+     .text = BASE "ingest = { batch_timeout = \"3600.5s\"; };\n",
+     .want = "t.cfg:3: ingest.batch_timeout: must be at most 1h, got \"3600.5s\""},
+    {.name = "duration_max_huge",
+     .text = BASE "executor = { poll_interval = \"100000d\"; };\n",
+     .want = "t.cfg:3: executor.poll_interval: must be at most 1h, got \"100000d\""},
+    {.name = "env_duration_max",
+     .text = BASE TOPIC,
+     .env = {{"KJB_EXECUTOR_LEASE", "2d"}},
+     .want = "environment KJB_EXECUTOR_LEASE: must be at most 1d, got \"2d\""},
+    {.name = "string_name_too_long",
+     .text = BASE TOPIC_JOB("kind = \"" CHARS_256 "\";"),
+     .want = "t.cfg:3: topics[0].jobs[0].kind: must be at most 255 bytes, got 256"},
+    {.name = "string_too_long",
+     .text = "kafka = { brokers = \"b\"; };\n"
+             "postgres = {\n  conninfo = \"" CHARS_4096 "x\"; };\n" TOPIC,
+     .want = "t.cfg:3: postgres.conninfo: must be at most 4096 bytes, got 4097"},
+    {.name = "string_list_entry_too_long",
+     .text = BASE TOPIC_JOB("kind = \"k\"; args = [ \"a\", \"" CHARS_256 "\" ];"),
+     .want = "t.cfg:3: topics[0].jobs[0].args[1]: must be at most 255 bytes, got 256"},
+    {.name = "env_string_too_long",
+     .text = BASE TOPIC,
+     .env = {{"KJB_KAFKA_GROUP", CHARS_256}},
+     .want = "environment KJB_KAFKA_GROUP: must be at most 255 bytes, got 256"},
+    {.name = "list_topics_too_long",
+     .text = BASE "topics = (\n" ENTRIES_1024 "{} );\n",
+     .want = "t.cfg:3: topics: must have at most 1024 entries, got 1025"},
+    {.name = "list_jobs_too_long",
+     .text = BASE "topics = ( { topic = \"o\"; schema = \"s\";\n  jobs = ( " ENTRIES_64
+             "{} ); } );\n",
+     .want = "t.cfg:4: topics[0].jobs: must have at most 64 entries, got 65"},
+    {.name = "list_handlers_too_long",
+     .text = BASE TOPIC "handlers = ( " ENTRIES_256 "{} );\n",
+     .want = "t.cfg:4: handlers: must have at most 256 entries, got 257"},
+    {.name = "list_schema_ids_too_long",
+     .text = BASE "schemas = { ids = ( " ENTRIES_4096 "{} ); };\n",
+     .want = "t.cfg:3: schemas.ids: must have at most 4096 entries, got 4097"},
+    {.name = "list_properties_too_long",
+     .text = "kafka = { brokers = \"b\"; properties = ( " ENTRIES_256 "{} ); };\n",
+     .want = "t.cfg:1: kafka.properties: must have at most 256 entries, got 257"},
+    {.name = "list_command_too_long",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"exec\"; command = ( " ENTRIES_256
+                                "{} );"),
+     .want = "t.cfg:4: handlers[0].command: must have at most 256 entries, got 257"},
     {.name = "range_schema_id",
      .text = BASE "schemas = { ids = ( { id = -1; file = \"a.avsc\"; } ); };\n",
      .want = "t.cfg:3: schemas.ids[0].id: must be at least 0, got -1"},
@@ -660,6 +837,61 @@ static const cfg_case cases[] = {
      .text = BASE "schema_registry = { url = \"registry:8081\"; };\n",
      .want = "t.cfg:3: schema_registry.url: expected an http:// or https:// "
              "URL, got \"registry:8081\""},
+    /* Addresses are checked when the file is loaded, not when they are
+     * used, so that check-config finds them and says where. */
+    {.name = "listen_port_range",
+     .text = BASE "http = { listen = \"127.0.0.1:99999\"; };\n",
+     .want = "t.cfg:3: http.listen: invalid port in \"127.0.0.1:99999\" (expected 0 to 65535)"},
+    {.name = "listen_no_port",
+     .text = BASE "http = { listen = \"127.0.0.1\"; };\n",
+     .want = "t.cfg:3: http.listen: expected host:port or [ipv6]:port, got \"127.0.0.1\""},
+    {.name = "listen_negative_port",
+     .text = BASE "http = { listen = \"localhost:-1\"; };\n",
+     .want = "t.cfg:3: http.listen: invalid port in \"localhost:-1\" (expected 0 to 65535)"},
+    {.name = "listen_bare_ipv6",
+     .text = BASE "http = { listen = \"::1:9464\"; };\n",
+     .want = "t.cfg:3: http.listen: expected host:port or [ipv6]:port, got \"::1:9464\""},
+    {.name = "listen_bad_host",
+     .text = BASE "http = { listen = \"0.0.0.0 :80\"; };\n",
+     .want = "t.cfg:3: http.listen: invalid host in \"0.0.0.0 :80\""},
+    {.name = "env_listen_garbage",
+     .text = BASE TOPIC,
+     .env = {{"KJB_HTTP_LISTEN", "garbage"}},
+     .want = "environment KJB_HTTP_LISTEN: expected host:port or [ipv6]:port, got \"garbage\""},
+    {.name = "env_listen_port",
+     .text = BASE TOPIC,
+     .env = {{"KJB_HTTP_LISTEN", "0.0.0.0:65536"}},
+     .want = "environment KJB_HTTP_LISTEN: invalid port in \"0.0.0.0:65536\" (expected 0 to "
+             "65535)"},
+    {.name = "brokers_port",
+     .text = "kafka = { brokers = \"a:9092, SSL://b:90920\"; };\n",
+     .want = "t.cfg:1: kafka.brokers: invalid port in \"b:90920\" (expected 0 to 65535)"},
+    {.name = "brokers_bare_ipv6",
+     .text = "kafka = { brokers = \"a:9092,::1\"; };\n",
+     .want = "t.cfg:1: kafka.brokers: expected host[:port] or [ipv6][:port], got \"::1\""},
+    {.name = "env_brokers_port",
+     .text = BASE TOPIC,
+     .env = {{"KJB_KAFKA_BROKERS", "kafka:x"}},
+     .want = "environment KJB_KAFKA_BROKERS: invalid port in \"kafka:x\" (expected 0 to 65535)"},
+    {.name = "http_url_port",
+     .text = BASE TOPIC HANDLER(
+         "kind = \"k\"; type = \"http\"; url = \"http://user:pw@hooks:8o8o/x?a=b:c\";"),
+     .want = "t.cfg:4: handlers[0].url: invalid port in \"hooks:8o8o\" (expected 0 to 65535)"},
+    {.name = "http_url_no_host",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"http\"; url = \"https:///hook\";"),
+     .want = "t.cfg:4: handlers[0].url: expected a host after \"https://\", got "
+             "\"https:///hook\""},
+    {.name = "registry_url_port",
+     .text = BASE "schema_registry = { url = \"http://[::1]:65536\"; };\n",
+     .want = "t.cfg:3: schema_registry.url: invalid port in \"[::1]:65536\" (expected 0 to "
+             "65535)"},
+    {.name = "addresses_that_load",
+     .text = "kafka = { brokers = \"a:9092, SSL://b:9093,[::1]:9094,c,\"; };\n"
+             "postgres = { conninfo = \"dbname=kjb\"; };\n"
+             "http = { listen = \"[::]:0\"; };\n"
+             "schema_registry = { url = \"https://u:p@registry.example:8081/base?x=1#f\"; };\n"
+             TOPIC HANDLER("kind = \"k\"; type = \"http\"; url = \"http://[fe80::1%eth0]/h\";"),
+     .check = check_addresses},
     {.name = "postgres_schema_name",
      .text = "kafka = { brokers = \"b\"; };\n"
              "postgres = { conninfo = \"x\"; schema = \"kjb-test\"; };\n",
@@ -719,6 +951,44 @@ static const cfg_case cases[] = {
      .env = {{"KJB_POSTGRES_POOL_SIZE", "4x"}},
      .want = "environment KJB_POSTGRES_POOL_SIZE: expected an integer, got "
              "\"4x\""},
+    /* Strict, as kjb_parse_i64 is: what strtoll() skipped or stopped at. */
+    {.name = "env_integer_space",
+     .text = BASE TOPIC,
+     .env = {{"KJB_POSTGRES_POOL_SIZE", " 1"}},
+     .want = "environment KJB_POSTGRES_POOL_SIZE: expected an integer, got \" 1\""},
+    {.name = "env_integer_plus",
+     .text = BASE TOPIC,
+     .env = {{"KJB_POSTGRES_POOL_SIZE", "+1"}},
+     .want = "environment KJB_POSTGRES_POOL_SIZE: expected an integer, got \"+1\""},
+    {.name = "env_integer_leading_zero",
+     .text = BASE TOPIC,
+     .env = {{"KJB_POSTGRES_POOL_SIZE", "01"}},
+     .want = "environment KJB_POSTGRES_POOL_SIZE: expected an integer, got \"01\""},
+    {.name = "env_integer_junk",
+     .text = BASE TOPIC,
+     .env = {{"KJB_POSTGRES_POOL_SIZE", "1x"}},
+     .want = "environment KJB_POSTGRES_POOL_SIZE: expected an integer, got \"1x\""},
+    {.name = "env_integer_trailing_space",
+     .text = BASE TOPIC,
+     .env = {{"KJB_EXECUTOR_CLAIM_BATCH", "10\n"}},
+     .want = "environment KJB_EXECUTOR_CLAIM_BATCH: expected an integer, got \"10\n\""},
+    {.name = "env_integer_hex",
+     .text = BASE TOPIC,
+     .env = {{"KJB_INGEST_BATCH_SIZE", "0x10"}},
+     .want = "environment KJB_INGEST_BATCH_SIZE: expected an integer, got \"0x10\""},
+    {.name = "env_integer_overflow",
+     .text = BASE TOPIC,
+     .env = {{"KJB_INGEST_BATCH_SIZE", "99999999999999999999"}},
+     .want = "environment KJB_INGEST_BATCH_SIZE: expected an integer, got "
+             "\"99999999999999999999\""},
+    {.name = "env_integer_high",
+     .text = BASE TOPIC,
+     .env = {{"KJB_POSTGRES_POOL_SIZE", "100000000"}},
+     .want = "environment KJB_POSTGRES_POOL_SIZE: must be between 1 and 256, got 100000000"},
+    {.name = "env_integer_negative",
+     .text = BASE TOPIC,
+     .env = {{"KJB_POSTGRES_POOL_SIZE", "-3"}},
+     .want = "environment KJB_POSTGRES_POOL_SIZE: must be between 1 and 256, got -3"},
     {.name = "env_range",
      .text = BASE TOPIC,
      .env = {{"KJB_INGEST_BATCH_SIZE", "0"}},
@@ -757,6 +1027,33 @@ static const cfg_case cases[] = {
      .inc_text = "# topics\n" TOPIC_JOB("kind = \"k\"; priority = 99999;"),
      .want = "part.cfg:2: topics[0].jobs[0].priority: must be between -32768 "
              "and 32767, got 99999"},
+    /* Lines after an include are those of the including file. */
+    {.name = "include_error_after",
+     .text = BASE "@include \"part.cfg\" # topics\nlog = { level = \"loud\"; };\n",
+     .inc_name = "part.cfg",
+     .inc_text = "# topics\n\n" TOPIC,
+     .want = "t.cfg:4: log.level: invalid value \"loud\" (expected debug, info, warn "
+             "or error)"},
+    {.name = "include_syntax_after",
+     .text = BASE "@include \"part.cfg\"\nlog = { level = \"debug\"; }\n;;\n",
+     .inc_name = "part.cfg",
+     .inc_text = TOPIC "# no newline at the end",
+     .want = "t.cfg:5: syntax error"},
+    {.name = "include_duplicate_location",
+     .text = BASE "@include \"part.cfg\"\nhandlers = ( { kind = \"k\"; type = \"log\"; },\n"
+                  "  { kind = \"k\"; type = \"log\"; } );\n",
+     .inc_name = "part.cfg",
+     .inc_text = TOPIC,
+     .want = "t.cfg:5: handlers[1].kind: duplicate handler for kind \"k\" (first defined "
+             "at line 4)"},
+    /* Only a directive at a line's start, outside strings and comments, is
+     * one, as for libconfig. */
+    {.name = "include_not_a_directive",
+     .text = BASE TOPIC "/* a comment\n@include \"nope.cfg\"\n*/\n"
+             "log = { level = \"debug\"; format = \"a\n@include \\\"nope.cfg\\\"\";\n"
+             "};\n",
+     .want = "t.cfg:7: log.format: invalid value \"a\n@include \"nope.cfg\"\" (expected "
+             "text or json)"},
 
     /* Values that load. */
     {.name = "defaults", .text = BASE TOPIC, .check = check_defaults},
@@ -765,6 +1062,11 @@ static const cfg_case cases[] = {
          "kind = \"k\"; type = \"http\"; url = \"https://hooks.example/k\"; "
          "rate_limit = { rate = 2.5; }; breaker = { };"),
      .check = check_handler_defaults},
+    {.name = "handler_burst_default",
+     .text = BASE TOPIC "handlers = ( { kind = \"a\"; type = \"log\"; concurrency = 1024;\n"
+             "  rate_limit = { rate = 1e12; }; },\n"
+             "  { kind = \"b\"; type = \"log\"; rate_limit = { rate = 2.5; }; } );\n",
+     .check = check_burst_default},
     {.name = "handler_without_limits",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\";"),
      .check = check_no_limits},
@@ -859,8 +1161,12 @@ static void run_case(void **state) {
   snprintf(dir, sizeof dir, "%s/%s", tmp_root, tc->name);
   assert_int_equal(mkdir(dir, 0700), 0);
   write_file(dir, "t.cfg", tc->text);
-  if (tc->inc_name)
+  if (tc->inc_fifo) {
+    snprintf(path, sizeof path, "%s/%s", dir, tc->inc_name);
+    assert_int_equal(mkfifo(path, 0600), 0);
+  } else if (tc->inc_name) {
     write_file(dir, tc->inc_name, tc->inc_text);
+  }
   snprintf(path, sizeof path, "%s/t.cfg", dir);
 
   for (size_t i = 0; i < 8 && tc->env[i].name; i++)
@@ -993,6 +1299,95 @@ static void test_io_errors(void **state) {
   EQ_STR(err.msg, want);
 }
 
+/* A file of n bytes: text, then a comment that fills it up (the last byte
+ * a newline). */
+static void write_padded(const char *path, const char *text, size_t n) {
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  size_t len = strlen(text);
+  assert_true(len + 2 <= n);
+  fputs(text, f);
+  fputc('#', f);
+  for (size_t i = len + 1; i < n - 1; i++)
+    fputc('x', f);
+  fputc('\n', f);
+  assert_int_equal(fclose(f), 0);
+}
+
+static void expect_error(const char *path, kjb_errcode code, const char *want) {
+  kjb_config cfg;
+  kjb_err err = {0};
+  assert_int_equal(kjb_config_load(path, &cfg, &err), -(int)code);
+  strip_dir(err.msg, tmp_root);
+  assert_string_equal(err.msg, want);
+  static const kjb_config zero;
+  assert_memory_equal(&cfg, &zero, sizeof cfg);
+}
+
+/* What the config file may be: a regular file of at most 1 MiB, with its
+ * includes; not a FIFO (which blocked for ever) nor a device (which was
+ * read until memory ran out); no NUL byte, which would end libconfig's
+ * text early. */
+static void test_file_limits(void **state) {
+  char path[512], inc[512];
+  snprintf(path, sizeof path, "%s/limits.cfg", tmp_root);
+  snprintf(inc, sizeof inc, "%s/pad.cfg", tmp_root);
+
+  write_padded(path, BASE TOPIC, 1024 * 1024);
+  kjb_config cfg;
+  kjb_err err = {0};
+  if (kjb_config_load(path, &cfg, &err) != 0)
+    fail_msg("a config of exactly 1 MiB: %s", err.msg);
+  kjb_config_close(&cfg);
+  write_padded(path, BASE TOPIC, 1024 * 1024 + 1);
+  expect_error(path, KJB_EIO, "limits.cfg: larger than 1 MiB");
+
+  /* The limit holds for the text with its includes. */
+  static const char with_inc[] = BASE TOPIC "@include \"pad.cfg\"\n";
+  const size_t main_len = sizeof with_inc + 16;
+  write_padded(path, with_inc, main_len);
+  write_padded(inc, "", 1024 * 1024 - main_len);
+  if (kjb_config_load(path, &cfg, &err) != 0)
+    fail_msg("a config of exactly 1 MiB with its include: %s", err.msg);
+  kjb_config_close(&cfg);
+  write_padded(inc, "", 1024 * 1024 - main_len + 1);
+  expect_error(path, KJB_ECONFIG, "limits.cfg:4: @include \"pad.cfg\": the configuration "
+               "with its includes is larger than 1 MiB");
+  unlink(inc);
+
+  /* One string as long as the file allows: libconfig used to take
+   * quadratic time over it; now it is parsed, then refused by length. */
+  static const char head[] = "kafka = { brokers = \"b\"; group = \"";
+  static const char tail[] = "\"; };\npostgres = { conninfo = \"x\"; };\n" TOPIC;
+  const size_t group_len = 1024 * 1024 - (sizeof head - 1) - (sizeof tail - 1);
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  fputs(head, f);
+  for (size_t i = 0; i < group_len; i++)
+    fputc('g', f);
+  fputs(tail, f);
+  assert_int_equal(fclose(f), 0);
+  char want[128];
+  snprintf(want, sizeof want, "limits.cfg:1: kafka.group: must be at most 255 bytes, got %zu",
+           group_len);
+  expect_error(path, KJB_ECONFIG, want);
+
+  f = fopen(path, "wb");
+  assert_non_null(f);
+  static const char nul[] = BASE TOPIC "# a NUL: \0 and then\nx = 1;\n";
+  assert_int_equal(fwrite(nul, 1, sizeof nul - 1, f), sizeof nul - 1);
+  assert_int_equal(fclose(f), 0);
+  expect_error(path, KJB_ECONFIG, "limits.cfg:4: syntax error: NUL byte");
+  unlink(path);
+
+  assert_int_equal(mkfifo(path, 0600), 0);
+  expect_error(path, KJB_EIO, "limits.cfg: not a regular file");
+  unlink(path);
+  assert_int_equal(symlink("/dev/zero", path), 0);
+  expect_error(path, KJB_EIO, "limits.cfg: not a regular file");
+  unlink(path);
+}
+
 static void test_close(void **state) {
   kjb_config cfg;
   memset(&cfg, 0, sizeof cfg);
@@ -1074,7 +1469,8 @@ static int teardown(void **state) {
 int main(void) {
   static const struct CMUnitTest fixed[] = {
       cmocka_unit_test(test_example_cfg), cmocka_unit_test(test_dev_cfg),
-      cmocka_unit_test(test_io_errors),   cmocka_unit_test(test_close),
+      cmocka_unit_test(test_io_errors),   cmocka_unit_test(test_file_limits),
+      cmocka_unit_test(test_close),
       cmocka_unit_test(test_default_path), cmocka_unit_test(test_lookups),
   };
   static struct CMUnitTest tests[NCASES + sizeof fixed / sizeof fixed[0]];

@@ -450,15 +450,11 @@ static int count_fds(void) {
 }
 
 static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
   kjb_buf b;
   kjb_buf_init(&b);
-  char chunk[65536];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    kjb_buf_append(&b, chunk, n);
-  fclose(f);
+  kjb_err err;
+  if (kjb_read_file(path, 64 << 20, &b, &err) < 0)
+    fail_msg("cannot read %s: %s", path, err.msg);
   *len = b.len;
   return b.data;
 }

@@ -1,10 +1,15 @@
 /* Shared helpers: durations, RFC 3339, UTF-8, base64, JSON escaping,
- * arena and error values. */
+ * arena, reading files and error values. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -74,6 +79,73 @@ static void test_parse_i64(void **state) {
   /* A NUL inside the text ends it: what follows is not looked at, so
    * callers that have lengths (HTTP) must check for embedded NULs. */
   assert_int_equal(kjb_parse_i64(NULL, 0, 1, &(int64_t){0}), -1);
+}
+
+static void test_hostport(void **state) {
+  static const struct {
+    const char *in;
+    bool need_port;
+    const char *host; /* NULL: fails with why */
+    int port;
+    const char *why;
+  } cases[] = {
+      {"127.0.0.1:9464", true, "127.0.0.1", 9464, NULL},
+      {"localhost:0", true, "localhost", 0, NULL},
+      {"kafka-0.kafka_svc.example:65535", true, "kafka-0.kafka_svc.example", 65535, NULL},
+      {"[::1]:9464", true, "::1", 9464, NULL},
+      {"[fe80::1%eth0]:80", true, "fe80::1%eth0", 80, NULL},
+      {"[::ffff:10.0.0.1]:1", true, "::ffff:10.0.0.1", 1, NULL},
+      {"b\xc3\xbc" "cher.example:80", true, "b\xc3\xbc" "cher.example", 80, NULL},
+      {"broker", false, "broker", -1, NULL},
+      {"[::1]", false, "::1", -1, NULL},
+      {"broker:9092", false, "broker", 9092, NULL},
+      {"127.0.0.1", true, NULL, 0, "expected host:port or [ipv6]:port, got \"127.0.0.1\""},
+      {"[::1]", true, NULL, 0, "expected host:port or [ipv6]:port, got \"[::1]\""},
+      {"::1:80", true, NULL, 0, "expected host:port or [ipv6]:port, got \"::1:80\""},
+      {"::1", false, NULL, 0, "expected host[:port] or [ipv6][:port], got \"::1\""},
+      {"[::1]80", true, NULL, 0, "expected host:port or [ipv6]:port, got \"[::1]80\""},
+      {"[::1:80", true, NULL, 0, "expected host:port or [ipv6]:port, got \"[::1:80\""},
+      {"garbage", true, NULL, 0, "expected host:port or [ipv6]:port, got \"garbage\""},
+      {"127.0.0.1:99999", true, NULL, 0, "invalid port in \"127.0.0.1:99999\" (expected 0 to 65535)"},
+      {"localhost:-1", true, NULL, 0, "invalid port in \"localhost:-1\" (expected 0 to 65535)"},
+      {"localhost:", true, NULL, 0, "invalid port in \"localhost:\" (expected 0 to 65535)"},
+      {"localhost:+80", true, NULL, 0, "invalid port in \"localhost:+80\" (expected 0 to 65535)"},
+      {"localhost:080", true, NULL, 0, "invalid port in \"localhost:080\" (expected 0 to 65535)"},
+      {"localhost: 80", true, NULL, 0, "invalid port in \"localhost: 80\" (expected 0 to 65535)"},
+      {"localhost:80x", true, NULL, 0, "invalid port in \"localhost:80x\" (expected 0 to 65535)"},
+      {":9464", true, NULL, 0, "invalid host in \":9464\""},
+      {"a b:80", true, NULL, 0, "invalid host in \"a b:80\""},
+      {"a/b:80", true, NULL, 0, "invalid host in \"a/b:80\""},
+      {"[]:80", true, NULL, 0, "invalid host in \"[]:80\""},
+      {"[1.2.3.4]:80", true, NULL, 0, "invalid host in \"[1.2.3.4]:80\""},
+      {"[::1%]:80", true, NULL, 0, "invalid host in \"[::1%]:80\""},
+      {"[host]:80", true, NULL, 0, "invalid host in \"[host]:80\""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char host[64] = "unchanged";
+    int port = 12345;
+    kjb_err err = {0};
+    print_message("address \"%s\"\n", cases[i].in);
+    int rc = kjb_hostport_parse(cases[i].in, cases[i].need_port, host, sizeof host, &port, &err);
+    if (cases[i].host) {
+      assert_int_equal(rc, 0);
+      assert_string_equal(host, cases[i].host);
+      assert_int_equal(port, cases[i].port);
+    } else {
+      assert_int_equal(rc, -1);
+      assert_int_equal(err.code, KJB_ECONFIG);
+      assert_string_equal(err.msg, cases[i].why);
+      assert_string_equal(host, "unchanged");
+      assert_int_equal(port, 12345);
+    }
+  }
+  /* The host must fit. */
+  char small[4];
+  int port;
+  kjb_err err = {0};
+  assert_int_equal(kjb_hostport_parse("abcd:1", true, small, sizeof small, &port, &err), -1);
+  assert_string_equal(err.msg, "invalid host in \"abcd:1\"");
+  assert_int_equal(kjb_hostport_parse("abc:1", true, small, sizeof small, &port, &err), 0);
 }
 
 static void test_rfc3339(void **state) {
@@ -237,6 +309,107 @@ static void test_secret_equal(void **state) {
   assert_false(kjb_secret_equal("x", 1, "", 0));
 }
 
+/* One case of kjb_read_file: path (relative to a temporary directory
+ * unless absolute), the limit, and the reason it fails with (NULL: it
+ * reads, and the text is want_text). */
+typedef struct {
+  const char *path;
+  size_t max;
+  const char *why;
+  const char *want_text;
+} read_case;
+
+static void write_text(const char *path, const char *text) {
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fputs(text, f) >= 0, 1);
+  assert_int_equal(fclose(f), 0);
+}
+
+static void test_read_file(void **state) {
+  char dir[] = "/tmp/kjb-test-util-XXXXXX", path[512];
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/ten", dir);
+  write_text(path, "0123456789");
+  snprintf(path, sizeof path, "%s/empty", dir);
+  write_text(path, "");
+  snprintf(path, sizeof path, "%s/fifo", dir);
+  assert_int_equal(mkfifo(path, 0600), 0);
+  snprintf(path, sizeof path, "%s/zero", dir);
+  assert_int_equal(symlink("/dev/zero", path), 0);
+  snprintf(path, sizeof path, "%s/link", dir);
+  assert_int_equal(symlink("ten", path), 0);
+  snprintf(path, sizeof path, "%s/sub", dir);
+  assert_int_equal(mkdir(path, 0700), 0);
+
+  static const read_case cases[] = {
+      {"ten", 10, NULL, "0123456789"},
+      {"link", 10, NULL, "0123456789"}, /* a symlink to a regular file is fine */
+      {"empty", 10, NULL, ""},
+      {"ten", 9, "larger than 9 bytes", NULL},
+      {"ten", 0, "larger than 0 bytes", NULL},
+      {"fifo", 1 << 20, "not a regular file", NULL}, /* must not block */
+      {"zero", 1 << 20, "not a regular file", NULL}, /* must not read forever */
+      {"/dev/null", 10, "not a regular file", NULL},
+      {"sub", 10, "Is a directory", NULL},
+      {"missing", 10, "No such file or directory", NULL},
+  };
+  kjb_buf b;
+  kjb_buf_init(&b);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const read_case *tc = &cases[i];
+    if (tc->path[0] == '/')
+      snprintf(path, sizeof path, "%s", tc->path);
+    else
+      snprintf(path, sizeof path, "%s/%s", dir, tc->path);
+    print_message("read \"%s\" at most %zu\n", tc->path, tc->max);
+    kjb_buf_puts(&b, "stale");
+    kjb_err err = {0};
+    int rc = kjb_read_file(path, tc->max, &b, &err);
+    if (tc->why) {
+      assert_int_equal(rc, -KJB_EIO);
+      assert_int_equal(err.code, KJB_EIO);
+      assert_string_equal(err.msg, tc->why);
+      assert_int_equal(b.len, 0);
+    } else {
+      assert_int_equal(rc, 0);
+      assert_string_equal(b.data, tc->want_text);
+      assert_int_equal(b.len, strlen(tc->want_text));
+    }
+  }
+  kjb_buf_close(&b);
+
+  /* The limit is named in the unit it was given in. */
+  static const struct {
+    size_t max;
+    const char *why;
+  } units[] = {{1 << 20, "larger than 1 MiB"}, {3 << 20, "larger than 3 MiB"},
+               {64 << 10, "larger than 64 KiB"}, {1000, "larger than 1000 bytes"},
+               {(1 << 20) + 1024, "larger than 1025 KiB"}};
+  snprintf(path, sizeof path, "%s/big", dir);
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  for (int i = 0; i < (3 << 20) + 1; i++)
+    fputc('x', f);
+  assert_int_equal(fclose(f), 0);
+  kjb_buf_init(&b);
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    kjb_err err = {0};
+    assert_int_equal(kjb_read_file(path, units[i].max, &b, &err), -KJB_EIO);
+    assert_string_equal(err.msg, units[i].why);
+  }
+  kjb_buf_close(&b);
+
+  static const char *const names[] = {"ten", "empty", "fifo", "zero", "link", "big"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    assert_int_equal(unlink(path), 0);
+  }
+  snprintf(path, sizeof path, "%s/sub", dir);
+  assert_int_equal(rmdir(path), 0);
+  assert_int_equal(rmdir(dir), 0);
+}
+
 static void test_errors(void **state) {
   kjb_err err;
   assert_int_equal(kjb_err_set(&err, KJB_ETRUNCATED, "at byte %d", 17), -KJB_ETRUNCATED);
@@ -253,10 +426,11 @@ static void test_errors(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_durations),      cmocka_unit_test(test_parse_i64),
-      cmocka_unit_test(test_rfc3339),       cmocka_unit_test(test_civil_dates),
-      cmocka_unit_test(test_utf8),           cmocka_unit_test(test_utf8_prefix),
-      cmocka_unit_test(test_base64_and_json), cmocka_unit_test(test_secret_equal),
-      cmocka_unit_test(test_arena),          cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_hostport),       cmocka_unit_test(test_rfc3339),
+      cmocka_unit_test(test_civil_dates),    cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_utf8_prefix),    cmocka_unit_test(test_base64_and_json),
+      cmocka_unit_test(test_secret_equal),   cmocka_unit_test(test_arena),
+      cmocka_unit_test(test_read_file),      cmocka_unit_test(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
