@@ -28,7 +28,7 @@ SANITIZER_ENV = {
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
     "LSAN_OPTIONS": f"suppressions={REPO / 'tests' / 'lsan.supp'}",
     # A ThreadSanitizer build (build/tsan) reports races and exits 86 too.
-    "TSAN_OPTIONS": f"exitcode=86:second_deadlock_stack=1:suppressions={REPO / 'tests' / 'tsan.supp'}",
+    "TSAN_OPTIONS": f"exitcode=86:second_deadlock_stack=1:suppressions={REPO / 'tests' / 'tsan' / 'tsan.supp'}",
     # `kjb run` serves HTTP on http.listen, 127.0.0.1:9464 unless told
     # otherwise: tests run several at once, so each takes a free port.
     "KJB_HTTP_LISTEN": "127.0.0.1:0",
