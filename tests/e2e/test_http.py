@@ -179,17 +179,25 @@ def test_signal_while_waiting_for_migrations(db, start_kjb, tmp_path):
     assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'kjb'") == 0
 
 
-def test_postgres_unreachable_at_start(db, run_kjb, tmp_path):
-    """PostgreSQL down when kjb starts: the executor cannot connect, kjb run
-    exits 1 and says why, without the password."""
+def test_postgres_unreachable_at_start(db, start_kjb, tmp_path):
+    """PostgreSQL down when kjb starts: kjb run waits instead of exiting
+    (a pod would crash-loop), says why in its log and its probes without
+    the password, and stops cleanly on SIGTERM meanwhile."""
     port = free_port()
     cfg = write_config(tmp_path / "kjb.cfg", port)
     closed = free_port()
     conninfo = f"host=127.0.0.1 port={closed} dbname=kjb user=kjb password=s3cret-pw connect_timeout=5"
-    res = run_kjb(["run", "--role", "executor"], cfg, env=env_for(conninfo), timeout=60)
-    assert res.returncode == 1, res.stderr
-    assert "kjb: run: could not connect to postgresql: " in res.stderr, res.stderr
-    assert "s3cret-pw" not in res.stderr
+    proc = start_kjb(["run", "--role", "executor"], cfg, env=env_for(conninfo))
+    waiting = "waiting for postgresql: could not connect to postgresql: "
+    wait_for(lambda: (answers(port, "/readyz") or (0, {}))[1].get("reason", "").startswith(waiting),
+             timeout=60, message=lambda: f"{answers(port, '/readyz')}\n{proc.log()}")
+    status, body = answers(port, "/startupz")
+    assert status == 503 and body["reason"].startswith(waiting), body
+    assert answers(port, "/healthz") == (200, {"status": "ok"})
+    assert "s3cret-pw" not in json.dumps(body)
+    assert proc.alive()
+    assert proc.stop() == 0, proc.log()
+    assert waiting in proc.log() and "s3cret-pw" not in proc.log()
 
 
 def open_fds(port: int) -> float:
