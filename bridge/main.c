@@ -23,6 +23,7 @@
 #include "config.h"
 #include "dlq.h"
 #include "executor.h"
+#include "health.h"
 #include "api.h"
 #include "http.h"
 #include "ingest.h"
@@ -184,192 +185,8 @@ static void *executor_main(void *arg) {
   return NULL;
 }
 
-/* ---- run: health for the http server ------------------------------- */
-
-/* How often the health thread pings PostgreSQL, and how long it waits for
- * a broker to answer. */
-#define HEALTH_DB_EVERY_US (2 * 1000000LL)
-#define HEALTH_KAFKA_TIMEOUT_MS 500
-
-/* Keeps the http server's health snapshot current: every second it reads
- * the loops' heartbeats and the consumer's Kafka state, and every few
- * seconds it queries PostgreSQL on a connection of its own, so that an
- * idle process notices an outage too. */
-typedef struct {
-  kjb_http *http;
-  const kjb_config *cfg;
-  kjb_executor *ex; /* NULL without the executor role; outlives the thread */
-  int consume;
-  pthread_t thread;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int quit;        /* under mu */
-  kjb_ingest *ing; /* under mu: set while the consumer exists */
-} health_poller;
-
-/* Pings PostgreSQL once. Returns 0, or -1 with err. */
-static int health_db(health_poller *hp, kjb_store **db, kjb_err *err) {
-  if (!*db && !(*db = kjb_store_connect(hp->cfg->postgres.conninfo, hp->cfg->postgres.schema, err)))
-    return -1;
-  PGresult *res = kjb_store_query(*db, "health check", "SELECT 1", 0, NULL, err);
-  if (!res)
-    return -1;
-  PQclear(res);
-  return 0;
-}
-
-static void *health_main(void *arg) {
-  health_poller *hp = arg;
-  /* The thread starts once wait_for_database found the schema current. */
-  kjb_health h = {.consumer = hp->consume, .executor = hp->ex != NULL, .migrations_current = true};
-  kjb_store *db = NULL;
-  int64_t next_db = 0;
-  int db_state = -1; /* last logged: -1 nothing yet, 0 down, 1 up */
-  pthread_mutex_lock(&hp->mu);
-  while (!hp->quit) {
-    pthread_mutex_unlock(&hp->mu);
-    int64_t now = kjb_now_mono_us();
-    if (now >= next_db) {
-      kjb_err err;
-      if (health_db(hp, &db, &err) == 0) {
-        h.db_connected = true;
-        h.db_ok_us = kjb_now_mono_us();
-        if (db_state == 0)
-          kjb_info("health: postgresql reachable again");
-        db_state = 1;
-      } else {
-        h.db_connected = false;
-        kjb_store_free(db);
-        db = NULL;
-        if (db_state != 0)
-          kjb_warn("health: %s", err.msg);
-        db_state = 0;
-      }
-      next_db = now + HEALTH_DB_EVERY_US;
-    }
-    /* The oldest heartbeat counts; a loop that never ran makes it 0. */
-    int64_t loop = INT64_MAX;
-    if (hp->ex) {
-      int64_t t = kjb_executor_heartbeat(hp->ex);
-      loop = t < loop ? t : loop;
-    }
-    if (hp->consume) {
-      kjb_ingest_health_info ih = {0};
-      pthread_mutex_lock(&hp->mu);
-      if (hp->ing)
-        kjb_ingest_health(hp->ing, HEALTH_KAFKA_TIMEOUT_MS, &ih);
-      pthread_mutex_unlock(&hp->mu);
-      loop = ih.loop_us < loop ? ih.loop_us : loop;
-      h.kafka_connected = ih.kafka_connected;
-      h.partitions = ih.partitions;
-      h.assigned_once = h.assigned_once || ih.partitions > 0;
-    }
-    h.loop_us = loop == INT64_MAX ? 0 : loop;
-    kjb_http_set_health(hp->http, &h);
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += 1;
-    pthread_mutex_lock(&hp->mu);
-    if (!hp->quit)
-      pthread_cond_timedwait(&hp->cv, &hp->mu, &until);
-  }
-  pthread_mutex_unlock(&hp->mu);
-  kjb_store_free(db);
-  return NULL;
-}
-
-/* Starts the health thread. Returns 0 or -1. */
-static int health_start(health_poller *hp) {
-  pthread_mutex_init(&hp->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&hp->cv, &ca);
-  pthread_condattr_destroy(&ca);
-  if (pthread_create(&hp->thread, NULL, health_main, hp) != 0) {
-    pthread_cond_destroy(&hp->cv);
-    pthread_mutex_destroy(&hp->mu);
-    return -1;
-  }
-  return 0;
-}
-
-static void health_stop(health_poller *hp) {
-  pthread_mutex_lock(&hp->mu);
-  hp->quit = 1;
-  pthread_cond_signal(&hp->cv);
-  pthread_mutex_unlock(&hp->mu);
-  pthread_join(hp->thread, NULL);
-  pthread_cond_destroy(&hp->cv);
-  pthread_mutex_destroy(&hp->mu);
-}
-
-/* Lets the health thread see the consumer (ing), or forget it (NULL)
- * before it is freed. hp may be NULL. */
-static void health_attach(health_poller *hp, kjb_ingest *ing) {
-  if (!hp)
-    return;
-  pthread_mutex_lock(&hp->mu);
-  hp->ing = ing;
-  pthread_mutex_unlock(&hp->mu);
-}
-
-/* How often the start-up wait asks PostgreSQL again. */
-#define WAIT_RETRY_US (2 * 1000000LL)
-
-/* Sleeps up to us, waking early on a signal. */
-static void nap(int64_t us) {
-  int64_t until = kjb_now_mono_us() + us;
-  while (!stop_requested && kjb_now_mono_us() < until)
-    nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
-}
-
-/* Waits until PostgreSQL answers and no migration is pending, so that kjb
- * may start before the database is up or the deployment's `kjb migrate`
- * has run, instead of crash-looping: meanwhile the process is live, and
- * /startupz and /readyz answer 503 with the reason ("waiting for
- * postgresql: ...", "migrations pending"). Returns 0 when the schema is
- * current, 1 when a signal came first. http may be NULL. */
-static int wait_for_database(const kjb_config *cfg, kjb_http *http, int consume, int execute) {
-  kjb_store *db = NULL;
-  char logged[sizeof ((kjb_health *)0)->waiting] = "";
-  int logged_pending = -1, rc = 1;
-  while (!stop_requested) {
-    kjb_err err;
-    int pending = 0;
-    if (!db)
-      db = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, &err);
-    int64_t now = kjb_now_mono_us();
-    kjb_health h = {.loop_us = now, .consumer = consume, .executor = execute};
-    if (!db || kjb_store_migrate_status(db, NULL, &pending, &err) < 0) {
-      kjb_store_free(db);
-      db = NULL;
-      snprintf(h.waiting, sizeof h.waiting, "waiting for postgresql: %s", err.msg);
-      if (strcmp(h.waiting, logged) != 0)
-        kjb_warn("%s", h.waiting);
-      memcpy(logged, h.waiting, sizeof logged);
-    } else if (pending == 0) {
-      rc = 0;
-      break;
-    } else {
-      if (pending != logged_pending)
-        kjb_warn("%d migration(s) pending: waiting for `kjb migrate` to apply them", pending);
-      logged_pending = pending;
-      h.db_ok_us = now;
-      h.db_connected = true;
-    }
-    if (http)
-      kjb_http_set_health(http, &h);
-    nap(WAIT_RETRY_US);
-  }
-  if (rc == 0 && (logged_pending >= 0 || logged[0]))
-    kjb_info("postgresql reachable and migrations applied: starting");
-  kjb_store_free(db);
-  return rc;
-}
-
 /* The consumer until a signal; returns an exit code. */
-static int run_consumer(const kjb_config *cfg, kjb_catalog *cat, health_poller *hp) {
+static int run_consumer(const kjb_config *cfg, kjb_catalog *cat, kjb_health_poller *hp) {
   kjb_err err;
   int rc = 0;
   kjb_ingest *ing = kjb_ingest_new(cfg, cat, &err);
@@ -378,10 +195,10 @@ static int run_consumer(const kjb_config *cfg, kjb_catalog *cat, health_poller *
   } else {
     kjb_info("kjb %s consuming %zu topic(s) in group \"%s\"", KJB_VERSION, cfg->ntopics,
              cfg->kafka.group);
-    health_attach(hp, ing);
+    kjb_health_attach(hp, ing);
     if (kjb_ingest_run(ing, &stop_requested, &err) < 0)
       rc = fail("run", &err);
-    health_attach(hp, NULL);
+    kjb_health_attach(hp, NULL);
     kjb_ingest_stats st;
     kjb_ingest_get_stats(ing, &st);
     kjb_info("stopped: %llu records, %llu jobs inserted, %llu dead-lettered in %llu "
@@ -480,7 +297,7 @@ static int cmd_run(int argc, char **argv) {
   else if (strcmp(cfg.kafka.brokers, "embedded") == 0 && start_embedded(&cfg, &embedded, &err) < 0)
     rc = -1;
   else
-    rc = wait_for_database(&cfg, http, consume, execute);
+    rc = kjb_health_wait_for_database(&cfg, http, consume, execute, &stop_requested);
   if (rc == 0 && ex && kjb_executor_start(ex, &err) < 0)
     rc = -1;
   if (rc != 0) {
@@ -493,8 +310,7 @@ static int cmd_run(int argc, char **argv) {
     return rc;
   }
   kjb_api *api = NULL;
-  health_poller hp = {.http = http, .cfg = &cfg, .ex = ex, .consume = consume};
-  int health = 0;
+  kjb_health_poller *hp = NULL;
   if (http) {
     char node[160];
     if (ex)
@@ -517,12 +333,11 @@ static int cmd_run(int argc, char **argv) {
     kjb_info("http: serving the dashboard, /api, /metrics and probes on %s://%s (port %d)%s",
              cfg.http.tls_cert ? "https" : "http", cfg.http.listen, kjb_http_port(http),
              kjb_api_admin_enabled(api) ? "; admin actions enabled" : "");
-    if (health_start(&hp) < 0) {
+    if (!(hp = kjb_health_start(http, &cfg, ex, consume))) {
       fprintf(stderr, "kjb: run: could not start the health thread\n");
       rc = EXIT_OPERATIONAL;
       goto out;
     }
-    health = 1;
   }
   if (!consume) {
     if (kjb_executor_run(ex, &stop_requested, &err) < 0)
@@ -534,7 +349,7 @@ static int cmd_run(int argc, char **argv) {
       fprintf(stderr, "kjb: run: could not start the executor thread\n");
       rc = EXIT_OPERATIONAL;
     } else {
-      rc = run_consumer(&cfg, cat, health ? &hp : NULL);
+      rc = run_consumer(&cfg, cat, hp);
       if (ex) {
         /* The consumer may have stopped on its own (an error): the
          * executor stops with it. */
@@ -547,8 +362,7 @@ static int cmd_run(int argc, char **argv) {
   }
 out:
   /* The health thread reads the executor: it stops first. */
-  if (health)
-    health_stop(&hp);
+  kjb_health_stop(hp);
   /* Requests in progress use the api, and the api the executor. */
   kjb_http_free(http);
   kjb_api_free(api);
