@@ -30,6 +30,7 @@
 #include "jobs.h"
 #include "kafka.h"
 #include "log.h"
+#include "produce.h"
 #include "replay.h"
 #include "store.h"
 #include "util.h"
@@ -463,16 +464,6 @@ static int cmd_check_config(int argc, char **argv) {
 
 /* ---- produce -------------------------------------------------------- */
 
-static int produce_failed;
-
-static void on_produced(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
-  if (m->err) {
-    fprintf(stderr, "kjb: produce: line %zu: not delivered: %s\n", (size_t)(uintptr_t)m->_private,
-            rd_kafka_err2str(m->err));
-    produce_failed++;
-  }
-}
-
 static int cmd_produce(int argc, char **argv) {
   static const struct option opts[] = {COMMON_LONG_OPTS,
                                        {"topic", required_argument, NULL, 't'},
@@ -517,107 +508,17 @@ static int cmd_produce(int argc, char **argv) {
   if (rc)
     return rc;
   kjb_err err;
-  kjb_catalog *cat = NULL;
-  rd_kafka_t *rk = NULL;
-  const kjb_topic_cfg *t = kjb_config_topic(&cfg, topic);
-  kjb_buf header, rec;
-  kjb_buf_init(&header);
-  kjb_buf_init(&rec);
-  if (!t) {
-    rc = usage_error("produce", "topic \"%s\" is not in the configuration", topic);
-    goto out;
-  }
-  if (!(cat = kjb_catalog_new(&cfg, &err)) ||
-      kjb_frame_header(cat, t, schema_id, &header, &err) < 0) {
+  kjb_produce_opts po = {topic, schema_id, key_path, stdin, stderr, "kjb: produce: "};
+  kjb_produce_stats st;
+  if (kjb_produce_lines(&cfg, &po, &stop_requested, &st, &err) < 0) {
     rc = fail("produce", &err);
-    goto out;
+  } else {
+    fprintf(stderr,
+            "kjb: produce: %zu record%s produced to \"%s\", %zu bad line%s, %zu undelivered\n",
+            st.produced, st.produced == 1 ? "" : "s", topic, st.bad, st.bad == 1 ? "" : "s",
+            st.undelivered);
+    rc = st.bad || st.undelivered ? EXIT_OPERATIONAL : 0;
   }
-  static const char *const defaults[] = {"enable.idempotence", "true", "acks", "all",
-                                         "linger.ms", "20", NULL};
-  rd_kafka_conf_t *conf = kjb_kafka_conf(&cfg, defaults, &err);
-  if (!conf) {
-    rc = fail("produce", &err);
-    goto out;
-  }
-  rd_kafka_conf_set_dr_msg_cb(conf, on_produced);
-  char errstr[512];
-  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-  if (!rk) {
-    rd_kafka_conf_destroy(conf);
-    kjb_err_set(&err, KJB_EKAFKA, "could not create producer: %s", errstr);
-    rc = fail("produce", &err);
-    goto out;
-  }
-  const kjb_schema *schema = kjb_catalog_reader(cat, t);
-  char *line = NULL;
-  size_t cap = 0, lineno = 0, produced = 0, bad = 0;
-  ssize_t n;
-  while ((n = getline(&line, &cap, stdin)) >= 0) {
-    lineno++;
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-      line[--n] = '\0';
-    if (n == 0)
-      continue;
-    json_error_t jerr;
-    json_t *doc = json_loadb(line, (size_t)n, JSON_DECODE_ANY, &jerr);
-    if (!doc) {
-      fprintf(stderr, "kjb: produce: line %zu: invalid json at column %d: %s\n", lineno,
-              jerr.column, jerr.text);
-      bad++;
-      continue;
-    }
-    kjb_buf_reset(&rec);
-    kjb_buf_append(&rec, header.data, header.len);
-    if (kjb_avro_encode(schema, doc, &rec, &err) < 0) {
-      fprintf(stderr, "kjb: produce: line %zu: %s\n", lineno, err.msg);
-      bad++;
-      json_decref(doc);
-      continue;
-    }
-    /* The key is the field's text: strings as they are, other values as
-     * compact JSON ("42"). */
-    kjb_buf key;
-    kjb_buf_init(&key);
-    json_t *kv = key_path ? json_object_get(doc, key_path) : NULL;
-    if (json_is_string(kv)) {
-      kjb_buf_append(&key, json_string_value(kv), json_string_length(kv));
-    } else if (kv) {
-      char *text = json_dumps(kv, JSON_ENCODE_ANY | JSON_COMPACT);
-      if (text)
-        kjb_buf_puts(&key, text);
-      free(text);
-    }
-    json_decref(doc);
-    rd_kafka_resp_err_t e;
-    while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                                  RD_KAFKA_V_VALUE(rec.data, rec.len),
-                                  RD_KAFKA_V_KEY(key.len ? key.data : NULL, key.len),
-                                  RD_KAFKA_V_OPAQUE((void *)(uintptr_t)lineno),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
-           RD_KAFKA_RESP_ERR__QUEUE_FULL)
-      rd_kafka_poll(rk, 100);
-    kjb_buf_close(&key);
-    if (e) {
-      fprintf(stderr, "kjb: produce: line %zu: %s\n", lineno, rd_kafka_err2str(e));
-      bad++;
-      continue;
-    }
-    produced++;
-    rd_kafka_poll(rk, 0);
-  }
-  free(line);
-  while (rd_kafka_outq_len(rk) > 0 && rd_kafka_flush(rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT &&
-         !stop_requested)
-    ;
-  fprintf(stderr, "kjb: produce: %zu record%s produced to \"%s\", %zu bad line%s, %d undelivered\n",
-          produced, produced == 1 ? "" : "s", topic, bad, bad == 1 ? "" : "s", produce_failed);
-  rc = bad || produce_failed ? EXIT_OPERATIONAL : 0;
-out:
-  if (rk)
-    rd_kafka_destroy(rk);
-  kjb_buf_close(&header);
-  kjb_buf_close(&rec);
-  kjb_catalog_free(cat);
   kjb_config_close(&cfg);
   return rc;
 }
