@@ -677,52 +677,12 @@ static const char JOBS_USAGE[] =
     "       kjb jobs cancel ID [options]\n"
     "       kjb jobs prune --older-than DURATION [options]\n";
 
-/* Per subcommand: its name, the options it takes and its help. */
-enum { JOBS_STATE = 1, JOBS_KIND = 2, JOBS_OLDER_THAN = 4, JOBS_JSON = 8, JOBS_LIMIT = 16 };
-static const struct {
-  const char *name;
-  unsigned takes;
-  const char *help;
-} jobs_subs[] = {
-    {"ls", JOBS_STATE | JOBS_KIND | JOBS_LIMIT | JOBS_JSON,
-     "usage: kjb jobs ls [--state S] [--kind K] [--limit N] [--json] [options]\n\n"
-     "Lists jobs, newest first: id, kind, queue, state, attempt/max_attempts,\n"
-     "scheduled_at (UTC) and the last attempt's error.\n\n"
-     "      --state S           only jobs in state S: available, scheduled, running,\n"
-     "                          retryable, completed, discarded or cancelled\n"
-     "      --kind K            only jobs of kind K\n"
-     "      --limit N           show at most N jobs (default 50)\n"
-     "      --json              one JSON array of objects with every column\n"},
-    {"show", JOBS_JSON,
-     "usage: kjb jobs show ID [--json] [options]\n\n"
-     "Shows every column of one job, args, meta and errors pretty-printed.\n"
-     "Exit code 1 when there is no such job.\n\n"
-     "      --json              one JSON object\n"},
-    {"retry", JOBS_STATE | JOBS_KIND,
-     "usage: kjb jobs retry ID | --state STATE [--kind K] [options]\n\n"
-     "Makes jobs runnable now: state available, and one more attempt for a job that\n"
-     "used up its attempts. A single job may be discarded, cancelled, retryable or\n"
-     "scheduled; any other state is refused with exit code 1.\n\n"
-     "      --state STATE       every job in STATE: discarded, cancelled or retryable\n"
-     "      --kind K            with --state: only jobs of kind K\n"},
-    {"cancel", 0,
-     "usage: kjb jobs cancel ID [options]\n\n"
-     "Cancels a job that is not final yet (available, scheduled, retryable or\n"
-     "running; a running job's late result is ignored). Exit code 1 when the job\n"
-     "is already completed, discarded or cancelled, or does not exist.\n\n"},
-    {"prune", JOBS_OLDER_THAN,
-     "usage: kjb jobs prune --older-than DURATION [options]\n\n"
-     "Deletes completed, discarded and cancelled jobs that finished more than\n"
-     "DURATION ago, in batches, and prints how many.\n\n"
-     "      --older-than DURATION  e.g. 30s, 12h, 7d\n"},
-};
-
-static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
-  if (kjb_parse_i64(arg, 1, INT64_MAX, id) == 0)
-    return 0;
-  return usage_error(cmd, "bad job id \"%s\" (expected an integer from 1 to %" PRId64 ")", arg,
-                     INT64_MAX);
-}
+/* What a jobs subcommand acts on, from its command line. */
+typedef struct {
+  kjb_jobs_filter f;
+  int64_t id;
+  int64_t older_than_us;
+} jobs_args;
 
 /* "kjb: <cmd>: <why>" for a job that cannot be acted on; returns 1. */
 static int job_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -735,6 +695,121 @@ static int job_error(const char *cmd, const char *fmt, ...) {
   fputc('\n', stderr);
   va_end(ap);
   return EXIT_OPERATIONAL;
+}
+
+/* The subcommands: each returns an exit code. */
+
+static int jobs_ls(const char *cmd, kjb_store *s, const jobs_args *a) {
+  kjb_err err;
+  return kjb_jobs_ls(s, &a->f, stdout, NULL, &err) < 0 ? fail(cmd, &err) : 0;
+}
+
+static int jobs_show(const char *cmd, kjb_store *s, const jobs_args *a) {
+  kjb_err err;
+  int found;
+  if (kjb_jobs_show(s, a->id, a->f.json, stdout, &found, &err) < 0)
+    return fail(cmd, &err);
+  return found ? 0 : job_error(cmd, "no job %lld", (long long)a->id);
+}
+
+/* retry and cancel of one job. */
+static int jobs_act(const char *cmd, kjb_store *s, const jobs_args *a, int retry) {
+  long long jid = (long long)a->id;
+  kjb_err err;
+  kjb_jobs_result res;
+  if ((retry ? kjb_jobs_retry : kjb_jobs_cancel)(s, a->id, &res, &err) < 0)
+    return fail(cmd, &err);
+  if (res.outcome == KJB_JOBS_NOT_FOUND)
+    return job_error(cmd, "no job %lld", jid);
+  if (res.outcome == KJB_JOBS_WRONG_STATE && retry)
+    return job_error(cmd, "cannot retry job %lld: it is %s", jid, res.state);
+  if (res.outcome == KJB_JOBS_WRONG_STATE)
+    return job_error(cmd, "cannot cancel job %lld: it is already %s", jid, res.state);
+  if (retry)
+    printf("retried 1 job\n");
+  else
+    printf("cancelled job %lld\n", jid);
+  return 0;
+}
+
+static int jobs_retry(const char *cmd, kjb_store *s, const jobs_args *a) {
+  if (!a->f.state)
+    return jobs_act(cmd, s, a, 1);
+  kjb_err err;
+  int64_t changed;
+  int rc = 0;
+  if (kjb_jobs_retry_state(s, a->f.state, a->f.kind, &changed, &err) < 0)
+    rc = fail(cmd, &err);
+  /* After a failure partway, the batches before it stay retried. */
+  if (rc == 0 || changed > 0)
+    printf("retried %lld job%s\n", (long long)changed, changed == 1 ? "" : "s");
+  return rc;
+}
+
+static int jobs_cancel(const char *cmd, kjb_store *s, const jobs_args *a) {
+  return jobs_act(cmd, s, a, 0);
+}
+
+static int jobs_prune(const char *cmd, kjb_store *s, const jobs_args *a) {
+  kjb_err err;
+  int64_t deleted;
+  int rc = 0;
+  if (kjb_jobs_prune(s, a->older_than_us, &deleted, &err) < 0)
+    rc = fail(cmd, &err);
+  if (rc == 0 || deleted > 0)
+    printf("pruned %lld job%s\n", (long long)deleted, deleted == 1 ? "" : "s");
+  return rc;
+}
+
+/* Per subcommand: its name, the function that runs it, the options it
+ * takes (and needs), whether it takes a job id, and its help. */
+enum { JOBS_STATE = 1, JOBS_KIND = 2, JOBS_OLDER_THAN = 4, JOBS_JSON = 8, JOBS_LIMIT = 16 };
+enum { NO_ID, ID, ID_OR_STATE /* a job id, or --state (and maybe --kind) */ };
+static const struct {
+  const char *name;
+  int (*fn)(const char *cmd, kjb_store *s, const jobs_args *a);
+  unsigned takes, needs;
+  int id;
+  const char *help;
+} jobs_subs[] = {
+    {"ls", jobs_ls, JOBS_STATE | JOBS_KIND | JOBS_LIMIT | JOBS_JSON, 0, NO_ID,
+     "usage: kjb jobs ls [--state S] [--kind K] [--limit N] [--json] [options]\n\n"
+     "Lists jobs, newest first: id, kind, queue, state, attempt/max_attempts,\n"
+     "scheduled_at (UTC) and the last attempt's error.\n\n"
+     "      --state S           only jobs in state S: available, scheduled, running,\n"
+     "                          retryable, completed, discarded or cancelled\n"
+     "      --kind K            only jobs of kind K\n"
+     "      --limit N           show at most N jobs (default 50)\n"
+     "      --json              one JSON array of objects with every column\n"},
+    {"show", jobs_show, JOBS_JSON, 0, ID,
+     "usage: kjb jobs show ID [--json] [options]\n\n"
+     "Shows every column of one job, args, meta and errors pretty-printed.\n"
+     "Exit code 1 when there is no such job.\n\n"
+     "      --json              one JSON object\n"},
+    {"retry", jobs_retry, JOBS_STATE | JOBS_KIND, 0, ID_OR_STATE,
+     "usage: kjb jobs retry ID | --state STATE [--kind K] [options]\n\n"
+     "Makes jobs runnable now: state available, and one more attempt for a job that\n"
+     "used up its attempts. A single job may be discarded, cancelled, retryable or\n"
+     "scheduled; any other state is refused with exit code 1.\n\n"
+     "      --state STATE       every job in STATE: discarded, cancelled or retryable\n"
+     "      --kind K            with --state: only jobs of kind K\n"},
+    {"cancel", jobs_cancel, 0, 0, ID,
+     "usage: kjb jobs cancel ID [options]\n\n"
+     "Cancels a job that is not final yet (available, scheduled, retryable or\n"
+     "running; a running job's late result is ignored). Exit code 1 when the job\n"
+     "is already completed, discarded or cancelled, or does not exist.\n\n"},
+    {"prune", jobs_prune, JOBS_OLDER_THAN, JOBS_OLDER_THAN, NO_ID,
+     "usage: kjb jobs prune --older-than DURATION [options]\n\n"
+     "Deletes completed, discarded and cancelled jobs that finished more than\n"
+     "DURATION ago, in batches, and prints how many.\n\n"
+     "      --older-than DURATION  e.g. 30s, 12h, 7d\n"},
+};
+
+static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
+  if (kjb_parse_i64(arg, 1, INT64_MAX, id) == 0)
+    return 0;
+  return usage_error(cmd, "bad job id \"%s\" (expected an integer from 1 to %" PRId64 ")", arg,
+                     INT64_MAX);
 }
 
 static int cmd_jobs(int argc, char **argv) {
@@ -761,9 +836,8 @@ static int cmd_jobs(int argc, char **argv) {
                                        {"older-than", required_argument, NULL, OPT_OLDER_THAN},
                                        {0}};
   common_opts o = {0};
-  kjb_jobs_filter f = {0};
+  jobs_args a = {0};
   const char *older_than = NULL;
-  int64_t older_than_us = 0;
   unsigned given = 0;
   int c;
   argc--, argv++;
@@ -771,14 +845,14 @@ static int cmd_jobs(int argc, char **argv) {
     if (common_opt(c, &o))
       continue;
     switch (c) {
-    case OPT_STATE: f.state = optarg; given |= JOBS_STATE; break;
-    case OPT_KIND: f.kind = optarg; given |= JOBS_KIND; break;
+    case OPT_STATE: a.f.state = optarg; given |= JOBS_STATE; break;
+    case OPT_KIND: a.f.kind = optarg; given |= JOBS_KIND; break;
     case OPT_LIMIT:
-      if (parse_limit(cmd, optarg, &f.limit))
+      if (parse_limit(cmd, optarg, &a.f.limit))
         return EXIT_USAGE;
       given |= JOBS_LIMIT;
       break;
-    case OPT_JSON: f.json = 1; given |= JOBS_JSON; break;
+    case OPT_JSON: a.f.json = 1; given |= JOBS_JSON; break;
     case OPT_OLDER_THAN: older_than = optarg; given |= JOBS_OLDER_THAN; break;
     case 'h': printf("%s%s", jobs_subs[sub].help, COMMON_HELP); return 0;
     default: return option_error(cmd, c, argv);
@@ -789,73 +863,33 @@ static int cmd_jobs(int argc, char **argv) {
     if (given & ~jobs_subs[sub].takes & (1u << bit))
       return usage_error(cmd, "%s does not apply here", names[bit]);
   int npos = argc - optind;
-  const char *name = jobs_subs[sub].name;
-  int wants_id = strcmp(name, "show") == 0 || strcmp(name, "cancel") == 0 ||
-                 (strcmp(name, "retry") == 0 && !f.state);
-  int64_t id = 0;
+  int id_mode = jobs_subs[sub].id;
+  int wants_id = id_mode == ID || (id_mode == ID_OR_STATE && !a.f.state);
   if (npos > (wants_id ? 1 : 0))
     return usage_error(cmd, "unexpected argument \"%s\"", argv[optind + (wants_id ? 1 : 0)]);
   if (wants_id && npos == 0)
-    return usage_error(cmd, strcmp(name, "retry") == 0 ? "expected a job id or --state"
-                                                       : "expected a job id");
-  if (wants_id && parse_job_id(cmd, argv[optind], &id))
+    return usage_error(cmd, id_mode == ID_OR_STATE ? "expected a job id or --state"
+                                                   : "expected a job id");
+  if (wants_id && parse_job_id(cmd, argv[optind], &a.id))
     return EXIT_USAGE;
-  if (strcmp(name, "retry") == 0 && f.kind && !f.state)
+  if (id_mode == ID_OR_STATE && a.f.kind && !a.f.state)
     return usage_error(cmd, "--kind needs --state");
-  if (strcmp(name, "prune") == 0) {
-    if (!older_than)
-      return usage_error(cmd, "--older-than is required");
-    if (kjb_duration_parse(older_than, &older_than_us) < 0)
-      return usage_error(cmd, "bad --older-than \"%s\" (expected a duration such as 30s, 12h or 7d)",
-                         older_than);
-  }
+  for (unsigned bit = 0; bit < 5; bit++)
+    if (jobs_subs[sub].needs & ~given & (1u << bit))
+      return usage_error(cmd, "%s is required", names[bit]);
+  if (older_than && kjb_duration_parse(older_than, &a.older_than_us) < 0)
+    return usage_error(cmd, "bad --older-than \"%s\" (expected a duration such as 30s, 12h or 7d)",
+                       older_than);
   kjb_config cfg;
   int rc = load(cmd, &o, &cfg);
   if (rc)
     return rc;
   kjb_err err;
   kjb_store *s = kjb_store_connect(cfg.postgres.conninfo, cfg.postgres.schema, &err);
-  long long jid = (long long)id;
-  if (!s) {
+  if (!s)
     rc = fail(cmd, &err);
-  } else if (strcmp(name, "ls") == 0) {
-    if (kjb_jobs_ls(s, &f, stdout, NULL, &err) < 0)
-      rc = fail(cmd, &err);
-  } else if (strcmp(name, "show") == 0) {
-    int found;
-    if (kjb_jobs_show(s, id, f.json, stdout, &found, &err) < 0)
-      rc = fail(cmd, &err);
-    else if (!found)
-      rc = job_error(cmd, "no job %lld", jid);
-  } else if (strcmp(name, "retry") == 0 && f.state) {
-    int64_t changed;
-    if (kjb_jobs_retry_state(s, f.state, f.kind, &changed, &err) < 0)
-      rc = fail(cmd, &err);
-    /* After a failure partway, the batches before it stay retried. */
-    if (rc == 0 || changed > 0)
-      printf("retried %lld job%s\n", (long long)changed, changed == 1 ? "" : "s");
-  } else if (strcmp(name, "retry") == 0 || strcmp(name, "cancel") == 0) {
-    int retry = strcmp(name, "retry") == 0;
-    kjb_jobs_result res;
-    if ((retry ? kjb_jobs_retry : kjb_jobs_cancel)(s, id, &res, &err) < 0)
-      rc = fail(cmd, &err);
-    else if (res.outcome == KJB_JOBS_NOT_FOUND)
-      rc = job_error(cmd, "no job %lld", jid);
-    else if (res.outcome == KJB_JOBS_WRONG_STATE && retry)
-      rc = job_error(cmd, "cannot retry job %lld: it is %s", jid, res.state);
-    else if (res.outcome == KJB_JOBS_WRONG_STATE)
-      rc = job_error(cmd, "cannot cancel job %lld: it is already %s", jid, res.state);
-    else if (retry)
-      printf("retried 1 job\n");
-    else
-      printf("cancelled job %lld\n", jid);
-  } else {
-    int64_t deleted;
-    if (kjb_jobs_prune(s, older_than_us, &deleted, &err) < 0)
-      rc = fail(cmd, &err);
-    if (rc == 0 || deleted > 0)
-      printf("pruned %lld job%s\n", (long long)deleted, deleted == 1 ? "" : "s");
-  }
+  else
+    rc = jobs_subs[sub].fn(cmd, s, &a);
   kjb_store_free(s);
   kjb_config_close(&cfg);
   return rc;
