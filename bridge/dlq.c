@@ -1,4 +1,4 @@
-/* kjb dlq peek. */
+/* The dead-letter headers, written and read, and kjb dlq peek. */
 #include "dlq.h"
 
 #include <librdkafka/rdkafka.h>
@@ -6,16 +6,95 @@
 #include <string.h>
 
 #include "kafka.h"
-#include "util.h"
 
-static const char *hdr(rd_kafka_headers_t *h, const char *name, char *buf, size_t len) {
-  const void *val;
-  size_t size;
-  buf[0] = '\0';
-  if (h && rd_kafka_header_get_last(h, name, &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR && val)
-    snprintf(buf, len, "%.*s", (int)size, (const char *)val);
+/* ---- the headers ---------------------------------------------------- */
+
+const char *kjb_dlq_error_class(kjb_errcode code, char *buf, size_t cap) {
+  snprintf(buf, cap, KJB_DLQ_KJB_PREFIX "%s", kjb_err_name(code));
   return buf;
 }
+
+static void add(rd_kafka_headers_t *h, const char *name, const char *val) {
+  rd_kafka_header_add(h, name, -1, val, -1);
+}
+
+void kjb_dlq_headers_add(rd_kafka_headers_t *h, const kjb_dead_letter *d) {
+  char num[32];
+  add(h, KJB_DLQ_TOPIC, d->topic);
+  snprintf(num, sizeof num, "%d", (int)d->partition);
+  add(h, KJB_DLQ_PARTITION, num);
+  snprintf(num, sizeof num, "%lld", (long long)d->offset);
+  add(h, KJB_DLQ_OFFSET, num);
+  add(h, KJB_DLQ_STAGE, d->stage);
+  add(h, KJB_DLQ_CLASS, "kjb");
+  add(h, KJB_DLQ_EXCEPTION_CLASS, d->error_class);
+  add(h, KJB_DLQ_EXCEPTION_MESSAGE, d->message);
+  snprintf(num, sizeof num, "%lld", (long long)d->timestamp);
+  add(h, KJB_DLQ_ORIGINAL_TIMESTAMP, num);
+  add(h, KJB_DLQ_CONSUMER_GROUP, d->group);
+  if (d->at) {
+    add(h, KJB_DLQ_DEAD_LETTERED_AT, d->at);
+  } else {
+    kjb_buf now;
+    kjb_buf_init(&now);
+    kjb_buf_rfc3339(&now, kjb_now_wall_us(), 3);
+    add(h, KJB_DLQ_DEAD_LETTERED_AT, now.data);
+    kjb_buf_close(&now);
+  }
+}
+
+/* The last header called name, copied into the arena, or NULL when there
+ * is none or it holds a NUL byte. */
+static const char *text(const rd_kafka_headers_t *h, const char *name, kjb_arena *arena) {
+  const void *val;
+  size_t size;
+  /* librdkafka's getter takes a non-const list but only reads it. */
+  if (!h ||
+      rd_kafka_header_get_last((rd_kafka_headers_t *)h, name, &val, &size) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR ||
+      !val || memchr(val, '\0', size))
+    return NULL;
+  char *s = kjb_arena_strndup(arena, val, size);
+  if (!s)
+    abort();
+  return s;
+}
+
+/* The header as an integer in [min, max], else -1. */
+static int64_t number(const rd_kafka_headers_t *h, const char *name, int64_t min, int64_t max,
+                      kjb_arena *arena) {
+  const char *s = text(h, name, arena);
+  int64_t v;
+  return s && kjb_parse_i64(s, min, max, &v) == 0 ? v : -1;
+}
+
+int kjb_dlq_headers_parse(const rd_kafka_headers_t *h, kjb_arena *arena, kjb_dead_letter *d,
+                          kjb_err *err) {
+  /* A malformed coordinate must not become another record's (0 from
+   * "junk"): the jobs' unique source coordinates would swallow it. */
+  *d = (kjb_dead_letter){
+      .topic = text(h, KJB_DLQ_TOPIC, arena),
+      .partition = (int32_t)number(h, KJB_DLQ_PARTITION, 0, INT32_MAX, arena),
+      .offset = number(h, KJB_DLQ_OFFSET, 0, INT64_MAX, arena),
+      .stage = text(h, KJB_DLQ_STAGE, arena),
+      .error_class = text(h, KJB_DLQ_EXCEPTION_CLASS, arena),
+      .message = text(h, KJB_DLQ_EXCEPTION_MESSAGE, arena),
+      .timestamp = number(h, KJB_DLQ_ORIGINAL_TIMESTAMP, -1, INT64_MAX, arena),
+      .group = text(h, KJB_DLQ_CONSUMER_GROUP, arena),
+      .at = text(h, KJB_DLQ_DEAD_LETTERED_AT, arena),
+  };
+  if (!d->topic || d->partition < 0 || d->offset < 0)
+    return kjb_err_set(err, KJB_EBAD_VALUE,
+                       "not a dead letter: no valid " KJB_DLQ_TOPIC "/partition/offset headers");
+  return 0;
+}
+
+int kjb_dlq_is_error_header(const char *name) {
+  return strncmp(name, KJB_DLQ_CONNECT_PREFIX, strlen(KJB_DLQ_CONNECT_PREFIX)) == 0 ||
+         strncmp(name, KJB_DLQ_KJB_PREFIX, strlen(KJB_DLQ_KJB_PREFIX)) == 0;
+}
+
+/* ---- peek ----------------------------------------------------------- */
 
 static void json_bytes(kjb_buf *b, const void *p, size_t n) {
   if (!p) {
@@ -56,26 +135,28 @@ static void print_json(FILE *out, const rd_kafka_message_t *m, rd_kafka_headers_
   kjb_buf_close(&b);
 }
 
-static void print_text(FILE *out, const rd_kafka_message_t *m, rd_kafka_headers_t *h) {
-  char topic[256], part[32], off[32], stage[64], code[128], msg[1024], at[64];
-  fprintf(out, "%s [%d] @%lld  from %s [%s] @%s  %s  %s  %s\n  %s\n",
+static const char *or_empty(const char *s) { return s ? s : ""; }
+
+/* One record in two lines. The widths are those peek always printed. */
+static void print_text(FILE *out, const rd_kafka_message_t *m, const kjb_dead_letter *d) {
+  char part[32] = "", off[32] = "";
+  if (d->partition >= 0)
+    snprintf(part, sizeof part, "%d", (int)d->partition);
+  if (d->offset >= 0)
+    snprintf(off, sizeof off, "%lld", (long long)d->offset);
+  fprintf(out, "%s [%d] @%lld  from %.255s [%s] @%s  %.127s  %.63s  %.63s\n  %.1023s\n",
           rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
-          hdr(h, "__connect.errors.topic", topic, sizeof topic),
-          hdr(h, "__connect.errors.partition", part, sizeof part),
-          hdr(h, "__connect.errors.offset", off, sizeof off),
-          hdr(h, "__connect.errors.exception.class.name", code, sizeof code),
-          hdr(h, "__connect.errors.stage", stage, sizeof stage),
-          hdr(h, "kjb.dead_lettered_at", at, sizeof at),
-          hdr(h, "__connect.errors.exception.message", msg, sizeof msg));
+          or_empty(d->topic), part, off, or_empty(d->error_class), or_empty(d->stage),
+          or_empty(d->at), or_empty(d->message));
 }
 
-static int matches(const kjb_dlq_peek_opts *o, rd_kafka_headers_t *h) {
+static int matches(const kjb_dlq_peek_opts *o, const kjb_dead_letter *d) {
   if (!o->code)
     return 1;
-  char code[128];
-  hdr(h, "__connect.errors.exception.class.name", code, sizeof code);
-  const char *want = strncmp(o->code, "kjb.", 4) == 0 ? o->code + 4 : o->code;
-  return strncmp(code, "kjb.", 4) == 0 && strcmp(code + 4, want) == 0;
+  const size_t n = strlen(KJB_DLQ_KJB_PREFIX);
+  const char *want = strncmp(o->code, KJB_DLQ_KJB_PREFIX, n) == 0 ? o->code + n : o->code;
+  return d->error_class && strncmp(d->error_class, KJB_DLQ_KJB_PREFIX, n) == 0 &&
+         strcmp(d->error_class + n, want) == 0;
 }
 
 int kjb_dlq_peek(const kjb_config *cfg, const kjb_dlq_peek_opts *o, FILE *out, long *shown,
@@ -93,6 +174,9 @@ int kjb_dlq_peek(const kjb_config *cfg, const kjb_dlq_peek_opts *o, FILE *out, l
     return kjb_err_set(err, KJB_EKAFKA, "could not create consumer: %s", errstr);
   }
   int rc = 0;
+  kjb_arena *arena = kjb_arena_new(4096);
+  if (!arena)
+    abort();
   const rd_kafka_metadata_t *md = NULL;
   rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, o->topic, NULL);
   rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
@@ -141,10 +225,17 @@ int kjb_dlq_peek(const kjb_config *cfg, const kjb_dlq_peek_opts *o, FILE *out, l
       rd_kafka_headers_t *h = NULL;
       if (rd_kafka_message_headers(m, &h))
         h = NULL;
-      if (matches(o, h)) {
-        (o->json ? print_json : print_text)(out, m, h);
+      kjb_dead_letter d;
+      kjb_err ignored; /* any record is shown, a dead letter or not */
+      kjb_dlq_headers_parse(h, arena, &d, &ignored);
+      if (matches(o, &d)) {
+        if (o->json)
+          print_json(out, m, h);
+        else
+          print_text(out, m, &d);
         (*shown)++;
       }
+      kjb_arena_reset(arena);
       if (idx >= 0 && ends[idx] >= 0 && m->offset + 1 >= ends[idx]) {
         ends[idx] = -1;
         open--;
@@ -154,6 +245,7 @@ int kjb_dlq_peek(const kjb_config *cfg, const kjb_dlq_peek_opts *o, FILE *out, l
   }
   free(ends);
 out:
+  kjb_arena_free(arena);
   if (md)
     rd_kafka_metadata_destroy(md);
   rd_kafka_consumer_close(rk);

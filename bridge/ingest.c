@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dlq.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -140,10 +141,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
              rd_kafka_err2str(m->err));
 }
 
-static void add_header(rd_kafka_headers_t *h, const char *name, const char *val) {
-  rd_kafka_header_add(h, name, -1, val, -1);
-}
-
 static rd_kafka_resp_err_t produce_dead_letter(kjb_ingest *ing, size_t i) {
   dead_letter *d = &ing->dls[i];
   const rd_kafka_message_t *m = d->msg;
@@ -152,26 +149,19 @@ static rd_kafka_resp_err_t produce_dead_letter(kjb_ingest *ing, size_t i) {
     h = rd_kafka_headers_copy(orig);
   else
     h = rd_kafka_headers_new(12);
-  char num[64], code[64];
-  add_header(h, "__connect.errors.topic", d->topic->topic);
-  snprintf(num, sizeof num, "%d", (int)m->partition);
-  add_header(h, "__connect.errors.partition", num);
-  snprintf(num, sizeof num, "%lld", (long long)m->offset);
-  add_header(h, "__connect.errors.offset", num);
-  add_header(h, "__connect.errors.stage", d->stage);
-  add_header(h, "__connect.errors.class.name", "kjb");
-  snprintf(code, sizeof code, "kjb.%s", kjb_err_name(d->reason.code));
-  add_header(h, "__connect.errors.exception.class.name", code);
-  add_header(h, "__connect.errors.exception.message", d->reason.msg);
+  char error_class[64];
   rd_kafka_timestamp_type_t tstype;
-  snprintf(num, sizeof num, "%lld", (long long)rd_kafka_message_timestamp(m, &tstype));
-  add_header(h, "kjb.original.timestamp", num);
-  add_header(h, "kjb.consumer.group", ing->cfg->kafka.group);
-  kjb_buf now;
-  kjb_buf_init(&now);
-  kjb_buf_rfc3339(&now, kjb_now_wall_us(), 3);
-  add_header(h, "kjb.dead_lettered_at", now.data);
-  kjb_buf_close(&now);
+  kjb_dlq_headers_add(h, &(kjb_dead_letter){
+                             .topic = d->topic->topic,
+                             .partition = m->partition,
+                             .offset = m->offset,
+                             .stage = d->stage,
+                             .error_class = kjb_dlq_error_class(d->reason.code, error_class,
+                                                                sizeof error_class),
+                             .message = d->reason.msg,
+                             .timestamp = rd_kafka_message_timestamp(m, &tstype),
+                             .group = ing->cfg->kafka.group,
+                         });
   d->state = 0;
   rd_kafka_resp_err_t e;
   do {

@@ -23,12 +23,14 @@
 #include "config.h"
 #include "dlq.h"
 #include "executor.h"
+#include "health.h"
 #include "api.h"
 #include "http.h"
 #include "ingest.h"
 #include "jobs.h"
 #include "kafka.h"
 #include "log.h"
+#include "produce.h"
 #include "replay.h"
 #include "store.h"
 #include "util.h"
@@ -184,192 +186,8 @@ static void *executor_main(void *arg) {
   return NULL;
 }
 
-/* ---- run: health for the http server ------------------------------- */
-
-/* How often the health thread pings PostgreSQL, and how long it waits for
- * a broker to answer. */
-#define HEALTH_DB_EVERY_US (2 * 1000000LL)
-#define HEALTH_KAFKA_TIMEOUT_MS 500
-
-/* Keeps the http server's health snapshot current: every second it reads
- * the loops' heartbeats and the consumer's Kafka state, and every few
- * seconds it queries PostgreSQL on a connection of its own, so that an
- * idle process notices an outage too. */
-typedef struct {
-  kjb_http *http;
-  const kjb_config *cfg;
-  kjb_executor *ex; /* NULL without the executor role; outlives the thread */
-  int consume;
-  pthread_t thread;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int quit;        /* under mu */
-  kjb_ingest *ing; /* under mu: set while the consumer exists */
-} health_poller;
-
-/* Pings PostgreSQL once. Returns 0, or -1 with err. */
-static int health_db(health_poller *hp, kjb_store **db, kjb_err *err) {
-  if (!*db && !(*db = kjb_store_connect(hp->cfg->postgres.conninfo, hp->cfg->postgres.schema, err)))
-    return -1;
-  PGresult *res = kjb_store_query(*db, "health check", "SELECT 1", 0, NULL, err);
-  if (!res)
-    return -1;
-  PQclear(res);
-  return 0;
-}
-
-static void *health_main(void *arg) {
-  health_poller *hp = arg;
-  /* The thread starts once wait_for_database found the schema current. */
-  kjb_health h = {.consumer = hp->consume, .executor = hp->ex != NULL, .migrations_current = true};
-  kjb_store *db = NULL;
-  int64_t next_db = 0;
-  int db_state = -1; /* last logged: -1 nothing yet, 0 down, 1 up */
-  pthread_mutex_lock(&hp->mu);
-  while (!hp->quit) {
-    pthread_mutex_unlock(&hp->mu);
-    int64_t now = kjb_now_mono_us();
-    if (now >= next_db) {
-      kjb_err err;
-      if (health_db(hp, &db, &err) == 0) {
-        h.db_connected = true;
-        h.db_ok_us = kjb_now_mono_us();
-        if (db_state == 0)
-          kjb_info("health: postgresql reachable again");
-        db_state = 1;
-      } else {
-        h.db_connected = false;
-        kjb_store_free(db);
-        db = NULL;
-        if (db_state != 0)
-          kjb_warn("health: %s", err.msg);
-        db_state = 0;
-      }
-      next_db = now + HEALTH_DB_EVERY_US;
-    }
-    /* The oldest heartbeat counts; a loop that never ran makes it 0. */
-    int64_t loop = INT64_MAX;
-    if (hp->ex) {
-      int64_t t = kjb_executor_heartbeat(hp->ex);
-      loop = t < loop ? t : loop;
-    }
-    if (hp->consume) {
-      kjb_ingest_health_info ih = {0};
-      pthread_mutex_lock(&hp->mu);
-      if (hp->ing)
-        kjb_ingest_health(hp->ing, HEALTH_KAFKA_TIMEOUT_MS, &ih);
-      pthread_mutex_unlock(&hp->mu);
-      loop = ih.loop_us < loop ? ih.loop_us : loop;
-      h.kafka_connected = ih.kafka_connected;
-      h.partitions = ih.partitions;
-      h.assigned_once = h.assigned_once || ih.partitions > 0;
-    }
-    h.loop_us = loop == INT64_MAX ? 0 : loop;
-    kjb_http_set_health(hp->http, &h);
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += 1;
-    pthread_mutex_lock(&hp->mu);
-    if (!hp->quit)
-      pthread_cond_timedwait(&hp->cv, &hp->mu, &until);
-  }
-  pthread_mutex_unlock(&hp->mu);
-  kjb_store_free(db);
-  return NULL;
-}
-
-/* Starts the health thread. Returns 0 or -1. */
-static int health_start(health_poller *hp) {
-  pthread_mutex_init(&hp->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&hp->cv, &ca);
-  pthread_condattr_destroy(&ca);
-  if (pthread_create(&hp->thread, NULL, health_main, hp) != 0) {
-    pthread_cond_destroy(&hp->cv);
-    pthread_mutex_destroy(&hp->mu);
-    return -1;
-  }
-  return 0;
-}
-
-static void health_stop(health_poller *hp) {
-  pthread_mutex_lock(&hp->mu);
-  hp->quit = 1;
-  pthread_cond_signal(&hp->cv);
-  pthread_mutex_unlock(&hp->mu);
-  pthread_join(hp->thread, NULL);
-  pthread_cond_destroy(&hp->cv);
-  pthread_mutex_destroy(&hp->mu);
-}
-
-/* Lets the health thread see the consumer (ing), or forget it (NULL)
- * before it is freed. hp may be NULL. */
-static void health_attach(health_poller *hp, kjb_ingest *ing) {
-  if (!hp)
-    return;
-  pthread_mutex_lock(&hp->mu);
-  hp->ing = ing;
-  pthread_mutex_unlock(&hp->mu);
-}
-
-/* How often the start-up wait asks PostgreSQL again. */
-#define WAIT_RETRY_US (2 * 1000000LL)
-
-/* Sleeps up to us, waking early on a signal. */
-static void nap(int64_t us) {
-  int64_t until = kjb_now_mono_us() + us;
-  while (!stop_requested && kjb_now_mono_us() < until)
-    nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
-}
-
-/* Waits until PostgreSQL answers and no migration is pending, so that kjb
- * may start before the database is up or the deployment's `kjb migrate`
- * has run, instead of crash-looping: meanwhile the process is live, and
- * /startupz and /readyz answer 503 with the reason ("waiting for
- * postgresql: ...", "migrations pending"). Returns 0 when the schema is
- * current, 1 when a signal came first. http may be NULL. */
-static int wait_for_database(const kjb_config *cfg, kjb_http *http, int consume, int execute) {
-  kjb_store *db = NULL;
-  char logged[sizeof ((kjb_health *)0)->waiting] = "";
-  int logged_pending = -1, rc = 1;
-  while (!stop_requested) {
-    kjb_err err;
-    int pending = 0;
-    if (!db)
-      db = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, &err);
-    int64_t now = kjb_now_mono_us();
-    kjb_health h = {.loop_us = now, .consumer = consume, .executor = execute};
-    if (!db || kjb_store_migrate_status(db, NULL, &pending, &err) < 0) {
-      kjb_store_free(db);
-      db = NULL;
-      snprintf(h.waiting, sizeof h.waiting, "waiting for postgresql: %s", err.msg);
-      if (strcmp(h.waiting, logged) != 0)
-        kjb_warn("%s", h.waiting);
-      memcpy(logged, h.waiting, sizeof logged);
-    } else if (pending == 0) {
-      rc = 0;
-      break;
-    } else {
-      if (pending != logged_pending)
-        kjb_warn("%d migration(s) pending: waiting for `kjb migrate` to apply them", pending);
-      logged_pending = pending;
-      h.db_ok_us = now;
-      h.db_connected = true;
-    }
-    if (http)
-      kjb_http_set_health(http, &h);
-    nap(WAIT_RETRY_US);
-  }
-  if (rc == 0 && (logged_pending >= 0 || logged[0]))
-    kjb_info("postgresql reachable and migrations applied: starting");
-  kjb_store_free(db);
-  return rc;
-}
-
 /* The consumer until a signal; returns an exit code. */
-static int run_consumer(const kjb_config *cfg, kjb_catalog *cat, health_poller *hp) {
+static int run_consumer(const kjb_config *cfg, kjb_catalog *cat, kjb_health_poller *hp) {
   kjb_err err;
   int rc = 0;
   kjb_ingest *ing = kjb_ingest_new(cfg, cat, &err);
@@ -378,10 +196,10 @@ static int run_consumer(const kjb_config *cfg, kjb_catalog *cat, health_poller *
   } else {
     kjb_info("kjb %s consuming %zu topic(s) in group \"%s\"", KJB_VERSION, cfg->ntopics,
              cfg->kafka.group);
-    health_attach(hp, ing);
+    kjb_health_attach(hp, ing);
     if (kjb_ingest_run(ing, &stop_requested, &err) < 0)
       rc = fail("run", &err);
-    health_attach(hp, NULL);
+    kjb_health_attach(hp, NULL);
     kjb_ingest_stats st;
     kjb_ingest_get_stats(ing, &st);
     kjb_info("stopped: %llu records, %llu jobs inserted, %llu dead-lettered in %llu "
@@ -480,7 +298,7 @@ static int cmd_run(int argc, char **argv) {
   else if (strcmp(cfg.kafka.brokers, "embedded") == 0 && start_embedded(&cfg, &embedded, &err) < 0)
     rc = -1;
   else
-    rc = wait_for_database(&cfg, http, consume, execute);
+    rc = kjb_health_wait_for_database(&cfg, http, consume, execute, &stop_requested);
   if (rc == 0 && ex && kjb_executor_start(ex, &err) < 0)
     rc = -1;
   if (rc != 0) {
@@ -493,8 +311,7 @@ static int cmd_run(int argc, char **argv) {
     return rc;
   }
   kjb_api *api = NULL;
-  health_poller hp = {.http = http, .cfg = &cfg, .ex = ex, .consume = consume};
-  int health = 0;
+  kjb_health_poller *hp = NULL;
   if (http) {
     char node[160];
     if (ex)
@@ -517,12 +334,11 @@ static int cmd_run(int argc, char **argv) {
     kjb_info("http: serving the dashboard, /api, /metrics and probes on %s://%s (port %d)%s",
              cfg.http.tls_cert ? "https" : "http", cfg.http.listen, kjb_http_port(http),
              kjb_api_admin_enabled(api) ? "; admin actions enabled" : "");
-    if (health_start(&hp) < 0) {
+    if (!(hp = kjb_health_start(http, &cfg, ex, consume))) {
       fprintf(stderr, "kjb: run: could not start the health thread\n");
       rc = EXIT_OPERATIONAL;
       goto out;
     }
-    health = 1;
   }
   if (!consume) {
     if (kjb_executor_run(ex, &stop_requested, &err) < 0)
@@ -534,7 +350,7 @@ static int cmd_run(int argc, char **argv) {
       fprintf(stderr, "kjb: run: could not start the executor thread\n");
       rc = EXIT_OPERATIONAL;
     } else {
-      rc = run_consumer(&cfg, cat, health ? &hp : NULL);
+      rc = run_consumer(&cfg, cat, hp);
       if (ex) {
         /* The consumer may have stopped on its own (an error): the
          * executor stops with it. */
@@ -547,8 +363,7 @@ static int cmd_run(int argc, char **argv) {
   }
 out:
   /* The health thread reads the executor: it stops first. */
-  if (health)
-    health_stop(&hp);
+  kjb_health_stop(hp);
   /* Requests in progress use the api, and the api the executor. */
   kjb_http_free(http);
   kjb_api_free(api);
@@ -649,16 +464,6 @@ static int cmd_check_config(int argc, char **argv) {
 
 /* ---- produce -------------------------------------------------------- */
 
-static int produce_failed;
-
-static void on_produced(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
-  if (m->err) {
-    fprintf(stderr, "kjb: produce: line %zu: not delivered: %s\n", (size_t)(uintptr_t)m->_private,
-            rd_kafka_err2str(m->err));
-    produce_failed++;
-  }
-}
-
 static int cmd_produce(int argc, char **argv) {
   static const struct option opts[] = {COMMON_LONG_OPTS,
                                        {"topic", required_argument, NULL, 't'},
@@ -703,107 +508,17 @@ static int cmd_produce(int argc, char **argv) {
   if (rc)
     return rc;
   kjb_err err;
-  kjb_catalog *cat = NULL;
-  rd_kafka_t *rk = NULL;
-  const kjb_topic_cfg *t = kjb_config_topic(&cfg, topic);
-  kjb_buf header, rec;
-  kjb_buf_init(&header);
-  kjb_buf_init(&rec);
-  if (!t) {
-    rc = usage_error("produce", "topic \"%s\" is not in the configuration", topic);
-    goto out;
-  }
-  if (!(cat = kjb_catalog_new(&cfg, &err)) ||
-      kjb_frame_header(cat, t, schema_id, &header, &err) < 0) {
+  kjb_produce_opts po = {topic, schema_id, key_path, stdin, stderr, "kjb: produce: "};
+  kjb_produce_stats st;
+  if (kjb_produce_lines(&cfg, &po, &stop_requested, &st, &err) < 0) {
     rc = fail("produce", &err);
-    goto out;
+  } else {
+    fprintf(stderr,
+            "kjb: produce: %zu record%s produced to \"%s\", %zu bad line%s, %zu undelivered\n",
+            st.produced, st.produced == 1 ? "" : "s", topic, st.bad, st.bad == 1 ? "" : "s",
+            st.undelivered);
+    rc = st.bad || st.undelivered ? EXIT_OPERATIONAL : 0;
   }
-  static const char *const defaults[] = {"enable.idempotence", "true", "acks", "all",
-                                         "linger.ms", "20", NULL};
-  rd_kafka_conf_t *conf = kjb_kafka_conf(&cfg, defaults, &err);
-  if (!conf) {
-    rc = fail("produce", &err);
-    goto out;
-  }
-  rd_kafka_conf_set_dr_msg_cb(conf, on_produced);
-  char errstr[512];
-  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-  if (!rk) {
-    rd_kafka_conf_destroy(conf);
-    kjb_err_set(&err, KJB_EKAFKA, "could not create producer: %s", errstr);
-    rc = fail("produce", &err);
-    goto out;
-  }
-  const kjb_schema *schema = kjb_catalog_reader(cat, t);
-  char *line = NULL;
-  size_t cap = 0, lineno = 0, produced = 0, bad = 0;
-  ssize_t n;
-  while ((n = getline(&line, &cap, stdin)) >= 0) {
-    lineno++;
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-      line[--n] = '\0';
-    if (n == 0)
-      continue;
-    json_error_t jerr;
-    json_t *doc = json_loadb(line, (size_t)n, JSON_DECODE_ANY, &jerr);
-    if (!doc) {
-      fprintf(stderr, "kjb: produce: line %zu: invalid json at column %d: %s\n", lineno,
-              jerr.column, jerr.text);
-      bad++;
-      continue;
-    }
-    kjb_buf_reset(&rec);
-    kjb_buf_append(&rec, header.data, header.len);
-    if (kjb_avro_encode(schema, doc, &rec, &err) < 0) {
-      fprintf(stderr, "kjb: produce: line %zu: %s\n", lineno, err.msg);
-      bad++;
-      json_decref(doc);
-      continue;
-    }
-    /* The key is the field's text: strings as they are, other values as
-     * compact JSON ("42"). */
-    kjb_buf key;
-    kjb_buf_init(&key);
-    json_t *kv = key_path ? json_object_get(doc, key_path) : NULL;
-    if (json_is_string(kv)) {
-      kjb_buf_append(&key, json_string_value(kv), json_string_length(kv));
-    } else if (kv) {
-      char *text = json_dumps(kv, JSON_ENCODE_ANY | JSON_COMPACT);
-      if (text)
-        kjb_buf_puts(&key, text);
-      free(text);
-    }
-    json_decref(doc);
-    rd_kafka_resp_err_t e;
-    while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                                  RD_KAFKA_V_VALUE(rec.data, rec.len),
-                                  RD_KAFKA_V_KEY(key.len ? key.data : NULL, key.len),
-                                  RD_KAFKA_V_OPAQUE((void *)(uintptr_t)lineno),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
-           RD_KAFKA_RESP_ERR__QUEUE_FULL)
-      rd_kafka_poll(rk, 100);
-    kjb_buf_close(&key);
-    if (e) {
-      fprintf(stderr, "kjb: produce: line %zu: %s\n", lineno, rd_kafka_err2str(e));
-      bad++;
-      continue;
-    }
-    produced++;
-    rd_kafka_poll(rk, 0);
-  }
-  free(line);
-  while (rd_kafka_outq_len(rk) > 0 && rd_kafka_flush(rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT &&
-         !stop_requested)
-    ;
-  fprintf(stderr, "kjb: produce: %zu record%s produced to \"%s\", %zu bad line%s, %d undelivered\n",
-          produced, produced == 1 ? "" : "s", topic, bad, bad == 1 ? "" : "s", produce_failed);
-  rc = bad || produce_failed ? EXIT_OPERATIONAL : 0;
-out:
-  if (rk)
-    rd_kafka_destroy(rk);
-  kjb_buf_close(&header);
-  kjb_buf_close(&rec);
-  kjb_catalog_free(cat);
   kjb_config_close(&cfg);
   return rc;
 }
@@ -962,52 +677,12 @@ static const char JOBS_USAGE[] =
     "       kjb jobs cancel ID [options]\n"
     "       kjb jobs prune --older-than DURATION [options]\n";
 
-/* Per subcommand: its name, the options it takes and its help. */
-enum { JOBS_STATE = 1, JOBS_KIND = 2, JOBS_OLDER_THAN = 4, JOBS_JSON = 8, JOBS_LIMIT = 16 };
-static const struct {
-  const char *name;
-  unsigned takes;
-  const char *help;
-} jobs_subs[] = {
-    {"ls", JOBS_STATE | JOBS_KIND | JOBS_LIMIT | JOBS_JSON,
-     "usage: kjb jobs ls [--state S] [--kind K] [--limit N] [--json] [options]\n\n"
-     "Lists jobs, newest first: id, kind, queue, state, attempt/max_attempts,\n"
-     "scheduled_at (UTC) and the last attempt's error.\n\n"
-     "      --state S           only jobs in state S: available, scheduled, running,\n"
-     "                          retryable, completed, discarded or cancelled\n"
-     "      --kind K            only jobs of kind K\n"
-     "      --limit N           show at most N jobs (default 50)\n"
-     "      --json              one JSON array of objects with every column\n"},
-    {"show", JOBS_JSON,
-     "usage: kjb jobs show ID [--json] [options]\n\n"
-     "Shows every column of one job, args, meta and errors pretty-printed.\n"
-     "Exit code 1 when there is no such job.\n\n"
-     "      --json              one JSON object\n"},
-    {"retry", JOBS_STATE | JOBS_KIND,
-     "usage: kjb jobs retry ID | --state STATE [--kind K] [options]\n\n"
-     "Makes jobs runnable now: state available, and one more attempt for a job that\n"
-     "used up its attempts. A single job may be discarded, cancelled, retryable or\n"
-     "scheduled; any other state is refused with exit code 1.\n\n"
-     "      --state STATE       every job in STATE: discarded, cancelled or retryable\n"
-     "      --kind K            with --state: only jobs of kind K\n"},
-    {"cancel", 0,
-     "usage: kjb jobs cancel ID [options]\n\n"
-     "Cancels a job that is not final yet (available, scheduled, retryable or\n"
-     "running; a running job's late result is ignored). Exit code 1 when the job\n"
-     "is already completed, discarded or cancelled, or does not exist.\n\n"},
-    {"prune", JOBS_OLDER_THAN,
-     "usage: kjb jobs prune --older-than DURATION [options]\n\n"
-     "Deletes completed, discarded and cancelled jobs that finished more than\n"
-     "DURATION ago, in batches, and prints how many.\n\n"
-     "      --older-than DURATION  e.g. 30s, 12h, 7d\n"},
-};
-
-static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
-  if (kjb_parse_i64(arg, 1, INT64_MAX, id) == 0)
-    return 0;
-  return usage_error(cmd, "bad job id \"%s\" (expected an integer from 1 to %" PRId64 ")", arg,
-                     INT64_MAX);
-}
+/* What a jobs subcommand acts on, from its command line. */
+typedef struct {
+  kjb_jobs_filter f;
+  int64_t id;
+  int64_t older_than_us;
+} jobs_args;
 
 /* "kjb: <cmd>: <why>" for a job that cannot be acted on; returns 1. */
 static int job_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1020,6 +695,121 @@ static int job_error(const char *cmd, const char *fmt, ...) {
   fputc('\n', stderr);
   va_end(ap);
   return EXIT_OPERATIONAL;
+}
+
+/* The subcommands: each returns an exit code. */
+
+static int jobs_ls(const char *cmd, kjb_store *s, const jobs_args *a) {
+  kjb_err err;
+  return kjb_jobs_ls(s, &a->f, stdout, NULL, &err) < 0 ? fail(cmd, &err) : 0;
+}
+
+static int jobs_show(const char *cmd, kjb_store *s, const jobs_args *a) {
+  kjb_err err;
+  int found;
+  if (kjb_jobs_show(s, a->id, a->f.json, stdout, &found, &err) < 0)
+    return fail(cmd, &err);
+  return found ? 0 : job_error(cmd, "no job %lld", (long long)a->id);
+}
+
+/* retry and cancel of one job. */
+static int jobs_act(const char *cmd, kjb_store *s, const jobs_args *a, int retry) {
+  long long jid = (long long)a->id;
+  kjb_err err;
+  kjb_jobs_result res;
+  if ((retry ? kjb_jobs_retry : kjb_jobs_cancel)(s, a->id, &res, &err) < 0)
+    return fail(cmd, &err);
+  if (res.outcome == KJB_JOBS_NOT_FOUND)
+    return job_error(cmd, "no job %lld", jid);
+  if (res.outcome == KJB_JOBS_WRONG_STATE && retry)
+    return job_error(cmd, "cannot retry job %lld: it is %s", jid, res.state);
+  if (res.outcome == KJB_JOBS_WRONG_STATE)
+    return job_error(cmd, "cannot cancel job %lld: it is already %s", jid, res.state);
+  if (retry)
+    printf("retried 1 job\n");
+  else
+    printf("cancelled job %lld\n", jid);
+  return 0;
+}
+
+static int jobs_retry(const char *cmd, kjb_store *s, const jobs_args *a) {
+  if (!a->f.state)
+    return jobs_act(cmd, s, a, 1);
+  kjb_err err;
+  int64_t changed;
+  int rc = 0;
+  if (kjb_jobs_retry_state(s, a->f.state, a->f.kind, &changed, &err) < 0)
+    rc = fail(cmd, &err);
+  /* After a failure partway, the batches before it stay retried. */
+  if (rc == 0 || changed > 0)
+    printf("retried %lld job%s\n", (long long)changed, changed == 1 ? "" : "s");
+  return rc;
+}
+
+static int jobs_cancel(const char *cmd, kjb_store *s, const jobs_args *a) {
+  return jobs_act(cmd, s, a, 0);
+}
+
+static int jobs_prune(const char *cmd, kjb_store *s, const jobs_args *a) {
+  kjb_err err;
+  int64_t deleted;
+  int rc = 0;
+  if (kjb_jobs_prune(s, a->older_than_us, &deleted, &err) < 0)
+    rc = fail(cmd, &err);
+  if (rc == 0 || deleted > 0)
+    printf("pruned %lld job%s\n", (long long)deleted, deleted == 1 ? "" : "s");
+  return rc;
+}
+
+/* Per subcommand: its name, the function that runs it, the options it
+ * takes (and needs), whether it takes a job id, and its help. */
+enum { JOBS_STATE = 1, JOBS_KIND = 2, JOBS_OLDER_THAN = 4, JOBS_JSON = 8, JOBS_LIMIT = 16 };
+enum { NO_ID, ID, ID_OR_STATE /* a job id, or --state (and maybe --kind) */ };
+static const struct {
+  const char *name;
+  int (*fn)(const char *cmd, kjb_store *s, const jobs_args *a);
+  unsigned takes, needs;
+  int id;
+  const char *help;
+} jobs_subs[] = {
+    {"ls", jobs_ls, JOBS_STATE | JOBS_KIND | JOBS_LIMIT | JOBS_JSON, 0, NO_ID,
+     "usage: kjb jobs ls [--state S] [--kind K] [--limit N] [--json] [options]\n\n"
+     "Lists jobs, newest first: id, kind, queue, state, attempt/max_attempts,\n"
+     "scheduled_at (UTC) and the last attempt's error.\n\n"
+     "      --state S           only jobs in state S: available, scheduled, running,\n"
+     "                          retryable, completed, discarded or cancelled\n"
+     "      --kind K            only jobs of kind K\n"
+     "      --limit N           show at most N jobs (default 50)\n"
+     "      --json              one JSON array of objects with every column\n"},
+    {"show", jobs_show, JOBS_JSON, 0, ID,
+     "usage: kjb jobs show ID [--json] [options]\n\n"
+     "Shows every column of one job, args, meta and errors pretty-printed.\n"
+     "Exit code 1 when there is no such job.\n\n"
+     "      --json              one JSON object\n"},
+    {"retry", jobs_retry, JOBS_STATE | JOBS_KIND, 0, ID_OR_STATE,
+     "usage: kjb jobs retry ID | --state STATE [--kind K] [options]\n\n"
+     "Makes jobs runnable now: state available, and one more attempt for a job that\n"
+     "used up its attempts. A single job may be discarded, cancelled, retryable or\n"
+     "scheduled; any other state is refused with exit code 1.\n\n"
+     "      --state STATE       every job in STATE: discarded, cancelled or retryable\n"
+     "      --kind K            with --state: only jobs of kind K\n"},
+    {"cancel", jobs_cancel, 0, 0, ID,
+     "usage: kjb jobs cancel ID [options]\n\n"
+     "Cancels a job that is not final yet (available, scheduled, retryable or\n"
+     "running; a running job's late result is ignored). Exit code 1 when the job\n"
+     "is already completed, discarded or cancelled, or does not exist.\n\n"},
+    {"prune", jobs_prune, JOBS_OLDER_THAN, JOBS_OLDER_THAN, NO_ID,
+     "usage: kjb jobs prune --older-than DURATION [options]\n\n"
+     "Deletes completed, discarded and cancelled jobs that finished more than\n"
+     "DURATION ago, in batches, and prints how many.\n\n"
+     "      --older-than DURATION  e.g. 30s, 12h, 7d\n"},
+};
+
+static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
+  if (kjb_parse_i64(arg, 1, INT64_MAX, id) == 0)
+    return 0;
+  return usage_error(cmd, "bad job id \"%s\" (expected an integer from 1 to %" PRId64 ")", arg,
+                     INT64_MAX);
 }
 
 static int cmd_jobs(int argc, char **argv) {
@@ -1046,9 +836,8 @@ static int cmd_jobs(int argc, char **argv) {
                                        {"older-than", required_argument, NULL, OPT_OLDER_THAN},
                                        {0}};
   common_opts o = {0};
-  kjb_jobs_filter f = {0};
+  jobs_args a = {0};
   const char *older_than = NULL;
-  int64_t older_than_us = 0;
   unsigned given = 0;
   int c;
   argc--, argv++;
@@ -1056,14 +845,14 @@ static int cmd_jobs(int argc, char **argv) {
     if (common_opt(c, &o))
       continue;
     switch (c) {
-    case OPT_STATE: f.state = optarg; given |= JOBS_STATE; break;
-    case OPT_KIND: f.kind = optarg; given |= JOBS_KIND; break;
+    case OPT_STATE: a.f.state = optarg; given |= JOBS_STATE; break;
+    case OPT_KIND: a.f.kind = optarg; given |= JOBS_KIND; break;
     case OPT_LIMIT:
-      if (parse_limit(cmd, optarg, &f.limit))
+      if (parse_limit(cmd, optarg, &a.f.limit))
         return EXIT_USAGE;
       given |= JOBS_LIMIT;
       break;
-    case OPT_JSON: f.json = 1; given |= JOBS_JSON; break;
+    case OPT_JSON: a.f.json = 1; given |= JOBS_JSON; break;
     case OPT_OLDER_THAN: older_than = optarg; given |= JOBS_OLDER_THAN; break;
     case 'h': printf("%s%s", jobs_subs[sub].help, COMMON_HELP); return 0;
     default: return option_error(cmd, c, argv);
@@ -1074,73 +863,33 @@ static int cmd_jobs(int argc, char **argv) {
     if (given & ~jobs_subs[sub].takes & (1u << bit))
       return usage_error(cmd, "%s does not apply here", names[bit]);
   int npos = argc - optind;
-  const char *name = jobs_subs[sub].name;
-  int wants_id = strcmp(name, "show") == 0 || strcmp(name, "cancel") == 0 ||
-                 (strcmp(name, "retry") == 0 && !f.state);
-  int64_t id = 0;
+  int id_mode = jobs_subs[sub].id;
+  int wants_id = id_mode == ID || (id_mode == ID_OR_STATE && !a.f.state);
   if (npos > (wants_id ? 1 : 0))
     return usage_error(cmd, "unexpected argument \"%s\"", argv[optind + (wants_id ? 1 : 0)]);
   if (wants_id && npos == 0)
-    return usage_error(cmd, strcmp(name, "retry") == 0 ? "expected a job id or --state"
-                                                       : "expected a job id");
-  if (wants_id && parse_job_id(cmd, argv[optind], &id))
+    return usage_error(cmd, id_mode == ID_OR_STATE ? "expected a job id or --state"
+                                                   : "expected a job id");
+  if (wants_id && parse_job_id(cmd, argv[optind], &a.id))
     return EXIT_USAGE;
-  if (strcmp(name, "retry") == 0 && f.kind && !f.state)
+  if (id_mode == ID_OR_STATE && a.f.kind && !a.f.state)
     return usage_error(cmd, "--kind needs --state");
-  if (strcmp(name, "prune") == 0) {
-    if (!older_than)
-      return usage_error(cmd, "--older-than is required");
-    if (kjb_duration_parse(older_than, &older_than_us) < 0)
-      return usage_error(cmd, "bad --older-than \"%s\" (expected a duration such as 30s, 12h or 7d)",
-                         older_than);
-  }
+  for (unsigned bit = 0; bit < 5; bit++)
+    if (jobs_subs[sub].needs & ~given & (1u << bit))
+      return usage_error(cmd, "%s is required", names[bit]);
+  if (older_than && kjb_duration_parse(older_than, &a.older_than_us) < 0)
+    return usage_error(cmd, "bad --older-than \"%s\" (expected a duration such as 30s, 12h or 7d)",
+                       older_than);
   kjb_config cfg;
   int rc = load(cmd, &o, &cfg);
   if (rc)
     return rc;
   kjb_err err;
   kjb_store *s = kjb_store_connect(cfg.postgres.conninfo, cfg.postgres.schema, &err);
-  long long jid = (long long)id;
-  if (!s) {
+  if (!s)
     rc = fail(cmd, &err);
-  } else if (strcmp(name, "ls") == 0) {
-    if (kjb_jobs_ls(s, &f, stdout, NULL, &err) < 0)
-      rc = fail(cmd, &err);
-  } else if (strcmp(name, "show") == 0) {
-    int found;
-    if (kjb_jobs_show(s, id, f.json, stdout, &found, &err) < 0)
-      rc = fail(cmd, &err);
-    else if (!found)
-      rc = job_error(cmd, "no job %lld", jid);
-  } else if (strcmp(name, "retry") == 0 && f.state) {
-    int64_t changed;
-    if (kjb_jobs_retry_state(s, f.state, f.kind, &changed, &err) < 0)
-      rc = fail(cmd, &err);
-    /* After a failure partway, the batches before it stay retried. */
-    if (rc == 0 || changed > 0)
-      printf("retried %lld job%s\n", (long long)changed, changed == 1 ? "" : "s");
-  } else if (strcmp(name, "retry") == 0 || strcmp(name, "cancel") == 0) {
-    int retry = strcmp(name, "retry") == 0;
-    kjb_jobs_result res;
-    if ((retry ? kjb_jobs_retry : kjb_jobs_cancel)(s, id, &res, &err) < 0)
-      rc = fail(cmd, &err);
-    else if (res.outcome == KJB_JOBS_NOT_FOUND)
-      rc = job_error(cmd, "no job %lld", jid);
-    else if (res.outcome == KJB_JOBS_WRONG_STATE && retry)
-      rc = job_error(cmd, "cannot retry job %lld: it is %s", jid, res.state);
-    else if (res.outcome == KJB_JOBS_WRONG_STATE)
-      rc = job_error(cmd, "cannot cancel job %lld: it is already %s", jid, res.state);
-    else if (retry)
-      printf("retried 1 job\n");
-    else
-      printf("cancelled job %lld\n", jid);
-  } else {
-    int64_t deleted;
-    if (kjb_jobs_prune(s, older_than_us, &deleted, &err) < 0)
-      rc = fail(cmd, &err);
-    if (rc == 0 || deleted > 0)
-      printf("pruned %lld job%s\n", (long long)deleted, deleted == 1 ? "" : "s");
-  }
+  else
+    rc = jobs_subs[sub].fn(cmd, s, &a);
   kjb_store_free(s);
   kjb_config_close(&cfg);
   return rc;

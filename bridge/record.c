@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dlq.h"
 #include "map.h"
 
 void kjb_rows_init(kjb_rows *r) {
@@ -19,10 +20,6 @@ void kjb_rows_close(kjb_rows *r) {
   kjb_buf_close(&r->key);
   kjb_buf_close(&r->meta);
   memset(r, 0, sizeof *r);
-}
-
-int kjb_is_error_header(const char *name) {
-  return strncmp(name, "__connect.errors.", 17) == 0 || strncmp(name, "kjb.", 4) == 0;
 }
 
 /* Bytes as a JSON string when they are UTF-8, else {"base64": "..."}. */
@@ -61,7 +58,7 @@ static void record_meta(kjb_buf *b, const kjb_record *r) {
                        RD_KAFKA_RESP_ERR_NO_ERROR;
          i++) {
       if (kjb_utf8_invalid_at(name, strlen(name)) >= 0 ||
-          (r->skip_error_headers && kjb_is_error_header(name)))
+          (r->skip_error_headers && kjb_dlq_is_error_header(name)))
         continue;
       if (!first)
         kjb_buf_putc(b, ',');
@@ -88,11 +85,11 @@ static char *arena_copy(kjb_arena *a, const kjb_buf *b) {
 int kjb_record_to_jobs(kjb_catalog *c, const kjb_topic_cfg *t, const kjb_record *r,
                        kjb_arena *arena, kjb_rows *rows, const char **stage, kjb_err *err) {
   kjb_value *rec = NULL;
-  *stage = "VALUE_CONVERTER";
+  *stage = KJB_DLQ_STAGE_VALUE;
   int rc = kjb_decode_record(c, t, r->value, r->value ? r->len : 0, arena, &rec, err);
   if (rc < 0)
     return rc;
-  *stage = "TRANSFORMATION";
+  *stage = KJB_DLQ_STAGE_MAPPING;
   size_t first = rows->n;
   const char *meta = NULL;
   for (size_t j = 0; j < t->njobs; j++) {

@@ -24,7 +24,7 @@ typedef struct {
   const void *value;
   size_t len;
   const rd_kafka_headers_t *headers; /* NULL for none */
-  /* Leave the dead-letter headers (__connect.errors.*, kjb.*) out of the
+  /* Leave the dead-letter headers (kjb_dlq_is_error_header) out of the
    * job's meta: set when the record comes back from a DLQ. */
   int skip_error_headers;
 } kjb_record;
@@ -43,12 +43,9 @@ void kjb_rows_close(kjb_rows *r);
 /* Decodes r with topic t's framing and maps it through every job of t,
  * appending the record's rows to rows (strings in the arena): all of its
  * jobs or none. Returns 0, or a negative code with err and *stage set to
- * "VALUE_CONVERTER" (decoding) or "TRANSFORMATION" (mapping). A transient
+ * KJB_DLQ_STAGE_VALUE (decoding) or KJB_DLQ_STAGE_MAPPING (mapping). A transient
  * error (kjb_err_is_transient) must be retried, never dead-lettered. */
 int kjb_record_to_jobs(kjb_catalog *c, const kjb_topic_cfg *t, const kjb_record *r,
                        kjb_arena *arena, kjb_rows *rows, const char **stage, kjb_err *err);
-
-/* True for the headers kjb adds to a dead letter. */
-int kjb_is_error_header(const char *name);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "catalog.h"
+#include "dlq.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -255,28 +256,6 @@ typedef struct {
   int nparts;
 } replay;
 
-/* The last header called name as a string in buf, or NULL when there is
- * none or it does not fit or holds a NUL byte. */
-static const char *header(rd_kafka_headers_t *h, const char *name, char *buf, size_t len) {
-  const void *val;
-  size_t size;
-  if (!h || rd_kafka_header_get_last(h, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR || !val ||
-      size >= len || memchr(val, '\0', size))
-    return NULL;
-  memcpy(buf, val, size);
-  buf[size] = '\0';
-  return buf;
-}
-
-/* The header as an integer in [min, max], else dflt. */
-static int64_t int_header(rd_kafka_headers_t *h, const char *name, int64_t min, int64_t max,
-                          int64_t dflt) {
-  char buf[32];
-  int64_t v;
-  const char *s = header(h, name, buf, sizeof buf);
-  return s && kjb_parse_i64(s, min, max, &v) == 0 ? v : dflt;
-}
-
 static void count(replay *r, uint64_t *stat, const char *outcome) {
   (*stat)++;
   kjb_counter_add("kjb_replay_records_total", "Replayed dead letters, by outcome.", 1, "topic",
@@ -296,27 +275,24 @@ static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
   rd_kafka_headers_t *h = NULL;
   if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
     h = NULL;
-  char topic[256];
-  /* A malformed coordinate must not become another record's (0 from
-   * "junk"): the jobs' unique source coordinates would swallow it. */
-  int64_t partition = int_header(h, "__connect.errors.partition", 0, INT32_MAX, -1);
-  int64_t offset = int_header(h, "__connect.errors.offset", 0, INT64_MAX, -1);
-  if (!header(h, "__connect.errors.topic", topic, sizeof topic) || partition < 0 || offset < 0) {
-    still_failing(r, m, "not a dead letter: no valid __connect.errors.topic/partition/offset headers");
+  kjb_dead_letter dl;
+  kjb_err bad;
+  if (kjb_dlq_headers_parse(h, r->arena, &dl, &bad) < 0) {
+    still_failing(r, m, bad.msg);
     return 0;
   }
-  const kjb_topic_cfg *t = kjb_config_topic(r->cfg, topic);
+  const kjb_topic_cfg *t = kjb_config_topic(r->cfg, dl.topic);
   if (!t) {
     char why[320];
-    snprintf(why, sizeof why, "topic \"%s\" is not in the configuration", topic);
+    snprintf(why, sizeof why, "topic \"%s\" is not in the configuration", dl.topic);
     still_failing(r, m, why);
     return 0;
   }
   kjb_record rec = {
       .topic = t->topic,
-      .partition = (int32_t)partition,
-      .offset = offset,
-      .timestamp = int_header(h, "kjb.original.timestamp", -1, INT64_MAX, -1),
+      .partition = dl.partition,
+      .offset = dl.offset,
+      .timestamp = dl.timestamp,
       .key = m->key,
       .key_len = m->key_len,
       .value = m->payload,
@@ -329,8 +305,9 @@ static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
   if (kjb_record_to_jobs(r->catalog, t, &rec, r->arena, &r->rows, &stage, err) < 0) {
     if (kjb_err_is_transient(err))
       return -(int)err->code;
-    char why[600];
-    snprintf(why, sizeof why, "kjb.%s: %s", kjb_err_name(err->code), err->msg);
+    char why[600], error_class[64];
+    snprintf(why, sizeof why, "%s: %s",
+             kjb_dlq_error_class(err->code, error_class, sizeof error_class), err->msg);
     still_failing(r, m, why);
     return 0;
   }
