@@ -581,11 +581,7 @@ unsigned kjb_api_post(kjb_api *api, const char *path, const char *body, size_t l
 
 kjb_api *kjb_api_new(const kjb_config *cfg, const char *node, const char *roles,
                      kjb_executor *ex, kjb_err *err) {
-  kjb_api *api = calloc(1, sizeof *api);
-  if (!api) {
-    kjb_err_set(err, KJB_ENOMEM, "out of memory");
-    return NULL;
-  }
+  kjb_api *api = kjb_xcalloc(1, sizeof *api);
   api->cfg = cfg;
   snprintf(api->node, sizeof api->node, "%s", node);
   snprintf(api->roles, sizeof api->roles, "%s", roles);
@@ -593,7 +589,7 @@ kjb_api *kjb_api_new(const kjb_config *cfg, const char *node, const char *roles,
   api->started_mono_us = kjb_now_mono_us();
   const char *tok = cfg->http.admin_token_env ? getenv(cfg->http.admin_token_env) : NULL;
   if (tok && *tok) {
-    api->token = strdup(tok);
+    api->token = kjb_xstrdup(tok);
     kjb_log_secret(api->token);
   }
   pthread_mutex_init(&api->db_mu, NULL);

@@ -518,12 +518,7 @@ static const plan *resolve_record(rctx *c, const kjb_snode *w, const kjb_snode *
   }
   /* Cached before the fields resolve so that recursive types find it. */
   plan *p = new_plan(c, OP_RECORD, w, r);
-  if (c->ncache == c->capcache) {
-    c->capcache = c->capcache ? c->capcache * 2 : 16;
-    c->cache = realloc(c->cache, c->capcache * sizeof *c->cache);
-    if (!c->cache)
-      abort();
-  }
+  c->cache = kjb_xgrow(c->cache, &c->capcache, c->ncache + 1, sizeof *c->cache);
   c->cache[c->ncache++] = (cached){w, r, p};
   if (!names_match(w, r)) {
     rerr(c, "writer record \"%s\" does not match reader record \"%s\"", w->fullname,
@@ -686,12 +681,8 @@ static const plan *resolve(rctx *c, const kjb_snode *w, const kjb_snode *r) {
 
 kjb_resolver *kjb_resolver_new(const kjb_schema *writer, const kjb_schema *reader,
                                kjb_err *err) {
-  kjb_resolver *res = calloc(1, sizeof *res);
-  if (!res)
-    abort();
+  kjb_resolver *res = kjb_xcalloc(1, sizeof *res);
   res->arena = kjb_arena_new(16 * 1024);
-  if (!res->arena)
-    abort();
   kjb_err local;
   rctx c = {.a = res->arena, .err = err ? err : &local};
   res->root = resolve(&c, kjb_schema_root(writer), kjb_schema_root(reader));

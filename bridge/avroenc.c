@@ -231,9 +231,7 @@ static uint8_t *base64_decode(const char *s, size_t len, size_t *out_len) {
     len--;
   if (len % 4 == 1)
     return NULL;
-  uint8_t *out = malloc(len * 3 / 4 + 1);
-  if (!out)
-    abort();
+  uint8_t *out = kjb_xmalloc(len * 3 / 4 + 1);
   size_t o = 0;
   uint32_t acc = 0;
   int bits = 0;
@@ -271,9 +269,7 @@ static uint8_t *decimal_bytes(const char *s, int precision, int scale, size_t si
   if (*s == '-' || *s == '+')
     neg = *s++ == '-';
   size_t slen = strlen(s);
-  char *dig = malloc(slen + 1);
-  if (!dig)
-    abort();
+  char *dig = kjb_xmalloc(slen + 1);
   size_t nd = 0;
   long frac = 0;
   bool point = false, any = false;
@@ -322,9 +318,7 @@ static uint8_t *decimal_bytes(const char *s, int precision, int scale, size_t si
       free(dig);
       return NULL;
     }
-    dig = realloc(dig, nd + (size_t)shift + 1);
-    if (!dig)
-      abort();
+    dig = kjb_xrealloc(dig, nd + (size_t)shift + 1);
     memset(dig + nd, '0', (size_t)shift);
     nd += (size_t)shift;
   }
@@ -335,9 +329,7 @@ static uint8_t *decimal_bytes(const char *s, int precision, int scale, size_t si
   }
   /* Magnitude in base 256, least significant first. */
   size_t cap = nd / 2 + 2, nb = 0;
-  uint8_t *mag = calloc(cap, 1);
-  if (!mag)
-    abort();
+  uint8_t *mag = kjb_xcalloc(cap, 1);
   for (size_t i = 0; i < nd; i++) {
     unsigned carry = (unsigned)(dig[i] - '0');
     for (size_t k = 0; k < nb; k++) {
@@ -353,9 +345,7 @@ static uint8_t *decimal_bytes(const char *s, int precision, int scale, size_t si
   free(dig);
   /* One byte more than the magnitude always leaves room for the sign. */
   size_t need = nb + 1;
-  uint8_t *out = calloc(need > size ? need : size, 1);
-  if (!out)
-    abort();
+  uint8_t *out = kjb_xcalloc(need > size ? need : size, 1);
   size_t outlen = size ? size : need;
   for (size_t k = 0; k < nb && k < outlen; k++)
     out[outlen - 1 - k] = mag[k];

@@ -88,11 +88,8 @@ static int load_dir(kjb_catalog *c, kjb_err *err) {
       rc = -(int)err->code;
       break;
     }
-    if (c->nfiles == cap) {
-      cap = cap ? cap * 2 : 8;
-      c->files = realloc(c->files, cap * sizeof *c->files);
-    }
-    c->files[c->nfiles++] = (file_entry){strdup(e->d_name), s};
+    c->files = kjb_xgrow(c->files, &cap, c->nfiles + 1, sizeof *c->files);
+    c->files[c->nfiles++] = (file_entry){kjb_xstrdup(e->d_name), s};
   }
   closedir(d);
   if (c->nfiles)
@@ -101,10 +98,7 @@ static int load_dir(kjb_catalog *c, kjb_err *err) {
 }
 
 static void add_id(kjb_catalog *c, id_entry e) {
-  if (c->nids == c->capids) {
-    c->capids = c->capids ? c->capids * 2 : 8;
-    c->ids = realloc(c->ids, c->capids * sizeof *c->ids);
-  }
+  c->ids = kjb_xgrow(c->ids, &c->capids, c->nids + 1, sizeof *c->ids);
   c->ids[c->nids++] = e;
 }
 
@@ -162,9 +156,9 @@ static int check_topic(kjb_catalog *c, size_t ti, kjb_err *err) {
 }
 
 kjb_catalog *kjb_catalog_new(const kjb_config *cfg, kjb_err *err) {
-  kjb_catalog *c = calloc(1, sizeof *c);
+  kjb_catalog *c = kjb_xcalloc(1, sizeof *c);
   c->cfg = cfg;
-  c->readers = calloc(cfg->ntopics ? cfg->ntopics : 1, sizeof *c->readers);
+  c->readers = kjb_xcalloc(cfg->ntopics, sizeof *c->readers);
   if (load_dir(c, err) < 0)
     goto fail;
   for (size_t i = 0; i < cfg->schemas.nids; i++) {
@@ -270,10 +264,8 @@ static const kjb_resolver *resolver_for(kjb_catalog *c, const kjb_schema *writer
       e = &c->resolvers[i];
   if (!e) {
     /* Incompatible pairs are cached too, so each record fails fast. */
-    if (c->nresolvers == c->capresolvers) {
-      c->capresolvers = c->capresolvers ? c->capresolvers * 2 : 8;
-      c->resolvers = realloc(c->resolvers, c->capresolvers * sizeof *c->resolvers);
-    }
+    c->resolvers =
+        kjb_xgrow(c->resolvers, &c->capresolvers, c->nresolvers + 1, sizeof *c->resolvers);
     e = &c->resolvers[c->nresolvers++];
     *e = (resolver_entry){writer, reader, NULL, {0}};
     e->resolver = kjb_resolver_new(writer, reader, &e->mismatch);

@@ -31,9 +31,9 @@ typedef struct {
 struct kjb_cfgsrc {
   kjb_buf text;
   char **files; /* as shown in messages; files[0] is the main file */
-  size_t nfiles;
+  size_t nfiles, capfiles;
   segment *segs;
-  size_t nsegs;
+  size_t nsegs, capsegs;
 };
 
 /* Where libconfig's lexer is in the text built so far. */
@@ -60,22 +60,13 @@ typedef struct {
   int level; /* of @include: 0 for the main file */
 } input;
 
-/* Loading happens once at startup, where running out of memory leaves
- * nothing sensible to do; like kjb_buf, this aborts instead of failing. */
-static void *grow(void *p, size_t n, size_t size) {
-  p = realloc(p, n * size);
-  if (!p)
-    abort();
-  return p;
-}
-
 static size_t add_file(kjb_cfgsrc *s, const char *dir, const char *name) {
   kjb_buf b;
   kjb_buf_init(&b);
   if (dir && name[0] != '/')
     kjb_buf_printf(&b, "%s/", dir);
   kjb_buf_puts(&b, name);
-  s->files = grow(s->files, s->nfiles + 1, sizeof *s->files);
+  s->files = kjb_xgrow(s->files, &s->capfiles, s->nfiles + 1, sizeof *s->files);
   s->files[s->nfiles] = b.data;
   return s->nfiles++;
 }
@@ -85,7 +76,7 @@ static void mark(builder *b, size_t file, unsigned line) {
   kjb_cfgsrc *s = b->src;
   if (s->nsegs && s->segs[s->nsegs - 1].text_line == b->line)
     s->nsegs--; /* an include that added no line */
-  s->segs = grow(s->segs, s->nsegs + 1, sizeof *s->segs);
+  s->segs = kjb_xgrow(s->segs, &s->capsegs, s->nsegs + 1, sizeof *s->segs);
   s->segs[s->nsegs++] = (segment){b->line, line, file};
 }
 
@@ -289,9 +280,7 @@ static int splice(builder *b, input *in) {
 }
 
 int kjb_cfgsrc_read(const char *path, kjb_cfgsrc **out, kjb_err *err) {
-  kjb_cfgsrc *s = calloc(1, sizeof *s);
-  if (!s)
-    abort();
+  kjb_cfgsrc *s = kjb_xcalloc(1, sizeof *s);
   kjb_buf_init(&s->text);
   add_file(s, NULL, path);
   kjb_buf main;
@@ -305,8 +294,8 @@ int kjb_cfgsrc_read(const char *path, kjb_cfgsrc **out, kjb_err *err) {
      * file's directory. */
     char *dir = NULL;
     const char *slash = strrchr(path, '/');
-    if (slash && !(dir = strndup(path, slash == path ? 1 : (size_t)(slash - path))))
-      abort();
+    if (slash)
+      dir = kjb_xstrndup(path, slash == path ? 1 : (size_t)(slash - path));
     builder b = {.src = s, .dir = dir, .bytes = main.len, .line = 1, .err = err};
     mark(&b, 0, 1);
     rc = splice(&b, &(input){0, main.data, main.len, 0, 1, 0});

@@ -22,22 +22,6 @@
 #define DURATION_HINT "expected a number with a unit: us, ms, s, m, h, d"
 #define PATH_HINT "expected dotted Avro names such as \"customer.email\""
 
-/* Loading happens once at startup, where running out of memory leaves
- * nothing sensible to do; like kjb_buf, these abort instead of failing. */
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size);
-  if (!p)
-    abort();
-  return p;
-}
-
-static char *xstrdup(const char *s) {
-  char *p = strdup(s);
-  if (!p)
-    abort();
-  return p;
-}
-
 /* ---- What each group may hold ------------------------------------------ */
 
 typedef enum {
@@ -730,7 +714,7 @@ static int get_strlist(ctx *c, const val *v, const field *f, char ***out,
                  "must not be empty (leave args out to pass the whole record)");
   if (n == 0 && (flags & F_ARGV))
     return vfail(c, v, "must not be empty");
-  char **list = xcalloc(n, sizeof *list);
+  char **list = kjb_xcalloc(n, sizeof *list);
   /* Owned by the config from here on, so a failure below frees it. */
   *out = list;
   *nout = n;
@@ -757,14 +741,14 @@ static int get_strlist(ctx *c, const val *v, const field *f, char ***out,
                    str[0] == '=' ? "no key before \"=\"" : "no \"=\"");
     if ((flags & F_ARGV) && i == 0 && !*str)
       return vfail(c, &ev, "must not be empty");
-    list[i] = xstrdup(str);
+    list[i] = kjb_xstrdup(str);
   }
   return 0;
 }
 
 static void set_string(char **slot, const char *s) {
   free(*slot);
-  *slot = xstrdup(s);
+  *slot = kjb_xstrdup(s);
 }
 
 /* Parses one value into base + f->off. */
@@ -862,13 +846,13 @@ static int check_required(ctx *c, const config_setting_t *g,
 /* ---- Sections ------------------------------------------------------------ */
 
 static void set_defaults(kjb_config *cfg) {
-  cfg->kafka.group = xstrdup("kjb");
-  cfg->postgres.schema = xstrdup("kjb");
+  cfg->kafka.group = kjb_xstrdup("kjb");
+  cfg->postgres.schema = kjb_xstrdup("kjb");
   cfg->postgres.pool_size = 4;
-  cfg->http.listen = xstrdup("127.0.0.1:9464");
-  cfg->http.admin_token_env = xstrdup("KJB_ADMIN_TOKEN");
+  cfg->http.listen = kjb_xstrdup("127.0.0.1:9464");
+  cfg->http.admin_token_env = kjb_xstrdup("KJB_ADMIN_TOKEN");
   cfg->schema_registry.timeout_us = 5 * 1000000LL;
-  cfg->schemas.dir = xstrdup("schemas/avro");
+  cfg->schemas.dir = kjb_xstrdup("schemas/avro");
   cfg->ingest.batch_size = 5000;
   cfg->ingest.batch_timeout_us = 100 * 1000LL;
   cfg->executor.poll_interval_us = 1000 * 1000LL;
@@ -878,14 +862,14 @@ static void set_defaults(kjb_config *cfg) {
   cfg->executor.shutdown_timeout_us = 30 * 1000 * 1000LL;
   cfg->executor.retention_us = 7 * 24 * 3600 * 1000 * 1000LL;
   cfg->executor.prune_interval_us = 5 * 60 * 1000 * 1000LL;
-  cfg->log.level = xstrdup("info");
-  cfg->log.format = xstrdup("text");
+  cfg->log.level = kjb_xstrdup("info");
+  cfg->log.format = kjb_xstrdup("text");
 }
 
 static int parse_schema_ids(ctx *c, const config_setting_t *list) {
   kjb_config *cfg = c->cfg;
   size_t n = (size_t)config_setting_length(list);
-  cfg->schemas.ids = xcalloc(n, sizeof *cfg->schemas.ids);
+  cfg->schemas.ids = kjb_xcalloc(n, sizeof *cfg->schemas.ids);
   cfg->schemas.nids = n;
   for (size_t i = 0; i < n; i++) {
     const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
@@ -1053,7 +1037,7 @@ static int parse_handlers(ctx *c, const config_setting_t *list) {
   kjb_config *cfg = c->cfg;
   long workers = 0;
   size_t n = (size_t)config_setting_length(list);
-  cfg->handlers = xcalloc(n, sizeof *cfg->handlers);
+  cfg->handlers = kjb_xcalloc(n, sizeof *cfg->handlers);
   cfg->nhandlers = n;
   for (size_t i = 0; i < n; i++) {
     const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
@@ -1088,7 +1072,7 @@ static int parse_jobs(ctx *c, const config_setting_t *list, const char *tpath,
   size_t n = (size_t)config_setting_length(list);
   if (n == 0)
     return fail_at(c, list, "%s.jobs: at least one job is required", tpath);
-  t->jobs = xcalloc(n, sizeof *t->jobs);
+  t->jobs = kjb_xcalloc(n, sizeof *t->jobs);
   t->njobs = n;
   for (size_t i = 0; i < n; i++) {
     const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
@@ -1100,7 +1084,7 @@ static int parse_jobs(ctx *c, const config_setting_t *list, const char *tpath,
       return fail_at(c, e, "%s: expected a group, got %s", jpath,
                      type_name(e));
     j->line = line_of(c, e);
-    j->queue = xstrdup("default");
+    j->queue = kjb_xstrdup("default");
     int rc = parse_group(c, e, jpath, job_fields, NFIELDS(job_fields), j,
                          found);
     if (!rc)
@@ -1128,7 +1112,7 @@ static int parse_topics(ctx *c, const config_setting_t *list) {
   size_t n = (size_t)config_setting_length(list);
   if (n == 0)
     return fail_at(c, list, "topics: at least one topic is required");
-  cfg->topics = xcalloc(n, sizeof *cfg->topics);
+  cfg->topics = kjb_xcalloc(n, sizeof *cfg->topics);
   cfg->ntopics = n;
   for (size_t i = 0; i < n; i++) {
     const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
@@ -1160,7 +1144,7 @@ static int parse_topics(ctx *c, const config_setting_t *list) {
     }
     if (!t->dlq) {
       size_t len = strlen(t->topic) + sizeof ".dlq";
-      t->dlq = xcalloc(len, 1);
+      t->dlq = kjb_xcalloc(len, 1);
       snprintf(t->dlq, len, "%s.dlq", t->topic);
     } else if (strcmp(t->dlq, t->topic) == 0) {
       return fail_at(c, found[TP_DLQ], "%s.dlq: must differ from the topic itself",
@@ -1259,7 +1243,7 @@ int kjb_config_load(const char *path, kjb_config *cfg, kjb_err *err) {
   if (!config_read_string(&lc, kjb_cfgsrc_text(src))) {
     rc = syntax_error(&c, &lc);
   } else {
-    cfg->path = xstrdup(path);
+    cfg->path = kjb_xstrdup(path);
     rc = parse_root(&c, config_root_setting(&lc));
   }
   config_destroy(&lc);

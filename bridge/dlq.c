@@ -187,7 +187,7 @@ int kjb_dlq_peek(const kjb_config *cfg, const kjb_dlq_peek_opts *o, FILE *out, l
     goto out;
   }
   int n = md->topics[0].partition_cnt, open = 0;
-  int64_t *ends = calloc((size_t)n + 1, sizeof *ends);
+  int64_t *ends = kjb_xcalloc((size_t)n + 1, sizeof *ends);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
   for (int i = 0; i < n; i++) {
     int32_t p = md->topics[0].partitions[i].id;

@@ -171,14 +171,7 @@ static void *worker_main(void *arg) {
     s->finished_us = kjb_now_mono_us();
 
     pthread_mutex_lock(&ex->mu);
-    if (ex->ndone == ex->capdone) {
-      size_t cap = ex->capdone ? ex->capdone * 2 : 64;
-      slot **d = realloc(ex->done, cap * sizeof *d);
-      if (!d)
-        abort(); /* as kjb_buf does: nothing sane to do without memory */
-      ex->done = d;
-      ex->capdone = cap;
-    }
+    ex->done = kjb_xgrow(ex->done, &ex->capdone, ex->ndone + 1, sizeof *ex->done);
     ex->done[ex->ndone++] = s;
     int first = ex->ndone == 1;
     pthread_mutex_unlock(&ex->mu);
@@ -224,11 +217,7 @@ kjb_executor *kjb_executor_new(const kjb_config *cfg, const char *roles, kjb_err
     kjb_err_set(err, KJB_ECONFIG, "%s: no handlers: an executor needs at least one", cfg->path);
     return NULL;
   }
-  kjb_executor *ex = calloc(1, sizeof *ex);
-  if (!ex) {
-    kjb_err_set(err, KJB_ENOMEM, "out of memory");
-    return NULL;
-  }
+  kjb_executor *ex = kjb_xcalloc(1, sizeof *ex);
   ex->cfg = cfg;
   ex->wake[0] = ex->wake[1] = -1;
   pthread_mutex_init(&ex->mu, NULL);
@@ -249,12 +238,7 @@ kjb_executor *kjb_executor_new(const kjb_config *cfg, const char *roles, kjb_err
     kjb_executor_free(ex);
     return NULL;
   }
-  ex->kinds = calloc(cfg->nhandlers, sizeof *ex->kinds);
-  if (!ex->kinds) {
-    kjb_err_set(err, KJB_ENOMEM, "out of memory");
-    kjb_executor_free(ex);
-    return NULL;
-  }
+  ex->kinds = kjb_xcalloc(cfg->nhandlers, sizeof *ex->kinds);
   int64_t now = kjb_now_mono_us();
   for (size_t i = 0; i < cfg->nhandlers; i++) {
     kind_rt *k = &ex->kinds[i];
@@ -262,10 +246,8 @@ kjb_executor *kjb_executor_new(const kjb_config *cfg, const char *roles, kjb_err
     pthread_cond_init(&k->cv, NULL);
     ex->nkinds++;
     k->h = kjb_handler_open(k->cfg, err);
-    k->queue = calloc((size_t)k->cfg->concurrency, sizeof *k->queue);
-    if (!k->h || !k->queue) {
-      if (k->h)
-        kjb_err_set(err, KJB_ENOMEM, "out of memory");
+    k->queue = kjb_xcalloc((size_t)k->cfg->concurrency, sizeof *k->queue);
+    if (!k->h) {
       kjb_executor_free(ex);
       return NULL;
     }
@@ -288,16 +270,12 @@ int kjb_executor_start(kjb_executor *ex, kjb_err *err) {
     return -1;
   for (size_t i = 0; i < ex->nkinds; i++) {
     kind_rt *k = &ex->kinds[i];
-    k->threads = calloc((size_t)k->cfg->concurrency, sizeof *k->threads);
-    if (!k->threads)
-      return kjb_err_set(err, KJB_ENOMEM, "out of memory");
+    k->threads = kjb_xcalloc((size_t)k->cfg->concurrency, sizeof *k->threads);
     for (int t = 0; t < k->cfg->concurrency; t++) {
-      worker_arg *wa = malloc(sizeof *wa);
-      if (wa) {
-        wa->ex = ex;
-        wa->k = k;
-      }
-      if (!wa || pthread_create(&k->threads[t], NULL, worker_main, wa) != 0) {
+      worker_arg *wa = kjb_xmalloc(sizeof *wa);
+      wa->ex = ex;
+      wa->k = k;
+      if (pthread_create(&k->threads[t], NULL, worker_main, wa) != 0) {
         free(wa);
         return kjb_err_set(err, KJB_ENOMEM, "could not start worker threads");
       }
@@ -405,9 +383,7 @@ static void flush_done(kjb_executor *ex) {
   size_t n = ex->ndone;
   slot **done = NULL;
   if (n > 0) {
-    done = malloc(n * sizeof *done);
-    if (!done)
-      abort();
+    done = kjb_xcalloc(n, sizeof *done);
     memcpy(done, ex->done, n * sizeof *done);
   }
   pthread_mutex_unlock(&ex->mu);
@@ -418,9 +394,7 @@ static void flush_done(kjb_executor *ex) {
     return;
   }
 
-  kjb_finish *f = calloc(n, sizeof *f);
-  if (!f)
-    abort();
+  kjb_finish *f = kjb_xcalloc(n, sizeof *f);
   size_t nf = 0;
   for (size_t i = 0; i < n; i++) {
     slot *s = done[i];
@@ -590,9 +564,7 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
     }
   }
 
-  kjb_claimed *got = calloc((size_t)allowed, sizeof *got);
-  if (!got)
-    abort();
+  kjb_claimed *got = kjb_xcalloc((size_t)allowed, sizeof *got);
   kjb_queue_bucket bucket = {h->rate_limit.rate, h->rate_limit.burst};
   int n = 0;
   double tokens = 0;
@@ -626,9 +598,7 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
   if (n > 0) {
     pthread_mutex_lock(&ex->mu);
     for (int i = 0; i < n; i++) {
-      slot *s = calloc(1, sizeof *s);
-      if (!s)
-        abort();
+      slot *s = kjb_xcalloc(1, sizeof *s);
       s->c = got[i];
       s->k = k;
       if (s->c.attempt == 1)
@@ -657,7 +627,7 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
 static int reconcile(kjb_executor *ex, kjb_err *err) {
   pthread_mutex_lock(&ex->mu);
   size_t n = ex->nheld;
-  int64_t *ids = kjb_xcalloc(n ? n : 1, sizeof *ids);
+  int64_t *ids = kjb_xcalloc(n, sizeof *ids);
   size_t i = 0;
   for (slot *s = ex->held; s; s = s->next)
     ids[i++] = s->c.id;
@@ -827,9 +797,7 @@ static void shutdown_gracefully(kjb_executor *ex) {
   size_t cap = 0;
   for (size_t i = 0; i < ex->nkinds; i++)
     cap += (size_t)ex->kinds[i].cfg->concurrency;
-  int64_t *ids = calloc(cap ? cap : 1, sizeof *ids);
-  if (!ids)
-    abort();
+  int64_t *ids = kjb_xcalloc(cap, sizeof *ids);
   release(ex, ids, unqueue(ex, ids, cap));
 
   int64_t t0 = kjb_now_mono_us();

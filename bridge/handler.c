@@ -73,11 +73,7 @@ fail:
 }
 
 kjb_handler *kjb_handler_open(const kjb_handler_cfg *cfg, kjb_err *err) {
-  kjb_handler *h = calloc(1, sizeof *h);
-  if (!h) {
-    kjb_err_set(err, KJB_ENOMEM, "out of memory");
-    return NULL;
-  }
+  kjb_handler *h = kjb_xcalloc(1, sizeof *h);
   const char *type = cfg->type ? cfg->type : "";
   if (strcmp(type, "plugin") == 0) {
     if (open_plugin(h, cfg, err) < 0)

@@ -87,31 +87,23 @@ static void exec_free(void *state) {
 static int exec_init(const kjb_handler_cfg *cfg, void **state, kjb_err *err) {
   if (cfg->ncommand == 0 || !cfg->command[0] || !cfg->command[0][0])
     return kjb_err_set(err, KJB_ECONFIG, "exec: command is empty");
-  exec_state *s = calloc(1, sizeof *s);
-  if (!s || !(s->argv = calloc(cfg->ncommand + 1, sizeof *s->argv)))
-    goto nomem;
+  exec_state *s = kjb_xcalloc(1, sizeof *s);
+  s->argv = kjb_xcalloc(cfg->ncommand + 1, sizeof *s->argv);
   for (size_t i = 0; i < cfg->ncommand; i++)
-    if (!(s->argv[i] = strdup(cfg->command[i])))
-      goto nomem;
+    s->argv[i] = kjb_xstrdup(cfg->command[i]);
   s->timeout_us = cfg->timeout_us;
   *state = s;
   return 0;
-nomem:
-  exec_free(s);
-  return kjb_err_set(err, KJB_ENOMEM, "out of memory");
 }
 
 /* The parent's environment with KJB_JOB_ID, KJB_JOB_KIND and
- * KJB_JOB_ATTEMPT set for job; the strings live in vars. Returns NULL when
- * out of memory. */
+ * KJB_JOB_ATTEMPT set for job; the strings live in vars. */
 static char **job_env(const kjb_handler_job *job, kjb_buf *vars) {
   static const char *const names[] = {"KJB_JOB_ID=", "KJB_JOB_KIND=", "KJB_JOB_ATTEMPT="};
   size_t n = 0;
   for (char **e = environ; e && *e; e++)
     n++;
-  char **env = malloc((n + 4) * sizeof *env);
-  if (!env)
-    return NULL;
+  char **env = kjb_xcalloc(n + 4, sizeof *env);
   size_t o = 0;
   for (char **e = environ; e && *e; e++) {
     int ours = 0;
@@ -142,10 +134,6 @@ static int spawn(const exec_state *s, const kjb_handler_job *job, int in_r, int 
   kjb_buf vars;
   kjb_buf_init(&vars);
   char **env = job_env(job, &vars);
-  if (!env) {
-    kjb_buf_close(&vars);
-    return ENOMEM;
-  }
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&fa);

@@ -55,7 +55,7 @@ static char *shown_url(const char *url) {
   curl_url_set(u, CURLUPART_QUERY, NULL, 0);
   curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0);
   if (curl_url_get(u, CURLUPART_URL, &out, 0) == CURLUE_OK)
-    copy = strdup(out);
+    copy = kjb_xstrdup(out);
 done:
   curl_free(out);
   curl_free(scheme);
@@ -70,20 +70,12 @@ static int http_init(const kjb_handler_cfg *cfg, void **state, kjb_err *err) {
                        curl_easy_strerror(curl_init_rc));
   if (!cfg->url || !*cfg->url)
     return kjb_err_set(err, KJB_ECONFIG, "http: url is required");
-  http_state *s = calloc(1, sizeof *s);
-  if (!s)
-    return kjb_err_set(err, KJB_ENOMEM, "out of memory");
-  s->url = strdup(cfg->url);
-  s->shown_url = shown_url(cfg->url);
-  if (!s->url || !s->shown_url) {
-    int rc = s->url && !s->shown_url
-                 ? kjb_err_set(err, KJB_ECONFIG, "http: url is not a valid http(s) URL")
-                 : kjb_err_set(err, KJB_ENOMEM, "out of memory");
-    free(s->url);
-    free(s->shown_url);
-    free(s);
-    return rc;
-  }
+  char *shown = shown_url(cfg->url);
+  if (!shown)
+    return kjb_err_set(err, KJB_ECONFIG, "http: url is not a valid http(s) URL");
+  http_state *s = kjb_xcalloc(1, sizeof *s);
+  s->url = kjb_xstrdup(cfg->url);
+  s->shown_url = shown;
   s->timeout_us = cfg->timeout_us;
   pthread_mutex_init(&s->mu, NULL);
   *state = s;
@@ -105,17 +97,7 @@ static CURL *take_handle(http_state *s) {
 
 static void give_handle(http_state *s, CURL *c) {
   pthread_mutex_lock(&s->mu);
-  if (s->nidle == s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 8;
-    CURL **idle = realloc(s->idle, cap * sizeof *idle);
-    if (!idle) {
-      pthread_mutex_unlock(&s->mu);
-      curl_easy_cleanup(c);
-      return;
-    }
-    s->idle = idle;
-    s->cap = cap;
-  }
+  s->idle = kjb_xgrow(s->idle, &s->cap, s->nidle + 1, sizeof *s->idle);
   s->idle[s->nidle++] = c;
   pthread_mutex_unlock(&s->mu);
 }

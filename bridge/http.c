@@ -283,9 +283,7 @@ typedef struct request {
 } request;
 
 static request *request_new(void) {
-  request *rq = calloc(1, sizeof *rq);
-  if (!rq)
-    return NULL;
+  request *rq = kjb_xcalloc(1, sizeof *rq);
   kjb_buf_init(&rq->body);
   kjb_buf_init(&rq->params);
   kjb_buf_init(&rq->auth);
@@ -500,8 +498,7 @@ static enum MHD_Result hand_to_api(kjb_http *h, struct MHD_Connection *c, reques
   const char *allow = post ? "POST" : "GET";
   if (!current_api(h))
     return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting", allow);
-  if (!(rq->url = strdup(url)))
-    return MHD_NO;
+  rq->url = kjb_xstrdup(url);
   static const char AUTH[] = MHD_HTTP_HEADER_AUTHORIZATION;
   const char *auth;
   size_t auth_len;
@@ -577,8 +574,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   /* The first call only announces the request; a body, if any, arrives in
    * the calls after it. */
   request *rq = *con_cls;
-  if (!rq && !(rq = *con_cls = request_new()))
-    return MHD_NO;
+  if (!rq)
+    rq = *con_cls = request_new();
   if (!rq->started) {
     rq->started = true;
     return MHD_YES;
@@ -602,11 +599,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
  * on_completed for it whatever happens next. */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
   request *rq = request_new();
-  if (rq) {
-    size_t path_len = strcspn(uri, "?");
-    const char *nul = strstr(uri, "%00");
-    rq->nul_in_path = nul && (size_t)(nul - uri) < path_len;
-  }
+  size_t path_len = strcspn(uri, "?");
+  const char *nul = strstr(uri, "%00");
+  rq->nul_in_path = nul && (size_t)(nul - uri) < path_len;
   return rq;
 }
 
@@ -715,11 +710,7 @@ static struct MHD_Daemon *start_daemon(kjb_http *h, int fd, bool v6, bool tls) {
 }
 
 kjb_http *kjb_http_new(const char *addr, const kjb_http_tls *tls, kjb_err *err) {
-  kjb_http *h = calloc(1, sizeof *h);
-  if (!h) {
-    kjb_err_set(err, KJB_ENOMEM, "out of memory");
-    return NULL;
-  }
+  kjb_http *h = kjb_xcalloc(1, sizeof *h);
   pthread_mutex_init(&h->mu, NULL);
   pthread_mutex_init(&h->qmu, NULL);
   pthread_cond_init(&h->qcv, NULL);

@@ -94,19 +94,6 @@ struct kjb_ingest {
   int closed;
 };
 
-static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap)
-    return p;
-  size_t n = *cap ? *cap * 2 : 64;
-  while (n < need)
-    n *= 2;
-  void *q = realloc(p, n * elem);
-  if (!q)
-    abort();
-  *cap = n;
-  return q;
-}
-
 static void sleep_us(int64_t us) {
   struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
   nanosleep(&ts, NULL);
@@ -116,7 +103,7 @@ static part_state *part_for(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t par
   for (size_t i = 0; i < ing->nparts; i++)
     if (ing->parts[i].topic == t && ing->parts[i].partition == partition)
       return &ing->parts[i];
-  ing->parts = grow(ing->parts, &ing->capparts, ing->nparts + 1, sizeof *ing->parts);
+  ing->parts = kjb_xgrow(ing->parts, &ing->capparts, ing->nparts + 1, sizeof *ing->parts);
   part_state *p = &ing->parts[ing->nparts++];
   *p = (part_state){t, partition, -1, -1, 0, -1, 0};
   return p;
@@ -306,7 +293,7 @@ static void rewind_batch(kjb_ingest *ing) {
 
 static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m,
                                const kjb_topic_cfg *t, const char *stage, const kjb_err *why) {
-  ing->dls = grow(ing->dls, &ing->capdls, ing->ndls + 1, sizeof *ing->dls);
+  ing->dls = kjb_xgrow(ing->dls, &ing->capdls, ing->ndls + 1, sizeof *ing->dls);
   size_t i = ing->ndls++;
   ing->dls[i] = (dead_letter){m, t, stage, *why, 0};
   kjb_info("dead-lettering %s [%d] @%lld to \"%s\": kjb.%s: %s", t->topic, (int)m->partition,
@@ -390,7 +377,7 @@ static void pause_blocked(kjb_ingest *ing, part_state *ps) {
         strcmp(ing->paused[i].topic, ps->topic->topic) == 0)
       pp = &ing->paused[i];
   if (!pp) {
-    ing->paused = grow(ing->paused, &ing->cappaused, ing->npaused + 1, sizeof *ing->paused);
+    ing->paused = kjb_xgrow(ing->paused, &ing->cappaused, ing->npaused + 1, sizeof *ing->paused);
     pp = &ing->paused[ing->npaused++];
     *pp = (paused_part){ps->partition, ps->topic->topic, 0, BACKOFF_MIN_US / 2};
   }
@@ -602,7 +589,7 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
   /* Callbacks may run before kjb_ingest_run (or after it, in free): until
    * then nothing asks to stop. */
   static volatile sig_atomic_t never;
-  kjb_ingest *ing = calloc(1, sizeof *ing);
+  kjb_ingest *ing = kjb_xcalloc(1, sizeof *ing);
   pthread_mutex_init(&ing->close_mu, NULL);
   ing->stop = &never;
   ing->cfg = cfg;

@@ -106,9 +106,7 @@ static size_t display_width(const char *s) {
  * frees it. */
 static char *cell(const char *s, size_t maxchars) {
   size_t len = strlen(s);
-  char *out = malloc(len + 4);
-  if (!out)
-    abort();
+  char *out = kjb_xmalloc(len + 4);
   size_t chars = 0, i = 0, o = 0, cut = 0;
   for (; i < len; i++) {
     unsigned char ch = (unsigned char)s[i];
@@ -140,9 +138,7 @@ static const char *const TABLE_HEAD[T_NCOLS] = {"ID",      "KIND",         "QUEU
 
 static void print_table(const PGresult *res, FILE *out) {
   int n = PQntuples(res);
-  char **cells = calloc((size_t)(n + 1) * T_NCOLS, sizeof *cells);
-  if (!cells)
-    abort();
+  char **cells = kjb_xcalloc((size_t)(n + 1) * T_NCOLS, sizeof *cells);
   size_t width[T_NCOLS] = {0};
   for (int c = 0; c < T_NCOLS; c++)
     cells[c] = (char *)TABLE_HEAD[c];

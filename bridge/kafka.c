@@ -144,11 +144,7 @@ struct kjb_embedded {
 enum { EMBEDDED_PARTITIONS = 4 };
 
 kjb_embedded *kjb_embedded_start(const kjb_config *cfg, kjb_err *err) {
-  kjb_embedded *e = calloc(1, sizeof *e);
-  if (!e) {
-    kjb_err_set(err, KJB_EIO, "embedded Kafka: out of memory");
-    return NULL;
-  }
+  kjb_embedded *e = kjb_xcalloc(1, sizeof *e);
   char why[256];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set_log_cb(conf, on_owner_log);

@@ -68,10 +68,7 @@ void kjb_log_secret(const char *value) {
     full = 1;
     goto out;
   }
-  char *copy = strdup(value);
-  if (!copy)
-    abort();
-  secrets[n] = copy;
+  secrets[n] = kjb_xstrdup(value);
   secret_lens[n] = len;
   atomic_store_explicit(&nsecrets, n + 1, memory_order_release);
 out:
@@ -387,9 +384,7 @@ void kjb_log(kjb_log_level level, const char *fmt, ...) {
   } else if ((size_t)len >= sizeof stack) {
     /* Mask the whole message before cutting it: half a secret would
      * no longer be recognised. */
-    heap = malloc((size_t)len + 1);
-    if (!heap)
-      abort();
+    heap = kjb_xmalloc((size_t)len + 1);
     vsnprintf(heap, (size_t)len + 1, fmt, again);
     msg = heap;
   }

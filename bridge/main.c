@@ -218,13 +218,9 @@ static int run_consumer(const kjb_config *cfg, kjb_catalog *cat, kjb_health_poll
  * every client of this process at it. */
 static int start_embedded(kjb_config *cfg, kjb_embedded **out, kjb_err *err) {
   kjb_embedded *e = kjb_embedded_start(cfg, err);
-  char *addr = e ? strdup(kjb_embedded_bootstraps(e)) : NULL;
-  if (!addr) {
-    if (e)
-      kjb_err_set(err, KJB_ENOMEM, "embedded Kafka: out of memory");
-    kjb_embedded_stop(e);
+  if (!e)
     return -1;
-  }
+  char *addr = kjb_xstrdup(kjb_embedded_bootstraps(e));
   free(cfg->kafka.brokers);
   cfg->kafka.brokers = addr;
   cfg->kafka.embedded = 1;

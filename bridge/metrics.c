@@ -73,29 +73,20 @@ static series *find(const char *name, const char *labels) {
   return NULL;
 }
 
-static char *xstrdup(const char *s) {
-  char *d = strdup(s);
-  if (!d)
-    abort();
-  return d;
-}
-
 /* The series of name and labels, created when new; under lock. */
 static series *get(const char *name, const char *help, metric_type type, const char *labels,
                    const char **values, int nvalues) {
   series *s = find(name, labels);
   if (s)
     return s;
-  s = calloc(1, sizeof *s);
-  if (!s)
-    abort();
-  s->name = xstrdup(name);
-  s->help = xstrdup(help);
+  s = kjb_xcalloc(1, sizeof *s);
+  s->name = kjb_xstrdup(name);
+  s->help = kjb_xstrdup(help);
   s->type = type;
-  s->labels = xstrdup(labels);
+  s->labels = kjb_xstrdup(labels);
   s->nvalues = nvalues < MAX_LABELS ? nvalues : MAX_LABELS;
   for (int i = 0; i < s->nvalues; i++)
-    s->values[i] = xstrdup(values[i]);
+    s->values[i] = kjb_xstrdup(values[i]);
   *tail = s;
   tail = &s->next;
   return s;

@@ -114,19 +114,12 @@ int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
       continue;
     kjb_claimed *c = &out[*n];
     c->id = get_i64(res, i, 0);
-    c->args = strdup(PQgetvalue(res, i, 1));
+    c->args = kjb_xstrdup(PQgetvalue(res, i, 1));
     c->attempt = (int)get_i64(res, i, 2);
     c->max_attempts = (int)get_i64(res, i, 3);
     c->created_us = get_i64(res, i, 4);
     c->scheduled_us = get_i64(res, i, 5);
     c->claimed_us = get_i64(res, i, 6);
-    if (!c->args) {
-      PQclear(res);
-      for (int k = 0; k < *n; k++)
-        kjb_queue_claimed_close(&out[k]);
-      *n = 0;
-      return kjb_err_set(err, KJB_ENOMEM, "out of memory");
-    }
     (*n)++;
   }
   PQclear(res);

@@ -105,12 +105,7 @@ int kjb_record_to_jobs(kjb_catalog *c, const kjb_topic_cfg *t, const kjb_record 
       record_meta(&rows->meta, r);
       meta = arena_copy(arena, &rows->meta);
     }
-    if (rows->n == rows->cap) {
-      rows->cap = rows->cap ? rows->cap * 2 : 256;
-      rows->rows = realloc(rows->rows, rows->cap * sizeof *rows->rows);
-      if (!rows->rows)
-        abort();
-    }
+    rows->rows = kjb_xgrow(rows->rows, &rows->cap, rows->n + 1, sizeof *rows->rows);
     rows->rows[rows->n++] = (kjb_job_row){
         .kind = job->kind,
         .queue = job->queue,

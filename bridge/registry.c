@@ -15,16 +15,14 @@ struct kjb_registry {
 };
 
 kjb_registry *kjb_registry_new(const char *url, int64_t timeout_us) {
-  kjb_registry *r = calloc(1, sizeof *r);
-  if (!r)
-    return NULL;
-  r->url = strdup(url);
+  kjb_registry *r = kjb_xcalloc(1, sizeof *r);
+  r->url = kjb_xstrdup(url);
   size_t n = strlen(r->url);
   while (n > 0 && r->url[n - 1] == '/')
     r->url[--n] = '\0';
   r->timeout_ms = timeout_us > 0 ? (long)(timeout_us / 1000) : 5000;
   r->curl = curl_easy_init();
-  if (!r->url || !r->curl) {
+  if (!r->curl) {
     kjb_registry_free(r);
     return NULL;
   }
@@ -87,7 +85,7 @@ int kjb_registry_fetch(kjb_registry *r, int32_t id, char **json, kjb_err *err) {
                        "could not fetch schema id %d: response has no \"schema\" string",
                        (int)id);
     else
-      *json = strdup(json_string_value(schema));
+      *json = kjb_xstrdup(json_string_value(schema));
     json_decref(doc);
   }
   kjb_buf_close(&url);

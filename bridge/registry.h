@@ -8,6 +8,8 @@
 
 typedef struct kjb_registry kjb_registry;
 
+/* A client of the Confluent schema registry at url (trailing slashes
+ * ignored). Returns NULL only when libcurl cannot make a handle. */
 kjb_registry *kjb_registry_new(const char *url, int64_t timeout_us);
 void kjb_registry_free(kjb_registry *r);
 

@@ -311,10 +311,7 @@ static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
     still_failing(r, m, why);
     return 0;
   }
-  if (r->nrecs == r->caprecs) {
-    r->caprecs = r->caprecs ? r->caprecs * 2 : 64;
-    r->recs = realloc(r->recs, r->caprecs * sizeof *r->recs);
-  }
+  r->recs = kjb_xgrow(r->recs, &r->caprecs, r->nrecs + 1, sizeof *r->recs);
   r->recs[r->nrecs++] = (rec_rows){first, r->rows.n - first};
   return 0;
 }
@@ -322,10 +319,7 @@ static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
 /* Stores the batch and commits the replay group's offsets. */
 static int flush(replay *r, kjb_err *err) {
   if (r->rows.n) {
-    if (r->capnew < r->rows.n) {
-      r->capnew = r->rows.n;
-      r->is_new = realloc(r->is_new, r->capnew);
-    }
+    r->is_new = kjb_xgrow(r->is_new, &r->capnew, r->rows.n, sizeof *r->is_new);
     int rc = kjb_store_insert_marked(r->store, r->rows.rows, r->rows.n, r->o->dry_run,
                                      r->is_new, err);
     if (rc < 0)
@@ -372,7 +366,7 @@ static int plan(replay *r, kjb_err *err) {
                      md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
   } else {
     r->nparts = md->topics[0].partition_cnt;
-    r->parts = calloc((size_t)r->nparts + 1, sizeof *r->parts);
+    r->parts = kjb_xcalloc((size_t)r->nparts + 1, sizeof *r->parts);
     for (int i = 0; i < r->nparts; i++)
       r->parts[i].partition = md->topics[0].partitions[i].id;
   }

@@ -110,23 +110,13 @@ static kjb_snode *lookup(compiler *c, const char *fullname) {
 static int register_named(compiler *c, kjb_snode *n) {
   if (lookup(c, n->fullname))
     return kjb_err_set(c->err, KJB_ESCHEMA, "type \"%s\" is defined twice", n->fullname);
-  if (c->nnamed == c->capnamed) {
-    c->capnamed = c->capnamed ? c->capnamed * 2 : 16;
-    c->named = realloc(c->named, c->capnamed * sizeof *c->named);
-    if (!c->named)
-      abort();
-  }
+  c->named = kjb_xgrow(c->named, &c->capnamed, c->nnamed + 1, sizeof *c->named);
   c->named[c->nnamed++] = n;
   return 0;
 }
 
 static int add_default(compiler *c, kjb_sfield *f, const char *record, json_t *json) {
-  if (c->ndefaults == c->capdefaults) {
-    c->capdefaults = c->capdefaults ? c->capdefaults * 2 : 16;
-    c->defaults = realloc(c->defaults, c->capdefaults * sizeof *c->defaults);
-    if (!c->defaults)
-      abort();
-  }
+  c->defaults = kjb_xgrow(c->defaults, &c->capdefaults, c->ndefaults + 1, sizeof *c->defaults);
   c->defaults[c->ndefaults++] = (pending_default){f, record, json};
   return 0;
 }
@@ -155,9 +145,7 @@ static kjb_snode *resolve_ref(compiler *c, const char *name, const char *ns) {
   kjb_snode *n = NULL;
   if (!strchr(name, '.') && ns && *ns) {
     size_t nl = strlen(ns), ml = strlen(name);
-    char *full = malloc(nl + ml + 2);
-    if (!full)
-      abort();
+    char *full = kjb_xmalloc(nl + ml + 2);
     memcpy(full, ns, nl);
     full[nl] = '.';
     memcpy(full + nl + 1, name, ml + 1);
@@ -464,12 +452,7 @@ static void canonical(const kjb_snode *n, kjb_buf *b, const kjb_snode ***seen, s
         return;
       }
     }
-    if (*nseen == *capseen) {
-      *capseen = *capseen ? *capseen * 2 : 16;
-      *seen = realloc(*seen, *capseen * sizeof **seen);
-      if (!*seen)
-        abort();
-    }
+    *seen = kjb_xgrow(*seen, capseen, *nseen + 1, sizeof **seen);
     (*seen)[(*nseen)++] = n;
     kjb_buf_puts(b, "{\"name\":");
     kjb_buf_json_str(b, n->fullname, strlen(n->fullname));
@@ -559,12 +542,8 @@ kjb_schema *kjb_schema_parse(const char *json, size_t len, kjb_err *err) {
                 jerr.column, jerr.text);
     return NULL;
   }
-  kjb_schema *s = calloc(1, sizeof *s);
-  if (!s)
-    abort();
+  kjb_schema *s = kjb_xcalloc(1, sizeof *s);
   s->arena = kjb_arena_new(16 * 1024);
-  if (!s->arena)
-    abort();
   compiler c = {.arena = s->arena, .err = err};
   int rc = compile(&c, root, "", &s->root);
   for (size_t i = 0; rc == 0 && i < c.ndefaults; i++) {

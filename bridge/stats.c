@@ -143,11 +143,7 @@ static void *stats_main(void *arg) {
 }
 
 kjb_stats *kjb_stats_new(const kjb_config *cfg, kjb_err *err) {
-  kjb_stats *st = calloc(1, sizeof *st);
-  if (!st) {
-    kjb_err_set(err, KJB_ENOMEM, "out of memory");
-    return NULL;
-  }
+  kjb_stats *st = kjb_xcalloc(1, sizeof *st);
   st->cfg = cfg;
   pthread_mutex_init(&st->mu, NULL);
   pthread_condattr_t ca;

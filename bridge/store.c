@@ -115,14 +115,9 @@ kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *
     return NULL;
   }
   PQsetNoticeReceiver(conn, log_notice, NULL);
-  kjb_store *s = calloc(1, sizeof *s);
-  if (!s) {
-    PQfinish(conn);
-    kjb_err_set(err, KJB_ENOMEM, "out of memory");
-    return NULL;
-  }
+  kjb_store *s = kjb_xcalloc(1, sizeof *s);
   s->conn = conn;
-  s->schema = strdup(schema);
+  s->schema = kjb_xstrdup(schema);
   kjb_buf_init(&s->copybuf);
   char *ident = PQescapeIdentifier(conn, schema, strlen(schema));
   kjb_buf q;

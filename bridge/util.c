@@ -30,7 +30,7 @@ void *kjb_xmalloc(size_t n) {
 void *kjb_xcalloc(size_t n, size_t size) {
   void *p = calloc(n ? n : 1, size ? size : 1);
   if (!p)
-    out_of_memory(n * size);
+    out_of_memory(size && n > SIZE_MAX / size ? SIZE_MAX : n * size);
   return p;
 }
 
@@ -44,6 +44,29 @@ void *kjb_xrealloc(void *p, size_t n) {
 char *kjb_xstrdup(const char *s) {
   size_t n = strlen(s) + 1;
   return memcpy(kjb_xmalloc(n), s, n);
+}
+
+char *kjb_xstrndup(const char *s, size_t n) {
+  n = strnlen(s, n);
+  char *p = memcpy(kjb_xmalloc(n + 1), s, n);
+  p[n] = '\0';
+  return p;
+}
+
+void *kjb_xgrow(void *p, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap)
+    return p;
+  size_t n = *cap ? *cap : 16;
+  while (n < need) {
+    if (n > SIZE_MAX / 2)
+      out_of_memory(SIZE_MAX);
+    n *= 2;
+  }
+  if (elem && n > SIZE_MAX / elem)
+    out_of_memory(SIZE_MAX);
+  p = kjb_xrealloc(p, n * elem);
+  *cap = n;
+  return p;
 }
 
 struct chunk {
@@ -74,15 +97,11 @@ static struct chunk *chunk_new(size_t size) {
 }
 
 kjb_arena *kjb_arena_new(size_t chunk_size) {
-  kjb_arena *a = calloc(1, sizeof *a);
-  if (!a)
-    return NULL;
+  kjb_arena *a = kjb_xcalloc(1, sizeof *a);
   a->chunk_size = chunk_size ? chunk_size : 64 * 1024;
   a->first = a->cur = chunk_new(a->chunk_size);
-  if (!a->first) {
-    free(a);
-    return NULL;
-  }
+  if (!a->first)
+    out_of_memory(sizeof *a->first + a->chunk_size);
   return a;
 }
 
@@ -169,10 +188,7 @@ void kjb_buf_reserve(kjb_buf *b, size_t extra) {
   size_t cap = b->cap ? b->cap : 64;
   while (cap < b->len + extra + 1)
     cap *= 2;
-  char *p = realloc(b->data, cap);
-  if (!p)
-    abort();
-  b->data = p;
+  b->data = kjb_xrealloc(b->data, cap);
   b->cap = cap;
   b->data[b->len] = '\0';
 }

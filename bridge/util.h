@@ -18,14 +18,27 @@ void *kjb_xmalloc(size_t n);
 void *kjb_xcalloc(size_t n, size_t size);
 void *kjb_xrealloc(void *p, size_t n);
 char *kjb_xstrdup(const char *s);
+/* Copies the first n bytes of s (fewer when s ends sooner) and a NUL. */
+char *kjb_xstrndup(const char *s, size_t n);
+
+/* Grows the array p of *cap elements of elem bytes to hold at least need
+ * elements, doubling its capacity (16 elements at first) so that appending
+ * one at a time costs amortised constant time, and updates *cap. Returns
+ * the array, moved or not; p may be NULL when *cap is 0. A size that
+ * overflows size_t aborts as out of memory does. */
+void *kjb_xgrow(void *p, size_t *cap, size_t need, size_t elem);
 
 /* Bump allocator for per-record work; reset after each batch so a
  * long-running service cannot leak per message. Not thread-safe. */
 typedef struct kjb_arena kjb_arena;
 
+/* Out of memory aborts, as for kjb_xmalloc: arenas are made at startup
+ * or per schema. */
 kjb_arena *kjb_arena_new(size_t chunk_size);
 void kjb_arena_free(kjb_arena *a);
-/* Returns 8-byte aligned memory, or NULL when malloc fails. */
+/* Returns 8-byte aligned memory, or NULL when malloc fails: unlike the
+ * kjb_x* helpers, so that the decoder can turn a record too large for
+ * memory into an error of that record (KJB_ENOMEM). */
 void *kjb_arena_alloc(kjb_arena *a, size_t n);
 char *kjb_arena_strndup(kjb_arena *a, const char *s, size_t n);
 /* Releases everything allocated since creation; keeps one chunk. */

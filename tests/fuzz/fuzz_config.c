@@ -22,6 +22,7 @@
 
 #include "catalog.h"
 #include "config.h"
+#include "fuzz.h"
 
 #ifndef KJB_FUZZ_SOURCE_DIR
 #define KJB_FUZZ_SOURCE_DIR "."

@@ -28,6 +28,7 @@
 
 #include "catalog.h"
 #include "config.h"
+#include "fuzz.h"
 #include "map.h"
 
 #ifndef KJB_FUZZ_SOURCE_DIR

@@ -260,7 +260,7 @@ static int decode_once(kjb_catalog *cat, const kjb_config *cfg, const dcase *c) 
   kjb_buf_init(&out);
   unhex(c->hex, &in);
   /* Decode from an exact-size heap copy so ASan sees any overread. */
-  uint8_t *heap = malloc(in.len ? in.len : 1);
+  uint8_t *heap = kjb_xmalloc(in.len);
   memcpy(heap, in.data, in.len);
   kjb_arena *a = kjb_arena_new(0);
   kjb_value *v = NULL;

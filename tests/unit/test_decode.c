@@ -81,7 +81,7 @@ static int run_case(const dcase *c) {
     size_t n = unhex(c->hex, bytes, sizeof bytes);
     kjb_value *v = NULL;
     /* Decode from an exact-size heap copy so ASan sees any overread. */
-    uint8_t *heap = malloc(n ? n : 1);
+    uint8_t *heap = kjb_xmalloc(n);
     memcpy(heap, bytes, n);
     if (kjb_avro_decode(res, heap, n, a, &v, &err) == 0)
       kjb_value_to_json(v, &out);
@@ -561,7 +561,7 @@ static void test_decimal_too_long(void **state) {
   kjb_schema *s;
   kjb_resolver *r = identity(DEC(1000, 0), &s);
   size_t n = 2000;
-  uint8_t *buf = calloc(1, n + 2);
+  uint8_t *buf = kjb_xcalloc(1, n + 2);
   buf[0] = 0xa0; /* zig-zag 2000 = 4000 = 0xa0 0x1f */
   buf[1] = 0x1f;
   buf[2] = 0x01;

@@ -65,7 +65,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   void **con_cls) {
   kjb_buf *body = *con_cls;
   if (!body) {
-    body = malloc(sizeof *body);
+    body = kjb_xmalloc(sizeof *body);
     kjb_buf_init(body);
     *con_cls = body;
     return MHD_YES;

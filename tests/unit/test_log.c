@@ -13,6 +13,7 @@
 #include <pthread.h>
 
 #include "log.h"
+#include "util.h"
 
 /* Secrets registered by value; the tests that use them run in one process,
  * so each is unique to this file. */
@@ -163,8 +164,7 @@ static char *capture(kjb_log_level level, int json, void (*fn)(void)) {
   kjb_log_setup(KJB_LOG_INFO, 0);
   long size = ftell(f);
   assert_true(size >= 0);
-  char *text = malloc((size_t)size + 1);
-  assert_non_null(text);
+  char *text = kjb_xmalloc((size_t)size + 1);
   rewind(f);
   assert_int_equal(fread(text, 1, (size_t)size, f), (size_t)size);
   text[size] = '\0';

@@ -219,6 +219,29 @@ static void test_base64_and_json(void **state) {
   kjb_buf_close(&b);
 }
 
+static void test_alloc(void **state) {
+  char *s = kjb_xstrndup("hello world", 5);
+  assert_string_equal(s, "hello");
+  free(s);
+  s = kjb_xstrndup("hi", 5); /* shorter than n: stops at the NUL */
+  assert_string_equal(s, "hi");
+  free(s);
+
+  size_t cap = 0;
+  int *a = kjb_xgrow(NULL, &cap, 1, sizeof *a);
+  assert_non_null(a);
+  assert_int_equal(cap, 16);
+  a[0] = 7;
+  assert_ptr_equal(kjb_xgrow(a, &cap, 16, sizeof *a), a); /* room enough */
+  assert_int_equal(cap, 16);
+  a = kjb_xgrow(a, &cap, 17, sizeof *a);
+  assert_int_equal(cap, 32);
+  a = kjb_xgrow(a, &cap, 100, sizeof *a);
+  assert_int_equal(cap, 128);
+  assert_int_equal(a[0], 7);
+  free(a);
+}
+
 static void test_arena(void **state) {
   kjb_arena *a = kjb_arena_new(64);
   char *p = kjb_arena_alloc(a, 10);
@@ -431,6 +454,7 @@ int main(void) {
       cmocka_unit_test(test_utf8_prefix),    cmocka_unit_test(test_base64_and_json),
       cmocka_unit_test(test_secret_equal),   cmocka_unit_test(test_arena),
       cmocka_unit_test(test_read_file),      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_alloc),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
