@@ -244,8 +244,10 @@ def test_probes_answer_while_500_clients_dribble_headers(db, run_kjb, start_kjb,
             time.sleep(0.5)
         assert len(took) >= 15 and max(took) < 2, took
         # The server holds every slow connection (a descriptor each), not
-        # just the kernel's backlog.
-        assert open_fds(port) >= fds_before + 500
+        # just the kernel's backlog; kjb's own connections (to PostgreSQL,
+        # the health thread's) may have come and gone by a few meanwhile.
+        held = open_fds(port) - fds_before
+        assert held >= 495, f"{held} more descriptors with 500 slow clients connected"
     finally:
         for s in slow:
             s.close()
