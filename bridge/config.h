@@ -142,6 +142,14 @@ const kjb_topic_cfg *kjb_config_topic(const kjb_config *cfg, const char *topic);
 const kjb_handler_cfg *kjb_config_handler(const kjb_config *cfg, const char *kind);
 const char *kjb_format_name(kjb_format f);
 
+/* The default of a key as a config file would spell it ("30s", "kjb",
+ * "confluent"), from the table that loading applies: key is its dotted
+ * path without list indexes ("executor.lease", "handlers.retry.max",
+ * "topics.jobs.queue"). NULL for an unknown key and for one without a
+ * default of its own (required, optional, or computed from other keys).
+ * The result is static. */
+const char *kjb_config_default(const char *key);
+
 /* Every job kind the configuration names, each once: the handlers' kinds
  * in order, then those only mappings produce. Writes up to cap of them to
  * out and returns how many there are. */
