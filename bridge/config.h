@@ -35,6 +35,14 @@ typedef struct {
   int line;
 } kjb_topic_cfg;
 
+/* A handler's retry group; its defaults are config.c's. */
+typedef struct {
+  int max_attempts;
+  int64_t base_us;
+  int64_t max_us;
+  kjb_jitter jitter;
+} kjb_retry_cfg;
+
 typedef struct {
   char *kind;
   char *type;         /* "http" | "exec" | "log" | "plugin" */
@@ -50,12 +58,7 @@ typedef struct {
     int burst;
     kjb_rate_scope scope;
   } rate_limit;
-  struct {
-    int max_attempts; /* default 20 */
-    int64_t base_us;  /* default 1s */
-    int64_t max_us;   /* default 1h */
-    kjb_jitter jitter;
-  } retry;
+  kjb_retry_cfg retry;
   struct {
     int enabled;
     double failure_ratio;
