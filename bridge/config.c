@@ -53,7 +53,11 @@ enum {
 
 /* One key. The bounds limit what a value can make the process allocate or
  * start (threads, connections, rows, list entries), so every key that has
- * a size sets them here, beside its name. */
+ * a size sets them here, beside its name; so does its default, written as
+ * the file would spell it and parsed like a value from the file, before
+ * the file's own (librdkafka's .sdef). A default that depends on other
+ * keys (topics.dlq, handlers.rate_limit.burst, topics.jobs.max_attempts)
+ * is computed after parsing and noted beside its key. */
 typedef struct {
   const char *name;
   ftype type;
@@ -65,6 +69,8 @@ typedef struct {
   size_t maxlen;      /* T_STR, T_STRLIST: the longest string in bytes;
                          0 for MAX_STRING */
   const char *const *names; /* T_ENUM, T_ENUMSTR: NULL-terminated */
+  const char *def;    /* the default, as in the file ("30s", "kjb"); NULL
+                         for none (zero, or NULL for strings) */
 } field;
 
 #define MAX_FIELDS 16
@@ -97,25 +103,26 @@ static const char *const handler_types[] = {"http", "exec", "log", "plugin",
 #define HF(m) offsetof(kjb_handler_cfg, m)
 #define SF(m) offsetof(kjb_schema_id_cfg, m)
 
-/* root_fields[R_HTTP] is "http", root_fields[R_EXECUTOR] "executor". */
-enum { R_HTTP = 2, R_EXECUTOR = 6 };
+/* The scalar sections come first, in the order of sections[] below. */
+enum { R_KAFKA, R_POSTGRES, R_HTTP, R_REGISTRY, R_SCHEMAS, R_INGEST, R_EXECUTOR, R_LOG, R_TOPICS,
+       R_HANDLERS };
 
 static const field root_fields[] = {
-    {.name = "kafka", .type = T_GROUP},
-    {.name = "postgres", .type = T_GROUP},
-    {.name = "http", .type = T_GROUP},
-    {.name = "schema_registry", .type = T_GROUP},
-    {.name = "schemas", .type = T_GROUP},
-    {.name = "ingest", .type = T_GROUP},
-    {.name = "executor", .type = T_GROUP},
-    {.name = "log", .type = T_GROUP},
-    {.name = "topics", .type = T_LIST, .flags = F_REQUIRED, .max = 1024},
-    {.name = "handlers", .type = T_LIST, .max = 256},
+    [R_KAFKA] = {.name = "kafka", .type = T_GROUP},
+    [R_POSTGRES] = {.name = "postgres", .type = T_GROUP},
+    [R_HTTP] = {.name = "http", .type = T_GROUP},
+    [R_REGISTRY] = {.name = "schema_registry", .type = T_GROUP},
+    [R_SCHEMAS] = {.name = "schemas", .type = T_GROUP},
+    [R_INGEST] = {.name = "ingest", .type = T_GROUP},
+    [R_EXECUTOR] = {.name = "executor", .type = T_GROUP},
+    [R_LOG] = {.name = "log", .type = T_GROUP},
+    [R_TOPICS] = {.name = "topics", .type = T_LIST, .flags = F_REQUIRED, .max = 1024},
+    [R_HANDLERS] = {.name = "handlers", .type = T_LIST, .max = 256},
 };
 
 static const field kafka_fields[] = {
     {.name = "brokers", .type = T_STR, .flags = F_REQUIRED | F_BROKERS, .off = CF(kafka.brokers)},
-    {.name = "group", .type = T_STR, .off = CF(kafka.group), .maxlen = MAX_NAME},
+    {.name = "group", .type = T_STR, .off = CF(kafka.group), .maxlen = MAX_NAME, .def = "kjb"},
     /* Values may be inline PEM certificates (ssl.ca.pem). */
     {.name = "properties", .type = T_STRLIST, .flags = F_PAIRS, .off = CF(kafka.properties),
      .noff = CF(kafka.nproperties), .max = 256, .maxlen = 65536},
@@ -123,14 +130,16 @@ static const field kafka_fields[] = {
 
 static const field postgres_fields[] = {
     {.name = "conninfo", .type = T_STR, .flags = F_REQUIRED, .off = CF(postgres.conninfo)},
-    {.name = "schema", .type = T_STR, .flags = F_IDENT, .off = CF(postgres.schema)},
-    {.name = "pool_size", .type = T_INT, .off = CF(postgres.pool_size), .min = 1, .max = 256},
+    {.name = "schema", .type = T_STR, .flags = F_IDENT, .off = CF(postgres.schema), .def = "kjb"},
+    {.name = "pool_size", .type = T_INT, .off = CF(postgres.pool_size), .min = 1, .max = 256,
+     .def = "4"},
 };
 
 static const field http_fields[] = {
-    {.name = "listen", .type = T_STR, .flags = F_LISTEN, .off = CF(http.listen)},
+    {.name = "listen", .type = T_STR, .flags = F_LISTEN, .off = CF(http.listen),
+     .def = "127.0.0.1:9464"},
     {.name = "admin_token_env", .type = T_STR, .off = CF(http.admin_token_env),
-     .maxlen = MAX_NAME},
+     .maxlen = MAX_NAME, .def = "KJB_ADMIN_TOKEN"},
     {.name = "tls_cert", .type = T_STR, .off = CF(http.tls_cert)},
     {.name = "tls_key", .type = T_STR, .off = CF(http.tls_key)},
 };
@@ -138,40 +147,45 @@ static const field http_fields[] = {
 static const field registry_fields[] = {
     {.name = "url", .type = T_STR, .flags = F_URL, .off = CF(schema_registry.url)},
     {.name = "timeout", .type = T_DUR, .flags = F_POSITIVE, .off = CF(schema_registry.timeout_us),
-     .max = HOUR},
+     .max = HOUR, .def = "5s"},
 };
 
 enum { S_DIR, S_IDS };
 
 static const field schemas_fields[] = {
-    [S_DIR] = {.name = "dir", .type = T_STR, .off = CF(schemas.dir)},
+    [S_DIR] = {.name = "dir", .type = T_STR, .off = CF(schemas.dir), .def = "schemas/avro"},
     [S_IDS] = {.name = "ids", .type = T_LIST, .max = 4096},
 };
 
 static const field ingest_fields[] = {
-    {.name = "batch_size", .type = T_INT, .off = CF(ingest.batch_size), .min = 1, .max = 1000000},
-    {.name = "batch_timeout", .type = T_DUR, .off = CF(ingest.batch_timeout_us), .max = HOUR},
+    {.name = "batch_size", .type = T_INT, .off = CF(ingest.batch_size), .min = 1, .max = 1000000,
+     .def = "5000"},
+    {.name = "batch_timeout", .type = T_DUR, .off = CF(ingest.batch_timeout_us), .max = HOUR,
+     .def = "100ms"},
 };
 
 static const field executor_fields[] = {
     {.name = "poll_interval", .type = T_DUR, .flags = F_POSITIVE,
-     .off = CF(executor.poll_interval_us), .max = HOUR},
+     .off = CF(executor.poll_interval_us), .max = HOUR, .def = "1s"},
     {.name = "claim_batch", .type = T_INT, .off = CF(executor.claim_batch), .min = 1,
-     .max = 100000},
+     .max = 100000, .def = "100"},
     {.name = "heartbeat", .type = T_DUR, .flags = F_POSITIVE, .off = CF(executor.heartbeat_us),
-     .max = HOUR},
+     .max = HOUR, .def = "2s"},
     {.name = "lease", .type = T_DUR, .flags = F_POSITIVE, .off = CF(executor.lease_us),
-     .max = DAY},
+     .max = DAY, .def = "30s"},
     {.name = "shutdown_timeout", .type = T_DUR, .off = CF(executor.shutdown_timeout_us),
-     .max = DAY},
-    {.name = "retention", .type = T_DUR, .off = CF(executor.retention_us), .max = 3650 * DAY},
+     .max = DAY, .def = "30s"},
+    {.name = "retention", .type = T_DUR, .off = CF(executor.retention_us), .max = 3650 * DAY,
+     .def = "7d"},
     {.name = "prune_interval", .type = T_DUR, .flags = F_POSITIVE,
-     .off = CF(executor.prune_interval_us), .max = DAY},
+     .off = CF(executor.prune_interval_us), .max = DAY, .def = "5m"},
 };
 
 static const field log_fields[] = {
-    {.name = "level", .type = T_ENUMSTR, .off = CF(log.level), .names = level_names},
-    {.name = "format", .type = T_ENUMSTR, .off = CF(log.format), .names = log_format_names},
+    {.name = "level", .type = T_ENUMSTR, .off = CF(log.level), .names = level_names,
+     .def = "info"},
+    {.name = "format", .type = T_ENUMSTR, .off = CF(log.format), .names = log_format_names,
+     .def = "text"},
 };
 
 /* In schema_id_fields and job_fields, the first entry is the key that must
@@ -186,8 +200,10 @@ enum { TP_TOPIC, TP_FORMAT, TP_SCHEMA, TP_DLQ, TP_JOBS };
 static const field topic_fields[] = {
     [TP_TOPIC] = {.name = "topic", .type = T_STR, .flags = F_REQUIRED | F_TOPIC,
                   .off = TF(topic)},
-    [TP_FORMAT] = {.name = "format", .type = T_ENUM, .off = TF(format), .names = format_names},
+    [TP_FORMAT] = {.name = "format", .type = T_ENUM, .off = TF(format), .names = format_names,
+                   .def = "confluent"},
     [TP_SCHEMA] = {.name = "schema", .type = T_STR, .flags = F_REQUIRED, .off = TF(schema)},
+    /* Default "<topic>.dlq", set in parse_topics. */
     [TP_DLQ] = {.name = "dlq", .type = T_STR, .flags = F_TOPIC, .off = TF(dlq)},
     /* Each record becomes this many jobs. */
     [TP_JOBS] = {.name = "jobs", .type = T_LIST, .flags = F_REQUIRED, .max = 64},
@@ -198,8 +214,10 @@ static const field topic_fields[] = {
 
 static const field job_fields[] = {
     {.name = "kind", .type = T_STR, .flags = F_REQUIRED, .off = JF(kind), .maxlen = MAX_NAME},
-    {.name = "queue", .type = T_STR, .off = JF(queue), .maxlen = MAX_NAME},
+    {.name = "queue", .type = T_STR, .off = JF(queue), .maxlen = MAX_NAME, .def = "default"},
     {.name = "priority", .type = T_INT, .off = JF(priority), .min = -32768, .max = 32767},
+    /* Default: the kind's handler's retry.max_attempts, else that key's
+     * default; set in parse_root once the handlers are known. */
     {.name = "max_attempts", .type = T_INT, .off = JF(max_attempts), .min = 1,
      .max = MAX_ATTEMPTS},
     {.name = "unique_key", .type = T_STR, .flags = F_TEMPLATE, .off = JF(unique_key)},
@@ -224,10 +242,10 @@ static const field handler_fields[] = {
     [H_RETRY] = {.name = "retry", .type = T_GROUP},
     [H_BREAKER] = {.name = "breaker", .type = T_GROUP},
     [H_TIMEOUT] = {.name = "timeout", .type = T_DUR, .flags = F_POSITIVE, .off = HF(timeout_us),
-                   .max = DAY},
+                   .max = DAY, .def = "30s"},
     /* Worker threads of this kind. */
     [H_CONCURRENCY] = {.name = "concurrency", .type = T_INT, .off = HF(concurrency), .min = 1,
-                       .max = 1024},
+                       .max = 1024, .def = "4"},
 };
 
 enum { RL_RATE, RL_BURST, RL_SCOPE };
@@ -235,27 +253,34 @@ enum { RL_RATE, RL_BURST, RL_SCOPE };
 static const field rate_limit_fields[] = {
     [RL_RATE] = {.name = "rate", .type = T_NUM, .flags = F_REQUIRED | F_POSITIVE,
                  .off = HF(rate_limit.rate)},
+    /* Default: rate rounded up, within the bounds; set in parse_handler. */
     [RL_BURST] = {.name = "burst", .type = T_INT, .off = HF(rate_limit.burst), .min = 1,
                   .max = 1000000},
     [RL_SCOPE] = {.name = "scope", .type = T_ENUM, .off = HF(rate_limit.scope),
-                  .names = scope_names},
+                  .names = scope_names, .def = "local"},
 };
 
+enum { RT_MAX_ATTEMPTS, RT_BASE, RT_MAX, RT_JITTER };
+
 static const field retry_fields[] = {
-    {.name = "max_attempts", .type = T_INT, .off = HF(retry.max_attempts), .min = 1,
-     .max = MAX_ATTEMPTS},
-    {.name = "base", .type = T_DUR, .flags = F_POSITIVE, .off = HF(retry.base_us), .max = DAY},
-    {.name = "max", .type = T_DUR, .flags = F_POSITIVE, .off = HF(retry.max_us), .max = 30 * DAY},
-    {.name = "jitter", .type = T_ENUM, .off = HF(retry.jitter), .names = jitter_names},
+    [RT_MAX_ATTEMPTS] = {.name = "max_attempts", .type = T_INT, .off = HF(retry.max_attempts),
+                         .min = 1, .max = MAX_ATTEMPTS, .def = "20"},
+    [RT_BASE] = {.name = "base", .type = T_DUR, .flags = F_POSITIVE, .off = HF(retry.base_us),
+                 .max = DAY, .def = "1s"},
+    [RT_MAX] = {.name = "max", .type = T_DUR, .flags = F_POSITIVE, .off = HF(retry.max_us),
+                .max = 30 * DAY, .def = "1h"},
+    [RT_JITTER] = {.name = "jitter", .type = T_ENUM, .off = HF(retry.jitter),
+                   .names = jitter_names, .def = "full"},
 };
 
 static const field breaker_fields[] = {
-    {.name = "failure_ratio", .type = T_NUM, .flags = F_RATIO, .off = HF(breaker.failure_ratio)},
+    {.name = "failure_ratio", .type = T_NUM, .flags = F_RATIO, .off = HF(breaker.failure_ratio),
+     .def = "0.5"},
     /* The breaker keeps the outcomes of the last min_calls calls. */
     {.name = "min_calls", .type = T_INT, .off = HF(breaker.min_calls), .min = 1,
-     .max = KJB_BREAKER_WINDOW},
+     .max = KJB_BREAKER_WINDOW, .def = "20"},
     {.name = "open_for", .type = T_DUR, .flags = F_POSITIVE, .off = HF(breaker.open_for_us),
-     .max = DAY},
+     .max = DAY, .def = "30s"},
 };
 
 /* The scalar sections: each scalar key may come from the environment. */
@@ -272,6 +297,18 @@ static const struct section {
     {"ingest", ingest_fields, NFIELDS(ingest_fields)},
     {"executor", executor_fields, NFIELDS(executor_fields)},
     {"log", log_fields, NFIELDS(log_fields)},
+};
+
+/* The groups inside lists, by their dotted path without indexes: with
+ * sections[], every key kjb_config_default can name. */
+static const struct section nested[] = {
+    {"schemas.ids", schema_id_fields, NFIELDS(schema_id_fields)},
+    {"topics", topic_fields, NFIELDS(topic_fields)},
+    {"topics.jobs", job_fields, NFIELDS(job_fields)},
+    {"handlers", handler_fields, NFIELDS(handler_fields)},
+    {"handlers.rate_limit", rate_limit_fields, NFIELDS(rate_limit_fields)},
+    {"handlers.retry", retry_fields, NFIELDS(retry_fields)},
+    {"handlers.breaker", breaker_fields, NFIELDS(breaker_fields)},
 };
 
 /* ---- Loading state and error reporting -------------------------------- */
@@ -845,25 +882,18 @@ static int check_required(ctx *c, const config_setting_t *g,
 
 /* ---- Sections ------------------------------------------------------------ */
 
-static void set_defaults(kjb_config *cfg) {
-  cfg->kafka.group = kjb_xstrdup("kjb");
-  cfg->postgres.schema = kjb_xstrdup("kjb");
-  cfg->postgres.pool_size = 4;
-  cfg->http.listen = kjb_xstrdup("127.0.0.1:9464");
-  cfg->http.admin_token_env = kjb_xstrdup("KJB_ADMIN_TOKEN");
-  cfg->schema_registry.timeout_us = 5 * 1000000LL;
-  cfg->schemas.dir = kjb_xstrdup("schemas/avro");
-  cfg->ingest.batch_size = 5000;
-  cfg->ingest.batch_timeout_us = 100 * 1000LL;
-  cfg->executor.poll_interval_us = 1000 * 1000LL;
-  cfg->executor.claim_batch = 100;
-  cfg->executor.heartbeat_us = 2 * 1000 * 1000LL;
-  cfg->executor.lease_us = 30 * 1000 * 1000LL;
-  cfg->executor.shutdown_timeout_us = 30 * 1000 * 1000LL;
-  cfg->executor.retention_us = 7 * 24 * 3600 * 1000 * 1000LL;
-  cfg->executor.prune_interval_us = 5 * 60 * 1000 * 1000LL;
-  cfg->log.level = kjb_xstrdup("info");
-  cfg->log.format = kjb_xstrdup("text");
+/* Sets each key of fs that has a default in base, parsed as a value from
+ * the file would be; the file and the environment overwrite them later.
+ * A default that does not parse is a bug in the table. */
+static void set_defaults(ctx *c, const field *fs, size_t nf, void *base) {
+  for (size_t i = 0; i < nf; i++) {
+    if (!fs[i].def)
+      continue;
+    int rc = set_field(c, &fs[i], &(val){.env = "default", .text = fs[i].def, .key = fs[i].name},
+                       base);
+    assert(rc == 0);
+    (void)rc;
+  }
 }
 
 static int parse_schema_ids(ctx *c, const config_setting_t *list) {
@@ -881,6 +911,7 @@ static int parse_schema_ids(ctx *c, const config_setting_t *list) {
       return fail_at(c, e, "%s: expected a group, got %s", gpath,
                      type_name(e));
     id->line = line_of(c, e);
+    set_defaults(c, schema_id_fields, NFIELDS(schema_id_fields), id);
     int rc = parse_group(c, e, gpath, schema_id_fields,
                          NFIELDS(schema_id_fields), id, found);
     if (!rc)
@@ -909,6 +940,7 @@ static int parse_section(ctx *c, const struct section *sec,
   const config_setting_t *found[MAX_FIELDS] = {NULL};
   bool env_set[MAX_FIELDS] = {false};
   int rc;
+  set_defaults(c, sec->fields, sec->nfields, c->cfg);
   if (g && (rc = parse_group(c, g, sec->name, sec->fields, sec->nfields,
                              c->cfg, found)))
     return rc;
@@ -954,16 +986,12 @@ static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
   const config_setting_t *found[MAX_FIELDS];
   int rc;
   h->line = line_of(c, e);
-  h->timeout_us = 30 * 1000000LL;
-  h->concurrency = 4;
-  h->rate_limit.scope = KJB_SCOPE_LOCAL;
-  h->retry.max_attempts = 20;
-  h->retry.base_us = 1000000LL;
-  h->retry.max_us = 3600 * 1000000LL;
-  h->retry.jitter = KJB_JITTER_FULL;
-  h->breaker.failure_ratio = 0.5;
-  h->breaker.min_calls = 20;
-  h->breaker.open_for_us = 30 * 1000000LL;
+  /* The groups' defaults hold without the groups too: jobs take their
+   * max_attempts from retry either way. */
+  set_defaults(c, handler_fields, NFIELDS(handler_fields), h);
+  set_defaults(c, rate_limit_fields, NFIELDS(rate_limit_fields), h);
+  set_defaults(c, retry_fields, NFIELDS(retry_fields), h);
+  set_defaults(c, breaker_fields, NFIELDS(breaker_fields), h);
   if ((rc = parse_group(c, e, hpath, handler_fields, NFIELDS(handler_fields),
                         h, found)) ||
       (rc = check_required(c, e, hpath, handler_fields,
@@ -1010,7 +1038,7 @@ static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
                        "retry.base", hpath);
       return fail_at(c, config_setting_get_member(found[H_RETRY], "base"),
                      "%s.retry.base: must not be more than retry.max "
-                     "(default 1h)", hpath);
+                     "(default %s)", hpath, retry_fields[RT_MAX].def);
     }
   }
   if (found[H_BREAKER]) {
@@ -1084,7 +1112,7 @@ static int parse_jobs(ctx *c, const config_setting_t *list, const char *tpath,
       return fail_at(c, e, "%s: expected a group, got %s", jpath,
                      type_name(e));
     j->line = line_of(c, e);
-    j->queue = kjb_xstrdup("default");
+    set_defaults(c, job_fields, NFIELDS(job_fields), j);
     int rc = parse_group(c, e, jpath, job_fields, NFIELDS(job_fields), j,
                          found);
     if (!rc)
@@ -1124,7 +1152,7 @@ static int parse_topics(ctx *c, const config_setting_t *list) {
       return fail_at(c, e, "%s: expected a group, got %s", tpath,
                      type_name(e));
     t->line = line_of(c, e);
-    t->format = KJB_FMT_CONFLUENT;
+    set_defaults(c, topic_fields, NFIELDS(topic_fields), t);
     int rc = parse_group(c, e, tpath, topic_fields, NFIELDS(topic_fields), t,
                          found);
     if (!rc)
@@ -1159,7 +1187,6 @@ static int parse_topics(ctx *c, const config_setting_t *list) {
 static int parse_root(ctx *c, const config_setting_t *root) {
   const config_setting_t *found[MAX_FIELDS];
   int rc;
-  set_defaults(c->cfg);
   if ((rc = parse_group(c, root, NULL, root_fields, NFIELDS(root_fields),
                         c->cfg, found)))
     return rc;
@@ -1171,20 +1198,18 @@ static int parse_root(ctx *c, const config_setting_t *root) {
   }
   /* A node must be able to miss a heartbeat without being declared dead. */
   if (c->cfg->executor.lease_us < 2 * c->cfg->executor.heartbeat_us) {
-    assert(strcmp(root_fields[R_EXECUTOR].name, "executor") == 0);
     const config_setting_t *ex = found[R_EXECUTOR];
     const config_setting_t *at = ex ? config_setting_get_member(ex, "lease") : NULL;
     return fail_at(c, at ? at : ex ? ex : root,
                    "executor.lease: must be at least twice executor.heartbeat");
   }
   if (!c->cfg->http.tls_cert != !c->cfg->http.tls_key) {
-    assert(strcmp(root_fields[R_HTTP].name, "http") == 0);
     const config_setting_t *h = found[R_HTTP];
     return fail_at(c, h ? h : root, "http: tls_cert and tls_key go together; %s is missing",
                    c->cfg->http.tls_cert ? "tls_key" : "tls_cert");
   }
-  const config_setting_t *topics = found[NFIELDS(sections)];
-  const config_setting_t *handlers = found[NFIELDS(sections) + 1];
+  const config_setting_t *topics = found[R_TOPICS];
+  const config_setting_t *handlers = found[R_HANDLERS];
   if (handlers && (rc = parse_handlers(c, handlers)))
     return rc;
   if ((rc = check_required(c, root, NULL, root_fields, NFIELDS(root_fields),
@@ -1192,13 +1217,17 @@ static int parse_root(ctx *c, const config_setting_t *root) {
       (rc = parse_topics(c, topics)))
     return rc;
 
+  /* A job of a kind without a handler gets what a handler without a
+   * retry group would give it. */
   kjb_config *cfg = c->cfg;
+  kjb_handler_cfg none = {0};
+  set_defaults(c, retry_fields, NFIELDS(retry_fields), &none);
   for (size_t i = 0; i < cfg->ntopics; i++) {
     for (size_t k = 0; k < cfg->topics[i].njobs; k++) {
       kjb_job_cfg *j = &cfg->topics[i].jobs[k];
       if (j->max_attempts == 0) {
         const kjb_handler_cfg *h = kjb_config_handler(cfg, j->kind);
-        j->max_attempts = h ? h->retry.max_attempts : 20;
+        j->max_attempts = h ? h->retry.max_attempts : none.retry.max_attempts;
       }
     }
   }
@@ -1344,6 +1373,27 @@ const kjb_topic_cfg *kjb_config_topic(const kjb_config *cfg,
   for (size_t i = 0; i < cfg->ntopics; i++)
     if (strcmp(cfg->topics[i].topic, topic) == 0)
       return &cfg->topics[i];
+  return NULL;
+}
+
+/* See config.h. The key's group is found by the path before its last dot. */
+const char *kjb_config_default(const char *key) {
+  const char *dot = strrchr(key, '.');
+  if (!dot)
+    return NULL;
+  size_t glen = (size_t)(dot - key);
+  const struct section *groups[] = {sections, nested};
+  const size_t ngroups[] = {NFIELDS(sections), NFIELDS(nested)};
+  for (size_t t = 0; t < 2; t++) {
+    for (size_t i = 0; i < ngroups[t]; i++) {
+      const struct section *g = &groups[t][i];
+      if (strlen(g->name) != glen || strncmp(g->name, key, glen) != 0)
+        continue;
+      for (size_t k = 0; k < g->nfields; k++)
+        if (strcmp(g->fields[k].name, dot + 1) == 0)
+          return g->fields[k].def;
+    }
+  }
   return NULL;
 }
 

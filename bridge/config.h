@@ -1,6 +1,7 @@
 /* The configuration file (libconfig): sections kafka, postgres, http,
  * schema_registry, schemas, ingest, executor, log, topics and handlers, with
- * KJB_<SECTION>_<KEY> environment overrides. Loading checks syntax, key
+ * KJB_<SECTION>_<KEY> environment overrides. Each key's default is in
+ * config.c's field tables (kjb_config_default). Loading checks syntax, key
  * names, types and values; schema-dependent checks live in catalog.c. */
 #ifndef KJB_CONFIG_H
 #define KJB_CONFIG_H
@@ -16,9 +17,9 @@ typedef enum { KJB_JITTER_FULL, KJB_JITTER_EQUAL, KJB_JITTER_NONE } kjb_jitter;
 
 typedef struct {
   char *kind;
-  char *queue;        /* default "default" */
-  int priority;       /* default 0; smaller runs first */
-  int max_attempts;   /* default: the handler's retry.max_attempts, else 20 */
+  char *queue;
+  int priority;       /* smaller runs first */
+  int max_attempts;   /* by default the handler's retry.max_attempts */
   char *unique_key;   /* template with ${dotted.path}; NULL when absent */
   char **args;        /* dotted paths; NULL/0 means the whole record */
   size_t nargs;
@@ -27,13 +28,21 @@ typedef struct {
 
 typedef struct {
   char *topic;
-  kjb_format format;  /* default confluent */
+  kjb_format format;
   char *schema;       /* reader schema file, relative to schemas.dir */
   char *dlq;          /* default "<topic>.dlq" */
   kjb_job_cfg *jobs;
   size_t njobs;
   int line;
 } kjb_topic_cfg;
+
+/* A handler's retry group. */
+typedef struct {
+  int max_attempts;
+  int64_t base_us;
+  int64_t max_us;
+  kjb_jitter jitter;
+} kjb_retry_cfg;
 
 typedef struct {
   char *kind;
@@ -42,20 +51,15 @@ typedef struct {
   char **command;     /* exec: argv, no shell */
   size_t ncommand;
   char *plugin;       /* plugin: path to the shared object */
-  int64_t timeout_us; /* default 30s */
-  int concurrency;    /* default 4 */
+  int64_t timeout_us;
+  int concurrency;
   struct {
     int enabled;
     double rate;      /* tokens per second */
     int burst;
     kjb_rate_scope scope;
   } rate_limit;
-  struct {
-    int max_attempts; /* default 20 */
-    int64_t base_us;  /* default 1s */
-    int64_t max_us;   /* default 1h */
-    kjb_jitter jitter;
-  } retry;
+  kjb_retry_cfg retry;
   struct {
     int enabled;
     double failure_ratio;
@@ -75,7 +79,7 @@ typedef struct {
   char *path; /* the file this came from */
   struct {
     char *brokers;     /* required; "embedded" for an in-process cluster */
-    char *group;       /* default "kjb" */
+    char *group;
     char **properties; /* "key=value", passed to librdkafka as-is */
     size_t nproperties;
     int embedded;      /* not a key: set by `kjb run` when brokers was
@@ -84,40 +88,40 @@ typedef struct {
   } kafka;
   struct {
     char *conninfo;    /* required */
-    char *schema;      /* default "kjb" */
-    int pool_size;     /* default 4 */
+    char *schema;
+    int pool_size;
   } postgres;
   struct {
-    char *listen;      /* default "127.0.0.1:9464" */
-    char *admin_token_env; /* default "KJB_ADMIN_TOKEN" */
+    char *listen;
+    char *admin_token_env;
     char *tls_cert;    /* PEM files: HTTPS when both are set; NULL for plain HTTP */
     char *tls_key;
   } http;
   struct {
     char *url;         /* NULL when not configured */
-    int64_t timeout_us; /* default 5s */
+    int64_t timeout_us;
   } schema_registry;
   struct {
-    char *dir;         /* default "schemas/avro", relative to the cwd */
+    char *dir;         /* relative to the cwd */
     kjb_schema_id_cfg *ids;
     size_t nids;
   } schemas;
   struct {
-    int batch_size;         /* default 5000 records */
-    int64_t batch_timeout_us; /* default 100ms */
+    int batch_size;         /* records */
+    int64_t batch_timeout_us;
   } ingest;
   struct {
-    int64_t poll_interval_us;    /* default 1s: polling when no NOTIFY came */
-    int claim_batch;             /* default 100: jobs per claim at most */
-    int64_t heartbeat_us;        /* default 2s: node heartbeat period */
-    int64_t lease_us;            /* default 30s: a node silent this long is dead */
-    int64_t shutdown_timeout_us; /* default 30s: wait for running jobs */
-    int64_t retention_us;        /* default 7d; 0 keeps finished jobs */
-    int64_t prune_interval_us;   /* default 5m */
+    int64_t poll_interval_us;    /* polling when no NOTIFY came */
+    int claim_batch;             /* jobs per claim at most */
+    int64_t heartbeat_us;        /* node heartbeat period */
+    int64_t lease_us;            /* a node silent this long is dead */
+    int64_t shutdown_timeout_us; /* wait for running jobs */
+    int64_t retention_us;        /* 0 keeps finished jobs */
+    int64_t prune_interval_us;
   } executor;
   struct {
-    char *level;       /* debug | info | warn | error; default info */
-    char *format;      /* text | json; default text */
+    char *level;       /* debug | info | warn | error */
+    char *format;      /* text | json */
   } log;
   kjb_topic_cfg *topics;
   size_t ntopics;
@@ -141,6 +145,14 @@ const char *kjb_config_default_path(const char *explicit_path);
 const kjb_topic_cfg *kjb_config_topic(const kjb_config *cfg, const char *topic);
 const kjb_handler_cfg *kjb_config_handler(const kjb_config *cfg, const char *kind);
 const char *kjb_format_name(kjb_format f);
+
+/* The default of a key as a config file would spell it ("30s", "kjb",
+ * "confluent"), from the table that loading applies: key is its dotted
+ * path without list indexes ("executor.lease", "handlers.retry.max",
+ * "topics.jobs.queue"). NULL for an unknown key and for one without a
+ * default of its own (required, optional, or computed from other keys).
+ * The result is static. */
+const char *kjb_config_default(const char *key);
 
 /* Every job kind the configuration names, each once: the handlers' kinds
  * in order, then those only mappings produce. Writes up to cap of them to

@@ -59,6 +59,7 @@ struct kind_rt {
   int nthreads;
   kjb_bucket bucket;     /* scope local */
   kjb_breaker breaker;
+  kjb_gate gate;         /* the above, as claim_kind consults them */
   int64_t due_us;        /* next claim not before this (monotonic) */
   double cluster_tokens; /* scope cluster: tokens left after the last claim */
   /* What kjb_executor_kind_status reports, under the executor's mu. */
@@ -261,6 +262,15 @@ kjb_executor *kjb_executor_new(const kjb_config *cfg, const char *roles, kjb_err
     if (k->cfg->breaker.enabled)
       kjb_breaker_init(&k->breaker, k->cfg->breaker.failure_ratio, k->cfg->breaker.min_calls,
                        k->cfg->breaker.open_for_us);
+    const int limited = k->cfg->rate_limit.enabled;
+    k->gate = (kjb_gate){
+        .breaker = k->cfg->breaker.enabled ? &k->breaker : NULL,
+        .bucket = limited && k->cfg->rate_limit.scope == KJB_SCOPE_LOCAL ? &k->bucket : NULL,
+        .cluster_rate =
+            limited && k->cfg->rate_limit.scope == KJB_SCOPE_CLUSTER ? k->cfg->rate_limit.rate : 0,
+        .claim_batch = cfg->executor.claim_batch,
+        .poll_interval_us = cfg->executor.poll_interval_us,
+    };
   }
   return ex;
 }
@@ -398,36 +408,17 @@ static void flush_done(kjb_executor *ex) {
   size_t nf = 0;
   for (size_t i = 0; i < n; i++) {
     slot *s = done[i];
-    const kjb_handler_cfg *h = s->k->cfg;
     /* Shutdown cancelled it: not an outcome. The row stays running and
      * goes back to available with the others that did not finish. */
     if (__atomic_load_n(&ex->cancelled, __ATOMIC_ACQUIRE) && s->res.status != KJB_HANDLER_OK) {
       s->dropped = 1;
       continue;
     }
+    kjb_verdict v = kjb_policy_finish(s->res.status, s->c.attempt, s->c.max_attempts,
+                                      s->res.retry_after_us, &s->k->cfg->retry, uniform(ex));
     kjb_finish *fi = &f[nf++];
-    fi->id = s->c.id;
-    switch (s->res.status) {
-    case KJB_HANDLER_OK:
-      fi->kind = KJB_FINISH_COMPLETED;
-      break;
-    case KJB_HANDLER_TRANSIENT:
-      fi->transient = 1;
-      if (s->c.attempt >= s->c.max_attempts) {
-        fi->kind = KJB_FINISH_DISCARD;
-      } else {
-        fi->kind = KJB_FINISH_RETRY;
-        fi->retry_in_us = s->res.retry_after_us >= 0
-                               ? s->res.retry_after_us
-                               : kjb_backoff_us(h->retry.base_us, h->retry.max_us, h->retry.jitter,
-                                                s->c.attempt, uniform(ex));
-      }
-      break;
-    case KJB_HANDLER_PERMANENT:
-    default:
-      fi->kind = KJB_FINISH_DISCARD;
-      break;
-    }
+    *fi = (kjb_finish){.id = s->c.id, .kind = v.kind, .retry_in_us = v.retry_in_us,
+                       .transient = v.transient};
     if (s->res.status != KJB_HANDLER_OK) {
       s->res.message[sizeof s->res.message - 1] = '\0';
       if (!s->res.message[0])
@@ -540,30 +531,11 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
   pthread_mutex_lock(&ex->mu);
   int free_workers = h->concurrency - k->busy;
   pthread_mutex_unlock(&ex->mu);
-  int want = free_workers < ex->cfg->executor.claim_batch ? free_workers : ex->cfg->executor.claim_batch;
-  if (want <= 0)
-    return; /* a worker handing back wakes us */
-  if (h->breaker.enabled) {
-    want = kjb_breaker_allow(&k->breaker, want, now);
-    if (want == 0) {
-      int64_t w = kjb_breaker_wait_us(&k->breaker, now);
-      k->due_us = now + (w > 0 ? w : ex->cfg->executor.poll_interval_us);
-      return;
-    }
-  }
-  int local = h->rate_limit.enabled && h->rate_limit.scope == KJB_SCOPE_LOCAL;
-  int cluster = h->rate_limit.enabled && h->rate_limit.scope == KJB_SCOPE_CLUSTER;
-  int allowed = want;
-  if (local) {
-    allowed = kjb_bucket_take(&k->bucket, want, now);
-    if (allowed == 0) {
-      k->due_us = now + kjb_bucket_wait_us(&k->bucket, now);
-      if (h->breaker.enabled)
-        kjb_breaker_unclaimed(&k->breaker);
-      return;
-    }
-  }
+  int allowed = kjb_gate_admit(&k->gate, free_workers, now, &k->due_us);
+  if (allowed == 0)
+    return;
 
+  int cluster = k->gate.cluster_rate > 0;
   kjb_claimed *got = kjb_xcalloc((size_t)allowed, sizeof *got);
   kjb_queue_bucket bucket = {h->rate_limit.rate, h->rate_limit.burst};
   int n = 0;
@@ -572,28 +544,13 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
   if (kjb_queue_claim(ex->db, h->kind, ex->node, allowed, cluster ? &bucket : NULL, got, &n,
                       &tokens, &err) < 0) {
     free(got);
-    if (local)
-      kjb_bucket_refund(&k->bucket, allowed);
-    if (h->breaker.enabled)
-      kjb_breaker_unclaimed(&k->breaker);
+    kjb_gate_failed(&k->gate, allowed);
     lost_db(ex, &err);
     return;
   }
   if (cluster)
     k->cluster_tokens = tokens;
-  if (local && n < allowed)
-    kjb_bucket_refund(&k->bucket, allowed - n);
-  if (h->breaker.enabled && n == 0)
-    kjb_breaker_unclaimed(&k->breaker); /* nothing to probe with: try again later */
-
-  if (cluster && n < allowed && tokens < 1)
-    /* Short of tokens, not of jobs: come back when one has accrued. */
-    k->due_us = now + (int64_t)((1 - tokens) / h->rate_limit.rate * 1e6) + 1;
-  else if (n < allowed)
-    /* The kind is drained: wait for a notification, or poll. */
-    k->due_us = now + ex->cfg->executor.poll_interval_us;
-  else
-    k->due_us = now; /* there may be more as soon as workers free up */
+  k->due_us = kjb_gate_claimed(&k->gate, allowed, n, tokens, now);
 
   if (n > 0) {
     pthread_mutex_lock(&ex->mu);

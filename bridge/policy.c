@@ -1,4 +1,5 @@
-/* Retry backoff, token buckets and circuit breakers (see policy.h). */
+/* Retry backoff, token buckets, circuit breakers and the executor's
+ * decisions over them (see policy.h). */
 #include "policy.h"
 
 #include <math.h>
@@ -141,4 +142,73 @@ const char *kjb_breaker_state_name(kjb_breaker_state s) {
   case KJB_BREAKER_HALF_OPEN: return "half-open";
   }
   return "?";
+}
+
+/* ---- Decisions ---------------------------------------------------------- */
+
+kjb_verdict kjb_policy_finish(kjb_handler_status status, int attempt, int max_attempts,
+                              int64_t retry_after_us, const kjb_retry_cfg *retry, double rnd) {
+  switch (status) {
+  case KJB_HANDLER_OK:
+    return (kjb_verdict){.kind = KJB_FINISH_COMPLETED};
+  case KJB_HANDLER_TRANSIENT:
+    if (attempt >= max_attempts)
+      return (kjb_verdict){.kind = KJB_FINISH_DISCARD, .transient = 1};
+    return (kjb_verdict){
+        .kind = KJB_FINISH_RETRY,
+        .transient = 1,
+        .retry_in_us = retry_after_us >= 0 ? retry_after_us
+                                           : kjb_backoff_us(retry->base_us, retry->max_us,
+                                                            retry->jitter, attempt, rnd),
+    };
+  case KJB_HANDLER_PERMANENT:
+    break;
+  }
+  return (kjb_verdict){.kind = KJB_FINISH_DISCARD};
+}
+
+int kjb_gate_admit(const kjb_gate *g, int free_workers, int64_t now_us, int64_t *due_us) {
+  int want = free_workers < g->claim_batch ? free_workers : g->claim_batch;
+  if (want <= 0)
+    return 0;
+  if (g->breaker) {
+    want = kjb_breaker_allow(g->breaker, want, now_us);
+    if (want == 0) {
+      int64_t w = kjb_breaker_wait_us(g->breaker, now_us);
+      *due_us = now_us + (w > 0 ? w : g->poll_interval_us);
+      return 0;
+    }
+  }
+  if (g->bucket) {
+    want = kjb_bucket_take(g->bucket, want, now_us);
+    if (want == 0) {
+      *due_us = now_us + kjb_bucket_wait_us(g->bucket, now_us);
+      if (g->breaker)
+        kjb_breaker_unclaimed(g->breaker);
+      return 0;
+    }
+  }
+  return want;
+}
+
+int64_t kjb_gate_claimed(const kjb_gate *g, int asked, int got, double cluster_tokens,
+                         int64_t now_us) {
+  if (g->bucket && got < asked)
+    kjb_bucket_refund(g->bucket, asked - got);
+  if (g->breaker && got == 0)
+    kjb_breaker_unclaimed(g->breaker); /* nothing to probe with: try again later */
+  if (g->cluster_rate > 0 && got < asked && cluster_tokens < 1)
+    /* Short of tokens, not of jobs: come back when one has accrued. */
+    return now_us + (int64_t)((1 - cluster_tokens) / g->cluster_rate * 1e6) + 1;
+  if (got < asked)
+    /* The kind is drained: wait for a notification, or poll. */
+    return now_us + g->poll_interval_us;
+  return now_us; /* there may be more as soon as workers free up */
+}
+
+void kjb_gate_failed(const kjb_gate *g, int asked) {
+  if (g->bucket)
+    kjb_bucket_refund(g->bucket, asked);
+  if (g->breaker)
+    kjb_breaker_unclaimed(g->breaker);
 }

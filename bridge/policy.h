@@ -1,12 +1,15 @@
 /* Executor policies, as plain values without locking or I/O: retry
- * backoff, a local token bucket, and a circuit breaker. The executor owns
- * them and serialises access. */
+ * backoff, a local token bucket, a circuit breaker, and the decisions made
+ * with them (what a finished attempt becomes, how many jobs to claim and
+ * when to come back). The executor owns the state and serialises access;
+ * it only carries the decisions out. */
 #ifndef KJB_POLICY_H
 #define KJB_POLICY_H
 
 #include <stdint.h>
 
 #include "config.h"
+#include "kjb/handler.h"
 
 /* The delay before retrying a job whose attempt `attempt` (1-based) failed
  * transiently: base * 2^(attempt-1), capped at max, then jittered: full
@@ -67,5 +70,62 @@ int kjb_breaker_record(kjb_breaker *b, int failed, int64_t now_us);
 /* Microseconds until an open breaker lets a probe through; 0 otherwise. */
 int64_t kjb_breaker_wait_us(const kjb_breaker *b, int64_t now_us);
 const char *kjb_breaker_state_name(kjb_breaker_state s);
+
+/* ---- Decisions ---------------------------------------------------------- */
+
+/* What a finished attempt becomes. */
+typedef enum { KJB_FINISH_COMPLETED, KJB_FINISH_RETRY, KJB_FINISH_DISCARD } kjb_finish_kind;
+
+typedef struct {
+  kjb_finish_kind kind;
+  int transient;       /* the attempt failed transiently */
+  int64_t retry_in_us; /* KJB_FINISH_RETRY: run again this much later */
+} kjb_verdict;
+
+/* The verdict on attempt `attempt` (1-based) of max_attempts, which ended
+ * with status: OK completes. TRANSIENT retries unless it was the last
+ * attempt (attempt >= max_attempts), then discards; the delay is the
+ * handler's hint retry_after_us when it gave one (>= 0; -1 for none),
+ * else kjb_backoff_us over retry with rnd (uniform in [0, 1)).
+ * PERMANENT, and any status the ABI does not define, discards. */
+kjb_verdict kjb_policy_finish(kjb_handler_status status, int attempt, int max_attempts,
+                              int64_t retry_after_us, const kjb_retry_cfg *retry, double rnd);
+
+/* What holds back claiming for one kind: its breaker and its local
+ * bucket (NULL when it has none; the caller owns them, and the functions
+ * below change them), or a cluster-wide bucket (cluster_rate > 0, its
+ * tokens kept in the database). */
+typedef struct {
+  kjb_breaker *breaker;
+  kjb_bucket *bucket;
+  double cluster_rate;     /* tokens a second; 0 without a cluster limit */
+  int claim_batch;         /* jobs per claim at most */
+  int64_t poll_interval_us;
+} kjb_gate;
+
+/* How many jobs to claim now with free_workers idle workers: at most
+ * claim_batch, as many as the breaker lets start (taking its probe when
+ * half-open) and the bucket has whole tokens for (taking them). Returns
+ * 0 with *due_us left alone when no worker is free (one handing back
+ * wakes the dispatcher); 0 with *due_us set when the breaker or the
+ * bucket holds the claim back: when the breaker lets a probe through
+ * (else after poll_interval), or when the bucket has a token again.
+ * A claim that follows must be reported to kjb_gate_claimed or
+ * kjb_gate_failed. */
+int kjb_gate_admit(const kjb_gate *g, int free_workers, int64_t now_us, int64_t *due_us);
+
+/* The claim of `asked` jobs that kjb_gate_admit allowed got `got`, and
+ * left cluster_tokens in the shared bucket (ignored without a cluster
+ * limit). Gives back the local tokens not used and, when nothing was
+ * claimed, the breaker's probe. Returns when to claim again: at once when
+ * it got all it asked for (there may be more); when a cluster token has
+ * accrued when it got fewer for want of tokens; else, the kind being
+ * drained, after poll_interval (a notification comes sooner). */
+int64_t kjb_gate_claimed(const kjb_gate *g, int asked, int got, double cluster_tokens,
+                         int64_t now_us);
+
+/* The claim of `asked` jobs failed outright: gives back their local
+ * tokens and the breaker's probe. */
+void kjb_gate_failed(const kjb_gate *g, int asked);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "policy.h"
 #include "store.h"
 
 /* Records (or refreshes) node `name` in kjb.nodes with a fresh heartbeat. */
@@ -49,8 +50,6 @@ int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
 
 /* Creates the kind's shared bucket, full, unless it exists. */
 int kjb_queue_bucket_ensure(kjb_store *s, const char *kind, int burst, kjb_err *err);
-
-typedef enum { KJB_FINISH_COMPLETED, KJB_FINISH_RETRY, KJB_FINISH_DISCARD } kjb_finish_kind;
 
 /* The outcome of one attempt. error (valid UTF-8; NULL for success) is
  * appended to the job's errors with the attempt, the time and transient. */

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "util.h"
 
 extern char **environ;
 
@@ -152,6 +153,94 @@ static void check_handler_defaults(const kjb_config *cfg) {
   EQ_INT(h->breaker.min_calls, 20);
   EQ_INT(h->breaker.open_for_us, 30000000);
   EQ_INT(h->line, 4);
+}
+
+/* Every key with a default of its own, and where a config that leaves it
+ * out keeps its value: the loaded value must be the one the table's text
+ * means, and config/example.cfg must document that text. */
+typedef enum { D_STR, D_INT, D_NUM, D_DUR, D_ENUM } dtype;
+
+typedef struct {
+  const char *key;
+  dtype type;
+  const void *value;
+  const char *const *names; /* D_ENUM: the spellings, by value */
+} dvalue;
+
+static const char *const scope_names[] = {"local", "cluster"};
+static const char *const jitter_names[] = {"full", "equal", "none"};
+
+#define NDEFAULTS 30
+
+static size_t default_values(const kjb_config *cfg, dvalue *out) {
+  const kjb_handler_cfg *h = &cfg->handlers[0];
+  const kjb_topic_cfg *t = &cfg->topics[0];
+  static const char *format_names[3];
+  for (int f = KJB_FMT_CONFLUENT; f <= KJB_FMT_SINGLE_OBJECT; f++)
+    format_names[f] = kjb_format_name((kjb_format)f);
+  const dvalue all[NDEFAULTS] = {
+      {"kafka.group", D_STR, &cfg->kafka.group, NULL},
+      {"postgres.schema", D_STR, &cfg->postgres.schema, NULL},
+      {"postgres.pool_size", D_INT, &cfg->postgres.pool_size, NULL},
+      {"http.listen", D_STR, &cfg->http.listen, NULL},
+      {"http.admin_token_env", D_STR, &cfg->http.admin_token_env, NULL},
+      {"schema_registry.timeout", D_DUR, &cfg->schema_registry.timeout_us, NULL},
+      {"schemas.dir", D_STR, &cfg->schemas.dir, NULL},
+      {"ingest.batch_size", D_INT, &cfg->ingest.batch_size, NULL},
+      {"ingest.batch_timeout", D_DUR, &cfg->ingest.batch_timeout_us, NULL},
+      {"executor.poll_interval", D_DUR, &cfg->executor.poll_interval_us, NULL},
+      {"executor.claim_batch", D_INT, &cfg->executor.claim_batch, NULL},
+      {"executor.heartbeat", D_DUR, &cfg->executor.heartbeat_us, NULL},
+      {"executor.lease", D_DUR, &cfg->executor.lease_us, NULL},
+      {"executor.shutdown_timeout", D_DUR, &cfg->executor.shutdown_timeout_us, NULL},
+      {"executor.retention", D_DUR, &cfg->executor.retention_us, NULL},
+      {"executor.prune_interval", D_DUR, &cfg->executor.prune_interval_us, NULL},
+      {"log.level", D_STR, &cfg->log.level, NULL},
+      {"log.format", D_STR, &cfg->log.format, NULL},
+      {"topics.format", D_ENUM, &t->format, format_names},
+      {"topics.jobs.queue", D_STR, &t->jobs[0].queue, NULL},
+      {"handlers.timeout", D_DUR, &h->timeout_us, NULL},
+      {"handlers.concurrency", D_INT, &h->concurrency, NULL},
+      {"handlers.rate_limit.scope", D_ENUM, &h->rate_limit.scope, scope_names},
+      {"handlers.retry.max_attempts", D_INT, &h->retry.max_attempts, NULL},
+      {"handlers.retry.base", D_DUR, &h->retry.base_us, NULL},
+      {"handlers.retry.max", D_DUR, &h->retry.max_us, NULL},
+      {"handlers.retry.jitter", D_ENUM, &h->retry.jitter, jitter_names},
+      {"handlers.breaker.failure_ratio", D_NUM, &h->breaker.failure_ratio, NULL},
+      {"handlers.breaker.min_calls", D_INT, &h->breaker.min_calls, NULL},
+      {"handlers.breaker.open_for", D_DUR, &h->breaker.open_for_us, NULL},
+  };
+  memcpy(out, all, sizeof all);
+  return NDEFAULTS;
+}
+
+static void check_defaults_table(const kjb_config *cfg) {
+  dvalue d[NDEFAULTS];
+  size_t n = default_values(cfg, d);
+  for (size_t i = 0; i < n; i++) {
+    const char *def = kjb_config_default(d[i].key);
+    if (!def)
+      fail_msg("%s: no default in the table", d[i].key);
+    print_message("%s = %s\n", d[i].key, def);
+    int64_t us;
+    switch (d[i].type) {
+    case D_STR: EQ_STR(*(char *const *)d[i].value, def); break;
+    case D_INT: EQ_INT(*(const int *)d[i].value, atoi(def)); break;
+    case D_NUM: EQ_NUM(*(const double *)d[i].value, atof(def)); break;
+    case D_DUR:
+      assert_int_equal(kjb_duration_parse(def, &us), 0);
+      EQ_INT(*(const int64_t *)d[i].value, us);
+      break;
+    case D_ENUM: EQ_STR(d[i].names[*(const int *)d[i].value], def); break;
+    }
+  }
+  /* Keys without a default of their own. */
+  assert_null(kjb_config_default("kafka.brokers"));
+  assert_null(kjb_config_default("topics.dlq"));
+  assert_null(kjb_config_default("topics.jobs.max_attempts"));
+  assert_null(kjb_config_default("handlers.rate_limit.burst"));
+  assert_null(kjb_config_default("handlers.nope"));
+  assert_null(kjb_config_default("nope"));
 }
 
 static void check_no_limits(const kjb_config *cfg) {
@@ -1062,6 +1151,10 @@ static const cfg_case cases[] = {
          "kind = \"k\"; type = \"http\"; url = \"https://hooks.example/k\"; "
          "rate_limit = { rate = 2.5; }; breaker = { };"),
      .check = check_handler_defaults},
+    {.name = "defaults_from_table",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { rate = 1.0; }; "
+                                "breaker = { };"),
+     .check = check_defaults_table},
     {.name = "handler_burst_default",
      .text = BASE TOPIC "handlers = ( { kind = \"a\"; type = \"log\"; concurrency = 1024;\n"
              "  rate_limit = { rate = 1e12; }; },\n"
@@ -1271,6 +1364,123 @@ static void test_example_cfg(void **state) {
   kjb_config_close(&cfg);
 }
 
+/* A line of example.cfg without its comment marks: "# # x" and "# x" are
+ * both "x"; *comment tells whether it was one. */
+static const char *strip_line(char *line, bool *comment) {
+  line[strcspn(line, "\n")] = '\0';
+  char *p = line + strspn(line, " \t");
+  *comment = false;
+  while (*p == '#') {
+    *comment = true;
+    p++;
+    p += strspn(p, " \t");
+  }
+  return p;
+}
+
+/* "name = ..." at p: copies name and returns what follows " = ". */
+static const char *key_of(const char *p, char *name, size_t size) {
+  size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyz_");
+  if (n == 0 || n >= size || strncmp(p + n, " = ", 3) != 0)
+    return NULL;
+  snprintf(name, size, "%.*s", (int)n, p);
+  return p + n + 3;
+}
+
+/* Whether text says "Default <def>" or "Default \"<def>\"", def ending
+ * at a character that cannot continue it. */
+static bool documents(const char *text, const char *def) {
+  char quoted[256], bare[256];
+  snprintf(quoted, sizeof quoted, "Default \"%s\"", def);
+  snprintf(bare, sizeof bare, "Default %s", def);
+  if (strstr(text, quoted))
+    return true;
+  for (const char *p = text; (p = strstr(p, bare)); p++) {
+    char next = p[strlen(bare)];
+    if (!(next >= '0' && next <= '9') && !(next >= 'a' && next <= 'z') && next != '.')
+      return true;
+    if (next == '.' && !(p[strlen(bare) + 1] >= '0' && p[strlen(bare) + 1] <= '9'))
+      return true;
+  }
+  return false;
+}
+
+/* config/example.cfg shows every key with the comment above it; each key
+ * with a default in the table says it there, and the tests above check
+ * each of those keys. */
+static void test_example_documents_defaults(void **state) {
+  char path[1024];
+  source_path(path, sizeof path, "config/example.cfg");
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  char stack[8][64], comment[4096] = "", line[1024];
+  size_t depth = 0, found = 0;
+  bool seen[NDEFAULTS] = {false};
+  kjb_config dummy = {0};
+  kjb_handler_cfg h = {0};
+  kjb_topic_cfg t = {0};
+  kjb_job_cfg j = {0};
+  t.jobs = &j;
+  dummy.handlers = &h;
+  dummy.topics = &t;
+  dvalue d[NDEFAULTS];
+  size_t nd = default_values(&dummy, d);
+  while (fgets(line, sizeof line, f)) {
+    bool is_comment;
+    const char *p = strip_line(line, &is_comment);
+    char name[64], key[256] = "";
+    const char *rest = key_of(p, name, sizeof name);
+    if (!rest) {
+      if (*p == '}' || *p == ')') {
+        assert_true(depth > 0);
+        depth--;
+      } else if (strcmp(p, "{") == 0) {
+        assert_true(depth < 8);
+        stack[depth++][0] = '\0';
+      }
+      if (is_comment && *p) {
+        strncat(comment, " ", sizeof comment - strlen(comment) - 1);
+        strncat(comment, p, sizeof comment - strlen(comment) - 1);
+      } else if (!*p) {
+        comment[0] = '\0';
+      }
+      continue;
+    }
+    for (size_t i = 0; i < depth; i++) {
+      if (stack[i][0]) {
+        strncat(key, stack[i], sizeof key - strlen(key) - 1);
+        strncat(key, ".", sizeof key - strlen(key) - 1);
+      }
+    }
+    strncat(key, name, sizeof key - strlen(key) - 1);
+    if (strcmp(rest, "{") == 0 || strcmp(rest, "(") == 0) {
+      assert_true(depth < 8);
+      snprintf(stack[depth++], sizeof stack[0], "%s", name);
+    } else if (depth > 0) {
+      const char *def = kjb_config_default(key);
+      if (def) {
+        size_t i = 0;
+        while (i < nd && strcmp(d[i].key, key) != 0)
+          i++;
+        if (i == nd)
+          fail_msg("%s has the default \"%s\" but the tests do not check it", key, def);
+        if (!seen[i] && !documents(comment, def))
+          fail_msg("example.cfg: %s: the comment above does not say Default \"%s\": %s", key,
+                   def, comment);
+        found += !seen[i];
+        seen[i] = true;
+      }
+    }
+    comment[0] = '\0';
+  }
+  fclose(f);
+  assert_int_equal(depth, 0);
+  for (size_t i = 0; i < nd; i++)
+    if (!seen[i])
+      fail_msg("example.cfg does not show %s", d[i].key);
+  assert_int_equal(found, nd);
+}
+
 static void test_dev_cfg(void **state) {
   char path[1024];
   source_path(path, sizeof path, "config/dev.cfg");
@@ -1469,6 +1679,7 @@ static int teardown(void **state) {
 int main(void) {
   static const struct CMUnitTest fixed[] = {
       cmocka_unit_test(test_example_cfg), cmocka_unit_test(test_dev_cfg),
+      cmocka_unit_test(test_example_documents_defaults),
       cmocka_unit_test(test_io_errors),   cmocka_unit_test(test_file_limits),
       cmocka_unit_test(test_close),
       cmocka_unit_test(test_default_path), cmocka_unit_test(test_lookups),
