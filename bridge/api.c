@@ -92,15 +92,9 @@ static unsigned error_reply(kjb_buf *out, unsigned status, const char *fmt, ...)
 /* At most 64 bytes of a request value, for quoting it in an error. */
 #define QUOTE(s) (int)kjb_utf8_prefix((s), 64), (s)
 
+/* A timestamp, or null for one that is not set. */
 static json_t *time_json(int64_t epoch_us) {
-  if (epoch_us <= 0)
-    return json_null();
-  kjb_buf b;
-  kjb_buf_init(&b);
-  kjb_buf_rfc3339(&b, epoch_us, 3);
-  json_t *j = json_string(b.data);
-  kjb_buf_close(&b);
-  return j;
+  return epoch_us <= 0 ? json_null() : kjb_json_rfc3339(epoch_us);
 }
 
 /* The database connection, connected on first use; under db_mu. */
