@@ -382,8 +382,7 @@ typedef struct {
   kjb_err *err;
   cached *cache;
   size_t ncache, capcache;
-  char path[512];
-  size_t pathlen;
+  kjb_avro_path path;
 } rctx;
 
 static void *ralloc(rctx *c, size_t n) {
@@ -394,29 +393,12 @@ static void *ralloc(rctx *c, size_t n) {
   return p;
 }
 
-static size_t path_push(rctx *c, const char *seg) {
-  size_t old = c->pathlen;
-  int n = snprintf(c->path + old, sizeof c->path - old, "%s%s",
-                   old && seg[0] != '[' ? "." : "", seg);
-  if (n > 0)
-    c->pathlen = old + (size_t)n < sizeof c->path ? old + (size_t)n : sizeof c->path - 1;
-  return old;
-}
-
-static void path_pop(rctx *c, size_t old) {
-  c->pathlen = old;
-  c->path[old] = '\0';
-}
-
 __attribute__((format(printf, 2, 3))) static int rerr(rctx *c, const char *fmt, ...) {
-  char msg[400];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  int rc = kjb_avro_path_err(&c->path, c->err, KJB_ESCHEMA_MISMATCH, fmt, ap);
   va_end(ap);
-  if (c->pathlen)
-    return kjb_err_set(c->err, KJB_ESCHEMA_MISMATCH, "field \"%s\": %s", c->path, msg);
-  return kjb_err_set(c->err, KJB_ESCHEMA_MISMATCH, "%s", msg);
+  return rc;
 }
 
 static const char *unqualified(const char *fullname) {
@@ -542,9 +524,9 @@ static const plan *resolve_record(rctx *c, const kjb_snode *w, const kjb_snode *
         match = strcmp(rf->aliases[k], wf->name) == 0;
       if (!match || seen[j])
         continue;
-      size_t old = path_push(c, rf->name);
+      size_t old = kjb_avro_path_push(&c->path, "%s", rf->name);
       const plan *fp = resolve(c, wf->type, rf->type);
-      path_pop(c, old);
+      kjb_avro_path_pop(&c->path, old);
       if (!fp)
         return fail_record(c, p);
       seen[j] = true;
@@ -557,9 +539,9 @@ static const plan *resolve_record(rctx *c, const kjb_snode *w, const kjb_snode *
     if (seen[j])
       continue;
     if (!r->fields[j].default_value) {
-      size_t old = path_push(c, r->fields[j].name);
+      size_t old = kjb_avro_path_push(&c->path, "%s", r->fields[j].name);
       rerr(c, "missing in the writer schema and has no default");
-      path_pop(c, old);
+      kjb_avro_path_pop(&c->path, old);
       return fail_record(c, p);
     }
     p->tmpl[j].val = r->fields[j].default_value;
@@ -664,9 +646,9 @@ static const plan *resolve(rctx *c, const kjb_snode *w, const kjb_snode *r) {
   case KJB_S_ARRAY:
   case KJB_S_MAP: {
     plan *p = new_plan(c, w->type == KJB_S_ARRAY ? OP_ARRAY : OP_MAP, w, r);
-    size_t old = path_push(c, w->type == KJB_S_ARRAY ? "[]" : "*");
+    size_t old = kjb_avro_path_push(&c->path, "%s", w->type == KJB_S_ARRAY ? "[]" : "*");
     p->items = resolve(c, w->items, r->items);
-    path_pop(c, old);
+    kjb_avro_path_pop(&c->path, old);
     if (!p->items)
       return NULL;
     p->item_min = min_size(w->items, 0) + (w->type == KJB_S_MAP);
