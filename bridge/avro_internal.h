@@ -1,5 +1,5 @@
-/* Internals shared by the Avro core (schema.c, avrodec.c, avroenc.c);
- * other modules use schema.h. */
+/* Internals shared by the Avro core (schema.c, the decoder behind
+ * avrodec_int.h, avroenc.c); other modules use schema.h. */
 #ifndef KJB_AVRO_INTERNAL_H
 #define KJB_AVRO_INTERNAL_H
 
