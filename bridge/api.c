@@ -92,15 +92,9 @@ static unsigned error_reply(kjb_buf *out, unsigned status, const char *fmt, ...)
 /* At most 64 bytes of a request value, for quoting it in an error. */
 #define QUOTE(s) (int)kjb_utf8_prefix((s), 64), (s)
 
+/* A timestamp, or null for one that is not set. */
 static json_t *time_json(int64_t epoch_us) {
-  if (epoch_us <= 0)
-    return json_null();
-  kjb_buf b;
-  kjb_buf_init(&b);
-  kjb_buf_rfc3339(&b, epoch_us, 3);
-  json_t *j = json_string(b.data);
-  kjb_buf_close(&b);
-  return j;
+  return epoch_us <= 0 ? json_null() : kjb_json_rfc3339(epoch_us);
 }
 
 /* The database connection, connected on first use; under db_mu. */
@@ -309,31 +303,40 @@ static json_t *query_json(kjb_api *api, const char *what, const char *sql, int n
 }
 
 static unsigned get_jobs(kjb_api *api, kjb_api_param_fn param, void *cls, kjb_buf *out) {
-  const char *state = param(cls, "state"), *kind = param(cls, "kind");
   const char *limit_s = param(cls, "limit"), *before_s = param(cls, "before");
-  int64_t limit = JOBS_LIMIT_DEFAULT, before = 0;
-  if (state && !kjb_jobs_state_valid(state))
-    return error_reply(out, 400, "unknown state \"%.*s\"", QUOTE(state));
+  kjb_jobs_filter f = {.state = param(cls, "state"), .kind = param(cls, "kind")};
+  int64_t limit = JOBS_LIMIT_DEFAULT;
+  if (f.state && !kjb_jobs_state_valid(f.state))
+    return error_reply(out, 400, "unknown state \"%.*s\"", QUOTE(f.state));
   if (limit_s && kjb_parse_i64(limit_s, 1, JOBS_LIMIT_MAX, &limit) < 0)
     return error_reply(out, 400, "limit must be a number from 1 to %d", JOBS_LIMIT_MAX);
-  if (before_s && kjb_parse_i64(before_s, 1, INT64_MAX, &before) < 0)
+  if (before_s && kjb_parse_i64(before_s, 1, INT64_MAX, &f.before) < 0)
     return error_reply(out, 400, "before must be a job id");
-  char limit_txt[24], before_txt[24];
-  snprintf(limit_txt, sizeof limit_txt, "%" PRId64, limit);
-  snprintf(before_txt, sizeof before_txt, "%" PRId64, before);
-  const char *params[] = {state, kind, before_s ? before_txt : NULL, limit_txt};
-  unsigned status = 200;
+  f.limit = (long)limit;
+  kjb_err err;
   pthread_mutex_lock(&api->db_mu);
-  json_t *jobs = query_json(
-      api, "list jobs",
-      "SELECT coalesce(json_agg(j ORDER BY (j->>'id')::bigint DESC), '[]') FROM ("
-      " SELECT json_build_object(" JOB_JSON ", 'last_error', errors -> -1) AS j FROM jobs"
-      " WHERE ($1::text IS NULL OR state = $1::job_state) AND ($2::text IS NULL OR kind = $2)"
-      " AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4::int) s",
-      4, params, &status, out);
+  kjb_store *s = db(api, &err);
+  PGresult *res =
+      s ? kjb_jobs_list(s, "json_build_object(" JOB_JSON ", 'last_error', errors -> -1)", &f,
+                        "list jobs", &err)
+        : NULL;
+  if (!res)
+    db_failed(api);
   pthread_mutex_unlock(&api->db_mu);
-  if (!jobs)
-    return status;
+  if (!res)
+    return error_reply(out, 503, "%s", err.msg);
+  json_t *jobs = json_array();
+  for (int r = 0; r < PQntuples(res); r++) {
+    const char *text = PQgetvalue(res, r, 0);
+    json_t *job = json_loadb(text, strlen(text), JSON_DECODE_ANY, NULL);
+    if (!job) {
+      PQclear(res);
+      json_decref(jobs);
+      return error_reply(out, 500, "could not read the database's answer");
+    }
+    json_array_append_new(jobs, job);
+  }
+  PQclear(res);
   size_t n = json_array_size(jobs);
   json_t *next = json_null();
   if (n == (size_t)limit)

@@ -16,40 +16,15 @@
 
 typedef struct {
   kjb_err *err;
-  char path[512];
-  size_t pathlen;
+  kjb_avro_path path;
 } ectx;
 
-static size_t path_push(ectx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static size_t path_push(ectx *c, const char *fmt, ...) {
-  size_t old = c->pathlen;
-  char seg[256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(seg, sizeof seg, fmt, ap);
-  va_end(ap);
-  int n = snprintf(c->path + old, sizeof c->path - old, "%s%s",
-                   old && seg[0] != '[' ? "." : "", seg);
-  if (n > 0)
-    c->pathlen = old + (size_t)n < sizeof c->path ? old + (size_t)n : sizeof c->path - 1;
-  return old;
-}
-
-static void path_pop(ectx *c, size_t old) {
-  c->pathlen = old;
-  c->path[old] = '\0';
-}
-
 __attribute__((format(printf, 2, 3))) static int eerr(ectx *c, const char *fmt, ...) {
-  char msg[400];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  int rc = kjb_avro_path_err(&c->path, c->err, KJB_EBAD_JSON, fmt, ap);
   va_end(ap);
-  if (c->pathlen)
-    return kjb_err_set(c->err, KJB_EBAD_JSON, "field \"%s\": %s", c->path, msg);
-  return kjb_err_set(c->err, KJB_EBAD_JSON, "%s", msg);
+  return rc;
 }
 
 static int avro_fail(ectx *c) { return eerr(c, "avro: %s", avro_strerror()); }
@@ -547,7 +522,7 @@ static int enc_record(ectx *c, const kjb_snode *n, const json_t *j, avro_value_t
     avro_value_t field;
     if (avro_value_get_by_index(v, i, &field, NULL))
       return avro_fail(c);
-    size_t old = path_push(c, "%s", f->name);
+    size_t old = kjb_avro_path_push(&c->path, "%s", f->name);
     const json_t *fj = json_object_get(j, f->name);
     json_t *def = NULL;
     int rc;
@@ -558,7 +533,7 @@ static int enc_record(ectx *c, const kjb_snode *n, const json_t *j, avro_value_t
     else
       rc = enc(c, f->type, fj, &field);
     json_decref(def);
-    path_pop(c, old);
+    kjb_avro_path_pop(&c->path, old);
     if (rc)
       return rc;
   }
@@ -643,9 +618,9 @@ static int enc(ectx *c, const kjb_snode *n, const json_t *j, avro_value_t *v) {
       avro_value_t item;
       if (avro_value_append(v, &item, NULL))
         return avro_fail(c);
-      size_t old = path_push(c, "[%zu]", i);
+      size_t old = kjb_avro_path_push(&c->path, "[%zu]", i);
       rc = enc(c, n->items, json_array_get(j, i), &item);
-      path_pop(c, old);
+      kjb_avro_path_pop(&c->path, old);
       if (rc)
         return rc;
     }
@@ -663,9 +638,9 @@ static int enc(ectx *c, const kjb_snode *n, const json_t *j, avro_value_t *v) {
       avro_value_t item;
       if (avro_value_add(v, key, &item, NULL, NULL))
         return avro_fail(c);
-      size_t old = path_push(c, "%s", key);
+      size_t old = kjb_avro_path_push(&c->path, "%s", key);
       rc = enc(c, n->items, val, &item);
-      path_pop(c, old);
+      kjb_avro_path_pop(&c->path, old);
       if (rc)
         return rc;
     }

@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <dlfcn.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,4 +171,13 @@ void kjb_handler_sanitize(char *dst, size_t cap, const char *src, size_t n) {
   }
 done:
   dst[o] = '\0';
+}
+
+void kjb_handler_set_result(kjb_handler_result *res, kjb_handler_status status, const char *fmt,
+                            ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  res->status = status;
+  vsnprintf(res->message, sizeof res->message, fmt, ap);
+  va_end(ap);
 }

@@ -51,4 +51,11 @@ extern const kjb_builtin_handler kjb_handler_log;
  * bytes with the NUL (cap > 0). */
 void kjb_handler_sanitize(char *dst, size_t cap, const char *src, size_t n);
 
+/* Sets res->status to status and res->message to the printf-style text,
+ * cut to fit the message buffer. For the built-ins; the text is expected
+ * to be valid UTF-8 already (foreign text goes through
+ * kjb_handler_sanitize first). */
+void kjb_handler_set_result(kjb_handler_result *res, kjb_handler_status status, const char *fmt,
+                            ...) __attribute__((format(printf, 3, 4)));
+
 #endif

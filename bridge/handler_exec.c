@@ -9,7 +9,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,17 +55,6 @@ static void tail_add(tail_buf *t, const char *p, size_t n) {
   }
   memcpy(t->data + t->len, p, n);
   t->len += n;
-}
-
-static void set_result(kjb_handler_result *res, kjb_handler_status status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_result(kjb_handler_result *res, kjb_handler_status status, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  res->status = status;
-  vsnprintf(res->message, sizeof res->message, fmt, ap);
-  va_end(ap);
 }
 
 static const char *errno_text(int e) {
@@ -209,11 +197,12 @@ static void exec_perform(void *state, const kjb_handler_job *job, kjb_handler_re
   if (s->timeout_us > 0 && s->timeout_us < limit)
     limit = s->timeout_us;
   if (limit <= 0) {
-    set_result(res, KJB_HANDLER_TRANSIENT, "exec: timed out before the program was started");
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT,
+                           "exec: timed out before the program was started");
     return;
   }
   if (kjb_handler_cancelled(job)) {
-    set_result(res, KJB_HANDLER_TRANSIENT, "exec: cancelled");
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "exec: cancelled");
     return;
   }
   int64_t deadline = kjb_now_mono_us() + limit;
@@ -222,7 +211,8 @@ static void exec_perform(void *state, const kjb_handler_job *job, kjb_handler_re
    * this job's pipes, or EOF would never come. */
   int in[2] = {-1, -1}, err[2] = {-1, -1};
   if (pipe2(in, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
-    set_result(res, KJB_HANDLER_TRANSIENT, "exec: could not create a pipe: %s", errno_text(errno));
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "exec: could not create a pipe: %s",
+                           errno_text(errno));
     for (int i = 0; i < 2; i++) {
       if (in[i] >= 0)
         close(in[i]);
@@ -243,8 +233,8 @@ static void exec_perform(void *state, const kjb_handler_job *job, kjb_handler_re
      * changes the configuration or the host; resource shortages pass. */
     int lasting = e == ENOENT || e == EACCES || e == ENOEXEC || e == ENOTDIR || e == ELOOP ||
                   e == ENAMETOOLONG || e == EPERM;
-    set_result(res, lasting ? KJB_HANDLER_PERMANENT : KJB_HANDLER_TRANSIENT,
-               "exec: could not run \"%s\": %s", s->argv[0], errno_text(e));
+    kjb_handler_set_result(res, lasting ? KJB_HANDLER_PERMANENT : KJB_HANDLER_TRANSIENT,
+                           "exec: could not run \"%s\": %s", s->argv[0], errno_text(e));
     return;
   }
   fcntl(in_w, F_SETFL, O_NONBLOCK);
@@ -347,19 +337,19 @@ static void exec_perform(void *state, const kjb_handler_job *job, kjb_handler_re
   const char *sep = why[0] ? ": " : "";
 
   if (stopped == 2) {
-    set_result(res, KJB_HANDLER_TRANSIENT, "exec: cancelled%s%s", sep, why);
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "exec: cancelled%s%s", sep, why);
   } else if (stopped == 1) {
-    set_result(res, KJB_HANDLER_TRANSIENT, "exec: timed out after %.1f s%s%s", limit / 1e6, sep,
-               why);
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "exec: timed out after %.1f s%s%s",
+                           limit / 1e6, sep, why);
   } else if (WIFEXITED(wstatus)) {
     int code = WEXITSTATUS(wstatus);
     if (code != 0)
-      set_result(res, code == 75 ? KJB_HANDLER_TRANSIENT : KJB_HANDLER_PERMANENT,
-                 "exec: exited %d%s%s", code, sep, why);
+      kjb_handler_set_result(res, code == 75 ? KJB_HANDLER_TRANSIENT : KJB_HANDLER_PERMANENT,
+                             "exec: exited %d%s%s", code, sep, why);
   } else if (WIFSIGNALED(wstatus)) {
     const char *name = sigabbrev_np(WTERMSIG(wstatus));
-    set_result(res, KJB_HANDLER_TRANSIENT, "exec: killed by SIG%s%s%s", name ? name : "?", sep,
-               why);
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "exec: killed by SIG%s%s%s",
+                           name ? name : "?", sep, why);
   }
 }
 

@@ -3,7 +3,6 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,29 +146,19 @@ static int64_t retry_after(CURL *c) {
   return delta > 0 ? delta : 0;
 }
 
-static void set_result(kjb_handler_result *res, kjb_handler_status status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_result(kjb_handler_result *res, kjb_handler_status status, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  res->status = status;
-  vsnprintf(res->message, sizeof res->message, fmt, ap);
-  va_end(ap);
-}
-
 static void http_perform(void *state, const kjb_handler_job *job, kjb_handler_result *res) {
   http_state *s = state;
   int64_t timeout = job->deadline_us - kjb_now_mono_us();
   if (s->timeout_us > 0 && s->timeout_us < timeout)
     timeout = s->timeout_us;
   if (timeout <= 0) {
-    set_result(res, KJB_HANDLER_TRANSIENT, "http: timed out before the request was sent");
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT,
+                           "http: timed out before the request was sent");
     return;
   }
   CURL *c = take_handle(s);
   if (!c) {
-    set_result(res, KJB_HANDLER_TRANSIENT, "http: could not create a curl handle");
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "http: could not create a curl handle");
     return;
   }
   char line[3][160];
@@ -188,7 +177,7 @@ static void http_perform(void *state, const kjb_handler_job *job, kjb_handler_re
                          "Expect:" /* no 100-continue round trip for large bodies */};
   for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
     if (!(tmp = curl_slist_append(headers, lines[i]))) {
-      set_result(res, KJB_HANDLER_TRANSIENT, "http: out of memory");
+      kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "http: out of memory");
       goto done;
     }
     headers = tmp;
@@ -216,20 +205,21 @@ static void http_perform(void *state, const kjb_handler_job *job, kjb_handler_re
 
   CURLcode rc = curl_easy_perform(c);
   if (rc == CURLE_ABORTED_BY_CALLBACK) {
-    set_result(res, KJB_HANDLER_TRANSIENT, "http: cancelled");
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "http: cancelled");
   } else if (rc == CURLE_OPERATION_TIMEDOUT) {
-    set_result(res, KJB_HANDLER_TRANSIENT, "http: timed out after %.1f s", timeout / 1e6);
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "http: timed out after %.1f s",
+                           timeout / 1e6);
   } else if (rc == CURLE_COULDNT_CONNECT) {
     long os_errno = 0;
     curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
     const char *why = os_errno ? strerrordesc_np((int)os_errno) : NULL;
-    set_result(res, KJB_HANDLER_TRANSIENT, "http: could not connect to %s: %s", s->shown_url,
-               why ? why : errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "http: could not connect to %s: %s",
+                           s->shown_url, why ? why : errbuf[0] ? errbuf : curl_easy_strerror(rc));
   } else if (rc != CURLE_OK) {
     /* Connection failures, resets, TLS trouble: the server may be back
      * later. The URL was checked at init, so nothing here is permanent. */
-    set_result(res, KJB_HANDLER_TRANSIENT, "http: %s: %s", curl_easy_strerror(rc),
-               errbuf[0] ? errbuf : "no details");
+    kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "http: %s: %s", curl_easy_strerror(rc),
+                           errbuf[0] ? errbuf : "no details");
   } else {
     long code = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);

@@ -36,11 +36,12 @@ enum { NCOLS = sizeof COLS / sizeof COLS[0] };
 /* After the columns: the last attempt's error, for the table. */
 enum { COL_LAST_ERROR = NCOLS };
 
-#define SELECT_JOBS                                                                      \
-  "SELECT id, kind, queue, priority, state::text, args::text, meta::text, attempt, "     \
+#define JOB_COLUMNS                                                                      \
+  "id, kind, queue, priority, state::text, args::text, meta::text, attempt, "            \
   "max_attempts, " TS("scheduled_at") ", " TS("attempted_at") ", " TS("finished_at")     \
   ", " TS("created_at") ", attempted_by, errors::text, unique_key, source_topic, "       \
-  "source_partition, source_offset, errors->-1->>'error' FROM jobs "
+  "source_partition, source_offset, errors->-1->>'error'"
+#define SELECT_JOBS "SELECT " JOB_COLUMNS " FROM jobs "
 
 #define RETRY_SET                                                                        \
   "SET state = 'available', scheduled_at = now(), finished_at = NULL, "                  \
@@ -227,20 +228,31 @@ static void print_fields(const PGresult *res, FILE *out) {
 
 /* ---- queries -------------------------------------------------------- */
 
-int kjb_jobs_ls(kjb_store *s, const kjb_jobs_filter *f, FILE *out, long *shown, kjb_err *err) {
+PGresult *kjb_jobs_list(kjb_store *s, const char *columns, const kjb_jobs_filter *f,
+                        const char *what, kjb_err *err) {
   if (f->state && !kjb_jobs_state_valid(f->state))
-    return bad_state(f->state, err);
-  assert(f->limit >= 0);
-  char limit[24];
+    return bad_state(f->state, err), NULL;
+  assert(f->limit >= 0 && f->before >= 0);
+  char limit[24], before[24];
   snprintf(limit, sizeof limit, "%ld", f->limit ? f->limit : 50);
-  const char *params[] = {f->state, f->kind, limit};
-  PGresult *res = kjb_store_query(
-      s, "could not list jobs",
-      SELECT_JOBS "WHERE ($1::job_state IS NULL OR state = $1::job_state) "
-                  "AND ($2::text IS NULL OR kind = $2) ORDER BY id DESC LIMIT $3::bigint",
-      3, params, err);
+  snprintf(before, sizeof before, "%" PRId64, f->before);
+  const char *params[] = {f->state, f->kind, f->before ? before : NULL, limit};
+  kjb_buf sql;
+  kjb_buf_init(&sql);
+  kjb_buf_printf(&sql,
+                 "SELECT %s FROM jobs WHERE ($1::job_state IS NULL OR state = $1::job_state) "
+                 "AND ($2::text IS NULL OR kind = $2) AND ($3::bigint IS NULL OR id < $3) "
+                 "ORDER BY id DESC LIMIT $4::bigint",
+                 columns);
+  PGresult *res = kjb_store_query(s, what, sql.data, 4, params, err);
+  kjb_buf_close(&sql);
+  return res;
+}
+
+int kjb_jobs_ls(kjb_store *s, const kjb_jobs_filter *f, FILE *out, long *shown, kjb_err *err) {
+  PGresult *res = kjb_jobs_list(s, JOB_COLUMNS, f, "could not list jobs", err);
   if (!res)
-    return -KJB_EPG;
+    return -err->code;
   (f->json ? print_json_array : print_table)(res, out);
   if (shown)
     *shown = PQntuples(res);

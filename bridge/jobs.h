@@ -16,12 +16,13 @@
 /* The longest state name ("available", "scheduled", ...) plus its NUL. */
 #define KJB_JOBS_STATE_MAX 16
 
-/* What kjb_jobs_ls shows. */
+/* Which jobs a listing shows (kjb_jobs_list, kjb_jobs_ls). */
 typedef struct {
   const char *state; /* only jobs in this state; NULL for any */
   const char *kind;  /* only jobs of this kind; NULL for any */
   long limit;        /* at most this many, newest (highest id) first; 0 for 50 */
-  int json;          /* one JSON array of objects instead of a text table */
+  int64_t before;    /* only jobs with a lower id; 0 for any */
+  int json;          /* kjb_jobs_ls: one JSON array of objects, not a text table */
 } kjb_jobs_filter;
 
 /* How an action on one job went. */
@@ -38,6 +39,14 @@ typedef struct {
 
 /* Returns 1 when name is a job state ("available", ..., "cancelled"). */
 int kjb_jobs_state_valid(const char *name);
+
+/* The one job listing query, behind both `kjb jobs ls` and GET /api/jobs:
+ * selects columns (SQL select-list text, a constant of the caller's) from
+ * the jobs that match f, newest first. Returns the result, which the
+ * caller clears with PQclear, or NULL with err: KJB_EUSAGE for an unknown
+ * f->state, KJB_EPG (prefixed with what) when the database failed. */
+PGresult *kjb_jobs_list(kjb_store *s, const char *columns, const kjb_jobs_filter *f,
+                        const char *what, kjb_err *err);
 
 /* Writes the jobs that match f to out, newest first: as an aligned table
  * (id, kind, queue, state, attempt/max_attempts, scheduled_at in UTC, the

@@ -58,6 +58,34 @@ const char *kjb_avro_type_name(const kjb_snode *n) {
   return n->fullname ? n->fullname : type_names[n->type];
 }
 
+size_t kjb_avro_path_push(kjb_avro_path *p, const char *fmt, ...) {
+  size_t old = p->len;
+  char seg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(seg, sizeof seg, fmt, ap);
+  va_end(ap);
+  int n = snprintf(p->text + old, sizeof p->text - old, "%s%s",
+                   old && seg[0] != '[' ? "." : "", seg);
+  if (n > 0)
+    p->len = old + (size_t)n < sizeof p->text ? old + (size_t)n : sizeof p->text - 1;
+  return old;
+}
+
+void kjb_avro_path_pop(kjb_avro_path *p, size_t old) {
+  p->len = old;
+  p->text[old] = '\0';
+}
+
+int kjb_avro_path_err(const kjb_avro_path *p, kjb_err *err, kjb_errcode code, const char *fmt,
+                      va_list ap) {
+  char msg[400];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  if (p->len)
+    return kjb_err_set(err, code, "field \"%s\": %s", p->text, msg);
+  return kjb_err_set(err, code, "%s", msg);
+}
+
 static int is_named(kjb_stype t) {
   return t == KJB_S_RECORD || t == KJB_S_ENUM || t == KJB_S_FIXED;
 }

@@ -30,15 +30,6 @@ struct kjb_stats {
 
 /* ---- the background thread ---------------------------------------------- */
 
-static json_t *rfc3339(int64_t epoch_us) {
-  kjb_buf b;
-  kjb_buf_init(&b);
-  kjb_buf_rfc3339(&b, epoch_us, 3);
-  json_t *j = json_string(b.data);
-  kjb_buf_close(&b);
-  return j;
-}
-
 static void set_gauge(const char *kind, const char *state, double n) {
   kjb_gauge_set("kjb_jobs",
                 "Jobs by kind and state in the whole jobs table, counted every few seconds.", n,
@@ -91,8 +82,8 @@ static json_t *read_nodes(kjb_stats *st, kjb_store *db, kjb_err *err) {
         arr, json_pack("{s:s, s:s, s:i, s:s, s:s, s:o, s:o, s:b}", "name", PQgetvalue(res, i, 0),
                        "host", PQgetvalue(res, i, 1), "pid", atoi(PQgetvalue(res, i, 2)),
                        "roles", PQgetvalue(res, i, 3), "version", PQgetvalue(res, i, 4),
-                       "started_at", rfc3339(strtoll(PQgetvalue(res, i, 5), NULL, 10)),
-                       "heartbeat_at", rfc3339(strtoll(PQgetvalue(res, i, 6), NULL, 10)),
+                       "started_at", kjb_json_rfc3339(strtoll(PQgetvalue(res, i, 5), NULL, 10)),
+                       "heartbeat_at", kjb_json_rfc3339(strtoll(PQgetvalue(res, i, 6), NULL, 10)),
                        "alive", PQgetvalue(res, i, 7)[0] == 't'));
   PQclear(res);
   return arr;
@@ -126,7 +117,7 @@ static void *stats_main(void *arg) {
       json_decref(st->counted_at);
       st->jobs = jobs;
       st->nodes = nodes;
-      st->counted_at = rfc3339(kjb_now_wall_us());
+      st->counted_at = kjb_json_rfc3339(kjb_now_wall_us());
       jobs = nodes = NULL;
     }
     json_decref(jobs);
@@ -203,7 +194,7 @@ void kjb_stats_dead_letter(const char *topic, int partition, int64_t offset, con
   /* Messages may quote record bytes: keep the valid UTF-8 prefix. */
   long bad = kjb_utf8_invalid_at(message, strlen(message));
   json_t *d = json_pack("{s:o, s:s, s:i, s:I, s:s, s:s, s:s, s:s%}", "at",
-                        rfc3339(kjb_now_wall_us()), "topic", topic, "partition", partition,
+                        kjb_json_rfc3339(kjb_now_wall_us()), "topic", topic, "partition", partition,
                         "offset", (json_int_t)offset, "dlq_topic", dlq_topic, "reason", reason,
                         "stage", stage, "message", message,
                         bad < 0 ? strlen(message) : (size_t)bad);

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -556,6 +557,15 @@ void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits) {
     kjb_buf_printf(b, ".%06lldZ", (long long)frac);
   else
     kjb_buf_printf(b, ".%03lldZ", (long long)(frac / 1000));
+}
+
+json_t *kjb_json_rfc3339(int64_t epoch_us) {
+  kjb_buf b;
+  kjb_buf_init(&b);
+  kjb_buf_rfc3339(&b, epoch_us, 3);
+  json_t *j = json_string(b.data);
+  kjb_buf_close(&b);
+  return j;
 }
 
 int64_t kjb_now_mono_us(void) {

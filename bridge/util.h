@@ -122,6 +122,10 @@ int kjb_duration_parse(const char *s, int64_t *out_us);
  * number of fractional digits (3 or 6): "2026-11-21T10:00:00.123Z". */
 void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits);
 
+/* The same with 3 fractional digits as a new jansson string (the caller
+ * owns the reference), for timestamps in JSON answers. */
+struct json_t *kjb_json_rfc3339(int64_t epoch_us);
+
 /* Days since 1970-01-01 to a proleptic Gregorian civil date. */
 void kjb_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
 

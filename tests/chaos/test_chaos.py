@@ -43,9 +43,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import avrokit
-from kjbtest import REPO, SCRIPTS, KjbProcess, Service, kjb_argv, kjb_env
-from test_http import free_port
-from test_ingest import order
+from kjbtest import KjbProcess, REPO, SCRIPTS, Service, free_port, kjb_argv, kjb_env, order
 
 NODES = 3
 PARTITIONS = 6

@@ -1,21 +1,31 @@
 """Helpers for the end-to-end tests: handles on the throwaway Kafka and
 PostgreSQL that scripts/kafka.sh and scripts/pg.sh start, and on kjb
-processes. conftest.py turns them into fixtures; tests may import the plain
-helpers (wait_for, Record) directly."""
+processes. conftest.py turns them into fixtures; tests import the plain
+helpers (wait_for, Record, free_port, get, order, write_ingest_config, ...)
+from here, never from each other."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+import pytest
+
+import avrokit
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -702,3 +712,129 @@ def _have_setpriv() -> bool:
         except OSError:
             _SETPRIV = False
     return _SETPRIV
+
+
+# ---- shared by the test files (they import this module, never each other) ----
+
+# A log line in the text format: timestamp, padded level, message.
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (debug|info |warn |error) ")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str, method: str = "GET", timeout: float = 10) -> tuple[int, str, str]:
+    """(status, content type, body) of one request."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=b"{}" if method in ("POST", "PUT") else None)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=timeout) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read().decode()
+
+
+def answers(port: int, path: str):
+    """The probe's (status, json) once the server answers, else None."""
+    try:
+        status, _, body = get(port, path)
+    except OSError:
+        return None
+    return status, json.loads(body)
+
+
+def request(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers or {},
+                                 data=b"{}" if method == "POST" else None)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def check_lines(text: str, fmt: str, where: str) -> list[dict]:
+    """Every line is a log line in `fmt`; returns the JSON objects (json)
+    or {"level", "msg"} dicts (text)."""
+    lines = []
+    for line in text.splitlines():
+        if fmt == "json":
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                pytest.fail(f"{where}: not a JSON line: {line!r}", pytrace=False)
+            assert isinstance(obj, dict) and set(obj) == {"ts", "level", "msg"}, f"{where}: {line!r}"
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", obj["ts"]), line
+            assert obj["level"] in ("debug", "info", "warn", "error"), line
+            lines.append(obj)
+        else:
+            m = TEXT_LINE.match(line)
+            assert m, f"{where}: not a text log line: {line!r}"
+            lines.append({"level": m.group(1).strip(), "msg": line[m.end():]})
+    return lines
+
+
+# ---- records and configuration for ingest tests ----
+
+def everything(i: int) -> dict:
+    """Record i of the kitchen-sink schema: cycles through edge values."""
+    return {
+        "id": i,
+        "flag": i % 2 == 0,
+        "small": [-(2**31), 0, 2**31 - 1][i % 3],
+        "big": [-(2**63), 2**63 - 1, 42][i % 3],
+        "ratio": [1.5, float("nan"), float("inf"), float("-inf"), 0.1][i % 5],
+        "score": [3.141592653589793, float("nan"), float("-inf"), 1e308, -2.5e-310][i % 5],
+        "name": ["plain", 'Zoë 👋 "quoted" \\ back\nline\ttab', ""][i % 3],
+        "blob": [b"\x00\xff\xfe", b"", b"hello"][i % 3],
+        "nothing": None,
+        "color": ["RED", "GREEN", "BLUE"][i % 3],
+        "hash": bytes([i % 256, 2, 3, 4]),
+        "tags": [[], ["a"], ["x", "y", "z"]][i % 3],
+        "attrs": [{}, {"k": 1}, {"a": -5, "b": 2**40}][i % 3],
+        "choice": [None, "text", 12345, -(2**40)][i % 4],
+        "customer": {"email": f"c{i}@example.org", "address": [None, {"city": "Zürich"}][i % 2]},
+        "ts_ms": [0, 1763719200123, -1, 253402300799999][i % 4],
+        "ts_us": [0, 1763719200123456, -1][i % 3],
+        "day": [0, 20413, -1, 2932896][i % 4],
+        "t_ms": [0, 86399999, 3600000][i % 3],
+        "t_us": [0, 86399999999, 1][i % 3],
+        "amount": [Decimal("0.0000"), Decimal("-1234.5678"), Decimal("12345678901234567890.1234")][i % 3],
+        "fixed_amount": [Decimal("0.05"), Decimal("-0.05"), Decimal("9999999999999999.99")][i % 3],
+        "uid": str(uuid.UUID(int=i * 7919 + 1)),
+    }
+
+
+def order(i: int, channel: str | None = None) -> dict:
+    d = {
+        "order_id": i, "customer": {"id": 7, "email": "ada@example.com", "name": "Ada"},
+        "amount": Decimal("19.99"), "currency": "EUR",
+        "items": [{"sku": "A-1", "quantity": 2, "price": 9.995}],
+        "created_at": 1763719200000 + i, "note": None, "tags": {},
+    }
+    if channel is not None:
+        d["channel"] = channel
+    return d
+
+
+def write_ingest_config(path: Path, group: str, topics: str, registry: str | None = None) -> Path:
+    schemas = avrokit.schema_dir(path.parent / "schemas")
+    registry_cfg = f'schema_registry = {{ url = "{registry}"; timeout = "1s"; }};' if registry else ""
+    path.write_text(f"""
+kafka = {{ brokers = "set-by-env"; group = "{group}"; }};
+postgres = {{ conninfo = "set-by-env"; }};
+{registry_cfg}
+schemas = {{ dir = "{schemas}";
+  ids = ( {{ id = 7; file = "everything.avsc"; }},
+          {{ id = 1; file = "order_created.avsc"; }},
+          {{ id = 2; file = "order_created_v2.avsc"; }} ); }};
+ingest = {{ batch_size = 50; batch_timeout = "50ms"; }};
+topics = ( {topics} );
+""")
+    return path

@@ -14,8 +14,7 @@ import fastavro
 import pytest
 
 import avrokit
-from kjbtest import REPO
-from test_ingest import write_config
+from kjbtest import REPO, write_ingest_config
 
 EXAMPLE = REPO / "config" / "example.cfg"
 
@@ -61,7 +60,7 @@ def test_config_errors_name_file_and_line(run_kjb, tmp_path, edit, expected):
 
 
 def test_check_config_rejects_a_path_the_schema_lacks(run_kjb, tmp_path):
-    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", """
   { topic = "t"; schema = "order_created.avsc";
     jobs = ( { kind = "k";
                args = [ "order_id", "customer.phone" ]; } ); }""")
@@ -144,7 +143,7 @@ def test_usage_errors_are_one_line_and_exit_2(run_kjb, args, expected):
 def test_replay_refuses_what_is_no_dead_letter_topic(run_kjb, tmp_path):
     """The same rule as the API's: only a mapping's DLQ topic is replayed;
     the check comes before Kafka or PostgreSQL are asked anything."""
-    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", """
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     env = {"KJB_KAFKA_BROKERS": "127.0.0.1:1", "KJB_POSTGRES_CONNINFO": "host=127.0.0.1 port=1"}
     for topic in ("nope.dlq", "t"):
@@ -154,7 +153,7 @@ def test_replay_refuses_what_is_no_dead_letter_topic(run_kjb, tmp_path):
 
 
 def test_unreachable_database_is_an_operational_error(run_kjb, tmp_path):
-    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", """
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     res = run_kjb(["migrate"], cfg, env={"KJB_POSTGRES_CONNINFO": "host=127.0.0.1 port=1 connect_timeout=2 password=hunter2"})
     assert res.returncode == 1
@@ -164,7 +163,7 @@ def test_unreachable_database_is_an_operational_error(run_kjb, tmp_path):
 
 
 def test_migrate_is_idempotent_and_reports_status(run_kjb, db, tmp_path):
-    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", """
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     env = {"KJB_POSTGRES_CONNINFO": str(db)}
     res = run_kjb(["migrate", "--status"], cfg, env=env)
@@ -185,7 +184,7 @@ def test_migrate_is_idempotent_and_reports_status(run_kjb, db, tmp_path):
 
 
 def test_concurrent_migrations_are_safe(run_kjb, db, tmp_path):
-    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", """
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     env = {"KJB_POSTGRES_CONNINFO": str(db)}
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -200,7 +199,7 @@ def test_concurrent_migrations_are_safe(run_kjb, db, tmp_path):
 
 def test_produce_encodes_lines_and_reports_bad_ones(run_kjb, kafka, make_topic, tmp_path):
     topic = make_topic()
-    cfg = write_config(tmp_path / "kjb.cfg", "g", f"""
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", f"""
   {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind = "k"; }} ); }}""")
     good = {"order_id": 5, "customer": {"id": 1, "email": "e@x.example", "name": "E"}, "amount": "12.50",
             "currency": "GBP", "items": [{"sku": "S", "quantity": 1, "price": 2.5}],
@@ -227,7 +226,7 @@ def test_produce_encodes_lines_and_reports_bad_ones(run_kjb, kafka, make_topic, 
 
 
 def test_produce_requires_a_configured_topic(run_kjb, tmp_path):
-    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", """
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     res = run_kjb(["produce", "--topic", "elsewhere"], cfg, input="")
     assert res.returncode == 2
@@ -260,7 +259,7 @@ def test_a_fifo_as_config_file_is_refused_at_once(run_kjb, tmp_path):
 
 @pytest.mark.parametrize("make", ["fifo", "dev_zero"])
 def test_schemas_dir_entries_must_be_regular_files(run_kjb, tmp_path, make):
-    cfg = write_config(tmp_path / "kjb.cfg", "g", TOPIC)
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", TOPIC)
     bad = tmp_path / "schemas" / "bad.avsc"
     if make == "fifo":
         os.mkfifo(bad)
@@ -279,7 +278,7 @@ def test_schemas_dir_entries_must_be_regular_files(run_kjb, tmp_path, make):
 ])
 def test_includes_are_read_like_the_config_file(run_kjb, tmp_path, name, why):
     os.mkfifo(tmp_path / "pipe.cfg")
-    cfg = append(write_config(tmp_path / "kjb.cfg", "g", TOPIC), f'@include "{name}"\n')
+    cfg = append(write_ingest_config(tmp_path / "kjb.cfg", "g", TOPIC), f'@include "{name}"\n')
     line = line_of(cfg, "@include \"")
     for cmd in ("check-config", "run"):
         res = run_kjb([cmd], cfg, timeout=20)
@@ -288,7 +287,7 @@ def test_includes_are_read_like_the_config_file(run_kjb, tmp_path, name, why):
 
 
 def test_includes_still_work_and_report_their_own_lines(run_kjb, tmp_path):
-    cfg = write_config(tmp_path / "kjb.cfg", "g", TOPIC)
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", TOPIC)
     (tmp_path / "log.cfg").write_text('# logging\nlog = { level = "loud"; };\n')
     append(cfg, '@include "log.cfg"\nhandlers = ( { kind = "k"; type = "log"; } );\n')
     res = run_kjb(["check-config"], cfg)
@@ -302,7 +301,7 @@ def test_includes_still_work_and_report_their_own_lines(run_kjb, tmp_path):
 
 
 def test_thread_counts_are_bounded_before_anything_starts(run_kjb, tmp_path):
-    cfg = append(write_config(tmp_path / "kjb.cfg", "g", TOPIC),
+    cfg = append(write_ingest_config(tmp_path / "kjb.cfg", "g", TOPIC),
                  'handlers = ( { kind = "k"; type = "log";\n  concurrency = 100000000; } );\n')
     line = line_of(cfg, "concurrency =")
     for cmd in ("check-config", "run"):
@@ -318,7 +317,7 @@ def test_thread_counts_are_bounded_before_anything_starts(run_kjb, tmp_path):
     ("localhost:-1", 'invalid port in "localhost:-1" (expected 0 to 65535)'),
 ])
 def test_listen_addresses_are_checked_with_the_config(run_kjb, tmp_path, listen, why):
-    cfg = append(write_config(tmp_path / "kjb.cfg", "g", TOPIC), f'http = {{ listen = "{listen}"; }};\n')
+    cfg = append(write_ingest_config(tmp_path / "kjb.cfg", "g", TOPIC), f'http = {{ listen = "{listen}"; }};\n')
     line = line_of(cfg, "listen =")
     for cmd in ("check-config", "run"):
         # The tests' environment sets KJB_HTTP_LISTEN; empty is unset.
@@ -335,7 +334,7 @@ def test_listen_addresses_are_checked_with_the_config(run_kjb, tmp_path, listen,
     ("KJB_POSTGRES_POOL_SIZE", "1x", 'expected an integer, got "1x"'),
 ])
 def test_environment_overrides_are_strict_and_named(run_kjb, tmp_path, var, value, why):
-    cfg = write_config(tmp_path / "kjb.cfg", "g", TOPIC)
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", TOPIC)
     for cmd in ("check-config", "run"):
         res = run_kjb([cmd], cfg, env={var: value}, timeout=20)
         assert res.returncode == 2, res.stderr

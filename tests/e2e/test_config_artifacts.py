@@ -21,8 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import avrokit
-from kjbtest import REPO, unique_name, wait_for
-from test_ingest import order
+from kjbtest import REPO, free_port, order, unique_name, wait_for
 
 CONFIG = REPO / "config"
 DASHBOARD = CONFIG / "grafana-dashboard.json"
@@ -223,12 +222,6 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
 
 # --------------------------------------------------------------------------
 # Against a real kjb
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(port: int, path: str, method: str = "GET", body: bytes | None = None,

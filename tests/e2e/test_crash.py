@@ -8,8 +8,7 @@ import random
 import time
 
 import avrokit
-from kjbtest import unique_name, wait_for
-from test_ingest import order, write_config
+from kjbtest import order, unique_name, wait_for, write_ingest_config
 
 RECORDS = 40_000
 PARTITIONS = 4
@@ -20,7 +19,7 @@ def test_sigkill_while_ingesting_loses_and_duplicates_nothing(kafka, db, make_to
                                                             kjb_services_env, tmp_path):
     schema = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
     topic, group = make_topic(partitions=PARTITIONS), unique_name("crash")
-    cfg = write_config(tmp_path / "kjb.cfg", group, f"""
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", group, f"""
   {{ topic = "{topic}"; schema = "order_created.avsc";
      jobs = ( {{ kind = "confirm"; unique_key = "${{order_id}}"; }},
               {{ kind = "audit"; args = [ "order_id", "customer.email" ]; }} ); }}""")

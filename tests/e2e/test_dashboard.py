@@ -22,9 +22,7 @@ from pathlib import Path
 import pytest
 
 import avrokit
-from kjbtest import REPO, unique_name, wait_for
-from test_http import free_port
-from test_ingest import order
+from kjbtest import REPO, free_port, order, unique_name, wait_for
 
 TOKEN_ENV = "KJB_DASHBOARD_TOKEN"  # http.admin_token_env of the config below
 TOKEN = "dash-" + unique_name("token")

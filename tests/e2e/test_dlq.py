@@ -25,8 +25,7 @@ from typing import Any
 import fastavro
 
 import avrokit
-from kjbtest import Record, unique_name, wait_for
-from test_ingest import everything, order, write_config
+from kjbtest import Record, everything, order, unique_name, wait_for, write_ingest_config
 
 V1 = avrokit.load(avrokit.E2E_SCHEMAS / "dlq_event.avsc")
 V2 = avrokit.load(avrokit.E2E_SCHEMAS / "dlq_event_v2.avsc")
@@ -463,7 +462,7 @@ def test_malformed_corpus_is_dead_lettered_exactly(kafka, db, make_topic, run_kj
     names = {"c": make_topic(), "s": make_topic(), "r": make_topic()}
     dlqs = {"c": f"{names['c']}.dlq", "s": f"{names['s']}.dlq", "r": f"{names['r']}.dead"}
     group = unique_name("dlq_corpus")
-    cfg = write_config(tmp_path / "kjb.cfg", group, ",".join([
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", group, ",".join([
         dlq_topic_config(names["c"], "confluent", "everything.avsc", "c"),
         dlq_topic_config(names["s"], "single-object", "dlq_event.avsc", "s"),
         dlq_topic_config(names["r"], "raw", "dlq_event.avsc", "r", dlq=dlqs["r"]),
@@ -533,7 +532,7 @@ def test_malformed_corpus_is_dead_lettered_exactly(kafka, db, make_topic, run_kj
 def test_two_partitions_keep_order_and_lose_nothing(kafka, db, make_topic, run_kjb, start_kjb,
                                                      kjb_services_env, tmp_path):
     topic, group = make_topic(partitions=2), unique_name("dlq_parts")
-    cfg = write_config(tmp_path / "kjb.cfg", group,
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", group,
                        dlq_topic_config(topic, "raw", "dlq_event.avsc", "p"))
     assert run_kjb(["migrate"], cfg, env=kjb_services_env).returncode == 0
     corpus = raw_cases("p_pick")

@@ -14,8 +14,7 @@ import signal
 
 from confluent_kafka import Producer
 
-from kjbtest import REPO, unique_name, wait_for
-from test_http import answers, free_port, get
+from kjbtest import REPO, answers, free_port, get, unique_name, wait_for
 
 ORDERS = (REPO / "tests/e2e/data/orders.jsonl").read_text().splitlines()
 

@@ -17,15 +17,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kjbtest import wait_for
+from kjbtest import answers, free_port, get, wait_for
 
 EXECUTOR = 'poll_interval = "200ms"; heartbeat = "500ms"; lease = "8s"; shutdown_timeout = "5s";'
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(path: Path, port: int, kind: str = "hello") -> Path:
@@ -44,27 +38,6 @@ def env_for(conninfo: str) -> dict[str, str]:
     # An empty KJB_HTTP_LISTEN counts as unset: the file's address holds
     # whatever the caller's environment says.
     return {"KJB_POSTGRES_CONNINFO": conninfo, "KJB_HTTP_LISTEN": ""}
-
-
-def get(port: int, path: str, method: str = "GET", timeout: float = 10) -> tuple[int, str, str]:
-    """(status, content type, body) of one request."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                 data=b"{}" if method in ("POST", "PUT") else None)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=timeout) as r:
-            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Content-Type", ""), e.read().decode()
-
-
-def answers(port: int, path: str):
-    """The probe's (status, json) once the server answers, else None."""
-    try:
-        status, _, body = get(port, path)
-    except OSError:
-        return None
-    return status, json.loads(body)
 
 
 def test_executor_probes_and_metrics(db, run_kjb, start_kjb, tmp_path):

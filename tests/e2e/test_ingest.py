@@ -16,55 +16,9 @@ from pathlib import Path
 import pytest
 
 import avrokit
-from kjbtest import unique_name, wait_for
+from kjbtest import everything, free_port, order, unique_name, wait_for, write_ingest_config
 
 N = 40  # records per topic
-
-
-def everything(i: int) -> dict:
-    """Record i of the kitchen-sink schema: cycles through edge values."""
-    return {
-        "id": i,
-        "flag": i % 2 == 0,
-        "small": [-(2**31), 0, 2**31 - 1][i % 3],
-        "big": [-(2**63), 2**63 - 1, 42][i % 3],
-        "ratio": [1.5, float("nan"), float("inf"), float("-inf"), 0.1][i % 5],
-        "score": [3.141592653589793, float("nan"), float("-inf"), 1e308, -2.5e-310][i % 5],
-        "name": ["plain", 'Zoë 👋 "quoted" \\ back\nline\ttab', ""][i % 3],
-        "blob": [b"\x00\xff\xfe", b"", b"hello"][i % 3],
-        "nothing": None,
-        "color": ["RED", "GREEN", "BLUE"][i % 3],
-        "hash": bytes([i % 256, 2, 3, 4]),
-        "tags": [[], ["a"], ["x", "y", "z"]][i % 3],
-        "attrs": [{}, {"k": 1}, {"a": -5, "b": 2**40}][i % 3],
-        "choice": [None, "text", 12345, -(2**40)][i % 4],
-        "customer": {"email": f"c{i}@example.org", "address": [None, {"city": "Zürich"}][i % 2]},
-        "ts_ms": [0, 1763719200123, -1, 253402300799999][i % 4],
-        "ts_us": [0, 1763719200123456, -1][i % 3],
-        "day": [0, 20413, -1, 2932896][i % 4],
-        "t_ms": [0, 86399999, 3600000][i % 3],
-        "t_us": [0, 86399999999, 1][i % 3],
-        "amount": [Decimal("0.0000"), Decimal("-1234.5678"), Decimal("12345678901234567890.1234")][i % 3],
-        "fixed_amount": [Decimal("0.05"), Decimal("-0.05"), Decimal("9999999999999999.99")][i % 3],
-        "uid": str(uuid.UUID(int=i * 7919 + 1)),
-    }
-
-
-def write_config(path: Path, group: str, topics: str, registry: str | None = None) -> Path:
-    schemas = avrokit.schema_dir(path.parent / "schemas")
-    registry_cfg = f'schema_registry = {{ url = "{registry}"; timeout = "1s"; }};' if registry else ""
-    path.write_text(f"""
-kafka = {{ brokers = "set-by-env"; group = "{group}"; }};
-postgres = {{ conninfo = "set-by-env"; }};
-{registry_cfg}
-schemas = {{ dir = "{schemas}";
-  ids = ( {{ id = 7; file = "everything.avsc"; }},
-          {{ id = 1; file = "order_created.avsc"; }},
-          {{ id = 2; file = "order_created_v2.avsc"; }} ); }};
-ingest = {{ batch_size = 50; batch_timeout = "50ms"; }};
-topics = ( {topics} );
-""")
-    return path
 
 
 def everything_topic(topic: str, fmt: str, kind_prefix: str) -> str:
@@ -94,7 +48,7 @@ def test_three_framings_become_matching_job_rows(kafka, db, make_topic, run_kjb,
     topics = {"confluent": make_topic(), "raw": make_topic(), "single-object": make_topic()}
     base = {"confluent": 0, "raw": 1000, "single-object": 2000}
     group = unique_name("ingest")
-    cfg = write_config(tmp_path / "kjb.cfg", group, ",".join(
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", group, ",".join(
         everything_topic(t, fmt, fmt.replace("-", "_")) for fmt, t in topics.items()))
     assert run_kjb(["migrate"], cfg, env=kjb_services_env).returncode == 0
 
@@ -139,24 +93,12 @@ def test_three_framings_become_matching_job_rows(kafka, db, make_topic, run_kjb,
         assert kafka.committed(group, topic) == {0: N}
 
 
-def order(i: int, channel: str | None = None) -> dict:
-    d = {
-        "order_id": i, "customer": {"id": 7, "email": "ada@example.com", "name": "Ada"},
-        "amount": Decimal("19.99"), "currency": "EUR",
-        "items": [{"sku": "A-1", "quantity": 2, "price": 9.995}],
-        "created_at": 1763719200000 + i, "note": None, "tags": {},
-    }
-    if channel is not None:
-        d["channel"] = channel
-    return d
-
-
 def test_schema_evolution_between_writer_and_reader(kafka, db, make_topic, run_kjb, start_kjb,
                                                     kjb_services_env, tmp_path):
     v1 = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
     v2 = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created_v2.avsc")
     new_reader, old_reader = make_topic(), make_topic()
-    cfg = write_config(tmp_path / "kjb.cfg", unique_name("evolve"), f"""
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", unique_name("evolve"), f"""
   {{ topic = "{new_reader}"; schema = "order_created_v2.avsc"; jobs = ( {{ kind = "new_reader"; }} ); }},
   {{ topic = "{old_reader}"; schema = "order_created.avsc"; jobs = ( {{ kind = "old_reader"; }} ); }}""")
     assert run_kjb(["migrate"], cfg, env=kjb_services_env).returncode == 0
@@ -177,7 +119,7 @@ def test_redelivery_inserts_nothing_twice(kafka, db, make_topic, run_kjb, start_
                                           kjb_services_env, tmp_path):
     v1 = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
     topic, group = make_topic(partitions=3), unique_name("redeliver")
-    cfg = write_config(tmp_path / "kjb.cfg", group, f"""
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", group, f"""
   {{ topic = "{topic}"; schema = "order_created.avsc";
      jobs = ( {{ kind = "a"; }}, {{ kind = "b"; args = [ "order_id" ]; }} ); }}""")
     assert run_kjb(["migrate"], cfg, env=kjb_services_env).returncode == 0
@@ -221,18 +163,12 @@ class _Registry(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_registry_down_is_retried_not_dead_lettered(kafka, db, make_topic, run_kjb, start_kjb,
                                                     kjb_services_env, tmp_path):
     v1 = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
     topic, group = make_topic(), unique_name("registry")
     port = free_port()
-    cfg = write_config(tmp_path / "kjb.cfg", group, f"""
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", group, f"""
   {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind = "reg"; }} ); }}""",
                        registry=f"http://127.0.0.1:{port}")
     assert run_kjb(["migrate"], cfg, env=kjb_services_env).returncode == 0
@@ -270,7 +206,7 @@ def test_bad_record_goes_to_dlq_and_neighbours_flow(kafka, db, make_topic, run_k
                                                     kjb_services_env, tmp_path):
     v1 = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
     topic, group = make_topic(), unique_name("dlq")
-    cfg = write_config(tmp_path / "kjb.cfg", group, f"""
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", group, f"""
   {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind = "d"; }} ); }}""")
     assert run_kjb(["migrate"], cfg, env=kjb_services_env).returncode == 0
     good = avrokit.confluent(v1, order(1), 1)

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from psycopg.types.json import Jsonb
+from kjbtest import write_ingest_config
 
-from test_ingest import write_config
 
 COLUMNS = ["id", "kind", "queue", "priority", "state", "args", "meta", "attempt", "max_attempts",
            "scheduled_at", "attempted_at", "finished_at", "created_at", "attempted_by", "errors",
@@ -23,7 +23,7 @@ LONG_AGO = NOW - timedelta(days=10)
 @pytest.fixture
 def jobs(run_kjb, db, tmp_path):
     """jobs(*args) runs `kjb jobs ARGS` against a migrated database."""
-    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", """
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     env = {"KJB_POSTGRES_CONNINFO": str(db)}
     res = run_kjb(["migrate"], cfg, env=env)
@@ -420,7 +420,7 @@ def test_help_and_unreachable_database(run_kjb, tmp_path):
     res = run_kjb(["jobs"])
     assert res.returncode == 2 and "expected a subcommand" in res.stderr
 
-    cfg = write_config(tmp_path / "kjb.cfg", "g", """
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", """
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     env = {"KJB_POSTGRES_CONNINFO": "host=127.0.0.1 port=1 connect_timeout=2"}
     for args in (["ls"], ["show", "1"], ["retry", "1"], ["cancel", "1"], ["prune", "--older-than", "1d"]):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kjbtest import wait_for
+from kjbtest import TEXT_LINE, check_lines, free_port, request, wait_for
 
 PG_PASSWORD = "s3cr3t-pg"
 SASL_PASSWORD = "s3cr3t-sasl"
@@ -24,7 +24,6 @@ KEY_PASSWORD = "s3cr3t-sslkey"
 ADMIN_TOKEN = "tok-s3cr3t-admin"
 SECRETS = (PG_PASSWORD, SASL_PASSWORD, KEY_PASSWORD, ADMIN_TOKEN)
 
-TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (debug|info |warn |error) ")
 
 # Nothing listens on port 1: librdkafka logs its connection failures.
 KAFKA = f"""
@@ -60,27 +59,6 @@ def with_password(db) -> str:
 def assert_no_secret(text: str, where: str) -> None:
     for secret in SECRETS:
         assert secret not in text, f"{secret!r} in {where}:\n{text[-4000:]}"
-
-
-def check_lines(text: str, fmt: str, where: str) -> list[dict]:
-    """Every line is a log line in `fmt`; returns the JSON objects (json)
-    or {"level", "msg"} dicts (text)."""
-    lines = []
-    for line in text.splitlines():
-        if fmt == "json":
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                pytest.fail(f"{where}: not a JSON line: {line!r}", pytrace=False)
-            assert isinstance(obj, dict) and set(obj) == {"ts", "level", "msg"}, f"{where}: {line!r}"
-            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", obj["ts"]), line
-            assert obj["level"] in ("debug", "info", "warn", "error"), line
-            lines.append(obj)
-        else:
-            m = TEXT_LINE.match(line)
-            assert m, f"{where}: not a text log line: {line!r}"
-            lines.append({"level": m.group(1).strip(), "msg": line[m.end():]})
-    return lines
 
 
 # ---- command line ---------------------------------------------------------
@@ -175,23 +153,6 @@ def test_config_errors_do_not_quote_a_property_that_may_be_a_secret(run_kjb, tmp
 
 
 # ---- run ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def request(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers or {},
-                                 data=b"{}" if method == "POST" else None)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=10) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])

@@ -22,9 +22,7 @@ import time
 from pathlib import Path
 
 import avrokit
-from kjbtest import unique_name, wait_for
-from test_http import answers, free_port
-from test_ingest import order
+from kjbtest import answers, free_port, order, unique_name, wait_for
 
 EXECUTOR = 'poll_interval = "200ms"; heartbeat = "500ms"; lease = "8s"; shutdown_timeout = "5s";'
 

@@ -13,9 +13,7 @@ import urllib.error
 import urllib.request
 
 import avrokit
-from kjbtest import unique_name, wait_for
-from test_http import free_port
-from test_ingest import order, write_config
+from kjbtest import free_port, order, unique_name, wait_for, write_ingest_config
 
 V1 = avrokit.PRODUCT_SCHEMAS / "order_created.avsc"
 
@@ -29,7 +27,7 @@ def setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path, unknown=10, 
     mapping = f"""
   {{ topic = "{topic}"; schema = "order_created.avsc";
      jobs = ( {{ kind = "r1"; }}, {{ kind = "r2"; args = [ "order_id" ]; }} ); }}"""
-    broken = write_config(tmp_path / "broken.cfg", group, mapping)
+    broken = write_ingest_config(tmp_path / "broken.cfg", group, mapping)
     fixed = tmp_path / "fixed.cfg"
     fixed.write_text(broken.read_text().replace('{ id = 7; file = "everything.avsc"; }',
                                                 '{ id = 7; file = "everything.avsc"; }, { id = 9; file = "order_created.avsc"; }'))
@@ -248,7 +246,7 @@ def test_dlq_peek_shows_reasons_as_text_and_json(kafka, db, make_topic, run_kjb,
     env = kjb_services_env
     schema = avrokit.load(V1)
     topic, group = make_topic(), unique_name("peek")
-    cfg = write_config(tmp_path / "kjb.cfg", group, f"""
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", group, f"""
   {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind = "p"; }} ); }}""")
     assert run_kjb(["migrate"], cfg, env=env).returncode == 0
     good = avrokit.confluent(schema, order(1), 1)

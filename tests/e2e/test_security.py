@@ -33,8 +33,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import avrokit
-from kjbtest import REPO, KafkaTLS, PostgresTLS, unique_name, wait_for
-from test_logs import check_lines, free_port, request
+from kjbtest import KafkaTLS, PostgresTLS, REPO, check_lines, free_port, request, unique_name, wait_for
 
 ORDER = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
 EXECUTOR = 'executor = { poll_interval = "200ms"; heartbeat = "500ms"; lease = "8s"; shutdown_timeout = "5s"; };'

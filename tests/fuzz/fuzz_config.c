@@ -23,12 +23,11 @@
 #include "catalog.h"
 #include "config.h"
 #include "fuzz.h"
+#include "testutil.h"
 
 #ifndef KJB_FUZZ_SOURCE_DIR
 #define KJB_FUZZ_SOURCE_DIR "."
 #endif
-
-extern char **environ;
 
 static char tmp_dir[64];
 static char cfg_path[PATH_MAX], inc_path[PATH_MAX];
@@ -50,31 +49,6 @@ __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt,
   abort();
 }
 
-static void write_file(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0)
-    die("could not write %s: %s", path, strerror(errno));
-}
-
-/* Only KJB_SCHEMAS_DIR, set below, may override the input. */
-static void clear_kjb_env(void) {
-  for (;;) {
-    char name[256] = "";
-    for (char **e = environ; *e; e++) {
-      const char *eq = strchr(*e, '=');
-      if (strncmp(*e, "KJB_", 4) == 0 && eq && (size_t)(eq - *e) < sizeof name &&
-          strncmp(*e, "KJB_FUZZ_", 9) != 0 && strncmp(*e, "KJB_SOURCE_DIR=", 15) != 0) {
-        memcpy(name, *e, (size_t)(eq - *e));
-        name[eq - *e] = '\0';
-        break;
-      }
-    }
-    if (!*name)
-      return;
-    unsetenv(name);
-  }
-}
-
 static void cleanup(void) {
   if (devnull)
     fclose(devnull);
@@ -84,7 +58,7 @@ static void cleanup(void) {
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  clear_kjb_env();
+  kjb_test_clear_kjb_env();
   debug = getenv("KJB_FUZZ_DEBUG") && *getenv("KJB_FUZZ_DEBUG") == '1';
   const char *src = getenv("KJB_SOURCE_DIR");
   if (!src || !*src)
@@ -106,7 +80,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   atexit(cleanup);
   snprintf(cfg_path, sizeof cfg_path, "%s/fuzz.cfg", tmp_dir);
   snprintf(inc_path, sizeof inc_path, "%s/inc.cfg", tmp_dir);
-  write_file(inc_path, inc_text, sizeof inc_text - 1);
+  kjb_test_write_file(inc_path, inc_text, sizeof inc_text - 1);
   if (!(devnull = fopen("/dev/null", "w")))
     die("/dev/null: %s", strerror(errno));
   return 0;
@@ -160,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       fprintf(stderr, "skipped: @include of a path outside the input's directory\n");
     return 0;
   }
-  write_file(cfg_path, data, size);
+  kjb_test_write_file(cfg_path, data, size);
   kjb_config cfg;
   kjb_err err = {0};
   int rc = kjb_config_load(cfg_path, &cfg, &err);

@@ -30,12 +30,11 @@
 #include "config.h"
 #include "fuzz.h"
 #include "map.h"
+#include "testutil.h"
 
 #ifndef KJB_FUZZ_SOURCE_DIR
 #define KJB_FUZZ_SOURCE_DIR "."
 #endif
-
-extern char **environ;
 
 static char tmp_dir[] = "/tmp/kjb-fuzz-decode-XXXXXX";
 static char schemas_dir[PATH_MAX];
@@ -92,39 +91,14 @@ __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt,
   abort();
 }
 
-static void write_file(const char *path, const char *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0)
-    die("could not write %s: %s", path, strerror(errno));
-}
-
 static void copy_file(const char *from, const char *to) {
   kjb_buf b;
   kjb_buf_init(&b);
   kjb_err err;
   if (kjb_read_file(from, 1 << 20, &b, &err) < 0)
     die("could not read %s: %s", from, err.msg);
-  write_file(to, b.data, b.len);
+  kjb_test_write_file(to, b.data, b.len);
   kjb_buf_close(&b);
-}
-
-/* The environment must not change what the config says. */
-static void clear_kjb_env(void) {
-  for (;;) {
-    char name[256] = "";
-    for (char **e = environ; *e; e++) {
-      const char *eq = strchr(*e, '=');
-      if (strncmp(*e, "KJB_", 4) == 0 && eq && (size_t)(eq - *e) < sizeof name &&
-          strncmp(*e, "KJB_FUZZ_", 9) != 0 && strncmp(*e, "KJB_SOURCE_DIR=", 15) != 0) {
-        memcpy(name, *e, (size_t)(eq - *e));
-        name[eq - *e] = '\0';
-        break;
-      }
-    }
-    if (!*name)
-      return;
-    unsetenv(name);
-  }
 }
 
 static void cleanup(void) {
@@ -144,7 +118,7 @@ static void cleanup(void) {
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  clear_kjb_env();
+  kjb_test_clear_kjb_env();
   debug = getenv("KJB_FUZZ_DEBUG") && *getenv("KJB_FUZZ_DEBUG") == '1';
   const char *src = getenv("KJB_SOURCE_DIR");
   if (!src || !*src)
@@ -166,7 +140,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   kjb_buf_printf(&text, config_fmt, schemas_dir);
   char cfg_path[PATH_MAX];
   snprintf(cfg_path, sizeof cfg_path, "%s/kjb.cfg", tmp_dir);
-  write_file(cfg_path, text.data, text.len);
+  kjb_test_write_file(cfg_path, text.data, text.len);
   kjb_buf_close(&text);
 
   kjb_err err = {0};

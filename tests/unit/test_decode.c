@@ -14,6 +14,7 @@
 
 #include "err.h"
 #include "schema.h"
+#include "testutil.h"
 #include "util.h"
 #include "value.h"
 
@@ -26,19 +27,6 @@ typedef struct {
   kjb_errcode code;
   const char *msg;
 } dcase;
-
-/* Single quotes to double quotes (returns a static buffer per slot). */
-static const char *q(const char *s, int slot) {
-  static char bufs[4][8192];
-  if (!s)
-    return NULL;
-  char *b = bufs[slot];
-  size_t i = 0;
-  for (; s[i] && i < sizeof bufs[0] - 1; i++)
-    b[i] = s[i] == '\'' ? '"' : s[i];
-  b[i] = '\0';
-  return b;
-}
 
 static size_t unhex(const char *s, uint8_t *out, size_t cap) {
   size_t n = 0;
@@ -66,10 +54,10 @@ static kjb_schema *must_parse(const char *json) {
 
 /* Runs one case; prints both sides and returns 1 on mismatch. */
 static int run_case(const dcase *c) {
-  const char *wjson = q(c->writer, 0);
+  const char *wjson = kjb_test_quote(c->writer, 0);
   kjb_schema *w = must_parse(wjson);
-  kjb_schema *r = c->reader ? must_parse(q(c->reader, 1)) : NULL;
-  const char *expect = q(c->expect, 2), *msg = q(c->msg, 3);
+  kjb_schema *r = c->reader ? must_parse(kjb_test_quote(c->reader, 1)) : NULL;
+  const char *expect = kjb_test_quote(c->expect, 2), *msg = kjb_test_quote(c->msg, 3);
   kjb_err err = {0};
   int bad = 0;
   kjb_arena *a = kjb_arena_new(0);
@@ -289,23 +277,6 @@ static void test_logical(void **state) { RUN(logical); }
   "'currency':'USD','items':[{'sku':'X1','quantity':2,'price':9.5}],"                       \
   "'created_at':'2026-11-21T10:00:00.123Z','note':'hi','tags':{'k':'v'}"
 
-static char *read_file(const char *rel) {
-  const char *dir = getenv("KJB_SOURCE_DIR");
-  char path[1024];
-  snprintf(path, sizeof path, "%s/%s", dir ? dir : ".", rel);
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    fail_msg("cannot open %s", path);
-  static char bufs[2][8192];
-  static int slot;
-  char *b = bufs[slot++ % 2];
-  size_t n = fread(b, 1, sizeof bufs[0] - 1, f);
-  b[n] = '\0';
-  fclose(f);
-  /* The tables convert single quotes; the schema files have none. */
-  return b;
-}
-
 #define REC(fields) "{'type':'record','name':'R','fields':[" fields "]}"
 #define F(n, t) "{'name':'" n "','type':" t "}"
 
@@ -400,8 +371,8 @@ static void test_evolution(void **state) { RUN(evolution); }
 
 static void test_order_versions(void **state) {
   char v1[8192], v2[8192];
-  snprintf(v1, sizeof v1, "%s", read_file("schemas/avro/order_created.avsc"));
-  snprintf(v2, sizeof v2, "%s", read_file("schemas/avro/order_created_v2.avsc"));
+  snprintf(v1, sizeof v1, "%s", kjb_test_fixture("schemas/avro/order_created.avsc"));
+  snprintf(v2, sizeof v2, "%s", kjb_test_fixture("schemas/avro/order_created_v2.avsc"));
   const dcase cases[] = {
       {"order v1", v1, NULL, ORDER_HEX, ORDER_JSON "}", 0, NULL},
       {"order v1 -> v2", v1, v2, ORDER_HEX, ORDER_JSON ",'channel':'web'}", 0, NULL},
@@ -510,7 +481,7 @@ static const dcase errors[] = {
 static void test_errors(void **state) { RUN(errors); }
 
 static kjb_resolver *identity(const char *json, kjb_schema **s) {
-  *s = must_parse(q(json, 0));
+  *s = must_parse(kjb_test_quote(json, 0));
   kjb_err err = {0};
   kjb_resolver *r = kjb_resolver_new(*s, *s, &err);
   if (!r)
@@ -584,8 +555,8 @@ static void test_decimal_too_long(void **state) {
 /* A writer union branch that cannot be resolved fails only for data that
  * selects it (the spec's rule); other branches decode. */
 static void test_union_branch_record_mismatch(void **state) {
-  kjb_schema *w = must_parse(q(REC(F("x", "['null',{'type':'record','name':'S','fields':[" F("a", "'int'") "]}]")), 0));
-  kjb_schema *rd = must_parse(q(REC(F("x", "['null',{'type':'record','name':'S','fields':[" F("a", "'int'") "," F("b", "'int'") "]}]")), 1));
+  kjb_schema *w = must_parse(kjb_test_quote(REC(F("x", "['null',{'type':'record','name':'S','fields':[" F("a", "'int'") "]}]")), 0));
+  kjb_schema *rd = must_parse(kjb_test_quote(REC(F("x", "['null',{'type':'record','name':'S','fields':[" F("a", "'int'") "," F("b", "'int'") "]}]")), 1));
   kjb_err err = {0};
   kjb_resolver *r = kjb_resolver_new(w, rd, &err);
   assert_non_null(r);
@@ -597,7 +568,7 @@ static void test_union_branch_record_mismatch(void **state) {
   assert_string_equal(err.msg, "field \"x\": union branch 1 (\"S\") at byte 0: field \"x.b\": "
                                "missing in the writer schema and has no default");
   /* Not lazy when the writer is not a union. */
-  kjb_schema *w2 = must_parse(q(REC(F("x", "{'type':'record','name':'S','fields':[" F("a", "'int'") "]}")), 0));
+  kjb_schema *w2 = must_parse(kjb_test_quote(REC(F("x", "{'type':'record','name':'S','fields':[" F("a", "'int'") "]}")), 0));
   assert_null(kjb_resolver_new(w2, rd, &err));
   assert_string_equal(err.msg, "field \"x.b\": missing in the writer schema and has no default");
   kjb_arena_free(a);
@@ -609,7 +580,7 @@ static void test_union_branch_record_mismatch(void **state) {
 
 static void test_value_helpers(void **state) {
   char v1[8192];
-  snprintf(v1, sizeof v1, "%s", read_file("schemas/avro/order_created.avsc"));
+  snprintf(v1, sizeof v1, "%s", kjb_test_fixture("schemas/avro/order_created.avsc"));
   kjb_schema *s;
   kjb_resolver *r = identity(v1, &s);
   uint8_t buf[256];

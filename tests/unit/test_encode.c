@@ -14,6 +14,7 @@
 
 #include "err.h"
 #include "schema.h"
+#include "testutil.h"
 #include "util.h"
 #include "value.h"
 
@@ -27,26 +28,14 @@ typedef struct {
   const char *msg;
 } ecase;
 
-static const char *q(const char *s, int slot) {
-  static char bufs[5][8192];
-  if (!s)
-    return NULL;
-  char *b = bufs[slot];
-  size_t i = 0;
-  for (; s[i] && i < sizeof bufs[0] - 1; i++)
-    b[i] = s[i] == '\'' ? '"' : s[i];
-  b[i] = '\0';
-  return b;
-}
-
 static void to_hex(const kjb_buf *b, kjb_buf *out) {
   for (size_t i = 0; i < b->len; i++)
     kjb_buf_printf(out, i ? " %02x" : "%02x", (unsigned)(uint8_t)b->data[i]);
 }
 
 static int run_case(const ecase *c) {
-  const char *sj = q(c->schema, 0), *in = q(c->input, 1), *hex = c->hex, *msg = q(c->msg, 3);
-  const char *natural = q(c->natural ? c->natural : c->input, 2);
+  const char *sj = kjb_test_quote(c->schema, 0), *in = kjb_test_quote(c->input, 1), *hex = c->hex, *msg = kjb_test_quote(c->msg, 3);
+  const char *natural = kjb_test_quote(c->natural ? c->natural : c->input, 2);
   kjb_err err = {0};
   kjb_schema *s = kjb_schema_parse(sj, strlen(sj), &err);
   if (!s)
@@ -296,20 +285,6 @@ static const ecase errors[] = {
 
 static void test_errors(void **state) { RUN(errors); }
 
-static char *read_source(const char *rel) {
-  const char *dir = getenv("KJB_SOURCE_DIR");
-  char path[1024];
-  snprintf(path, sizeof path, "%s/%s", dir ? dir : ".", rel);
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    fail_msg("cannot open %s", path);
-  static char buf[8192];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  buf[n] = '\0';
-  fclose(f);
-  return buf;
-}
-
 #define ORDER_HEX                                                                             \
   "54 0e 16 61 40 62 2e 65 78 61 6d 70 6c 65 06 41 6e 6e 04 30 39 02 02 04 58 31 04 00 00 00 " \
   "00 00 00 23 40 00 f6 a5 e3 d8 bf 68 02 04 68 69 02 02 6b 02 76 00"
@@ -318,7 +293,7 @@ static char *read_source(const char *rel) {
  * decoder tests use, and decoding gives the input back. */
 static void test_order_roundtrip(void **state) {
   char schema[8192];
-  snprintf(schema, sizeof schema, "%s", read_source("schemas/avro/order_created.avsc"));
+  snprintf(schema, sizeof schema, "%s", kjb_test_fixture("schemas/avro/order_created.avsc"));
   const ecase cases[] = {
       {"order", schema,
        "{'order_id':42,'customer':{'id':7,'email':'a@b.example','name':'Ann'},'amount':'123.45',"

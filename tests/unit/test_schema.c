@@ -14,23 +14,12 @@
 
 #include "err.h"
 #include "schema.h"
+#include "testutil.h"
 #include "util.h"
 #include "value.h"
 
-static const char *q(const char *s, int slot) {
-  static char bufs[3][8192];
-  if (!s)
-    return NULL;
-  char *b = bufs[slot];
-  size_t i = 0;
-  for (; s[i] && i < sizeof bufs[0] - 1; i++)
-    b[i] = s[i] == '\'' ? '"' : s[i];
-  b[i] = '\0';
-  return b;
-}
-
 static kjb_schema *parse_q(const char *json) {
-  const char *j = q(json, 0);
+  const char *j = kjb_test_quote(json, 0);
   kjb_err err = {0};
   kjb_schema *s = kjb_schema_parse(j, strlen(j), &err);
   if (!s)
@@ -94,7 +83,7 @@ static void test_canonical_form(void **state) {
   int failures = 0;
   for (size_t i = 0; i < sizeof canon / sizeof canon[0]; i++) {
     kjb_schema *s = parse_q(canon[i].schema);
-    const char *want = q(canon[i].canonical, 1);
+    const char *want = kjb_test_quote(canon[i].canonical, 1);
     char fp[17];
     fp_hex(kjb_schema_fingerprint(s), fp);
     if (strcmp(kjb_schema_canonical(s), want) != 0) {
@@ -190,7 +179,7 @@ static const struct {
 static void test_invalid(void **state) {
   int failures = 0;
   for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
-    const char *j = q(invalid[i].schema, 0), *want = q(invalid[i].msg, 1);
+    const char *j = kjb_test_quote(invalid[i].schema, 0), *want = kjb_test_quote(invalid[i].msg, 1);
     kjb_err err = {0};
     kjb_schema *s = kjb_schema_parse(j, strlen(j), &err);
     if (s) {
@@ -264,7 +253,7 @@ static void test_logical_types(void **state) {
     const kjb_snode *n = kjb_schema_root(s);
     if (n->logical != logicals[i].logical || n->precision != logicals[i].precision ||
         n->scale != logicals[i].scale)
-      fail_msg("[%zu] %s: expected logical %d (%d,%d), got %d (%d,%d)", i, q(logicals[i].schema, 0),
+      fail_msg("[%zu] %s: expected logical %d (%d,%d), got %d (%d,%d)", i, kjb_test_quote(logicals[i].schema, 0),
                logicals[i].logical, logicals[i].precision, logicals[i].scale, n->logical,
                n->precision, n->scale);
     kjb_schema_free(s);
@@ -357,7 +346,7 @@ static void test_defaults(void **state) {
     kjb_buf b;
     kjb_buf_init(&b);
     kjb_value_to_json(v, &b);
-    const char *want = q(defaults[i].expect, 1);
+    const char *want = kjb_test_quote(defaults[i].expect, 1);
     if (strcmp(b.data, want) != 0) {
       printf("[%zu] default %s of %s\n  expected %s\n  got      %s\n", i, defaults[i].def,
              defaults[i].type, want, b.data);
@@ -428,7 +417,7 @@ static void test_check_path(void **state) {
       fail_msg("path \"%s\": unexpected error %s", paths[i].path, err.msg);
     if (paths[i].code != 0) {
       assert_int_equal(rc, -(int)paths[i].code);
-      assert_string_equal(err.msg, q(paths[i].msg, 1));
+      assert_string_equal(err.msg, kjb_test_quote(paths[i].msg, 1));
     }
   }
   kjb_schema_free(s);
