@@ -100,10 +100,9 @@ class Relay:
         self._listener.close()
 
 
-def test_readiness_follows_postgres(db, pg, run_kjb, start_kjb, tmp_path: Path):
-    http_port = free_port()
-    cfg = tmp_path / "kjb.cfg"
-    cfg.write_text(f"""
+def executor_config(path: Path, http_port: int) -> Path:
+    """An executor-only configuration: kind "hello" with the log handler."""
+    path.write_text(f"""
 kafka = {{ brokers = "127.0.0.1:1"; group = "ready"; }};
 postgres = {{ conninfo = "set-by-env"; }};
 http = {{ listen = "127.0.0.1:{http_port}"; }};
@@ -111,6 +110,12 @@ executor = {{ {EXECUTOR} }};
 topics = ( {{ topic = "unused"; schema = "order_created.avsc"; jobs = ( {{ kind = "unused"; }} ); }} );
 handlers = ( {{ kind = "hello"; type = "log"; concurrency = 2; }} );
 """)
+    return path
+
+
+def test_readiness_follows_postgres(db, pg, run_kjb, start_kjb, tmp_path: Path):
+    http_port = free_port()
+    cfg = executor_config(tmp_path / "kjb.cfg", http_port)
     assert run_kjb(["migrate"], cfg, env={"KJB_POSTGRES_CONNINFO": str(db)}).returncode == 0
     # The same database, reached through the relay.
     port = pg.port
@@ -209,15 +214,7 @@ def test_run_waits_for_postgres_at_start(db, pg, run_kjb, start_kjb, tmp_path: P
     # PostgreSQL is unreachable when kjb starts (a pod scheduled before its
     # database): kjb waits, live and not ready, instead of crash-looping.
     http_port = free_port()
-    cfg = tmp_path / "kjb.cfg"
-    cfg.write_text(f"""
-kafka = {{ brokers = "127.0.0.1:1"; group = "ready"; }};
-postgres = {{ conninfo = "set-by-env"; }};
-http = {{ listen = "127.0.0.1:{http_port}"; }};
-executor = {{ {EXECUTOR} }};
-topics = ( {{ topic = "unused"; schema = "order_created.avsc"; jobs = ( {{ kind = "unused"; }} ); }} );
-handlers = ( {{ kind = "hello"; type = "log"; concurrency = 2; }} );
-""")
+    cfg = executor_config(tmp_path / "kjb.cfg", http_port)
     assert run_kjb(["migrate"], cfg, env={"KJB_POSTGRES_CONNINFO": str(db)}).returncode == 0
     relay = Relay(("127.0.0.1", pg.port))
     relay.cut()
