@@ -372,6 +372,8 @@ def reset_corpus() -> dict[str, bytes]:
         "bad-datetime-zone": b"to-datetime:2026-11-21T10:00:00+24:00",
         "bad-duration-order": b"by-duration:PT1M1H",
         "bad-duration-too-long": b"by-duration:P106751991167DT7H12M55.808S",
+        # Accepted before a fraction of zero counted as one (fuzz_reset).
+        "bad-duration-fraction-on-days": b"by-duration:P0533.00D",
         "bad-name": b"TO-EARLIEST",
         "bad-long-utf8": b"to-offset:x" + "\u00e9".encode() * 60,
     }
