@@ -14,9 +14,6 @@ them. Each file is a topic selector byte (0 orders/confluent, 1 rich/raw,
 reset (fuzz_reset.c): an offset-reset spec, a NUL, and the watermarks,
 committed offset, offset for the time and clock as five int64 words.
 
-template (fuzz_template.c): a unique_key template, then NUL-separated args
-paths; the record's numbers come from the input's last 8 bytes.
-
 api (fuzz_api.c): a selector character (p path, q query string, b POST
 /api/replay body, a Authorization header) and the bytes it takes.
 
@@ -380,6 +377,44 @@ def reset_corpus() -> dict[str, bytes]:
     return files
 
 
+def api_corpus() -> dict[str, bytes]:
+    """Requests as fuzz_api.c takes them: p path, q query string, b
+    POST /api/replay body, a Authorization header."""
+    long_spec = "to-offset:x" + "\u00e9" * 60
+    return {
+        "path-job": b"p/api/jobs/42",
+        "path-retry": b"p/api/jobs/9223372036854775807/retry",
+        "path-replay": b"p/api/replay",
+        "bad-path-leading-zero": b"p/api/jobs/0042/cancel",
+        "bad-path-id-overflow": b"p/api/jobs/9223372036854775808",
+        "bad-path-empty-id": b"p/api/jobs//retry",
+        "query-jobs": b"qstate=running&kind=send_confirmation&limit=10&before=100",
+        "query-repeated": b"qlimit=200&limit=5&flag&kind=a+b%2Bc",
+        "query-utf8": b"q%C3%A9t%C3%A9=%E2%98%95&kind=%F0%9F%98%80",
+        "bad-query-limit": b"qlimit=0",
+        "bad-query-plus": b"qlimit=%2B5",
+        "bad-query-state": b"qstate=sleeping",
+        "bad-query-utf8": b"qkind=%ff",
+        "bad-query-nul": b"qkind=a%00b",
+        "bad-query-name-overlong": b"q%C0%AF=1",
+        "body-empty": b"b",
+        "body-full": b'b{"topic": "payments.failed", "reset_offsets": "by-duration:PT1H", "dry_run": true}',
+        "body-nulls": b'b{"topic": null, "reset_offsets": "", "dry_run": null}',
+        "body-long-spec": b'b{"reset_offsets": "to-datetime:2026-11-21T10:00:00.123456789+01:00"}',
+        "bad-body-not-object": b"b[1]",
+        "bad-body-json": b'b{"topic": "orders.dlq",',
+        "bad-body-types": b'b{"topic": 5, "dry_run": "yes"}',
+        "bad-body-topic": b'b{"topic": "orders"}',
+        "bad-body-spec": ('b{"reset_offsets": "' + long_spec + '"}').encode(),
+        "bad-body-nul": b'b{"topic": "orders.dlq\\u0000"}',
+        "auth": b"aBearer s3cr3t-t0ken",
+        "auth-case": b"abEARER s3cr3t-t0ken",
+        "bad-auth-wrong": b"aBearer s3cr3t-t0ke",
+        "bad-auth-basic": b"aBasic czNjcjN0",
+        "bad-auth-nul": b"aBearer s3cr3t-t0ken\0",
+    }
+
+
 def write(name: str, files: dict[str, bytes]) -> None:
     out = HERE / "corpus" / name
     out.mkdir(parents=True, exist_ok=True)
@@ -389,7 +424,7 @@ def write(name: str, files: dict[str, bytes]) -> None:
     print(f"make_corpus: wrote {len(files)} files ({total} bytes) to {out.relative_to(REPO)}")
 
 
-CORPORA = {"decode": decode_corpus, "reset": reset_corpus}
+CORPORA = {"decode": decode_corpus, "reset": reset_corpus, "api": api_corpus}
 
 
 def main() -> int:
