@@ -14,6 +14,9 @@ them. Each file is a topic selector byte (0 orders/confluent, 1 rich/raw,
 reset (fuzz_reset.c): an offset-reset spec, a NUL, and the watermarks,
 committed offset, offset for the time and clock as five int64 words.
 
+template (fuzz_template.c): a unique_key template, then NUL-separated args
+paths; the record's numbers come from the input's last 8 bytes.
+
 api (fuzz_api.c): a selector character (p path, q query string, b POST
 /api/replay body, a Authorization header) and the bytes it takes.
 
@@ -377,6 +380,38 @@ def reset_corpus() -> dict[str, bytes]:
     return files
 
 
+def template_corpus() -> dict[str, bytes]:
+    """Templates and args paths over fuzz_template.c's record: every kind
+    of value, nesting, each error, and numbers chosen by the last 8
+    bytes (the seeds that test numbers end with them)."""
+    def nums(d: float) -> bytes:
+        return struct.pack("<d", d)
+
+    return {
+        "order-id": b"order-${order_id}",
+        "nested-with-args": b"${order_id}/${customer.email}\0order_id\0customer.email\0customer.address.city",
+        "scalars": b"${flag}-${off}-${neg}:${customer.address.city}${customer.address.zip}",
+        "text-and-controls": "${text}|${ctl}|caf\u00e9".encode(),
+        "numbers-tenth": b"${d}:${f}:${i}\0d\0f\0i\0" + nums(0.1),
+        "numbers-tiny": b"${d}:${f}\0" + nums(5e-324),
+        "numbers-negative-zero": b"${d} ${f}\0" + nums(-0.0),
+        "numbers-nan": b"${d} ${f}\0" + b"\x01\x00\x00\x00\x00\x00\xf8\x7f",
+        "numbers-large": b"${d}\0" + nums(1.2345678901234567e300),
+        "map-keys": "${map.a.b}${map.}${map.\u00fc}\0a.b\0\0\u00fc\0}\0${x}".encode(),
+        "whole-record": b"static",
+        "empty-key-and-dup": b"${dup}\0\0dup\0dup",
+        "raw-invalid-utf8": b"${raw}\xff\xfe",
+        "bad-null": b"${customer.note}",
+        "bad-array": b"${customer.tags}",
+        "bad-object": b"${customer}",
+        "bad-missing": b"${customer.phone}\0customer.phone",
+        "bad-through-scalar": b"${order_id.x}\0order_id.x",
+        "bad-unterminated": b"a${order_id}b${order_id",
+        "bad-empty-path": b"${}",
+        "bad-nested-open": b"${a${order_id}}",
+    }
+
+
 def api_corpus() -> dict[str, bytes]:
     """Requests as fuzz_api.c takes them: p path, q query string, b
     POST /api/replay body, a Authorization header."""
@@ -424,7 +459,8 @@ def write(name: str, files: dict[str, bytes]) -> None:
     print(f"make_corpus: wrote {len(files)} files ({total} bytes) to {out.relative_to(REPO)}")
 
 
-CORPORA = {"decode": decode_corpus, "reset": reset_corpus, "api": api_corpus}
+CORPORA = {"decode": decode_corpus, "reset": reset_corpus, "template": template_corpus,
+           "api": api_corpus}
 
 
 def main() -> int:
