@@ -2,6 +2,7 @@
  * path lookup. */
 #include "value.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,11 @@ static void put_real(kjb_buf *out, double d, int is_float) {
     return;
   }
   char tmp[40];
-  int lo = is_float ? 6 : 15, hi = is_float ? 9 : 17;
+  /* A normal value needs at least 15 digits (6 for a float) to read back
+   * unless fewer print the same; a subnormal has fewer significant digits
+   * than that, and may read back with as few as one ("5e-324"). */
+  int subnormal = is_float ? fabsf((float)d) < FLT_MIN : fabs(d) < DBL_MIN;
+  int lo = subnormal ? 1 : is_float ? 6 : 15, hi = is_float ? 9 : 17;
   for (int prec = lo; prec <= hi; prec++) {
     snprintf(tmp, sizeof tmp, "%.*g", prec, d);
     if (is_float ? strtof(tmp, NULL) == (float)d : strtod(tmp, NULL) == d)
