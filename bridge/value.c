@@ -97,16 +97,20 @@ void kjb_value_to_json(const kjb_value *v, kjb_buf *out) {
 }
 
 const kjb_value *kjb_value_path(const kjb_value *v, const char *path) {
-  const char *seg = path;
+  return kjb_value_path_n(v, path, strlen(path));
+}
+
+const kjb_value *kjb_value_path_n(const kjb_value *v, const char *path, size_t len) {
+  const char *seg = path, *end = path + len;
   for (;;) {
-    const char *dot = strchr(seg, '.');
-    size_t len = dot ? (size_t)(dot - seg) : strlen(seg);
+    const char *dot = memchr(seg, '.', (size_t)(end - seg));
+    size_t n = (size_t)((dot ? dot : end) - seg);
     if (!v || v->type != KJB_V_OBJECT)
       return NULL;
     const kjb_value *next = NULL;
     for (size_t i = 0; i < v->u.obj.n; i++) {
       const kjb_member *m = &v->u.obj.members[i];
-      if (m->key_len == len && memcmp(m->key, seg, len) == 0) {
+      if (m->key_len == n && memcmp(m->key, seg, n) == 0) {
         next = m->val;
         break;
       }

@@ -409,6 +409,8 @@ def template_corpus() -> dict[str, bytes]:
         "bad-unterminated": b"a${order_id}b${order_id",
         "bad-empty-path": b"${}",
         "bad-nested-open": b"${a${order_id}}",
+        # Refused as malformed when unique_key copied paths into 256 bytes.
+        "long-path": b"${customer." + b"n" * 300 + b"}${order_id}\0customer." + b"n" * 300,
     }
 
 
