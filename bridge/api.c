@@ -24,7 +24,6 @@
 #include "store.h"
 
 #define JOBS_LIMIT_DEFAULT 50
-#define JOBS_LIMIT_MAX 500
 
 /* The last replay started through the API. */
 typedef struct {
@@ -302,17 +301,25 @@ static json_t *query_json(kjb_api *api, const char *what, const char *sql, int n
   return j;
 }
 
-static unsigned get_jobs(kjb_api *api, kjb_api_param_fn param, void *cls, kjb_buf *out) {
+unsigned kjb_api_parse_jobs_query(kjb_api_param_fn param, void *cls, kjb_api_jobs_query *q,
+                                  kjb_buf *out) {
   const char *limit_s = param(cls, "limit"), *before_s = param(cls, "before");
-  kjb_jobs_filter f = {.state = param(cls, "state"), .kind = param(cls, "kind")};
-  int64_t limit = JOBS_LIMIT_DEFAULT;
-  if (f.state && !kjb_jobs_state_valid(f.state))
-    return error_reply(out, 400, "unknown state \"%.*s\"", QUOTE(f.state));
-  if (limit_s && kjb_parse_i64(limit_s, 1, JOBS_LIMIT_MAX, &limit) < 0)
-    return error_reply(out, 400, "limit must be a number from 1 to %d", JOBS_LIMIT_MAX);
-  if (before_s && kjb_parse_i64(before_s, 1, INT64_MAX, &f.before) < 0)
+  *q = (kjb_api_jobs_query){param(cls, "state"), param(cls, "kind"), JOBS_LIMIT_DEFAULT, 0};
+  if (q->state && !kjb_jobs_state_valid(q->state))
+    return error_reply(out, 400, "unknown state \"%.*s\"", QUOTE(q->state));
+  if (limit_s && kjb_parse_i64(limit_s, 1, KJB_API_JOBS_LIMIT_MAX, &q->limit) < 0)
+    return error_reply(out, 400, "limit must be a number from 1 to %d", KJB_API_JOBS_LIMIT_MAX);
+  if (before_s && kjb_parse_i64(before_s, 1, INT64_MAX, &q->before) < 0)
     return error_reply(out, 400, "before must be a job id");
-  f.limit = (long)limit;
+  return 0;
+}
+
+static unsigned get_jobs(kjb_api *api, kjb_api_param_fn param, void *cls, kjb_buf *out) {
+  kjb_api_jobs_query q;
+  unsigned status = kjb_api_parse_jobs_query(param, cls, &q, out);
+  if (status)
+    return status;
+  kjb_jobs_filter f = {.state = q.state, .kind = q.kind, .before = q.before, .limit = (long)q.limit};
   kjb_err err;
   pthread_mutex_lock(&api->db_mu);
   kjb_store *s = db(api, &err);
@@ -339,17 +346,14 @@ static unsigned get_jobs(kjb_api *api, kjb_api_param_fn param, void *cls, kjb_bu
   PQclear(res);
   size_t n = json_array_size(jobs);
   json_t *next = json_null();
-  if (n == (size_t)limit)
+  if (n == (size_t)q.limit)
     next = json_incref(json_object_get(json_array_get(jobs, n - 1), "id"));
   put_json(out, json_pack("{s:o, s:o}", "jobs", jobs, "next_before", next));
   return 200;
 }
 
-static unsigned get_job(kjb_api *api, const char *id_s, size_t id_len, kjb_buf *out) {
-  int64_t id;
+static unsigned get_job(kjb_api *api, int64_t id, kjb_buf *out) {
   char id_txt[24];
-  if (job_id(id_s, id_len, &id) < 0)
-    return error_reply(out, 400, "bad job id");
   snprintf(id_txt, sizeof id_txt, "%" PRId64, id);
   const char *params[] = {id_txt};
   unsigned status = 200;
@@ -366,53 +370,61 @@ static unsigned get_job(kjb_api *api, const char *id_s, size_t id_len, kjb_buf *
   return 200;
 }
 
-static unsigned get_dlq(kjb_api_param_fn param, void *cls, kjb_buf *out) {
+unsigned kjb_api_parse_dlq_query(kjb_api_param_fn param, void *cls, int *limit, kjb_buf *out) {
   const char *limit_s = param(cls, "limit");
-  int64_t limit = JOBS_LIMIT_DEFAULT;
-  if (limit_s && kjb_parse_i64(limit_s, 1, KJB_STATS_DEAD_LETTERS, &limit) < 0)
+  int64_t n = JOBS_LIMIT_DEFAULT;
+  if (limit_s && kjb_parse_i64(limit_s, 1, KJB_STATS_DEAD_LETTERS, &n) < 0)
     return error_reply(out, 400, "limit must be a number from 1 to %d", KJB_STATS_DEAD_LETTERS);
-  put_json(out, kjb_stats_dead_letters((int)limit));
+  *limit = (int)n;
+  return 0;
+}
+
+static unsigned get_dlq(kjb_api_param_fn param, void *cls, kjb_buf *out) {
+  int limit;
+  unsigned status = kjb_api_parse_dlq_query(param, cls, &limit, out);
+  if (status)
+    return status;
+  put_json(out, kjb_stats_dead_letters(limit));
   return 200;
 }
 
-/* Whether path is "/api/jobs/<segment>" followed by suffix ("/retry";
- * NULL for nothing). The segment, whatever it holds, is the job id
- * (*id, *n): a bad one is a bad id (400), not an unknown path (404). */
-static bool job_path(const char *path, const char *suffix, const char **id, size_t *n) {
+int kjb_api_job_path(const char *path, const char *suffix, int64_t *id) {
   static const char prefix[] = "/api/jobs/";
   if (strncmp(path, prefix, sizeof prefix - 1) != 0)
-    return false;
-  *id = path + sizeof prefix - 1;
-  *n = strcspn(*id, "/");
-  return *n > 0 && strcmp(*id + *n, suffix ? suffix : "") == 0;
+    return -1;
+  /* The segment, whatever it holds, is the job id: a bad one is a bad id
+   * (400), not an unknown path (404). */
+  const char *seg = path + sizeof prefix - 1;
+  size_t n = strcspn(seg, "/");
+  if (n == 0 || strcmp(seg + n, suffix ? suffix : "") != 0)
+    return -1;
+  return job_id(seg, n, id) == 0;
 }
 
 bool kjb_api_is_get_path(const char *path) {
-  const char *id;
-  size_t n;
+  int64_t id;
   return strcmp(path, "/api/stats") == 0 || strcmp(path, "/api/jobs") == 0 ||
-         strcmp(path, "/api/dlq") == 0 || job_path(path, NULL, &id, &n);
+         strcmp(path, "/api/dlq") == 0 || kjb_api_job_path(path, NULL, &id) >= 0;
 }
 
 bool kjb_api_is_post_path(const char *path) {
-  const char *id;
-  size_t n;
-  return strcmp(path, "/api/replay") == 0 || job_path(path, "/retry", &id, &n) ||
-         job_path(path, "/cancel", &id, &n);
+  int64_t id;
+  return strcmp(path, "/api/replay") == 0 || kjb_api_job_path(path, "/retry", &id) >= 0 ||
+         kjb_api_job_path(path, "/cancel", &id) >= 0;
 }
 
 unsigned kjb_api_get(kjb_api *api, const char *path, kjb_api_param_fn param, void *cls,
                      const kjb_api_health *health, kjb_buf *out) {
-  const char *id;
-  size_t n;
+  int64_t id;
+  int m;
   if (strcmp(path, "/api/stats") == 0)
     return get_stats(api, health, out);
   if (strcmp(path, "/api/jobs") == 0)
     return get_jobs(api, param, cls, out);
   if (strcmp(path, "/api/dlq") == 0)
     return get_dlq(param, cls, out);
-  if (job_path(path, NULL, &id, &n))
-    return get_job(api, id, n, out);
+  if ((m = kjb_api_job_path(path, NULL, &id)) >= 0)
+    return m ? get_job(api, id, out) : error_reply(out, 400, "bad job id");
   return error_reply(out, 404, "not found");
 }
 
@@ -420,9 +432,9 @@ unsigned kjb_api_get(kjb_api *api, const char *path, kjb_api_param_fn param, voi
 
 bool kjb_api_admin_enabled(const kjb_api *api) { return api->token != NULL; }
 
-unsigned kjb_api_authorize(const kjb_api *api, const char *authorization, size_t len,
-                           const char **why) {
-  if (!api->token) {
+unsigned kjb_api_check_bearer(const char *token, const char *authorization, size_t len,
+                              const char **why) {
+  if (!token) {
     *why = "admin API disabled: set the environment variable named by http.admin_token_env";
     return 403;
   }
@@ -432,18 +444,19 @@ unsigned kjb_api_authorize(const kjb_api *api, const char *authorization, size_t
     *why = "missing bearer token";
     return 401;
   }
-  if (!kjb_secret_equal(authorization + bl, len - bl, api->token, strlen(api->token))) {
+  if (!kjb_secret_equal(authorization + bl, len - bl, token, strlen(token))) {
     *why = "wrong token";
     return 403;
   }
   return 0;
 }
 
-static unsigned job_action(kjb_api *api, const char *id_s, size_t id_len, int retry,
-                           kjb_buf *out) {
-  int64_t id;
-  if (job_id(id_s, id_len, &id) < 0)
-    return error_reply(out, 400, "bad job id");
+unsigned kjb_api_authorize(const kjb_api *api, const char *authorization, size_t len,
+                           const char **why) {
+  return kjb_api_check_bearer(api->token, authorization, len, why);
+}
+
+static unsigned job_action(kjb_api *api, int64_t id, int retry, kjb_buf *out) {
   kjb_err err;
   kjb_jobs_result res;
   pthread_mutex_lock(&api->db_mu);
@@ -487,96 +500,108 @@ static void *replay_main(void *arg) {
   return NULL;
 }
 
-static unsigned start_replay(kjb_api *api, const char *body, size_t len, kjb_buf *out) {
-  json_t *req = NULL;
+unsigned kjb_api_parse_replay(const kjb_config *cfg, const char *body, size_t len,
+                              kjb_api_replay_req *req, kjb_buf *out) {
+  json_t *j = NULL;
   if (len > 0) {
     json_error_t je;
-    req = json_loadb(body, len, 0, &je);
-    if (!req)
+    j = json_loadb(body, len, 0, &je);
+    if (!j)
       return error_reply(out, 400, "the body is not valid JSON: %s at byte %d", je.text,
                          je.position);
-    if (!json_is_object(req)) {
-      json_decref(req);
+    if (!json_is_object(j)) {
+      json_decref(j);
       return error_reply(out, 400, "the body must be a JSON object");
     }
   }
-  const char *topic = api->cfg->ntopics ? api->cfg->topics[0].dlq : NULL;
+  const char *topic = cfg->ntopics ? cfg->topics[0].dlq : NULL;
   const char *reset = NULL;
-  int dry_run = 0;
+  bool dry_run = false;
   json_t *v;
   unsigned status = 0;
-  if ((v = json_object_get(req, "topic")) && !json_is_null(v)) {
+  if ((v = json_object_get(j, "topic")) && !json_is_null(v)) {
     if (!json_is_string(v))
       status = error_reply(out, 400, "topic must be a string");
     else if (json_string_length(v) > 0)
       topic = json_string_value(v);
   }
-  if (!status && (v = json_object_get(req, "reset_offsets")) && !json_is_null(v)) {
+  if (!status && (v = json_object_get(j, "reset_offsets")) && !json_is_null(v)) {
     if (!json_is_string(v))
       status = error_reply(out, 400, "reset_offsets must be a string");
     else if (json_string_length(v) > 0)
       reset = json_string_value(v);
   }
-  if (!status && (v = json_object_get(req, "dry_run")) && !json_is_null(v)) {
+  if (!status && (v = json_object_get(j, "dry_run")) && !json_is_null(v)) {
     if (!json_is_boolean(v))
       status = error_reply(out, 400, "dry_run must be true or false");
     else
       dry_run = json_is_true(v);
   }
-  kjb_reset_spec spec;
+  kjb_reset_spec spec = {0};
   kjb_err err;
   if (!status && !topic)
     status = error_reply(out, 400, "no topic given and none configured");
-  if (!status && kjb_replay_check_topic(api->cfg, topic, &err) < 0)
+  if (!status && kjb_replay_check_topic(cfg, topic, &err) < 0)
     status = error_reply(out, 400, "%s", err.msg);
   if (!status && reset && kjb_reset_parse(reset, &spec, &err) < 0)
     status = error_reply(out, 400, "reset_offsets: %s", err.msg);
-  if (status) {
-    json_decref(req);
-    return status;
+  if (!status) {
+    *req = (kjb_api_replay_req){.dry_run = dry_run, .has_reset = reset != NULL, .reset = spec};
+    /* A dead-letter topic of the configuration: a legal topic name, which
+     * fits. */
+    snprintf(req->topic, sizeof req->topic, "%s", topic);
+    if (reset) {
+      int shown = (int)kjb_utf8_prefix(reset, 64);
+      snprintf(req->reset_text, sizeof req->reset_text, "%.*s%s", shown, reset,
+               reset[shown] ? "..." : "");
+    }
   }
+  json_decref(j);
+  return status;
+}
+
+static unsigned start_replay(kjb_api *api, const char *body, size_t len, kjb_buf *out) {
+  kjb_api_replay_req req;
+  unsigned status = kjb_api_parse_replay(api->cfg, body, len, &req, out);
+  if (status)
+    return status;
   pthread_mutex_lock(&api->replay_mu);
   replay_job *r = &api->replay;
   if (r->running) {
     pthread_mutex_unlock(&api->replay_mu);
-    json_decref(req);
     return error_reply(out, 409, "a replay of \"%s\" is running", r->topic);
   }
   if (r->joinable)
     pthread_join(r->thread, NULL);
-  *r = (replay_job){.started = true, .running = true, .dry_run = dry_run,
-                    .has_reset = reset != NULL, .started_us = kjb_now_wall_us()};
-  snprintf(r->topic, sizeof r->topic, "%s", topic);
-  if (reset)
-    r->reset = spec;
+  *r = (replay_job){.started = true, .running = true, .dry_run = req.dry_run,
+                    .reset = req.reset, .has_reset = req.has_reset,
+                    .started_us = kjb_now_wall_us()};
+  snprintf(r->topic, sizeof r->topic, "%s", req.topic);
   api->replay_stop = 0;
   if (pthread_create(&r->thread, NULL, replay_main, api) != 0) {
     r->running = false;
     snprintf(r->error, sizeof r->error, "could not start the replay thread");
     pthread_mutex_unlock(&api->replay_mu);
-    json_decref(req);
     return error_reply(out, 500, "could not start the replay thread");
   }
   r->joinable = true;
-  /* reset points into req: logged before req goes. */
-  kjb_info("admin: replaying \"%s\"%s%s%s", r->topic, reset ? " from " : "", reset ? reset : "",
-           dry_run ? " (dry run)" : "");
+  kjb_info("admin: replaying \"%s\"%s%s%s", r->topic, req.has_reset ? " from " : "",
+           req.reset_text, req.dry_run ? " (dry run)" : "");
   pthread_mutex_unlock(&api->replay_mu);
-  json_decref(req);
   put_json(out, json_pack("{s:o}", "replay", replay_json(api)));
   return 202;
 }
 
 unsigned kjb_api_post(kjb_api *api, const char *path, const char *body, size_t len,
                       kjb_buf *out) {
-  const char *id;
-  size_t n;
+  int64_t id;
+  int m;
   if (strcmp(path, "/api/replay") == 0)
     return start_replay(api, body, len, out);
-  if (job_path(path, "/retry", &id, &n))
-    return job_action(api, id, n, 1, out);
-  if (job_path(path, "/cancel", &id, &n))
-    return job_action(api, id, n, 0, out);
+  if ((m = kjb_api_job_path(path, "/retry", &id)) >= 0)
+    return m ? job_action(api, id, 1, out) : error_reply(out, 400, "bad job id");
+  if ((m = kjb_api_job_path(path, "/cancel", &id)) >= 0)
+    return m ? job_action(api, id, 0, out) : error_reply(out, 400, "bad job id");
   return error_reply(out, 404, "not found");
 }
 

@@ -6,10 +6,12 @@
 #define KJB_API_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "err.h"
 #include "executor.h"
+#include "replay.h"
 #include "util.h"
 
 typedef struct kjb_api kjb_api;
@@ -44,6 +46,11 @@ bool kjb_api_admin_enabled(const kjb_api *api);
 unsigned kjb_api_authorize(const kjb_api *api, const char *authorization, size_t len,
                            const char **why);
 
+/* kjb_api_authorize against token (NULL: the admin actions are disabled,
+ * 403): the value must be "Bearer " (any case) and then exactly token. */
+unsigned kjb_api_check_bearer(const char *token, const char *authorization, size_t len,
+                              const char **why);
+
 /* Answers GET path (starting with "/api/"): returns the status and appends
  * the JSON body to out. */
 unsigned kjb_api_get(kjb_api *api, const char *path, kjb_api_param_fn param, void *cls,
@@ -56,5 +63,48 @@ unsigned kjb_api_post(kjb_api *api, const char *path, const char *body, size_t l
 /* Whether path is an admin action (POST only) or a known GET path. */
 bool kjb_api_is_post_path(const char *path);
 bool kjb_api_is_get_path(const char *path);
+
+/* The request parsing below runs before any database work; each parser
+ * returns 0, or an error status (400) with its {"error": ...} answer
+ * appended to out and its result unspecified. */
+
+/* Whether path is "/api/jobs/<id>" followed by suffix ("/retry",
+ * "/cancel"; NULL for nothing): 1 with *id set when the segment is an
+ * integer from 1 to INT64_MAX, 0 when it is anything else (a 400, "bad job
+ * id", rather than an unknown path), -1 when the path has another shape. */
+int kjb_api_job_path(const char *path, const char *suffix, int64_t *id);
+
+#define KJB_API_JOBS_LIMIT_MAX 500
+
+/* GET /api/jobs' query parameters. */
+typedef struct {
+  const char *state; /* NULL, or a job state */
+  const char *kind;  /* NULL for any */
+  int64_t limit;     /* 1 to KJB_API_JOBS_LIMIT_MAX; 50 when not given */
+  int64_t before;    /* only ids below this one; 0 when not given */
+} kjb_api_jobs_query;
+
+/* Reads GET /api/jobs' parameters into *q; its strings are param's. */
+unsigned kjb_api_parse_jobs_query(kjb_api_param_fn param, void *cls, kjb_api_jobs_query *q,
+                                  kjb_buf *out);
+
+/* Reads GET /api/dlq's limit (1 to KJB_STATS_DEAD_LETTERS, 50 when not
+ * given) into *limit. */
+unsigned kjb_api_parse_dlq_query(kjb_api_param_fn param, void *cls, int *limit, kjb_buf *out);
+
+/* POST /api/replay's request. */
+typedef struct {
+  char topic[256]; /* a dead-letter topic of the configuration */
+  bool dry_run;
+  bool has_reset;
+  kjb_reset_spec reset;
+  char reset_text[72]; /* the spec as given, for the log: 64 bytes at most and "..." */
+} kjb_api_replay_req;
+
+/* Reads POST /api/replay's body of len bytes (none: {}) against cfg into
+ * *req: the topic must be a dead-letter topic of cfg (the first mapping's
+ * when not given), reset_offsets a spec kjb_reset_parse takes. */
+unsigned kjb_api_parse_replay(const kjb_config *cfg, const char *body, size_t len,
+                              kjb_api_replay_req *req, kjb_buf *out);
 
 #endif

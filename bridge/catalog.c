@@ -120,9 +120,13 @@ static int path_error(kjb_err *err, const kjb_config *cfg, const kjb_job_cfg *jo
 
 static int check_template_path(const char *path, size_t len, void *arg) {
   path_check *pc = arg;
-  char buf[256];
-  snprintf(buf, sizeof buf, "%.*s", (int)len, path);
-  if (kjb_schema_check_path(pc->reader, buf, pc->err) < 0)
+  /* The whole path, however long: the mapper looks up all of it. */
+  char *buf = kjb_xmalloc(len + 1);
+  memcpy(buf, path, len);
+  buf[len] = '\0';
+  int rc = kjb_schema_check_path(pc->reader, buf, pc->err);
+  free(buf);
+  if (rc < 0)
     return path_error(pc->err, pc->cfg, pc->job, "unique_key");
   return 0;
 }

@@ -370,9 +370,41 @@ static kjb_api *current_api(kjb_http *h) {
 
 /* ---- input that no handler takes ------------------------------------------ */
 
-/* Every query parameter must be text: valid UTF-8 without NUL bytes (MHD
- * decodes %00 and %ff, and C strings would silently end at the NUL). The
- * good ones are copied to the request for the API. */
+int kjb_http_check_param(const char *key, size_t key_size, const char *value, size_t value_size,
+                         kjb_buf *params, char *why, size_t why_size) {
+  if (memchr(key, '\0', key_size) || kjb_utf8_invalid_at(key, key_size) >= 0) {
+    snprintf(why, why_size, "a parameter name is not valid UTF-8 text");
+    return -1;
+  }
+  const char *wrong = !value                                        ? NULL
+                      : memchr(value, '\0', value_size)             ? "contains a NUL byte"
+                      : kjb_utf8_invalid_at(value, value_size) >= 0 ? "is not valid UTF-8"
+                                                                    : NULL;
+  if (wrong) {
+    snprintf(why, why_size, "parameter \"%.*s\" %s", (int)kjb_utf8_prefix(key, 64), key, wrong);
+    return -1;
+  }
+  if (value) {
+    kjb_buf_append(params, key, key_size);
+    kjb_buf_putc(params, '\0');
+    kjb_buf_append(params, value, value_size);
+    kjb_buf_putc(params, '\0');
+  }
+  return 0;
+}
+
+const char *kjb_http_param(const kjb_buf *params, const char *name) {
+  for (const char *p = params->data, *end = p + params->len; p < end;) {
+    const char *value = p + strlen(p) + 1;
+    if (strcmp(p, name) == 0)
+      return value;
+    p = value + strlen(value) + 1;
+  }
+  return NULL;
+}
+
+/* Every query parameter must be text (kjb_http_check_param). The good
+ * ones are copied to the request for the API. */
 typedef struct {
   char why[160];
   kjb_buf *copy;
@@ -381,24 +413,10 @@ typedef struct {
 static enum MHD_Result check_param(void *cls, enum MHD_ValueKind kind, const char *key,
                                    size_t key_size, const char *value, size_t value_size) {
   param_check *pc = cls;
-  if (memchr(key, '\0', key_size) || kjb_utf8_invalid_at(key, key_size) >= 0) {
-    snprintf(pc->why, sizeof pc->why, "a parameter name is not valid UTF-8 text");
-    return MHD_NO;
-  }
-  const char *wrong = !value                                        ? NULL
-                      : memchr(value, '\0', value_size)             ? "contains a NUL byte"
-                      : kjb_utf8_invalid_at(value, value_size) >= 0 ? "is not valid UTF-8"
-                                                                    : NULL;
-  if (wrong) {
-    snprintf(pc->why, sizeof pc->why, "parameter \"%.*s\" %s", (int)kjb_utf8_prefix(key, 64), key,
-             wrong);
-    return MHD_NO;
-  }
-  if (value) {
-    kjb_buf_append(pc->copy, key, key_size + 1);
-    kjb_buf_append(pc->copy, value, value_size + 1);
-  }
-  return MHD_YES;
+  return kjb_http_check_param(key, key_size, value, value_size, pc->copy, pc->why,
+                              sizeof pc->why) == 0
+             ? MHD_YES
+             : MHD_NO;
 }
 
 /* What is wrong with the request whatever its path, in pc->why; NULL when
@@ -415,14 +433,7 @@ static const char *bad_input(struct MHD_Connection *c, request *rq, param_check 
 
 /* kjb_api_param_fn over rq->params; the first of repeated names wins. */
 static const char *copied_param(void *cls, const char *name) {
-  const kjb_buf *params = &((const request *)cls)->params;
-  for (const char *p = params->data, *end = p + params->len; p < end;) {
-    const char *value = p + strlen(p) + 1;
-    if (strcmp(p, name) == 0)
-      return value;
-    p = value + strlen(value) + 1;
-  }
-  return NULL;
+  return kjb_http_param(&((const request *)cls)->params, name);
 }
 
 /* ---- /api/ on worker threads ----------------------------------------------- */

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "util.h"
 
 typedef struct kjb_http kjb_http;
 
@@ -64,5 +65,19 @@ void kjb_http_set_health(kjb_http *h, const kjb_health *health);
 /* Stops serving (waits for /api/ requests in progress; those still
  * queued are answered 503) and frees h. */
 void kjb_http_free(kjb_http *h);
+
+/* Checks one query parameter as the server received it, its name and
+ * value percent-decoded: key_size and value_size bytes, each followed by
+ * a NUL as libmicrohttpd gives them; value NULL for a name without "=".
+ * Both must be valid UTF-8 without NUL bytes (C strings would silently
+ * end at one). Returns 0 and appends "name\0value\0" to params (nothing
+ * for a NULL value), or -1 with the reason for the 400 answer in why:
+ * valid UTF-8, quoting at most 64 bytes of the name, params unchanged. */
+int kjb_http_check_param(const char *key, size_t key_size, const char *value, size_t value_size,
+                         kjb_buf *params, char *why, size_t why_size);
+
+/* The value of the first parameter called name in params, as
+ * kjb_http_check_param appended them, or NULL. */
+const char *kjb_http_param(const kjb_buf *params, const char *name);
 
 #endif

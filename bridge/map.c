@@ -41,7 +41,6 @@ int kjb_template_each(const char *tpl,
 int kjb_map_unique_key(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *out,
                        kjb_err *err) {
   const char *p = job->unique_key;
-  char path[256];
   while (*p) {
     const char *open = strstr(p, "${");
     if (!open) {
@@ -49,21 +48,20 @@ int kjb_map_unique_key(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *ou
       break;
     }
     kjb_buf_append(out, p, (size_t)(open - p));
-    const char *close = strchr(open + 2, '}');
-    size_t n = close ? (size_t)(close - open - 2) : 0;
-    if (!close || n == 0 || n >= sizeof path)
+    const char *path = open + 2, *close = strchr(path, '}');
+    int n = close ? (int)(close - path) : 0;
+    if (!close || n == 0)
       return kjb_err_set(err, KJB_EBAD_TEMPLATE, "job \"%s\": unique_key \"%s\" is malformed",
                          job->kind, job->unique_key);
-    memcpy(path, open + 2, n);
-    path[n] = '\0';
-    const kjb_value *v = kjb_value_path(rec, path);
+    const kjb_value *v = kjb_value_path_n(rec, path, (size_t)n);
     if (!v)
       return kjb_err_set(err, KJB_EMISSING_FIELD,
-                         "job \"%s\": unique_key: field \"%s\" is missing", job->kind, path);
+                         "job \"%s\": unique_key: field \"%.*s\" is missing", job->kind, n,
+                         path);
     if (kjb_value_to_text(v, out) < 0)
       return kjb_err_set(err, KJB_EBAD_TEMPLATE,
-                         "job \"%s\": unique_key: field \"%s\" is %s, not a scalar", job->kind,
-                         path,
+                         "job \"%s\": unique_key: field \"%.*s\" is %s, not a scalar",
+                         job->kind, n, path,
                          v->type == KJB_V_NULL    ? "null"
                          : v->type == KJB_V_ARRAY ? "an array"
                                                   : "an object");

@@ -14,7 +14,9 @@ int kjb_map_args(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *out, kjb
 
 /* Expands job->unique_key ("order-${order_id}") into out. A path that is
  * absent is KJB_EMISSING_FIELD; one whose value is null, an array or an
- * object is KJB_EBAD_TEMPLATE. */
+ * object is KJB_EBAD_TEMPLATE, and so are an unterminated "${" and an
+ * empty path (the configuration refuses both). Paths have no length
+ * limit. */
 int kjb_map_unique_key(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *out,
                        kjb_err *err);
 

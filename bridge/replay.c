@@ -135,12 +135,14 @@ static int parse_duration(const char *s, int64_t *out, const char **why) {
     bool overflow = false;
     for (; isdigit((unsigned char)*s); s++)
       overflow |= __builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *s - '0', &v);
+    const char *dot = s;
     if (!fraction_ms(&s, &frac))
       return -1;
     size_t i = next;
     while (i < 4 && (parts[i].unit != *s || parts[i].in_time != in_time))
       i++;
-    if (i == 4 || (frac && parts[i].unit != 'S'))
+    /* Any fraction, ".0" too: Java refuses "P1.0D" and "PT1.0H". */
+    if (i == 4 || (s != dot && parts[i].unit != 'S'))
       return -1;
     s++;
     next = i + 1;

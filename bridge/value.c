@@ -2,6 +2,7 @@
  * path lookup. */
 #include "value.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,11 @@ static void put_real(kjb_buf *out, double d, int is_float) {
     return;
   }
   char tmp[40];
-  int lo = is_float ? 6 : 15, hi = is_float ? 9 : 17;
+  /* A normal value needs at least 15 digits (6 for a float) to read back
+   * unless fewer print the same; a subnormal has fewer significant digits
+   * than that, and may read back with as few as one ("5e-324"). */
+  int subnormal = is_float ? fabsf((float)d) < FLT_MIN : fabs(d) < DBL_MIN;
+  int lo = subnormal ? 1 : is_float ? 6 : 15, hi = is_float ? 9 : 17;
   for (int prec = lo; prec <= hi; prec++) {
     snprintf(tmp, sizeof tmp, "%.*g", prec, d);
     if (is_float ? strtof(tmp, NULL) == (float)d : strtod(tmp, NULL) == d)
@@ -92,16 +97,20 @@ void kjb_value_to_json(const kjb_value *v, kjb_buf *out) {
 }
 
 const kjb_value *kjb_value_path(const kjb_value *v, const char *path) {
-  const char *seg = path;
+  return kjb_value_path_n(v, path, strlen(path));
+}
+
+const kjb_value *kjb_value_path_n(const kjb_value *v, const char *path, size_t len) {
+  const char *seg = path, *end = path + len;
   for (;;) {
-    const char *dot = strchr(seg, '.');
-    size_t len = dot ? (size_t)(dot - seg) : strlen(seg);
+    const char *dot = memchr(seg, '.', (size_t)(end - seg));
+    size_t n = (size_t)((dot ? dot : end) - seg);
     if (!v || v->type != KJB_V_OBJECT)
       return NULL;
     const kjb_value *next = NULL;
     for (size_t i = 0; i < v->u.obj.n; i++) {
       const kjb_member *m = &v->u.obj.members[i];
-      if (m->key_len == len && memcmp(m->key, seg, len) == 0) {
+      if (m->key_len == n && memcmp(m->key, seg, n) == 0) {
         next = m->val;
         break;
       }

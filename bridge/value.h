@@ -57,6 +57,9 @@ void kjb_value_to_json(const kjb_value *v, kjb_buf *out);
  * when a segment is absent or a non-object is in the way. */
 const kjb_value *kjb_value_path(const kjb_value *v, const char *path);
 
+/* kjb_value_path over the len bytes at path (a template's "${...}"). */
+const kjb_value *kjb_value_path_n(const kjb_value *v, const char *path, size_t len);
+
 /* Appends a scalar as template text: strings raw, numbers as in JSON,
  * booleans true/false. Returns -1 (appending nothing) for null, arrays
  * and objects. */

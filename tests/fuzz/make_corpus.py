@@ -1,18 +1,28 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of tests/fuzz/fuzz_decode.c into
-tests/fuzz/corpus/decode/: valid records in each framing, encoded with
+"""Writes the seed corpora of the libFuzzer targets in tests/fuzz/ into
+tests/fuzz/corpus/<target>/. Run after changing a schema, the topic list or
+an input format, and commit the result:
+
+    .venv/bin/python tests/fuzz/make_corpus.py            # every target
+    .venv/bin/python tests/fuzz/make_corpus.py reset api  # only these
+
+decode (fuzz_decode.c): valid records in each framing, encoded with
 fastavro (independently of kjb's own encoder), and malformed ones made from
-them. Run once after changing a schema or the topic list, and commit the
-result:
+them. Each file is a topic selector byte (0 orders/confluent, 1 rich/raw,
+2 orders.so/single-object, 3 rich.evolved/confluent) and the record value.
 
-    .venv/bin/python tests/fuzz/make_corpus.py
+reset (fuzz_reset.c): an offset-reset spec, a NUL, and the watermarks,
+committed offset, offset for the time and clock as five int64 words.
 
-Each file is one fuzz input: a topic selector byte (see fuzz_decode.c;
-0 orders/confluent, 1 rich/raw, 2 orders.so/single-object,
-3 rich.evolved/confluent) and the record value. File names say what the
-input is; malformed ones start with "bad-". Existing files are replaced,
-other files in the directory are left alone (regressions found by fuzzing
-live there too).
+template (fuzz_template.c): a unique_key template, then NUL-separated args
+paths; the record's numbers come from the input's last 8 bytes.
+
+api (fuzz_api.c): a selector character (p path, q query string, b POST
+/api/replay body, a Authorization header) and the bytes it takes.
+
+File names say what the input is; malformed ones start with "bad-".
+Existing files are replaced, other files in the directories are left alone
+(regressions found by fuzzing live there too).
 """
 
 from __future__ import annotations
@@ -24,24 +34,26 @@ import struct
 import sys
 from pathlib import Path
 
-import fastavro
-from fastavro.schema import fingerprint, to_parsing_canonical_form
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-OUT = HERE / "corpus" / "decode"
 
 ORDERS, RICH, ORDERS_SO, RICH_EVOLVED = 0, 1, 2, 3
 
 
-def schema(path: Path) -> dict:
-    return fastavro.parse_schema(json.loads(path.read_text()))
+def load_avro() -> None:
+    """fastavro and the schemas, for the decode corpus only (the venv has
+    fastavro; the other corpora need nothing beyond Python)."""
+    global fastavro, fingerprint, to_parsing_canonical_form, V1, V2, RICH_S, OLD_S
+    import fastavro
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+    def schema(path: Path) -> dict:
+        return fastavro.parse_schema(json.loads(path.read_text()))
 
-V1 = schema(REPO / "schemas/avro/order_created.avsc")
-V2 = schema(REPO / "schemas/avro/order_created_v2.avsc")
-RICH_S = schema(HERE / "schemas/fuzz_rich.avsc")
-OLD_S = schema(HERE / "schemas/fuzz_rich_old.avsc")
+    V1 = schema(REPO / "schemas/avro/order_created.avsc")
+    V2 = schema(REPO / "schemas/avro/order_created_v2.avsc")
+    RICH_S = schema(HERE / "schemas/fuzz_rich.avsc")
+    OLD_S = schema(HERE / "schemas/fuzz_rich_old.avsc")
 
 
 def body(s: dict, datum: dict) -> bytes:
@@ -249,13 +261,8 @@ OLD_BRANCHES = [
 ]
 
 
-def write(files: dict[str, bytes]) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (OUT / name).write_bytes(data)
-
-
-def main() -> int:
+def decode_corpus() -> dict[str, bytes]:
+    load_avro()
     sys.setrecursionlimit(20000)
     files: dict[str, bytes] = {}
     v1 = body(V1, ORDER_V1)
@@ -330,10 +337,143 @@ def main() -> int:
     rich_v = body(RICH_S, {**RICH_MIN, "voids": [], "renamed": "MARKER"})
     voids = zigzag(100) + (zigzag(2**20 - 1) + b"\x00") * 100 + b"\x00"
     files["bad-nested-null-arrays"] = bytes([RICH]) + rich_v.replace(b"\x00\x0cMARKER", voids + b"\x0cMARKER")
+    return files
 
-    write(files)
+
+def words(*ws: int) -> bytes:
+    return b"".join(struct.pack("<q", w) for w in ws)
+
+
+I64_MAX, I64_MIN = 2**63 - 1, -(2**63)
+
+
+def reset_corpus() -> dict[str, bytes]:
+    """Specs as kafka-consumer-groups and the API take them, each with
+    watermarks [10, 50], committed 30, nothing for the time and a clock in
+    2027, unless the name says otherwise."""
+    at = words(10, 50, 30, -1, 1800000000000)
+    files = {
+        "earliest": b"to-earliest\0" + at,
+        "latest": b"to-latest\0" + at,
+        "offset": b"to-offset:42\0" + at,
+        "offset-max": b"to-offset:9223372036854775807\0" + at,
+        "shift-back": b"shift-by:-5\0" + at,
+        "shift-min-no-commit": b"shift-by:-9223372036854775808\0" + words(0, I64_MAX, -1, -1, 0),
+        "shift-max-at-end": b"shift-by:9223372036854775807\0" + words(0, I64_MAX, I64_MAX - 1, -1, 0),
+        "datetime": b"to-datetime:2026-11-21T10:00:00.000\0" + words(10, 50, 30, 40, 1800000000000),
+        "datetime-zone-nanos": b"to-datetime:2026-11-21T05:30:00.123456789-04:30\0" + at,
+        "datetime-year-0": b"to-datetime:0000-01-01T00:00:00+23:59\0" + at,
+        "datetime-leap": b"to-datetime:2024-02-29T23:59:59Z\0" + at,
+        "duration": b"by-duration:P1DT2H3M4.5S\0" + words(10, 50, 30, 12, 1800000000000),
+        "duration-max": b"by-duration:PT9223372036854775.807S\0" + at,
+        "bad-offset-leading-zero": b"to-offset:01",
+        "bad-shift-plus": b"shift-by:+5",
+        "bad-datetime-no-such-day": b"to-datetime:2026-02-29T00:00:00",
+        "bad-datetime-zone": b"to-datetime:2026-11-21T10:00:00+24:00",
+        "bad-duration-order": b"by-duration:PT1M1H",
+        "bad-duration-too-long": b"by-duration:P106751991167DT7H12M55.808S",
+        # Accepted before a fraction of zero counted as one (fuzz_reset).
+        "bad-duration-fraction-on-days": b"by-duration:P0533.00D",
+        "bad-name": b"TO-EARLIEST",
+        "bad-long-utf8": b"to-offset:x" + "\u00e9".encode() * 60,
+    }
+    return files
+
+
+def template_corpus() -> dict[str, bytes]:
+    """Templates and args paths over fuzz_template.c's record: every kind
+    of value, nesting, each error, and numbers chosen by the last 8
+    bytes (the seeds that test numbers end with them)."""
+    def nums(d: float) -> bytes:
+        return struct.pack("<d", d)
+
+    return {
+        "order-id": b"order-${order_id}",
+        "nested-with-args": b"${order_id}/${customer.email}\0order_id\0customer.email\0customer.address.city",
+        "scalars": b"${flag}-${off}-${neg}:${customer.address.city}${customer.address.zip}",
+        "text-and-controls": "${text}|${ctl}|caf\u00e9".encode(),
+        "numbers-tenth": b"${d}:${f}:${i}\0d\0f\0i\0" + nums(0.1),
+        "numbers-tiny": b"${d}:${f}\0" + nums(5e-324),
+        "numbers-negative-zero": b"${d} ${f}\0" + nums(-0.0),
+        "numbers-nan": b"${d} ${f}\0" + b"\x01\x00\x00\x00\x00\x00\xf8\x7f",
+        "numbers-large": b"${d}\0" + nums(1.2345678901234567e300),
+        "map-keys": "${map.a.b}${map.}${map.\u00fc}\0a.b\0\0\u00fc\0}\0${x}".encode(),
+        "whole-record": b"static",
+        "empty-key-and-dup": b"${dup}\0\0dup\0dup",
+        "raw-invalid-utf8": b"${raw}\xff\xfe",
+        "bad-null": b"${customer.note}",
+        "bad-array": b"${customer.tags}",
+        "bad-object": b"${customer}",
+        "bad-missing": b"${customer.phone}\0customer.phone",
+        "bad-through-scalar": b"${order_id.x}\0order_id.x",
+        "bad-unterminated": b"a${order_id}b${order_id",
+        "bad-empty-path": b"${}",
+        "bad-nested-open": b"${a${order_id}}",
+        # Refused as malformed when unique_key copied paths into 256 bytes.
+        "long-path": b"${customer." + b"n" * 300 + b"}${order_id}\0customer." + b"n" * 300,
+    }
+
+
+def api_corpus() -> dict[str, bytes]:
+    """Requests as fuzz_api.c takes them: p path, q query string, b
+    POST /api/replay body, a Authorization header."""
+    long_spec = "to-offset:x" + "\u00e9" * 60
+    return {
+        "path-job": b"p/api/jobs/42",
+        "path-retry": b"p/api/jobs/9223372036854775807/retry",
+        "path-replay": b"p/api/replay",
+        "bad-path-leading-zero": b"p/api/jobs/0042/cancel",
+        "bad-path-id-overflow": b"p/api/jobs/9223372036854775808",
+        "bad-path-empty-id": b"p/api/jobs//retry",
+        "query-jobs": b"qstate=running&kind=send_confirmation&limit=10&before=100",
+        "query-repeated": b"qlimit=200&limit=5&flag&kind=a+b%2Bc",
+        "query-utf8": b"q%C3%A9t%C3%A9=%E2%98%95&kind=%F0%9F%98%80",
+        "bad-query-limit": b"qlimit=0",
+        "bad-query-plus": b"qlimit=%2B5",
+        "bad-query-state": b"qstate=sleeping",
+        "bad-query-utf8": b"qkind=%ff",
+        "bad-query-nul": b"qkind=a%00b",
+        "bad-query-name-overlong": b"q%C0%AF=1",
+        "body-empty": b"b",
+        "body-full": b'b{"topic": "payments.failed", "reset_offsets": "by-duration:PT1H", "dry_run": true}',
+        "body-nulls": b'b{"topic": null, "reset_offsets": "", "dry_run": null}',
+        "body-long-spec": b'b{"reset_offsets": "to-datetime:2026-11-21T10:00:00.123456789+01:00"}',
+        "bad-body-not-object": b"b[1]",
+        "bad-body-json": b'b{"topic": "orders.dlq",',
+        "bad-body-types": b'b{"topic": 5, "dry_run": "yes"}',
+        "bad-body-topic": b'b{"topic": "orders"}',
+        "bad-body-spec": ('b{"reset_offsets": "' + long_spec + '"}').encode(),
+        "bad-body-nul": b'b{"topic": "orders.dlq\\u0000"}',
+        "auth": b"aBearer s3cr3t-t0ken",
+        "auth-case": b"abEARER s3cr3t-t0ken",
+        "bad-auth-wrong": b"aBearer s3cr3t-t0ke",
+        "bad-auth-basic": b"aBasic czNjcjN0",
+        "bad-auth-nul": b"aBearer s3cr3t-t0ken\0",
+    }
+
+
+def write(name: str, files: dict[str, bytes]) -> None:
+    out = HERE / "corpus" / name
+    out.mkdir(parents=True, exist_ok=True)
+    for fname, data in files.items():
+        (out / fname).write_bytes(data)
     total = sum(len(v) for v in files.values())
-    print(f"make_corpus: wrote {len(files)} files ({total} bytes) to {OUT.relative_to(REPO)}")
+    print(f"make_corpus: wrote {len(files)} files ({total} bytes) to {out.relative_to(REPO)}")
+
+
+CORPORA = {"decode": decode_corpus, "reset": reset_corpus, "template": template_corpus,
+           "api": api_corpus}
+
+
+def main() -> int:
+    names = sys.argv[1:] or list(CORPORA)
+    unknown = [n for n in names if n not in CORPORA]
+    if unknown:
+        print(f"make_corpus: unknown target {unknown[0]} (known: {', '.join(CORPORA)})",
+              file=sys.stderr)
+        return 2
+    for name in names:
+        write(name, CORPORA[name]())
     return 0
 
 

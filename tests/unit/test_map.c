@@ -74,6 +74,11 @@ static void test_args_missing_path(void **state) {
   kjb_buf_close(&out);
 }
 
+/* A 300-byte name: longer than the 255 bytes unique_key paths once had. */
+#define N10 "nnnnnnnnnn"
+#define N100 N10 N10 N10 N10 N10 N10 N10 N10 N10 N10
+#define N300 N100 N100 N100
+
 typedef struct {
   const char *tpl;
   int code; /* 0 for success */
@@ -95,6 +100,13 @@ static const template_case template_cases[] = {
     {"${customer}", KJB_EBAD_TEMPLATE,
      "job \"j\": unique_key: field \"customer\" is an object, not a scalar"},
     {"${order_id", KJB_EBAD_TEMPLATE, "job \"j\": unique_key \"${order_id\" is malformed"},
+    {"a${}b", KJB_EBAD_TEMPLATE, "job \"j\": unique_key \"a${}b\" is malformed"},
+    /* Long paths are looked up, not refused as malformed (found by
+     * fuzz_template). */
+    {"${customer." N300 "}", KJB_EMISSING_FIELD,
+     "job \"j\": unique_key: field \"customer." N300 "\" is missing"},
+    {"${order_id}${customer.email." N300 "}", KJB_EMISSING_FIELD,
+     "job \"j\": unique_key: field \"customer.email." N300 "\" is missing"},
 };
 
 static void test_unique_key_templates(void **state) {

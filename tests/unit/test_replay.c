@@ -53,6 +53,7 @@ static void test_parse(void **state) {
       {"by-duration:P2D", NULL, KJB_RESET_DURATION, 172800000},
       {"by-duration:PT0S", NULL, KJB_RESET_DURATION, 0},
       {"by-duration:PT0.001S", NULL, KJB_RESET_DURATION, 1},
+      {"by-duration:PT1.0S", NULL, KJB_RESET_DURATION, 1000},
       {"by-duration:PT9223372036854775.807S", NULL, KJB_RESET_DURATION, INT64_MAX},
       {"by-duration:P106751991167DT7H12M55.807S", NULL, KJB_RESET_DURATION, INT64_MAX},
 
@@ -99,6 +100,10 @@ static void test_parse(void **state) {
       {"by-duration:PT1H1H", DURATION, 0, 0},
       {"by-duration:PTT1H", DURATION, 0, 0},
       {"by-duration:P1.5D", DURATION, 0, 0},
+      /* A zero fraction is a fraction too (found by fuzz_reset). */
+      {"by-duration:P0533.00D", DURATION, 0, 0},
+      {"by-duration:PT1.0H", DURATION, 0, 0},
+      {"by-duration:PT2.000M", DURATION, 0, 0},
       {"by-duration:PT-1H", DURATION, 0, 0},
       {"by-duration:PT+1H", DURATION, 0, 0},
       {"by-duration:P1e300D", DURATION, 0, 0},
