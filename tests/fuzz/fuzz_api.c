@@ -47,6 +47,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "fuzz.h"
 #include "api.h"
 #include "http.h"
 #include "replay.h"

@@ -33,6 +33,7 @@
 
 #include <jansson.h>
 
+#include "fuzz.h"
 #include "replay.h"
 #include "util.h"
 

@@ -39,6 +39,7 @@
 
 #include <jansson.h>
 
+#include "fuzz.h"
 #include "map.h"
 
 #define MAX_ARGS 16
