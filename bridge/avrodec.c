@@ -116,6 +116,22 @@ static int rd_int(dstate *st, int64_t *out) {
 
 /* Reads a byte count and checks that many bytes are there, before
  * anything is allocated for them. */
+/* The n bytes at st->p must be text that PostgreSQL can store: valid
+ * UTF-8 without NUL characters (U+0000 is valid UTF-8, but neither text
+ * nor jsonb can hold it, and a record carrying one would fail its insert
+ * forever). what names the place ("" or " in map key"). */
+static int check_text(dstate *st, size_t n, const char *what) {
+  long bad = kjb_utf8_invalid_at((const char *)st->p, n);
+  if (bad >= 0)
+    return derr(st, KJB_EINVALID_UTF8, "invalid utf-8%s at byte %zu", what,
+                off(st, st->p) + (size_t)bad);
+  const uint8_t *nul = memchr(st->p, 0, n);
+  if (nul)
+    return derr(st, KJB_EINVALID_UTF8, "NUL character (U+0000)%s at byte %zu, which postgresql "
+                "text cannot hold", what, off(st, nul));
+  return 0;
+}
+
 static int rd_len(dstate *st, size_t *out) {
   const uint8_t *at = st->p;
   int64_t n;
@@ -419,10 +435,8 @@ __attribute__((noinline)) static int dec_map(dstate *st, const kjb_plan *p, kjb_
       size_t klen = 0;
       if ((rc = rd_len(st, &klen)))
         return rc;
-      long bad = kjb_utf8_invalid_at((const char *)st->p, klen);
-      if (bad >= 0)
-        return derr(st, KJB_EINVALID_UTF8, "invalid utf-8 in map key at byte %zu",
-                    off(st, st->p) + (size_t)bad);
+      if ((rc = check_text(st, klen, " in map key")))
+        return rc;
       char *key = kjb_arena_strndup(st->a, (const char *)st->p, klen);
       if (!key)
         return nomem(st);
@@ -539,10 +553,8 @@ static int dec(dstate *st, const kjb_plan *p, kjb_value *out) {
   case KJB_OP_STRING: {
     if ((rc = rd_len(st, &n)))
       return rc;
-    long bad = kjb_utf8_invalid_at((const char *)st->p, n);
-    if (bad >= 0)
-      return derr(st, KJB_EINVALID_UTF8, "invalid utf-8 at byte %zu",
-                  off(st, st->p) + (size_t)bad);
+    if ((rc = check_text(st, n, "")))
+      return rc;
     if (kjb_avrodec_set_str(st->a, (const char *)st->p, n, out))
       return nomem(st);
     st->p += n;

@@ -250,6 +250,10 @@ def raw_cases(job: str = "r_pick") -> list[Case]:
         # Byte 3, the "b" of "ab", is 0xFF, which UTF-8 never uses.
         Case("invalid utf-8 in a string", patch(BASE, 3, b"\xff"), "kjb.INVALID_UTF8",
              'field "name": invalid utf-8 at byte 3'),
+        # Byte 3, the "b" of "ab", is NUL: valid UTF-8, but PostgreSQL text
+        # and jsonb cannot hold U+0000, and the insert would fail forever.
+        Case("NUL in a string", patch(BASE, 3, b"\x00"), "kjb.INVALID_UTF8",
+             'field "name": NUL character (U+0000) at byte 3, which postgresql text cannot hold'),
         # "name" becomes 3 bytes ED A0 80 (length 06 at byte 1): U+D800, a
         # UTF-16 surrogate, which UTF-8 must not encode.
         Case("utf-8 surrogate", patch(BASE, 1, b"\x06\xed\xa0\x80", 3), "kjb.INVALID_UTF8",
