@@ -22,6 +22,9 @@ int kjb_avro_default_value(const kjb_snode *n, const json_t *def, kjb_arena *a,
  * ("string", "array", or a named type's full name) and in messages. */
 const char *kjb_avro_type_name(const kjb_snode *n);
 
+/* What a JSON value is, for messages: "an object", "a string", "null". */
+const char *kjb_avro_json_kind(const json_t *j);
+
 /* Where in a schema or a datum a walk is, for messages:
  * "customer.emails[2]". Caller-owned; start zeroed. The text is cut to
  * fit, each segment to 255 bytes. */

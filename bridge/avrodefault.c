@@ -20,21 +20,8 @@ __attribute__((format(printf, 2, 3))) static int deferr(kjb_err *err, const char
   return rc;
 }
 
-static const char *json_kind(const json_t *j) {
-  switch (json_typeof(j)) {
-  case JSON_OBJECT: return "an object";
-  case JSON_ARRAY: return "an array";
-  case JSON_STRING: return "a string";
-  case JSON_INTEGER: return "an integer";
-  case JSON_REAL: return "a real number";
-  case JSON_TRUE:
-  case JSON_FALSE: return "a boolean";
-  default: return "null";
-  }
-}
-
 static int expect(kjb_err *err, const kjb_snode *n, const json_t *j) {
-  return deferr(err, "expected %s, got %s", kjb_avro_type_name(n), json_kind(j));
+  return deferr(err, "expected %s, got %s", kjb_avro_type_name(n), kjb_avro_json_kind(j));
 }
 
 static int defval(const kjb_snode *n, const json_t *j, kjb_arena *a, kjb_value *out,

@@ -29,51 +29,25 @@ __attribute__((format(printf, 2, 3))) static int eerr(ectx *c, const char *fmt, 
 
 static int avro_fail(ectx *c) { return eerr(c, "avro: %s", avro_strerror()); }
 
-static const char *json_kind(const json_t *j) {
-  switch (json_typeof(j)) {
-  case JSON_OBJECT: return "an object";
-  case JSON_ARRAY: return "an array";
-  case JSON_STRING: return "a string";
-  case JSON_INTEGER: return "an integer";
-  case JSON_REAL: return "a real number";
-  case JSON_TRUE:
-  case JSON_FALSE: return "a boolean";
-  default: return "null";
-  }
-}
-
 static int expected(ectx *c, const kjb_snode *n, const json_t *j) {
   const char *what = kjb_avro_type_name(n);
   if (n->type == KJB_S_RECORD || n->type == KJB_S_ENUM)
     return eerr(c, "expected %s \"%s\", got %s", n->type == KJB_S_RECORD ? "record" : "enum",
-                n->fullname, json_kind(j));
+                n->fullname, kjb_avro_json_kind(j));
   if (n->logical == KJB_L_DECIMAL)
     what = "a decimal (string or number)";
   else if (n->type == KJB_S_BYTES || n->type == KJB_S_FIXED)
     what = n->logical == KJB_L_DURATION ? "a duration object or base64 string"
                                         : "a base64 string";
-  return eerr(c, "expected %s, got %s", what, json_kind(j));
+  return eerr(c, "expected %s, got %s", what, kjb_avro_json_kind(j));
 }
 
 /* ---- Parsing the string forms of logical types ---- */
 
-/* Reads exactly n digits. */
-static bool digits(const char **s, int n, int64_t *out) {
-  int64_t v = 0;
-  for (int i = 0; i < n; i++) {
-    if (!isdigit((unsigned char)(*s)[i]))
-      return false;
-    v = v * 10 + ((*s)[i] - '0');
-  }
-  *s += n;
-  *out = v;
-  return true;
-}
-
 static bool parse_date(const char **s, int64_t *days) {
   int64_t y, m, d;
-  if (!digits(s, 4, &y) || *(*s)++ != '-' || !digits(s, 2, &m) || *(*s)++ != '-' ||
-      !digits(s, 2, &d))
+  if (!kjb_parse_digits(s, 4, &y) || *(*s)++ != '-' || !kjb_parse_digits(s, 2, &m) || *(*s)++ != '-' ||
+      !kjb_parse_digits(s, 2, &d))
     return false;
   return kjb_civil_to_days(y, m, d, days) == 0;
 }
@@ -82,8 +56,8 @@ static bool parse_date(const char **s, int64_t *days) {
  * unit must be zero. */
 static bool parse_clock(const char **s, int64_t per_sec, int64_t *out) {
   int64_t h, m, sec;
-  if (!digits(s, 2, &h) || *(*s)++ != ':' || !digits(s, 2, &m) || *(*s)++ != ':' ||
-      !digits(s, 2, &sec))
+  if (!kjb_parse_digits(s, 2, &h) || *(*s)++ != ':' || !kjb_parse_digits(s, 2, &m) || *(*s)++ != ':' ||
+      !kjb_parse_digits(s, 2, &sec))
     return false;
   if (h > 23 || m > 59 || sec > 60)
     return false;
@@ -125,7 +99,7 @@ static bool parse_timestamp(const char *s, int64_t per_sec, bool local, int64_t 
   } else if (*s == '+' || *s == '-') {
     int sign = *s++ == '-' ? -1 : 1;
     int64_t oh, om;
-    if (local || !digits(&s, 2, &oh) || *s++ != ':' || !digits(&s, 2, &om) || oh > 23 ||
+    if (local || !kjb_parse_digits(&s, 2, &oh) || *s++ != ':' || !kjb_parse_digits(&s, 2, &om) || oh > 23 ||
         om > 59)
       return false;
     offset = sign * (oh * 60 + om) * 60;
@@ -511,7 +485,7 @@ static int enc_union(ectx *c, const kjb_snode *n, const json_t *j, avro_value_t 
     *c->err = first;
     return -(int)first.code;
   }
-  return eerr(c, "no branch of the union accepts %s", json_kind(j));
+  return eerr(c, "no branch of the union accepts %s", kjb_avro_json_kind(j));
 }
 
 static int enc_record(ectx *c, const kjb_snode *n, const json_t *j, avro_value_t *v) {

@@ -38,19 +38,6 @@ static int parse_shift(const char *s, int64_t *out, const char **why) {
   return -1;
 }
 
-/* Reads exactly n digits. */
-static bool digits(const char **s, int n, int64_t *out) {
-  int64_t v = 0;
-  for (int i = 0; i < n; i++) {
-    if (!isdigit((unsigned char)(*s)[i]))
-      return false;
-    v = v * 10 + ((*s)[i] - '0');
-  }
-  *s += n;
-  *out = v;
-  return true;
-}
-
 /* ".5", ".123456789": a fraction of 1 to 9 digits as milliseconds (digits
  * past the third are dropped). No '.' is no fraction. */
 static bool fraction_ms(const char **s, int64_t *ms) {
@@ -77,7 +64,7 @@ static bool zone_offset(const char **s, int64_t *secs) {
     return true;
   int64_t sign = **s == '-' ? -1 : 1, h, m;
   (*s)++;
-  if (!digits(s, 2, &h) || *(*s)++ != ':' || !digits(s, 2, &m) || h > 23 || m > 59)
+  if (!kjb_parse_digits(s, 2, &h) || *(*s)++ != ':' || !kjb_parse_digits(s, 2, &m) || h > 23 || m > 59)
     return false;
   *secs = sign * (h * 3600 + m * 60);
   return true;
@@ -90,9 +77,9 @@ static bool zone_offset(const char **s, int64_t *secs) {
 static int parse_datetime(const char *s, int64_t *out, const char **why) {
   int64_t y, mo, d, h, mi, sec, ms, zone, days;
   *why = "expected YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM]";
-  if (!digits(&s, 4, &y) || *s++ != '-' || !digits(&s, 2, &mo) || *s++ != '-' ||
-      !digits(&s, 2, &d) || *s++ != 'T' || !digits(&s, 2, &h) || *s++ != ':' ||
-      !digits(&s, 2, &mi) || *s++ != ':' || !digits(&s, 2, &sec) || !fraction_ms(&s, &ms) ||
+  if (!kjb_parse_digits(&s, 4, &y) || *s++ != '-' || !kjb_parse_digits(&s, 2, &mo) || *s++ != '-' ||
+      !kjb_parse_digits(&s, 2, &d) || *s++ != 'T' || !kjb_parse_digits(&s, 2, &h) || *s++ != ':' ||
+      !kjb_parse_digits(&s, 2, &mi) || *s++ != ':' || !kjb_parse_digits(&s, 2, &sec) || !fraction_ms(&s, &ms) ||
       !zone_offset(&s, &zone) || *s)
     return -1;
   if (kjb_civil_to_days(y, mo, d, &days) < 0) {

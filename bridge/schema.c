@@ -54,6 +54,19 @@ static const char *const type_names[] = {
     [KJB_S_UNION] = "union",   [KJB_S_FIXED] = "fixed",
 };
 
+const char *kjb_avro_json_kind(const json_t *j) {
+  switch (json_typeof(j)) {
+  case JSON_OBJECT: return "an object";
+  case JSON_ARRAY: return "an array";
+  case JSON_STRING: return "a string";
+  case JSON_INTEGER: return "an integer";
+  case JSON_REAL: return "a real number";
+  case JSON_TRUE:
+  case JSON_FALSE: return "a boolean";
+  default: return "null";
+  }
+}
+
 const char *kjb_avro_type_name(const kjb_snode *n) {
   return n->fullname ? n->fullname : type_names[n->type];
 }

@@ -475,6 +475,19 @@ int kjb_hostport_parse(const char *s, bool need_port, char *host, size_t hostcap
   return 0;
 }
 
+bool kjb_parse_digits(const char **s, int n, int64_t *out) {
+  assert(n <= 18);
+  int64_t v = 0;
+  for (int i = 0; i < n; i++) {
+    if (!isdigit((unsigned char)(*s)[i]))
+      return false;
+    v = v * 10 + ((*s)[i] - '0');
+  }
+  *s += n;
+  *out = v;
+  return true;
+}
+
 int kjb_duration_parse(const char *s, int64_t *out_us) {
   static const struct {
     const char *unit;

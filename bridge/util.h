@@ -114,6 +114,11 @@ int kjb_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 int kjb_hostport_parse(const char *s, bool need_port, char *host, size_t hostcap, int *port,
                        kjb_err *err);
 
+/* Reads exactly n (at most 18) decimal digits at *s into *out and moves
+ * *s past them; false, with *s unmoved, when any of them is not a digit
+ * (fixed-width fields of dates and times). */
+bool kjb_parse_digits(const char **s, int n, int64_t *out);
+
 /* Parses "250ms", "30s", "5m", "1h", "2d", "10us" (an integer or
  * decimal number and a unit) into microseconds. Returns 0 or -1. */
 int kjb_duration_parse(const char *s, int64_t *out_us);

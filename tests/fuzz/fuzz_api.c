@@ -48,6 +48,7 @@
 #include <microhttpd.h>
 
 #include "fuzz.h"
+#include "testutil.h"
 #include "api.h"
 #include "http.h"
 #include "replay.h"
@@ -75,13 +76,6 @@ __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt,
   fprintf(stderr, "\n");
   va_end(ap);
   abort();
-}
-
-/* Valid UTF-8 by jansson's own check, independent of kjb_utf8_invalid_at. */
-static int utf8_ok(const char *s, size_t n) {
-  json_t *j = json_stringn(s, n);
-  json_decref(j);
-  return j != NULL;
 }
 
 /* A strict decimal integer in [min, max] (min >= 0): digits, no leading
@@ -255,9 +249,9 @@ static void check_query(const char *q) {
   size_t checked = 0;
   for (; checked < n; checked++) {
     const qparam *x = &qp[checked];
-    int good = !memchr(x->key, '\0', x->key_len) && utf8_ok(x->key, x->key_len) &&
+    int good = !memchr(x->key, '\0', x->key_len) && kjb_test_utf8_ok(x->key, x->key_len) &&
                (!x->value || (!memchr(x->value, '\0', x->value_len) &&
-                              utf8_ok(x->value, x->value_len)));
+                              kjb_test_utf8_ok(x->value, x->value_len)));
     char why[160] = "";
     size_t before = params.len;
     int rc = kjb_http_check_param(x->key, x->key_len, x->value, x->value_len, &params, why,
@@ -266,7 +260,7 @@ static void check_query(const char *q) {
       die("parameter %zu %s, expected %s", checked, rc ? "refused" : "taken",
           good ? "taken" : "refused");
     if (!good) {
-      if (!why[0] || !utf8_ok(why, strlen(why)) || params.len != before)
+      if (!why[0] || !kjb_test_utf8_ok(why, strlen(why)) || params.len != before)
         die("parameter %zu: refused with reason \"%s\"", checked, why);
       if (debug)
         fprintf(stderr, "query: %s\n", why);
@@ -351,7 +345,7 @@ static void check_replay(const kjb_config *c, const char *body, size_t len) {
                   : rl <= 64 ? strcmp(req.reset_text, reset) == 0
                              : tl >= 64 && tl <= 67 && strcmp(req.reset_text + tl - 3, "...") == 0 &&
                                    strncmp(req.reset_text, reset, tl - 3) == 0 &&
-                                   utf8_ok(req.reset_text, tl);
+                                   kjb_test_utf8_ok(req.reset_text, tl);
     if (!text_ok)
       die("replay body: reset text \"%s\" for \"%s\"", req.reset_text, reset ? reset : "");
     if (debug)

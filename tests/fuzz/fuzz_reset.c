@@ -34,6 +34,7 @@
 #include <jansson.h>
 
 #include "fuzz.h"
+#include "testutil.h"
 #include "replay.h"
 #include "util.h"
 
@@ -48,13 +49,6 @@ __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt,
   fprintf(stderr, "\n");
   va_end(ap);
   abort();
-}
-
-/* Valid UTF-8 by jansson's own check, independent of kjb_utf8_invalid_at. */
-static int utf8_ok(const char *s, size_t n) {
-  json_t *j = json_stringn(s, n);
-  json_decref(j);
-  return j != NULL;
 }
 
 static int64_t word(const uint8_t *p, size_t n, size_t i) {
@@ -94,7 +88,7 @@ static void check_error(const char *text, int rc, const kjb_err *err, const kjb_
    * and a reason. */
   const char *quoted = err->msg + sizeof head - 1;
   size_t n = strlen(text), max = n < 64 ? n : 64, k = max + 1;
-  size_t min = utf8_ok(text, n) && max >= 3 ? max - 3 : 0;
+  size_t min = kjb_test_utf8_ok(text, n) && max >= 3 ? max - 3 : 0;
   while (k-- > 0 && k >= min) {
     const char *rest = quoted + k;
     if (strncmp(quoted, text, k) != 0)
@@ -108,7 +102,7 @@ static void check_error(const char *text, int rc, const kjb_err *err, const kjb_
   }
   if (k < min || k > max)
     die("message \"%s\" does not quote the spec as it should or gives no reason", err->msg);
-  if (utf8_ok(text, n) && !utf8_ok(err->msg, strlen(err->msg)))
+  if (kjb_test_utf8_ok(text, n) && !kjb_test_utf8_ok(err->msg, strlen(err->msg)))
     die("message \"%s\" is not valid UTF-8 for a valid UTF-8 spec", err->msg);
   if (out->kind != KJB_RESET_LATEST || out->value != 4242)
     die("a refused spec changed the output");

@@ -40,6 +40,7 @@
 #include <jansson.h>
 
 #include "fuzz.h"
+#include "testutil.h"
 #include "map.h"
 
 #define MAX_ARGS 16
@@ -55,13 +56,6 @@ __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt,
   fprintf(stderr, "\n");
   va_end(ap);
   abort();
-}
-
-/* Valid UTF-8 by jansson's own check, independent of kjb_utf8_invalid_at. */
-static int utf8_ok(const char *s, size_t n) {
-  json_t *j = json_stringn(s, n);
-  json_decref(j);
-  return j != NULL;
 }
 
 /* ---- the record --------------------------------------------------------- */
@@ -275,7 +269,7 @@ static void check_unique_key(const char *tpl, const kjb_value *rec, int input_ut
           ref.data);
     if (out.len != ref.len || memcmp(out.data, ref.data, out.len) != 0)
       die("unique_key \"%s\" is \"%s\"; expected \"%s\"", tpl, out.data, ref.data);
-    if (input_utf8 && !utf8_ok(out.data, out.len))
+    if (input_utf8 && !kjb_test_utf8_ok(out.data, out.len))
       die("unique_key \"%s\" is not valid UTF-8", tpl);
   } else {
     check_error(rc, &err, want, "unique_key", bad, bad_len);
@@ -400,7 +394,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     paths[npaths++] = p;
     p += strlen(p);
   }
-  int input_utf8 = utf8_ok((const char *)data, size);
+  int input_utf8 = kjb_test_utf8_ok((const char *)data, size);
 
   const kjb_value *rec = build_record(data, size, paths, npaths);
   check_unique_key(copy, rec, input_utf8);

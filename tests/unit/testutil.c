@@ -2,6 +2,8 @@
  * testutil.h. */
 #include "testutil.h"
 
+#include <jansson.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,4 +69,10 @@ void kjb_test_clear_kjb_env(void) {
       return;
     unsetenv(name);
   }
+}
+
+int kjb_test_utf8_ok(const char *s, size_t n) {
+  json_t *j = json_stringn(s, n);
+  json_decref(j);
+  return j != NULL;
 }

@@ -26,4 +26,8 @@ void kjb_test_write_file(const char *path, const void *data, size_t n);
  * that the environment cannot change what a configuration says. */
 void kjb_test_clear_kjb_env(void);
 
+/* Whether n bytes at s are valid UTF-8, by jansson's own check: an
+ * oracle independent of kjb_utf8_invalid_at. */
+int kjb_test_utf8_ok(const char *s, size_t n);
+
 #endif
