@@ -548,6 +548,9 @@ static int enc(ectx *c, const kjb_snode *n, const json_t *j, avro_value_t *v) {
   case KJB_S_STRING: {
     if (!json_is_string(j))
       return expected(c, n, j);
+    /* kjb dead-letters such a record: PostgreSQL text cannot hold it. */
+    if (memchr(json_string_value(j), 0, json_string_length(j)))
+      return eerr(c, "a string holds U+0000, which postgresql text cannot hold");
     /* avro-c's length counts the terminating NUL that jansson keeps. */
     rc = avro_value_set_string_len(v, json_string_value(j), json_string_length(j) + 1);
     break;
