@@ -62,15 +62,17 @@ typedef struct {
   const char *name;
   ftype type;
   unsigned flags;
-  size_t off;         /* where the value goes in the struct being filled */
-  size_t noff;        /* T_STRLIST: where its count goes */
-  long long min, max; /* T_INT: the range; T_DUR: the most, in microseconds;
-                         T_STRLIST, T_LIST: the most entries */
-  size_t maxlen;      /* T_STR, T_STRLIST: the longest string in bytes;
-                         0 for MAX_STRING */
+  size_t off;  /* where the value goes in the struct being filled */
+  size_t noff; /* T_STRLIST: where its count goes */
+  /* T_INT: the range; T_DUR: the most, in microseconds; T_STRLIST, T_LIST:
+   * the most entries. */
+  long long min, max;
+  /* T_STR, T_STRLIST: the longest string in bytes; 0 for MAX_STRING. */
+  size_t maxlen;
   const char *const *names; /* T_ENUM, T_ENUMSTR: NULL-terminated */
-  const char *def;    /* the default, as in the file ("30s", "kjb"); NULL
-                         for none (zero, or NULL for strings) */
+  /* The default, as in the file ("30s", "kjb"); NULL for none (zero, or NULL
+   * for strings). */
+  const char *def;
 } field;
 
 #define MAX_FIELDS 16
@@ -87,15 +89,12 @@ typedef struct {
 #define HOUR (3600 * SEC)
 #define DAY (24 * HOUR)
 
-static const char *const format_names[] = {"confluent", "raw", "single-object",
-                                           NULL};
+static const char *const format_names[] = {"confluent", "raw", "single-object", NULL};
 static const char *const scope_names[] = {"local", "cluster", NULL};
 static const char *const jitter_names[] = {"full", "equal", "none", NULL};
-static const char *const level_names[] = {"debug", "info", "warn", "error",
-                                          NULL};
+static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
-static const char *const handler_types[] = {"http", "exec", "log", "plugin",
-                                            NULL};
+static const char *const handler_types[] = {"http", "exec", "log", "plugin", NULL};
 
 #define CF(m) offsetof(kjb_config, m)
 #define TF(m) offsetof(kjb_topic_cfg, m)
@@ -103,6 +102,9 @@ static const char *const handler_types[] = {"http", "exec", "log", "plugin",
 #define HF(m) offsetof(kjb_handler_cfg, m)
 #define SF(m) offsetof(kjb_schema_id_cfg, m)
 
+/* The tables below are packed by hand, a field to a line or two, so that they
+ * read as tables; clang-format would give each initializer its own line. */
+/* clang-format off */
 /* The scalar sections come first, in the order of sections[] below. */
 enum { R_KAFKA, R_POSTGRES, R_HTTP, R_REGISTRY, R_SCHEMAS, R_INGEST, R_EXECUTOR, R_LOG, R_TOPICS,
        R_HANDLERS };
@@ -282,6 +284,7 @@ static const field breaker_fields[] = {
     {.name = "open_for", .type = T_DUR, .flags = F_POSITIVE, .off = HF(breaker.open_for_us),
      .max = DAY, .def = "30s"},
 };
+/* clang-format on */
 
 /* The scalar sections: each scalar key may come from the environment. */
 static const struct section {
@@ -341,8 +344,7 @@ static int line_of(const ctx *c, const config_setting_t *s) {
 }
 
 /* "<file>:<line>", or just "<file>" for the root group, which has no line. */
-static void location(const ctx *c, const config_setting_t *s, char *buf,
-                     size_t size) {
+static void location(const ctx *c, const config_setting_t *s, char *buf, size_t size) {
   unsigned line;
   const char *file = source(c, s, &line);
   if (line)
@@ -351,8 +353,8 @@ static void location(const ctx *c, const config_setting_t *s, char *buf,
     snprintf(buf, size, "%s", file);
 }
 
-__attribute__((format(printf, 3, 4))) static int
-fail_at(ctx *c, const config_setting_t *s, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int fail_at(ctx *c, const config_setting_t *s,
+                                                         const char *fmt, ...) {
   char where[PATH_MAX + 16], msg[sizeof c->err->msg];
   va_list ap;
   va_start(ap, fmt);
@@ -362,8 +364,7 @@ fail_at(ctx *c, const config_setting_t *s, const char *fmt, ...) {
   return kjb_err_set(c->err, KJB_ECONFIG, "%s: %s", where, msg);
 }
 
-__attribute__((format(printf, 3, 4))) static int
-vfail(ctx *c, const val *v, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int vfail(ctx *c, const val *v, const char *fmt, ...) {
   char msg[sizeof c->err->msg];
   va_list ap;
   va_start(ap, fmt);
@@ -375,9 +376,8 @@ vfail(ctx *c, const val *v, const char *fmt, ...) {
 }
 
 /* "line 7", or "other.cfg:7" when first is in another file than now. */
-static void first_defined(const ctx *c, const config_setting_t *first,
-                          const config_setting_t *now, char *buf,
-                          size_t size) {
+static void first_defined(const ctx *c, const config_setting_t *first, const config_setting_t *now,
+                          char *buf, size_t size) {
   unsigned line, ignored;
   const char *a = source(c, first, &line);
   const char *b = source(c, now, &ignored);
@@ -435,8 +435,8 @@ static size_t edit_distance(const char *a, const char *b) {
   return row[lb];
 }
 
-static int unknown_key(ctx *c, const config_setting_t *s, const char *gpath,
-                       const field *fs, size_t nf) {
+static int unknown_key(ctx *c, const config_setting_t *s, const char *gpath, const field *fs,
+                       size_t nf) {
   const char *name = config_setting_name(s);
   const char *best = NULL;
   size_t best_d = 3;
@@ -468,8 +468,7 @@ static int get_string(ctx *c, const val *v, const char **out) {
   return 0;
 }
 
-static int get_int(ctx *c, const val *v, long long min, long long max,
-                   int *out) {
+static int get_int(ctx *c, const val *v, long long min, long long max, int *out) {
   long long n;
   if (v->s) {
     if (!is_int(v->s))
@@ -497,9 +496,8 @@ static int get_number(ctx *c, const val *v, unsigned flags, double *out) {
   if (v->s) {
     if (!is_number(v->s))
       return vfail(c, v, "expected a number, got %s", type_name(v->s));
-    d = config_setting_type(v->s) == CONFIG_TYPE_FLOAT
-            ? config_setting_get_float(v->s)
-            : (double)config_setting_get_int64(v->s);
+    d = config_setting_type(v->s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(v->s)
+                                                       : (double)config_setting_get_int64(v->s);
   } else {
     char *end;
     errno = 0;
@@ -540,11 +538,8 @@ static int get_duration(ctx *c, const val *v, const field *f, int64_t *out) {
     else if (config_setting_type(v->s) == CONFIG_TYPE_FLOAT)
       snprintf(num, sizeof num, "%g", config_setting_get_float(v->s));
     else if (config_setting_type(v->s) != CONFIG_TYPE_STRING)
-      return vfail(c, v, "expected a duration such as \"30s\", got %s",
-                   type_name(v->s));
-    text = config_setting_type(v->s) == CONFIG_TYPE_STRING
-               ? config_setting_get_string(v->s)
-               : num;
+      return vfail(c, v, "expected a duration such as \"30s\", got %s", type_name(v->s));
+    text = config_setting_type(v->s) == CONFIG_TYPE_STRING ? config_setting_get_string(v->s) : num;
   }
   if (kjb_duration_parse(text, out) != 0)
     return vfail(c, v, "invalid duration \"%s\" (" DURATION_HINT ")", text);
@@ -559,8 +554,7 @@ static int get_duration(ctx *c, const val *v, const field *f, int64_t *out) {
   return 0;
 }
 
-static int get_enum(ctx *c, const val *v, const char *const *names,
-                    int *out) {
+static int get_enum(ctx *c, const val *v, const char *const *names, int *out) {
   const char *s = NULL;
   int rc = get_string(c, v, &s);
   if (rc)
@@ -575,8 +569,7 @@ static int get_enum(ctx *c, const val *v, const char *const *names,
   size_t len = 0;
   for (int i = 0; names[i] && len < sizeof list; i++) {
     const char *sep = i == 0 ? "" : names[i + 1] ? ", " : " or ";
-    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", sep,
-                            names[i]);
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", sep, names[i]);
   }
   return vfail(c, v, "invalid value \"%s\" (expected %s)", s, list);
 }
@@ -614,8 +607,7 @@ static int check_template(ctx *c, const val *v, const char *t) {
                    t, p - t);
     size_t n = (size_t)(close - path);
     if (n == 0)
-      return vfail(c, v, "invalid template \"%s\": empty path at byte %td", t,
-                   p - t);
+      return vfail(c, v, "invalid template \"%s\": empty path at byte %td", t, p - t);
     if (!is_path(path, n))
       return vfail(c, v,
                    "invalid template \"%s\": invalid path \"%.*s\" at byte "
@@ -735,8 +727,7 @@ static int check_count(ctx *c, const val *v, const field *f) {
 }
 
 /* A list of strings: an array or a list, checked per f. */
-static int get_strlist(ctx *c, const val *v, const field *f, char ***out,
-                       size_t *nout) {
+static int get_strlist(ctx *c, const val *v, const field *f, char ***out, size_t *nout) {
   const config_setting_t *s = v->s;
   unsigned flags = f->flags;
   int t = config_setting_type(s);
@@ -747,8 +738,7 @@ static int get_strlist(ctx *c, const val *v, const field *f, char ***out,
     return rc;
   size_t n = (size_t)config_setting_length(s);
   if (n == 0 && (flags & F_PATHS))
-    return vfail(c, v,
-                 "must not be empty (leave args out to pass the whole record)");
+    return vfail(c, v, "must not be empty (leave args out to pass the whole record)");
   if (n == 0 && (flags & F_ARGV))
     return vfail(c, v, "must not be empty");
   char **list = kjb_xcalloc(n, sizeof *list);
@@ -808,9 +798,7 @@ static int set_field(ctx *c, const field *f, const val *v, void *base) {
       set_string((char **)p, f->names[i]);
     return rc;
   }
-  case T_STRLIST:
-    return get_strlist(c, v, f, (char ***)p,
-                       (size_t *)((char *)base + f->noff));
+  case T_STRLIST: return get_strlist(c, v, f, (char ***)p, (size_t *)((char *)base + f->noff));
   case T_GROUP:
     if (config_setting_type(v->s) != CONFIG_TYPE_GROUP)
       return vfail(c, v, "expected a group, got %s", type_name(v->s));
@@ -826,9 +814,8 @@ static int set_field(ctx *c, const field *f, const val *v, void *base) {
 /* Checks every member of group g against fs and parses it into base.
  * found[i] receives the setting for fs[i] (NULL when absent). gpath names
  * the group in messages; NULL for the root. */
-static int parse_group(ctx *c, const config_setting_t *g, const char *gpath,
-                       const field *fs, size_t nf, void *base,
-                       const config_setting_t **found) {
+static int parse_group(ctx *c, const config_setting_t *g, const char *gpath, const field *fs,
+                       size_t nf, void *base, const config_setting_t **found) {
   assert(nf <= MAX_FIELDS);
   for (size_t i = 0; i < nf; i++)
     found[i] = NULL;
@@ -857,10 +844,8 @@ static int parse_group(ctx *c, const config_setting_t *g, const char *gpath,
 /* Reports the first F_REQUIRED field of fs that is neither in the file
  * (found) nor set from the environment (env_set, may be NULL), at the line
  * of the enclosing group g. */
-static int check_required(ctx *c, const config_setting_t *g,
-                          const char *gpath, const field *fs, size_t nf,
-                          const config_setting_t **found,
-                          const bool *env_set) {
+static int check_required(ctx *c, const config_setting_t *g, const char *gpath, const field *fs,
+                          size_t nf, const config_setting_t **found, const bool *env_set) {
   for (size_t i = 0; i < nf; i++) {
     if (!(fs[i].flags & F_REQUIRED) || found[i] || (env_set && env_set[i]))
       continue;
@@ -871,11 +856,9 @@ static int check_required(ctx *c, const config_setting_t *g,
       snprintf(env, sizeof env, "KJB_%s_%s", gpath, fs[i].name);
       for (char *p = env; *p; p++)
         *p = (char)toupper((unsigned char)*p);
-      return fail_at(c, g, "missing required key \"%s\" in %s (or set %s)",
-                     fs[i].name, gpath, env);
+      return fail_at(c, g, "missing required key \"%s\" in %s (or set %s)", fs[i].name, gpath, env);
     }
-    return fail_at(c, g, "missing required key \"%s\" in %s", fs[i].name,
-                   gpath);
+    return fail_at(c, g, "missing required key \"%s\" in %s", fs[i].name, gpath);
   }
   return 0;
 }
@@ -889,8 +872,8 @@ static void set_defaults(ctx *c, const field *fs, size_t nf, void *base) {
   for (size_t i = 0; i < nf; i++) {
     if (!fs[i].def)
       continue;
-    int rc = set_field(c, &fs[i], &(val){.env = "default", .text = fs[i].def, .key = fs[i].name},
-                       base);
+    int rc =
+        set_field(c, &fs[i], &(val){.env = "default", .text = fs[i].def, .key = fs[i].name}, base);
     assert(rc == 0);
     (void)rc;
   }
@@ -908,41 +891,38 @@ static int parse_schema_ids(ctx *c, const config_setting_t *list) {
     char gpath[64];
     snprintf(gpath, sizeof gpath, "schemas.ids[%zu]", i);
     if (config_setting_type(e) != CONFIG_TYPE_GROUP)
-      return fail_at(c, e, "%s: expected a group, got %s", gpath,
-                     type_name(e));
+      return fail_at(c, e, "%s: expected a group, got %s", gpath, type_name(e));
     id->line = line_of(c, e);
     set_defaults(c, schema_id_fields, NFIELDS(schema_id_fields), id);
-    int rc = parse_group(c, e, gpath, schema_id_fields,
-                         NFIELDS(schema_id_fields), id, found);
+    int rc = parse_group(c, e, gpath, schema_id_fields, NFIELDS(schema_id_fields), id, found);
     if (!rc)
-      rc = check_required(c, e, gpath, schema_id_fields,
-                          NFIELDS(schema_id_fields), found, NULL);
+      rc = check_required(c, e, gpath, schema_id_fields, NFIELDS(schema_id_fields), found, NULL);
     if (rc)
       return rc;
     for (size_t k = 0; k < i; k++) {
       if (cfg->schemas.ids[k].id != id->id)
         continue;
       char first[PATH_MAX + 16];
-      const config_setting_t *prev = config_setting_get_member(
-          config_setting_get_elem(list, (unsigned)k), "id");
+      const config_setting_t *prev =
+          config_setting_get_member(config_setting_get_elem(list, (unsigned)k), "id");
       first_defined(c, prev, found[0], first, sizeof first);
-      return fail_at(c, found[0], "%s.id: duplicate schema id %d (first "
-                     "defined at %s)", gpath, id->id, first);
+      return fail_at(c, found[0],
+                     "%s.id: duplicate schema id %d (first "
+                     "defined at %s)",
+                     gpath, id->id, first);
     }
   }
   return 0;
 }
 
 /* A scalar section: the file's values, then the environment's. */
-static int parse_section(ctx *c, const struct section *sec,
-                         const config_setting_t *g,
+static int parse_section(ctx *c, const struct section *sec, const config_setting_t *g,
                          const config_setting_t *root) {
   const config_setting_t *found[MAX_FIELDS] = {NULL};
   bool env_set[MAX_FIELDS] = {false};
   int rc;
   set_defaults(c, sec->fields, sec->nfields, c->cfg);
-  if (g && (rc = parse_group(c, g, sec->name, sec->fields, sec->nfields,
-                             c->cfg, found)))
+  if (g && (rc = parse_group(c, g, sec->name, sec->fields, sec->nfields, c->cfg, found)))
     return rc;
   for (size_t i = 0; i < sec->nfields; i++) {
     const field *f = &sec->fields[i];
@@ -961,16 +941,14 @@ static int parse_section(ctx *c, const struct section *sec,
       return rc;
     env_set[i] = true;
   }
-  if ((rc = check_required(c, g ? g : root, sec->name, sec->fields,
-                           sec->nfields, found, env_set)))
+  if ((rc = check_required(c, g ? g : root, sec->name, sec->fields, sec->nfields, found, env_set)))
     return rc;
   if (sec->fields == schemas_fields && found[S_IDS])
     return parse_schema_ids(c, found[S_IDS]);
   return 0;
 }
 
-static int parse_subgroup(ctx *c, const config_setting_t *g,
-                          const char *hpath, const char *name,
+static int parse_subgroup(ctx *c, const config_setting_t *g, const char *hpath, const char *name,
                           const field *fs, size_t nf, kjb_handler_cfg *h) {
   const config_setting_t *found[MAX_FIELDS];
   char gpath[96];
@@ -981,8 +959,7 @@ static int parse_subgroup(ctx *c, const config_setting_t *g,
   return rc;
 }
 
-static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
-                         kjb_handler_cfg *h) {
+static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath, kjb_handler_cfg *h) {
   const config_setting_t *found[MAX_FIELDS];
   int rc;
   h->line = line_of(c, e);
@@ -992,10 +969,8 @@ static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
   set_defaults(c, rate_limit_fields, NFIELDS(rate_limit_fields), h);
   set_defaults(c, retry_fields, NFIELDS(retry_fields), h);
   set_defaults(c, breaker_fields, NFIELDS(breaker_fields), h);
-  if ((rc = parse_group(c, e, hpath, handler_fields, NFIELDS(handler_fields),
-                        h, found)) ||
-      (rc = check_required(c, e, hpath, handler_fields,
-                           NFIELDS(handler_fields), found, NULL)))
+  if ((rc = parse_group(c, e, hpath, handler_fields, NFIELDS(handler_fields), h, found)) ||
+      (rc = check_required(c, e, hpath, handler_fields, NFIELDS(handler_fields), found, NULL)))
     return rc;
 
   /* Each type has its own target key, and only that one. */
@@ -1007,17 +982,18 @@ static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
     const char *key = handler_fields[targets[i].index].name;
     const config_setting_t *s = found[targets[i].index];
     if (strcmp(h->type, targets[i].type) == 0 && !s)
-      return fail_at(c, e, "missing required key \"%s\" in %s (required "
-                     "for type \"%s\")", key, hpath, h->type);
+      return fail_at(c, e,
+                     "missing required key \"%s\" in %s (required "
+                     "for type \"%s\")",
+                     key, hpath, h->type);
     if (strcmp(h->type, targets[i].type) != 0 && s)
-      return fail_at(c, s, "%s.%s: only valid for type \"%s\", not \"%s\"",
-                     hpath, key, targets[i].type, h->type);
+      return fail_at(c, s, "%s.%s: only valid for type \"%s\", not \"%s\"", hpath, key,
+                     targets[i].type, h->type);
   }
 
   if (found[H_RATE]) {
-    if ((rc = parse_subgroup(c, found[H_RATE], hpath, "rate_limit",
-                             rate_limit_fields, NFIELDS(rate_limit_fields),
-                             h)))
+    if ((rc = parse_subgroup(c, found[H_RATE], hpath, "rate_limit", rate_limit_fields,
+                             NFIELDS(rate_limit_fields), h)))
       return rc;
     h->rate_limit.enabled = 1;
     if (!config_setting_get_member(found[H_RATE], "burst")) {
@@ -1027,23 +1003,25 @@ static int parse_handler(ctx *c, const config_setting_t *e, const char *hpath,
     }
   }
   if (found[H_RETRY]) {
-    if ((rc = parse_subgroup(c, found[H_RETRY], hpath, "retry", retry_fields,
-                             NFIELDS(retry_fields), h)))
+    if ((rc = parse_subgroup(c, found[H_RETRY], hpath, "retry", retry_fields, NFIELDS(retry_fields),
+                             h)))
       return rc;
     if (h->retry.max_us < h->retry.base_us) {
-      const config_setting_t *max =
-          config_setting_get_member(found[H_RETRY], "max");
+      const config_setting_t *max = config_setting_get_member(found[H_RETRY], "max");
       if (max)
-        return fail_at(c, max, "%s.retry.max: must not be less than "
-                       "retry.base", hpath);
+        return fail_at(c, max,
+                       "%s.retry.max: must not be less than "
+                       "retry.base",
+                       hpath);
       return fail_at(c, config_setting_get_member(found[H_RETRY], "base"),
                      "%s.retry.base: must not be more than retry.max "
-                     "(default %s)", hpath, retry_fields[RT_MAX].def);
+                     "(default %s)",
+                     hpath, retry_fields[RT_MAX].def);
     }
   }
   if (found[H_BREAKER]) {
-    if ((rc = parse_subgroup(c, found[H_BREAKER], hpath, "breaker",
-                             breaker_fields, NFIELDS(breaker_fields), h)))
+    if ((rc = parse_subgroup(c, found[H_BREAKER], hpath, "breaker", breaker_fields,
+                             NFIELDS(breaker_fields), h)))
       return rc;
     h->breaker.enabled = 1;
   }
@@ -1057,8 +1035,10 @@ static int check_workers(ctx *c, const config_setting_t *e, size_t i, long *work
   if (*workers <= MAX_WORKERS)
     return 0;
   const config_setting_t *at = config_setting_get_member(e, "concurrency");
-  return fail_at(c, at ? at : e, "handlers[%zu].concurrency: the handlers' concurrency adds up "
-                 "to %ld, more than %d", i, *workers, MAX_WORKERS);
+  return fail_at(c, at ? at : e,
+                 "handlers[%zu].concurrency: the handlers' concurrency adds up "
+                 "to %ld, more than %d",
+                 i, *workers, MAX_WORKERS);
 }
 
 static int parse_handlers(ctx *c, const config_setting_t *list) {
@@ -1072,8 +1052,7 @@ static int parse_handlers(ctx *c, const config_setting_t *list) {
     char hpath[64];
     snprintf(hpath, sizeof hpath, "handlers[%zu]", i);
     if (config_setting_type(e) != CONFIG_TYPE_GROUP)
-      return fail_at(c, e, "%s: expected a group, got %s", hpath,
-                     type_name(e));
+      return fail_at(c, e, "%s: expected a group, got %s", hpath, type_name(e));
     int rc = parse_handler(c, e, hpath, &cfg->handlers[i]);
     if (rc)
       return rc;
@@ -1081,13 +1060,14 @@ static int parse_handlers(ctx *c, const config_setting_t *list) {
       if (strcmp(cfg->handlers[k].kind, cfg->handlers[i].kind) != 0)
         continue;
       const config_setting_t *now = config_setting_get_member(e, "kind");
-      const config_setting_t *prev = config_setting_get_member(
-          config_setting_get_elem(list, (unsigned)k), "kind");
+      const config_setting_t *prev =
+          config_setting_get_member(config_setting_get_elem(list, (unsigned)k), "kind");
       char first[PATH_MAX + 16];
       first_defined(c, prev, now, first, sizeof first);
-      return fail_at(c, now, "%s.kind: duplicate handler for kind \"%s\" "
-                     "(first defined at %s)", hpath, cfg->handlers[i].kind,
-                     first);
+      return fail_at(c, now,
+                     "%s.kind: duplicate handler for kind \"%s\" "
+                     "(first defined at %s)",
+                     hpath, cfg->handlers[i].kind, first);
     }
     if ((rc = check_workers(c, e, i, &workers)))
       return rc;
@@ -1095,8 +1075,7 @@ static int parse_handlers(ctx *c, const config_setting_t *list) {
   return 0;
 }
 
-static int parse_jobs(ctx *c, const config_setting_t *list, const char *tpath,
-                      kjb_topic_cfg *t) {
+static int parse_jobs(ctx *c, const config_setting_t *list, const char *tpath, kjb_topic_cfg *t) {
   size_t n = (size_t)config_setting_length(list);
   if (n == 0)
     return fail_at(c, list, "%s.jobs: at least one job is required", tpath);
@@ -1109,27 +1088,25 @@ static int parse_jobs(ctx *c, const config_setting_t *list, const char *tpath,
     char jpath[96];
     snprintf(jpath, sizeof jpath, "%s.jobs[%zu]", tpath, i);
     if (config_setting_type(e) != CONFIG_TYPE_GROUP)
-      return fail_at(c, e, "%s: expected a group, got %s", jpath,
-                     type_name(e));
+      return fail_at(c, e, "%s: expected a group, got %s", jpath, type_name(e));
     j->line = line_of(c, e);
     set_defaults(c, job_fields, NFIELDS(job_fields), j);
-    int rc = parse_group(c, e, jpath, job_fields, NFIELDS(job_fields), j,
-                         found);
+    int rc = parse_group(c, e, jpath, job_fields, NFIELDS(job_fields), j, found);
     if (!rc)
-      rc = check_required(c, e, jpath, job_fields, NFIELDS(job_fields), found,
-                          NULL);
+      rc = check_required(c, e, jpath, job_fields, NFIELDS(job_fields), found, NULL);
     if (rc)
       return rc;
     for (size_t k = 0; k < i; k++) {
       if (strcmp(t->jobs[k].kind, j->kind) != 0)
         continue;
       char first[PATH_MAX + 16];
-      const config_setting_t *prev = config_setting_get_member(
-          config_setting_get_elem(list, (unsigned)k), "kind");
+      const config_setting_t *prev =
+          config_setting_get_member(config_setting_get_elem(list, (unsigned)k), "kind");
       first_defined(c, prev, found[0], first, sizeof first);
-      return fail_at(c, found[0], "%s.kind: duplicate job kind \"%s\" in "
-                     "topic \"%s\" (first defined at %s)", jpath, j->kind,
-                     t->topic, first);
+      return fail_at(c, found[0],
+                     "%s.kind: duplicate job kind \"%s\" in "
+                     "topic \"%s\" (first defined at %s)",
+                     jpath, j->kind, t->topic, first);
     }
   }
   return 0;
@@ -1149,34 +1126,32 @@ static int parse_topics(ctx *c, const config_setting_t *list) {
     char tpath[64];
     snprintf(tpath, sizeof tpath, "topics[%zu]", i);
     if (config_setting_type(e) != CONFIG_TYPE_GROUP)
-      return fail_at(c, e, "%s: expected a group, got %s", tpath,
-                     type_name(e));
+      return fail_at(c, e, "%s: expected a group, got %s", tpath, type_name(e));
     t->line = line_of(c, e);
     set_defaults(c, topic_fields, NFIELDS(topic_fields), t);
-    int rc = parse_group(c, e, tpath, topic_fields, NFIELDS(topic_fields), t,
-                         found);
+    int rc = parse_group(c, e, tpath, topic_fields, NFIELDS(topic_fields), t, found);
     if (!rc)
-      rc = check_required(c, e, tpath, topic_fields, NFIELDS(topic_fields),
-                          found, NULL);
+      rc = check_required(c, e, tpath, topic_fields, NFIELDS(topic_fields), found, NULL);
     if (rc)
       return rc;
     for (size_t k = 0; k < i; k++) {
       if (strcmp(cfg->topics[k].topic, t->topic) != 0)
         continue;
       char first[PATH_MAX + 16];
-      const config_setting_t *prev = config_setting_get_member(
-          config_setting_get_elem(list, (unsigned)k), "topic");
+      const config_setting_t *prev =
+          config_setting_get_member(config_setting_get_elem(list, (unsigned)k), "topic");
       first_defined(c, prev, found[TP_TOPIC], first, sizeof first);
-      return fail_at(c, found[TP_TOPIC], "%s.topic: duplicate topic \"%s\" (first "
-                     "defined at %s)", tpath, t->topic, first);
+      return fail_at(c, found[TP_TOPIC],
+                     "%s.topic: duplicate topic \"%s\" (first "
+                     "defined at %s)",
+                     tpath, t->topic, first);
     }
     if (!t->dlq) {
       size_t len = strlen(t->topic) + sizeof ".dlq";
       t->dlq = kjb_xcalloc(len, 1);
       snprintf(t->dlq, len, "%s.dlq", t->topic);
     } else if (strcmp(t->dlq, t->topic) == 0) {
-      return fail_at(c, found[TP_DLQ], "%s.dlq: must differ from the topic itself",
-                     tpath);
+      return fail_at(c, found[TP_DLQ], "%s.dlq: must differ from the topic itself", tpath);
     }
     if ((rc = parse_jobs(c, found[TP_JOBS], tpath, t)))
       return rc;
@@ -1187,8 +1162,7 @@ static int parse_topics(ctx *c, const config_setting_t *list) {
 static int parse_root(ctx *c, const config_setting_t *root) {
   const config_setting_t *found[MAX_FIELDS];
   int rc;
-  if ((rc = parse_group(c, root, NULL, root_fields, NFIELDS(root_fields),
-                        c->cfg, found)))
+  if ((rc = parse_group(c, root, NULL, root_fields, NFIELDS(root_fields), c->cfg, found)))
     return rc;
   /* The scalar sections lead root_fields in the order of sections[]. */
   for (size_t i = 0; i < NFIELDS(sections); i++) {
@@ -1200,7 +1174,10 @@ static int parse_root(ctx *c, const config_setting_t *root) {
   if (c->cfg->executor.lease_us < 2 * c->cfg->executor.heartbeat_us) {
     const config_setting_t *ex = found[R_EXECUTOR];
     const config_setting_t *at = ex ? config_setting_get_member(ex, "lease") : NULL;
-    return fail_at(c, at ? at : ex ? ex : root,
+    return fail_at(c,
+                   at   ? at
+                   : ex ? ex
+                        : root,
                    "executor.lease: must be at least twice executor.heartbeat");
   }
   if (!c->cfg->http.tls_cert != !c->cfg->http.tls_key) {
@@ -1212,8 +1189,7 @@ static int parse_root(ctx *c, const config_setting_t *root) {
   const config_setting_t *handlers = found[R_HANDLERS];
   if (handlers && (rc = parse_handlers(c, handlers)))
     return rc;
-  if ((rc = check_required(c, root, NULL, root_fields, NFIELDS(root_fields),
-                           found, NULL)) ||
+  if ((rc = check_required(c, root, NULL, root_fields, NFIELDS(root_fields), found, NULL)) ||
       (rc = parse_topics(c, topics)))
     return rc;
 
@@ -1368,8 +1344,7 @@ const char *kjb_config_default_path(const char *explicit_path) {
 }
 
 /* The mapping of the source topic named topic, or NULL. Points into cfg. */
-const kjb_topic_cfg *kjb_config_topic(const kjb_config *cfg,
-                                      const char *topic) {
+const kjb_topic_cfg *kjb_config_topic(const kjb_config *cfg, const char *topic) {
   for (size_t i = 0; i < cfg->ntopics; i++)
     if (strcmp(cfg->topics[i].topic, topic) == 0)
       return &cfg->topics[i];
@@ -1398,8 +1373,7 @@ const char *kjb_config_default(const char *key) {
 }
 
 /* The handler for job kind, or NULL. Points into cfg. */
-const kjb_handler_cfg *kjb_config_handler(const kjb_config *cfg,
-                                          const char *kind) {
+const kjb_handler_cfg *kjb_config_handler(const kjb_config *cfg, const char *kind) {
   for (size_t i = 0; i < cfg->nhandlers; i++)
     if (strcmp(cfg->handlers[i].kind, kind) == 0)
       return &cfg->handlers[i];

@@ -18,10 +18,10 @@ typedef enum { KJB_JITTER_FULL, KJB_JITTER_EQUAL, KJB_JITTER_NONE } kjb_jitter;
 typedef struct {
   char *kind;
   char *queue;
-  int priority;       /* smaller runs first */
-  int max_attempts;   /* by default the handler's retry.max_attempts */
-  char *unique_key;   /* template with ${dotted.path}; NULL when absent */
-  char **args;        /* dotted paths; NULL/0 means the whole record */
+  int priority;     /* smaller runs first */
+  int max_attempts; /* by default the handler's retry.max_attempts */
+  char *unique_key; /* template with ${dotted.path}; NULL when absent */
+  char **args;      /* dotted paths; NULL/0 means the whole record */
   size_t nargs;
   int line;
 } kjb_job_cfg;
@@ -29,8 +29,8 @@ typedef struct {
 typedef struct {
   char *topic;
   kjb_format format;
-  char *schema;       /* reader schema file, relative to schemas.dir */
-  char *dlq;          /* default "<topic>.dlq" */
+  char *schema; /* reader schema file, relative to schemas.dir */
+  char *dlq;    /* default "<topic>.dlq" */
   kjb_job_cfg *jobs;
   size_t njobs;
   int line;
@@ -46,16 +46,16 @@ typedef struct {
 
 typedef struct {
   char *kind;
-  char *type;         /* "http" | "exec" | "log" | "plugin" */
-  char *url;          /* http */
-  char **command;     /* exec: argv, no shell */
+  char *type;     /* "http" | "exec" | "log" | "plugin" */
+  char *url;      /* http */
+  char **command; /* exec: argv, no shell */
   size_t ncommand;
-  char *plugin;       /* plugin: path to the shared object */
+  char *plugin; /* plugin: path to the shared object */
   int64_t timeout_us;
   int concurrency;
   struct {
     int enabled;
-    double rate;      /* tokens per second */
+    double rate; /* tokens per second */
     int burst;
     kjb_rate_scope scope;
   } rate_limit;
@@ -78,36 +78,36 @@ typedef struct {
 typedef struct {
   char *path; /* the file this came from */
   struct {
-    char *brokers;     /* required; "embedded" for an in-process cluster */
+    char *brokers; /* required; "embedded" for an in-process cluster */
     char *group;
     char **properties; /* "key=value", passed to librdkafka as-is */
     size_t nproperties;
-    int embedded;      /* not a key: set by `kjb run` when brokers was
-                          "embedded" and now names the in-process (mock)
-                          cluster, which has no real transactions */
+    /* Not a key: set by `kjb run` when brokers was "embedded" and now names
+     * the in-process (mock) cluster, which has no real transactions. */
+    int embedded;
   } kafka;
   struct {
-    char *conninfo;    /* required */
+    char *conninfo; /* required */
     char *schema;
     int pool_size;
   } postgres;
   struct {
     char *listen;
     char *admin_token_env;
-    char *tls_cert;    /* PEM files: HTTPS when both are set; NULL for plain HTTP */
+    char *tls_cert; /* PEM files: HTTPS when both are set; NULL for plain HTTP */
     char *tls_key;
   } http;
   struct {
-    char *url;         /* NULL when not configured */
+    char *url; /* NULL when not configured */
     int64_t timeout_us;
   } schema_registry;
   struct {
-    char *dir;         /* relative to the cwd */
+    char *dir; /* relative to the cwd */
     kjb_schema_id_cfg *ids;
     size_t nids;
   } schemas;
   struct {
-    int batch_size;         /* records */
+    int batch_size; /* records */
     int64_t batch_timeout_us;
   } ingest;
   struct {
@@ -120,8 +120,8 @@ typedef struct {
     int64_t prune_interval_us;
   } executor;
   struct {
-    char *level;       /* debug | info | warn | error */
-    char *format;      /* text | json */
+    char *level;  /* debug | info | warn | error */
+    char *format; /* text | json */
   } log;
   kjb_topic_cfg *topics;
   size_t ntopics;

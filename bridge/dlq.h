@@ -36,13 +36,14 @@ typedef struct {
   const char *topic; /* the original record's coordinates */
   int32_t partition;
   int64_t offset;
-  const char *stage;       /* a KJB_DLQ_STAGE_* */
-  const char *error_class; /* "kjb.<CODE>" (kjb_dlq_error_class); Kafka
-                              Connect's are Java class names */
-  const char *message;     /* the reason, for people */
-  int64_t timestamp;       /* the original record's, ms since the epoch; -1 unknown */
-  const char *group;       /* the consumer group that dead-lettered it */
-  const char *at;          /* when, RFC 3339 */
+  const char *stage; /* a KJB_DLQ_STAGE_* */
+  /* "kjb.<CODE>" (kjb_dlq_error_class); Kafka Connect's are Java class
+   * names. */
+  const char *error_class;
+  const char *message; /* the reason, for people */
+  int64_t timestamp;   /* the original record's, ms since the epoch; -1 unknown */
+  const char *group;   /* the consumer group that dead-lettered it */
+  const char *at;      /* when, RFC 3339 */
 } kjb_dead_letter;
 
 /* The error class of a kjb error code: "kjb.<NAME>" into buf (at least
@@ -71,10 +72,11 @@ int kjb_dlq_is_error_header(const char *name);
 
 typedef struct {
   const char *topic;
-  long limit;       /* at most this many records; 0 for all */
-  int json;         /* one JSON object per line instead of text */
-  const char *code; /* only records with this error code ("kjb.TRUNCATED" or
-                       "TRUNCATED"); NULL for all */
+  long limit; /* at most this many records; 0 for all */
+  int json;   /* one JSON object per line instead of text */
+  /* Only records with this error code ("kjb.TRUNCATED" or "TRUNCATED");
+   * NULL for all. */
+  const char *code;
 } kjb_dlq_peek_opts;
 
 /* Prints the topic's records from the beginning up to its end offsets as of

@@ -15,10 +15,11 @@ typedef enum {
   KJB_V_INT,    /* int, long, and logical types that stay numeric */
   KJB_V_FLOAT,  /* Avro float: printed as the shortest float32 repr */
   KJB_V_DOUBLE, /* Avro double: printed as the shortest double repr */
-  KJB_V_STRING, /* strings, enums, base64 bytes/fixed, formatted logical types,
-                   and "NaN" / "Infinity" / "-Infinity" */
+  /* Strings, enums, base64 bytes/fixed, formatted logical types, and "NaN" /
+   * "Infinity" / "-Infinity". */
+  KJB_V_STRING,
   KJB_V_ARRAY,
-  KJB_V_OBJECT  /* records and maps; members in schema / wire order */
+  KJB_V_OBJECT /* records and maps; members in schema / wire order */
 } kjb_vtype;
 
 typedef struct kjb_value kjb_value;

@@ -31,7 +31,7 @@ done
 # unit. Security tests: openssl makes the test CA and certificates; ss and
 # ip (iproute2) show what kjb listens on and the machine's addresses.
 PACKAGES=(
-  build-essential cmake pkg-config clang libclang-rt-14-dev
+  build-essential cmake pkg-config clang libclang-rt-14-dev clang-format-16
   librdkafka-dev libavro-dev libconfig-dev libpq-dev libmicrohttpd-dev
   libcurl4-openssl-dev libjansson-dev libcmocka-dev
   postgresql kcat curl ca-certificates python3 python3-venv openssl iproute2
