@@ -127,7 +127,7 @@ static int job_id(const char *s, size_t n, int64_t *id) {
 typedef struct {
   json_t *arr;
   double sum;
-  const char *match; /* only series whose first label is this; NULL for all */
+  const char *match;   /* only series whose first label is this; NULL for all */
   const char *k1, *k2; /* names for the first two labels in arr's objects */
   const char *vname;   /* name of the value; NULL: just sum */
 } each_acc;
@@ -186,9 +186,9 @@ static json_t *kind_json(kjb_api *api, const char *kind) {
     kjb_executor_kind_status(api->ex, kind, &breaker, &tokens);
   json_t *rate = json_null();
   if (h && h->rate_limit.enabled)
-    rate = json_pack("{s:f, s:s, s:f}", "rate", h->rate_limit.rate, "scope",
-                     h->rate_limit.scope == KJB_SCOPE_CLUSTER ? "cluster" : "local", "tokens",
-                     tokens);
+    rate =
+        json_pack("{s:f, s:s, s:f}", "rate", h->rate_limit.rate, "scope",
+                  h->rate_limit.scope == KJB_SCOPE_CLUSTER ? "cluster" : "local", "tokens", tokens);
   json_t *br = json_null();
   if (breaker)
     br = json_string(strcmp(breaker, "half-open") == 0 ? "half_open" : breaker);
@@ -217,11 +217,11 @@ static json_t *topics_json(const kjb_config *cfg) {
   for (size_t t = 0; t < cfg->ntopics; t++) {
     const char *topic = cfg->topics[t].topic;
     json_array_append_new(
-        arr, json_pack("{s:s, s:I, s:I}", "topic", topic, "consumed",
-                       (json_int_t)kjb_counter_get("kjb_records_consumed_total", "topic", topic,
-                                                   NULL),
-                       "dead_lettered",
-                       (json_int_t)metric_sum("kjb_records_dead_lettered_total", topic)));
+        arr,
+        json_pack("{s:s, s:I, s:I}", "topic", topic, "consumed",
+                  (json_int_t)kjb_counter_get("kjb_records_consumed_total", "topic", topic, NULL),
+                  "dead_lettered",
+                  (json_int_t)metric_sum("kjb_records_dead_lettered_total", topic)));
   }
   return arr;
 }
@@ -249,17 +249,16 @@ static unsigned get_stats(kjb_api *api, const kjb_api_health *h, kjb_buf *out) {
       " s:{s:I, s:I, s:I}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
       "version", KJB_VERSION, "node", api->node, "roles", api->roles, "now",
       time_json(kjb_now_wall_us()), "uptime_seconds",
-      (double)(kjb_now_mono_us() - api->started_mono_us) / 1e6, "health", "live", h->live,
-      "ready", h->ready, "started", h->started, "reason",
-      h->reason ? json_string(h->reason) : json_null(), "admin_enabled", api->token != NULL,
-      "ingest", "records_consumed", (json_int_t)metric_sum("kjb_records_consumed_total", NULL),
-      "records_dead_lettered", (json_int_t)metric_sum("kjb_records_dead_lettered_total", NULL),
-      "jobs_inserted", (json_int_t)metric_sum("kjb_jobs_inserted_total", NULL), "topics",
-      topics_json(api->cfg), "dlq_reasons",
-      labelled("kjb_records_dead_lettered_total", "topic", "reason", "count"), "lag",
+      (double)(kjb_now_mono_us() - api->started_mono_us) / 1e6, "health", "live", h->live, "ready",
+      h->ready, "started", h->started, "reason", h->reason ? json_string(h->reason) : json_null(),
+      "admin_enabled", api->token != NULL, "ingest", "records_consumed",
+      (json_int_t)metric_sum("kjb_records_consumed_total", NULL), "records_dead_lettered",
+      (json_int_t)metric_sum("kjb_records_dead_lettered_total", NULL), "jobs_inserted",
+      (json_int_t)metric_sum("kjb_jobs_inserted_total", NULL), "topics", topics_json(api->cfg),
+      "dlq_reasons", labelled("kjb_records_dead_lettered_total", "topic", "reason", "count"), "lag",
       labelled("kjb_consumer_lag", "topic", "partition", "lag"), "jobs_by_state", jobs,
-      "jobs_counted_at", counted_at, "kinds", kinds_json(api), "nodes",
-      kjb_stats_nodes(api->stats), "replay", replay_json(api), "embedded_kafka",
+      "jobs_counted_at", counted_at, "kinds", kinds_json(api), "nodes", kjb_stats_nodes(api->stats),
+      "replay", replay_json(api), "embedded_kafka",
       api->cfg->kafka.embedded ? json_string(api->cfg->kafka.brokers) : json_null());
   if (!j)
     return error_reply(out, 500, "could not build the snapshot");
@@ -270,12 +269,12 @@ static unsigned get_stats(kjb_api *api, const kjb_api_health *h, kjb_buf *out) {
 /* ---- /api/jobs ----------------------------------------------------------- */
 
 /* The columns of a job as JSON, shared by the list and the single job. */
-#define JOB_JSON                                                                          \
-  "'id', id, 'kind', kind, 'queue', queue, 'state', state, 'priority', priority,"        \
-  " 'attempt', attempt, 'max_attempts', max_attempts, 'created_at', created_at,"         \
-  " 'scheduled_at', scheduled_at, 'attempted_at', attempted_at,"                         \
-  " 'finished_at', finished_at, 'attempted_by', attempted_by,"                           \
-  " 'source', CASE WHEN source_topic IS NULL THEN NULL ELSE json_build_object("          \
+#define JOB_JSON                                                                  \
+  "'id', id, 'kind', kind, 'queue', queue, 'state', state, 'priority', priority," \
+  " 'attempt', attempt, 'max_attempts', max_attempts, 'created_at', created_at,"  \
+  " 'scheduled_at', scheduled_at, 'attempted_at', attempted_at,"                  \
+  " 'finished_at', finished_at, 'attempted_by', attempted_by,"                    \
+  " 'source', CASE WHEN source_topic IS NULL THEN NULL ELSE json_build_object("   \
   "'topic', source_topic, 'partition', source_partition, 'offset', source_offset) END"
 
 /* Runs a query whose one row and column is JSON text; *status is set on
@@ -319,7 +318,8 @@ static unsigned get_jobs(kjb_api *api, kjb_api_param_fn param, void *cls, kjb_bu
   unsigned status = kjb_api_parse_jobs_query(param, cls, &q, out);
   if (status)
     return status;
-  kjb_jobs_filter f = {.state = q.state, .kind = q.kind, .before = q.before, .limit = (long)q.limit};
+  kjb_jobs_filter f = {
+      .state = q.state, .kind = q.kind, .before = q.before, .limit = (long)q.limit};
   kjb_err err;
   pthread_mutex_lock(&api->db_mu);
   kjb_store *s = db(api, &err);
@@ -461,8 +461,8 @@ static unsigned job_action(kjb_api *api, int64_t id, int retry, kjb_buf *out) {
   kjb_jobs_result res;
   pthread_mutex_lock(&api->db_mu);
   kjb_store *s = db(api, &err);
-  int rc = s ? (retry ? kjb_jobs_retry(s, id, &res, &err) : kjb_jobs_cancel(s, id, &res, &err))
-             : -1;
+  int rc =
+      s ? (retry ? kjb_jobs_retry(s, id, &res, &err) : kjb_jobs_cancel(s, id, &res, &err)) : -1;
   if (rc < 0)
     db_failed(api);
   pthread_mutex_unlock(&api->db_mu);
@@ -481,9 +481,8 @@ static unsigned job_action(kjb_api *api, int64_t id, int retry, kjb_buf *out) {
 static void *replay_main(void *arg) {
   kjb_api *api = arg;
   replay_job *r = &api->replay;
-  kjb_replay_opts o = {.topic = r->topic,
-                       .reset = r->has_reset ? &r->reset : NULL,
-                       .dry_run = r->dry_run};
+  kjb_replay_opts o = {
+      .topic = r->topic, .reset = r->has_reset ? &r->reset : NULL, .dry_run = r->dry_run};
   kjb_err err;
   int rc = kjb_replay_run(api->cfg, &o, &r->counts, &api->replay_stop, &err);
   pthread_mutex_lock(&api->replay_mu);
@@ -573,8 +572,11 @@ static unsigned start_replay(kjb_api *api, const char *body, size_t len, kjb_buf
   }
   if (r->joinable)
     pthread_join(r->thread, NULL);
-  *r = (replay_job){.started = true, .running = true, .dry_run = req.dry_run,
-                    .reset = req.reset, .has_reset = req.has_reset,
+  *r = (replay_job){.started = true,
+                    .running = true,
+                    .dry_run = req.dry_run,
+                    .reset = req.reset,
+                    .has_reset = req.has_reset,
                     .started_us = kjb_now_wall_us()};
   snprintf(r->topic, sizeof r->topic, "%s", req.topic);
   api->replay_stop = 0;
@@ -585,15 +587,14 @@ static unsigned start_replay(kjb_api *api, const char *body, size_t len, kjb_buf
     return error_reply(out, 500, "could not start the replay thread");
   }
   r->joinable = true;
-  kjb_info("admin: replaying \"%s\"%s%s%s", r->topic, req.has_reset ? " from " : "",
-           req.reset_text, req.dry_run ? " (dry run)" : "");
+  kjb_info("admin: replaying \"%s\"%s%s%s", r->topic, req.has_reset ? " from " : "", req.reset_text,
+           req.dry_run ? " (dry run)" : "");
   pthread_mutex_unlock(&api->replay_mu);
   put_json(out, json_pack("{s:o}", "replay", replay_json(api)));
   return 202;
 }
 
-unsigned kjb_api_post(kjb_api *api, const char *path, const char *body, size_t len,
-                      kjb_buf *out) {
+unsigned kjb_api_post(kjb_api *api, const char *path, const char *body, size_t len, kjb_buf *out) {
   int64_t id;
   int m;
   if (strcmp(path, "/api/replay") == 0)
@@ -607,8 +608,8 @@ unsigned kjb_api_post(kjb_api *api, const char *path, const char *body, size_t l
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
-kjb_api *kjb_api_new(const kjb_config *cfg, const char *node, const char *roles,
-                     kjb_executor *ex, kjb_err *err) {
+kjb_api *kjb_api_new(const kjb_config *cfg, const char *node, const char *roles, kjb_executor *ex,
+                     kjb_err *err) {
   kjb_api *api = kjb_xcalloc(1, sizeof *api);
   api->cfg = cfg;
   snprintf(api->node, sizeof api->node, "%s", node);

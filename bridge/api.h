@@ -31,8 +31,8 @@ typedef const char *(*kjb_api_param_fn)(void *cls, const char *name);
  * and rate-limit state. The admin token is read from the environment
  * variable cfg->http.admin_token_env now; unset or empty disables the
  * admin actions. Starts the stats thread. */
-kjb_api *kjb_api_new(const kjb_config *cfg, const char *node, const char *roles,
-                     kjb_executor *ex, kjb_err *err);
+kjb_api *kjb_api_new(const kjb_config *cfg, const char *node, const char *roles, kjb_executor *ex,
+                     kjb_err *err);
 
 /* Stops a replay in progress and the stats thread, and frees api. */
 void kjb_api_free(kjb_api *api);
@@ -57,8 +57,7 @@ unsigned kjb_api_get(kjb_api *api, const char *path, kjb_api_param_fn param, voi
                      const kjb_api_health *health, kjb_buf *out);
 
 /* Answers an authorized POST path with the request body (may be empty). */
-unsigned kjb_api_post(kjb_api *api, const char *path, const char *body, size_t len,
-                      kjb_buf *out);
+unsigned kjb_api_post(kjb_api *api, const char *path, const char *body, size_t len, kjb_buf *out);
 
 /* Whether path is an admin action (POST only) or a known GET path. */
 bool kjb_api_is_post_path(const char *path);

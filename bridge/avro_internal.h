@@ -15,8 +15,8 @@
  * enum symbols. Allocates from a; the result may point at strings owned
  * by n (enum symbols, field names). Returns 0, or KJB_ESCHEMA with the
  * reason (without a field prefix) and leaves *out unset. */
-int kjb_avro_default_value(const kjb_snode *n, const json_t *def, kjb_arena *a,
-                           kjb_value **out, kjb_err *err);
+int kjb_avro_default_value(const kjb_snode *n, const json_t *def, kjb_arena *a, kjb_value **out,
+                           kjb_err *err);
 
 /* The name by which a union branch of type n is selected in JSON
  * ("string", "array", or a named type's full name) and in messages. */

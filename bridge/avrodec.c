@@ -43,9 +43,8 @@ static size_t off(const dstate *st, const uint8_t *p) { return (size_t)(p - st->
 static size_t left(const dstate *st) { return (size_t)(st->end - st->p); }
 
 /* Sets err with the field path of the value being decoded as context. */
-__attribute__((format(printf, 3, 4), cold, noinline)) static int derr(dstate *st,
-                                                                     kjb_errcode code,
-                                                                     const char *fmt, ...) {
+__attribute__((format(printf, 3, 4), cold, noinline)) static int derr(dstate *st, kjb_errcode code,
+                                                                      const char *fmt, ...) {
   char msg[384];
   va_list ap;
   va_start(ap, fmt);
@@ -92,8 +91,7 @@ static int rd_long(dstate *st, int64_t *out) {
       return derr(st, KJB_EBAD_VARINT, "varint at byte %zu is longer than 10 bytes",
                   off(st, st->p));
     if (i == 9 && b > 1)
-      return derr(st, KJB_EBAD_VARINT, "varint at byte %zu overflows 64 bits",
-                  off(st, st->p));
+      return derr(st, KJB_EBAD_VARINT, "varint at byte %zu overflows 64 bits", off(st, st->p));
     v |= (uint64_t)(b & 0x7f) << (7 * i);
     if (!(b & 0x80))
       break;
@@ -127,8 +125,10 @@ static int check_text(dstate *st, size_t n, const char *what) {
                 off(st, st->p) + (size_t)bad);
   const uint8_t *nul = memchr(st->p, 0, n);
   if (nul)
-    return derr(st, KJB_EINVALID_UTF8, "NUL character (U+0000)%s at byte %zu, which postgresql "
-                "text cannot hold", what, off(st, nul));
+    return derr(st, KJB_EINVALID_UTF8,
+                "NUL character (U+0000)%s at byte %zu, which postgresql "
+                "text cannot hold",
+                what, off(st, nul));
   return 0;
 }
 
@@ -139,8 +139,7 @@ static int rd_len(dstate *st, size_t *out) {
   if (rc)
     return rc;
   if (n < 0)
-    return derr(st, KJB_EBAD_LENGTH, "negative length %lld at byte %zu", (long long)n,
-                off(st, at));
+    return derr(st, KJB_EBAD_LENGTH, "negative length %lld at byte %zu", (long long)n, off(st, at));
   if ((uint64_t)n > left(st))
     return derr(st, KJB_EBAD_LENGTH, "length %lld at byte %zu exceeds the %zu bytes left",
                 (long long)n, off(st, at), left(st));
@@ -184,8 +183,7 @@ static int rd_double(dstate *st, double *out) {
  * value) and, for negative counts, the block's byte size. Rejects counts
  * the remaining bytes cannot hold, or zero-byte items past the datum's
  * budget, so nothing huge is allocated. */
-static int rd_block(dstate *st, size_t item_min, size_t *count,
-                    const uint8_t **block_end) {
+static int rd_block(dstate *st, size_t item_min, size_t *count, const uint8_t **block_end) {
   const uint8_t *at = st->p;
   int64_t n;
   int rc = rd_long(st, &n);
@@ -194,8 +192,8 @@ static int rd_block(dstate *st, size_t item_min, size_t *count,
   *block_end = NULL;
   if (n < 0) {
     if (n == INT64_MIN)
-      return derr(st, KJB_EBAD_LENGTH, "block count %lld at byte %zu is out of range",
-                  (long long)n, off(st, at));
+      return derr(st, KJB_EBAD_LENGTH, "block count %lld at byte %zu is out of range", (long long)n,
+                  off(st, at));
     n = -n;
     const uint8_t *sat = st->p;
     int64_t size;
@@ -245,22 +243,15 @@ static int skip(dstate *st, const kjb_snode *w) {
   int64_t v = 0;
   size_t n = 0;
   switch (w->type) {
-  case KJB_S_NULL:
-    return 0;
+  case KJB_S_NULL: return 0;
   case KJB_S_BOOLEAN: {
     bool b;
     return rd_bool(st, &b);
   }
-  case KJB_S_INT:
-    return rd_int(st, &v);
-  case KJB_S_LONG:
-    return rd_long(st, &v);
-  case KJB_S_FLOAT:
-    n = 4;
-    goto fixed_bytes;
-  case KJB_S_DOUBLE:
-    n = 8;
-    goto fixed_bytes;
+  case KJB_S_INT: return rd_int(st, &v);
+  case KJB_S_LONG: return rd_long(st, &v);
+  case KJB_S_FLOAT: n = 4; goto fixed_bytes;
+  case KJB_S_DOUBLE: n = 8; goto fixed_bytes;
   case KJB_S_FIXED:
     n = w->fixed_size;
   fixed_bytes:
@@ -279,8 +270,9 @@ static int skip(dstate *st, const kjb_snode *w) {
     if ((rc = rd_long(st, &v)))
       return rc;
     if (v < 0 || (uint64_t)v >= w->nsymbols)
-      return derr(st, KJB_EBAD_ENUM_INDEX, "enum index %lld at byte %zu is out of range (%zu symbols)",
-                  (long long)v, off(st, at), w->nsymbols);
+      return derr(st, KJB_EBAD_ENUM_INDEX,
+                  "enum index %lld at byte %zu is out of range (%zu symbols)", (long long)v,
+                  off(st, at), w->nsymbols);
     return 0;
   }
   case KJB_S_UNION: {
@@ -500,12 +492,8 @@ static int dec(dstate *st, const kjb_plan *p, kjb_value *out) {
   size_t n = 0;
   int rc, fr;
   switch (p->op) {
-  case KJB_OP_NULL:
-    out->type = KJB_V_NULL;
-    return 0;
-  case KJB_OP_BOOL:
-    out->type = KJB_V_BOOL;
-    return rd_bool(st, &out->u.b);
+  case KJB_OP_NULL: out->type = KJB_V_NULL; return 0;
+  case KJB_OP_BOOL: out->type = KJB_V_BOOL; return rd_bool(st, &out->u.b);
   case KJB_OP_INT:
   case KJB_OP_LONG:
     if ((rc = p->op == KJB_OP_INT ? rd_int(st, &v) : rd_long(st, &v)))
@@ -530,7 +518,7 @@ static int dec(dstate *st, const kjb_plan *p, kjb_value *out) {
     if ((rc = rd_long(st, &v)))
       return rc;
     kjb_avrodec_set_real(out, p->op == KJB_OP_LONG_FLOAT ? (double)(float)v : (double)v,
-             p->op == KJB_OP_LONG_FLOAT);
+                         p->op == KJB_OP_LONG_FLOAT);
     return 0;
   case KJB_OP_FLOAT:
   case KJB_OP_FLOAT_DOUBLE:
@@ -572,24 +560,23 @@ static int dec(dstate *st, const kjb_plan *p, kjb_value *out) {
     if ((rc = rd_long(st, &v)))
       return rc;
     if (v < 0 || (uint64_t)v >= p->w->nsymbols)
-      return derr(st, KJB_EBAD_ENUM_INDEX, "enum index %lld at byte %zu is out of range (%zu symbols)",
-                  (long long)v, off(st, at), p->w->nsymbols);
+      return derr(st, KJB_EBAD_ENUM_INDEX,
+                  "enum index %lld at byte %zu is out of range (%zu symbols)", (long long)v,
+                  off(st, at), p->w->nsymbols);
     int k = p->enum_map[v];
     if (k < 0)
-      return derr(st, KJB_ESCHEMA_MISMATCH,
-                  "enum symbol \"%s\" at byte %zu is not in the reader enum \"%s\", which has no default",
-                  p->w->symbols[v], off(st, at), p->r->fullname);
+      return derr(
+          st, KJB_ESCHEMA_MISMATCH,
+          "enum symbol \"%s\" at byte %zu is not in the reader enum \"%s\", which has no default",
+          p->w->symbols[v], off(st, at), p->r->fullname);
     out->type = KJB_V_STRING;
     out->u.s.ptr = p->r->symbols[k];
     out->u.s.len = p->sym_len[k];
     return 0;
   }
-  case KJB_OP_ARRAY:
-    return dec_array(st, p, out);
-  case KJB_OP_MAP:
-    return dec_map(st, p, out);
-  case KJB_OP_RECORD:
-    return dec_record(st, p, out);
+  case KJB_OP_ARRAY: return dec_array(st, p, out);
+  case KJB_OP_MAP: return dec_map(st, p, out);
+  case KJB_OP_RECORD: return dec_record(st, p, out);
   case KJB_OP_WUNION: {
     if ((rc = rd_long(st, &v)))
       return rc;

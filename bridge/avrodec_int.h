@@ -57,14 +57,25 @@ static inline uint32_t kjb_avrodec_le32(const uint8_t *p) {
 /* ---- Resolution plans (avroresolve.c), run by avrodec.c ---- */
 
 typedef enum {
-  KJB_OP_NULL, KJB_OP_BOOL,
-  KJB_OP_INT, KJB_OP_INT_FLOAT, KJB_OP_INT_DOUBLE, /* KJB_OP_INT also covers int → long */
-  KJB_OP_LONG, KJB_OP_LONG_FLOAT, KJB_OP_LONG_DOUBLE,
-  KJB_OP_FLOAT, KJB_OP_FLOAT_DOUBLE, KJB_OP_DOUBLE,
+  KJB_OP_NULL,
+  KJB_OP_BOOL,
+  KJB_OP_INT,
+  KJB_OP_INT_FLOAT,
+  KJB_OP_INT_DOUBLE, /* KJB_OP_INT also covers int → long */
+  KJB_OP_LONG,
+  KJB_OP_LONG_FLOAT,
+  KJB_OP_LONG_DOUBLE,
+  KJB_OP_FLOAT,
+  KJB_OP_FLOAT_DOUBLE,
+  KJB_OP_DOUBLE,
   KJB_OP_BYTES,  /* writer bytes or string, reader bytes */
   KJB_OP_STRING, /* writer string or bytes, reader string */
-  KJB_OP_FIXED, KJB_OP_ENUM, KJB_OP_ARRAY, KJB_OP_MAP, KJB_OP_RECORD,
-  KJB_OP_WUNION  /* writer union; a reader union is resolved away at build time */
+  KJB_OP_FIXED,
+  KJB_OP_ENUM,
+  KJB_OP_ARRAY,
+  KJB_OP_MAP,
+  KJB_OP_RECORD,
+  KJB_OP_WUNION /* writer union; a reader union is resolved away at build time */
 } kjb_opcode;
 
 typedef struct kjb_plan kjb_plan;
@@ -72,21 +83,21 @@ typedef struct kjb_plan kjb_plan;
 typedef struct {
   const kjb_sfield *wfield;
   const kjb_plan *p; /* NULL: a writer-only field, skipped */
-  size_t out;    /* reader field index */
+  size_t out;        /* reader field index */
 } kjb_rstep;
 
 struct kjb_plan {
   kjb_opcode op;
   const kjb_snode *w, *r;
   const char *failed;        /* record plans: why resolution failed */
-  const kjb_plan *items;         /* array items, map values */
+  const kjb_plan *items;     /* array items, map values */
   size_t item_min;           /* least bytes one writer item/entry takes */
-  const kjb_plan **branches;     /* writer union; NULL where unresolvable */
+  const kjb_plan **branches; /* writer union; NULL where unresolvable */
   const char **branch_err;
-  kjb_rstep *steps;              /* record, in writer field order */
-  kjb_member *tmpl;          /* record: reader names and defaults */
-  int *enum_map;             /* writer symbol → reader symbol or -1 */
-  size_t *sym_len;           /* reader symbol lengths */
+  kjb_rstep *steps; /* record, in writer field order */
+  kjb_member *tmpl; /* record: reader names and defaults */
+  int *enum_map;    /* writer symbol → reader symbol or -1 */
+  size_t *sym_len;  /* reader symbol lengths */
 };
 
 struct kjb_resolver {

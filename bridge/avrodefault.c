@@ -24,8 +24,7 @@ static int expect(kjb_err *err, const kjb_snode *n, const json_t *j) {
   return deferr(err, "expected %s, got %s", kjb_avro_type_name(n), kjb_avro_json_kind(j));
 }
 
-static int defval(const kjb_snode *n, const json_t *j, kjb_arena *a, kjb_value *out,
-                  kjb_err *err);
+static int defval(const kjb_snode *n, const json_t *j, kjb_arena *a, kjb_value *out, kjb_err *err);
 
 static int def_fmt(int fr, const kjb_snode *n, kjb_err *err) {
   if (fr == KJB_FMT_NOMEM)
@@ -63,8 +62,7 @@ static int def_record(const kjb_snode *n, const json_t *j, kjb_arena *a, kjb_val
   return 0;
 }
 
-static int defval(const kjb_snode *n, const json_t *j, kjb_arena *a, kjb_value *out,
-                  kjb_err *err) {
+static int defval(const kjb_snode *n, const json_t *j, kjb_arena *a, kjb_value *out, kjb_err *err) {
   int fr;
   switch (n->type) {
   case KJB_S_NULL:
@@ -197,8 +195,7 @@ static int defval(const kjb_snode *n, const json_t *j, kjb_arena *a, kjb_value *
     out->u.obj.n = cnt;
     return 0;
   }
-  case KJB_S_RECORD:
-    return def_record(n, j, a, out, err);
+  case KJB_S_RECORD: return def_record(n, j, a, out, err);
   case KJB_S_UNION:
     /* A union's default belongs to its first branch. */
     if (defval(n->branches[0], j, a, out, err))
@@ -209,8 +206,8 @@ static int defval(const kjb_snode *n, const json_t *j, kjb_arena *a, kjb_value *
   return deferr(err, "unknown type");
 }
 
-int kjb_avro_default_value(const kjb_snode *n, const json_t *def, kjb_arena *a,
-                           kjb_value **out, kjb_err *err) {
+int kjb_avro_default_value(const kjb_snode *n, const json_t *def, kjb_arena *a, kjb_value **out,
+                           kjb_err *err) {
   kjb_value *v = kjb_arena_alloc(a, sizeof *v);
   if (!v)
     return kjb_err_set(err, KJB_ENOMEM, "out of memory");

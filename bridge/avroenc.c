@@ -37,8 +37,7 @@ static int expected(ectx *c, const kjb_snode *n, const json_t *j) {
   if (n->logical == KJB_L_DECIMAL)
     what = "a decimal (string or number)";
   else if (n->type == KJB_S_BYTES || n->type == KJB_S_FIXED)
-    what = n->logical == KJB_L_DURATION ? "a duration object or base64 string"
-                                        : "a base64 string";
+    what = n->logical == KJB_L_DURATION ? "a duration object or base64 string" : "a base64 string";
   return eerr(c, "expected %s, got %s", what, kjb_avro_json_kind(j));
 }
 
@@ -46,8 +45,8 @@ static int expected(ectx *c, const kjb_snode *n, const json_t *j) {
 
 static bool parse_date(const char **s, int64_t *days) {
   int64_t y, m, d;
-  if (!kjb_parse_digits(s, 4, &y) || *(*s)++ != '-' || !kjb_parse_digits(s, 2, &m) || *(*s)++ != '-' ||
-      !kjb_parse_digits(s, 2, &d))
+  if (!kjb_parse_digits(s, 4, &y) || *(*s)++ != '-' || !kjb_parse_digits(s, 2, &m) ||
+      *(*s)++ != '-' || !kjb_parse_digits(s, 2, &d))
     return false;
   return kjb_civil_to_days(y, m, d, days) == 0;
 }
@@ -56,8 +55,8 @@ static bool parse_date(const char **s, int64_t *days) {
  * unit must be zero. */
 static bool parse_clock(const char **s, int64_t per_sec, int64_t *out) {
   int64_t h, m, sec;
-  if (!kjb_parse_digits(s, 2, &h) || *(*s)++ != ':' || !kjb_parse_digits(s, 2, &m) || *(*s)++ != ':' ||
-      !kjb_parse_digits(s, 2, &sec))
+  if (!kjb_parse_digits(s, 2, &h) || *(*s)++ != ':' || !kjb_parse_digits(s, 2, &m) ||
+      *(*s)++ != ':' || !kjb_parse_digits(s, 2, &sec))
     return false;
   if (h > 23 || m > 59 || sec > 60)
     return false;
@@ -99,8 +98,8 @@ static bool parse_timestamp(const char *s, int64_t per_sec, bool local, int64_t 
   } else if (*s == '+' || *s == '-') {
     int sign = *s++ == '-' ? -1 : 1;
     int64_t oh, om;
-    if (local || !kjb_parse_digits(&s, 2, &oh) || *s++ != ':' || !kjb_parse_digits(&s, 2, &om) || oh > 23 ||
-        om > 59)
+    if (local || !kjb_parse_digits(&s, 2, &oh) || *s++ != ':' || !kjb_parse_digits(&s, 2, &om) ||
+        oh > 23 || om > 59)
       return false;
     offset = sign * (oh * 60 + om) * 60;
   }
@@ -128,9 +127,7 @@ static int enc_integer(ectx *c, const kjb_snode *n, const json_t *j, int64_t *ou
     const char *s = json_string_value(j);
     bool ok;
     switch (n->logical) {
-    case KJB_L_DATE:
-      ok = parse_date(&s, out) && !*s;
-      break;
+    case KJB_L_DATE: ok = parse_date(&s, out) && !*s; break;
     case KJB_L_TIME_MILLIS:
     case KJB_L_TIME_MICROS:
       ok = parse_clock(&s, n->logical == KJB_L_TIME_MILLIS ? 1000 : 1000000, out) && !*s;
@@ -138,8 +135,8 @@ static int enc_integer(ectx *c, const kjb_snode *n, const json_t *j, int64_t *ou
     default: {
       bool micros =
           n->logical == KJB_L_TIMESTAMP_MICROS || n->logical == KJB_L_LOCAL_TIMESTAMP_MICROS;
-      bool local = n->logical == KJB_L_LOCAL_TIMESTAMP_MILLIS ||
-                   n->logical == KJB_L_LOCAL_TIMESTAMP_MICROS;
+      bool local =
+          n->logical == KJB_L_LOCAL_TIMESTAMP_MILLIS || n->logical == KJB_L_LOCAL_TIMESTAMP_MICROS;
       ok = parse_timestamp(s, micros ? 1000000 : 1000, local, out);
     }
     }
@@ -211,8 +208,8 @@ static uint8_t *base64_decode(const char *s, size_t len, size_t *out_len) {
  * the schema's scale as big-endian two's complement: the fewest bytes
  * for bytes (size 0), exactly size bytes for fixed. Returns a malloc'd
  * buffer or NULL with *why set. */
-static uint8_t *decimal_bytes(const char *s, int precision, int scale, size_t size,
-                              size_t *out_len, const char **why) {
+static uint8_t *decimal_bytes(const char *s, int precision, int scale, size_t size, size_t *out_len,
+                              const char **why) {
   *why = "not a decimal number";
   bool neg = false;
   if (*s == '-' || *s == '+')
@@ -320,9 +317,8 @@ static uint8_t *decimal_bytes(const char *s, int precision, int scale, size_t si
   /* For bytes, drop sign-extension bytes. */
   size_t start = 0;
   if (!size)
-    while (outlen - start > 1 &&
-           ((out[start] == 0 && !(out[start + 1] & 0x80)) ||
-            (out[start] == 0xff && (out[start + 1] & 0x80))))
+    while (outlen - start > 1 && ((out[start] == 0 && !(out[start + 1] & 0x80)) ||
+                                  (out[start] == 0xff && (out[start + 1] & 0x80))))
       start++;
   memmove(out, out + start, outlen - start);
   *out_len = outlen - start;
@@ -353,8 +349,7 @@ static int enc_decimal(ectx *c, const kjb_snode *n, const json_t *j, avro_value_
   uint8_t *bytes = decimal_bytes(s, n->precision, n->scale,
                                  n->type == KJB_S_FIXED ? n->fixed_size : 0, &len, &why);
   if (!bytes)
-    return eerr(c, "decimal \"%s\" %s (precision %d, scale %d)", s, why, n->precision,
-                n->scale);
+    return eerr(c, "decimal \"%s\" %s (precision %d, scale %d)", s, why, n->precision, n->scale);
   int rc = n->type == KJB_S_FIXED ? avro_value_set_fixed(v, bytes, len)
                                   : avro_value_set_bytes(v, bytes, len);
   free(bytes);
@@ -623,10 +618,8 @@ static int enc(ectx *c, const kjb_snode *n, const json_t *j, avro_value_t *v) {
     }
     return 0;
   }
-  case KJB_S_RECORD:
-    return enc_record(c, n, j, v);
-  case KJB_S_UNION:
-    return enc_union(c, n, j, v);
+  case KJB_S_RECORD: return enc_record(c, n, j, v);
+  case KJB_S_UNION: return enc_union(c, n, j, v);
   }
   return rc ? avro_fail(c) : 0;
 }

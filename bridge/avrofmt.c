@@ -106,14 +106,12 @@ int kjb_avrodec_fmt_int(kjb_arena *a, const kjb_snode *r, int64_t v, kjb_value *
   case KJB_L_LOCAL_TIMESTAMP_MICROS:
     zulu = 0;
     /* fall through */
-  case KJB_L_TIMESTAMP_MICROS:
-    per_sec = 1000000, digits = 6;
-    goto timestamp;
+  case KJB_L_TIMESTAMP_MICROS: per_sec = 1000000, digits = 6; goto timestamp;
   case KJB_L_LOCAL_TIMESTAMP_MILLIS:
     zulu = 0;
     /* fall through */
   case KJB_L_TIMESTAMP_MILLIS:
-  timestamp: {
+  timestamp : {
     /* Split without multiplying v back up, which could overflow. */
     int64_t frac = v % per_sec, secs = v / per_sec;
     if (frac < 0)
@@ -148,8 +146,7 @@ void kjb_avrodec_set_real(kjb_value *out, double d, int is_float) {
 }
 
 static int fmt_base64(kjb_arena *a, const uint8_t *p, size_t n, kjb_value *out) {
-  static const char tbl[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   size_t len = (n + 2) / 3 * 4;
   char *s = kjb_arena_alloc(a, len + 1), *o = s;
   if (!s)
@@ -298,7 +295,7 @@ static int fmt_duration(kjb_arena *a, const uint8_t *p, kjb_value *out) {
 
 /* Formats bytes or fixed content according to the reader type. */
 int kjb_avrodec_fmt_bytes(kjb_arena *a, const kjb_snode *r, const uint8_t *p, size_t n,
-                     kjb_value *out) {
+                          kjb_value *out) {
   if (r->logical == KJB_L_DECIMAL)
     return fmt_decimal(a, p, n, r->scale, out);
   if (r->logical == KJB_L_DURATION && n == 12)

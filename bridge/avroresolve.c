@@ -68,32 +68,22 @@ static bool same_kind(const kjb_snode *w, const kjb_snode *r) {
 
 static bool promotes(kjb_stype w, kjb_stype r) {
   switch (w) {
-  case KJB_S_INT:
-    return r == KJB_S_LONG || r == KJB_S_FLOAT || r == KJB_S_DOUBLE;
-  case KJB_S_LONG:
-    return r == KJB_S_FLOAT || r == KJB_S_DOUBLE;
-  case KJB_S_FLOAT:
-    return r == KJB_S_DOUBLE;
-  case KJB_S_STRING:
-    return r == KJB_S_BYTES;
-  case KJB_S_BYTES:
-    return r == KJB_S_STRING;
-  default:
-    return false;
+  case KJB_S_INT: return r == KJB_S_LONG || r == KJB_S_FLOAT || r == KJB_S_DOUBLE;
+  case KJB_S_LONG: return r == KJB_S_FLOAT || r == KJB_S_DOUBLE;
+  case KJB_S_FLOAT: return r == KJB_S_DOUBLE;
+  case KJB_S_STRING: return r == KJB_S_BYTES;
+  case KJB_S_BYTES: return r == KJB_S_STRING;
+  default: return false;
   }
 }
 
 /* The least number of bytes a datum of writer type n occupies. */
 size_t kjb_avrodec_min_size(const kjb_snode *n, int depth) {
   switch (n->type) {
-  case KJB_S_NULL:
-    return 0;
-  case KJB_S_FLOAT:
-    return 4;
-  case KJB_S_DOUBLE:
-    return 8;
-  case KJB_S_FIXED:
-    return n->fixed_size;
+  case KJB_S_NULL: return 0;
+  case KJB_S_FLOAT: return 4;
+  case KJB_S_DOUBLE: return 8;
+  case KJB_S_FIXED: return n->fixed_size;
   case KJB_S_RECORD: {
     /* A record can only contain itself through a union, array or map,
      * which stop the recursion; the depth guard covers nonsense schemas. */
@@ -104,8 +94,7 @@ size_t kjb_avrodec_min_size(const kjb_snode *n, int depth) {
       sum += kjb_avrodec_min_size(n->fields[i].type, depth + 1);
     return sum;
   }
-  default:
-    return 1;
+  default: return 1;
   }
 }
 
@@ -142,8 +131,7 @@ static const kjb_plan *resolve_record(rctx *c, const kjb_snode *w, const kjb_sno
   c->cache = kjb_xgrow(c->cache, &c->capcache, c->ncache + 1, sizeof *c->cache);
   c->cache[c->ncache++] = (cached){w, r, p};
   if (!names_match(w, r)) {
-    rerr(c, "writer record \"%s\" does not match reader record \"%s\"", w->fullname,
-         r->fullname);
+    rerr(c, "writer record \"%s\" does not match reader record \"%s\"", w->fullname, r->fullname);
     return fail_record(c, p);
   }
   p->tmpl = ralloc(c, r->nfields * sizeof *p->tmpl);
@@ -243,8 +231,7 @@ static const kjb_plan *resolve(rctx *c, const kjb_snode *w, const kjb_snode *r) 
   if (r->type == KJB_S_UNION) {
     const kjb_snode *b = pick_branch(w, r);
     if (!b) {
-      rerr(c, "writer type \"%s\" matches no branch of the reader union",
-           kjb_avro_type_name(w));
+      rerr(c, "writer type \"%s\" matches no branch of the reader union", kjb_avro_type_name(w));
       return NULL;
     }
     return resolve(c, w, b);
@@ -253,14 +240,22 @@ static const kjb_plan *resolve(rctx *c, const kjb_snode *w, const kjb_snode *r) 
     kjb_stype w, r;
     kjb_opcode op;
   } prims[] = {
-      {KJB_S_NULL, KJB_S_NULL, KJB_OP_NULL},         {KJB_S_BOOLEAN, KJB_S_BOOLEAN, KJB_OP_BOOL},
-      {KJB_S_INT, KJB_S_INT, KJB_OP_INT},            {KJB_S_INT, KJB_S_LONG, KJB_OP_INT},
-      {KJB_S_INT, KJB_S_FLOAT, KJB_OP_INT_FLOAT},    {KJB_S_INT, KJB_S_DOUBLE, KJB_OP_INT_DOUBLE},
-      {KJB_S_LONG, KJB_S_LONG, KJB_OP_LONG},         {KJB_S_LONG, KJB_S_FLOAT, KJB_OP_LONG_FLOAT},
-      {KJB_S_LONG, KJB_S_DOUBLE, KJB_OP_LONG_DOUBLE}, {KJB_S_FLOAT, KJB_S_FLOAT, KJB_OP_FLOAT},
-      {KJB_S_FLOAT, KJB_S_DOUBLE, KJB_OP_FLOAT_DOUBLE}, {KJB_S_DOUBLE, KJB_S_DOUBLE, KJB_OP_DOUBLE},
-      {KJB_S_BYTES, KJB_S_BYTES, KJB_OP_BYTES},      {KJB_S_STRING, KJB_S_BYTES, KJB_OP_BYTES},
-      {KJB_S_STRING, KJB_S_STRING, KJB_OP_STRING},   {KJB_S_BYTES, KJB_S_STRING, KJB_OP_STRING},
+      {KJB_S_NULL, KJB_S_NULL, KJB_OP_NULL},
+      {KJB_S_BOOLEAN, KJB_S_BOOLEAN, KJB_OP_BOOL},
+      {KJB_S_INT, KJB_S_INT, KJB_OP_INT},
+      {KJB_S_INT, KJB_S_LONG, KJB_OP_INT},
+      {KJB_S_INT, KJB_S_FLOAT, KJB_OP_INT_FLOAT},
+      {KJB_S_INT, KJB_S_DOUBLE, KJB_OP_INT_DOUBLE},
+      {KJB_S_LONG, KJB_S_LONG, KJB_OP_LONG},
+      {KJB_S_LONG, KJB_S_FLOAT, KJB_OP_LONG_FLOAT},
+      {KJB_S_LONG, KJB_S_DOUBLE, KJB_OP_LONG_DOUBLE},
+      {KJB_S_FLOAT, KJB_S_FLOAT, KJB_OP_FLOAT},
+      {KJB_S_FLOAT, KJB_S_DOUBLE, KJB_OP_FLOAT_DOUBLE},
+      {KJB_S_DOUBLE, KJB_S_DOUBLE, KJB_OP_DOUBLE},
+      {KJB_S_BYTES, KJB_S_BYTES, KJB_OP_BYTES},
+      {KJB_S_STRING, KJB_S_BYTES, KJB_OP_BYTES},
+      {KJB_S_STRING, KJB_S_STRING, KJB_OP_STRING},
+      {KJB_S_BYTES, KJB_S_STRING, KJB_OP_STRING},
   };
   for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
     if (prims[i].w == w->type && prims[i].r == r->type)
@@ -271,10 +266,8 @@ static const kjb_plan *resolve(rctx *c, const kjb_snode *w, const kjb_snode *r) 
     return NULL;
   }
   switch (w->type) {
-  case KJB_S_RECORD:
-    return resolve_record(c, w, r);
-  case KJB_S_ENUM:
-    return resolve_enum(c, w, r);
+  case KJB_S_RECORD: return resolve_record(c, w, r);
+  case KJB_S_ENUM: return resolve_enum(c, w, r);
   case KJB_S_FIXED:
     if (!names_match(w, r) || w->fixed_size != r->fixed_size) {
       rerr(c, "writer fixed \"%s\" (size %zu) cannot be read as fixed \"%s\" (size %zu)",
@@ -300,8 +293,7 @@ static const kjb_plan *resolve(rctx *c, const kjb_snode *w, const kjb_snode *r) 
   }
 }
 
-kjb_resolver *kjb_resolver_new(const kjb_schema *writer, const kjb_schema *reader,
-                               kjb_err *err) {
+kjb_resolver *kjb_resolver_new(const kjb_schema *writer, const kjb_schema *reader, kjb_err *err) {
   kjb_resolver *res = kjb_xcalloc(1, sizeof *res);
   res->arena = kjb_arena_new(16 * 1024);
   kjb_err local;

@@ -26,7 +26,7 @@ typedef struct {
   const kjb_schema *schema; /* NULL: known to be missing until expires */
   kjb_schema *owned;        /* fetched from the registry */
   int64_t expires_us;
-  kjb_err why;              /* why it is missing: repeated while cached */
+  kjb_err why; /* why it is missing: repeated while cached */
 } id_entry;
 
 typedef struct {
@@ -169,8 +169,8 @@ kjb_catalog *kjb_catalog_new(const kjb_config *cfg, kjb_err *err) {
     const kjb_schema_id_cfg *id = &cfg->schemas.ids[i];
     const kjb_schema *s = by_file(c, id->file);
     if (!s) {
-      kjb_err_set(err, KJB_ECONFIG, "%s:%d: schemas.ids: id %d: \"%s\" is not in %s",
-                  cfg->path, id->line, id->id, id->file, cfg->schemas.dir);
+      kjb_err_set(err, KJB_ECONFIG, "%s:%d: schemas.ids: id %d: \"%s\" is not in %s", cfg->path,
+                  id->line, id->id, id->file, cfg->schemas.dir);
       goto fail;
     }
     add_id(c, (id_entry){id->id, s, NULL, INT64_MAX, {0}});
@@ -237,8 +237,7 @@ int kjb_catalog_by_id(kjb_catalog *c, int32_t id, const kjb_schema **out, kjb_er
   }
   if (!c->registry)
     return kjb_err_set(err, KJB_EUNKNOWN_SCHEMA_ID,
-                       "schema id %d is not in schemas.ids and no registry is configured",
-                       (int)id);
+                       "schema id %d is not in schemas.ids and no registry is configured", (int)id);
   char *json;
   int rc = kjb_registry_fetch(c->registry, id, &json, err);
   if (rc < 0) {
@@ -286,8 +285,8 @@ static const kjb_schema *by_fingerprint(const kjb_catalog *c, uint64_t fp) {
   return NULL;
 }
 
-int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf,
-                      size_t len, kjb_arena *arena, kjb_value **out, kjb_err *err) {
+int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf, size_t len,
+                      kjb_arena *arena, kjb_value **out, kjb_err *err) {
   const kjb_schema *reader = kjb_catalog_reader(c, t), *writer = reader;
   size_t header = 0;
   switch (t->format) {
@@ -298,8 +297,8 @@ int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf
     if (buf[0] != 0)
       return kjb_err_set(err, KJB_EBAD_MAGIC, "byte 0: bad magic byte 0x%02x, expected 0x00",
                          buf[0]);
-    int32_t id = (int32_t)((uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 |
-                           (uint32_t)buf[3] << 8 | buf[4]);
+    int32_t id =
+        (int32_t)((uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4]);
     int rc = kjb_catalog_by_id(c, id, &writer, err);
     if (rc < 0)
       return rc;
@@ -309,8 +308,7 @@ int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf
   case KJB_FMT_SINGLE_OBJECT: {
     if (len < 10)
       return kjb_err_set(err, KJB_ESHORT_HEADER,
-                         "record is %zu bytes, shorter than the 10-byte single-object header",
-                         len);
+                         "record is %zu bytes, shorter than the 10-byte single-object header", len);
     if (buf[0] != 0xC3 || buf[1] != 0x01)
       return kjb_err_set(err, KJB_EBAD_MAGIC,
                          "byte 0: bad magic bytes 0x%02x 0x%02x, expected 0xc3 0x01", buf[0],
@@ -326,8 +324,7 @@ int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf
     header = 10;
     break;
   }
-  case KJB_FMT_RAW:
-    break;
+  case KJB_FMT_RAW: break;
   }
   const kjb_resolver *r = resolver_for(c, writer, reader, err);
   if (!r)
@@ -348,8 +345,7 @@ int kjb_frame_header(kjb_catalog *c, const kjb_topic_cfg *t, int schema_id, kjb_
       return kjb_err_set(err, KJB_EUSAGE,
                          "topic \"%s\": schema \"%s\" has no id in schemas.ids; pass --schema-id",
                          t->topic, t->schema);
-    uint8_t h[5] = {0, (uint8_t)(id >> 24), (uint8_t)(id >> 16), (uint8_t)(id >> 8),
-                    (uint8_t)id};
+    uint8_t h[5] = {0, (uint8_t)(id >> 24), (uint8_t)(id >> 16), (uint8_t)(id >> 8), (uint8_t)id};
     kjb_buf_append(out, h, 5);
     return 0;
   }
@@ -361,8 +357,7 @@ int kjb_frame_header(kjb_catalog *c, const kjb_topic_cfg *t, int schema_id, kjb_
     kjb_buf_append(out, h, 10);
     return 0;
   }
-  case KJB_FMT_RAW:
-    return 0;
+  case KJB_FMT_RAW: return 0;
   }
   return 0;
 }

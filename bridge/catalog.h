@@ -37,8 +37,8 @@ int kjb_catalog_by_id(kjb_catalog *c, int32_t id, const kjb_schema **out, kjb_er
  * JSON values in the arena. Errors are permanent (dead letter) unless
  * kjb_err_is_transient(err). Messages say where: "byte 0: bad magic byte
  * 0x07, expected 0x00". */
-int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf,
-                      size_t len, kjb_arena *arena, kjb_value **out, kjb_err *err);
+int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf, size_t len,
+                      kjb_arena *arena, kjb_value **out, kjb_err *err);
 
 /* Writes the framing header for a record of topic t written with the
  * topic's reader schema (confluent: schema_id, or the id from schemas.ids

@@ -45,8 +45,8 @@ typedef struct {
   size_t bytes;    /* read from files so far */
   int includes;    /* directives followed so far */
   lexstate state;
-  unsigned line; /* of the text, where the next byte goes */
-  int depth;     /* groups and lists open */
+  unsigned line;                /* of the text, where the next byte goes */
+  int depth;                    /* groups and lists open */
   int members[MAX_NESTING + 1]; /* settings in each open group; -1: a list */
   kjb_err *err;
 } builder;
@@ -176,8 +176,7 @@ static int step(builder *b, input *in) {
       n = 2;
     }
     break;
-  case LINE_COMMENT:
-    break; /* put() ends it at the newline */
+  case LINE_COMMENT: break; /* put() ends it at the newline */
   }
   if (!rc)
     take(b, in, n);
@@ -240,8 +239,10 @@ static int include(builder *b, const input *in, unsigned at, const char *name) {
   if (kjb_read_file(b->src->files[file], KJB_CONFIG_MAX_BYTES, &content, &why) < 0)
     rc = fail_at(b, in->file, at, "@include \"%s\": %s", name, why.msg);
   else if ((b->bytes += content.len) > KJB_CONFIG_MAX_BYTES)
-    rc = fail_at(b, in->file, at, "@include \"%s\": the configuration with its includes is "
-                 "larger than %d MiB", name, KJB_CONFIG_MAX_BYTES >> 20);
+    rc = fail_at(b, in->file, at,
+                 "@include \"%s\": the configuration with its includes is "
+                 "larger than %d MiB",
+                 name, KJB_CONFIG_MAX_BYTES >> 20);
   if (!rc) {
     mark(b, file, 1);
     rc = splice(b, &(input){file, content.data, content.len, 0, 1, in->level + 1});

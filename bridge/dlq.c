@@ -145,9 +145,9 @@ static void print_text(FILE *out, const rd_kafka_message_t *m, const kjb_dead_le
   if (d->offset >= 0)
     snprintf(off, sizeof off, "%lld", (long long)d->offset);
   fprintf(out, "%s [%d] @%lld  from %.255s [%s] @%s  %.127s  %.63s  %.63s\n  %.1023s\n",
-          rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
-          or_empty(d->topic), part, off, or_empty(d->error_class), or_empty(d->stage),
-          or_empty(d->at), or_empty(d->message));
+          rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset, or_empty(d->topic),
+          part, off, or_empty(d->error_class), or_empty(d->stage), or_empty(d->at),
+          or_empty(d->message));
 }
 
 static int matches(const kjb_dlq_peek_opts *o, const kjb_dead_letter *d) {
@@ -162,8 +162,8 @@ static int matches(const kjb_dlq_peek_opts *o, const kjb_dead_letter *d) {
 int kjb_dlq_peek(const kjb_config *cfg, const kjb_dlq_peek_opts *o, FILE *out, long *shown,
                  kjb_err *err) {
   *shown = 0;
-  static const char *const defaults[] = {"enable.partition.eof", "true", "group.id", "kjb.peek",
-                                         "enable.auto.commit", "false", NULL};
+  static const char *const defaults[] = {"enable.partition.eof", "true",  "group.id", "kjb.peek",
+                                         "enable.auto.commit",   "false", NULL};
   rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, defaults, err);
   if (!conf)
     return -(int)err->code;

@@ -7,10 +7,9 @@
 static const struct {
   const char *name;
   kjb_err_class cls;
-} table[] = {
-    [KJB_OK] = {"OK", KJB_PERMANENT},
+} table[] = {[KJB_OK] = {"OK", KJB_PERMANENT},
 #define KJB_ERR_ROW(name, cls, desc) [KJB_E##name] = {#name, cls},
-    KJB_ERRNO_MAP(KJB_ERR_ROW)
+             KJB_ERRNO_MAP(KJB_ERR_ROW)
 #undef KJB_ERR_ROW
 };
 

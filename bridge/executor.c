@@ -43,21 +43,21 @@ typedef struct slot {
   kind_rt *k;
   kjb_handler_result res;
   int64_t started_us, finished_us; /* monotonic */
-  int probe;   /* claimed as the half-open breaker's probe */
-  int dropped; /* cancelled by shutdown: no outcome to record */
-  struct slot *prev, *next; /* in the executor's held list */
+  int probe;                       /* claimed as the half-open breaker's probe */
+  int dropped;                     /* cancelled by shutdown: no outcome to record */
+  struct slot *prev, *next;        /* in the executor's held list */
 } slot;
 
 struct kind_rt {
   const kjb_handler_cfg *cfg;
   kjb_handler *h;
-  pthread_cond_t cv;     /* workers of this kind wait here */
-  slot **queue;          /* claimed, not yet taken by a worker */
+  pthread_cond_t cv; /* workers of this kind wait here */
+  slot **queue;      /* claimed, not yet taken by a worker */
   size_t nqueue;
-  int busy;              /* claimed and not yet handed back */
+  int busy; /* claimed and not yet handed back */
   pthread_t *threads;
   int nthreads;
-  kjb_bucket bucket;     /* scope local */
+  kjb_bucket bucket; /* scope local */
   kjb_breaker breaker;
   kjb_gate gate;         /* the above, as claim_kind consults them */
   int64_t due_us;        /* next claim not before this (monotonic) */
@@ -85,9 +85,9 @@ struct kjb_executor {
    * rows of this node that are not here are reconciled. */
   slot *held;
   size_t nheld;
-  int quit;    /* workers: exit when their queue is empty */
+  int quit;               /* workers: exit when their queue is empty */
   volatile int cancelled; /* handlers' kjb_handler_job.cancelled; atomic access only */
-  int wake[2]; /* workers write a byte when they hand something back */
+  int wake[2];            /* workers write a byte when they hand something back */
 
   uint64_t rng;
   int64_t next_heartbeat, next_rescue, next_reconcile, next_prune, reconnect_at, reconnect_wait;
@@ -197,12 +197,13 @@ static int connect_db(kjb_executor *ex, kjb_err *err) {
   ex->listen = kjb_store_connect(ex->cfg->postgres.conninfo, ex->cfg->postgres.schema, err);
   if (!ex->listen)
     return -1;
-  PGresult *res = kjb_store_query(ex->listen, "could not listen for new jobs", "LISTEN kjb_jobs", 0,
-                                  NULL, err);
+  PGresult *res =
+      kjb_store_query(ex->listen, "could not listen for new jobs", "LISTEN kjb_jobs", 0, NULL, err);
   if (!res)
     return -1;
   PQclear(res);
-  if (kjb_queue_heartbeat(ex->db, ex->node, ex->host, (int)getpid(), ex->roles, KJB_VERSION, err) < 0)
+  if (kjb_queue_heartbeat(ex->db, ex->node, ex->host, (int)getpid(), ex->roles, KJB_VERSION, err) <
+      0)
     return -1;
   for (size_t i = 0; i < ex->nkinds; i++) {
     const kjb_handler_cfg *h = ex->kinds[i].cfg;
@@ -417,8 +418,8 @@ static void flush_done(kjb_executor *ex) {
     kjb_verdict v = kjb_policy_finish(s->res.status, s->c.attempt, s->c.max_attempts,
                                       s->res.retry_after_us, &s->k->cfg->retry, uniform(ex));
     kjb_finish *fi = &f[nf++];
-    *fi = (kjb_finish){.id = s->c.id, .kind = v.kind, .retry_in_us = v.retry_in_us,
-                       .transient = v.transient};
+    *fi = (kjb_finish){
+        .id = s->c.id, .kind = v.kind, .retry_in_us = v.retry_in_us, .transient = v.transient};
     if (s->res.status != KJB_HANDLER_OK) {
       s->res.message[sizeof s->res.message - 1] = '\0';
       if (!s->res.message[0])
@@ -437,7 +438,8 @@ static void flush_done(kjb_executor *ex) {
   }
   if (applied < nf)
     kjb_info("executor: %zu of %zu outcomes found their job no longer running here "
-             "(cancelled or rescued meanwhile)", nf - applied, nf);
+             "(cancelled or rescued meanwhile)",
+             nf - applied, nf);
 
   int64_t now = kjb_now_mono_us();
   pthread_mutex_lock(&ex->mu);
@@ -463,8 +465,8 @@ static void flush_done(kjb_executor *ex) {
     const char *kind = s->k->cfg->kind;
     if (!s->dropped) {
       const kjb_finish *fi = &f[j++];
-      kjb_counter_add("kjb_jobs_finished_total", FINISHED_HELP, 1.0,
-                      "kind", kind, "outcome", outcome_name(fi->kind), NULL);
+      kjb_counter_add("kjb_jobs_finished_total", FINISHED_HELP, 1.0, "kind", kind, "outcome",
+                      outcome_name(fi->kind), NULL);
       kjb_histogram_observe("kjb_job_duration_seconds", "Time a handler took per attempt.",
                             (double)(s->finished_us - s->started_us) / 1e6, "kind", kind, NULL);
       if (fi->kind == KJB_FINISH_DISCARD)
@@ -594,7 +596,8 @@ static int reconcile(kjb_executor *ex, kjb_err *err) {
   free(ids);
   if (rc == 0 && returned > 0) {
     kjb_warn("executor: gave back %" PRId64 " job(s) left running under this node without it "
-             "holding them (a claim or outcome lost with the database)", returned);
+             "holding them (a claim or outcome lost with the database)",
+             returned);
     for (size_t k = 0; k < ex->nkinds; k++)
       ex->kinds[k].due_us = 0;
   }
@@ -605,8 +608,8 @@ static void housekeeping(kjb_executor *ex, int64_t now) {
   const kjb_config *cfg = ex->cfg;
   kjb_err err;
   if (now >= ex->next_heartbeat) {
-    if (kjb_queue_heartbeat(ex->db, ex->node, ex->host, (int)getpid(), ex->roles, KJB_VERSION, &err) <
-        0) {
+    if (kjb_queue_heartbeat(ex->db, ex->node, ex->host, (int)getpid(), ex->roles, KJB_VERSION,
+                            &err) < 0) {
       lost_db(ex, &err);
       return;
     }
@@ -801,7 +804,7 @@ int kjb_executor_run(kjb_executor *ex, volatile sig_atomic_t *stop, kjb_err *err
     const kjb_handler_cfg *h = ex->kinds[i].cfg;
     kjb_info("executor: kind \"%s\": %s handler, concurrency %d%s", h->kind, h->type,
              h->concurrency,
-             !h->rate_limit.enabled ? ""
+             !h->rate_limit.enabled                     ? ""
              : h->rate_limit.scope == KJB_SCOPE_CLUSTER ? ", cluster rate limit"
                                                         : ", local rate limit");
   }

@@ -19,8 +19,8 @@ struct kjb_handler {
   void *state;
 };
 
-static const kjb_builtin_handler *const builtins[] = {
-    &kjb_handler_http, &kjb_handler_exec, &kjb_handler_log};
+static const kjb_builtin_handler *const builtins[] = {&kjb_handler_http, &kjb_handler_exec,
+                                                      &kjb_handler_log};
 
 /* Loads the plugin at cfg->plugin into h. Returns 0, or a negative code
  * with err as `plugin "<path>": <why>`, having unloaded what it loaded. */

@@ -132,8 +132,8 @@ static int spawn(const exec_state *s, const kjb_handler_job *job, int in_r, int 
   /* A process group of its own, so that a timeout kills whatever it
    * started too; and kjb's signal mask and ignored signals (SIGPIPE) are
    * not the program's business. */
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   posix_spawnattr_setpgroup(&attr, 0);
   sigset_t none, all;
   sigemptyset(&none);

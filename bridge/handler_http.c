@@ -35,9 +35,7 @@ typedef struct {
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
 
-static void curl_init_once(void) {
-  curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
+static void curl_init_once(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 /* Returns url without credentials or query (which may carry a token),
  * or NULL when curl cannot parse it or its scheme is not http(s). */
@@ -214,7 +212,10 @@ static void http_perform(void *state, const kjb_handler_job *job, kjb_handler_re
     curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
     const char *why = os_errno ? strerrordesc_np((int)os_errno) : NULL;
     kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "http: could not connect to %s: %s",
-                           s->shown_url, why ? why : errbuf[0] ? errbuf : curl_easy_strerror(rc));
+                           s->shown_url,
+                           why         ? why
+                           : errbuf[0] ? errbuf
+                                       : curl_easy_strerror(rc));
   } else if (rc != CURLE_OK) {
     /* Connection failures, resets, TLS trouble: the server may be back
      * later. The URL was checked at init, so nothing here is permanent. */

@@ -158,7 +158,7 @@ static void nap(int64_t us, volatile sig_atomic_t *stop) {
 int kjb_health_wait_for_database(const kjb_config *cfg, kjb_http *http, int consume, int execute,
                                  volatile sig_atomic_t *stop) {
   kjb_store *db = NULL;
-  char logged[sizeof ((kjb_health *)0)->waiting] = "";
+  char logged[sizeof((kjb_health *)0)->waiting] = "";
   int logged_pending = -1, rc = 1;
   while (!*stop) {
     kjb_err err;

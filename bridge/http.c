@@ -30,12 +30,12 @@
  * little memory, not a thread: slow clients (a slowloris dribbling header
  * lines) take connections but no thread, and there are many more
  * connections than any such attack on a probe port is likely to hold. */
-#define HTTP_POLL_THREADS 2     /* epoll threads: accept, read, answer */
-#define HTTP_API_WORKERS 4      /* threads that run /api/ requests */
-#define HTTP_API_QUEUED 256     /* /api/ requests waiting before 503 */
+#define HTTP_POLL_THREADS 2 /* epoll threads: accept, read, answer */
+#define HTTP_API_WORKERS 4  /* threads that run /api/ requests */
+#define HTTP_API_QUEUED 256 /* /api/ requests waiting before 503 */
 #define HTTP_MAX_CONNECTIONS 4096
-#define HTTP_FD_RESERVE 256     /* descriptors left for Kafka, PostgreSQL, handlers */
-#define HTTP_TIMEOUT_S 10       /* an idle connection is closed after this */
+#define HTTP_FD_RESERVE 256 /* descriptors left for Kafka, PostgreSQL, handlers */
+#define HTTP_TIMEOUT_S 10   /* an idle connection is closed after this */
 
 struct request;
 
@@ -78,8 +78,8 @@ static int open_listener(const char *addr, int *v6, int *port_out, kjb_err *err)
   if (kjb_hostport_parse(addr, true, host, sizeof host, &portnum, err) < 0)
     return kjb_err_prefix(err, "http.listen"), -1;
   snprintf(port, sizeof port, "%d", portnum);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
   struct addrinfo *ai = NULL;
   int gai = getaddrinfo(host, port, &hints, &ai);
   if (gai != 0)
@@ -446,7 +446,9 @@ static void api_get(kjb_http *h, kjb_api *api, request *rq) {
   kjb_health st;
   problems p = find_problems(h, &st);
   kjb_api_health ah = {!p.live, !p.ready, !p.started,
-                       p.live ? p.live : p.ready ? p.ready : p.started};
+                       p.live    ? p.live
+                       : p.ready ? p.ready
+                                 : p.started};
   rq->status = kjb_api_get(api, rq->url, copied_param, rq, &ah, &rq->reply);
 }
 
@@ -579,9 +581,8 @@ static enum MHD_Result route(kjb_http *h, struct MHD_Connection *c, request *rq,
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
   /* The first call only announces the request; a body, if any, arrives in
    * the calls after it. */
   request *rq = *con_cls;
@@ -712,12 +713,12 @@ static struct MHD_Daemon *start_daemon(kjb_http *h, int fd, bool v6, bool tls) {
       {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
       {MHD_OPTION_END, 0, NULL}};
   struct MHD_OptionItem no_tls[] = {{MHD_OPTION_END, 0, NULL}};
-  return MHD_start_daemon(
-      flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
-      MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_POLL_THREADS, MHD_OPTION_CONNECTION_LIMIT,
-      connection_limit(), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
-      MHD_OPTION_ARRAY, tls ? tls_opts : no_tls, MHD_OPTION_END);
+  return MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
+                          MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_POLL_THREADS,
+                          MHD_OPTION_CONNECTION_LIMIT, connection_limit(),
+                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
+                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_URI_LOG_CALLBACK,
+                          on_uri, h, MHD_OPTION_ARRAY, tls ? tls_opts : no_tls, MHD_OPTION_END);
 }
 
 kjb_http *kjb_http_new(const char *addr, const kjb_http_tls *tls, kjb_err *err) {

@@ -42,11 +42,11 @@ static const char CONSUMED_HELP[] = "Source records consumed and accounted for."
 typedef struct {
   const kjb_topic_cfg *topic;
   int32_t partition;
-  int64_t first_offset;  /* the batch's first record here: where a redo starts */
-  int64_t next_offset;   /* to commit: last accounted offset + 1; -1 none */
-  int blocked;           /* a transient failure stopped this partition */
-  int64_t retry_offset;  /* where to resume after the backoff */
-  uint64_t records;      /* accounted for in this batch */
+  int64_t first_offset; /* the batch's first record here: where a redo starts */
+  int64_t next_offset;  /* to commit: last accounted offset + 1; -1 none */
+  int blocked;          /* a transient failure stopped this partition */
+  int64_t retry_offset; /* where to resume after the backoff */
+  uint64_t records;     /* accounted for in this batch */
 } part_state;
 
 typedef struct {
@@ -54,7 +54,7 @@ typedef struct {
   const kjb_topic_cfg *topic;
   const char *stage;
   kjb_err reason;
-  int state;               /* without transactions: 0 in flight, 1 delivered, -1 failed */
+  int state; /* without transactions: 0 in flight, 1 delivered, -1 failed */
 } dead_letter;
 
 typedef struct {
@@ -69,8 +69,8 @@ struct kjb_ingest {
   kjb_catalog *catalog;
   rd_kafka_t *consumer;
   rd_kafka_t *producer; /* transactional: dead letters with their offsets */
-  int txn_ready;         /* init_transactions done on this producer */
-  unsigned producers;    /* made so far, for unique transactional ids */
+  int txn_ready;        /* init_transactions done on this producer */
+  unsigned producers;   /* made so far, for unique transactional ids */
   kjb_store *store;
   kjb_arena *arena;
   volatile sig_atomic_t *stop;
@@ -138,17 +138,17 @@ static rd_kafka_resp_err_t produce_dead_letter(kjb_ingest *ing, size_t i) {
     h = rd_kafka_headers_new(12);
   char error_class[64];
   rd_kafka_timestamp_type_t tstype;
-  kjb_dlq_headers_add(h, &(kjb_dead_letter){
-                             .topic = d->topic->topic,
-                             .partition = m->partition,
-                             .offset = m->offset,
-                             .stage = d->stage,
-                             .error_class = kjb_dlq_error_class(d->reason.code, error_class,
-                                                                sizeof error_class),
-                             .message = d->reason.msg,
-                             .timestamp = rd_kafka_message_timestamp(m, &tstype),
-                             .group = ing->cfg->kafka.group,
-                         });
+  kjb_dlq_headers_add(
+      h, &(kjb_dead_letter){
+             .topic = d->topic->topic,
+             .partition = m->partition,
+             .offset = m->offset,
+             .stage = d->stage,
+             .error_class = kjb_dlq_error_class(d->reason.code, error_class, sizeof error_class),
+             .message = d->reason.msg,
+             .timestamp = rd_kafka_message_timestamp(m, &tstype),
+             .group = ing->cfg->kafka.group,
+         });
   d->state = 0;
   rd_kafka_resp_err_t e;
   do {
@@ -291,8 +291,8 @@ static void rewind_batch(kjb_ingest *ing) {
 
 /* ---- one record ----------------------------------------------------- */
 
-static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m,
-                               const kjb_topic_cfg *t, const char *stage, const kjb_err *why) {
+static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *t,
+                               const char *stage, const kjb_err *why) {
   ing->dls = kjb_xgrow(ing->dls, &ing->capdls, ing->ndls + 1, sizeof *ing->dls);
   size_t i = ing->ndls++;
   ing->dls[i] = (dead_letter){m, t, stage, *why, 0};
@@ -304,8 +304,7 @@ static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m,
  * must be kept (its message is owned by a dead letter), 0 when the caller
  * may destroy the message, -1 on a transient failure (the partition is
  * blocked and the record will be consumed again). */
-static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *t,
-                   part_state *ps) {
+static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *t, part_state *ps) {
   rd_kafka_timestamp_type_t tstype;
   rd_kafka_headers_t *hdrs = NULL;
   if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -326,8 +325,8 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
   kjb_err err;
   int rc = kjb_record_to_jobs(ing->catalog, t, &r, ing->arena, &ing->rows, &stage, &err);
   if (rc < 0 && kjb_err_is_transient(&err)) {
-    kjb_warn("%s [%d] @%lld: %s; will retry", t->topic, (int)m->partition,
-             (long long)m->offset, err.msg);
+    kjb_warn("%s [%d] @%lld: %s; will retry", t->topic, (int)m->partition, (long long)m->offset,
+             err.msg);
     ps->blocked = 1;
     ps->retry_offset = m->offset;
     return -1;
@@ -417,9 +416,9 @@ static void reset_batch(kjb_ingest *ing) {
 static int store_batch(kjb_ingest *ing, size_t *inserted) {
   kjb_err err;
   int64_t backoff = BACKOFF_MIN_US;
-  int rc = ing->store ? kjb_store_stream_finish(ing->store, ing->rows.rows, ing->rows.n, inserted,
-                                                &err)
-                      : kjb_err_set(&err, KJB_EPG, "not connected");
+  int rc = ing->store
+               ? kjb_store_stream_finish(ing->store, ing->rows.rows, ing->rows.n, inserted, &err)
+               : kjb_err_set(&err, KJB_EPG, "not connected");
   while (rc < 0) {
     kjb_warn("could not store %zu jobs: %s; retrying in %lld ms", ing->rows.n, err.msg,
              (long long)(backoff / 1000));
@@ -429,7 +428,8 @@ static int store_batch(kjb_ingest *ing, size_t *inserted) {
       return -1;
     sleep_us(backoff);
     backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
-    ing->store = kjb_store_connect_durable(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, &err);
+    ing->store =
+        kjb_store_connect_durable(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, &err);
     rc = ing->store ? kjb_store_insert_jobs(ing->store, ing->rows.rows, ing->rows.n, inserted, &err)
                     : -1;
   }
@@ -483,14 +483,15 @@ static int flush(kjb_ingest *ing) {
   int64_t t3 = kjb_now_mono_us();
   for (size_t i = 0; i < ing->nparts; i++)
     if (ing->parts[i].records)
-      kjb_counter_add("kjb_records_consumed_total", CONSUMED_HELP, (double)ing->parts[i].records, "topic", ing->parts[i].topic->topic, NULL);
+      kjb_counter_add("kjb_records_consumed_total", CONSUMED_HELP, (double)ing->parts[i].records,
+                      "topic", ing->parts[i].topic->topic, NULL);
   for (size_t i = 0; i < ing->ndls; i++) {
     const dead_letter *d = &ing->dls[i];
     kjb_counter_add("kjb_records_dead_lettered_total",
                     "Source records sent to a dead-letter topic, by error code.", 1, "topic",
                     d->topic->topic, "reason", kjb_err_name(d->reason.code), NULL);
-    kjb_stats_dead_letter(d->topic->topic, (int)d->msg->partition, d->msg->offset,
-                          d->topic->dlq, kjb_err_name(d->reason.code), d->stage, d->reason.msg);
+    kjb_stats_dead_letter(d->topic->topic, (int)d->msg->partition, d->msg->offset, d->topic->dlq,
+                          kjb_err_name(d->reason.code), d->stage, d->reason.msg);
   }
   ing->stats.records += ing->nrecords;
   ing->stats.jobs_inserted += inserted;
@@ -564,13 +565,17 @@ static int make_producer(kjb_ingest *ing, kjb_err *err) {
   host[sizeof host - 1] = '\0';
   snprintf(txid, sizeof txid, "kjb-%s-%s-%d-%lld-%u", ing->cfg->kafka.group, host, (int)getpid(),
            (long long)(kjb_now_wall_us() / 1000), ++ing->producers);
-  const char *const producer_defaults[] = {
-      "enable.idempotence", "true",
-      "acks", "all",
-      "linger.ms", "5",
-      "transaction.timeout.ms", "10000",
-      ing->cfg->kafka.embedded ? NULL : "transactional.id", txid,
-      NULL};
+  const char *const producer_defaults[] = {"enable.idempotence",
+                                           "true",
+                                           "acks",
+                                           "all",
+                                           "linger.ms",
+                                           "5",
+                                           "transaction.timeout.ms",
+                                           "10000",
+                                           ing->cfg->kafka.embedded ? NULL : "transactional.id",
+                                           txid,
+                                           NULL};
   rd_kafka_conf_t *conf = kjb_kafka_conf(ing->cfg, producer_defaults, err);
   if (!conf)
     return -1;
@@ -612,14 +617,18 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
    * process when a member that joined but never got an assignment is
    * destroyed (librdkafka#4312: a restart while the broker is down), so
    * older versions get the eager roundrobin assignor. */
-  const char *const consumer_defaults[] = {
-      "partition.assignment.strategy",
-      rd_kafka_version() >= 0x020300ff ? "cooperative-sticky" : "roundrobin",
-      "enable.auto.commit", "false",
-      "enable.auto.offset.store", "false",
-      "auto.offset.reset", "earliest",
-      "enable.partition.eof", "false",
-      NULL};
+  const char *const consumer_defaults[] = {"partition.assignment.strategy",
+                                           rd_kafka_version() >= 0x020300ff ? "cooperative-sticky"
+                                                                            : "roundrobin",
+                                           "enable.auto.commit",
+                                           "false",
+                                           "enable.auto.offset.store",
+                                           "false",
+                                           "auto.offset.reset",
+                                           "earliest",
+                                           "enable.partition.eof",
+                                           "false",
+                                           NULL};
   rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, consumer_defaults, err);
   if (!conf)
     goto fail;
@@ -656,8 +665,7 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
   rd_kafka_topic_partition_list_t *topics =
       rd_kafka_topic_partition_list_new((int)ing->cfg->ntopics);
   for (size_t i = 0; i < ing->cfg->ntopics; i++)
-    rd_kafka_topic_partition_list_add(topics, ing->cfg->topics[i].topic,
-                                      RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, ing->cfg->topics[i].topic, RD_KAFKA_PARTITION_UA);
   rd_kafka_resp_err_t e = rd_kafka_subscribe(ing->consumer, topics);
   rd_kafka_topic_partition_list_destroy(topics);
   if (e)

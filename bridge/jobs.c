@@ -24,27 +24,39 @@ static const struct {
   const char *name;
   col_type type;
 } COLS[] = {
-    {"id", COL_INT},           {"kind", COL_TEXT},          {"queue", COL_TEXT},
-    {"priority", COL_INT},     {"state", COL_TEXT},         {"args", COL_JSON},
-    {"meta", COL_JSON},        {"attempt", COL_INT},        {"max_attempts", COL_INT},
-    {"scheduled_at", COL_TS},  {"attempted_at", COL_TS},    {"finished_at", COL_TS},
-    {"created_at", COL_TS},    {"attempted_by", COL_TEXT},  {"errors", COL_JSON},
-    {"unique_key", COL_TEXT},  {"source_topic", COL_TEXT},  {"source_partition", COL_INT},
+    {"id", COL_INT},
+    {"kind", COL_TEXT},
+    {"queue", COL_TEXT},
+    {"priority", COL_INT},
+    {"state", COL_TEXT},
+    {"args", COL_JSON},
+    {"meta", COL_JSON},
+    {"attempt", COL_INT},
+    {"max_attempts", COL_INT},
+    {"scheduled_at", COL_TS},
+    {"attempted_at", COL_TS},
+    {"finished_at", COL_TS},
+    {"created_at", COL_TS},
+    {"attempted_by", COL_TEXT},
+    {"errors", COL_JSON},
+    {"unique_key", COL_TEXT},
+    {"source_topic", COL_TEXT},
+    {"source_partition", COL_INT},
     {"source_offset", COL_INT},
 };
 enum { NCOLS = sizeof COLS / sizeof COLS[0] };
 /* After the columns: the last attempt's error, for the table. */
 enum { COL_LAST_ERROR = NCOLS };
 
-#define JOB_COLUMNS                                                                      \
-  "id, kind, queue, priority, state::text, args::text, meta::text, attempt, "            \
-  "max_attempts, " TS("scheduled_at") ", " TS("attempted_at") ", " TS("finished_at")     \
-  ", " TS("created_at") ", attempted_by, errors::text, unique_key, source_topic, "       \
-  "source_partition, source_offset, errors->-1->>'error'"
+#define JOB_COLUMNS                                                                           \
+  "id, kind, queue, priority, state::text, args::text, meta::text, attempt, "                 \
+  "max_attempts, " TS("scheduled_at") ", " TS("attempted_at") ", " TS("finished_at") ", " TS( \
+      "created_at") ", attempted_by, errors::text, unique_key, source_topic, "                \
+                    "source_partition, source_offset, errors->-1->>'error'"
 #define SELECT_JOBS "SELECT " JOB_COLUMNS " FROM jobs "
 
-#define RETRY_SET                                                                        \
-  "SET state = 'available', scheduled_at = now(), finished_at = NULL, "                  \
+#define RETRY_SET                                                       \
+  "SET state = 'available', scheduled_at = now(), finished_at = NULL, " \
   "max_attempts = GREATEST(max_attempts, attempt + 1) "
 
 #define FINAL_STATES "('completed', 'discarded', 'cancelled')"
@@ -343,14 +355,14 @@ int kjb_jobs_retry_state(kjb_store *s, const char *state, const char *kind, int6
   snprintf(batch, sizeof batch, "%d", KJB_JOBS_BATCH);
   for (;;) {
     const char *params[] = {state, kind, after, batch};
-    PGresult *r = kjb_store_query(
-        s, "could not retry jobs",
-        "WITH batch AS (SELECT id FROM jobs WHERE state = $1::job_state "
-        "AND ($2::text IS NULL OR kind = $2) AND id > $3::bigint "
-        "ORDER BY id LIMIT $4::int FOR UPDATE), "
-        "changed AS (UPDATE jobs j " RETRY_SET "FROM batch b WHERE j.id = b.id RETURNING j.id) "
-        "SELECT count(*), max(id) FROM changed",
-        4, params, err);
+    PGresult *r = kjb_store_query(s, "could not retry jobs",
+                                  "WITH batch AS (SELECT id FROM jobs WHERE state = $1::job_state "
+                                  "AND ($2::text IS NULL OR kind = $2) AND id > $3::bigint "
+                                  "ORDER BY id LIMIT $4::int FOR UPDATE), "
+                                  "changed AS (UPDATE jobs j " RETRY_SET
+                                  "FROM batch b WHERE j.id = b.id RETURNING j.id) "
+                                  "SELECT count(*), max(id) FROM changed",
+                                  4, params, err);
     if (!r)
       return -KJB_EPG;
     int64_t n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -377,9 +389,9 @@ int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_er
   /* One cutoff for all batches, so the loop ends even while executors
    * keep finishing jobs. */
   const char *params[] = {age, batch};
-  PGresult *r = kjb_store_query(
-      s, "could not prune jobs",
-      "SELECT (now() - $1::bigint * interval '1 microsecond')::text", 1, params, err);
+  PGresult *r = kjb_store_query(s, "could not prune jobs",
+                                "SELECT (now() - $1::bigint * interval '1 microsecond')::text", 1,
+                                params, err);
   if (!r)
     return -KJB_EPG;
   char cutoff[64];

@@ -80,8 +80,9 @@ static int embedded_address(const kjb_config *cfg, char *out, size_t n, kjb_err 
   json_t *j = NULL;
   const char *addr = NULL;
   if (cc != CURLE_OK) {
-    kjb_err_set(err, KJB_EIO, "kafka.brokers is \"embedded\": no kjb service answers on %s (%s): %s",
-                url.data, curl_easy_strerror(cc), hint);
+    kjb_err_set(err, KJB_EIO,
+                "kafka.brokers is \"embedded\": no kjb service answers on %s (%s): %s", url.data,
+                curl_easy_strerror(cc), hint);
   } else if (status != 200 || !(j = json_loadb(body.data, body.len, 0, NULL)) ||
              !(addr = json_string_value(json_object_get(j, "embedded_kafka")))) {
     kjb_err_set(err, KJB_EIO,
@@ -99,8 +100,7 @@ static int embedded_address(const kjb_config *cfg, char *out, size_t n, kjb_err 
   return rc;
 }
 
-rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaults,
-                                kjb_err *err) {
+rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaults, kjb_err *err) {
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set_log_cb(conf, on_log);
   char where[512];

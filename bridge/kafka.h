@@ -13,8 +13,7 @@
  * ("key", "value", ..., NULL) are set first so that kafka.properties may
  * override them. Returns NULL with err (KJB_ECONFIG) when librdkafka
  * rejects a property. */
-rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaults,
-                                kjb_err *err);
+rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaults, kjb_err *err);
 
 /* kafka.brokers = "embedded" resolves, outside `kjb run`, to the embedded
  * cluster of the service running with the same configuration (found on its

@@ -106,7 +106,9 @@ static int lower(int c) { return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c; }
 static int is_alnum(int c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
-static int is_space(int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+static int is_space(int c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 static int is_key_char(int c) { return is_alnum(c) || c == '_' || c == '.' || c == '-'; }
 
 /* Whether s[0, n) equals the lower-case word w in any case. */
@@ -219,7 +221,8 @@ static void mask_uri_passwords(pass *p) {
     if (!m)
       break;
     size_t a = (size_t)(m - s) + 3, e = a, at = n;
-    for (; e < n && s[e] != '/' && s[e] != '?' && s[e] != '#' && !is_space((unsigned char)s[e]); e++)
+    for (; e < n && s[e] != '/' && s[e] != '?' && s[e] != '#' && !is_space((unsigned char)s[e]);
+         e++)
       if (s[e] == '@')
         at = e;
     if (at < n) {
@@ -233,7 +236,8 @@ static void mask_uri_passwords(pass *p) {
 
 /* Whether s[0, n) names an HTTP authentication scheme. */
 static int auth_scheme(const char *s, size_t n) {
-  static const char *const schemes[] = {"basic", "bearer", "digest", "negotiate", "token", "apikey"};
+  static const char *const schemes[] = {"basic",     "bearer", "digest",
+                                        "negotiate", "token",  "apikey"};
   for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
     if (ieq(s, n, schemes[i]))
       return 1;

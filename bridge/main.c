@@ -65,16 +65,13 @@ static int fail(const char *cmd, const kjb_err *err) {
   switch (err->code) {
   case KJB_ECONFIG:
   case KJB_EUSAGE:
-  case KJB_ESCHEMA:
-    return EXIT_USAGE;
-  default:
-    return EXIT_OPERATIONAL;
+  case KJB_ESCHEMA: return EXIT_USAGE;
+  default: return EXIT_OPERATIONAL;
   }
 }
 
 /* One line "kjb: <cmd>: <why>" for a wrong command line; returns 2. */
-static int usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int usage_error(const char *cmd, const char *fmt, ...) {
   char msg[1024];
@@ -150,10 +147,11 @@ static int load(const char *cmd, const common_opts *o, kjb_config *cfg) {
 
 enum { OPT_LOG_FORMAT = 1000, OPT_LOG_LEVEL, OPT_SCHEMA_ID, OPT_ROLE };
 
-#define COMMON_LONG_OPTS                                                   \
+#define COMMON_LONG_OPTS                                                      \
   {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, \
-      {"log-format", required_argument, NULL, OPT_LOG_FORMAT},             \
-      {"log-level", required_argument, NULL, OPT_LOG_LEVEL}
+      {"log-format", required_argument, NULL, OPT_LOG_FORMAT}, {              \
+    "log-level", required_argument, NULL, OPT_LOG_LEVEL                       \
+  }
 
 static const char COMMON_HELP[] =
     "  -c, --config FILE     configuration file (default $KJB_CONFIG, else config/kjb.cfg)\n"
@@ -206,9 +204,8 @@ static int run_consumer(const kjb_config *cfg, kjb_catalog *cat, kjb_health_poll
              "batches; seconds polling %.1f, decoding %.1f, storing %.1f, dead letters "
              "%.1f, committing %.1f",
              (unsigned long long)st.records, (unsigned long long)st.jobs_inserted,
-             (unsigned long long)st.dead_lettered, (unsigned long long)st.batches,
-             st.poll_us / 1e6, st.process_us / 1e6, st.store_us / 1e6, st.settle_us / 1e6,
-             st.commit_us / 1e6);
+             (unsigned long long)st.dead_lettered, (unsigned long long)st.batches, st.poll_us / 1e6,
+             st.process_us / 1e6, st.store_us / 1e6, st.settle_us / 1e6, st.commit_us / 1e6);
     kjb_ingest_free(ing);
   }
   return rc;
@@ -232,9 +229,8 @@ static int start_embedded(kjb_config *cfg, kjb_embedded **out, kjb_err *err) {
 }
 
 static int cmd_run(int argc, char **argv) {
-  static const struct option opts[] = {COMMON_LONG_OPTS,
-                                       {"role", required_argument, NULL, OPT_ROLE},
-                                       {0}};
+  static const struct option opts[] = {
+      COMMON_LONG_OPTS, {"role", required_argument, NULL, OPT_ROLE}, {0}};
   common_opts o = {0};
   const char *role = "all";
   int c;
@@ -257,8 +253,7 @@ static int cmd_run(int argc, char **argv) {
       return option_error("run", c, argv);
     }
   }
-  if (strcmp(role, "all") != 0 && strcmp(role, "consumer") != 0 &&
-      strcmp(role, "executor") != 0)
+  if (strcmp(role, "all") != 0 && strcmp(role, "consumer") != 0 && strcmp(role, "executor") != 0)
     return usage_error("run", "unknown role \"%s\" (expected all, consumer or executor)", role);
   kjb_config cfg;
   int rc = load("run", &o, &cfg);
@@ -266,7 +261,8 @@ static int cmd_run(int argc, char **argv) {
     return rc;
   int consume = strcmp(role, "executor") != 0;
   /* "all" runs executors when there are handlers to run jobs with. */
-  int execute = strcmp(role, "consumer") != 0 && (cfg.nhandlers > 0 || strcmp(role, "executor") == 0);
+  int execute =
+      strcmp(role, "consumer") != 0 && (cfg.nhandlers > 0 || strcmp(role, "executor") == 0);
   if (strcmp(role, "all") == 0 && !execute)
     kjb_info("no handlers configured: running the consumer only");
   install_signals();
@@ -289,7 +285,8 @@ static int cmd_run(int argc, char **argv) {
   kjb_embedded *embedded = NULL;
   if (consume && !(cat = kjb_catalog_new(&cfg, &err)))
     rc = -1;
-  else if (execute && !(ex = kjb_executor_new(&cfg, consume ? "consumer,executor" : "executor", &err)))
+  else if (execute &&
+           !(ex = kjb_executor_new(&cfg, consume ? "consumer,executor" : "executor", &err)))
     rc = -1;
   else if (strcmp(cfg.kafka.brokers, "embedded") == 0 && start_embedded(&cfg, &embedded, &err) < 0)
     rc = -1;
@@ -374,9 +371,7 @@ out:
 /* ---- migrate -------------------------------------------------------- */
 
 static int cmd_migrate(int argc, char **argv) {
-  static const struct option opts[] = {COMMON_LONG_OPTS,
-                                       {"status", no_argument, NULL, 's'},
-                                       {0}};
+  static const struct option opts[] = {COMMON_LONG_OPTS, {"status", no_argument, NULL, 's'}, {0}};
   common_opts o = {0};
   int status = 0, c;
   while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
@@ -415,8 +410,8 @@ static int cmd_migrate(int argc, char **argv) {
     if (kjb_store_migrate(s, &applied, &err) < 0)
       rc = fail("migrate", &err);
     else
-      printf("applied %d migration%s; schema \"%s\" is current\n", applied,
-             applied == 1 ? "" : "s", cfg.postgres.schema);
+      printf("applied %d migration%s; schema \"%s\" is current\n", applied, applied == 1 ? "" : "s",
+             cfg.postgres.schema);
   }
   kjb_store_free(s);
   kjb_config_close(&cfg);
@@ -820,8 +815,8 @@ static int cmd_jobs(int argc, char **argv) {
   while (sub < sizeof jobs_subs / sizeof jobs_subs[0] && strcmp(argv[1], jobs_subs[sub].name))
     sub++;
   if (sub == sizeof jobs_subs / sizeof jobs_subs[0])
-    return usage_error("jobs", "unknown subcommand \"%s\" (expected ls, show, retry, cancel or prune)",
-                       argv[1]);
+    return usage_error(
+        "jobs", "unknown subcommand \"%s\" (expected ls, show, retry, cancel or prune)", argv[1]);
   char cmd[16];
   snprintf(cmd, sizeof cmd, "jobs %s", jobs_subs[sub].name);
   static const struct option opts[] = {COMMON_LONG_OPTS,
@@ -841,15 +836,27 @@ static int cmd_jobs(int argc, char **argv) {
     if (common_opt(c, &o))
       continue;
     switch (c) {
-    case OPT_STATE: a.f.state = optarg; given |= JOBS_STATE; break;
-    case OPT_KIND: a.f.kind = optarg; given |= JOBS_KIND; break;
+    case OPT_STATE:
+      a.f.state = optarg;
+      given |= JOBS_STATE;
+      break;
+    case OPT_KIND:
+      a.f.kind = optarg;
+      given |= JOBS_KIND;
+      break;
     case OPT_LIMIT:
       if (parse_limit(cmd, optarg, &a.f.limit))
         return EXIT_USAGE;
       given |= JOBS_LIMIT;
       break;
-    case OPT_JSON: a.f.json = 1; given |= JOBS_JSON; break;
-    case OPT_OLDER_THAN: older_than = optarg; given |= JOBS_OLDER_THAN; break;
+    case OPT_JSON:
+      a.f.json = 1;
+      given |= JOBS_JSON;
+      break;
+    case OPT_OLDER_THAN:
+      older_than = optarg;
+      given |= JOBS_OLDER_THAN;
+      break;
     case 'h': printf("%s%s", jobs_subs[sub].help, COMMON_HELP); return 0;
     default: return option_error(cmd, c, argv);
     }
@@ -913,8 +920,7 @@ static int cmd_version(int argc, char **argv) {
   printf("librdkafka %s\n", rd_kafka_version_str());
   int pq = PQlibVersion();
   printf("libpq %d.%d\n", pq / 10000, pq % 10000);
-  printf("libconfig %d.%d.%d\n", LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR,
-         LIBCONFIG_VER_REVISION);
+  printf("libconfig %d.%d.%d\n", LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR, LIBCONFIG_VER_REVISION);
   printf("jansson %s\n", jansson_version_str());
   printf("libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
   printf("libmicrohttpd %s\n", MHD_get_version());
@@ -951,7 +957,10 @@ static void command_names(char *out, size_t cap) {
   size_t n = sizeof commands / sizeof commands[0], used = 0;
   out[0] = '\0';
   for (size_t i = 0; i < n && used < cap; i++)
-    used += (size_t)snprintf(out + used, cap - used, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ",
+    used += (size_t)snprintf(out + used, cap - used, "%s%s",
+                             i == 0       ? ""
+                             : i + 1 == n ? " or "
+                                          : ", ",
                              commands[i].name);
 }
 

@@ -24,8 +24,8 @@ int kjb_map_args(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *out, kjb
   return 0;
 }
 
-int kjb_template_each(const char *tpl,
-                      int (*fn)(const char *path, size_t len, void *arg), void *arg) {
+int kjb_template_each(const char *tpl, int (*fn)(const char *path, size_t len, void *arg),
+                      void *arg) {
   for (const char *p = tpl; (p = strstr(p, "${"));) {
     const char *end = strchr(p + 2, '}');
     if (!end)
@@ -38,8 +38,7 @@ int kjb_template_each(const char *tpl,
   return 0;
 }
 
-int kjb_map_unique_key(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *out,
-                       kjb_err *err) {
+int kjb_map_unique_key(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *out, kjb_err *err) {
   const char *p = job->unique_key;
   while (*p) {
     const char *open = strstr(p, "${");
@@ -56,12 +55,11 @@ int kjb_map_unique_key(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *ou
     const kjb_value *v = kjb_value_path_n(rec, path, (size_t)n);
     if (!v)
       return kjb_err_set(err, KJB_EMISSING_FIELD,
-                         "job \"%s\": unique_key: field \"%.*s\" is missing", job->kind, n,
-                         path);
+                         "job \"%s\": unique_key: field \"%.*s\" is missing", job->kind, n, path);
     if (kjb_value_to_text(v, out) < 0)
       return kjb_err_set(err, KJB_EBAD_TEMPLATE,
-                         "job \"%s\": unique_key: field \"%.*s\" is %s, not a scalar",
-                         job->kind, n, path,
+                         "job \"%s\": unique_key: field \"%.*s\" is %s, not a scalar", job->kind, n,
+                         path,
                          v->type == KJB_V_NULL    ? "null"
                          : v->type == KJB_V_ARRAY ? "an array"
                                                   : "an object");

@@ -17,13 +17,12 @@ int kjb_map_args(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *out, kjb
  * object is KJB_EBAD_TEMPLATE, and so are an unterminated "${" and an
  * empty path (the configuration refuses both). Paths have no length
  * limit. */
-int kjb_map_unique_key(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *out,
-                       kjb_err *err);
+int kjb_map_unique_key(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *out, kjb_err *err);
 
 /* Calls fn for each ${path} in a template (path not NUL-terminated).
  * Stops and returns fn's value when it is non-zero. Returns -1 for an
  * unterminated "${". */
-int kjb_template_each(const char *tpl,
-                      int (*fn)(const char *path, size_t len, void *arg), void *arg);
+int kjb_template_each(const char *tpl, int (*fn)(const char *path, size_t len, void *arg),
+                      void *arg);
 
 #endif

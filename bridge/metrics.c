@@ -24,7 +24,7 @@ typedef struct series {
   char *labels; /* rendered: topic="orders",reason="TRUNCATED" */
   char *values[MAX_LABELS];
   int nvalues;
-  double value; /* counter, gauge; a histogram's sum */
+  double value;                  /* counter, gauge; a histogram's sum */
   uint64_t buckets[NBOUNDS + 1]; /* histogram: per bucket, the last is +Inf */
   uint64_t count;
 } series;
@@ -176,8 +176,8 @@ double kjb_counter_get(const char *name, ...) {
   return v;
 }
 
-int kjb_histogram_quantiles(const char *name, const double *q, int n, double *out,
-                            uint64_t *count, ...) {
+int kjb_histogram_quantiles(const char *name, const double *q, int n, double *out, uint64_t *count,
+                            ...) {
   kjb_buf labels;
   kjb_buf_init(&labels);
   va_list ap;

@@ -13,8 +13,7 @@
  * the first call's help is kept. One name has one type. */
 
 /* Adds v to the counter `name`. */
-void kjb_counter_add(const char *name, const char *help, double v, ...)
-    __attribute__((sentinel));
+void kjb_counter_add(const char *name, const char *help, double v, ...) __attribute__((sentinel));
 
 /* Sets the gauge `name` to v. */
 void kjb_gauge_set(const char *name, const char *help, double v, ...) __attribute__((sentinel));
@@ -30,8 +29,11 @@ void kjb_histogram_observe(const char *name, const char *help, double v, ...)
 
 /* Upper bounds of the latency histograms' buckets, in seconds: 1 ms to
  * an hour (jobs may wait out backoffs and rate limits). */
-#define KJB_LATENCY_BUCKETS \
-  {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600}
+#define KJB_LATENCY_BUCKETS                                                                        \
+  {                                                                                                \
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, \
+        3600                                                                                       \
+  }
 
 /* Current value of a counter or gauge, 0 when it was never set. The label
  * pairs are given as for kjb_counter_add. */
@@ -41,8 +43,8 @@ double kjb_counter_get(const char *name, ...) __attribute__((sentinel));
  * linear interpolation within its buckets, as Prometheus's
  * histogram_quantile does; *count receives the number of observations.
  * Returns 0, or -1 when the series has no observation (out untouched). */
-int kjb_histogram_quantiles(const char *name, const double *q, int n, double *out,
-                            uint64_t *count, ...) __attribute__((sentinel));
+int kjb_histogram_quantiles(const char *name, const double *q, int n, double *out, uint64_t *count,
+                            ...) __attribute__((sentinel));
 
 /* Appends every metric in the text exposition format, grouped by name with
  * # HELP and # TYPE lines, in the order the names were first seen. */

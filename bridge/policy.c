@@ -5,7 +5,8 @@
 #include <math.h>
 #include <string.h>
 
-int64_t kjb_backoff_us(int64_t base_us, int64_t max_us, kjb_jitter jitter, int attempt, double rnd) {
+int64_t kjb_backoff_us(int64_t base_us, int64_t max_us, kjb_jitter jitter, int attempt,
+                       double rnd) {
   /* Doubling past 2^62 overflows; the cap is reached long before. */
   int shift = attempt < 1 ? 0 : attempt - 1 > 62 ? 62 : attempt - 1;
   double d = (double)base_us * ldexp(1.0, shift);
@@ -66,14 +67,11 @@ void kjb_breaker_init(kjb_breaker *b, double failure_ratio, int min_calls, int64
   b->state = KJB_BREAKER_CLOSED;
 }
 
-static void clear_window(kjb_breaker *b) {
-  b->n = b->head = b->failures = 0;
-}
+static void clear_window(kjb_breaker *b) { b->n = b->head = b->failures = 0; }
 
 int kjb_breaker_allow(kjb_breaker *b, int want, int64_t now_us) {
   switch (b->state) {
-  case KJB_BREAKER_CLOSED:
-    return want;
+  case KJB_BREAKER_CLOSED: return want;
   case KJB_BREAKER_OPEN:
     if (now_us - b->opened_at_us < b->open_for_us || want < 1)
       return 0;
@@ -109,8 +107,7 @@ int kjb_breaker_record(kjb_breaker *b, int failed, int64_t now_us) {
       b->state = KJB_BREAKER_CLOSED;
     }
     return 1;
-  case KJB_BREAKER_CLOSED:
-    break;
+  case KJB_BREAKER_CLOSED: break;
   }
   if (b->n == b->window)
     b->failures -= b->ring[b->head];
@@ -149,8 +146,7 @@ const char *kjb_breaker_state_name(kjb_breaker_state s) {
 kjb_verdict kjb_policy_finish(kjb_handler_status status, int attempt, int max_attempts,
                               int64_t retry_after_us, const kjb_retry_cfg *retry, double rnd) {
   switch (status) {
-  case KJB_HANDLER_OK:
-    return (kjb_verdict){.kind = KJB_FINISH_COMPLETED};
+  case KJB_HANDLER_OK: return (kjb_verdict){.kind = KJB_FINISH_COMPLETED};
   case KJB_HANDLER_TRANSIENT:
     if (attempt >= max_attempts)
       return (kjb_verdict){.kind = KJB_FINISH_DISCARD, .transient = 1};
@@ -161,8 +157,7 @@ kjb_verdict kjb_policy_finish(kjb_handler_status status, int attempt, int max_at
                                            : kjb_backoff_us(retry->base_us, retry->max_us,
                                                             retry->jitter, attempt, rnd),
     };
-  case KJB_HANDLER_PERMANENT:
-    break;
+  case KJB_HANDLER_PERMANENT: break;
   }
   return (kjb_verdict){.kind = KJB_FINISH_DISCARD};
 }

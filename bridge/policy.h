@@ -48,10 +48,10 @@ typedef struct {
   int64_t open_for_us;
   kjb_breaker_state state;
   int64_t opened_at_us;
-  int probing;   /* half-open: the probe is running */
-  int n;         /* outcomes in the window */
-  int head;      /* where the next outcome goes */
-  int failures;  /* failures in the window */
+  int probing;  /* half-open: the probe is running */
+  int n;        /* outcomes in the window */
+  int head;     /* where the next outcome goes */
+  int failures; /* failures in the window */
   unsigned char ring[KJB_BREAKER_WINDOW];
 } kjb_breaker;
 
@@ -98,8 +98,8 @@ kjb_verdict kjb_policy_finish(kjb_handler_status status, int attempt, int max_at
 typedef struct {
   kjb_breaker *breaker;
   kjb_bucket *bucket;
-  double cluster_rate;     /* tokens a second; 0 without a cluster limit */
-  int claim_batch;         /* jobs per claim at most */
+  double cluster_rate; /* tokens a second; 0 without a cluster limit */
+  int claim_batch;     /* jobs per claim at most */
   int64_t poll_interval_us;
 } kjb_gate;
 

@@ -75,12 +75,12 @@ static void produce_all(rd_kafka_t *rk, const kjb_schema *schema, const kjb_buf 
     key_of(doc, o->key_path, &key);
     json_decref(doc);
     rd_kafka_resp_err_t e;
-    while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(o->topic),
-                                  RD_KAFKA_V_VALUE(rec.data, rec.len),
-                                  RD_KAFKA_V_KEY(key.len ? key.data : NULL, key.len),
-                                  RD_KAFKA_V_OPAQUE((void *)(uintptr_t)lineno),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
-           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+    while (
+        (e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(o->topic), RD_KAFKA_V_VALUE(rec.data, rec.len),
+                               RD_KAFKA_V_KEY(key.len ? key.data : NULL, key.len),
+                               RD_KAFKA_V_OPAQUE((void *)(uintptr_t)lineno),
+                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
+        RD_KAFKA_RESP_ERR__QUEUE_FULL)
       rd_kafka_poll(rk, 100);
     kjb_buf_close(&key);
     if (e) {
@@ -95,8 +95,8 @@ static void produce_all(rd_kafka_t *rk, const kjb_schema *schema, const kjb_buf 
   kjb_buf_close(&rec);
 }
 
-int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o,
-                      volatile sig_atomic_t *stop, kjb_produce_stats *st, kjb_err *err) {
+int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o, volatile sig_atomic_t *stop,
+                      kjb_produce_stats *st, kjb_err *err) {
   *st = (kjb_produce_stats){0};
   const kjb_topic_cfg *t = kjb_config_topic(cfg, o->topic);
   if (!t)
@@ -111,7 +111,7 @@ int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o,
     goto out;
   }
   static const char *const defaults[] = {"enable.idempotence", "true", "acks", "all",
-                                         "linger.ms", "20", NULL};
+                                         "linger.ms",          "20",   NULL};
   rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, defaults, err);
   if (!conf) {
     rc = -(int)err->code;

@@ -32,7 +32,7 @@ typedef struct {
  * *st, or a negative code with err when it could not start: KJB_EUSAGE
  * when the topic is not in cfg, a schema or Kafka configuration error,
  * or KJB_EKAFKA. */
-int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o,
-                      volatile sig_atomic_t *stop, kjb_produce_stats *st, kjb_err *err);
+int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o, volatile sig_atomic_t *stop,
+                      kjb_produce_stats *st, kjb_err *err);
 
 #endif

@@ -12,18 +12,18 @@
 #define RUNNABLE "state IN ('available', 'scheduled', 'retryable')"
 
 /* What a claim returns of each job, in kjb_claimed's order. */
-#define CLAIMED_COLUMNS                                                       \
+#define CLAIMED_COLUMNS                                                      \
   "j.id, j.args::text, j.attempt, j.max_attempts, "                          \
   "(extract(epoch FROM j.created_at) * 1000000)::bigint AS created_us, "     \
   "(extract(epoch FROM j.scheduled_at) * 1000000)::bigint AS scheduled_us, " \
   "(extract(epoch FROM j.attempted_at) * 1000000)::bigint AS claimed_us"
 
-#define PICK                                                                  \
+#define PICK                                                                        \
   "SELECT id FROM jobs WHERE kind = $1 AND " RUNNABLE " AND scheduled_at <= now() " \
   "ORDER BY priority, scheduled_at, id "
 
-#define TAKE                                                                  \
-  "UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, "          \
+#define TAKE                                                       \
+  "UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, " \
   "attempted_at = now(), attempted_by = $2 FROM c WHERE j.id = c.id "
 
 static const char CLAIM_SQL[] =
@@ -84,13 +84,13 @@ int kjb_queue_bucket_ensure(kjb_store *s, const char *kind, int burst, kjb_err *
   snprintf(b, sizeof b, "%d", burst);
   const char *params[] = {kind, b};
   return run(s, "could not create the rate-limit bucket",
-             "INSERT INTO rate_limits (kind, tokens) VALUES ($1, $2) ON CONFLICT (kind) DO NOTHING", 2,
-             params, err);
+             "INSERT INTO rate_limits (kind, tokens) VALUES ($1, $2) ON CONFLICT (kind) DO NOTHING",
+             2, params, err);
 }
 
 int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
-                    const kjb_queue_bucket *bucket, kjb_claimed *out, int *n,
-                    double *tokens_left, kjb_err *err) {
+                    const kjb_queue_bucket *bucket, kjb_claimed *out, int *n, double *tokens_left,
+                    kjb_err *err) {
   char maxbuf[16], burst[16], rate[32];
   snprintf(maxbuf, sizeof maxbuf, "%d", max);
   const char *params[5] = {kind, node, maxbuf, burst, rate};
@@ -132,8 +132,8 @@ static const char *const FINISH_STATE[] = {
     [KJB_FINISH_DISCARD] = "discarded",
 };
 
-int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t n,
-                     size_t *applied, kjb_err *err) {
+int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t n, size_t *applied,
+                     kjb_err *err) {
   if (applied)
     *applied = 0;
   if (n == 0)
@@ -142,9 +142,10 @@ int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t
   kjb_buf_init(&b);
   kjb_buf_putc(&b, '[');
   for (size_t i = 0; i < n; i++) {
-    kjb_buf_printf(&b, "%s{\"id\":%" PRId64 ",\"state\":\"%s\",\"retry_in\":%" PRId64 ",\"transient\":%s",
-                   i ? "," : "", f[i].id, FINISH_STATE[f[i].kind], f[i].retry_in_us,
-                   f[i].transient ? "true" : "false");
+    kjb_buf_printf(
+        &b, "%s{\"id\":%" PRId64 ",\"state\":\"%s\",\"retry_in\":%" PRId64 ",\"transient\":%s",
+        i ? "," : "", f[i].id, FINISH_STATE[f[i].kind], f[i].retry_in_us,
+        f[i].transient ? "true" : "false");
     if (f[i].error) {
       kjb_buf_puts(&b, ",\"error\":");
       kjb_buf_json_str(&b, f[i].error, strlen(f[i].error));
@@ -179,15 +180,15 @@ int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t
  * that was their last attempt, with a transient error entry whose text is
  * the format() expression `why`. `which` selects the rows, among those
  * running. The statement returns how many it changed. */
-#define GIVE_BACK(why, which)                                                                  \
-  "WITH gone AS ("                                                                            \
-  "  UPDATE jobs j SET"                                                                       \
+#define GIVE_BACK(why, which)                                                                          \
+  "WITH gone AS ("                                                                                     \
+  "  UPDATE jobs j SET"                                                                                \
   "   state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'retryable' END::job_state," \
-  "   finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,"                    \
-  "   scheduled_at = now(),"                                                                  \
-  "   errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', now()," \
-  "     'error', " why ", 'transient', true))"                                               \
-  "  WHERE j.state = 'running' AND " which " RETURNING 1)"                                    \
+  "   finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,"                             \
+  "   scheduled_at = now(),"                                                                           \
+  "   errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', now(),"    \
+  "     'error', " why ", 'transient', true))"                                                         \
+  "  WHERE j.state = 'running' AND " which " RETURNING 1)"                                             \
   " SELECT count(*) FROM gone"
 
 int kjb_queue_rescue(kjb_store *s, int64_t lease_us, int64_t *rescued, kjb_err *err) {

@@ -24,7 +24,7 @@ typedef struct {
   char *args;
   int attempt; /* this attempt, 1-based */
   int max_attempts;
-  int64_t created_us;   /* epoch microseconds */
+  int64_t created_us; /* epoch microseconds */
   int64_t scheduled_us;
   int64_t claimed_us;
 } kjb_claimed;
@@ -45,8 +45,8 @@ typedef struct {
  * more jobs than whole tokens), and *tokens_left receives what remains
  * (may be NULL). out must hold max entries; *n receives how many. */
 int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
-                    const kjb_queue_bucket *bucket, kjb_claimed *out, int *n,
-                    double *tokens_left, kjb_err *err);
+                    const kjb_queue_bucket *bucket, kjb_claimed *out, int *n, double *tokens_left,
+                    kjb_err *err);
 
 /* Creates the kind's shared bucket, full, unless it exists. */
 int kjb_queue_bucket_ensure(kjb_store *s, const char *kind, int burst, kjb_err *err);
@@ -64,8 +64,8 @@ typedef struct {
 /* Applies outcomes in one statement. Only rows still running by `node`
  * change: a job rescued or cancelled meanwhile keeps its new state.
  * *applied (may be NULL) receives how many rows changed. */
-int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t n,
-                     size_t *applied, kjb_err *err);
+int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t n, size_t *applied,
+                     kjb_err *err);
 
 /* Running jobs whose node has not heartbeated within lease_us go back to
  * retryable, due now (or to discarded when that was their last attempt),

@@ -54,8 +54,8 @@ static void record_meta(kjb_buf *b, const kjb_record *r) {
     const void *val;
     size_t len;
     int first = 1;
-    for (size_t i = 0; rd_kafka_header_get_all(r->headers, i, &name, &val, &len) ==
-                       RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (size_t i = 0;
+         rd_kafka_header_get_all(r->headers, i, &name, &val, &len) == RD_KAFKA_RESP_ERR_NO_ERROR;
          i++) {
       if (kjb_utf8_invalid_at(name, strlen(name)) >= 0 ||
           (r->skip_error_headers && kjb_dlq_is_error_header(name)))

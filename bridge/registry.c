@@ -65,25 +65,22 @@ int kjb_registry_fetch(kjb_registry *r, int32_t id, char **json, kjb_err *err) {
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   int rc = 0;
   if (cc != CURLE_OK) {
-    rc = kjb_err_set(err, KJB_EREGISTRY_UNAVAILABLE, "could not fetch schema id %d: %s",
-                     (int)id, curl_easy_strerror(cc));
+    rc = kjb_err_set(err, KJB_EREGISTRY_UNAVAILABLE, "could not fetch schema id %d: %s", (int)id,
+                     curl_easy_strerror(cc));
   } else if (status == 404) {
-    rc = kjb_err_set(err, KJB_EUNKNOWN_SCHEMA_ID, "schema id %d is not in the registry",
-                     (int)id);
+    rc = kjb_err_set(err, KJB_EUNKNOWN_SCHEMA_ID, "schema id %d is not in the registry", (int)id);
   } else if (status != 200) {
     /* 4xx other than 404 is a registry misconfiguration (auth, path):
      * retrying beats dead-lettering records that are fine. */
     rc = kjb_err_set(err, KJB_EREGISTRY_UNAVAILABLE,
-                     "could not fetch schema id %d: registry answered HTTP %ld", (int)id,
-                     status);
+                     "could not fetch schema id %d: registry answered HTTP %ld", (int)id, status);
   } else {
     json_error_t jerr;
     json_t *doc = json_loadb(body.data, body.len, 0, &jerr);
     json_t *schema = doc ? json_object_get(doc, "schema") : NULL;
     if (!json_is_string(schema))
       rc = kjb_err_set(err, KJB_EREGISTRY_UNAVAILABLE,
-                       "could not fetch schema id %d: response has no \"schema\" string",
-                       (int)id);
+                       "could not fetch schema id %d: response has no \"schema\" string", (int)id);
     else
       *json = kjb_xstrdup(json_string_value(schema));
     json_decref(doc);

@@ -64,7 +64,8 @@ static bool zone_offset(const char **s, int64_t *secs) {
     return true;
   int64_t sign = **s == '-' ? -1 : 1, h, m;
   (*s)++;
-  if (!kjb_parse_digits(s, 2, &h) || *(*s)++ != ':' || !kjb_parse_digits(s, 2, &m) || h > 23 || m > 59)
+  if (!kjb_parse_digits(s, 2, &h) || *(*s)++ != ':' || !kjb_parse_digits(s, 2, &m) || h > 23 ||
+      m > 59)
     return false;
   *secs = sign * (h * 3600 + m * 60);
   return true;
@@ -79,8 +80,8 @@ static int parse_datetime(const char *s, int64_t *out, const char **why) {
   *why = "expected YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM]";
   if (!kjb_parse_digits(&s, 4, &y) || *s++ != '-' || !kjb_parse_digits(&s, 2, &mo) || *s++ != '-' ||
       !kjb_parse_digits(&s, 2, &d) || *s++ != 'T' || !kjb_parse_digits(&s, 2, &h) || *s++ != ':' ||
-      !kjb_parse_digits(&s, 2, &mi) || *s++ != ':' || !kjb_parse_digits(&s, 2, &sec) || !fraction_ms(&s, &ms) ||
-      !zone_offset(&s, &zone) || *s)
+      !kjb_parse_digits(&s, 2, &mi) || *s++ != ':' || !kjb_parse_digits(&s, 2, &sec) ||
+      !fraction_ms(&s, &ms) || !zone_offset(&s, &zone) || *s)
     return -1;
   if (kjb_civil_to_days(y, mo, d, &days) < 0) {
     *why = "no such date";
@@ -178,8 +179,8 @@ int kjb_reset_parse(const char *text, kjb_reset_spec *out, kjb_err *err) {
                      text[shown] ? "..." : "", why);
 }
 
-int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high,
-                         int64_t committed, int64_t for_time) {
+int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high, int64_t committed,
+                         int64_t for_time) {
   int64_t t;
   switch (spec->kind) {
   case KJB_RESET_EARLIEST: t = low; break;
@@ -213,8 +214,8 @@ int kjb_replay_check_topic(const kjb_config *cfg, const char *topic, kjb_err *er
     if (strcmp(cfg->topics[i].dlq, topic) == 0)
       return 0;
   int shown = (int)kjb_utf8_prefix(topic, 200);
-  return kjb_err_set(err, KJB_EUSAGE, "\"%.*s%s\" is not the dead-letter topic of a mapping",
-                     shown, topic, topic[shown] ? "..." : "");
+  return kjb_err_set(err, KJB_EUSAGE, "\"%.*s%s\" is not the dead-letter topic of a mapping", shown,
+                     topic, topic[shown] ? "..." : "");
 }
 
 typedef struct {
@@ -309,8 +310,8 @@ static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
 static int flush(replay *r, kjb_err *err) {
   if (r->rows.n) {
     r->is_new = kjb_xgrow(r->is_new, &r->capnew, r->rows.n, sizeof *r->is_new);
-    int rc = kjb_store_insert_marked(r->store, r->rows.rows, r->rows.n, r->o->dry_run,
-                                     r->is_new, err);
+    int rc =
+        kjb_store_insert_marked(r->store, r->rows.rows, r->rows.n, r->o->dry_run, r->is_new, err);
     if (rc < 0)
       return rc;
     for (size_t i = 0; i < r->nrecs; i++) {
@@ -335,8 +336,7 @@ static int flush(replay *r, kjb_err *err) {
   rd_kafka_resp_err_t e = rd_kafka_commit(r->rk, l, 0);
   rd_kafka_topic_partition_list_destroy(l);
   if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
-    return kjb_err_set(err, KJB_EKAFKA, "could not commit replay offsets: %s",
-                       rd_kafka_err2str(e));
+    return kjb_err_set(err, KJB_EKAFKA, "could not commit replay offsets: %s", rd_kafka_err2str(e));
   return 0;
 }
 
@@ -382,8 +382,7 @@ static int plan(replay *r, kjb_err *err) {
     int64_t c = committed->elems[i].offset;
     p->end = high;
     if (r->o->reset)
-      p->start = kjb_reset_target(r->o->reset, low, high, c >= 0 ? c : -1,
-                                  times->elems[i].offset);
+      p->start = kjb_reset_target(r->o->reset, low, high, c >= 0 ? c : -1, times->elems[i].offset);
     else
       p->start = c >= 0 ? c : low;
     if (p->start < low)
@@ -440,8 +439,7 @@ static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
                        rd_kafka_err2str(e));
   long seen = 0;
   int rc = 0;
-  while (rc == 0 && !(stop && *stop) && !all_done(r) &&
-         !(r->o->limit > 0 && seen >= r->o->limit)) {
+  while (rc == 0 && !(stop && *stop) && !all_done(r) && !(r->o->limit > 0 && seen >= r->o->limit)) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 200);
     if (!m) {
       if (r->rows.n || r->nrecs)
@@ -482,11 +480,16 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
   r.arena = kjb_arena_new(1 << 20);
   char group[512];
   snprintf(group, sizeof group, "%s.replay", cfg->kafka.group);
-  const char *const defaults[] = {"group.id", o->group ? o->group : group,
-                                  "enable.auto.commit", "false",
-                                  "enable.auto.offset.store", "false",
-                                  "enable.partition.eof", "true",
-                                  "auto.offset.reset", "earliest",
+  const char *const defaults[] = {"group.id",
+                                  o->group ? o->group : group,
+                                  "enable.auto.commit",
+                                  "false",
+                                  "enable.auto.offset.store",
+                                  "false",
+                                  "enable.partition.eof",
+                                  "true",
+                                  "auto.offset.reset",
+                                  "earliest",
                                   NULL};
   char errstr[512];
   rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, defaults, err);

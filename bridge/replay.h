@@ -35,8 +35,8 @@ int kjb_reset_parse(const char *text, kjb_reset_spec *out, kjb_err *err);
  * offset (-1 for none) and, for time-based specs, the offset the broker
  * found for the time (-1 for none after it). Always within [low, high]:
  * a shift past either end stops there, without overflowing. */
-int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high,
-                         int64_t committed, int64_t for_time);
+int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high, int64_t committed,
+                         int64_t for_time);
 
 /* For time-based specs, the record timestamp (ms since the epoch) to ask
  * the broker for: to-datetime's time, or now_ms minus by-duration's
@@ -51,19 +51,19 @@ int64_t kjb_reset_time_ms(const kjb_reset_spec *spec, int64_t now_ms);
 int kjb_replay_check_topic(const kjb_config *cfg, const char *topic, kjb_err *err);
 
 typedef struct {
-  const char *topic;  /* the DLQ topic */
-  const char *group;  /* NULL: "<kafka.group>.replay" */
+  const char *topic;           /* the DLQ topic */
+  const char *group;           /* NULL: "<kafka.group>.replay" */
   const kjb_reset_spec *reset; /* NULL: start from the committed offsets */
-  int dry_run;        /* count, write nothing, commit nothing */
-  long limit;         /* stop after this many records; 0 for no limit */
-  int follow;         /* keep consuming past the end offsets */
-  FILE *log;          /* one line per record that still fails; may be NULL */
+  int dry_run;                 /* count, write nothing, commit nothing */
+  long limit;                  /* stop after this many records; 0 for no limit */
+  int follow;                  /* keep consuming past the end offsets */
+  FILE *log;                   /* one line per record that still fails; may be NULL */
 } kjb_replay_opts;
 
 typedef struct {
-  uint64_t replayed;       /* became new jobs */
-  uint64_t still_failing;  /* still cannot be decoded or mapped */
-  uint64_t already_present;/* their jobs existed already */
+  uint64_t replayed;        /* became new jobs */
+  uint64_t still_failing;   /* still cannot be decoded or mapped */
+  uint64_t already_present; /* their jobs existed already */
 } kjb_replay_stats;
 
 /* Replays opts->topic until its end offsets as of the start (or, with

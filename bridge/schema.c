@@ -47,11 +47,11 @@ static const struct {
 };
 
 static const char *const type_names[] = {
-    [KJB_S_NULL] = "null",     [KJB_S_BOOLEAN] = "boolean", [KJB_S_INT] = "int",
-    [KJB_S_LONG] = "long",     [KJB_S_FLOAT] = "float",     [KJB_S_DOUBLE] = "double",
-    [KJB_S_BYTES] = "bytes",   [KJB_S_STRING] = "string",   [KJB_S_RECORD] = "record",
-    [KJB_S_ENUM] = "enum",     [KJB_S_ARRAY] = "array",     [KJB_S_MAP] = "map",
-    [KJB_S_UNION] = "union",   [KJB_S_FIXED] = "fixed",
+    [KJB_S_NULL] = "null",   [KJB_S_BOOLEAN] = "boolean", [KJB_S_INT] = "int",
+    [KJB_S_LONG] = "long",   [KJB_S_FLOAT] = "float",     [KJB_S_DOUBLE] = "double",
+    [KJB_S_BYTES] = "bytes", [KJB_S_STRING] = "string",   [KJB_S_RECORD] = "record",
+    [KJB_S_ENUM] = "enum",   [KJB_S_ARRAY] = "array",     [KJB_S_MAP] = "map",
+    [KJB_S_UNION] = "union", [KJB_S_FIXED] = "fixed",
 };
 
 const char *kjb_avro_json_kind(const json_t *j) {
@@ -78,8 +78,8 @@ size_t kjb_avro_path_push(kjb_avro_path *p, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(seg, sizeof seg, fmt, ap);
   va_end(ap);
-  int n = snprintf(p->text + old, sizeof p->text - old, "%s%s",
-                   old && seg[0] != '[' ? "." : "", seg);
+  int n =
+      snprintf(p->text + old, sizeof p->text - old, "%s%s", old && seg[0] != '[' ? "." : "", seg);
   if (n > 0)
     p->len = old + (size_t)n < sizeof p->text ? old + (size_t)n : sizeof p->text - 1;
   return old;
@@ -252,8 +252,8 @@ static int compile(compiler *c, json_t *j, const char *ns, kjb_snode **out);
 
 /* Reads the optional "aliases" of a named type (made full relative to the
  * type's namespace) or of a field (kept as written, ns NULL). */
-static int compile_aliases(compiler *c, json_t *obj, const char *ns, char ***out,
-                           size_t *nout, const char *what) {
+static int compile_aliases(compiler *c, json_t *obj, const char *ns, char ***out, size_t *nout,
+                           const char *what) {
   json_t *a = json_object_get(obj, "aliases");
   *out = NULL;
   *nout = 0;
@@ -276,8 +276,8 @@ static int compile_aliases(compiler *c, json_t *obj, const char *ns, char ***out
 /* Creates a named node: full name from "name" and "namespace" or the
  * enclosing namespace, registered before its body compiles so that the
  * body may refer to it. *own_ns is the namespace its children inherit. */
-static int named_node(compiler *c, json_t *j, kjb_stype t, const char *ns,
-                      kjb_snode **out, char **own_ns) {
+static int named_node(compiler *c, json_t *j, kjb_stype t, const char *ns, kjb_snode **out,
+                      char **own_ns) {
   const char *name = json_string_value(json_object_get(j, "name"));
   if (!name || !*name)
     return kjb_err_set(c->err, KJB_ESCHEMA, "%s without a name", type_names[t]);
@@ -310,16 +310,15 @@ static int compile_record(compiler *c, json_t *j, const char *ns, kjb_snode **ou
     return rc;
   json_t *fields = json_object_get(j, "fields");
   if (!json_is_array(fields))
-    return kjb_err_set(c->err, KJB_ESCHEMA, "record \"%s\": fields must be an array",
-                       n->fullname);
+    return kjb_err_set(c->err, KJB_ESCHEMA, "record \"%s\": fields must be an array", n->fullname);
   n->nfields = json_array_size(fields);
   n->fields = zalloc(c, n->nfields * sizeof *n->fields);
   for (size_t i = 0; i < n->nfields; i++) {
     json_t *jf = json_array_get(fields, i);
     const char *fname = json_string_value(json_object_get(jf, "name"));
     if (!fname)
-      return kjb_err_set(c->err, KJB_ESCHEMA, "record \"%s\": field %zu has no name",
-                         n->fullname, i);
+      return kjb_err_set(c->err, KJB_ESCHEMA, "record \"%s\": field %zu has no name", n->fullname,
+                         i);
     for (size_t k = 0; k < i; k++)
       if (strcmp(n->fields[k].name, fname) == 0)
         return kjb_err_set(c->err, KJB_ESCHEMA, "record \"%s\": field \"%s\" is defined twice",
@@ -352,15 +351,13 @@ static int compile_enum(compiler *c, json_t *j, const char *ns, kjb_snode **out)
     return rc;
   json_t *syms = json_object_get(j, "symbols");
   if (!json_is_array(syms))
-    return kjb_err_set(c->err, KJB_ESCHEMA, "enum \"%s\": symbols must be an array",
-                       n->fullname);
+    return kjb_err_set(c->err, KJB_ESCHEMA, "enum \"%s\": symbols must be an array", n->fullname);
   n->nsymbols = json_array_size(syms);
   n->symbols = zalloc(c, n->nsymbols * sizeof *n->symbols);
   for (size_t i = 0; i < n->nsymbols; i++) {
     const char *s = json_string_value(json_array_get(syms, i));
     if (!s)
-      return kjb_err_set(c->err, KJB_ESCHEMA, "enum \"%s\": symbols must be strings",
-                         n->fullname);
+      return kjb_err_set(c->err, KJB_ESCHEMA, "enum \"%s\": symbols must be strings", n->fullname);
     for (size_t k = 0; k < i; k++)
       if (strcmp(n->symbols[k], s) == 0)
         return kjb_err_set(c->err, KJB_ESCHEMA, "enum \"%s\": symbol \"%s\" appears twice",
@@ -522,9 +519,7 @@ static void canonical(const kjb_snode *n, kjb_buf *b, const kjb_snode ***seen, s
     }
     kjb_buf_puts(b, "]}");
     break;
-  case KJB_S_FIXED:
-    kjb_buf_printf(b, ",\"size\":%zu}", n->fixed_size);
-    break;
+  case KJB_S_FIXED: kjb_buf_printf(b, ",\"size\":%zu}", n->fixed_size); break;
   case KJB_S_ARRAY:
   case KJB_S_MAP:
     kjb_buf_puts(b, n->type == KJB_S_ARRAY ? "{\"type\":\"array\",\"items\":"
@@ -541,8 +536,7 @@ static void canonical(const kjb_snode *n, kjb_buf *b, const kjb_snode ***seen, s
     }
     kjb_buf_putc(b, ']');
     break;
-  default:
-    kjb_buf_printf(b, "\"%s\"", type_names[n->type]);
+  default: kjb_buf_printf(b, "\"%s\"", type_names[n->type]);
   }
 }
 
@@ -579,8 +573,8 @@ kjb_schema *kjb_schema_parse(const char *json, size_t len, kjb_err *err) {
   json_error_t jerr;
   json_t *root = json_loadb(json, len, JSON_DECODE_ANY, &jerr);
   if (!root) {
-    kjb_err_set(err, KJB_ESCHEMA, "invalid json at line %d column %d: %s", jerr.line,
-                jerr.column, jerr.text);
+    kjb_err_set(err, KJB_ESCHEMA, "invalid json at line %d column %d: %s", jerr.line, jerr.column,
+                jerr.text);
     return NULL;
   }
   kjb_schema *s = kjb_xcalloc(1, sizeof *s);
@@ -591,8 +585,7 @@ kjb_schema *kjb_schema_parse(const char *json, size_t len, kjb_err *err) {
     pending_default *d = &c.defaults[i];
     rc = kjb_avro_default_value(d->field->type, d->json, s->arena, &d->field->default_value, err);
     if (rc)
-      kjb_err_prefix(err, "record \"%s\" field \"%s\": invalid default", d->record,
-                     d->field->name);
+      kjb_err_prefix(err, "record \"%s\" field \"%s\": invalid default", d->record, d->field->name);
   }
   free(c.named);
   free(c.defaults);

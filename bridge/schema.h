@@ -13,15 +13,34 @@
 #include "value.h"
 
 typedef enum {
-  KJB_S_NULL, KJB_S_BOOLEAN, KJB_S_INT, KJB_S_LONG, KJB_S_FLOAT, KJB_S_DOUBLE,
-  KJB_S_BYTES, KJB_S_STRING, KJB_S_RECORD, KJB_S_ENUM, KJB_S_ARRAY, KJB_S_MAP,
-  KJB_S_UNION, KJB_S_FIXED
+  KJB_S_NULL,
+  KJB_S_BOOLEAN,
+  KJB_S_INT,
+  KJB_S_LONG,
+  KJB_S_FLOAT,
+  KJB_S_DOUBLE,
+  KJB_S_BYTES,
+  KJB_S_STRING,
+  KJB_S_RECORD,
+  KJB_S_ENUM,
+  KJB_S_ARRAY,
+  KJB_S_MAP,
+  KJB_S_UNION,
+  KJB_S_FIXED
 } kjb_stype;
 
 typedef enum {
-  KJB_L_NONE, KJB_L_DECIMAL, KJB_L_UUID, KJB_L_DATE, KJB_L_TIME_MILLIS,
-  KJB_L_TIME_MICROS, KJB_L_TIMESTAMP_MILLIS, KJB_L_TIMESTAMP_MICROS,
-  KJB_L_LOCAL_TIMESTAMP_MILLIS, KJB_L_LOCAL_TIMESTAMP_MICROS, KJB_L_DURATION
+  KJB_L_NONE,
+  KJB_L_DECIMAL,
+  KJB_L_UUID,
+  KJB_L_DATE,
+  KJB_L_TIME_MILLIS,
+  KJB_L_TIME_MICROS,
+  KJB_L_TIMESTAMP_MILLIS,
+  KJB_L_TIMESTAMP_MICROS,
+  KJB_L_LOCAL_TIMESTAMP_MILLIS,
+  KJB_L_LOCAL_TIMESTAMP_MICROS,
+  KJB_L_DURATION
 } kjb_logical;
 
 typedef struct kjb_snode kjb_snode;
@@ -36,19 +55,19 @@ typedef struct {
 
 struct kjb_snode {
   kjb_stype type;
-  kjb_logical logical;   /* KJB_L_NONE when absent or not valid here */
-  int precision, scale;  /* decimal */
-  char *fullname;        /* named types: record, enum, fixed */
-  char **aliases;        /* named types, full names */
+  kjb_logical logical;  /* KJB_L_NONE when absent or not valid here */
+  int precision, scale; /* decimal */
+  char *fullname;       /* named types: record, enum, fixed */
+  char **aliases;       /* named types, full names */
   size_t naliases;
-  kjb_sfield *fields;    /* record */
+  kjb_sfield *fields; /* record */
   size_t nfields;
-  char **symbols;        /* enum */
+  char **symbols; /* enum */
   size_t nsymbols;
-  int enum_default;      /* index into symbols, -1 when none */
-  size_t fixed_size;     /* fixed */
-  kjb_snode *items;      /* array items, map values */
-  kjb_snode **branches;  /* union */
+  int enum_default;     /* index into symbols, -1 when none */
+  size_t fixed_size;    /* fixed */
+  kjb_snode *items;     /* array items, map values */
+  kjb_snode **branches; /* union */
   size_t nbranches;
 };
 
@@ -85,8 +104,7 @@ int kjb_schema_check_path(const kjb_schema *s, const char *path, kjb_err *err);
  * into both schemas: free it before them. */
 typedef struct kjb_resolver kjb_resolver;
 
-kjb_resolver *kjb_resolver_new(const kjb_schema *writer, const kjb_schema *reader,
-                               kjb_err *err);
+kjb_resolver *kjb_resolver_new(const kjb_schema *writer, const kjb_schema *reader, kjb_err *err);
 void kjb_resolver_free(kjb_resolver *r);
 
 /* Decodes one Avro binary datum written with r's writer schema into
@@ -99,8 +117,8 @@ void kjb_resolver_free(kjb_resolver *r);
  * field path, e.g. `field "customer.email": invalid utf-8 at byte 17`.
  * A claimed length larger than the bytes left is KJB_EBAD_LENGTH and
  * allocates nothing. */
-int kjb_avro_decode(const kjb_resolver *r, const uint8_t *buf, size_t len,
-                    kjb_arena *arena, kjb_value **out, kjb_err *err);
+int kjb_avro_decode(const kjb_resolver *r, const uint8_t *buf, size_t len, kjb_arena *arena,
+                    kjb_value **out, kjb_err *err);
 
 /* Encodes a JSON value (jansson) with schema s into Avro binary using
  * avro-c, appending to out. Accepts natural JSON: logical types either
@@ -109,7 +127,6 @@ int kjb_avro_decode(const kjb_resolver *r, const uint8_t *buf, size_t len,
  * branch that accepts it) or as {"type": value}. Missing record fields
  * take their defaults. Errors: KJB_EBAD_JSON with the field path. */
 struct json_t;
-int kjb_avro_encode(const kjb_schema *s, const struct json_t *json, kjb_buf *out,
-                    kjb_err *err);
+int kjb_avro_encode(const kjb_schema *s, const struct json_t *json, kjb_buf *out, kjb_err *err);
 
 #endif

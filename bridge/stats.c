@@ -13,7 +13,7 @@
 #include "store.h"
 #include "util.h"
 
-static const char *const STATES[] = {"available", "scheduled", "running", "retryable",
+static const char *const STATES[] = {"available", "scheduled", "running",  "retryable",
                                      "completed", "discarded", "cancelled"};
 #define NSTATES (sizeof STATES / sizeof STATES[0])
 
@@ -22,8 +22,8 @@ struct kjb_stats {
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  int quit;          /* under mu */
-  json_t *jobs;      /* under mu */
+  int quit;     /* under mu */
+  json_t *jobs; /* under mu */
   json_t *counted_at;
   json_t *nodes;
 };
@@ -55,8 +55,8 @@ static json_t *count_jobs(kjb_stats *st, kjb_store *db, kjb_err *err) {
     const char *kind = PQgetvalue(res, i, 0), *state = PQgetvalue(res, i, 1);
     long long n = strtoll(PQgetvalue(res, i, 2), NULL, 10);
     set_gauge(kind, state, (double)n);
-    json_array_append_new(arr, json_pack("{s:s, s:s, s:I}", "kind", kind, "state", state,
-                                         "count", (json_int_t)n));
+    json_array_append_new(
+        arr, json_pack("{s:s, s:s, s:I}", "kind", kind, "state", state, "count", (json_int_t)n));
   }
   PQclear(res);
   return arr;
@@ -66,25 +66,24 @@ static json_t *read_nodes(kjb_stats *st, kjb_store *db, kjb_err *err) {
   char lease[32];
   snprintf(lease, sizeof lease, "%lld", (long long)(st->cfg->executor.lease_us / 1000));
   const char *params[] = {lease};
-  PGresult *res = kjb_store_query(
-      db, "read nodes",
-      "SELECT name, host, pid, roles, version,"
-      " (extract(epoch FROM started_at) * 1000000)::bigint,"
-      " (extract(epoch FROM heartbeat_at) * 1000000)::bigint,"
-      " heartbeat_at > now() - $1::bigint * interval '1 millisecond'"
-      " FROM nodes ORDER BY name",
-      1, params, err);
+  PGresult *res = kjb_store_query(db, "read nodes",
+                                  "SELECT name, host, pid, roles, version,"
+                                  " (extract(epoch FROM started_at) * 1000000)::bigint,"
+                                  " (extract(epoch FROM heartbeat_at) * 1000000)::bigint,"
+                                  " heartbeat_at > now() - $1::bigint * interval '1 millisecond'"
+                                  " FROM nodes ORDER BY name",
+                                  1, params, err);
   if (!res)
     return NULL;
   json_t *arr = json_array();
   for (int i = 0; i < PQntuples(res); i++)
     json_array_append_new(
         arr, json_pack("{s:s, s:s, s:i, s:s, s:s, s:o, s:o, s:b}", "name", PQgetvalue(res, i, 0),
-                       "host", PQgetvalue(res, i, 1), "pid", atoi(PQgetvalue(res, i, 2)),
-                       "roles", PQgetvalue(res, i, 3), "version", PQgetvalue(res, i, 4),
-                       "started_at", kjb_json_rfc3339(strtoll(PQgetvalue(res, i, 5), NULL, 10)),
-                       "heartbeat_at", kjb_json_rfc3339(strtoll(PQgetvalue(res, i, 6), NULL, 10)),
-                       "alive", PQgetvalue(res, i, 7)[0] == 't'));
+                       "host", PQgetvalue(res, i, 1), "pid", atoi(PQgetvalue(res, i, 2)), "roles",
+                       PQgetvalue(res, i, 3), "version", PQgetvalue(res, i, 4), "started_at",
+                       kjb_json_rfc3339(strtoll(PQgetvalue(res, i, 5), NULL, 10)), "heartbeat_at",
+                       kjb_json_rfc3339(strtoll(PQgetvalue(res, i, 6), NULL, 10)), "alive",
+                       PQgetvalue(res, i, 7)[0] == 't'));
   PQclear(res);
   return arr;
 }
@@ -193,11 +192,11 @@ void kjb_stats_dead_letter(const char *topic, int partition, int64_t offset, con
                            const char *reason, const char *stage, const char *message) {
   /* Messages may quote record bytes: keep the valid UTF-8 prefix. */
   long bad = kjb_utf8_invalid_at(message, strlen(message));
-  json_t *d = json_pack("{s:o, s:s, s:i, s:I, s:s, s:s, s:s, s:s%}", "at",
-                        kjb_json_rfc3339(kjb_now_wall_us()), "topic", topic, "partition", partition,
-                        "offset", (json_int_t)offset, "dlq_topic", dlq_topic, "reason", reason,
-                        "stage", stage, "message", message,
-                        bad < 0 ? strlen(message) : (size_t)bad);
+  json_t *d =
+      json_pack("{s:o, s:s, s:i, s:I, s:s, s:s, s:s, s:s%}", "at",
+                kjb_json_rfc3339(kjb_now_wall_us()), "topic", topic, "partition", partition,
+                "offset", (json_int_t)offset, "dlq_topic", dlq_topic, "reason", reason, "stage",
+                stage, "message", message, bad < 0 ? strlen(message) : (size_t)bad);
   if (!d)
     return;
   pthread_mutex_lock(&ring_mu);

@@ -26,13 +26,12 @@ struct kjb_store {
   int have_incoming; /* the session's staging tables exist */
   int have_marked;
   enum { STREAM_IDLE, STREAM_OPEN, STREAM_BROKEN } stream;
-  size_t streamed;   /* rows sent in the open stream */
+  size_t streamed; /* rows sent in the open stream */
   kjb_err stream_err;
 };
 
-static const char JOB_COLUMNS[] =
-    "kind, queue, priority, max_attempts, args, meta, unique_key, "
-    "source_topic, source_partition, source_offset";
+static const char JOB_COLUMNS[] = "kind, queue, priority, max_attempts, args, meta, unique_key, "
+                                  "source_topic, source_partition, source_offset";
 
 /* libpq's messages end with a newline and may span lines; keep the first
  * line, which carries the reason. */
@@ -103,9 +102,9 @@ kjb_store *kjb_store_connect(const char *conninfo, const char *schema, kjb_err *
    * hang a connection for the kernel's two hours: TCP keepalives and a
    * user timeout notice within about half a minute. They come first, so
    * that the conninfo's own settings win. */
-  static const char *const keys[] = {"connect_timeout",    "keepalives",     "keepalives_idle",
-                                     "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-                                     "dbname",             NULL};
+  static const char *const keys[] = {
+      "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
+      "keepalives_count", "tcp_user_timeout", "dbname",          NULL};
   const char *const values[] = {"10", "1", "10", "5", "3", "30000", conninfo, NULL};
   PGconn *conn = PQconnectdbParams(keys, values, 1);
   if (PQstatus(conn) != CONNECTION_OK) {
@@ -216,8 +215,7 @@ int kjb_store_migrate(kjb_store *s, int *applied, kjb_err *err) {
     rc = exec(s, m->sql, err);
     if (rc == 0) {
       const char *params[1] = {m->name};
-      PGresult *res = PQexecParams(s->conn,
-                                   "INSERT INTO schema_migrations (version) VALUES ($1)",
+      PGresult *res = PQexecParams(s->conn, "INSERT INTO schema_migrations (version) VALUES ($1)",
                                    1, NULL, params, NULL, NULL, 0);
       if (PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = result_error(s, res, "could not record migration", err);
@@ -300,21 +298,21 @@ static void copy_row_idx(kjb_buf *b, const kjb_job_row *r, long idx);
 static void copy_row(kjb_buf *b, const kjb_job_row *r) { copy_row_idx(b, r, -1); }
 
 static void copy_row_idx(kjb_buf *b, const kjb_job_row *r, long idx) {
-    copy_field(b, r->kind);
-    kjb_buf_putc(b, '\t');
-    copy_field(b, r->queue);
-    kjb_buf_printf(b, "\t%d\t%d\t", r->priority, r->max_attempts);
-    copy_field(b, r->args_json);
-    kjb_buf_putc(b, '\t');
-    copy_field(b, r->meta_json);
-    kjb_buf_putc(b, '\t');
-    copy_field(b, r->unique_key);
-    kjb_buf_putc(b, '\t');
-    copy_field(b, r->source_topic);
-    kjb_buf_printf(b, "\t%d\t%lld", (int)r->source_partition, (long long)r->source_offset);
-    if (idx >= 0)
-      kjb_buf_printf(b, "\t%ld", idx);
-    kjb_buf_putc(b, '\n');
+  copy_field(b, r->kind);
+  kjb_buf_putc(b, '\t');
+  copy_field(b, r->queue);
+  kjb_buf_printf(b, "\t%d\t%d\t", r->priority, r->max_attempts);
+  copy_field(b, r->args_json);
+  kjb_buf_putc(b, '\t');
+  copy_field(b, r->meta_json);
+  kjb_buf_putc(b, '\t');
+  copy_field(b, r->unique_key);
+  kjb_buf_putc(b, '\t');
+  copy_field(b, r->source_topic);
+  kjb_buf_printf(b, "\t%d\t%lld", (int)r->source_partition, (long long)r->source_offset);
+  if (idx >= 0)
+    kjb_buf_printf(b, "\t%ld", idx);
+  kjb_buf_putc(b, '\n');
 }
 
 static void copy_rows(kjb_buf *b, const kjb_job_row *rows, size_t n) {
@@ -338,8 +336,7 @@ static int copy_start(kjb_store *s, const char *table, kjb_err *err) {
 }
 
 static int copy_send(kjb_store *s, kjb_err *err) {
-  if (s->copybuf.len &&
-      PQputCopyData(s->conn, s->copybuf.data, (int)s->copybuf.len) != 1)
+  if (s->copybuf.len && PQputCopyData(s->conn, s->copybuf.data, (int)s->copybuf.len) != 1)
     return pg_error(err, KJB_EPG, "could not send copy data", PQerrorMessage(s->conn));
   kjb_buf_reset(&s->copybuf);
   return 0;
@@ -511,14 +508,13 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
   if (rc == 0)
     rc = exec(s, "ANALYZE pg_temp.kjb_marked", err);
   if (rc == 0) {
-    PGresult *res = PQexec(
-        s->conn, "SELECT m.row_idx FROM pg_temp.kjb_marked m"
-                 " WHERE NOT EXISTS (SELECT 1 FROM jobs j"
-                 "   WHERE j.source_topic = m.source_topic"
-                 "   AND j.source_partition = m.source_partition"
-                 "   AND j.source_offset = m.source_offset AND j.kind = m.kind)"
-                 " AND (m.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs j"
-                 "   WHERE j.kind = m.kind AND j.unique_key = m.unique_key))");
+    PGresult *res = PQexec(s->conn, "SELECT m.row_idx FROM pg_temp.kjb_marked m"
+                                    " WHERE NOT EXISTS (SELECT 1 FROM jobs j"
+                                    "   WHERE j.source_topic = m.source_topic"
+                                    "   AND j.source_partition = m.source_partition"
+                                    "   AND j.source_offset = m.source_offset AND j.kind = m.kind)"
+                                    " AND (m.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs j"
+                                    "   WHERE j.kind = m.kind AND j.unique_key = m.unique_key))");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
       rc = result_error(s, res, "could not check stored jobs", err);
     } else {
@@ -572,8 +568,8 @@ void kjb_store_stream_row(kjb_store *s, const kjb_job_row *row) {
     stream_fail(s, &err);
 }
 
-int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n,
-                            size_t *inserted, kjb_err *err) {
+int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n, size_t *inserted,
+                            kjb_err *err) {
   *inserted = 0;
   int state = s->stream;
   s->stream = STREAM_IDLE;
@@ -594,8 +590,8 @@ int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n,
   return finish_fast_path(s, rc, rows, n, inserted, err);
 }
 
-int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n,
-                          size_t *inserted, kjb_err *err) {
+int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n, size_t *inserted,
+                          kjb_err *err) {
   *inserted = 0;
   if (n == 0)
     return 0;

@@ -62,8 +62,8 @@ typedef struct {
  * kind already exist, or whose (kind, unique_key) is taken, inserts
  * nothing; *inserted counts the rows that were new. Either all of the
  * batch is committed or none (err set; KJB_EPG is transient). */
-int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n,
-                          size_t *inserted, kjb_err *err);
+int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n, size_t *inserted,
+                          kjb_err *err);
 
 /* Inserts rows like kjb_store_insert_jobs and sets is_new[i] to whether
  * rows[i] was new: no stored job had its source coordinates and kind, nor
@@ -83,8 +83,8 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
  * violation) can be redone through the staging path. On error nothing is
  * committed and the caller may retry with kjb_store_insert_jobs. */
 void kjb_store_stream_row(kjb_store *s, const kjb_job_row *row);
-int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n,
-                            size_t *inserted, kjb_err *err);
+int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n, size_t *inserted,
+                            kjb_err *err);
 
 /* The help text of kjb_jobs_inserted_total, which the store counts. */
 #define KJB_INSERTED_HELP "Jobs inserted, by kind."

@@ -258,8 +258,7 @@ void kjb_buf_json_str(kjb_buf *b, const char *s, size_t n) {
 }
 
 void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n) {
-  static const char tbl[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   kjb_buf_reserve(b, (n + 2) / 3 * 4);
   char *o = b->data + b->len;
   size_t i = 0;
@@ -460,8 +459,7 @@ int kjb_hostport_parse(const char *s, bool need_port, char *host, size_t hostcap
   }
   if (!end || (need_port && !p))
     return kjb_err_set(err, KJB_ECONFIG, "expected %s, got \"%s\"",
-                       need_port ? "host:port or [ipv6]:port" : "host[:port] or [ipv6][:port]",
-                       s),
+                       need_port ? "host:port or [ipv6]:port" : "host[:port] or [ipv6][:port]", s),
            -1;
   size_t n = (size_t)(end - h);
   if (n >= hostcap || !(v6 ? is_ipv6(h, n) : is_host(h, n)))
@@ -492,8 +490,7 @@ int kjb_duration_parse(const char *s, int64_t *out_us) {
   static const struct {
     const char *unit;
     double us;
-  } units[] = {{"us", 1}, {"ms", 1e3}, {"s", 1e6}, {"m", 60e6},
-               {"h", 3600e6}, {"d", 86400e6}};
+  } units[] = {{"us", 1}, {"ms", 1e3}, {"s", 1e6}, {"m", 60e6}, {"h", 3600e6}, {"d", 86400e6}};
   /* Digits, an optional fraction, a unit: what strtod alone would also
    * take (hex, exponents, "inf", leading zeros) is refused first. */
   if (!s || !isdigit((unsigned char)*s) || (s[0] == '0' && isdigit((unsigned char)s[1])))
@@ -564,8 +561,8 @@ void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits) {
   int64_t y;
   unsigned m, d;
   kjb_civil_from_days(days, &y, &m, &d);
-  kjb_buf_printf(b, "%04lld-%02u-%02uT%02d:%02d:%02d", (long long)y, m, d,
-                 (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60));
+  kjb_buf_printf(b, "%04lld-%02u-%02uT%02d:%02d:%02d", (long long)y, m, d, (int)(rem / 3600),
+                 (int)(rem / 60 % 60), (int)(rem % 60));
   if (frac_digits == 6)
     kjb_buf_printf(b, ".%06lldZ", (long long)frac);
   else

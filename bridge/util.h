@@ -61,8 +61,7 @@ void kjb_buf_reserve(kjb_buf *b, size_t extra);
 void kjb_buf_append(kjb_buf *b, const void *p, size_t n);
 void kjb_buf_puts(kjb_buf *b, const char *s);
 void kjb_buf_putc(kjb_buf *b, char c);
-void kjb_buf_printf(kjb_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void kjb_buf_printf(kjb_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as a JSON string literal, quotes included. s must be valid
  * UTF-8; control characters are escaped. */
 void kjb_buf_json_str(kjb_buf *b, const char *s, size_t n);

@@ -56,22 +56,12 @@ static void put_real(kjb_buf *out, double d, int is_float) {
 
 void kjb_value_to_json(const kjb_value *v, kjb_buf *out) {
   switch (v->type) {
-  case KJB_V_NULL:
-    kjb_buf_puts(out, "null");
-    break;
-  case KJB_V_BOOL:
-    kjb_buf_puts(out, v->u.b ? "true" : "false");
-    break;
-  case KJB_V_INT:
-    put_int(out, v->u.i);
-    break;
+  case KJB_V_NULL: kjb_buf_puts(out, "null"); break;
+  case KJB_V_BOOL: kjb_buf_puts(out, v->u.b ? "true" : "false"); break;
+  case KJB_V_INT: put_int(out, v->u.i); break;
   case KJB_V_FLOAT:
-  case KJB_V_DOUBLE:
-    put_real(out, v->u.d, v->type == KJB_V_FLOAT);
-    break;
-  case KJB_V_STRING:
-    kjb_buf_json_str(out, v->u.s.ptr, v->u.s.len);
-    break;
+  case KJB_V_DOUBLE: put_real(out, v->u.d, v->type == KJB_V_FLOAT); break;
+  case KJB_V_STRING: kjb_buf_json_str(out, v->u.s.ptr, v->u.s.len); break;
   case KJB_V_ARRAY:
     kjb_buf_putc(out, '[');
     for (size_t i = 0; i < v->u.arr.n; i++) {
@@ -124,9 +114,7 @@ const kjb_value *kjb_value_path_n(const kjb_value *v, const char *path, size_t l
 
 int kjb_value_to_text(const kjb_value *v, kjb_buf *out) {
   switch (v->type) {
-  case KJB_V_STRING:
-    kjb_buf_append(out, v->u.s.ptr, v->u.s.len);
-    return 0;
+  case KJB_V_STRING: kjb_buf_append(out, v->u.s.ptr, v->u.s.len); return 0;
   case KJB_V_BOOL:
   case KJB_V_INT:
   case KJB_V_FLOAT:
@@ -139,7 +127,6 @@ int kjb_value_to_text(const kjb_value *v, kjb_buf *out) {
     }
     kjb_value_to_json(v, out);
     return 0;
-  default:
-    return -1;
+  default: return -1;
   }
 }

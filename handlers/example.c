@@ -35,9 +35,9 @@ typedef struct {
 } example_state;
 
 static int example_init(const char *kind, void **state, char *errbuf, size_t errlen) {
-  if (strlen(kind) >= sizeof ((example_state *)0)->kind) {
+  if (strlen(kind) >= sizeof((example_state *)0)->kind) {
     snprintf(errbuf, errlen, "kind \"%.20s...\" is longer than %zu bytes", kind,
-             sizeof ((example_state *)0)->kind - 1);
+             sizeof((example_state *)0)->kind - 1);
     return -1;
   }
   example_state *s = calloc(1, sizeof *s);

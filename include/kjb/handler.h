@@ -31,13 +31,13 @@ typedef enum {
 /* One attempt of one job. Everything is borrowed for the duration of
  * perform only. */
 typedef struct {
-  int64_t id;              /* kjb.jobs.id */
+  int64_t id; /* kjb.jobs.id */
   const char *kind;
-  int attempt;             /* 1 for the first attempt */
+  int attempt; /* 1 for the first attempt */
   int max_attempts;
-  const char *args_json;   /* the job's args, a JSON value, NUL-terminated */
+  const char *args_json; /* the job's args, a JSON value, NUL-terminated */
   size_t args_len;
-  int64_t deadline_us;     /* CLOCK_MONOTONIC microseconds: give up by then */
+  int64_t deadline_us; /* CLOCK_MONOTONIC microseconds: give up by then */
   /* Becomes non-zero when kjb wants the attempt to end early (shutdown);
    * long-running handlers should poll it, with kjb_handler_cancelled(). */
   const volatile int *cancelled;

@@ -147,11 +147,11 @@ static rd_kafka_t *new_client(rd_kafka_type_t type, rd_kafka_conf_t *conf) {
 
 typedef struct {
   int32_t partition;
-  int64_t offset;       /* -1 until the broker acknowledged it */
+  int64_t offset; /* -1 until the broker acknowledged it */
   int bad;
-  int64_t order_id;     /* good records: the order_id in the value */
+  int64_t order_id; /* good records: the order_id in the value */
   char key[32];
-  char trace[32];       /* the value of the record's "trace" header */
+  char trace[32]; /* the value of the record's "trace" header */
   uint8_t *value;
   size_t len;
 } sent_rec;
@@ -187,24 +187,24 @@ static void *mem_dup(const void *p, size_t n) {
 /* ---- a scenario -------------------------------------------------------- */
 
 typedef struct {
-  const char *name;     /* "A", "B", "C" */
+  const char *name; /* "A", "B", "C" */
   char group[64];
-  rd_kafka_t *host;     /* the handle the mock cluster lives in */
+  rd_kafka_t *host; /* the handle the mock cluster lives in */
   rd_kafka_mock_cluster_t *mc;
   char bootstraps[512];
   char cfg_path[PATH_MAX];
   kjb_config cfg;
   int cfg_loaded;
   kjb_catalog *cat;
-  kjb_buf header;       /* confluent framing for the reader schema's id */
+  kjb_buf header; /* confluent framing for the reader schema's id */
 
   rd_kafka_t *producer; /* source records */
   sent_rec *sent;
   size_t nsent, capsent;
 
-  rd_kafka_t *watch;    /* reads the kjb group's committed offsets */
-  rd_kafka_t *reader;   /* reads the DLQ from the beginning */
-  int64_t dlq_next;     /* next DLQ offset to read */
+  rd_kafka_t *watch;  /* reads the kjb group's committed offsets */
+  rd_kafka_t *reader; /* reads the DLQ from the beginning */
+  int64_t dlq_next;   /* next DLQ offset to read */
   dlq_rec *dlq;
   size_t ndlq, capdlq;
 
@@ -219,10 +219,10 @@ typedef struct {
   char last_error[256];   /* why the last observation failed */
 
   /* Observations. */
-  int64_t high[NPARTS];   /* highest committed offset seen */
-  int went_back[NPARTS];  /* reported once */
+  int64_t high[NPARTS];  /* highest committed offset seen */
+  int went_back[NPARTS]; /* reported once */
   long checks, skipped;
-  long pending_checks;  /* checks that saw a dead letter not yet in the DLQ */
+  long pending_checks; /* checks that saw a dead letter not yet in the DLQ */
 } scenario;
 
 static void on_source_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -381,15 +381,15 @@ static void produce_record(scenario *sc, int bad) {
     /* Magic byte 0x07 where confluent framing has 0x00. */
     kjb_buf_printf(&v, "%cnot avro %zu", 7, i);
   } else {
-    json_t *doc = json_pack("{s:I, s:{s:I, s:s, s:s}, s:s, s:s, s:[{s:s, s:i, s:f}], s:I, s:n, s:{}}",
-                            "order_id", (json_int_t)r->order_id, "customer", "id", (json_int_t)7,
-                            "email", "ada@example.com", "name", "Ada", "amount", "19.99",
-                            "currency", "EUR", "items", "sku", "A-1", "quantity", 2, "price", 9.995,
-                            "created_at", (json_int_t)1763719200000LL + (json_int_t)i, "note",
-                            "tags");
+    json_t *doc = json_pack(
+        "{s:I, s:{s:I, s:s, s:s}, s:s, s:s, s:[{s:s, s:i, s:f}], s:I, s:n, s:{}}", "order_id",
+        (json_int_t)r->order_id, "customer", "id", (json_int_t)7, "email", "ada@example.com",
+        "name", "Ada", "amount", "19.99", "currency", "EUR", "items", "sku", "A-1", "quantity", 2,
+        "price", 9.995, "created_at", (json_int_t)1763719200000LL + (json_int_t)i, "note", "tags");
     kjb_err err;
     kjb_buf_append(&v, sc->header.data, sc->header.len);
-    if (!doc || kjb_avro_encode(kjb_catalog_reader(sc->cat, &sc->cfg.topics[0]), doc, &v, &err) < 0) {
+    if (!doc ||
+        kjb_avro_encode(kjb_catalog_reader(sc->cat, &sc->cfg.topics[0]), doc, &v, &err) < 0) {
       fprintf(stderr, "fault_dlq: could not encode order %zu: %s\n", i, doc ? err.msg : "json");
       abort();
     }
@@ -461,8 +461,8 @@ static int read_committed(scenario *sc, int64_t committed[NPARTS], int timeout_m
   for (int p = 0; rc == 0 && p < NPARTS; p++) {
     if (committed[p] < sc->high[p] && !sc->went_back[p]) {
       sc->went_back[p] = 1;
-      fail(sc->name, "the committed offset of %s [%d] went back from %lld to %lld",
-           SOURCE_TOPIC, p, (long long)sc->high[p], (long long)committed[p]);
+      fail(sc->name, "the committed offset of %s [%d] went back from %lld to %lld", SOURCE_TOPIC, p,
+           (long long)sc->high[p], (long long)committed[p]);
     }
     if (committed[p] > sc->high[p])
       sc->high[p] = committed[p];
@@ -601,10 +601,11 @@ static int64_t wait_committed_end(scenario *sc, const char *when, double timeout
   }
   int64_t end[NPARTS];
   source_ends(sc, end);
-  fail(sc->name, "committed offsets did not reach the end within %.0f s: [0] %lld of %lld, "
-       "[1] %lld of %lld (last error: %s)", timeout_s, (long long)committed[0],
-       (long long)end[0], (long long)committed[1], (long long)end[1],
-       sc->last_error[0] ? sc->last_error : "none");
+  fail(sc->name,
+       "committed offsets did not reach the end within %.0f s: [0] %lld of %lld, "
+       "[1] %lld of %lld (last error: %s)",
+       timeout_s, (long long)committed[0], (long long)end[0], (long long)committed[1],
+       (long long)end[1], sc->last_error[0] ? sc->last_error : "none");
   return -1;
 }
 
@@ -678,10 +679,12 @@ static void check_dlq(scenario *sc) {
     if (!str_is(d->topic, SOURCE_TOPIC) || !str_is(d->stage, "VALUE_CONVERTER") ||
         !str_is(d->cls, "kjb.BAD_MAGIC") || !str_is(d->group, sc->group) ||
         !str_is(d->trace, r->trace) || !d->when)
-      fail(sc->name, "dead letter of [%d] @%lld has wrong headers: topic %s, stage %s, class %s, "
-           "group %s, trace %s, dead_lettered_at %s", (int)r->partition, (long long)r->offset,
-           d->topic ? d->topic : "-", d->stage ? d->stage : "-", d->cls ? d->cls : "-",
-           d->group ? d->group : "-", d->trace ? d->trace : "-", d->when ? d->when : "-");
+      fail(sc->name,
+           "dead letter of [%d] @%lld has wrong headers: topic %s, stage %s, class %s, "
+           "group %s, trace %s, dead_lettered_at %s",
+           (int)r->partition, (long long)r->offset, d->topic ? d->topic : "-",
+           d->stage ? d->stage : "-", d->cls ? d->cls : "-", d->group ? d->group : "-",
+           d->trace ? d->trace : "-", d->when ? d->when : "-");
     if (d->key_len != strlen(r->key) || memcmp(d->key, r->key, d->key_len) != 0 ||
         d->len != r->len || memcmp(d->value, r->value, r->len) != 0)
       fail(sc->name, "dead letter of [%d] @%lld does not carry the original key and value",
@@ -701,10 +704,9 @@ static int cmp_pos(const void *a, const void *b) {
 
 /* Every good record exactly once in kjb.jobs, and nothing else. */
 static void check_jobs(scenario *sc, PGconn *pg) {
-  PGresult *res = PQexec(pg,
-                         "SELECT source_topic, source_partition, source_offset, kind, "
-                         "(args->>'order_id')::bigint FROM kjb.jobs "
-                         "ORDER BY source_partition, source_offset, id");
+  PGresult *res = PQexec(pg, "SELECT source_topic, source_partition, source_offset, kind, "
+                             "(args->>'order_id')::bigint FROM kjb.jobs "
+                             "ORDER BY source_partition, source_offset, id");
   if (PQresultStatus(res) != PGRES_TUPLES_OK) {
     fail(sc->name, "could not read kjb.jobs: %s", PQerrorMessage(pg));
     PQclear(res);
@@ -731,8 +733,8 @@ static void check_jobs(scenario *sc, PGconn *pg) {
              PQgetvalue(res, (int)i, 4), (long long)good[k].order_id);
       i++;
       k++;
-    } else if (k < ngood && (good[k].partition < p ||
-                             (good[k].partition == p && good[k].offset < off))) {
+    } else if (k < ngood &&
+               (good[k].partition < p || (good[k].partition == p && good[k].offset < off))) {
       fail(sc->name, "good record %s [%d] @%lld has no job", SOURCE_TOPIC, (int)good[k].partition,
            (long long)good[k].offset);
       k++;
@@ -823,9 +825,9 @@ enum { A_NERRORS = sizeof A_ERRORS / sizeof A_ERRORS[0] };
 typedef struct {
   scenario *sc;
   pthread_mutex_t lock;
-  size_t pushed;      /* errors pushed */
-  int64_t t_first;    /* when the first was taken; -1 */
-  int64_t t_clear;    /* when the last was, after the fault; -1 */
+  size_t pushed;   /* errors pushed */
+  int64_t t_first; /* when the first was taken; -1 */
+  int64_t t_clear; /* when the last was, after the fault; -1 */
   volatile sig_atomic_t quit;
 } a_pusher;
 
@@ -917,8 +919,10 @@ static void scenario_a(PGconn *pg) {
   if (failures != before)
     goto out;
   if (pending_during == 0)
-    fail(sc.name, "no check saw a commit held back by a failing dead letter (%ld checks while "
-         "failing): the fault did not bite", during);
+    fail(sc.name,
+         "no check saw a commit held back by a failing dead letter (%ld checks while "
+         "failing): the fault did not bite",
+         during);
 
   int64_t t_done = wait_committed_end(&sc, "after produce errors", 60);
   size_t left = 0;
@@ -965,11 +969,11 @@ enum { B_INTERVAL_MS = 150, B_GUARD_ERRORS = 3 };
 static int b_is_bad(size_t i) { return i % 7 == 4; }
 
 typedef enum {
-  B_WARMUP,     /* until kjb has committed something */
-  B_DLQ_DOWN,   /* broker 3 down */
-  B_DLQ_BACK,   /* until the dead letters held back are written */
-  B_ALL_DOWN,   /* every broker down */
-  B_ALL_BACK,   /* producing a little longer */
+  B_WARMUP,   /* until kjb has committed something */
+  B_DLQ_DOWN, /* broker 3 down */
+  B_DLQ_BACK, /* until the dead letters held back are written */
+  B_ALL_DOWN, /* every broker down */
+  B_ALL_BACK, /* producing a little longer */
 } b_phase;
 
 static void scenario_b(PGconn *pg) {
@@ -1014,8 +1018,8 @@ static void scenario_b(PGconn *pg) {
          * broker down can take) make sure of that, as long as some are
          * left once it is down. */
         for (int k = 0; k < B_GUARD_ERRORS; k++)
-          rd_kafka_mock_broker_push_request_error_rtts(
-              sc.mc, 3, API_PRODUCE, 1, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 300);
+          rd_kafka_mock_broker_push_request_error_rtts(sc.mc, 3, API_PRODUCE, 1,
+                                                       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 300);
         pushed += B_GUARD_ERRORS;
         if (dlq_catch_up(&sc, 2000) < 0) {
           fail(sc.name, "could not read %s before taking its broker down: %s", DLQ_TOPIC,
@@ -1029,8 +1033,9 @@ static void scenario_b(PGconn *pg) {
         exact = left_at_down > 0;
         note("scenario B: broker 3 (the DLQ's leader) down after %.1f s, DLQ end %lld%s",
              secs(t_down1 - t0), (long long)dlq_end_down,
-             exact ? "" : "; a dead letter may have been written as it went down, so the "
-                          "checks while it is down are skipped");
+             exact ? ""
+                   : "; a dead letter may have been written as it went down, so the "
+                     "checks while it is down are skipped");
         phase = B_DLQ_DOWN;
       }
       break;
@@ -1073,7 +1078,8 @@ static void scenario_b(PGconn *pg) {
         }
       }
       if (phase == B_DLQ_BACK && now - t_up1 > 60 * 1000000LL) {
-        fail(sc.name, "dead letters held while broker 3 was down were not written and "
+        fail(sc.name,
+             "dead letters held while broker 3 was down were not written and "
              "committed past within 60 s of it coming back (last error: %s)",
              sc.last_error[0] ? sc.last_error : "none");
         goto out;
@@ -1087,9 +1093,7 @@ static void scenario_b(PGconn *pg) {
         phase = B_ALL_BACK;
       }
       break;
-    case B_ALL_BACK:
-      observe(&sc, "after the brokers came back", committed);
-      break;
+    case B_ALL_BACK: observe(&sc, "after the brokers came back", committed); break;
     }
     if (phase == B_ALL_BACK && now - t_up3 > 500000)
       break;
@@ -1106,7 +1110,7 @@ static void scenario_b(PGconn *pg) {
          sc.last_error[0] ? sc.last_error : "no error");
   if (held_count == 0)
     fail(sc.name, "no dead letter was held back while the DLQ's broker was down: the fault "
-         "did not bite");
+                  "did not bite");
 
   int64_t t_done = wait_committed_end(&sc, "after the brokers came back", 60);
   stop_ingest(&sc);
@@ -1121,10 +1125,10 @@ static void scenario_b(PGconn *pg) {
            "(%zu left unused); %ld checks in all (%ld with a dead letter pending), %ld "
            "skipped; recovered (committed == end) %.2f s after the brokers came back; DLQ "
            "%zu records, jobs %zu; kjb: %llu batches, %.1f s settling dead letters: ok\n",
-           sc.nsent, sc.nsent - nbad, nbad, NPARTS, secs(t_up1 - t_down1), held_count,
-           down1_checks, secs(t_recovered1 - t_up1), secs(t_up3 - t_down3), pushed, left,
-           sc.checks, sc.pending_checks, sc.skipped, secs(t_done - t_up3), sc.ndlq,
-           sc.nsent - nbad, (unsigned long long)sc.stats.batches, secs((int64_t)sc.stats.settle_us));
+           sc.nsent, sc.nsent - nbad, nbad, NPARTS, secs(t_up1 - t_down1), held_count, down1_checks,
+           secs(t_recovered1 - t_up1), secs(t_up3 - t_down3), pushed, left, sc.checks,
+           sc.pending_checks, sc.skipped, secs(t_done - t_up3), sc.ndlq, sc.nsent - nbad,
+           (unsigned long long)sc.stats.batches, secs((int64_t)sc.stats.settle_us));
     fflush(stdout);
   }
 out:
@@ -1152,9 +1156,8 @@ static void scenario_c(PGconn *pg) {
     produce_record(&sc, i % 7 == 3);
   if (flush_source(&sc, 10000) < 0)
     goto out;
-  rd_kafka_mock_broker_push_request_error_rtts(sc.mc, 1, API_OFFSET_COMMIT, 1,
-                                               RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
-                                               C_LATE_MS);
+  rd_kafka_mock_broker_push_request_error_rtts(
+      sc.mc, 1, API_OFFSET_COMMIT, 1, RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS, C_LATE_MS);
   if (start_ingest(&sc) < 0)
     goto out;
   int64_t t_done = wait_committed_end(&sc, "with a late commit", 60);
@@ -1180,8 +1183,8 @@ static void scenario_c(PGconn *pg) {
            "OffsetCommit answered after %.1f s with COORDINATOR_LOAD_IN_PROGRESS; committed "
            "never went back (%ld checks); restarted %.1f s after committed == end; DLQ %zu "
            "records, jobs %zu: ok\n",
-           sc.nsent, sc.nsent - nbad, nbad, C_LATE_MS / 1000.0, sc.checks,
-           secs(t_restart - t_done), sc.ndlq, sc.nsent - nbad);
+           sc.nsent, sc.nsent - nbad, nbad, C_LATE_MS / 1000.0, sc.checks, secs(t_restart - t_done),
+           sc.ndlq, sc.nsent - nbad);
     fflush(stdout);
   }
 out:

@@ -98,7 +98,8 @@ static void check_error_answer(const char *what, const char *prefix) {
   json_t *j = json_loadb(out.data, out.len, 0, NULL);
   json_t *e = json_object_get(j, "error");
   if (!json_is_object(j) || json_object_size(j) != 1 || !json_is_string(e) ||
-      json_string_length(e) == 0 || strcmp(json_string_value(e), "could not encode the answer") == 0)
+      json_string_length(e) == 0 ||
+      strcmp(json_string_value(e), "could not encode the answer") == 0)
     die("%s: bad error answer %s", what, out.data);
   if (prefix && strncmp(json_string_value(e), prefix, strlen(prefix)) != 0)
     die("%s: error \"%s\" does not start with \"%s\"", what, json_string_value(e), prefix);
@@ -194,10 +195,11 @@ static void check_jobs_query(void) {
   int state_ok = !state;
   for (size_t i = 0; i < sizeof STATES / sizeof STATES[0]; i++)
     state_ok |= state && strcmp(state, STATES[i]) == 0;
-  const char *why = !state_ok                                    ? "unknown state \""
-                    : limit_s && !strict_int(limit_s, 1, 500, &limit) ? "limit must be a number from 1 to 500"
-                    : before_s && !strict_int(before_s, 1, INT64_MAX, &before) ? "before must be a job id"
-                                                                              : NULL;
+  const char *why =
+      !state_ok                                         ? "unknown state \""
+      : limit_s && !strict_int(limit_s, 1, 500, &limit) ? "limit must be a number from 1 to 500"
+      : before_s && !strict_int(before_s, 1, INT64_MAX, &before) ? "before must be a job id"
+                                                                 : NULL;
   kjb_api_jobs_query q;
   kjb_buf_reset(&out);
   unsigned status = kjb_api_parse_jobs_query(param_fn, &params, &q, &out);
@@ -254,8 +256,8 @@ static void check_query(const char *q) {
                               kjb_test_utf8_ok(x->value, x->value_len)));
     char why[160] = "";
     size_t before = params.len;
-    int rc = kjb_http_check_param(x->key, x->key_len, x->value, x->value_len, &params, why,
-                                  sizeof why);
+    int rc =
+        kjb_http_check_param(x->key, x->key_len, x->value, x->value_len, &params, why, sizeof why);
     if (rc != (good ? 0 : -1))
       die("parameter %zu %s, expected %s", checked, rc ? "refused" : "taken",
           good ? "taken" : "refused");
@@ -342,10 +344,11 @@ static void check_replay(const kjb_config *c, const char *body, size_t len) {
      * character cut) and "...". */
     size_t rl = reset ? strlen(reset) : 0, tl = strlen(req.reset_text);
     int text_ok = !reset ? tl == 0
-                  : rl <= 64 ? strcmp(req.reset_text, reset) == 0
-                             : tl >= 64 && tl <= 67 && strcmp(req.reset_text + tl - 3, "...") == 0 &&
-                                   strncmp(req.reset_text, reset, tl - 3) == 0 &&
-                                   kjb_test_utf8_ok(req.reset_text, tl);
+                  : rl <= 64
+                      ? strcmp(req.reset_text, reset) == 0
+                      : tl >= 64 && tl <= 67 && strcmp(req.reset_text + tl - 3, "...") == 0 &&
+                            strncmp(req.reset_text, reset, tl - 3) == 0 &&
+                            kjb_test_utf8_ok(req.reset_text, tl);
     if (!text_ok)
       die("replay body: reset text \"%s\" for \"%s\"", req.reset_text, reset ? reset : "");
     if (debug)
@@ -363,8 +366,8 @@ static void check_auth(const char *token, const char *auth, size_t len) {
     char c = auth[i];
     prefix = (c >= 'A' && c <= 'Z' ? c + 32 : c) == bearer[i];
   }
-  unsigned want = !token ? 403
-                  : !prefix ? 401
+  unsigned want = !token                                                              ? 403
+                  : !prefix                                                           ? 401
                   : len - 7 == strlen(token) && memcmp(auth + 7, token, len - 7) == 0 ? 0
                                                                                       : 403;
   const char *why = NULL;

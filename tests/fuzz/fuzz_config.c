@@ -35,9 +35,8 @@ static FILE *devnull;
 static int debug;
 
 /* What inc.cfg holds: sections an input may pull in instead of writing. */
-static const char inc_text[] =
-    "kafka = { brokers = \"b:9092\"; };\n"
-    "postgres = { conninfo = \"dbname=kjb\"; };\n";
+static const char inc_text[] = "kafka = { brokers = \"b:9092\"; };\n"
+                               "postgres = { conninfo = \"dbname=kjb\"; };\n";
 
 __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...) {
   va_list ap;
@@ -89,8 +88,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 static int lower(int c) { return c >= 'A' && c <= 'Z' ? c + 'a' - 'A' : c; }
 
 static int name_char(int c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '_' || c == '-' || c == '.';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-' || c == '.';
 }
 
 /* Whether every @include (in any letter case) names a plain file in the
@@ -139,8 +138,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   kjb_err err = {0};
   int rc = kjb_config_load(cfg_path, &cfg, &err);
   if (rc < 0) {
-    if (rc != -(int)err.code || (err.code != KJB_ECONFIG && err.code != KJB_EIO) ||
-        !err.msg[0] || !memchr(err.msg, '\0', sizeof err.msg))
+    if (rc != -(int)err.code || (err.code != KJB_ECONFIG && err.code != KJB_EIO) || !err.msg[0] ||
+        !memchr(err.msg, '\0', sizeof err.msg))
       die("bad error: rc %d, code %s, message \"%.*s\"", rc, kjb_err_name(err.code),
           (int)sizeof err.msg, err.msg);
     if (!all_zero(&cfg, sizeof cfg))

@@ -54,9 +54,9 @@ static const struct {
     {"tests/fuzz/schemas", "fuzz_rich_old.avsc"},
 };
 
-#define RICH_JOBS                                                                  \
+#define RICH_JOBS                                                                     \
   "jobs = ( { kind = \"k\"; unique_key = \"${id}/${customer.email}/${choice}\"; },\n" \
-  "         { kind = \"k2\"; args = [ \"customer.address.city\", \"attrs.a\",\n"     \
+  "         { kind = \"k2\"; args = [ \"customer.address.city\", \"attrs.a\",\n"      \
   "           \"tree.label\", \"added.b\", \"span\" ]; } );"
 
 static const char config_fmt[] =

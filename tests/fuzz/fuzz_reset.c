@@ -140,15 +140,16 @@ static void check_accepted(const char *text, const kjb_reset_spec *spec) {
     int64_t hi = civil_ms(9999, 12, 31, 23, 59, 59, 999) + zone;
     if (spec->value < lo || spec->value > hi)
       die("datetime %" PRId64 " ms out of range", spec->value);
-    int64_t days = spec->value >= 0 ? spec->value / 86400000 : -((-spec->value + 86399999) / 86400000);
+    int64_t days =
+        spec->value >= 0 ? spec->value / 86400000 : -((-spec->value + 86399999) / 86400000);
     int64_t in_day = spec->value - days * 86400000, y;
     unsigned mo, d;
     kjb_civil_from_days(days, &y, &mo, &d);
     if (y >= 0 && y <= 9999) {
-      snprintf(buf, sizeof buf, "to-datetime:%04" PRId64 "-%02u-%02uT%02" PRId64 ":%02" PRId64
-               ":%02" PRId64 ".%03" PRId64 "Z",
-               y, mo, d, in_day / 3600000, in_day / 60000 % 60, in_day / 1000 % 60,
-               in_day % 1000);
+      snprintf(buf, sizeof buf,
+               "to-datetime:%04" PRId64 "-%02u-%02uT%02" PRId64 ":%02" PRId64 ":%02" PRId64
+               ".%03" PRId64 "Z",
+               y, mo, d, in_day / 3600000, in_day / 60000 % 60, in_day / 1000 % 60, in_day % 1000);
       kjb_reset_spec back = parse_ok(buf);
       if (back.kind != KJB_RESET_DATETIME || back.value != spec->value)
         die("formatted back as \"%s\", which parses to %" PRId64 " ms, not %" PRId64, buf,
@@ -172,8 +173,7 @@ static void check_accepted(const char *text, const kjb_reset_spec *spec) {
       die("formatted back as \"%s\", which parses to %" PRId64 " ms", buf, back.value);
     break;
   }
-  default:
-    die("unknown kind %d", (int)spec->kind);
+  default: die("unknown kind %d", (int)spec->kind);
   }
 }
 

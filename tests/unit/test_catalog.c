@@ -139,8 +139,8 @@ static int check_err(const char *name, const kjb_err *err, kjb_errcode code, con
   char *got = replace(err->msg, tmp_root, "$TMP");
   int bad = err->code != code || strcmp(got, want) != 0;
   if (bad)
-    printf("[%s] expected error %s: %s\n  got error      %s: %s\n", name, kjb_err_name(code),
-           want, kjb_err_name(err->code), got);
+    printf("[%s] expected error %s: %s\n  got error      %s: %s\n", name, kjb_err_name(code), want,
+           kjb_err_name(err->code), got);
   free(want);
   free(got);
   return bad;
@@ -148,8 +148,8 @@ static int check_err(const char *name, const kjb_err *err, kjb_errcode code, con
 
 /* Loads config text (lines after the two dummy sections below) from
  * $TMP/c.cfg and builds its catalog; fails the test when either fails. */
-#define BASE                                                                   \
-  "kafka = { brokers = 'b:9092'; };\n"                                         \
+#define BASE                           \
+  "kafka = { brokers = 'b:9092'; };\n" \
   "postgres = { conninfo = 'dbname=kjb'; };\n"
 
 static kjb_catalog *open_catalog(const char *text, kjb_config *cfg) {
@@ -183,30 +183,30 @@ static const kjb_topic_cfg *topic(const kjb_config *cfg, const char *name) {
  * note "hi" (union branch 1); tags {"k": "v"}. Body offsets: customer.email
  * 3..13, items 21..34, created_at 35..40, 51 bytes in all. v2 adds
  * channel "app". */
-#define V1_BODY                                                                \
-  "54 0e 16 61 40 62 2e 65 78 61 6d 70 6c 65 04 41 6c 04 07 cf 02 "            \
-  "02 04 58 31 04 00 00 00 00 00 00 04 40 00 f6 a5 e3 d8 bf 68 02 04 68 69 "   \
+#define V1_BODY                                                              \
+  "54 0e 16 61 40 62 2e 65 78 61 6d 70 6c 65 04 41 6c 04 07 cf 02 "          \
+  "02 04 58 31 04 00 00 00 00 00 00 04 40 00 f6 a5 e3 d8 bf 68 02 04 68 69 " \
   "02 02 6b 02 76 00"
 #define V2_BODY V1_BODY " 06 61 70 70"
 /* Cut inside the created_at varint (body byte 35). */
-#define V1_CUT                                                                 \
-  "54 0e 16 61 40 62 2e 65 78 61 6d 70 6c 65 04 41 6c 04 07 cf 02 "            \
+#define V1_CUT                                                      \
+  "54 0e 16 61 40 62 2e 65 78 61 6d 70 6c 65 04 41 6c 04 07 cf 02 " \
   "02 04 58 31 04 00 00 00 00 00 00 04 40 00 f6 a5"
 /* items claims one item (at least 10 bytes) with 7 bytes left. */
-#define V1_SHORT_ITEMS                                                         \
+#define V1_SHORT_ITEMS \
   "54 0e 16 61 40 62 2e 65 78 61 6d 70 6c 65 04 41 6c 04 07 cf 02 02 04 58 31 04 00 00 00"
 /* customer.email with 0xff at body byte 4. */
-#define V1_BAD_UTF8                                                            \
-  "54 0e 16 61 ff 62 2e 65 78 61 6d 70 6c 65 04 41 6c 04 07 cf 02 "            \
-  "02 04 58 31 04 00 00 00 00 00 00 04 40 00 f6 a5 e3 d8 bf 68 02 04 68 69 "   \
+#define V1_BAD_UTF8                                                          \
+  "54 0e 16 61 ff 62 2e 65 78 61 6d 70 6c 65 04 41 6c 04 07 cf 02 "          \
+  "02 04 58 31 04 00 00 00 00 00 00 04 40 00 f6 a5 e3 d8 bf 68 02 04 68 69 " \
   "02 02 6b 02 76 00"
 /* customer.email claims 63 bytes when none are left. */
 #define V1_LONG_EMAIL "54 0e 7e"
 
-#define FIELDS                                                                 \
-  "'order_id':42,'customer':{'id':7,'email':'a@b.example','name':'Al'},"       \
-  "'amount':'19.99','currency':'USD','items':[{'sku':'X1','quantity':2,"       \
-  "'price':2.5}],'created_at':'2026-11-21T10:00:00.123Z','note':'hi',"        \
+#define FIELDS                                                           \
+  "'order_id':42,'customer':{'id':7,'email':'a@b.example','name':'Al'}," \
+  "'amount':'19.99','currency':'USD','items':[{'sku':'X1','quantity':2," \
+  "'price':2.5}],'created_at':'2026-11-21T10:00:00.123Z','note':'hi',"   \
   "'tags':{'k':'v'}"
 #define V1_JSON "{" FIELDS "}"
 #define V1_AS_V2_JSON "{" FIELDS ",'channel':'web'}"
@@ -217,25 +217,25 @@ static const kjb_topic_cfg *topic(const kjb_config *cfg, const char *name) {
 
 /* Writer schema 3 in the local config: an OrderCreated without the
  * fields the reader needs and has no defaults for. */
-#define INCOMPATIBLE_AVSC                                                      \
-  "{'type':'record','name':'OrderCreated','namespace':'kjb.example',"          \
+#define INCOMPATIBLE_AVSC                                             \
+  "{'type':'record','name':'OrderCreated','namespace':'kjb.example'," \
   "'fields':[{'name':'order_id','type':'long'}]}"
 
-#define LOCAL_CFG                                                              \
-  BASE                                                                         \
-  "schemas = { dir = '$TMP/schemas'; ids = ( { id = 1; file = "                \
-  "'order_created.avsc'; }, { id = 2; file = 'order_created_v2.avsc'; }, "     \
-  "{ id = 3; file = 'incompatible.avsc'; } ); };\n"                            \
-  "topics = (\n"                                                               \
-  "  { topic = 'orders'; schema = 'order_created.avsc'; jobs = ( { kind = 'k'; } ); },\n" \
-  "  { topic = 'orders_v2'; schema = 'order_created_v2.avsc'; jobs = ( { kind = 'k'; } ); },\n" \
-  "  { topic = 'so'; format = 'single-object'; schema = 'order_created.avsc'; "           \
-  "jobs = ( { kind = 'k'; } ); },\n"                                           \
-  "  { topic = 'so_v2'; format = 'single-object'; schema = 'order_created_v2.avsc'; "     \
-  "jobs = ( { kind = 'k'; } ); },\n"                                           \
-  "  { topic = 'raw'; format = 'raw'; schema = 'order_created.avsc'; "         \
-  "jobs = ( { kind = 'k'; } ); }\n"                                            \
-  ");\n"
+#define LOCAL_CFG                                                                                   \
+  BASE                                                                                              \
+      "schemas = { dir = '$TMP/schemas'; ids = ( { id = 1; file = "                                 \
+      "'order_created.avsc'; }, { id = 2; file = 'order_created_v2.avsc'; }, "                      \
+      "{ id = 3; file = 'incompatible.avsc'; } ); };\n"                                             \
+      "topics = (\n"                                                                                \
+      "  { topic = 'orders'; schema = 'order_created.avsc'; jobs = ( { kind = 'k'; } ); },\n"       \
+      "  { topic = 'orders_v2'; schema = 'order_created_v2.avsc'; jobs = ( { kind = 'k'; } ); },\n" \
+      "  { topic = 'so'; format = 'single-object'; schema = 'order_created.avsc'; "                 \
+      "jobs = ( { kind = 'k'; } ); },\n"                                                            \
+      "  { topic = 'so_v2'; format = 'single-object'; schema = 'order_created_v2.avsc'; "           \
+      "jobs = ( { kind = 'k'; } ); },\n"                                                            \
+      "  { topic = 'raw'; format = 'raw'; schema = 'order_created.avsc'; "                          \
+      "jobs = ( { kind = 'k'; } ); }\n"                                                             \
+      ");\n"
 
 /* ---- Decoding ----------------------------------------------------------- */
 
@@ -321,8 +321,8 @@ static void run_decode(const char *text, const dcase *cases, size_t n, int times
                      (uint32_t)(uint8_t)in.data[3] << 8 | (uint8_t)in.data[4]);
       kjb_buf_close(&in);
       if (id < 0 || id >= 128 || atomic_load(&hits[id]) != c->requests) {
-        printf("[%s] expected %d registry requests for id %d, got %d\n", c->name, c->requests,
-               id, id >= 0 && id < 128 ? atomic_load(&hits[id]) : -1);
+        printf("[%s] expected %d registry requests for id %d, got %d\n", c->name, c->requests, id,
+               id >= 0 && id < 128 ? atomic_load(&hits[id]) : -1);
         bad = 1;
       }
     }
@@ -334,8 +334,7 @@ static void run_decode(const char *text, const dcase *cases, size_t n, int times
     fail_msg("%d of %zu cases failed", failures, n);
 }
 
-#define RUN(text, table, times)                                                \
-  run_decode(text, table, sizeof table / sizeof table[0], times)
+#define RUN(text, table, times) run_decode(text, table, sizeof table / sizeof table[0], times)
 
 static const dcase confluent[] = {
     {"ok", "orders", CONFLUENT("01") V1_BODY, V1_JSON, 0, NULL, -1, 0},
@@ -352,15 +351,15 @@ static const dcase confluent[] = {
     {"negative id", "orders", "00 ff ff ff ff " V1_BODY, NULL, KJB_EUNKNOWN_SCHEMA_ID,
      "schema id -1 is not in schemas.ids and no registry is configured", -1, 0},
     {"header only", "orders", CONFLUENT("01"), NULL, KJB_ETRUNCATED,
-     "avro body at byte 5: field 'order_id': truncated at byte 0: data ends inside a varint",
-     -1, 0},
+     "avro body at byte 5: field 'order_id': truncated at byte 0: data ends inside a varint", -1,
+     0},
     {"truncated body", "orders", CONFLUENT("01") V1_CUT, NULL, KJB_ETRUNCATED,
-     "avro body at byte 5: field 'created_at': truncated at byte 35: data ends inside a varint",
-     -1, 0},
+     "avro body at byte 5: field 'created_at': truncated at byte 35: data ends inside a varint", -1,
+     0},
     {"array longer than the record", "orders", CONFLUENT("01") V1_SHORT_ITEMS, NULL,
      KJB_EBAD_LENGTH,
-     "avro body at byte 5: field 'items': block of 1 items at byte 21 exceeds the 7 bytes left",
-     -1, 0},
+     "avro body at byte 5: field 'items': block of 1 items at byte 21 exceeds the 7 bytes left", -1,
+     0},
     {"trailing bytes", "orders", CONFLUENT("01") V1_BODY " 00 00", NULL, KJB_ETRAILING_BYTES,
      "avro body at byte 5: 2 trailing bytes at byte 51", -1, 0},
     {"invalid utf-8", "orders", CONFLUENT("01") V1_BAD_UTF8, NULL, KJB_EINVALID_UTF8,
@@ -370,12 +369,11 @@ static const dcase confluent[] = {
      -1, 0},
     /* Evolution through the catalog: the id picks the writer schema. */
     {"v2 writer, v1 reader", "orders", CONFLUENT("02") V2_BODY, V1_JSON, 0, NULL, -1, 0},
-    {"v1 writer, v2 reader", "orders_v2", CONFLUENT("01") V1_BODY, V1_AS_V2_JSON, 0, NULL, -1,
-     0},
+    {"v1 writer, v2 reader", "orders_v2", CONFLUENT("01") V1_BODY, V1_AS_V2_JSON, 0, NULL, -1, 0},
     {"v2 writer, v2 reader", "orders_v2", CONFLUENT("02") V2_BODY, V2_JSON, 0, NULL, -1, 0},
     {"v1 body under id 2", "orders", CONFLUENT("02") V1_BODY, NULL, KJB_ETRUNCATED,
-     "avro body at byte 5: field 'channel': truncated at byte 51: data ends inside a varint",
-     -1, 0},
+     "avro body at byte 5: field 'channel': truncated at byte 51: data ends inside a varint", -1,
+     0},
     {"incompatible writer", "orders", CONFLUENT("03") "54", NULL, KJB_ESCHEMA_MISMATCH,
      "field 'customer': missing in the writer schema and has no default", -1, 0},
     /* The failed resolution is cached; asking again gives the same answer. */
@@ -402,8 +400,8 @@ static const dcase single_object[] = {
      KJB_EUNKNOWN_FINGERPRINT, "fingerprint 0x0000000000000000 matches no schema in $TMP/schemas",
      -1, 0},
     {"header only", "so", SINGLE("FP1"), NULL, KJB_ETRUNCATED,
-     "avro body at byte 10: field 'order_id': truncated at byte 0: data ends inside a varint",
-     -1, 0},
+     "avro body at byte 10: field 'order_id': truncated at byte 0: data ends inside a varint", -1,
+     0},
     {"truncated body", "so", SINGLE("FP1") V1_CUT, NULL, KJB_ETRUNCATED,
      "avro body at byte 10: field 'created_at': truncated at byte 35: data ends inside a "
      "varint",
@@ -505,11 +503,12 @@ static void test_frame_header(void **state) {
 
 static void test_frame_header_needs_an_id(void **state) {
   kjb_config cfg;
-  kjb_catalog *cat = open_catalog(BASE "schemas = { dir = '$TMP/schemas'; ids = ( { id = 1; "
-                                       "file = 'order_created.avsc'; } ); };\n"
-                                       "topics = ( { topic = 't'; schema = "
-                                       "'order_created_v2.avsc'; jobs = ( { kind = 'k'; } ); } );\n",
-                                  &cfg);
+  kjb_catalog *cat =
+      open_catalog(BASE "schemas = { dir = '$TMP/schemas'; ids = ( { id = 1; "
+                        "file = 'order_created.avsc'; } ); };\n"
+                        "topics = ( { topic = 't'; schema = "
+                        "'order_created_v2.avsc'; jobs = ( { kind = 'k'; } ); } );\n",
+                   &cfg);
   const kjb_topic_cfg *t = topic(&cfg, "t");
   kjb_buf out;
   kjb_buf_init(&out);
@@ -559,35 +558,24 @@ static char *reply_v1, *reply_v2; /* {"schema": "<avsc text>"} */
  * unknown (404), 97 is a server error, 96 answers garbage, 95 a schema
  * that does not parse, 93 refuses (401). Counts requests per id. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
   unsigned status = 404;
   const char *body = "{\"error_code\":40403,\"message\":\"Schema not found\"}";
   int id;
   char tail;
-  if (strcmp(method, "GET") == 0 && sscanf(url, "/schemas/ids/%d%c", &id, &tail) == 1 &&
-      id >= 0 && id < 128) {
+  if (strcmp(method, "GET") == 0 && sscanf(url, "/schemas/ids/%d%c", &id, &tail) == 1 && id >= 0 &&
+      id < 128) {
     atomic_fetch_add(&hits[id], 1);
     switch (id) {
-    case 99:
-      status = 200, body = reply_v1;
-      break;
-    case 94:
-      status = 200, body = reply_v2;
-      break;
+    case 99: status = 200, body = reply_v1; break;
+    case 94: status = 200, body = reply_v2; break;
     case 97:
       status = 500, body = "{\"error_code\":50001,\"message\":\"Error in the backend\"}";
       break;
-    case 96:
-      status = 200, body = "<html>not json";
-      break;
-    case 95:
-      status = 200, body = "{\"schema\":\"{\\\"type\\\":\\\"nope\\\"}\"}";
-      break;
-    case 93:
-      status = 401, body = "{\"error_code\":401,\"message\":\"Unauthorized\"}";
-      break;
+    case 96: status = 200, body = "<html>not json"; break;
+    case 95: status = 200, body = "{\"schema\":\"{\\\"type\\\":\\\"nope\\\"}\"}"; break;
+    case 93: status = 401, body = "{\"error_code\":401,\"message\":\"Unauthorized\"}"; break;
     }
   }
   struct MHD_Response *r =
@@ -616,8 +604,8 @@ static int registry_setup(void **state) {
   struct sockaddr_in sa = {0};
   sa.sin_family = AF_INET;
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  registry = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
-                              NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
+  registry = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+                              on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
   if (!registry)
     return -1;
   registry_port = MHD_get_daemon_info(registry, MHD_DAEMON_INFO_BIND_PORT)->port;
@@ -632,13 +620,12 @@ static int registry_teardown(void **state) {
   return 0;
 }
 
-#define REGISTRY_CFG                                                           \
-  BASE                                                                         \
-  "schema_registry = { url = '$REG'; timeout = '1s'; };\n"                     \
-  "schemas = { dir = '$TMP/schemas'; ids = ( { id = 1; file = "               \
-  "'order_created.avsc'; } ); };\n"                                            \
-  "topics = ( { topic = 'orders'; schema = 'order_created.avsc'; "             \
-  "jobs = ( { kind = 'k'; } ); } );\n"
+#define REGISTRY_CFG                                                    \
+  BASE "schema_registry = { url = '$REG'; timeout = '1s'; };\n"         \
+       "schemas = { dir = '$TMP/schemas'; ids = ( { id = 1; file = "    \
+       "'order_created.avsc'; } ); };\n"                                \
+       "topics = ( { topic = 'orders'; schema = 'order_created.avsc'; " \
+       "jobs = ( { kind = 'k'; } ); } );\n"
 
 /* REGISTRY_CFG for a port, in a static buffer (so that a failing test
  * leaks nothing). */
@@ -654,16 +641,13 @@ static const char *registry_cfg(unsigned port) {
 
 /* Each case is decoded twice; requests counts what reached the server. */
 static const dcase registry_cases[] = {
-    {"schemas.ids before the registry", "orders", CONFLUENT("01") V1_BODY, V1_JSON, 0, NULL, 0,
-     0},
+    {"schemas.ids before the registry", "orders", CONFLUENT("01") V1_BODY, V1_JSON, 0, NULL, 0, 0},
     {"fetched, then cached", "orders", CONFLUENT("63") V1_BODY, V1_JSON, 0, NULL, 1, 0},
-    {"evolution through the registry", "orders", CONFLUENT("5e") V2_BODY, V1_JSON, 0, NULL, 1,
-     0},
+    {"evolution through the registry", "orders", CONFLUENT("5e") V2_BODY, V1_JSON, 0, NULL, 1, 0},
     {"404, cached negatively", "orders", CONFLUENT("62") V1_BODY, NULL, KJB_EUNKNOWN_SCHEMA_ID,
      "schema id 98 is not in the registry", 1, 0},
     {"500 is transient, not cached", "orders", CONFLUENT("61") V1_BODY, NULL,
-     KJB_EREGISTRY_UNAVAILABLE, "could not fetch schema id 97: registry answered HTTP 500", 2,
-     1},
+     KJB_EREGISTRY_UNAVAILABLE, "could not fetch schema id 97: registry answered HTTP 500", 2, 1},
     {"401 is transient", "orders", CONFLUENT("5d") V1_BODY, NULL, KJB_EREGISTRY_UNAVAILABLE,
      "could not fetch schema id 93: registry answered HTTP 401", 2, 1},
     {"garbage is transient", "orders", CONFLUENT("60") V1_BODY, NULL, KJB_EREGISTRY_UNAVAILABLE,
@@ -672,13 +656,11 @@ static const dcase registry_cases[] = {
      KJB_EUNKNOWN_SCHEMA_ID, "schema id 95 from the registry: unknown type 'nope'", 1, 0},
     /* The body error comes after a successful (cached) fetch. */
     {"truncated body", "orders", CONFLUENT("63") V1_CUT, NULL, KJB_ETRUNCATED,
-     "avro body at byte 5: field 'created_at': truncated at byte 35: data ends inside a varint",
-     1, 0},
+     "avro body at byte 5: field 'created_at': truncated at byte 35: data ends inside a varint", 1,
+     0},
 };
 
-static void test_registry(void **state) {
-  RUN(registry_cfg(registry_port), registry_cases, 2);
-}
+static void test_registry(void **state) { RUN(registry_cfg(registry_port), registry_cases, 2); }
 
 /* A port nothing listens on: bound, never listened, closed. */
 static unsigned closed_port(void) {
@@ -703,8 +685,7 @@ static void test_registry_unavailable(void **state) {
   const dcase cases[] = {
       {"connection refused", "orders", CONFLUENT("63") V1_BODY, NULL, KJB_EREGISTRY_UNAVAILABLE,
        msg, -1, 1},
-      {"schemas.ids needs no registry", "orders", CONFLUENT("01") V1_BODY, V1_JSON, 0, NULL, -1,
-       0},
+      {"schemas.ids needs no registry", "orders", CONFLUENT("01") V1_BODY, V1_JSON, 0, NULL, -1, 0},
   };
   RUN(registry_cfg(closed_port()), cases, 2);
 }
@@ -718,18 +699,18 @@ typedef struct {
   const char *msg; /* config file $TMP/c.cfg */
 } ccase;
 
-#define DIR_IDS                                                                \
+#define DIR_IDS \
   "schemas = { dir = '$TMP/schemas'; ids = ( { id = 1; file = 'order_created.avsc'; } ); };\n"
-#define JOB_TOPIC(job)                                                         \
+#define JOB_TOPIC(job) \
   "topics = ( { topic = 't'; schema = 'order_created.avsc'; jobs = ( { " job " } ); } );\n"
 
 static const ccase config_errors[] = {
-    {"reader schema not in schemas.dir", DIR_IDS
-     "topics = ( { topic = 't'; schema = 'nope.avsc'; jobs = ( { kind = 'k'; } ); } );\n",
+    {"reader schema not in schemas.dir",
+     DIR_IDS "topics = ( { topic = 't'; schema = 'nope.avsc'; jobs = ( { kind = 'k'; } ); } );\n",
      KJB_ECONFIG, "$TMP/c.cfg:4: topic 't': schema 'nope.avsc' is not in $TMP/schemas"},
-    {"args path not in the schema", DIR_IDS
-     "topics = ( { topic = 't'; schema = 'order_created.avsc';\n"
-     "  jobs = ( { kind = 'x'; args = [ 'order_id', 'customer.phone' ]; } ); } );\n",
+    {"args path not in the schema",
+     DIR_IDS "topics = ( { topic = 't'; schema = 'order_created.avsc';\n"
+             "  jobs = ( { kind = 'x'; args = [ 'order_id', 'customer.phone' ]; } ); } );\n",
      KJB_ECONFIG,
      "$TMP/c.cfg:5: job 'x': args: field 'customer.phone': no such field in the schema"},
     {"args path through a non-record", DIR_IDS JOB_TOPIC("kind = 'x'; args = [ 'order_id.x' ];"),

@@ -23,24 +23,21 @@ extern char **environ;
 
 /* Two valid sections (lines 1-2) and one valid topic (one line), so that
  * a case adds only what it is about. */
-#define BASE                                                                   \
-  "kafka = { brokers = \"b:9092\"; };\n"                                       \
+#define BASE                             \
+  "kafka = { brokers = \"b:9092\"; };\n" \
   "postgres = { conninfo = \"dbname=kjb\"; };\n"
-#define TOPIC                                                                  \
-  "topics = ( { topic = \"orders\"; schema = \"o.avsc\"; "                     \
+#define TOPIC                                              \
+  "topics = ( { topic = \"orders\"; schema = \"o.avsc\"; " \
   "jobs = ( { kind = \"k\"; } ); } );\n"
 /* A topic whose one job is the given text, on one line. */
-#define TOPIC_JOB(job)                                                         \
-  "topics = ( { topic = \"orders\"; schema = \"o.avsc\"; jobs = ( { " job      \
-  " } ); } );\n"
+#define TOPIC_JOB(job) \
+  "topics = ( { topic = \"orders\"; schema = \"o.avsc\"; jobs = ( { " job " } ); } );\n"
 #define HANDLER(h) "handlers = ( { " h " } );\n"
 /* 64 lines of @include of an empty file, and 64 settings on one line. */
-#define INCLUDE_EMPTY_X4                                                       \
+#define INCLUDE_EMPTY_X4 \
   "@include \"e.cfg\"\n@include \"e.cfg\"\n@include \"e.cfg\"\n@include \"e.cfg\"\n"
-#define INCLUDE_EMPTY_X16                                                      \
-  INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4
-#define INCLUDE_EMPTY_X64                                                      \
-  INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16
+#define INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4 INCLUDE_EMPTY_X4
+#define INCLUDE_EMPTY_X64 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16 INCLUDE_EMPTY_X16
 #define SETTINGS_X8 "a=1;b=1;c=1;d=1;e=1;f=1;g=1;h=1;"
 /* n entries "{}," of a list, for the limits on list lengths. */
 #define ENTRIES_4 "{},{},{},{},"
@@ -51,17 +48,15 @@ extern char **environ;
 #define ENTRIES_4096 ENTRIES_1024 ENTRIES_1024 ENTRIES_1024 ENTRIES_1024
 /* Strings of 256 and 4096 bytes. */
 #define CHARS_16 "abcdefghijklmnop"
-#define CHARS_256                                                              \
-  CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16      \
-      CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16
-#define CHARS_4096                                                             \
-  CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256        \
-      CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256    \
-          CHARS_256 CHARS_256
+#define CHARS_256                                                                           \
+  CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 \
+      CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16 CHARS_16
+#define CHARS_4096                                                                          \
+  CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 \
+      CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256 CHARS_256
 #define LOG_HANDLER(kind, n) "{ kind = \"" kind "\"; type = \"log\"; concurrency = " n "; }"
-#define SETTINGS_X64                                                           \
-  SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8        \
-      SETTINGS_X8 SETTINGS_X8
+#define SETTINGS_X64 \
+  SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8 SETTINGS_X8
 #define DURATION_HINT "(expected a number with a unit: us, ms, s, m, h, d)"
 #define PATH_HINT "(expected dotted Avro names such as \"customer.email\")"
 
@@ -75,7 +70,7 @@ typedef struct {
   const char *text;     /* t.cfg */
   const char *inc_name; /* an optional second file beside t.cfg */
   const char *inc_text;
-  bool inc_fifo;        /* inc_name is a FIFO instead */
+  bool inc_fifo; /* inc_name is a FIFO instead */
   env_kv env[8];
   const char *want; /* the exact error, temp dir removed; NULL: loads */
   void (*check)(const kjb_config *cfg);
@@ -83,11 +78,11 @@ typedef struct {
 
 #define EQ_STR(a, b) assert_string_equal((a), (b))
 #define EQ_INT(a, b) assert_int_equal((a), (b))
-#define EQ_NUM(a, b)                                                           \
-  do {                                                                         \
-    double a_ = (a), b_ = (b);                                                 \
-    if (fabs(a_ - b_) > 1e-9)                                                  \
-      fail_msg("%s = %g, want %g", #a, a_, b_);                                \
+#define EQ_NUM(a, b)                            \
+  do {                                          \
+    double a_ = (a), b_ = (b);                  \
+    if (fabs(a_ - b_) > 1e-9)                   \
+      fail_msg("%s = %g, want %g", #a, a_, b_); \
   } while (0)
 
 /* ---- Checks for cases that load ----------------------------------------- */
@@ -378,9 +373,7 @@ static void check_numbers(const kjb_config *cfg) {
 
 static const cfg_case cases[] = {
     /* Syntax errors, as libconfig finds them. */
-    {.name = "syntax",
-     .text = BASE "kafka2 = ;\n",
-     .want = "t.cfg:3: syntax error"},
+    {.name = "syntax", .text = BASE "kafka2 = ;\n", .want = "t.cfg:3: syntax error"},
     {.name = "syntax_array",
      .text = BASE "x = [ \"a\", 1 ];\n",
      .want = "t.cfg:3: syntax error: mismatched element type in array"},
@@ -426,7 +419,8 @@ static const cfg_case cases[] = {
      .text = SETTINGS_X64 "\na = 1;\n",
      .want = "t.cfg:2: more than 64 settings in one group"},
     {.name = "nested_too_deep",
-     .text = BASE "x = ( ((((((((((((((((((((((((((((((\n(( 1 )) ))))))))))))))))))))))))))))))) );\n",
+     .text =
+         BASE "x = ( ((((((((((((((((((((((((((((((\n(( 1 )) ))))))))))))))))))))))))))))))) );\n",
      .want = "t.cfg:4: groups and lists nested more than 32 deep"},
     {.name = "include_syntax",
      .text = BASE "@include \"inc.cfg\"\n",
@@ -449,8 +443,7 @@ static const cfg_case cases[] = {
      .text = BASE "metrics = { };\n",
      .want = "t.cfg:3: unknown section \"metrics\""},
     {.name = "unknown_nested",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; retry = { attempts = 3; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; retry = { attempts = 3; };"),
      .want = "t.cfg:4: unknown key \"attempts\" in handlers[0].retry"},
     {.name = "unknown_job_key",
      .text = BASE TOPIC_JOB("kind = \"k\"; qeue = \"x\";"),
@@ -476,9 +469,7 @@ static const cfg_case cases[] = {
      .text = "kafka = { brokers = \"b\"; };\npostgres = { pool_size = 2; };\n",
      .want = "t.cfg:2: missing required key \"conninfo\" in postgres (or set "
              "KJB_POSTGRES_CONNINFO)"},
-    {.name = "missing_topics",
-     .text = BASE,
-     .want = "t.cfg: missing required section \"topics\""},
+    {.name = "missing_topics", .text = BASE, .want = "t.cfg: missing required section \"topics\""},
     {.name = "empty_topics",
      .text = BASE "topics = ( );\n",
      .want = "t.cfg:3: topics: at least one topic is required"},
@@ -519,8 +510,7 @@ static const cfg_case cases[] = {
      .want = "t.cfg:4: missing required key \"plugin\" in handlers[0] "
              "(required for type \"plugin\")"},
     {.name = "missing_rate",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; rate_limit = { burst = 5; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { burst = 5; };"),
      .want = "t.cfg:4: missing required key \"rate\" in "
              "handlers[0].rate_limit"},
     {.name = "missing_schema_id",
@@ -550,8 +540,7 @@ static const cfg_case cases[] = {
      .text = BASE "ingest = { batch_size = true; };\n",
      .want = "t.cfg:3: ingest.batch_size: expected an integer, got a boolean"},
     {.name = "type_number",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; rate_limit = { rate = \"50\"; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { rate = \"50\"; };"),
      .want = "t.cfg:4: handlers[0].rate_limit.rate: expected a number, got a "
              "string"},
     {.name = "type_section",
@@ -583,32 +572,25 @@ static const cfg_case cases[] = {
      .want = "t.cfg:3: kafka.properties[1]: expected a string, got an "
              "integer"},
     {.name = "type_duration",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; timeout = [ \"5s\" ];"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; timeout = [ \"5s\" ];"),
      .want = "t.cfg:4: handlers[0].timeout: expected a duration such as "
              "\"30s\", got an array"},
 
     /* Durations. */
     {.name = "duration_bare_integer",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; timeout = 5;"),
-     .want = "t.cfg:4: handlers[0].timeout: invalid duration \"5\" "
-             DURATION_HINT},
+     .want = "t.cfg:4: handlers[0].timeout: invalid duration \"5\" " DURATION_HINT},
     {.name = "duration_bare_string",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\";\n  timeout = \"5\";"),
-     .want = "t.cfg:5: handlers[0].timeout: invalid duration \"5\" "
-             DURATION_HINT},
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\";\n  timeout = \"5\";"),
+     .want = "t.cfg:5: handlers[0].timeout: invalid duration \"5\" " DURATION_HINT},
     {.name = "duration_bad_unit",
      .text = BASE "ingest = { batch_timeout = \"5sec\"; };\n",
-     .want = "t.cfg:3: ingest.batch_timeout: invalid duration \"5sec\" "
-             DURATION_HINT},
+     .want = "t.cfg:3: ingest.batch_timeout: invalid duration \"5sec\" " DURATION_HINT},
     {.name = "duration_float",
      .text = BASE "schema_registry = { timeout = 1.5; };\n",
-     .want = "t.cfg:3: schema_registry.timeout: invalid duration \"1.5\" "
-             DURATION_HINT},
+     .want = "t.cfg:3: schema_registry.timeout: invalid duration \"1.5\" " DURATION_HINT},
     {.name = "duration_zero",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; retry = { base = \"0s\"; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; retry = { base = \"0s\"; };"),
      .want = "t.cfg:4: handlers[0].retry.base: must be greater than 0, got "
              "\"0s\""},
     {.name = "retry_max_below_base",
@@ -617,8 +599,7 @@ static const cfg_case cases[] = {
      .want = "t.cfg:5: handlers[0].retry.max: must not be less than "
              "retry.base"},
     {.name = "retry_base_above_default_max",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; retry = { base = \"2h\"; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; retry = { base = \"2h\"; };"),
      .want = "t.cfg:4: handlers[0].retry.base: must not be more than "
              "retry.max (default 1h)"},
 
@@ -634,8 +615,7 @@ static const cfg_case cases[] = {
      .want = "t.cfg:4: handlers[0].rate_limit.scope: invalid value "
              "\"global\" (expected local or cluster)"},
     {.name = "enum_jitter",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; retry = { jitter = \"half\"; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; retry = { jitter = \"half\"; };"),
      .want = "t.cfg:4: handlers[0].retry.jitter: invalid value \"half\" "
              "(expected full, equal or none)"},
     {.name = "enum_log_level",
@@ -668,8 +648,7 @@ static const cfg_case cases[] = {
      .want = "t.cfg:3: topics[0].jobs[0].max_attempts: must be between 1 and "
              "1000, got 0"},
     {.name = "range_retry_max_attempts",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; retry = { max_attempts = 0; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; retry = { max_attempts = 0; };"),
      .want = "t.cfg:4: handlers[0].retry.max_attempts: must be between 1 and "
              "1000, got 0"},
     {.name = "range_pool_size",
@@ -682,8 +661,7 @@ static const cfg_case cases[] = {
      .want = "t.cfg:2: postgres.pool_size: must be between 1 and 256, got "
              "5000000000"},
     {.name = "range_concurrency",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; concurrency = 0;"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; concurrency = 0;"),
      .want = "t.cfg:4: handlers[0].concurrency: must be between 1 and 1024, got 0"},
     {.name = "range_batch_size_low",
      .text = BASE "ingest = { batch_size = 0; };\n",
@@ -694,18 +672,15 @@ static const cfg_case cases[] = {
      .want = "t.cfg:3: ingest.batch_size: must be between 1 and 1000000, "
              "got 1000001"},
     {.name = "range_rate_zero",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; rate_limit = { rate = 0; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { rate = 0; };"),
      .want = "t.cfg:4: handlers[0].rate_limit.rate: must be greater than 0, "
              "got 0"},
     {.name = "range_rate_negative",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; rate_limit = { rate = -1.5; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { rate = -1.5; };"),
      .want = "t.cfg:4: handlers[0].rate_limit.rate: must be greater than 0, "
              "got -1.5"},
     {.name = "range_rate_infinite",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; rate_limit = { rate = 1e999; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { rate = 1e999; };"),
      .want = "t.cfg:4: handlers[0].rate_limit.rate: must be a finite number"},
     {.name = "range_burst",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { "
@@ -729,19 +704,19 @@ static const cfg_case cases[] = {
              "1024, got 0"},
     /* Upper bounds: what a value can make the process start or allocate. */
     {.name = "range_concurrency_high",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; concurrency = 100000000;"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; concurrency = 100000000;"),
      .want = "t.cfg:4: handlers[0].concurrency: must be between 1 and 1024, got 100000000"},
     {.name = "range_workers_total",
-     .text = BASE TOPIC "handlers = (\n  " LOG_HANDLER("a", "1024") ",\n  " LOG_HANDLER("b", "1024")
-             ",\n  " LOG_HANDLER("c", "1024") ",\n  " LOG_HANDLER("d", "1000") ",\n  "
-             LOG_HANDLER("e", "100") "\n);\n",
+     .text = BASE TOPIC
+     "handlers = (\n  " LOG_HANDLER("a", "1024") ",\n  " LOG_HANDLER("b", "1024") ",\n  " LOG_HANDLER(
+         "c", "1024") ",\n  " LOG_HANDLER("d", "1000") ",\n  " LOG_HANDLER("e", "100") "\n);\n",
      .want = "t.cfg:9: handlers[4].concurrency: the handlers' concurrency adds up to 4172, more "
              "than 4096"},
     {.name = "range_workers_total_default",
-     .text = BASE TOPIC "handlers = (\n  " LOG_HANDLER("a", "1024") ",\n  " LOG_HANDLER("b", "1024")
-             ",\n  " LOG_HANDLER("c", "1024") ",\n  " LOG_HANDLER("d", "1024") ",\n  "
-             "{ kind = \"e\"; type = \"log\"; }\n);\n",
+     .text = BASE TOPIC
+     "handlers = (\n  " LOG_HANDLER("a", "1024") ",\n  " LOG_HANDLER("b", "1024") ",\n  " LOG_HANDLER(
+         "c", "1024") ",\n  " LOG_HANDLER("d", "1024") ",\n  "
+                                                       "{ kind = \"e\"; type = \"log\"; }\n);\n",
      .want = "t.cfg:9: handlers[4].concurrency: the handlers' concurrency adds up to 4100, more "
              "than 4096"},
     {.name = "range_pool_size_high",
@@ -772,8 +747,7 @@ static const cfg_case cases[] = {
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; timeout = \"25h\";"),
      .want = "t.cfg:4: handlers[0].timeout: must be at most 1d, got \"25h\""},
     {.name = "duration_max_retry",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"log\"; retry = { max = \"31d\"; };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; retry = { max = \"31d\"; };"),
      .want = "t.cfg:4: handlers[0].retry.max: must be at most 30d, got \"31d\""},
     {.name = "duration_max_retention",
      .text = BASE "executor = { retention = \"3651d\"; };\n",
@@ -806,8 +780,8 @@ static const cfg_case cases[] = {
      .text = BASE "topics = (\n" ENTRIES_1024 "{} );\n",
      .want = "t.cfg:3: topics: must have at most 1024 entries, got 1025"},
     {.name = "list_jobs_too_long",
-     .text = BASE "topics = ( { topic = \"o\"; schema = \"s\";\n  jobs = ( " ENTRIES_64
-             "{} ); } );\n",
+     .text =
+         BASE "topics = ( { topic = \"o\"; schema = \"s\";\n  jobs = ( " ENTRIES_64 "{} ); } );\n",
      .want = "t.cfg:4: topics[0].jobs: must have at most 64 entries, got 65"},
     {.name = "list_handlers_too_long",
      .text = BASE TOPIC "handlers = ( " ENTRIES_256 "{} );\n",
@@ -819,8 +793,7 @@ static const cfg_case cases[] = {
      .text = "kafka = { brokers = \"b\"; properties = ( " ENTRIES_256 "{} ); };\n",
      .want = "t.cfg:1: kafka.properties: must have at most 256 entries, got 257"},
     {.name = "list_command_too_long",
-     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"exec\"; command = ( " ENTRIES_256
-                                "{} );"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"exec\"; command = ( " ENTRIES_256 "{} );"),
      .want = "t.cfg:4: handlers[0].command: must have at most 256 entries, got 257"},
     {.name = "range_schema_id",
      .text = BASE "schemas = { ids = ( { id = -1; file = \"a.avsc\"; } ); };\n",
@@ -910,16 +883,13 @@ static const cfg_case cases[] = {
      .want = "t.cfg:1: kafka.properties[0]: expected \"key=value\", got "
              "no key before \"=\""},
     {.name = "command_empty",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"exec\"; command = [ ];"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"exec\"; command = [ ];"),
      .want = "t.cfg:4: handlers[0].command: must not be empty"},
     {.name = "command_empty_program",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"exec\"; command = [ \"\", \"x\" ];"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"exec\"; command = [ \"\", \"x\" ];"),
      .want = "t.cfg:4: handlers[0].command[0]: must not be empty"},
     {.name = "http_url_scheme",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"http\"; url = \"127.0.0.1:8080/hook\";"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"http\"; url = \"127.0.0.1:8080/hook\";"),
      .want = "t.cfg:4: handlers[0].url: expected an http:// or https:// URL, "
              "got \"127.0.0.1:8080/hook\""},
     {.name = "registry_url_scheme",
@@ -975,11 +945,12 @@ static const cfg_case cases[] = {
      .want = "t.cfg:3: schema_registry.url: invalid port in \"[::1]:65536\" (expected 0 to "
              "65535)"},
     {.name = "addresses_that_load",
-     .text = "kafka = { brokers = \"a:9092, SSL://b:9093,[::1]:9094,c,\"; };\n"
-             "postgres = { conninfo = \"dbname=kjb\"; };\n"
-             "http = { listen = \"[::]:0\"; };\n"
-             "schema_registry = { url = \"https://u:p@registry.example:8081/base?x=1#f\"; };\n"
-             TOPIC HANDLER("kind = \"k\"; type = \"http\"; url = \"http://[fe80::1%eth0]/h\";"),
+     .text =
+         "kafka = { brokers = \"a:9092, SSL://b:9093,[::1]:9094,c,\"; };\n"
+         "postgres = { conninfo = \"dbname=kjb\"; };\n"
+         "http = { listen = \"[::]:0\"; };\n"
+         "schema_registry = { url = \"https://u:p@registry.example:8081/base?x=1#f\"; };\n" TOPIC
+             HANDLER("kind = \"k\"; type = \"http\"; url = \"http://[fe80::1%eth0]/h\";"),
      .check = check_addresses},
     {.name = "postgres_schema_name",
      .text = "kafka = { brokers = \"b\"; };\n"
@@ -1017,8 +988,7 @@ static const cfg_case cases[] = {
      .check = check_env_2},
     {.name = "env_supplies_required",
      .text = TOPIC,
-     .env = {{"KJB_KAFKA_BROKERS", "embedded"},
-             {"KJB_POSTGRES_CONNINFO", "postgresql:///x"}},
+     .env = {{"KJB_KAFKA_BROKERS", "embedded"}, {"KJB_POSTGRES_CONNINFO", "postgresql:///x"}},
      .check = check_env_required},
     {.name = "env_empty_is_unset",
      .text = "kafka = { brokers = \"b:9092\"; group = \"from-file\"; };\n"
@@ -1086,8 +1056,7 @@ static const cfg_case cases[] = {
     {.name = "env_bad_duration",
      .text = BASE TOPIC,
      .env = {{"KJB_SCHEMA_REGISTRY_TIMEOUT", "5"}},
-     .want = "environment KJB_SCHEMA_REGISTRY_TIMEOUT: invalid duration \"5\" "
-             DURATION_HINT},
+     .want = "environment KJB_SCHEMA_REGISTRY_TIMEOUT: invalid duration \"5\" " DURATION_HINT},
     {.name = "env_bad_enum",
      .text = BASE TOPIC,
      .env = {{"KJB_LOG_FORMAT", "xml"}},
@@ -1139,17 +1108,16 @@ static const cfg_case cases[] = {
      * one, as for libconfig. */
     {.name = "include_not_a_directive",
      .text = BASE TOPIC "/* a comment\n@include \"nope.cfg\"\n*/\n"
-             "log = { level = \"debug\"; format = \"a\n@include \\\"nope.cfg\\\"\";\n"
-             "};\n",
+                        "log = { level = \"debug\"; format = \"a\n@include \\\"nope.cfg\\\"\";\n"
+                        "};\n",
      .want = "t.cfg:7: log.format: invalid value \"a\n@include \"nope.cfg\"\" (expected "
              "text or json)"},
 
     /* Values that load. */
     {.name = "defaults", .text = BASE TOPIC, .check = check_defaults},
     {.name = "handler_defaults",
-     .text = BASE TOPIC HANDLER(
-         "kind = \"k\"; type = \"http\"; url = \"https://hooks.example/k\"; "
-         "rate_limit = { rate = 2.5; }; breaker = { };"),
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"http\"; url = \"https://hooks.example/k\"; "
+                                "rate_limit = { rate = 2.5; }; breaker = { };"),
      .check = check_handler_defaults},
     {.name = "defaults_from_table",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { rate = 1.0; }; "
@@ -1157,8 +1125,8 @@ static const cfg_case cases[] = {
      .check = check_defaults_table},
     {.name = "handler_burst_default",
      .text = BASE TOPIC "handlers = ( { kind = \"a\"; type = \"log\"; concurrency = 1024;\n"
-             "  rate_limit = { rate = 1e12; }; },\n"
-             "  { kind = \"b\"; type = \"log\"; rate_limit = { rate = 2.5; }; } );\n",
+                        "  rate_limit = { rate = 1e12; }; },\n"
+                        "  { kind = \"b\"; type = \"log\"; rate_limit = { rate = 2.5; }; } );\n",
      .check = check_burst_default},
     {.name = "handler_without_limits",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\";"),
@@ -1184,41 +1152,40 @@ static const cfg_case cases[] = {
              "rate = 50; }; breaker = { failure_ratio = 1; }; } );\n",
      .check = check_numbers},
     {.name = "full",
-     .text =
-         "kafka = { brokers = \"b\"; properties = ( \"security.protocol=ssl\", "
-         "\"ssl.key.password=\" ); };\n"
-         "postgres = { conninfo = \"x\"; schema = \"jobs_2\"; pool_size = 8; "
-         "};\n"
-         "schema_registry = { url = \"https://registry:8081\"; timeout = "
-         "\"1500ms\"; };\n"
-         "schemas = { ids = ( { id = 0; file = \"a.avsc\"; },\n"
-         "  { id = 7; file = \"b.avsc\"; } ); };\n"
-         "ingest = { batch_size = 100; batch_timeout = \"0ms\"; };\n"
-         "log = { level = \"error\"; format = \"json\"; };\n"
-         "topics = (\n"
-         "  { topic = \"in.v1\"; format = \"single-object\"; schema = "
-         "\"x.avsc\"; dlq = \"dead.letters\";\n"
-         "    jobs = ( { kind = \"k\"; queue = \"q1\"; priority = -32768; "
-         "max_attempts = 3;\n"
-         "               unique_key = \"a$$b-${x.y}-${_z}\"; args = [ "
-         "\"x.y\", \"_z\" ]; },\n"
-         "             { kind = \"k2\"; priority = 32767; } ); },\n"
-         "  { topic = \"raw_in\"; format = \"raw\"; schema = \"r.avsc\"; "
-         "jobs = ( { kind = \"k\"; } ); }\n"
-         ");\n"
-         "handlers = (\n"
-         "  { kind = \"k\"; type = \"exec\"; command = [ \"/bin/prog\", "
-         "\"--flag\", \"\" ];\n"
-         "    timeout = \"250ms\"; concurrency = 1;\n"
-         "    rate_limit = { rate = 50; burst = 1; scope = \"cluster\"; };\n"
-         "    retry = { max_attempts = 5; base = \"10ms\"; max = \"2m\"; "
-         "jitter = \"equal\"; };\n"
-         "    breaker = { failure_ratio = 1.0; min_calls = 1; open_for = "
-         "\"1d\"; }; },\n"
-         "  { kind = \"k2\"; type = \"plugin\"; plugin = \"./libmy.so\"; "
-         "retry = { jitter = \"none\"; }; },\n"
-         "  { kind = \"other\"; type = \"log\"; }\n"
-         ");\n",
+     .text = "kafka = { brokers = \"b\"; properties = ( \"security.protocol=ssl\", "
+             "\"ssl.key.password=\" ); };\n"
+             "postgres = { conninfo = \"x\"; schema = \"jobs_2\"; pool_size = 8; "
+             "};\n"
+             "schema_registry = { url = \"https://registry:8081\"; timeout = "
+             "\"1500ms\"; };\n"
+             "schemas = { ids = ( { id = 0; file = \"a.avsc\"; },\n"
+             "  { id = 7; file = \"b.avsc\"; } ); };\n"
+             "ingest = { batch_size = 100; batch_timeout = \"0ms\"; };\n"
+             "log = { level = \"error\"; format = \"json\"; };\n"
+             "topics = (\n"
+             "  { topic = \"in.v1\"; format = \"single-object\"; schema = "
+             "\"x.avsc\"; dlq = \"dead.letters\";\n"
+             "    jobs = ( { kind = \"k\"; queue = \"q1\"; priority = -32768; "
+             "max_attempts = 3;\n"
+             "               unique_key = \"a$$b-${x.y}-${_z}\"; args = [ "
+             "\"x.y\", \"_z\" ]; },\n"
+             "             { kind = \"k2\"; priority = 32767; } ); },\n"
+             "  { topic = \"raw_in\"; format = \"raw\"; schema = \"r.avsc\"; "
+             "jobs = ( { kind = \"k\"; } ); }\n"
+             ");\n"
+             "handlers = (\n"
+             "  { kind = \"k\"; type = \"exec\"; command = [ \"/bin/prog\", "
+             "\"--flag\", \"\" ];\n"
+             "    timeout = \"250ms\"; concurrency = 1;\n"
+             "    rate_limit = { rate = 50; burst = 1; scope = \"cluster\"; };\n"
+             "    retry = { max_attempts = 5; base = \"10ms\"; max = \"2m\"; "
+             "jitter = \"equal\"; };\n"
+             "    breaker = { failure_ratio = 1.0; min_calls = 1; open_for = "
+             "\"1d\"; }; },\n"
+             "  { kind = \"k2\"; type = \"plugin\"; plugin = \"./libmy.so\"; "
+             "retry = { jitter = \"none\"; }; },\n"
+             "  { kind = \"other\"; type = \"log\"; }\n"
+             ");\n",
      .check = check_full},
 };
 
@@ -1273,8 +1240,8 @@ static void run_case(void **state) {
   if (tc->want) {
     strip_dir(err.msg, dir);
     if (rc == 0 || strcmp(err.msg, tc->want) != 0) {
-      print_error("case %s\n  want: %s\n  got:  %s (rc %d)\n", tc->name,
-                  tc->want, rc ? err.msg : "(loaded)", rc);
+      print_error("case %s\n  want: %s\n  got:  %s (rc %d)\n", tc->name, tc->want,
+                  rc ? err.msg : "(loaded)", rc);
       if (rc == 0)
         kjb_config_close(&cfg);
       fail();
@@ -1288,8 +1255,7 @@ static void run_case(void **state) {
   }
   if (rc != 0) {
     strip_dir(err.msg, dir);
-    print_error("case %s\n  want: (loaded)\n  got:  %s (rc %d)\n", tc->name,
-                err.msg, rc);
+    print_error("case %s\n  want: (loaded)\n  got:  %s (rc %d)\n", tc->name, err.msg, rc);
     fail();
   }
   assert_string_equal(cfg.path, path);
@@ -1465,8 +1431,8 @@ static void test_example_documents_defaults(void **state) {
         if (i == nd)
           fail_msg("%s has the default \"%s\" but the tests do not check it", key, def);
         if (!seen[i] && !documents(comment, def))
-          fail_msg("example.cfg: %s: the comment above does not say Default \"%s\": %s", key,
-                   def, comment);
+          fail_msg("example.cfg: %s: the comment above does not say Default \"%s\": %s", key, def,
+                   comment);
         found += !seen[i];
         seen[i] = true;
       }
@@ -1561,7 +1527,8 @@ static void test_file_limits(void **state) {
     fail_msg("a config of exactly 1 MiB with its include: %s", err.msg);
   kjb_config_close(&cfg);
   write_padded(inc, "", 1024 * 1024 - main_len + 1);
-  expect_error(path, KJB_ECONFIG, "limits.cfg:4: @include \"pad.cfg\": the configuration "
+  expect_error(path, KJB_ECONFIG,
+               "limits.cfg:4: @include \"pad.cfg\": the configuration "
                "with its includes is larger than 1 MiB");
   unlink(inc);
 
@@ -1651,8 +1618,7 @@ static void clear_kjb_env(void) {
   size_t n = 0;
   for (char **e = environ; *e && n < 64; e++) {
     const char *eq = strchr(*e, '=');
-    if (strncmp(*e, "KJB_", 4) != 0 || !eq ||
-        (size_t)(eq - *e) >= sizeof names[0])
+    if (strncmp(*e, "KJB_", 4) != 0 || !eq || (size_t)(eq - *e) >= sizeof names[0])
       continue;
     snprintf(names[n], sizeof names[0], "%.*s", (int)(eq - *e), *e);
     if (strcmp(names[n], "KJB_SOURCE_DIR") != 0)
@@ -1662,8 +1628,7 @@ static void clear_kjb_env(void) {
     unsetenv(names[i]);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-                        struct FTW *ftw) {
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
   return remove(path);
 }
 
@@ -1672,23 +1637,23 @@ static int setup(void **state) {
   return mkdtemp(tmp_root) ? 0 : -1;
 }
 
-static int teardown(void **state) {
-  return nftw(tmp_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
+static int teardown(void **state) { return nftw(tmp_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 int main(void) {
   static const struct CMUnitTest fixed[] = {
-      cmocka_unit_test(test_example_cfg), cmocka_unit_test(test_dev_cfg),
+      cmocka_unit_test(test_example_cfg),
+      cmocka_unit_test(test_dev_cfg),
       cmocka_unit_test(test_example_documents_defaults),
-      cmocka_unit_test(test_io_errors),   cmocka_unit_test(test_file_limits),
+      cmocka_unit_test(test_io_errors),
+      cmocka_unit_test(test_file_limits),
       cmocka_unit_test(test_close),
-      cmocka_unit_test(test_default_path), cmocka_unit_test(test_lookups),
+      cmocka_unit_test(test_default_path),
+      cmocka_unit_test(test_lookups),
   };
   static struct CMUnitTest tests[NCASES + sizeof fixed / sizeof fixed[0]];
   for (size_t i = 0; i < NCASES; i++) {
-    tests[i] = (struct CMUnitTest){.name = cases[i].name,
-                                   .test_func = run_case,
-                                   .initial_state = (void *)&cases[i]};
+    tests[i] = (struct CMUnitTest){
+        .name = cases[i].name, .test_func = run_case, .initial_state = (void *)&cases[i]};
   }
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
     tests[NCASES + i] = fixed[i];

@@ -151,15 +151,16 @@ static const dcase primitives[] = {
 
 static void test_primitives(void **state) { RUN(primitives); }
 
-#define REC_AB "{'type':'record','name':'R','fields':[{'name':'a','type':'int'},{'name':'b','type':'string'}]}"
-#define LL                                                                                    \
-  "{'type':'record','name':'LL','namespace':'x','fields':[{'name':'v','type':'int'},"         \
+#define REC_AB \
+  "{'type':'record','name':'R','fields':[{'name':'a','type':'int'},{'name':'b','type':'string'}]}"
+#define LL                                                                            \
+  "{'type':'record','name':'LL','namespace':'x','fields':[{'name':'v','type':'int'}," \
   "{'name':'next','type':['null','LL']}]}"
-#define NESTED                                                                                \
-  "{'type':'record','name':'Outer','namespace':'a.b','fields':["                              \
+#define NESTED                                                                                  \
+  "{'type':'record','name':'Outer','namespace':'a.b','fields':["                                \
   "{'name':'in','type':{'type':'record','name':'Inner','fields':[{'name':'x','type':'int'}]}}," \
-  "{'name':'again','type':'Inner'},{'name':'full','type':'a.b.Inner'},"                       \
-  "{'name':'other','type':{'type':'record','name':'c.Other','fields':[{'name':'y','type':{"   \
+  "{'name':'again','type':'Inner'},{'name':'full','type':'a.b.Inner'},"                         \
+  "{'name':'other','type':{'type':'record','name':'c.Other','fields':[{'name':'y','type':{"     \
   "'type':'enum','name':'E','symbols':['P','Q']}}]}},{'name':'e','type':'c.E'}]}"
 
 static const dcase complex_types[] = {
@@ -170,13 +171,18 @@ static const dcase complex_types[] = {
     {"fixed 0", "{'type':'fixed','name':'F','size':0}", NULL, "", "''", 0, NULL},
     {"array", "{'type':'array','items':'int'}", NULL, "04 02 04 00", "[1,2]", 0, NULL},
     {"array empty", "{'type':'array','items':'int'}", NULL, "00", "[]", 0, NULL},
-    {"array two blocks", "{'type':'array','items':'int'}", NULL, "02 02 02 04 00", "[1,2]", 0, NULL},
-    {"array sized block", "{'type':'array','items':'int'}", NULL, "03 04 02 04 00", "[1,2]", 0, NULL},
+    {"array two blocks", "{'type':'array','items':'int'}", NULL, "02 02 02 04 00", "[1,2]", 0,
+     NULL},
+    {"array sized block", "{'type':'array','items':'int'}", NULL, "03 04 02 04 00", "[1,2]", 0,
+     NULL},
     {"array of arrays", "{'type':'array','items':{'type':'array','items':'int'}}", NULL,
      "04 02 02 00 00 00", "[[1],[]]", 0, NULL},
-    {"array of null", "{'type':'array','items':'null'}", NULL, "06 00", "[null,null,null]", 0, NULL},
-    {"map", "{'type':'map','values':'long'}", NULL, "04 02 61 02 02 62 04 00", "{'a':1,'b':2}", 0, NULL},
-    {"map sized block", "{'type':'map','values':'int'}", NULL, "01 06 02 61 02 00", "{'a':1}", 0, NULL},
+    {"array of null", "{'type':'array','items':'null'}", NULL, "06 00", "[null,null,null]", 0,
+     NULL},
+    {"map", "{'type':'map','values':'long'}", NULL, "04 02 61 02 02 62 04 00", "{'a':1,'b':2}", 0,
+     NULL},
+    {"map sized block", "{'type':'map','values':'int'}", NULL, "01 06 02 61 02 00", "{'a':1}", 0,
+     NULL},
     {"map empty", "{'type':'map','values':'int'}", NULL, "00", "{}", 0, NULL},
     {"union null", "['null','string']", NULL, "00", "null", 0, NULL},
     {"union string", "['null','string']", NULL, "02 02 78", "'x'", 0, NULL},
@@ -197,13 +203,15 @@ static void test_complex(void **state) { RUN(complex_types); }
 static const dcase logical[] = {
     {"date epoch", "{'type':'int','logicalType':'date'}", NULL, "00", "'1970-01-01'", 0, NULL},
     {"date -1", "{'type':'int','logicalType':'date'}", NULL, "01", "'1969-12-31'", 0, NULL},
-    {"date 9999", "{'type':'int','logicalType':'date'}", NULL, "c0 82 e6 02", "'9999-12-31'", 0, NULL},
+    {"date 9999", "{'type':'int','logicalType':'date'}", NULL, "c0 82 e6 02", "'9999-12-31'", 0,
+     NULL},
     {"date 0000", "{'type':'int','logicalType':'date'}", NULL, "cf ea 57", "'0000-01-01'", 0, NULL},
     {"date past 9999", "{'type':'int','logicalType':'date'}", NULL, "c2 82 e6 02", NULL,
      KJB_EBAD_VALUE, "date 2932897 at byte 0 is out of range"},
     {"date before 0000", "{'type':'int','logicalType':'date'}", NULL, "d1 ea 57", NULL,
      KJB_EBAD_VALUE, "date -719529 at byte 0 is out of range"},
-    {"time-millis 0", "{'type':'int','logicalType':'time-millis'}", NULL, "00", "'00:00:00.000'", 0, NULL},
+    {"time-millis 0", "{'type':'int','logicalType':'time-millis'}", NULL, "00", "'00:00:00.000'", 0,
+     NULL},
     {"time-millis max", "{'type':'int','logicalType':'time-millis'}", NULL, "fe ef b2 52",
      "'23:59:59.999'", 0, NULL},
     {"time-millis 24h", "{'type':'int','logicalType':'time-millis'}", NULL, "80 f0 b2 52", NULL,
@@ -215,8 +223,10 @@ static const dcase logical[] = {
     {"timestamp-millis epoch", TSM, NULL, "00", "'1970-01-01T00:00:00.000Z'", 0, NULL},
     {"timestamp-millis -1", TSM, NULL, "01", "'1969-12-31T23:59:59.999Z'", 0, NULL},
     {"timestamp-millis", TSM, NULL, "f6 a5 e3 d8 bf 68", "'2026-11-21T10:00:00.123Z'", 0, NULL},
-    {"timestamp-millis 9999", TSM, NULL, "fe ef fe a1 fa 9d 73", "'9999-12-31T23:59:59.999Z'", 0, NULL},
-    {"timestamp-millis 0000", TSM, NULL, "ff ff a2 f0 cd a2 1c", "'0000-01-01T00:00:00.000Z'", 0, NULL},
+    {"timestamp-millis 9999", TSM, NULL, "fe ef fe a1 fa 9d 73", "'9999-12-31T23:59:59.999Z'", 0,
+     NULL},
+    {"timestamp-millis 0000", TSM, NULL, "ff ff a2 f0 cd a2 1c", "'0000-01-01T00:00:00.000Z'", 0,
+     NULL},
     {"timestamp-millis past 9999", TSM, NULL, "80 f0 fe a1 fa 9d 73", NULL, KJB_EBAD_VALUE,
      "timestamp-millis 253402300800000 at byte 0 is out of range"},
     {"timestamp-millis before 0000", TSM, NULL, "81 80 a3 f0 cd a2 1c", NULL, KJB_EBAD_VALUE,
@@ -228,8 +238,8 @@ static const dcase logical[] = {
     {"timestamp-micros", TSU, NULL, "f6 a5 e3 d8 bf 68", "'1970-01-21T18:40:55.200123Z'", 0, NULL},
     {"local-timestamp-millis", "{'type':'long','logicalType':'local-timestamp-millis'}", NULL,
      "f6 a5 e3 d8 bf 68", "'2026-11-21T10:00:00.123'", 0, NULL},
-    {"local-timestamp-micros", "{'type':'long','logicalType':'local-timestamp-micros'}", NULL,
-     "01", "'1969-12-31T23:59:59.999999'", 0, NULL},
+    {"local-timestamp-micros", "{'type':'long','logicalType':'local-timestamp-micros'}", NULL, "01",
+     "'1969-12-31T23:59:59.999999'", 0, NULL},
     {"decimal", DEC(10, 2), NULL, "04 30 39", "'123.45'", 0, NULL},
     {"decimal negative", DEC(10, 2), NULL, "02 fb", "'-0.05'", 0, NULL},
     {"decimal zero", DEC(10, 2), NULL, "02 00", "'0.00'", 0, NULL},
@@ -252,7 +262,8 @@ static const dcase logical[] = {
      "{'type':'fixed','name':'D','size':8,'logicalType':'decimal','precision':19}", NULL,
      "ff ff ff ff ff ff ff ff", "'//////////8='", 0, NULL},
     {"decimal scale > precision is plain bytes",
-     "{'type':'bytes','logicalType':'decimal','precision':2,'scale':3}", NULL, "02 07", "'Bw=='", 0, NULL},
+     "{'type':'bytes','logicalType':'decimal','precision':2,'scale':3}", NULL, "02 07", "'Bw=='", 0,
+     NULL},
     {"uuid", "{'type':'string','logicalType':'uuid'}", NULL,
      "48 31 32 33 65 34 35 36 37 2d 65 38 39 62 2d 31 32 64 33 2d 61 34 35 36 2d 34 32 36 36 31 34 31 37 34 30 30 30",
      "'123e4567-e89b-12d3-a456-426614174000'", 0, NULL},
@@ -261,20 +272,23 @@ static const dcase logical[] = {
     {"duration wrong size is plain fixed",
      "{'type':'fixed','name':'Dur','size':4,'logicalType':'duration'}", NULL, "01 00 00 00",
      "'AQAAAA=='", 0, NULL},
-    {"misplaced logicalType ignored", "{'type':'string','logicalType':'date'}", NULL, "02 78", "'x'", 0, NULL},
-    {"timestamp on int ignored", "{'type':'int','logicalType':'timestamp-millis'}", NULL, "02", "1", 0, NULL},
-    {"unknown logicalType ignored", "{'type':'long','logicalType':'epoch-fortnights'}", NULL, "02", "1", 0, NULL},
+    {"misplaced logicalType ignored", "{'type':'string','logicalType':'date'}", NULL, "02 78",
+     "'x'", 0, NULL},
+    {"timestamp on int ignored", "{'type':'int','logicalType':'timestamp-millis'}", NULL, "02", "1",
+     0, NULL},
+    {"unknown logicalType ignored", "{'type':'long','logicalType':'epoch-fortnights'}", NULL, "02",
+     "1", 0, NULL},
     {"logical in union", "['null'," TSM "]", NULL, "02 00", "'1970-01-01T00:00:00.000Z'", 0, NULL},
 };
 
 static void test_logical(void **state) { RUN(logical); }
 
-#define ORDER_HEX                                                                             \
+#define ORDER_HEX                                                                              \
   "54 0e 16 61 40 62 2e 65 78 61 6d 70 6c 65 06 41 6e 6e 04 30 39 02 02 04 58 31 04 00 00 00 " \
   "00 00 00 23 40 00 f6 a5 e3 d8 bf 68 02 04 68 69 02 02 6b 02 76 00"
-#define ORDER_JSON                                                                          \
+#define ORDER_JSON                                                                           \
   "{'order_id':42,'customer':{'id':7,'email':'a@b.example','name':'Ann'},'amount':'123.45'," \
-  "'currency':'USD','items':[{'sku':'X1','quantity':2,'price':9.5}],"                       \
+  "'currency':'USD','items':[{'sku':'X1','quantity':2,'price':9.5}],"                        \
   "'created_at':'2026-11-21T10:00:00.123Z','note':'hi','tags':{'k':'v'}"
 
 #define REC(fields) "{'type':'record','name':'R','fields':[" fields "]}"
@@ -282,23 +296,25 @@ static void test_logical(void **state) { RUN(logical); }
 
 static const dcase evolution[] = {
     {"added field with default", REC(F("a", "'int'")),
-     REC(F("a", "'int'") ",{'name':'b','type':'string','default':'x'}"), "02", "{'a':1,'b':'x'}", 0, NULL},
+     REC(F("a", "'int'") ",{'name':'b','type':'string','default':'x'}"), "02", "{'a':1,'b':'x'}", 0,
+     NULL},
     {"added union field default null", REC(F("a", "'int'")),
      REC(F("a", "'int'") ",{'name':'b','type':['null','string'],'default':null}"), "02",
      "{'a':1,'b':null}", 0, NULL},
     {"added record field default", REC(F("a", "'int'")),
-     REC(F("a", "'int'") ",{'name':'p','type':{'type':'record','name':'P','fields':[" F("x", "'long'")
-                         ",{'name':'t','type':" TSM ",'default':0}]},'default':{'x':5}}"),
+     REC(F("a", "'int'") ",{'name':'p','type':{'type':'record','name':'P','fields':[" F(
+         "x", "'long'") ",{'name':'t','type':" TSM ",'default':0}]},'default':{'x':5}}"),
      "02", "{'a':1,'p':{'x':5,'t':'1970-01-01T00:00:00.000Z'}}", 0, NULL},
     {"removed fields are skipped",
-     REC(F("a", "['null','int']") "," F("b", "'string'") "," F("c", "{'type':'array','items':{'type':'map','values':'double'}}")
-         "," F("d", "{'type':'fixed','name':'F','size':2}") "," F("e", "'boolean'")),
+     REC(F("a", "['null','int']") "," F("b", "'string'") "," F("c", "{'type':'array','items':{'type':'map','values':'double'}}") "," F(
+         "d", "{'type':'fixed','name':'F','size':2}") "," F("e", "'boolean'")),
      REC(F("b", "'string'")), "02 02 02 62 02 02 02 6b 00 00 00 00 00 00 f0 3f 00 00 ab cd 01",
      "{'b':'b'}", 0, NULL},
-    {"removed sized blocks skipped", REC(F("a", "{'type':'array','items':'long'}") "," F("b", "'int'")),
-     REC(F("b", "'int'")), "03 04 02 04 00 06", "{'b':3}", 0, NULL},
-    {"fields reordered", REC(F("a", "'int'") "," F("b", "'int'")), REC(F("b", "'int'") "," F("a", "'int'")),
-     "02 04", "{'b':2,'a':1}", 0, NULL},
+    {"removed sized blocks skipped",
+     REC(F("a", "{'type':'array','items':'long'}") "," F("b", "'int'")), REC(F("b", "'int'")),
+     "03 04 02 04 00 06", "{'b':3}", 0, NULL},
+    {"fields reordered", REC(F("a", "'int'") "," F("b", "'int'")),
+     REC(F("b", "'int'") "," F("a", "'int'")), "02 04", "{'b':2,'a':1}", 0, NULL},
     {"int to long", "'int'", "'long'", "02", "1", 0, NULL},
     {"int to float", "'int'", "'float'", "02", "1.0", 0, NULL},
     {"int to double", "'int'", "'double'", "01", "-1.0", 0, NULL},
@@ -321,13 +337,16 @@ static const dcase evolution[] = {
     {"union reordered", "['null','string']", "['string','null']", "02 02 78", "'x'", 0, NULL},
     {"union reordered null", "['null','string']", "['string','null']", "00", "null", 0, NULL},
     {"non-union writer to union reader", "'string'", "['null','string']", "02 78", "'x'", 0, NULL},
-    {"non-union writer promotes into union", "'int'", "['null','string','long']", "02", "1", 0, NULL},
+    {"non-union writer promotes into union", "'int'", "['null','string','long']", "02", "1", 0,
+     NULL},
     {"exact branch preferred over promotion", "'int'", "['double','int']", "02", "1", 0, NULL},
-    {"union writer to non-union reader", "['null','string']", "'string'", "02 02 78", "'x'", 0, NULL},
+    {"union writer to non-union reader", "['null','string']", "'string'", "02 02 78", "'x'", 0,
+     NULL},
     {"union writer branch without match", "['null','string']", "'string'", "00", NULL,
      KJB_ESCHEMA_MISMATCH,
      "union branch 0 ('null') at byte 0: writer type 'null' cannot be read as 'string'"},
-    {"union to union with promotion", "['null','int']", "['null','double']", "02 04", "2.0", 0, NULL},
+    {"union to union with promotion", "['null','int']", "['null','double']", "02 04", "2.0", 0,
+     NULL},
     {"record renamed with alias", "{'type':'record','name':'a.Old','fields':[" F("a", "'int'") "]}",
      "{'type':'record','name':'New','namespace':'b','aliases':['a.Old'],'fields':[{'name':'b','aliases':['a'],'type':'int'}]}",
      "02", "{'b':1}", 0, NULL},
@@ -347,19 +366,22 @@ static const dcase evolution[] = {
     {"record names differ", "{'type':'record','name':'A','fields':[]}",
      "{'type':'record','name':'B','fields':[]}", "", NULL, KJB_ESCHEMA_MISMATCH,
      "writer record 'A' does not match reader record 'B'"},
-    {"reader field without default", REC(F("a", "'int'")), REC(F("a", "'int'") "," F("b", "'string'")),
-     "", NULL, KJB_ESCHEMA_MISMATCH, "field 'b': missing in the writer schema and has no default"},
+    {"reader field without default", REC(F("a", "'int'")),
+     REC(F("a", "'int'") "," F("b", "'string'")), "", NULL, KJB_ESCHEMA_MISMATCH,
+     "field 'b': missing in the writer schema and has no default"},
     {"nested type mismatch",
      REC(F("customer", "{'type':'record','name':'C','fields':[" F("email", "'long'") "]}")),
      REC(F("customer", "{'type':'record','name':'C','fields':[" F("email", "'string'") "]}")), "",
-     NULL, KJB_ESCHEMA_MISMATCH, "field 'customer.email': writer type 'long' cannot be read as 'string'"},
+     NULL, KJB_ESCHEMA_MISMATCH,
+     "field 'customer.email': writer type 'long' cannot be read as 'string'"},
     {"array item mismatch", REC(F("xs", "{'type':'array','items':'string'}")),
      REC(F("xs", "{'type':'array','items':'int'}")), "", NULL, KJB_ESCHEMA_MISMATCH,
      "field 'xs[]': writer type 'string' cannot be read as 'int'"},
     {"no demotion", "'long'", "'int'", "", NULL, KJB_ESCHEMA_MISMATCH,
      "writer type 'long' cannot be read as 'int'"},
-    {"fixed size differs", "{'type':'fixed','name':'F','size':2}", "{'type':'fixed','name':'F','size':3}",
-     "", NULL, KJB_ESCHEMA_MISMATCH, "writer fixed 'F' (size 2) cannot be read as fixed 'F' (size 3)"},
+    {"fixed size differs", "{'type':'fixed','name':'F','size':2}",
+     "{'type':'fixed','name':'F','size':3}", "", NULL, KJB_ESCHEMA_MISMATCH,
+     "writer fixed 'F' (size 2) cannot be read as fixed 'F' (size 3)"},
     {"enum names differ", "{'type':'enum','name':'E','symbols':['A']}",
      "{'type':'enum','name':'G','symbols':['A']}", "", NULL, KJB_ESCHEMA_MISMATCH,
      "writer enum 'E' does not match reader enum 'G'"},
@@ -403,14 +425,17 @@ static const dcase errors[] = {
      "block of 2 items at byte 0 exceeds the 1 bytes left"},
     {"truncated array end", "{'type':'array','items':'int'}", NULL, "02 02", NULL, KJB_ETRUNCATED,
      "truncated at byte 2: data ends inside a varint"},
-    {"trailing bytes", "'int'", NULL, "02 00 00", NULL, KJB_ETRAILING_BYTES, "2 trailing bytes at byte 1"},
+    {"trailing bytes", "'int'", NULL, "02 00 00", NULL, KJB_ETRAILING_BYTES,
+     "2 trailing bytes at byte 1"},
     {"trailing after record", REC_AB, NULL, "02 02 62 ff", NULL, KJB_ETRAILING_BYTES,
      "1 trailing bytes at byte 3"},
-    {"invalid utf-8", "'string'", NULL, "04 c3 28", NULL, KJB_EINVALID_UTF8, "invalid utf-8 at byte 1"},
+    {"invalid utf-8", "'string'", NULL, "04 c3 28", NULL, KJB_EINVALID_UTF8,
+     "invalid utf-8 at byte 1"},
     {"NUL in a string", "'string'", NULL, "06 61 00 62", NULL, KJB_EINVALID_UTF8,
      "NUL character (U+0000) at byte 2, which postgresql text cannot hold"},
     {"NUL in a map key", "{'type':'map','values':'int'}", NULL, "02 04 61 00 02 00", NULL,
-     KJB_EINVALID_UTF8, "NUL character (U+0000) in map key at byte 3, which postgresql text cannot hold"},
+     KJB_EINVALID_UTF8,
+     "NUL character (U+0000) in map key at byte 3, which postgresql text cannot hold"},
     {"NUL from bytes to string", "'bytes'", "'string'", "04 61 00", NULL, KJB_EINVALID_UTF8,
      "NUL character (U+0000) at byte 2, which postgresql text cannot hold"},
     {"invalid utf-8 surrogate", "'string'", NULL, "06 ed a0 80", NULL, KJB_EINVALID_UTF8,
@@ -418,26 +443,33 @@ static const dcase errors[] = {
     {"invalid utf-8 overlong", "'string'", NULL, "04 c0 80", NULL, KJB_EINVALID_UTF8,
      "invalid utf-8 at byte 1"},
     {"invalid utf-8 nested",
-     REC(F("customer", "{'type':'record','name':'C','fields':[" F("id", "'long'") "," F("email", "'string'") "]}")),
-     NULL, "02 06 61 ff 62", NULL, KJB_EINVALID_UTF8, "field 'customer.email': invalid utf-8 at byte 3"},
+     REC(F("customer", "{'type':'record','name':'C','fields':[" F("id", "'long'") "," F(
+                           "email", "'string'") "]}")),
+     NULL, "02 06 61 ff 62", NULL, KJB_EINVALID_UTF8,
+     "field 'customer.email': invalid utf-8 at byte 3"},
     {"invalid utf-8 in array item",
-     REC(F("items", "{'type':'array','items':{'type':'record','name':'I','fields':[" F("sku", "'string'") "]}}")),
+     REC(F("items", "{'type':'array','items':{'type':'record','name':'I','fields':[" F(
+                        "sku", "'string'") "]}}")),
      NULL, "08 02 61 02 62 02 63 02 ff 00", NULL, KJB_EINVALID_UTF8,
      "field 'items[3].sku': invalid utf-8 at byte 8"},
-    {"invalid utf-8 map key", REC(F("tags", "{'type':'map','values':'int'}")), NULL, "02 02 ff 00 00",
-     NULL, KJB_EINVALID_UTF8, "field 'tags': invalid utf-8 in map key at byte 2"},
+    {"invalid utf-8 map key", REC(F("tags", "{'type':'map','values':'int'}")), NULL,
+     "02 02 ff 00 00", NULL, KJB_EINVALID_UTF8, "field 'tags': invalid utf-8 in map key at byte 2"},
     {"invalid utf-8 map value", "{'type':'map','values':'string'}", NULL, "02 02 6b 02 80 00", NULL,
      KJB_EINVALID_UTF8, "field 'k': invalid utf-8 at byte 4"},
-    {"negative length", "'string'", NULL, "01", NULL, KJB_EBAD_LENGTH, "negative length -1 at byte 0"},
-    {"negative bytes length", "'bytes'", NULL, "03", NULL, KJB_EBAD_LENGTH, "negative length -2 at byte 0"},
+    {"negative length", "'string'", NULL, "01", NULL, KJB_EBAD_LENGTH,
+     "negative length -1 at byte 0"},
+    {"negative bytes length", "'bytes'", NULL, "03", NULL, KJB_EBAD_LENGTH,
+     "negative length -2 at byte 0"},
     {"length past end", "'string'", NULL, "0a 61", NULL, KJB_EBAD_LENGTH,
      "length 5 at byte 0 exceeds the 1 bytes left"},
     {"length 2^62", "'bytes'", NULL, "80 80 80 80 80 80 80 80 80 01", NULL, KJB_EBAD_LENGTH,
      "length 4611686018427387904 at byte 0 exceeds the 0 bytes left"},
-    {"array count huge", "{'type':'array','items':'long'}", NULL, "fe ff ff ff ff ff ff ff ff 01", NULL,
-     KJB_EBAD_LENGTH, "block of 9223372036854775807 items at byte 0 exceeds the 0 bytes left"},
-    {"null array count huge", "{'type':'array','items':'null'}", NULL, "fe ff ff ff ff ff ff ff ff 01",
-     NULL, KJB_EBAD_LENGTH, "block of 9223372036854775807 zero-byte items at byte 0 exceeds the limit of 1048576 per record"},
+    {"array count huge", "{'type':'array','items':'long'}", NULL, "fe ff ff ff ff ff ff ff ff 01",
+     NULL, KJB_EBAD_LENGTH,
+     "block of 9223372036854775807 items at byte 0 exceeds the 0 bytes left"},
+    {"null array count huge", "{'type':'array','items':'null'}", NULL,
+     "fe ff ff ff ff ff ff ff ff 01", NULL, KJB_EBAD_LENGTH,
+     "block of 9223372036854775807 zero-byte items at byte 0 exceeds the limit of 1048576 per record"},
 #ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
     /* fuzz_decode ran out of memory on tests/fuzz/corpus/decode/
      * bad-nested-null-arrays: the cap on zero-byte items (2^20) held per
@@ -452,16 +484,16 @@ static const dcase errors[] = {
      REC(F("a", "'int'")), "02 04 80 80 80 01 00 02 00 00", NULL, KJB_EBAD_LENGTH,
      "field 'v': block of 1 zero-byte items at byte 7 exceeds the limit of 1048576 per record"},
 #endif
-    {"array count min", "{'type':'array','items':'int'}", NULL, "ff ff ff ff ff ff ff ff ff 01", NULL,
-     KJB_EBAD_LENGTH, "block count -9223372036854775808 at byte 0 is out of range"},
+    {"array count min", "{'type':'array','items':'int'}", NULL, "ff ff ff ff ff ff ff ff ff 01",
+     NULL, KJB_EBAD_LENGTH, "block count -9223372036854775808 at byte 0 is out of range"},
     {"block size negative", "{'type':'array','items':'int'}", NULL, "03 03 02 04 00", NULL,
      KJB_EBAD_LENGTH, "negative block size -2 at byte 1"},
     {"block size past end", "{'type':'array','items':'int'}", NULL, "03 0a 02 04 00", NULL,
      KJB_EBAD_LENGTH, "block size 5 at byte 1 exceeds the 3 bytes left"},
-    {"block size wrong", "{'type':'array','items':'int'}", NULL, "03 02 02 04 00", NULL, KJB_EBAD_LENGTH,
-     "block at byte 2 declares 1 bytes but holds 2"},
-    {"map count past end", "{'type':'map','values':'null'}", NULL, "08 02 61 00", NULL, KJB_EBAD_LENGTH,
-     "block of 4 items at byte 0 exceeds the 3 bytes left"},
+    {"block size wrong", "{'type':'array','items':'int'}", NULL, "03 02 02 04 00", NULL,
+     KJB_EBAD_LENGTH, "block at byte 2 declares 1 bytes but holds 2"},
+    {"map count past end", "{'type':'map','values':'null'}", NULL, "08 02 61 00", NULL,
+     KJB_EBAD_LENGTH, "block of 4 items at byte 0 exceeds the 3 bytes left"},
     {"varint too long", "'long'", NULL, "ff ff ff ff ff ff ff ff ff ff 01", NULL, KJB_EBAD_VARINT,
      "varint at byte 0 is longer than 10 bytes"},
     {"varint overflow", "'long'", NULL, "ff ff ff ff ff ff ff ff ff 02", NULL, KJB_EBAD_VARINT,
@@ -472,15 +504,16 @@ static const dcase errors[] = {
      "union index 2 at byte 0 is out of range (2 branches)"},
     {"union index negative", "['null','string']", NULL, "01", NULL, KJB_EBAD_UNION_INDEX,
      "union index -1 at byte 0 is out of range (2 branches)"},
-    {"union index in skipped field", REC(F("a", "['null','int']") "," F("b", "'int'")), REC(F("b", "'int'")),
-     "04", NULL, KJB_EBAD_UNION_INDEX, "field 'a': union index 2 at byte 0 is out of range (2 branches)"},
+    {"union index in skipped field", REC(F("a", "['null','int']") "," F("b", "'int'")),
+     REC(F("b", "'int'")), "04", NULL, KJB_EBAD_UNION_INDEX,
+     "field 'a': union index 2 at byte 0 is out of range (2 branches)"},
     {"enum index", "{'type':'enum','name':'E','symbols':['A','B','C']}", NULL, "06", NULL,
      KJB_EBAD_ENUM_INDEX, "enum index 3 at byte 0 is out of range (3 symbols)"},
     {"enum index negative", "{'type':'enum','name':'E','symbols':['A']}", NULL, "01", NULL,
      KJB_EBAD_ENUM_INDEX, "enum index -1 at byte 0 is out of range (1 symbols)"},
     {"bad boolean", "'boolean'", NULL, "02", NULL, KJB_EBAD_VALUE, "invalid boolean 2 at byte 0"},
-    {"bad boolean skipped", REC(F("a", "'boolean'") "," F("b", "'int'")), REC(F("b", "'int'")), "05 00",
-     NULL, KJB_EBAD_VALUE, "field 'a': invalid boolean 5 at byte 0"},
+    {"bad boolean skipped", REC(F("a", "'boolean'") "," F("b", "'int'")), REC(F("b", "'int'")),
+     "05 00", NULL, KJB_EBAD_VALUE, "field 'a': invalid boolean 5 at byte 0"},
     {"deep but fine", DEEP, NULL, "02 02 02 02 00", "{'n':{'n':{'n':{'n':{'n':null}}}}}", 0, NULL},
 };
 
@@ -504,7 +537,8 @@ static void test_huge_length_allocates_nothing(void **state) {
   kjb_value *v;
   kjb_err err = {0};
   assert_int_equal(kjb_avro_decode(r, buf, sizeof buf, a, &v, &err), -KJB_EBAD_LENGTH);
-  assert_string_equal(err.msg, "field \"b\": length 4611686018427387904 at byte 1 exceeds the 0 bytes left");
+  assert_string_equal(err.msg,
+                      "field \"b\": length 4611686018427387904 at byte 1 exceeds the 0 bytes left");
   assert_true(kjb_arena_used(a) < 256);
   kjb_arena_free(a);
   kjb_resolver_free(r);
@@ -561,8 +595,12 @@ static void test_decimal_too_long(void **state) {
 /* A writer union branch that cannot be resolved fails only for data that
  * selects it (the spec's rule); other branches decode. */
 static void test_union_branch_record_mismatch(void **state) {
-  kjb_schema *w = must_parse(kjb_test_quote(REC(F("x", "['null',{'type':'record','name':'S','fields':[" F("a", "'int'") "]}]")), 0));
-  kjb_schema *rd = must_parse(kjb_test_quote(REC(F("x", "['null',{'type':'record','name':'S','fields':[" F("a", "'int'") "," F("b", "'int'") "]}]")), 1));
+  kjb_schema *w = must_parse(kjb_test_quote(
+      REC(F("x", "['null',{'type':'record','name':'S','fields':[" F("a", "'int'") "]}]")), 0));
+  kjb_schema *rd =
+      must_parse(kjb_test_quote(REC(F("x", "['null',{'type':'record','name':'S','fields':[" F(
+                                               "a", "'int'") "," F("b", "'int'") "]}]")),
+                                1));
   kjb_err err = {0};
   kjb_resolver *r = kjb_resolver_new(w, rd, &err);
   assert_non_null(r);
@@ -574,7 +612,8 @@ static void test_union_branch_record_mismatch(void **state) {
   assert_string_equal(err.msg, "field \"x\": union branch 1 (\"S\") at byte 0: field \"x.b\": "
                                "missing in the writer schema and has no default");
   /* Not lazy when the writer is not a union. */
-  kjb_schema *w2 = must_parse(kjb_test_quote(REC(F("x", "{'type':'record','name':'S','fields':[" F("a", "'int'") "]}")), 0));
+  kjb_schema *w2 = must_parse(kjb_test_quote(
+      REC(F("x", "{'type':'record','name':'S','fields':[" F("a", "'int'") "]}")), 0));
   assert_null(kjb_resolver_new(w2, rd, &err));
   assert_string_equal(err.msg, "field \"x.b\": missing in the writer schema and has no default");
   kjb_arena_free(a);
@@ -607,8 +646,13 @@ static void test_value_helpers(void **state) {
     int rc;
     const char *text;
   } texts[] = {
-      {"customer.email", 0, "a@b.example"}, {"order_id", 0, "42"}, {"amount", 0, "123.45"},
-      {"note", 0, "hi"},  {"currency", 0, "USD"}, {"customer", -1, ""}, {"items", -1, ""},
+      {"customer.email", 0, "a@b.example"},
+      {"order_id", 0, "42"},
+      {"amount", 0, "123.45"},
+      {"note", 0, "hi"},
+      {"currency", 0, "USD"},
+      {"customer", -1, ""},
+      {"items", -1, ""},
   };
   for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
     kjb_buf b;
@@ -620,7 +664,9 @@ static void test_value_helpers(void **state) {
     kjb_buf_close(&b);
   }
   kjb_value scalars[] = {
-      {.type = KJB_V_NULL}, {.type = KJB_V_BOOL, .u.b = true}, {.type = KJB_V_DOUBLE, .u.d = 9.5},
+      {.type = KJB_V_NULL},
+      {.type = KJB_V_BOOL, .u.b = true},
+      {.type = KJB_V_DOUBLE, .u.d = 9.5},
       {.type = KJB_V_FLOAT, .u.d = (double)0.1f},
   };
   const char *want[] = {"", "true", "9.5", "0.1"};

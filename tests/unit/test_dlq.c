@@ -83,8 +83,7 @@ static void test_kafka_connect(void **state) {
   add(h, "__connect.errors.task.id", "0");
   add(h, "__connect.errors.stage", "VALUE_CONVERTER");
   add(h, "__connect.errors.class.name", "io.confluent.connect.avro.AvroConverter");
-  add(h, "__connect.errors.exception.class.name",
-      "org.apache.kafka.connect.errors.DataException");
+  add(h, "__connect.errors.exception.class.name", "org.apache.kafka.connect.errors.DataException");
   add(h, "__connect.errors.exception.message", "Unknown magic byte!");
   kjb_dead_letter d;
   kjb_err err;
@@ -117,23 +116,55 @@ static void test_malformed(void **state) {
       {{"__connect.errors.topic", "t", "__connect.errors.offset", "2", NULL}, 0, -1, 2, -1},
       {{"__connect.errors.topic", "t", "__connect.errors.partition", "1", NULL}, 0, 1, -1, -1},
       {{"__connect.errors.topic", "t", "__connect.errors.partition", "junk",
-        "__connect.errors.offset", "2", NULL}, 0, -1, 2, -1},
-      {{"__connect.errors.topic", "t", "__connect.errors.partition", "1",
-        "__connect.errors.offset", "2x", NULL}, 0, 1, -1, -1},
+        "__connect.errors.offset", "2", NULL},
+       0,
+       -1,
+       2,
+       -1},
+      {{"__connect.errors.topic", "t", "__connect.errors.partition", "1", "__connect.errors.offset",
+        "2x", NULL},
+       0,
+       1,
+       -1,
+       -1},
       {{"__connect.errors.topic", "t", "__connect.errors.partition", "-1",
-        "__connect.errors.offset", "2", NULL}, 0, -1, 2, -1},
+        "__connect.errors.offset", "2", NULL},
+       0,
+       -1,
+       2,
+       -1},
       {{"__connect.errors.topic", "t", "__connect.errors.partition", "2147483648",
-        "__connect.errors.offset", "2", NULL}, 0, -1, 2, -1},
-      {{"__connect.errors.topic", "t", "__connect.errors.partition", "1",
-        "__connect.errors.offset", "9223372036854775808", NULL}, 0, 1, -1, -1},
-      {{"__connect.errors.topic", "t", "__connect.errors.partition", "",
-        "__connect.errors.offset", "2", NULL}, 0, -1, 2, -1},
+        "__connect.errors.offset", "2", NULL},
+       0,
+       -1,
+       2,
+       -1},
+      {{"__connect.errors.topic", "t", "__connect.errors.partition", "1", "__connect.errors.offset",
+        "9223372036854775808", NULL},
+       0,
+       1,
+       -1,
+       -1},
+      {{"__connect.errors.topic", "t", "__connect.errors.partition", "", "__connect.errors.offset",
+        "2", NULL},
+       0,
+       -1,
+       2,
+       -1},
       /* The last of a name counts. */
       {{"__connect.errors.topic", "t", "__connect.errors.partition", "junk",
-        "__connect.errors.partition", "7", "__connect.errors.offset", "2", NULL}, 1, 7, 2, -1},
+        "__connect.errors.partition", "7", "__connect.errors.offset", "2", NULL},
+       1,
+       7,
+       2,
+       -1},
       /* A bad original timestamp is unknown, not an error. */
-      {{"__connect.errors.topic", "t", "__connect.errors.partition", "1",
-        "__connect.errors.offset", "2", "kjb.original.timestamp", "soon", NULL}, 1, 1, 2, -1},
+      {{"__connect.errors.topic", "t", "__connect.errors.partition", "1", "__connect.errors.offset",
+        "2", "kjb.original.timestamp", "soon", NULL},
+       1,
+       1,
+       2,
+       -1},
   };
   kjb_arena *arena = kjb_arena_new(0);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

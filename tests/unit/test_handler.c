@@ -60,9 +60,8 @@ static void http_date(char *buf, size_t cap, time_t t) {
  * answer 503 with Retry-After as an HTTP-date; /body answers 500 with a
  * body that needs sanitizing; /slow answers after 1.5 s. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
   kjb_buf *body = *con_cls;
   if (!body) {
     body = kjb_xmalloc(sizeof *body);
@@ -172,8 +171,8 @@ static kjb_handler_job make_job(const char *args, int64_t budget_us) {
 }
 
 static kjb_handler *open_http(const char *url, int64_t timeout_us) {
-  kjb_handler_cfg cfg = {.kind = "orders", .type = "http", .timeout_us = timeout_us,
-                         .concurrency = 4};
+  kjb_handler_cfg cfg = {
+      .kind = "orders", .type = "http", .timeout_us = timeout_us, .concurrency = 4};
   cfg.url = (char *)url;
   kjb_err err = {0};
   kjb_handler *h = kjb_handler_open(&cfg, &err);
@@ -431,8 +430,8 @@ static char script[512];
 static char tmpdir[64];
 
 static kjb_handler *open_exec(int64_t timeout_us, size_t n, char **argv) {
-  kjb_handler_cfg cfg = {.kind = "orders", .type = "exec", .timeout_us = timeout_us,
-                         .command = argv, .ncommand = n};
+  kjb_handler_cfg cfg = {
+      .kind = "orders", .type = "exec", .timeout_us = timeout_us, .command = argv, .ncommand = n};
   kjb_err err = {0};
   kjb_handler *h = kjb_handler_open(&cfg, &err);
   assert_string_equal(err.msg, "");
@@ -484,9 +483,11 @@ static void test_exec_outcomes(void **state) {
     const char *message;
   } cases[] = {
       {{"ok"}, KJB_HANDLER_OK, ""},
-      {{"exit", "75", "busy, try later"}, KJB_HANDLER_TRANSIENT,
+      {{"exit", "75", "busy, try later"},
+       KJB_HANDLER_TRANSIENT,
        "exec: exited 75: busy, try later"},
-      {{"exit", "3", "bad input\nline two"}, KJB_HANDLER_PERMANENT,
+      {{"exit", "3", "bad input\nline two"},
+       KJB_HANDLER_PERMANENT,
        "exec: exited 3: bad input line two"},
       {{"exit", "1", ""}, KJB_HANDLER_PERMANENT, "exec: exited 1"},
       {{"kill"}, KJB_HANDLER_TRANSIENT, "exec: killed by SIGKILL"},
@@ -714,7 +715,9 @@ static void test_sanitize(void **state) {
   } cases[] = {
       {"plain text", 64, "plain text"},
       {"  lead\r\n\ttrail \n", 64, "lead trail"},
-      {"a\x01\x7f" "b", 64, "a b"},
+      {"a\x01\x7f"
+       "b",
+       64, "a b"},
       {"caf\xc3\xa9 \xe2\x82\xac", 64, "caf\xc3\xa9 \xe2\x82\xac"},
       {"bad \xc3 \xff\xfe end", 64, "bad ? ?? end"},
       {"\xed\xa0\x80", 64, "???"}, /* a surrogate */
@@ -732,14 +735,14 @@ int main(void) {
   /* SIGPIPE stays at its default on purpose: test_exec_ignores_stdin
    * shows the exec handler never lets it through. */
   const struct CMUnitTest http[] = {
-      cmocka_unit_test(test_http_statuses),       cmocka_unit_test(test_http_retry_after_date),
-      cmocka_unit_test(test_http_request),        cmocka_unit_test(test_http_body_in_message),
+      cmocka_unit_test(test_http_statuses),          cmocka_unit_test(test_http_retry_after_date),
+      cmocka_unit_test(test_http_request),           cmocka_unit_test(test_http_body_in_message),
       cmocka_unit_test(test_http_hides_credentials), cmocka_unit_test(test_http_timeouts),
-      cmocka_unit_test(test_http_cancelled),      cmocka_unit_test(test_http_refused),
-      cmocka_unit_test(test_http_concurrent),     cmocka_unit_test(test_http_config),
+      cmocka_unit_test(test_http_cancelled),         cmocka_unit_test(test_http_refused),
+      cmocka_unit_test(test_http_concurrent),        cmocka_unit_test(test_http_config),
   };
   const struct CMUnitTest exec[] = {
-      cmocka_unit_test(test_exec_outcomes),     cmocka_unit_test(test_exec_stdin_and_env),
+      cmocka_unit_test(test_exec_outcomes),      cmocka_unit_test(test_exec_stdin_and_env),
       cmocka_unit_test(test_exec_ignores_stdin), cmocka_unit_test(test_exec_timeout),
       cmocka_unit_test(test_exec_cannot_run),
   };

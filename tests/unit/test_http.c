@@ -148,7 +148,10 @@ static void test_executor_probes(void **state) {
 static void test_consumer_probes(void **state) {
   kjb_http *h = start();
   int64_t now = kjb_now_mono_us();
-  kjb_health st = {.db_ok_us = now, .db_connected = true, .loop_us = now, .consumer = true,
+  kjb_health st = {.db_ok_us = now,
+                   .db_connected = true,
+                   .loop_us = now,
+                   .consumer = true,
                    .migrations_current = true};
   kjb_http_set_health(h, &st);
   expect(h, "/healthz", 200, OK);
@@ -179,8 +182,12 @@ static void test_consumer_probes(void **state) {
 static void test_not_found_and_methods(void **state) {
   kjb_http *h = start();
   int port = kjb_http_port(h);
-  static const char *const missing[] = {"/nope", "/metrics/", "/healthz/x", "/api/nope",
-                                        "/api/jobs/1/x", "/index.html",
+  static const char *const missing[] = {"/nope",
+                                        "/metrics/",
+                                        "/healthz/x",
+                                        "/api/nope",
+                                        "/api/jobs/1/x",
+                                        "/index.html",
                                         "/%3Cscript%3Ealert(1)%3C/script%3E"};
   for (size_t i = 0; i < sizeof missing / sizeof *missing; i++)
     expect(h, missing[i], 404, "{\"error\":\"not found\"}");
@@ -265,9 +272,18 @@ static void test_metrics(void **state) {
 }
 
 static void test_listen_addresses(void **state) {
-  static const char *const bad[] = {"", "nope", "127.0.0.1", "127.0.0.1:", "127.0.0.1:x",
-                                    ":9464", "::1:9464", "127.0.0.1:70000", "[::1]9464",
-                                    "[::1]:", "[127.0.0.1]:80", "127.0.0.1:-1"};
+  static const char *const bad[] = {"",
+                                    "nope",
+                                    "127.0.0.1",
+                                    "127.0.0.1:",
+                                    "127.0.0.1:x",
+                                    ":9464",
+                                    "::1:9464",
+                                    "127.0.0.1:70000",
+                                    "[::1]9464",
+                                    "[::1]:",
+                                    "[127.0.0.1]:80",
+                                    "127.0.0.1:-1"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     kjb_err err = {0};
     kjb_http *h = kjb_http_new(bad[i], NULL, &err);
@@ -354,8 +370,8 @@ static void probes_answer(kjb_http *h, int n) {
 
 static void healthy(kjb_http *h) {
   int64_t now = kjb_now_mono_us();
-  kjb_health st = {.db_ok_us = now, .db_connected = true, .loop_us = now,
-                   .migrations_current = true};
+  kjb_health st = {
+      .db_ok_us = now, .db_connected = true, .loop_us = now, .migrations_current = true};
   kjb_http_set_health(h, &st);
 }
 

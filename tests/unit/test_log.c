@@ -135,8 +135,7 @@ static void test_redact_registered(void **state) {
   kjb_log_secret(ADMIN_TOKEN);
   kjb_log_secret(ADMIN_TOKEN); /* twice is once */
   kjb_log_secret(OTHER_SECRET);
-  check_redact("token " ADMIN_TOKEN " and again " ADMIN_TOKEN ".",
-               "token *** and again ***.");
+  check_redact("token " ADMIN_TOKEN " and again " ADMIN_TOKEN ".", "token *** and again ***.");
   check_redact("x" ADMIN_TOKEN "x", "x***x");
   check_redact(ADMIN_TOKEN OTHER_SECRET, "******");
   check_redact("abc abc", NULL);
@@ -366,11 +365,16 @@ static void test_threads(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_redact_conninfo),     cmocka_unit_test(test_redact_properties),
-      cmocka_unit_test(test_redact_uris),         cmocka_unit_test(test_redact_authorization),
-      cmocka_unit_test(test_redact_registered),   cmocka_unit_test(test_text_lines),
-      cmocka_unit_test(test_json_lines),          cmocka_unit_test(test_long_messages),
-      cmocka_unit_test(test_levels),              cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_redact_conninfo),
+      cmocka_unit_test(test_redact_properties),
+      cmocka_unit_test(test_redact_uris),
+      cmocka_unit_test(test_redact_authorization),
+      cmocka_unit_test(test_redact_registered),
+      cmocka_unit_test(test_text_lines),
+      cmocka_unit_test(test_json_lines),
+      cmocka_unit_test(test_long_messages),
+      cmocka_unit_test(test_levels),
+      cmocka_unit_test(test_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -56,8 +56,8 @@ static void test_args_selected_paths(void **state) {
   kjb_buf_init(&out);
   kjb_err err;
   assert_int_equal(kjb_map_args(&job, &record, &out, &err), 0);
-  assert_string_equal(out.data,
-                      "{\"order_id\":42,\"customer.email\":\"a@b.example\",\"customer.note\":null}");
+  assert_string_equal(
+      out.data, "{\"order_id\":42,\"customer.email\":\"a@b.example\",\"customer.note\":null}");
   kjb_buf_close(&out);
 }
 
@@ -81,7 +81,7 @@ static void test_args_missing_path(void **state) {
 
 typedef struct {
   const char *tpl;
-  int code; /* 0 for success */
+  int code;             /* 0 for success */
   const char *expected; /* output, or error message */
 } template_case;
 
@@ -144,10 +144,8 @@ static void test_template_each(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_args_whole_record),
-      cmocka_unit_test(test_args_selected_paths),
-      cmocka_unit_test(test_args_missing_path),
-      cmocka_unit_test(test_unique_key_templates),
+      cmocka_unit_test(test_args_whole_record), cmocka_unit_test(test_args_selected_paths),
+      cmocka_unit_test(test_args_missing_path), cmocka_unit_test(test_unique_key_templates),
       cmocka_unit_test(test_template_each),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

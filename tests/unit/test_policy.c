@@ -28,8 +28,9 @@ static void test_backoff(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     print_message("attempt %d jitter %d rnd %.2f\n", cases[i].attempt, (int)cases[i].jitter,
                   cases[i].rnd);
-    assert_int_equal(kjb_backoff_us(1 * S, 3600 * S, cases[i].jitter, cases[i].attempt, cases[i].rnd),
-                     cases[i].us);
+    assert_int_equal(
+        kjb_backoff_us(1 * S, 3600 * S, cases[i].jitter, cases[i].attempt, cases[i].rnd),
+        cases[i].us);
   }
 }
 
@@ -112,10 +113,10 @@ static void test_breaker_window_slides(void **state) {
 }
 
 static void test_finish_verdicts(void **state) {
-  static const kjb_retry_cfg retry = {.max_attempts = 20, .base_us = 1 * S, .max_us = 3600 * S,
-                                      .jitter = KJB_JITTER_FULL};
-  static const kjb_retry_cfg no_jitter = {.max_attempts = 20, .base_us = 1 * S,
-                                          .max_us = 3600 * S, .jitter = KJB_JITTER_NONE};
+  static const kjb_retry_cfg retry = {
+      .max_attempts = 20, .base_us = 1 * S, .max_us = 3600 * S, .jitter = KJB_JITTER_FULL};
+  static const kjb_retry_cfg no_jitter = {
+      .max_attempts = 20, .base_us = 1 * S, .max_us = 3600 * S, .jitter = KJB_JITTER_NONE};
   static const struct {
     const char *name;
     int status; /* a kjb_handler_status, or one the ABI does not define */
@@ -130,8 +131,7 @@ static void test_finish_verdicts(void **state) {
       {"ok completes", KJB_HANDLER_OK, 1, 20, -1, &retry, 0.5, KJB_FINISH_COMPLETED, 0, 0},
       {"ok on the last attempt completes", KJB_HANDLER_OK, 20, 20, -1, &retry, 0.5,
        KJB_FINISH_COMPLETED, 0, 0},
-      {"ok ignores a hint", KJB_HANDLER_OK, 1, 20, 7 * S, &retry, 0.5, KJB_FINISH_COMPLETED, 0,
-       0},
+      {"ok ignores a hint", KJB_HANDLER_OK, 1, 20, 7 * S, &retry, 0.5, KJB_FINISH_COMPLETED, 0, 0},
       {"transient backs off, jittered", KJB_HANDLER_TRANSIENT, 3, 20, -1, &retry, 0.25,
        KJB_FINISH_RETRY, 1, 1 * S},
       {"transient backs off, no jitter", KJB_HANDLER_TRANSIENT, 3, 20, -1, &no_jitter, 0.25,
@@ -142,10 +142,10 @@ static void test_finish_verdicts(void **state) {
        KJB_FINISH_RETRY, 1, 7 * S},
       {"a hint of 0 retries at once", KJB_HANDLER_TRANSIENT, 3, 20, 0, &retry, 0.25,
        KJB_FINISH_RETRY, 1, 0},
-      {"transient on the last attempt discards", KJB_HANDLER_TRANSIENT, 20, 20, 7 * S, &retry,
-       0.5, KJB_FINISH_DISCARD, 1, 0},
-      {"transient past the last attempt discards", KJB_HANDLER_TRANSIENT, 21, 20, -1, &retry,
-       0.5, KJB_FINISH_DISCARD, 1, 0},
+      {"transient on the last attempt discards", KJB_HANDLER_TRANSIENT, 20, 20, 7 * S, &retry, 0.5,
+       KJB_FINISH_DISCARD, 1, 0},
+      {"transient past the last attempt discards", KJB_HANDLER_TRANSIENT, 21, 20, -1, &retry, 0.5,
+       KJB_FINISH_DISCARD, 1, 0},
       {"one attempt in all", KJB_HANDLER_TRANSIENT, 1, 1, -1, &retry, 0.5, KJB_FINISH_DISCARD, 1,
        0},
       {"permanent discards at once", KJB_HANDLER_PERMANENT, 1, 20, 7 * S, &retry, 0.5,
@@ -165,10 +165,10 @@ static void test_finish_verdicts(void **state) {
 
 /* The state a gate case starts from. */
 typedef enum {
-  B_NONE,        /* no breaker */
+  B_NONE, /* no breaker */
   B_CLOSED,
-  B_OPEN,        /* opened at 0 with open_for 30 s */
-  B_HALF_OPEN,   /* its probe out */
+  B_OPEN,      /* opened at 0 with open_for 30 s */
+  B_HALF_OPEN, /* its probe out */
 } breaker_start;
 
 static void start_breaker(kjb_breaker *b, breaker_start st) {
@@ -205,8 +205,8 @@ static void test_gate_admit(void **state) {
       {"half-open with the probe out: poll", B_HALF_OPEN, 10, 8, 100, 40 * S, 0, 41 * S, 10,
        KJB_BREAKER_HALF_OPEN},
       {"the bucket limits it", B_CLOSED, 3, 8, 100, 40 * S, 3, -1, 0, KJB_BREAKER_CLOSED},
-      {"an empty bucket: back at the next token", B_NONE, 0, 8, 100, 40 * S, 0,
-       40 * S + 200000, 0, KJB_BREAKER_CLOSED},
+      {"an empty bucket: back at the next token", B_NONE, 0, 8, 100, 40 * S, 0, 40 * S + 200000, 0,
+       KJB_BREAKER_CLOSED},
       {"an empty bucket gives the probe back", B_OPEN, 0, 8, 100, 40 * S, 0, 40 * S + 200000, 0,
        KJB_BREAKER_HALF_OPEN},
   };
@@ -245,7 +245,7 @@ static void test_gate_claimed(void **state) {
     double cluster_rate;
     int asked, got;
     double cluster_tokens;
-    int64_t due_us; /* from now = 100 s */
+    int64_t due_us;   /* from now = 100 s */
     int tokens_after; /* local: of 10, asked taken before the claim */
     int probe_back;   /* the breaker may hand its probe out again */
   } cases[] = {
@@ -273,9 +273,9 @@ static void test_gate_claimed(void **state) {
                   .poll_interval_us = 1 * S};
     if (g.bucket)
       assert_int_equal(kjb_bucket_take(&bu, cases[i].asked, now), cases[i].asked);
-    assert_int_equal(kjb_gate_claimed(&g, cases[i].asked, cases[i].got, cases[i].cluster_tokens,
-                                      now),
-                     now + cases[i].due_us);
+    assert_int_equal(
+        kjb_gate_claimed(&g, cases[i].asked, cases[i].got, cases[i].cluster_tokens, now),
+        now + cases[i].due_us);
     if (g.bucket)
       assert_int_equal(kjb_bucket_take(&bu, 100, now), cases[i].tokens_after);
     if (cases[i].half_open)

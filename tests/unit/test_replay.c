@@ -162,13 +162,13 @@ static void test_target(void **state) {
       {{KJB_RESET_EARLIEST, 0}, 10, 50, 30, -1, 10},
       {{KJB_RESET_LATEST, 0}, 10, 50, 30, -1, 50},
       {{KJB_RESET_OFFSET, 20}, 10, 50, 30, -1, 20},
-      {{KJB_RESET_OFFSET, 5}, 10, 50, 30, -1, 10},    /* clamped to low */
-      {{KJB_RESET_OFFSET, 99}, 10, 50, 30, -1, 50},   /* clamped to high */
+      {{KJB_RESET_OFFSET, 5}, 10, 50, 30, -1, 10},  /* clamped to low */
+      {{KJB_RESET_OFFSET, 99}, 10, 50, 30, -1, 50}, /* clamped to high */
       {{KJB_RESET_SHIFT, -5}, 10, 50, 30, -1, 25},
       {{KJB_RESET_SHIFT, -50}, 10, 50, 30, -1, 10},
-      {{KJB_RESET_SHIFT, 3}, 10, 50, -1, -1, 13},     /* no commit: from low */
+      {{KJB_RESET_SHIFT, 3}, 10, 50, -1, -1, 13}, /* no commit: from low */
       {{KJB_RESET_DATETIME, 0}, 10, 50, 30, 40, 40},
-      {{KJB_RESET_DATETIME, 0}, 10, 50, 30, -1, 50},  /* nothing after: the end */
+      {{KJB_RESET_DATETIME, 0}, 10, 50, 30, -1, 50}, /* nothing after: the end */
       {{KJB_RESET_DURATION, 0}, 10, 50, 30, 12, 12},
       /* Shifts that would overflow stop at the ends. */
       {{KJB_RESET_SHIFT, INT64_MAX}, 10, 50, 30, -1, 50},

@@ -223,7 +223,8 @@ static const struct {
     {"{'type':'bytes','logicalType':'decimal','precision':5}", KJB_L_DECIMAL, 5, 0},
     {"{'type':'fixed','name':'D','size':8,'logicalType':'decimal','precision':18,'scale':3}",
      KJB_L_DECIMAL, 18, 3},
-    {"{'type':'fixed','name':'D','size':8,'logicalType':'decimal','precision':19}", KJB_L_NONE, 0, 0},
+    {"{'type':'fixed','name':'D','size':8,'logicalType':'decimal','precision':19}", KJB_L_NONE, 0,
+     0},
     {"{'type':'bytes','logicalType':'decimal','precision':0}", KJB_L_NONE, 0, 0},
     {"{'type':'bytes','logicalType':'decimal','precision':2,'scale':3}", KJB_L_NONE, 0, 0},
     {"{'type':'bytes','logicalType':'decimal','precision':2,'scale':-1}", KJB_L_NONE, 0, 0},
@@ -253,9 +254,9 @@ static void test_logical_types(void **state) {
     const kjb_snode *n = kjb_schema_root(s);
     if (n->logical != logicals[i].logical || n->precision != logicals[i].precision ||
         n->scale != logicals[i].scale)
-      fail_msg("[%zu] %s: expected logical %d (%d,%d), got %d (%d,%d)", i, kjb_test_quote(logicals[i].schema, 0),
-               logicals[i].logical, logicals[i].precision, logicals[i].scale, n->logical,
-               n->precision, n->scale);
+      fail_msg("[%zu] %s: expected logical %d (%d,%d), got %d (%d,%d)", i,
+               kjb_test_quote(logicals[i].schema, 0), logicals[i].logical, logicals[i].precision,
+               logicals[i].scale, n->logical, n->precision, n->scale);
     kjb_schema_free(s);
   }
   /* A logicalType on the field rather than on its type is not one. */
@@ -326,7 +327,8 @@ static const struct {
     {"{'type':'long','logicalType':'timestamp-micros'}", "-1", "'1969-12-31T23:59:59.999999Z'"},
     {"{'type':'int','logicalType':'date'}", "19000", "'2022-01-08'"},
     {"{'type':'int','logicalType':'time-millis'}", "3723004", "'01:02:03.004'"},
-    {"{'type':'bytes','logicalType':'decimal','precision':6,'scale':2}", "'\\u00ff\\u0006'", "'-2.50'"},
+    {"{'type':'bytes','logicalType':'decimal','precision':6,'scale':2}", "'\\u00ff\\u0006'",
+     "'-2.50'"},
     {"{'type':'fixed','name':'Dur','size':12,'logicalType':'duration'}",
      "'\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007\\u0008\\u0009\\u000a\\u000b\\u000c'",
      "{'months':67305985,'days':134678021,'millis':202050057}"},
@@ -338,8 +340,10 @@ static void test_defaults(void **state) {
   int failures = 0;
   for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
     char json[2048];
-    snprintf(json, sizeof json, "{'type':'record','name':'R','fields':[{'name':'f','type':%s,"
-             "'default':%s}]}", defaults[i].type, defaults[i].def);
+    snprintf(json, sizeof json,
+             "{'type':'record','name':'R','fields':[{'name':'f','type':%s,"
+             "'default':%s}]}",
+             defaults[i].type, defaults[i].def);
     kjb_schema *s = parse_q(json);
     const kjb_value *v = kjb_schema_root(s)->fields[0].default_value;
     assert_non_null(v);

@@ -22,14 +22,30 @@ static void test_durations(void **state) {
     int rc;
     int64_t us;
   } cases[] = {
-      {"250ms", 0, 250000}, {"30s", 0, 30000000},    {"5m", 0, 300000000},
-      {"1h", 0, 3600000000LL}, {"2d", 0, 172800000000LL}, {"10us", 0, 10},
-      {"1.5s", 0, 1500000}, {"0s", 0, 0},             {"5", -1, 0},
-      {"s", -1, 0},         {"-1s", -1, 0},           {"1 s", -1, 0},
-      {"1sec", -1, 0},      {"", -1, 0},              {"1e30d", -1, 0},
-      {"0x10s", -1, 0},     {"01s", -1, 0},           {"1e3ms", -1, 0},
-      {"1.s", -1, 0},       {".5s", -1, 0},           {"infs", -1, 0},
-      {"0.5s", 0, 500000},  {"10.25ms", 0, 10250},    {"+1s", -1, 0},
+      {"250ms", 0, 250000},
+      {"30s", 0, 30000000},
+      {"5m", 0, 300000000},
+      {"1h", 0, 3600000000LL},
+      {"2d", 0, 172800000000LL},
+      {"10us", 0, 10},
+      {"1.5s", 0, 1500000},
+      {"0s", 0, 0},
+      {"5", -1, 0},
+      {"s", -1, 0},
+      {"-1s", -1, 0},
+      {"1 s", -1, 0},
+      {"1sec", -1, 0},
+      {"", -1, 0},
+      {"1e30d", -1, 0},
+      {"0x10s", -1, 0},
+      {"01s", -1, 0},
+      {"1e3ms", -1, 0},
+      {"1.s", -1, 0},
+      {".5s", -1, 0},
+      {"infs", -1, 0},
+      {"0.5s", 0, 500000},
+      {"10.25ms", 0, 10250},
+      {"+1s", -1, 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int64_t us = 0;
@@ -95,7 +111,12 @@ static void test_hostport(void **state) {
       {"[::1]:9464", true, "::1", 9464, NULL},
       {"[fe80::1%eth0]:80", true, "fe80::1%eth0", 80, NULL},
       {"[::ffff:10.0.0.1]:1", true, "::ffff:10.0.0.1", 1, NULL},
-      {"b\xc3\xbc" "cher.example:80", true, "b\xc3\xbc" "cher.example", 80, NULL},
+      {"b\xc3\xbc"
+       "cher.example:80",
+       true,
+       "b\xc3\xbc"
+       "cher.example",
+       80, NULL},
       {"broker", false, "broker", -1, NULL},
       {"[::1]", false, "::1", -1, NULL},
       {"broker:9092", false, "broker", 9092, NULL},
@@ -106,7 +127,8 @@ static void test_hostport(void **state) {
       {"[::1]80", true, NULL, 0, "expected host:port or [ipv6]:port, got \"[::1]80\""},
       {"[::1:80", true, NULL, 0, "expected host:port or [ipv6]:port, got \"[::1:80\""},
       {"garbage", true, NULL, 0, "expected host:port or [ipv6]:port, got \"garbage\""},
-      {"127.0.0.1:99999", true, NULL, 0, "invalid port in \"127.0.0.1:99999\" (expected 0 to 65535)"},
+      {"127.0.0.1:99999", true, NULL, 0,
+       "invalid port in \"127.0.0.1:99999\" (expected 0 to 65535)"},
       {"localhost:-1", true, NULL, 0, "invalid port in \"localhost:-1\" (expected 0 to 65535)"},
       {"localhost:", true, NULL, 0, "invalid port in \"localhost:\" (expected 0 to 65535)"},
       {"localhost:+80", true, NULL, 0, "invalid port in \"localhost:+80\" (expected 0 to 65535)"},
@@ -179,14 +201,14 @@ static void test_utf8(void **state) {
   } cases[] = {
       {"plain", 5, -1},
       {"caf\xc3\xa9", 5, -1},
-      {"\xf0\x9f\x98\x80", 4, -1},     /* U+1F600 */
-      {"ab\xff", 3, 2},                 /* never valid */
-      {"a\xc3", 2, 1},                  /* truncated sequence */
-      {"\xc0\xaf", 2, 0},               /* overlong '/' */
-      {"\xed\xa0\x80", 3, 0},           /* surrogate U+D800 */
-      {"\xf4\x90\x80\x80", 4, 0},       /* U+110000 */
-      {"ok\xe2\x82", 4, 2},             /* truncated 3-byte */
-      {"x\xe2\x28\xa1", 4, 1},          /* bad continuation */
+      {"\xf0\x9f\x98\x80", 4, -1}, /* U+1F600 */
+      {"ab\xff", 3, 2},            /* never valid */
+      {"a\xc3", 2, 1},             /* truncated sequence */
+      {"\xc0\xaf", 2, 0},          /* overlong '/' */
+      {"\xed\xa0\x80", 3, 0},      /* surrogate U+D800 */
+      {"\xf4\x90\x80\x80", 4, 0},  /* U+110000 */
+      {"ok\xe2\x82", 4, 2},        /* truncated 3-byte */
+      {"x\xe2\x28\xa1", 4, 1},     /* bad continuation */
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     print_message("utf8 case %zu\n", i);
@@ -274,10 +296,10 @@ static void test_civil_dates(void **state) {
     int rc;
     int64_t days;
   } cases[] = {
-      {1970, 1, 1, 0, 0},        {2026, 11, 21, 0, 20778},  {2000, 2, 29, 0, 11016},
-      {1969, 12, 31, 0, -1},     {2024, 2, 29, 0, 19782},   {2026, 2, 29, -1, 0},
-      {1900, 2, 29, -1, 0},      {2026, 2, 31, -1, 0},      {2026, 4, 31, -1, 0},
-      {2026, 13, 1, -1, 0},      {2026, 0, 1, -1, 0},       {2026, 1, 0, -1, 0},
+      {1970, 1, 1, 0, 0},       {2026, 11, 21, 0, 20778}, {2000, 2, 29, 0, 11016},
+      {1969, 12, 31, 0, -1},    {2024, 2, 29, 0, 19782},  {2026, 2, 29, -1, 0},
+      {1900, 2, 29, -1, 0},     {2026, 2, 31, -1, 0},     {2026, 4, 31, -1, 0},
+      {2026, 13, 1, -1, 0},     {2026, 0, 1, -1, 0},      {2026, 1, 0, -1, 0},
       {2026, 12, 31, 0, 20818},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -304,9 +326,15 @@ static void test_utf8_prefix(void **state) {
     const char *s;
     size_t max, n;
   } cases[] = {
-      {"", 4, 0},           {"abc", 4, 3},           {"abcd", 4, 4},
-      {"abcde", 4, 4},      {"ab\xc3\xa9", 4, 4},    {"abc\xc3\xa9", 4, 3},
-      {"a\xe2\x82\xac", 3, 1}, {"a\xe2\x82\xac", 4, 4}, {"\xf0\x9f\x98\x80x", 2, 0},
+      {"", 4, 0},
+      {"abc", 4, 3},
+      {"abcd", 4, 4},
+      {"abcde", 4, 4},
+      {"ab\xc3\xa9", 4, 4},
+      {"abc\xc3\xa9", 4, 3},
+      {"a\xe2\x82\xac", 3, 1},
+      {"a\xe2\x82\xac", 4, 4},
+      {"\xf0\x9f\x98\x80x", 2, 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     print_message("prefix case %zu\n", i);
@@ -320,9 +348,8 @@ static void test_secret_equal(void **state) {
     size_t gl;
     bool equal;
   } cases[] = {
-      {"tok-1", 5, true},   {"tok-2", 5, false},        {"tok-", 4, false},
-      {"tok-1x", 6, false}, {"tok-1\0junk", 10, false}, {"tok-1\0", 6, false},
-      {"", 0, false},       {"TOK-1", 5, false},
+      {"tok-1", 5, true},         {"tok-2", 5, false},   {"tok-", 4, false}, {"tok-1x", 6, false},
+      {"tok-1\0junk", 10, false}, {"tok-1\0", 6, false}, {"", 0, false},     {"TOK-1", 5, false},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     print_message("secret case %zu\n", i);
@@ -406,8 +433,10 @@ static void test_read_file(void **state) {
   static const struct {
     size_t max;
     const char *why;
-  } units[] = {{1 << 20, "larger than 1 MiB"}, {3 << 20, "larger than 3 MiB"},
-               {64 << 10, "larger than 64 KiB"}, {1000, "larger than 1000 bytes"},
+  } units[] = {{1 << 20, "larger than 1 MiB"},
+               {3 << 20, "larger than 3 MiB"},
+               {64 << 10, "larger than 64 KiB"},
+               {1000, "larger than 1000 bytes"},
                {(1 << 20) + 1024, "larger than 1025 KiB"}};
   snprintf(path, sizeof path, "%s/big", dir);
   FILE *f = fopen(path, "wb");
@@ -448,12 +477,12 @@ static void test_errors(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_durations),      cmocka_unit_test(test_parse_i64),
-      cmocka_unit_test(test_hostport),       cmocka_unit_test(test_rfc3339),
-      cmocka_unit_test(test_civil_dates),    cmocka_unit_test(test_utf8),
-      cmocka_unit_test(test_utf8_prefix),    cmocka_unit_test(test_base64_and_json),
-      cmocka_unit_test(test_secret_equal),   cmocka_unit_test(test_arena),
-      cmocka_unit_test(test_read_file),      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_durations),    cmocka_unit_test(test_parse_i64),
+      cmocka_unit_test(test_hostport),     cmocka_unit_test(test_rfc3339),
+      cmocka_unit_test(test_civil_dates),  cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_utf8_prefix),  cmocka_unit_test(test_base64_and_json),
+      cmocka_unit_test(test_secret_equal), cmocka_unit_test(test_arena),
+      cmocka_unit_test(test_read_file),    cmocka_unit_test(test_errors),
       cmocka_unit_test(test_alloc),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
