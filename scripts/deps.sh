@@ -21,7 +21,8 @@ for arg in "$@"; do
 done
 
 # Build: compiler, CMake, pkg-config and the -dev packages CMakeLists.txt
-# looks for; clang and its sanitizer/libFuzzer runtimes (libclang-rt-14-dev,
+# looks for, and those librdkafka's own build needs where it is built here
+# (below); clang and its sanitizer/libFuzzer runtimes (libclang-rt-14-dev,
 # only recommended by clang, so named here) for scripts/fuzz. Tests and
 # demo: PostgreSQL server binaries, kcat, curl, a JRE and Maven for Kafka,
 # Python's venv. Observability tests: promtool (prometheus) checks the
@@ -33,6 +34,7 @@ done
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format-16
   librdkafka-dev libavro-dev libconfig-dev libpq-dev libmicrohttpd-dev
+  libssl-dev libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev xz-utils
   libcurl4-openssl-dev libjansson-dev libcmocka-dev
   postgresql kcat curl ca-certificates python3 python3-venv openssl iproute2
   prometheus chromium fonts-dejavu-core
@@ -80,6 +82,54 @@ if ((want_venv)); then
     .venv/bin/python -m pip install -q --disable-pip-version-check --only-binary=:all: -r "$req"
     echo "$want" >"$stamp"
   fi
+fi
+
+# librdkafka 2.6 or newer (DESIGN.md, Platform). Debian 12's is 2.0.2, so
+# where the system's is older, the librdkafka source package of Debian 13
+# is built once into $CACHE/librdkafka-<version>, and $CACHE/librdkafka
+# points at it; CMakeLists.txt links it from there (with an rpath). The
+# files are pinned by their SHA-256, as in the Debian 13 Sources index.
+RDKAFKA_MIN=2.6.0
+RDKAFKA_DEB=2.8.0-1
+RDKAFKA_SHA256=(
+  "librdkafka_2.8.0-1.dsc 0e9f099090072fe33da42303e1878f7f4713f91b94aa6523a9d630fe67eb2b51"
+  "librdkafka_2.8.0.orig.tar.gz 5bd1c46f63265f31c6bfcedcde78703f77d28238eadf23821c2b43fc30be3e25"
+  "librdkafka_2.8.0-1.debian.tar.xz 85381d3e0f2f8a5f871a408df59ed7ee3071a7bdbce9adefabfc5d3324418ed1"
+)
+CACHE=${KJB_CACHE_DIR:-$HOME/.cache/kjb}
+rdkafka_prefix=$CACHE/librdkafka-$RDKAFKA_DEB
+mkdir -p "$CACHE"
+if pkg-config --atleast-version="$RDKAFKA_MIN" rdkafka; then
+  # The system's will do; a link left from an older system would shadow it.
+  rm -f "$CACHE/librdkafka"
+elif [[ ! -f $rdkafka_prefix/.built ]]; then
+  echo "deps.sh: librdkafka $(pkg-config --modversion rdkafka 2>/dev/null || echo none) is older than" \
+    "$RDKAFKA_MIN; building Debian 13's librdkafka $RDKAFKA_DEB into $rdkafka_prefix" >&2
+  src=$(mktemp -d)
+  trap 'rm -rf "$src"' EXIT
+  for entry in "${RDKAFKA_SHA256[@]}"; do
+    read -r file sum <<<"$entry"
+    curl -fsS --retry 3 -o "$src/$file" "${KJB_DEBIAN_MIRROR:-https://deb.debian.org/debian}/pool/main/libr/librdkafka/$file"
+    echo "$sum  $src/$file" | sha256sum -c --quiet - || { echo "deps.sh: $file: checksum mismatch" >&2; exit 1; }
+  done
+  # dpkg-source unpacks and applies Debian's patches; the checksums above
+  # stand in for the signature check.
+  (cd "$src" && dpkg-source --no-check -x "librdkafka_$RDKAFKA_DEB.dsc" tree >/dev/null)
+  rm -rf "$rdkafka_prefix"
+  (
+    cd "$src/tree"
+    ./configure --prefix="$rdkafka_prefix" >"$src/configure.log" 2>&1 \
+      || { tail -n 30 "$src/configure.log" >&2; exit 1; }
+    # The C library only: kjb needs neither the C++ one nor the examples.
+    make -j"$(nproc)" -C src >"$src/make.log" 2>&1 || { tail -n 30 "$src/make.log" >&2; exit 1; }
+    make -C src install >/dev/null
+  )
+  touch "$rdkafka_prefix/.built"
+  rm -rf "$src"
+  trap - EXIT
+fi
+if [[ -f $rdkafka_prefix/.built ]] && ! pkg-config --atleast-version="$RDKAFKA_MIN" rdkafka; then
+  ln -sfn "librdkafka-$RDKAFKA_DEB" "$CACHE/librdkafka"
 fi
 
 scripts/kafka.sh fetch
