@@ -8,6 +8,7 @@ import concurrent.futures
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import fastavro
@@ -89,6 +90,16 @@ def test_usage_errors_and_help(run_kjb):
     assert res.returncode == 0
     assert res.stdout.splitlines()[0].startswith("kjb ")
     assert any(ln.startswith("librdkafka ") for ln in res.stdout.splitlines())
+
+
+def test_version_names_a_librdkafka_of_at_least_2_6(run_kjb):
+    """DESIGN.md, Platform: Debian 12's 2.0.2 cannot log in with SCRAM to
+    Kafka 4; `kjb version` prints the librdkafka in use, not the headers'."""
+    res = run_kjb(["version"])
+    assert res.returncode == 0, res.stderr
+    found = re.search(r"^librdkafka (\d+)\.(\d+)\.(\d+)", res.stdout, re.M)
+    assert found, res.stdout
+    assert tuple(int(g) for g in found.groups()) >= (2, 6, 0), res.stdout
 
 
 LIMIT = "(expected an integer from 1 to 9223372036854775807)"
