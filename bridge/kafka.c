@@ -1,9 +1,13 @@
-/* librdkafka configuration, and the embedded development cluster. */
+/* librdkafka configuration: kafka.properties checked and applied to the
+ * clients they are for; and the embedded development cluster. */
 #include "kafka.h"
 
+#include <assert.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,9 +33,72 @@ static void on_owner_log(const rd_kafka_t *rk, int level, const char *fac, const
 static int set(rd_kafka_conf_t *conf, const char *key, const char *val, const char *where,
                kjb_err *err) {
   char why[256];
-  if (rd_kafka_conf_set(conf, key, val, why, sizeof why) != RD_KAFKA_CONF_OK)
-    return kjb_err_set(err, KJB_ECONFIG, "%s: %s", where, why);
+  if (rd_kafka_conf_set(conf, key, val, why, sizeof why) == RD_KAFKA_CONF_OK)
+    return 0;
+  /* Some of librdkafka's reasons end in a newline. */
+  size_t n = strlen(why);
+  while (n > 0 && (why[n - 1] == '\n' || why[n - 1] == ' '))
+    why[--n] = '\0';
+  return kjb_err_set(err, KJB_ECONFIG, "%s: %s", where, why);
+}
+
+/* ---- kafka.properties ---------------------------------------------------- */
+
+/* The key of a "key=value" entry into key (cut at size); returns the
+ * value, or NULL when there is no '=' (config.c refuses those). */
+static const char *split_property(const char *p, char *key, size_t size) {
+  const char *eq = strchr(p, '=');
+  snprintf(key, size, "%.*s", eq ? (int)(eq - p) : 0, p);
+  return eq ? eq + 1 : NULL;
+}
+
+/* librdkafka documents which kind of client reads each property in the
+ * "C/P" column of its property table (C consumer, P producer, * both):
+ * CONFIGURATION.md is that table as rd_kafka_conf_properties_show prints
+ * it. No call answers for one key, so the linked library's own table is
+ * printed once and read here; it matches whatever version kjb runs with,
+ * and test_kafka.c checks that it still reads the way this expects. */
+static char *prop_table;
+static pthread_once_t prop_table_once = PTHREAD_ONCE_INIT;
+
+static void print_prop_table(void) {
+  size_t len;
+  FILE *f = open_memstream(&prop_table, &len);
+  if (!f)
+    abort();
+  rd_kafka_conf_properties_show(f);
+  if (fclose(f) != 0)
+    abort();
+}
+
+/* 'C', 'P' or '*' from the row "<key> | <C/P> | ...", or 0 for a key the
+ * table does not list (a plugin's, or a hidden one). */
+static char prop_scope(const char *key) {
+  pthread_once(&prop_table_once, print_prop_table);
+  size_t n = strlen(key);
+  for (const char *line = prop_table; n && line && *line;) {
+    const char *p = line + n;
+    if (strncmp(line, key, n) == 0 && *p == ' ') {
+      p += strspn(p, " ");
+      if (*p == '|') {
+        p += 1 + strspn(p + 1, " ");
+        char c = *p;
+        p += 1 + strspn(p + 1, " ");
+        if ((c == 'C' || c == 'P' || c == '*') && *p == '|')
+          return c;
+      }
+    }
+    line = strchr(line, '\n');
+    line = line ? line + 1 : NULL;
+  }
   return 0;
+}
+
+bool kjb_kafka_property_applies(const char *key, rd_kafka_type_t type) {
+  char scope = prop_scope(key);
+  if (type == RD_KAFKA_PRODUCER)
+    return scope != 'C';
+  return scope != 'P';
 }
 
 /* ---- the embedded cluster, seen from other commands ------------------ */
@@ -100,7 +167,8 @@ static int embedded_address(const kjb_config *cfg, char *out, size_t n, kjb_err 
   return rc;
 }
 
-rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaults, kjb_err *err) {
+rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, rd_kafka_type_t type,
+                                const char *const *defaults, kjb_err *err) {
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set_log_cb(conf, on_log);
   char where[512];
@@ -118,15 +186,15 @@ rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaul
     if (set(conf, defaults[i], defaults[i + 1], "kafka", err) < 0)
       goto fail;
   for (size_t i = 0; i < cfg->kafka.nproperties; i++) {
-    const char *p = cfg->kafka.properties[i], *eq = strchr(p, '=');
     char key[256];
-    snprintf(key, sizeof key, "%.*s", eq ? (int)(eq - p) : 0, p);
-    snprintf(where, sizeof where, "%s: kafka.properties \"%s\"", cfg->path, key);
-    if (!eq || set(conf, key, eq + 1, where, err) < 0) {
-      if (!eq)
-        kjb_err_set(err, KJB_ECONFIG, "%s: expected key=value", where);
+    const char *val = split_property(cfg->kafka.properties[i], key, sizeof key);
+    assert(val);
+    /* The other kind of client would ignore it, with a warning. */
+    if (!kjb_kafka_property_applies(key, type))
+      continue;
+    snprintf(where, sizeof where, "%s: kafka.properties[%zu]: \"%s\"", cfg->path, i, key);
+    if (set(conf, key, val, where, err) < 0)
       goto fail;
-    }
   }
   return conf;
 fail:
