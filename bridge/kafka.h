@@ -28,6 +28,17 @@ rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, rd_kafka_type_t type,
  * true otherwise, including for keys the table does not list. */
 bool kjb_kafka_property_applies(const char *key, rd_kafka_type_t type);
 
+/* Checks kafka.properties entries, "key=value" each (kjb_config_load
+ * has checked that form), as librdkafka will take them: an unknown key or
+ * a value librdkafka refuses (type, range, enumeration) is an error, and
+ * so is a numeric property's value that only starts with a number ("45s",
+ * which librdkafka would read as 45). No client is made and no broker needed;
+ * what librdkafka only checks when a client starts (files, combinations
+ * of keys) is left to then. Returns 0, or -KJB_ECONFIG with the index of
+ * the first entry refused in *bad and err->msg as "\"<key>\": <reason>",
+ * the reason in librdkafka's words where it is librdkafka's. */
+int kjb_kafka_check_properties(char *const *props, size_t n, size_t *bad, kjb_err *err);
+
 /* kafka.brokers = "embedded" resolves, outside `kjb run`, to the embedded
  * cluster of the service running with the same configuration (found on its
  * http.listen); KJB_EIO when there is none. */

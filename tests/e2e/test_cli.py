@@ -311,6 +311,32 @@ def test_thread_counts_are_bounded_before_anything_starts(run_kjb, tmp_path):
                                         f"between 1 and 1024, got 100000000")
 
 
+@pytest.mark.parametrize("entry, why", [
+    ('"fetch.max.byte=1048576"', '"fetch.max.byte": No such configuration property: "fetch.max.byte"'),
+    ('"auto.offset.reset=soon"',
+     '"auto.offset.reset": Invalid value "soon" for configuration property "auto.offset.reset"'),
+    ('"acks=maybe"', '"acks": Invalid value for configuration property "request.required.acks"'),
+    ('"fetch.max.bytes=-1"',
+     '"fetch.max.bytes": Configuration property "fetch.max.bytes" value -1 is outside allowed range 0..2147483135'),
+    ('"session.timeout.ms=45s"', '"session.timeout.ms": expected a number, got "45s"'),
+], ids=["unknown_key", "bad_enum", "alias", "out_of_range", "unit"])
+def test_kafka_properties_are_checked_with_the_config(run_kjb, tmp_path, entry, why):
+    """librdkafka judges each entry as it would for a client, without a
+    broker (the brokers named here do not exist)."""
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", TOPIC)
+    cfg.write_text(cfg.read_text().replace(
+        'group = "g"; };', f'group = "g";\n  properties = [ "client.id=kjb-test",\n    {entry} ]; }};'))
+    line = line_of(cfg, entry)
+    for cmd in ("check-config", "run"):
+        res = run_kjb([cmd], cfg, env={"KJB_KAFKA_BROKERS": "127.0.0.1:1"}, timeout=20)
+        assert res.returncode == 2, res.stderr
+        assert one_line(res.stderr) == f"kjb: {cmd}: {cfg}:{line}: kafka.properties[1]: {why}"
+    # Fixed, it passes.
+    cfg.write_text(cfg.read_text().replace(entry, '"fetch.max.bytes=1048576"'))
+    res = run_kjb(["check-config"], cfg)
+    assert res.returncode == 0, res.stderr
+
+
 @pytest.mark.parametrize("listen, why", [
     ("127.0.0.1:99999", 'invalid port in "127.0.0.1:99999" (expected 0 to 65535)'),
     ("127.0.0.1", 'expected host:port or [ipv6]:port, got "127.0.0.1"'),
