@@ -1,5 +1,6 @@
 /* Loading the config file: libconfig syntax, then key names, types, values,
- * defaults and KJB_<SECTION>_<KEY> overrides, each problem as file:line. */
+ * defaults and KJB_<SECTION>_<KEY> overrides, each problem as file:line.
+ * kafka.properties are librdkafka's to judge (kafka.c). */
 #include "config.h"
 
 #include <assert.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "cfgsrc.h"
+#include "kafka.h"
 #include "policy.h"
 #include "util.h"
 
@@ -45,7 +47,7 @@ enum {
   F_TOPIC = 1 << 5,    /* T_STR: a legal Kafka topic name */
   F_TEMPLATE = 1 << 6, /* T_STR: literal text and ${dotted.path} */
   F_PATHS = 1 << 7,    /* T_STRLIST: non-empty, unique dotted paths */
-  F_PAIRS = 1 << 8,    /* T_STRLIST: "key=value" entries */
+  F_PAIRS = 1 << 8,    /* T_STRLIST: "key=value" entries that librdkafka takes */
   F_ARGV = 1 << 9,     /* T_STRLIST: non-empty, first entry non-empty */
   F_LISTEN = 1 << 10,  /* T_STR: "host:port" or "[ipv6]:port" */
   F_BROKERS = 1 << 11  /* T_STR: "embedded", or [proto://]host[:port],... */
@@ -726,6 +728,19 @@ static int check_count(ctx *c, const val *v, const field *f) {
   return 0;
 }
 
+/* librdkafka's verdict on the whole list, in order (a plugin can add keys
+ * for the entries after it), reported at the entry it refuses. */
+static int check_pairs(ctx *c, const val *v, char **list, size_t n) {
+  size_t bad;
+  kjb_err why;
+  if (kjb_kafka_check_properties(list, n, &bad, &why) == 0)
+    return 0;
+  char key[256];
+  snprintf(key, sizeof key, "%s[%zu]", v->key, bad);
+  return vfail(c, &(val){.s = config_setting_get_elem(v->s, (unsigned)bad), .key = key}, "%s",
+               why.msg);
+}
+
 /* A list of strings: an array or a list, checked per f. */
 static int get_strlist(ctx *c, const val *v, const field *f, char ***out, size_t *nout) {
   const config_setting_t *s = v->s;
@@ -770,7 +785,7 @@ static int get_strlist(ctx *c, const val *v, const field *f, char ***out, size_t
       return vfail(c, &ev, "must not be empty");
     list[i] = kjb_xstrdup(str);
   }
-  return 0;
+  return (flags & F_PAIRS) ? check_pairs(c, v, list, n) : 0;
 }
 
 static void set_string(char **slot, const char *s) {

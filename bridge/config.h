@@ -2,7 +2,9 @@
  * schema_registry, schemas, ingest, executor, log, topics and handlers, with
  * KJB_<SECTION>_<KEY> environment overrides. Each key's default is in
  * config.c's field tables (kjb_config_default). Loading checks syntax, key
- * names, types and values; schema-dependent checks live in catalog.c. */
+ * names, types and values, kafka.properties included (as librdkafka
+ * takes them, without a broker); schema-dependent checks live in
+ * catalog.c. */
 #ifndef KJB_CONFIG_H
 #define KJB_CONFIG_H
 
@@ -80,7 +82,7 @@ typedef struct {
   struct {
     char *brokers; /* required; "embedded" for an in-process cluster */
     char *group;
-    char **properties; /* "key=value", passed to librdkafka as-is */
+    char **properties; /* "key=value", each to the clients it is for (kafka.h) */
     size_t nproperties;
     /* Not a key: set by `kjb run` when brokers was "embedded" and now names
      * the in-process (mock) cluster, which has no real transactions. */

@@ -164,7 +164,7 @@ int kjb_dlq_peek(const kjb_config *cfg, const kjb_dlq_peek_opts *o, FILE *out, l
   *shown = 0;
   static const char *const defaults[] = {"enable.partition.eof", "true",  "group.id", "kjb.peek",
                                          "enable.auto.commit",   "false", NULL};
-  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, defaults, err);
+  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
   if (!conf)
     return -(int)err->code;
   char errstr[512];

@@ -576,7 +576,7 @@ static int make_producer(kjb_ingest *ing, kjb_err *err) {
                                            ing->cfg->kafka.embedded ? NULL : "transactional.id",
                                            txid,
                                            NULL};
-  rd_kafka_conf_t *conf = kjb_kafka_conf(ing->cfg, producer_defaults, err);
+  rd_kafka_conf_t *conf = kjb_kafka_conf(ing->cfg, RD_KAFKA_PRODUCER, producer_defaults, err);
   if (!conf)
     return -1;
   rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
@@ -629,7 +629,7 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
                                            "enable.partition.eof",
                                            "false",
                                            NULL};
-  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, consumer_defaults, err);
+  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, consumer_defaults, err);
   if (!conf)
     goto fail;
   if (rd_kafka_conf_set(conf, "group.id", cfg->kafka.group, errstr, sizeof errstr)) {

@@ -1,9 +1,14 @@
-/* librdkafka configuration, and the embedded development cluster. */
+/* librdkafka configuration: kafka.properties checked and applied to the
+ * clients they are for; and the embedded development cluster. */
 #include "kafka.h"
 
+#include <assert.h>
+#include <ctype.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,9 +34,143 @@ static void on_owner_log(const rd_kafka_t *rk, int level, const char *fac, const
 static int set(rd_kafka_conf_t *conf, const char *key, const char *val, const char *where,
                kjb_err *err) {
   char why[256];
-  if (rd_kafka_conf_set(conf, key, val, why, sizeof why) != RD_KAFKA_CONF_OK)
-    return kjb_err_set(err, KJB_ECONFIG, "%s: %s", where, why);
-  return 0;
+  if (rd_kafka_conf_set(conf, key, val, why, sizeof why) == RD_KAFKA_CONF_OK)
+    return 0;
+  /* Some of librdkafka's reasons end in a newline. */
+  size_t n = strlen(why);
+  while (n > 0 && (why[n - 1] == '\n' || why[n - 1] == ' '))
+    why[--n] = '\0';
+  return kjb_err_set(err, KJB_ECONFIG, "%s: %s", where, why);
+}
+
+/* ---- kafka.properties ---------------------------------------------------- */
+
+/* The key of a "key=value" entry into key (cut at size); returns the
+ * value, or NULL when there is no '=' (config.c refuses those). */
+static const char *split_property(const char *p, char *key, size_t size) {
+  const char *eq = strchr(p, '=');
+  snprintf(key, size, "%.*s", eq ? (int)(eq - p) : 0, p);
+  return eq ? eq + 1 : NULL;
+}
+
+/* librdkafka documents each property in a table whose "C/P" column says
+ * which kind of client reads it (C consumer, P producer, * both) and whose
+ * "Range" column bounds the numeric ones ("0 .. 900000"): CONFIGURATION.md
+ * is that table as rd_kafka_conf_properties_show prints it. No call
+ * answers for one key, so the linked library's own table is printed once
+ * and read here; it matches whatever version kjb runs with, and
+ * test_kafka.c checks that it still reads the way this expects. */
+static char *prop_table;
+static pthread_once_t prop_table_once = PTHREAD_ONCE_INIT;
+
+static void print_prop_table(void) {
+  size_t len;
+  FILE *f = open_memstream(&prop_table, &len);
+  if (!f)
+    abort();
+  rd_kafka_conf_properties_show(f);
+  if (fclose(f) != 0)
+    abort();
+}
+
+/* What the table says of one key. */
+typedef struct {
+  char scope;   /* 'C', 'P' or '*'; 0 when the table does not list the key */
+  bool numeric; /* its range is "<min> .. <max>" */
+} prop_info;
+
+/* The cell of a row that starts at p, blanks trimmed, in *text and *len;
+ * returns where the next cell starts, or NULL after the row's last. */
+static const char *cell(const char *p, const char **text, size_t *len) {
+  size_t n = strcspn(p, "|\n");
+  const char *s = p, *e = p + n;
+  while (s < e && *s == ' ')
+    s++;
+  while (e > s && e[-1] == ' ')
+    e--;
+  *text = s;
+  *len = (size_t)(e - s);
+  return p[n] == '|' ? p + n + 1 : NULL;
+}
+
+/* The row "<key> | <C/P> | <range> | ..." of key; a key the table does
+ * not list (a plugin's, or a hidden one) has scope 0. */
+static prop_info prop_lookup(const char *key) {
+  pthread_once(&prop_table_once, print_prop_table);
+  prop_info info = {0};
+  size_t n = strlen(key);
+  for (const char *line = prop_table; line && *line;) {
+    const char *name, *scope, *range, *p;
+    size_t name_len, scope_len, range_len;
+    if ((p = cell(line, &name, &name_len)) && name_len == n && memcmp(name, key, n) == 0 &&
+        (p = cell(p, &scope, &scope_len)) && scope_len == 1 && strchr("CP*", *scope) &&
+        cell(p, &range, &range_len)) {
+      char text[64], tail;
+      long long min, max;
+      snprintf(text, sizeof text, "%.*s", (int)range_len, range);
+      info.scope = *scope;
+      info.numeric = sscanf(text, "%lld .. %lld%c", &min, &max, &tail) == 2;
+      return info;
+    }
+    line = strchr(line, '\n');
+    line = line ? line + 1 : NULL;
+  }
+  return info;
+}
+
+bool kjb_kafka_property_applies(const char *key, rd_kafka_type_t type) {
+  char scope = prop_lookup(key).scope;
+  if (type == RD_KAFKA_PRODUCER)
+    return scope != 'C';
+  return scope != 'P';
+}
+
+/* Digits, maybe a minus and a fraction (linger.ms is a double). */
+static bool is_number(const char *s) {
+  s += *s == '-';
+  if (!isdigit((unsigned char)*s))
+    return false;
+  while (isdigit((unsigned char)*s))
+    s++;
+  if (*s == '.' && isdigit((unsigned char)s[1]))
+    for (s++; isdigit((unsigned char)*s);)
+      s++;
+  return *s == '\0';
+}
+
+/* Whether librdkafka would read only the start of s as a number and drop
+ * the rest, as strtol and strtod do: "45s" is 45, "0x10" 16, " 5" 5.
+ * A word ("acks=all") is librdkafka's to judge. */
+static bool partly_number(const char *s) {
+  const char *p = s + strspn(s, " \t\n\v\f\r+-");
+  return (isdigit((unsigned char)*p) || *p == '.') && !is_number(s);
+}
+
+/* See kafka.h. One configuration for all entries, in order, as a client's
+ * would be: a plugin named in plugin.library.paths can add keys that the
+ * entries after it use. A numeric property's value must be all number,
+ * not just start with one: kjb's own durations have units, so
+ * "session.timeout.ms=45s" is an easy mistake, and librdkafka would take
+ * it for 45 ms. */
+int kjb_kafka_check_properties(char *const *props, size_t n, size_t *bad, kjb_err *err) {
+  if (n == 0)
+    return 0;
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  int rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    char key[256], where[300];
+    const char *val = split_property(props[i], key, sizeof key);
+    assert(val);
+    snprintf(where, sizeof where, "\"%s\"", key);
+    if (prop_lookup(key).numeric && partly_number(val))
+      rc = kjb_err_set(err, KJB_ECONFIG, "%s: expected a number, got \"%s\"", where, val);
+    else
+      rc = set(conf, key, val, where, err);
+    if (rc < 0)
+      *bad = i;
+  }
+  rd_kafka_conf_destroy(conf);
+  return rc;
 }
 
 /* ---- the embedded cluster, seen from other commands ------------------ */
@@ -100,7 +239,8 @@ static int embedded_address(const kjb_config *cfg, char *out, size_t n, kjb_err 
   return rc;
 }
 
-rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaults, kjb_err *err) {
+rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, rd_kafka_type_t type,
+                                const char *const *defaults, kjb_err *err) {
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set_log_cb(conf, on_log);
   char where[512];
@@ -118,15 +258,15 @@ rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaul
     if (set(conf, defaults[i], defaults[i + 1], "kafka", err) < 0)
       goto fail;
   for (size_t i = 0; i < cfg->kafka.nproperties; i++) {
-    const char *p = cfg->kafka.properties[i], *eq = strchr(p, '=');
     char key[256];
-    snprintf(key, sizeof key, "%.*s", eq ? (int)(eq - p) : 0, p);
-    snprintf(where, sizeof where, "%s: kafka.properties \"%s\"", cfg->path, key);
-    if (!eq || set(conf, key, eq + 1, where, err) < 0) {
-      if (!eq)
-        kjb_err_set(err, KJB_ECONFIG, "%s: expected key=value", where);
+    const char *val = split_property(cfg->kafka.properties[i], key, sizeof key);
+    assert(val);
+    /* The other kind of client would ignore it, with a warning. */
+    if (!kjb_kafka_property_applies(key, type))
+      continue;
+    snprintf(where, sizeof where, "%s: kafka.properties[%zu]: \"%s\"", cfg->path, i, key);
+    if (set(conf, key, val, where, err) < 0)
       goto fail;
-    }
   }
   return conf;
 fail:

@@ -1,19 +1,43 @@
-/* librdkafka configuration shared by the consumer, the DLQ producer and
- * `kjb produce`. */
+/* librdkafka configuration shared by the consumers (ingest, replay, dlq
+ * peek) and the producers (the DLQ producer, `kjb produce`). */
 #ifndef KJB_KAFKA_H
 #define KJB_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
 
 #include "config.h"
 #include "err.h"
 
-/* Builds a configuration from kafka.brokers and kafka.properties, with
- * librdkafka's logs routed to kjb's logger. The pairs in defaults
- * ("key", "value", ..., NULL) are set first so that kafka.properties may
- * override them. Returns NULL with err (KJB_ECONFIG) when librdkafka
- * rejects a property. */
-rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, const char *const *defaults, kjb_err *err);
+/* Builds the configuration of a client of type (RD_KAFKA_CONSUMER or
+ * RD_KAFKA_PRODUCER) from kafka.brokers and kafka.properties, with
+ * librdkafka's logs routed to kjb's logger. The pairs in defaults ("key",
+ * "value", ..., NULL) are set first so that kafka.properties may override
+ * them. A property that librdkafka documents as for the other kind of
+ * client only is left out (kjb_kafka_property_applies), so that one list
+ * serves the consumers and the producers alike. Returns NULL with err
+ * (KJB_ECONFIG) when librdkafka rejects a property, or (KJB_EIO) when
+ * "embedded" finds no cluster. */
+rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, rd_kafka_type_t type,
+                                const char *const *defaults, kjb_err *err);
+
+/* Whether a client of type reads property key: false when librdkafka's
+ * property table marks key as for the other kind of client only (such
+ * as "fetch.max.bytes", a consumer's, or "linger.ms", a producer's),
+ * true otherwise, including for keys the table does not list. */
+bool kjb_kafka_property_applies(const char *key, rd_kafka_type_t type);
+
+/* Checks kafka.properties entries, "key=value" each (kjb_config_load
+ * has checked that form), as librdkafka will take them: an unknown key or
+ * a value librdkafka refuses (type, range, enumeration) is an error, and
+ * so is a numeric property's value that only starts with a number ("45s",
+ * which librdkafka would read as 45). No client is made and no broker needed;
+ * what librdkafka only checks when a client starts (files, combinations
+ * of keys) is left to then. Returns 0, or -KJB_ECONFIG with the index of
+ * the first entry refused in *bad and err->msg as "\"<key>\": <reason>",
+ * the reason in librdkafka's words where it is librdkafka's. */
+int kjb_kafka_check_properties(char *const *props, size_t n, size_t *bad, kjb_err *err);
 
 /* kafka.brokers = "embedded" resolves, outside `kjb run`, to the embedded
  * cluster of the service running with the same configuration (found on its

@@ -112,7 +112,7 @@ int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o, volatile
   }
   static const char *const defaults[] = {"enable.idempotence", "true", "acks", "all",
                                          "linger.ms",          "20",   NULL};
-  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, defaults, err);
+  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_PRODUCER, defaults, err);
   if (!conf) {
     rc = -(int)err->code;
     goto out;

@@ -492,7 +492,7 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
                                   "earliest",
                                   NULL};
   char errstr[512];
-  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, defaults, err);
+  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
   if (!conf) {
     rc = -(int)err->code;
     goto out;

@@ -9,13 +9,14 @@ import io
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 
 import fastavro
 import pytest
 
 import avrokit
-from kjbtest import REPO, write_ingest_config
+from kjbtest import REPO, unique_name, wait_for, write_ingest_config
 
 EXAMPLE = REPO / "config" / "example.cfg"
 
@@ -245,6 +246,103 @@ def test_produce_requires_a_configured_topic(run_kjb, tmp_path):
 
 
 # --------------------------------------------------------------------------
+# kafka.properties: each goes only to the clients that read it
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (the Java client's default partitioner, and
+    librdkafka's "murmur2_random" for keyed records), as a signed int."""
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ len(data)) & 0xFFFFFFFF
+    whole = len(data) // 4 * 4
+    for i in range(0, whole, 4):
+        k = (int.from_bytes(data[i:i + 4], "little") * m) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = data[whole:]
+    if len(tail) >= 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if tail:
+        h = ((h ^ tail[0]) * m) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def murmur2_partitions(keys: list[bytes], partitions: int) -> dict[bytes, int]:
+    # Kafka's own test vectors, so that a wrong hash cannot pass unseen.
+    assert [murmur2(b"21"), murmur2(b"foobar"), murmur2(b"abc")] == [-973932308, -790332482, 479470107]
+    want = {k: (murmur2(k) & 0x7FFFFFFF) % partitions for k in keys}
+    # librdkafka's default partitioner (CRC32) puts some elsewhere, so
+    # that the partitions tell which one ran.
+    assert sum(want[k] != zlib.crc32(k) % partitions for k in keys) >= len(keys) // 4
+    return want
+
+
+def test_kafka_properties_go_only_to_the_clients_that_read_them(kafka, db, make_topic, run_kjb, start_kjb,
+                                                                kjb_services_env, tmp_path):
+    """group.instance.id is a consumer property and partitioner a producer
+    property (librdkafka's C/P column). Given both, `kjb produce` and the
+    dead-letter producer of `kjb run` partition by murmur2, `kjb run`'s
+    consumer joins its group as that static member, and no client warns
+    that it ignores a property of the other kind (CONFWARN "... will be
+    ignored by this producer instance")."""
+    topic = make_topic(partitions=4)
+    dlq = make_topic(partitions=4, name=f"{topic}.dlq")
+    group, instance = unique_name("props"), unique_name("member")
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", group, f"""
+  {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind = "k"; }} ); }}""")
+    cfg.write_text(cfg.read_text().replace(
+        f'group = "{group}"; }};',
+        f'group = "{group}";\n  properties = [ "group.instance.id={instance}", "partitioner=murmur2_random" ]; }};'))
+
+    order = {"customer": {"id": 1, "email": "e@x.example", "name": "E"}, "amount": "12.50", "currency": "GBP",
+             "items": [{"sku": "S", "quantity": 1, "price": 2.5}], "created_at": "2026-11-21T10:00:00.123Z",
+             "note": None, "tags": {}}
+    keys = [str(i).encode() for i in range(1, 17)]
+    res = run_kjb(["produce", "--topic", topic, "--key", "order_id"], cfg, env=kjb_services_env,
+                  input="".join(json.dumps({**order, "order_id": int(k)}) + "\n" for k in keys))
+    assert res.returncode == 0, res.stderr
+    assert "CONFWARN" not in res.stderr and "will be ignored" not in res.stderr, res.stderr
+    produced = kafka.consume(topic, count=len(keys))
+    assert {r.key: r.partition for r in produced} == murmur2_partitions(keys, 4)
+
+    # Records that cannot be decoded, all on partition 0: the DLQ producer
+    # partitions them by their keys.
+    bad_keys = [f"bad-{i}".encode() for i in range(16)]
+    producer = kafka.producer()
+    for k in bad_keys:
+        producer.produce(topic, value=b"\x07not avro", key=k, partition=0)
+    assert producer.flush(30) == 0
+    del producer
+
+    assert run_kjb(["migrate"], cfg, env=kjb_services_env).returncode == 0
+    proc = start_kjb(["run", "--role", "consumer"], cfg, env=kjb_services_env)
+
+    admin = kafka.admin()  # alive until its futures are done
+
+    def members() -> list[str | None]:
+        desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        return [m.group_instance_id for m in desc.members]
+
+    assert wait_for(members, timeout=120, message=f"kjb in group {group}") == [instance]
+    wait_for(lambda: sum(kafka.record_counts(dlq).values()) == len(bad_keys), timeout=240,
+             message=f"{len(bad_keys)} dead letters")
+    dead = kafka.consume(dlq, count=len(bad_keys))
+    assert {r.key: r.partition for r in dead} == murmur2_partitions(bad_keys, 4)
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == len(keys), timeout=60, message="the jobs")
+    log = proc.log()
+    assert "CONFWARN" not in log and "will be ignored" not in log, log
+
+    # dlq peek is a consumer too.
+    res = run_kjb(["dlq", "peek", "--topic", dlq, "--limit", "1"], cfg, env=kjb_services_env)
+    assert res.returncode == 0, res.stderr
+    assert "CONFWARN" not in res.stderr and "will be ignored" not in res.stderr, res.stderr
+
+
+# --------------------------------------------------------------------------
 # Hardening: what the configuration may make kjb read, start or accept
 
 TOPIC = """
@@ -320,6 +418,32 @@ def test_thread_counts_are_bounded_before_anything_starts(run_kjb, tmp_path):
         assert res.returncode == 2, res.stderr
         assert one_line(res.stderr) == (f"kjb: {cmd}: {cfg}:{line}: handlers[0].concurrency: must be "
                                         f"between 1 and 1024, got 100000000")
+
+
+@pytest.mark.parametrize("entry, why", [
+    ('"fetch.max.byte=1048576"', '"fetch.max.byte": No such configuration property: "fetch.max.byte"'),
+    ('"auto.offset.reset=soon"',
+     '"auto.offset.reset": Invalid value "soon" for configuration property "auto.offset.reset"'),
+    ('"acks=maybe"', '"acks": Invalid value for configuration property "request.required.acks"'),
+    ('"fetch.max.bytes=-1"',
+     '"fetch.max.bytes": Configuration property "fetch.max.bytes" value -1 is outside allowed range 0..2147483135'),
+    ('"session.timeout.ms=45s"', '"session.timeout.ms": expected a number, got "45s"'),
+], ids=["unknown_key", "bad_enum", "alias", "out_of_range", "unit"])
+def test_kafka_properties_are_checked_with_the_config(run_kjb, tmp_path, entry, why):
+    """librdkafka judges each entry as it would for a client, without a
+    broker (the brokers named here do not exist)."""
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", TOPIC)
+    cfg.write_text(cfg.read_text().replace(
+        'group = "g"; };', f'group = "g";\n  properties = [ "client.id=kjb-test",\n    {entry} ]; }};'))
+    line = line_of(cfg, entry)
+    for cmd in ("check-config", "run"):
+        res = run_kjb([cmd], cfg, env={"KJB_KAFKA_BROKERS": "127.0.0.1:1"}, timeout=20)
+        assert res.returncode == 2, res.stderr
+        assert one_line(res.stderr) == f"kjb: {cmd}: {cfg}:{line}: kafka.properties[1]: {why}"
+    # Fixed, it passes.
+    cfg.write_text(cfg.read_text().replace(entry, '"fetch.max.bytes=1048576"'))
+    res = run_kjb(["check-config"], cfg)
+    assert res.returncode == 0, res.stderr
 
 
 @pytest.mark.parametrize("listen, why", [

@@ -1139,8 +1139,8 @@ out:
 
 enum { C_RECORDS = 40, C_LATE_MS = 2500 };
 /* The mock coordinator makes a member that joins after another left wait
- * for most of a session timeout; keep it short for the restart. (The DLQ
- * producer warns that these consumer properties do not apply to it.) */
+ * for most of a session timeout; keep it short for the restart. (Consumer
+ * properties: the DLQ producer does not get them.) */
 #define C_PROPERTIES "\"session.timeout.ms=6000\", \"heartbeat.interval.ms=500\""
 
 /* The group coordinator answers kjb's first offset commit late, with a

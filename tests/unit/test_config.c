@@ -301,6 +301,14 @@ static void check_full(const kjb_config *cfg) {
   EQ_STR(cfg->handlers[2].type, "log");
 }
 
+static void check_properties(const kjb_config *cfg) {
+  static const char *const want[] = {"fetch.max.bytes=1048576", "linger.ms=0.5",
+                                     "auto.offset.reset=latest", "acks=all", "client.id=a=b"};
+  EQ_INT(cfg->kafka.nproperties, 5);
+  for (size_t i = 0; i < 5; i++)
+    EQ_STR(cfg->kafka.properties[i], want[i]);
+}
+
 static void check_max_attempts(const kjb_config *cfg) {
   const kjb_topic_cfg *t = &cfg->topics[0];
   EQ_STR(t->jobs[0].kind, "a");
@@ -882,6 +890,59 @@ static const cfg_case cases[] = {
      .text = "kafka = { brokers = \"b\"; properties = [ \"=x\" ]; };\n",
      .want = "t.cfg:1: kafka.properties[0]: expected \"key=value\", got "
              "no key before \"=\""},
+    /* librdkafka's verdict on each entry, in its words, at the entry's
+     * line; the key first, as the reason may name another (an alias's
+     * target). */
+    {.name = "properties_unknown_key",
+     .text = "kafka = { brokers = \"b\"; properties = [\n  \"client.id=x\",\n"
+             "  \"fetch.max.byte=1\" ]; };\n",
+     .want = "t.cfg:3: kafka.properties[1]: \"fetch.max.byte\": No such configuration "
+             "property: \"fetch.max.byte\""},
+    {.name = "properties_bad_enum",
+     .text = "kafka = { brokers = \"b\";\n  properties = [ \"auto.offset.reset=soon\" ]; };\n",
+     .want = "t.cfg:2: kafka.properties[0]: \"auto.offset.reset\": Invalid value \"soon\" "
+             "for configuration property \"auto.offset.reset\""},
+    {.name = "properties_out_of_range",
+     .text = "kafka = { brokers = \"b\"; properties = [ \"fetch.max.bytes=-1\" ]; };\n",
+     .want = "t.cfg:1: kafka.properties[0]: \"fetch.max.bytes\": Configuration property "
+             "\"fetch.max.bytes\" value -1 is outside allowed range 0..2147483135"},
+    {.name = "properties_not_a_number",
+     .text = "kafka = { brokers = \"b\"; properties = [ \"linger.ms=abc\" ]; };\n",
+     .want = "t.cfg:1: kafka.properties[0]: \"linger.ms\": Invalid value for configuration "
+             "property \"queue.buffering.max.ms\""},
+    /* librdkafka would take the leading number of these: kjb does not. */
+    {.name = "properties_number_with_unit",
+     .text = "kafka = { brokers = \"b\"; properties = [ \"session.timeout.ms=45s\" ]; };\n",
+     .want = "t.cfg:1: kafka.properties[0]: \"session.timeout.ms\": expected a number, got "
+             "\"45s\""},
+    {.name = "properties_number_in_hex",
+     .text = "kafka = { brokers = \"b\"; properties = [ \"fetch.max.bytes=0x100000\" ]; };\n",
+     .want = "t.cfg:1: kafka.properties[0]: \"fetch.max.bytes\": expected a number, got "
+             "\"0x100000\""},
+    {.name = "properties_number_blank",
+     .text = "kafka = { brokers = \"b\"; properties = [ \"linger.ms= 5\" ]; };\n",
+     .want = "t.cfg:1: kafka.properties[0]: \"linger.ms\": expected a number, got \" 5\""},
+    {.name = "properties_number_fraction",
+     .text = "kafka = { brokers = \"b\"; properties = [ \"acks=1.\" ]; };\n",
+     .want = "t.cfg:1: kafka.properties[0]: \"acks\": expected a number, got \"1.\""},
+    {.name = "properties_alias",
+     .text = "kafka = { brokers = \"b\"; properties = [ \"acks=maybe\" ]; };\n",
+     .want = "t.cfg:1: kafka.properties[0]: \"acks\": Invalid value for configuration "
+             "property \"request.required.acks\""},
+    {.name = "properties_bool",
+     .text = "kafka = { brokers = \"b\"; properties = [ \"enable.idempotence=yes please\" ]; "
+             "};\n",
+     .want = "t.cfg:1: kafka.properties[0]: \"enable.idempotence\": Expected bool value for "
+             "\"enable.idempotence\": true or false"},
+    /* The first entry refused, in order; in the file that holds it. */
+    {.name = "properties_first_bad",
+     .text = "@include \"kafka.cfg\"\n",
+     .inc_name = "kafka.cfg",
+     .inc_text = "# Kafka\nkafka = { brokers = \"b\";\n"
+                 "  properties = [ \"linger.ms=10\",\n  \"compression.type=brotli\",\n"
+                 "  \"no.such.key=1\" ]; };\n",
+     .want = "kafka.cfg:4: kafka.properties[1]: \"compression.type\": Invalid value "
+             "\"brotli\" for configuration property \"compression.codec\""},
     {.name = "command_empty",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"exec\"; command = [ ];"),
      .want = "t.cfg:4: handlers[0].command: must not be empty"},
@@ -1142,6 +1203,14 @@ static const cfg_case cases[] = {
                   "max_attempts = 7; }; },\n"
                   "  { kind = \"c\"; type = \"log\"; } );\n",
      .check = check_max_attempts},
+    /* Consumer, producer and topic-level properties in one list; a value
+     * may hold "=". */
+    {.name = "properties_every_kind",
+     .text = "kafka = { brokers = \"b:9092\"; properties = [ \"fetch.max.bytes=1048576\",\n"
+             "  \"linger.ms=0.5\", \"auto.offset.reset=latest\", \"acks=all\", "
+             "\"client.id=a=b\" ]; };\n"
+             "postgres = { conninfo = \"dbname=kjb\"; };\n" TOPIC,
+     .check = check_properties},
     {.name = "numbers",
      .text = "kafka = { brokers = \"b:9092\"; };\n"
              "postgres = { conninfo = \"dbname=kjb\"; pool_size = 8L; };\n"
