@@ -81,7 +81,8 @@ typedef struct {
 
 /* Prints the topic's records from the beginning up to its end offsets as of
  * the call, with their error headers. Commits nothing. Returns 0 or a
- * negative code (KJB_EKAFKA). *shown receives how many were printed. */
+ * negative code (KJB_EKAFKA; at once for a login the broker refuses or a
+ * failed TLS handshake). *shown receives how many were printed. */
 int kjb_dlq_peek(const kjb_config *cfg, const kjb_dlq_peek_opts *o, FILE *out, long *shown,
                  kjb_err *err);
 

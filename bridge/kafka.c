@@ -1,5 +1,6 @@
 /* librdkafka configuration: kafka.properties checked and applied to the
- * clients they are for; and the embedded development cluster. */
+ * clients they are for; the errors that end a command that runs once; and
+ * the embedded development cluster. */
 #include "kafka.h"
 
 #include <assert.h>
@@ -272,6 +273,56 @@ rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, rd_kafka_type_t type,
 fail:
   rd_kafka_conf_destroy(conf);
   return NULL;
+}
+
+/* ---- errors that end a command --------------------------------------------- */
+
+int kjb_kafka_note_error(kjb_kafka_errors *e, rd_kafka_t *rk, int err, const char *reason) {
+  if (e->failed)
+    return 1;
+  char fatal[sizeof e->reason - sizeof "fatal Kafka error: "];
+  switch (err) {
+  case RD_KAFKA_RESP_ERR__AUTHENTICATION: /* SASL: the login, or the mechanism */
+  case RD_KAFKA_RESP_ERR__SSL:            /* only the TLS handshake and its verification raise it */
+    snprintf(e->reason, sizeof e->reason, "could not connect to Kafka: %s", reason);
+    e->failed = 1;
+    break;
+  case RD_KAFKA_RESP_ERR__FATAL:
+    rd_kafka_fatal_error(rk, fatal, sizeof fatal);
+    snprintf(e->reason, sizeof e->reason, "fatal Kafka error: %s", fatal);
+    e->failed = 1;
+    break;
+  default:
+    kjb_log(KJB_LOG_ERROR, "kafka: %s", reason);
+    if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) /* says less than the error before it */
+      snprintf(e->reason, sizeof e->reason, "%s", reason);
+  }
+  return e->failed;
+}
+
+int kjb_kafka_wait_connected(rd_kafka_t *rk, const kjb_kafka_errors *e, int timeout_ms,
+                             kjb_err *err) {
+  /* A metadata request finds no broker to go to until one is connected
+   * and logged in; short ones let the error callback run in between. */
+  const int64_t end = kjb_now_mono_us() + (int64_t)timeout_ms * 1000;
+  for (;;) {
+    rd_kafka_poll(rk, 0);
+    if (e->failed)
+      return kjb_err_set(err, KJB_EKAFKA, "%s", e->reason);
+    int64_t left = (end - kjb_now_mono_us()) / 1000;
+    if (left <= 0)
+      break;
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_resp_err_t r = rd_kafka_metadata(rk, 0, NULL, &md, left < 200 ? (int)left : 200);
+    if (md)
+      rd_kafka_metadata_destroy(md);
+    if (r != RD_KAFKA_RESP_ERR__TRANSPORT)
+      return 0; /* a broker took the request, whether it answered in time or not */
+  }
+  if (e->reason[0])
+    return kjb_err_set(err, KJB_EKAFKA, "could not connect to Kafka within %d s: %s",
+                       timeout_ms / 1000, e->reason);
+  return kjb_err_set(err, KJB_EKAFKA, "could not connect to Kafka within %d s", timeout_ms / 1000);
 }
 
 /* ---- the embedded cluster ----------------------------------------------- */

@@ -1,5 +1,6 @@
 /* librdkafka configuration shared by the consumers (ingest, replay, dlq
- * peek) and the producers (the DLQ producer, `kjb produce`). */
+ * peek) and the producers (the DLQ producer, `kjb produce`); the errors
+ * that end the commands that run once. */
 #ifndef KJB_KAFKA_H
 #define KJB_KAFKA_H
 
@@ -42,6 +43,33 @@ int kjb_kafka_check_properties(char *const *props, size_t n, size_t *bad, kjb_er
 /* kafka.brokers = "embedded" resolves, outside `kjb run`, to the embedded
  * cluster of the service running with the same configuration (found on its
  * http.listen); KJB_EIO when there is none. */
+
+/* What stops a client that runs once (`kjb produce`, `kjb replay`,
+ * `kjb dlq peek`): an error that retrying will not mend. `kjb run` keeps
+ * retrying instead and reports itself not ready. */
+typedef struct {
+  int failed;       /* set by the first error retrying will not mend */
+  char reason[512]; /* that error, with what failed; before it, the last other one */
+} kjb_kafka_errors;
+
+/* For a client's error callback: records err (librdkafka's code, as
+ * the callback gets it) in *e. An error retrying will not mend — the
+ * broker refused the SASL login (wrong password, a user without
+ * credentials for the mechanism, a mechanism it does not offer), the TLS
+ * handshake failed (a certificate that does not verify), or librdkafka
+ * raised a fatal error — sets e->failed and its reason; only the first
+ * is kept. Any other error is logged, as librdkafka would without a
+ * callback, and kept as the last one. Returns e->failed. */
+int kjb_kafka_note_error(kjb_kafka_errors *e, rd_kafka_t *rk, int err, const char *reason);
+
+/* Waits up to timeout_ms until rk has a broker connection it can send
+ * requests on (connected and logged in), serving rk's queue meanwhile
+ * with rd_kafka_poll(), so that its error callback feeds *e through
+ * kjb_kafka_note_error: call it before a consumer is assigned anything.
+ * Returns 0 once there is one; KJB_EKAFKA with err as soon as e->failed,
+ * or when the time is up. */
+int kjb_kafka_wait_connected(rd_kafka_t *rk, const kjb_kafka_errors *e, int timeout_ms,
+                             kjb_err *err);
 
 /* An in-process Kafka cluster for development (librdkafka's mock cluster):
  * one broker on a free loopback port, records in memory only, the mapped

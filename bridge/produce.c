@@ -11,19 +11,27 @@
 #include "kafka.h"
 #include "util.h"
 
-/* What the delivery reports need. */
+/* What the callbacks need. */
 typedef struct {
   const kjb_produce_opts *o;
   kjb_produce_stats *st;
+  kjb_kafka_errors kafka;
 } run;
 
 static void on_produced(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   run *r = opaque;
-  if (m->err) {
+  if (m->err && r->kafka.failed) {
+    r->st->undelivered++; /* purged: the one error that ends the command says why */
+  } else if (m->err) {
     fprintf(r->o->errs, "%sline %zu: not delivered: %s\n", r->o->prefix,
             (size_t)(uintptr_t)m->_private, rd_kafka_err2str(m->err));
     r->st->undelivered++;
   }
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  run *r = opaque;
+  kjb_kafka_note_error(&r->kafka, rk, err, reason);
 }
 
 /* The key is the field's text: strings as they are, other values as
@@ -40,15 +48,18 @@ static void key_of(const json_t *doc, const char *key_path, kjb_buf *key) {
   }
 }
 
-static void produce_all(rd_kafka_t *rk, const kjb_schema *schema, const kjb_buf *header,
-                        const kjb_produce_opts *o, kjb_produce_stats *st) {
+/* Stops reading early when the producer hits an error retrying will not
+ * mend: then nothing more could be delivered. */
+static void produce_all(rd_kafka_t *rk, const kjb_schema *schema, const kjb_buf *header, run *r) {
+  const kjb_produce_opts *o = r->o;
+  kjb_produce_stats *st = r->st;
   kjb_buf rec;
   kjb_buf_init(&rec);
   char *line = NULL;
   size_t cap = 0, lineno = 0;
   ssize_t n;
   kjb_err err;
-  while ((n = getline(&line, &cap, o->in)) >= 0) {
+  while (!r->kafka.failed && (n = getline(&line, &cap, o->in)) >= 0) {
     lineno++;
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
       line[--n] = '\0';
@@ -80,9 +91,12 @@ static void produce_all(rd_kafka_t *rk, const kjb_schema *schema, const kjb_buf 
                                RD_KAFKA_V_KEY(key.len ? key.data : NULL, key.len),
                                RD_KAFKA_V_OPAQUE((void *)(uintptr_t)lineno),
                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
-        RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            RD_KAFKA_RESP_ERR__QUEUE_FULL &&
+        !r->kafka.failed)
       rd_kafka_poll(rk, 100);
     kjb_buf_close(&key);
+    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+      break; /* r->kafka.failed, which says why */
     if (e) {
       fprintf(o->errs, "%sline %zu: %s\n", o->prefix, lineno, rd_kafka_err2str(e));
       st->bad++;
@@ -117,8 +131,9 @@ int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o, volatile
     rc = -(int)err->code;
     goto out;
   }
-  run r = {o, st};
+  run r = {o, st, {0}};
   rd_kafka_conf_set_dr_msg_cb(conf, on_produced);
+  rd_kafka_conf_set_error_cb(conf, on_error);
   rd_kafka_conf_set_opaque(conf, &r);
   char errstr[512];
   rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
@@ -127,10 +142,15 @@ int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o, volatile
     rc = kjb_err_set(err, KJB_EKAFKA, "could not create producer: %s", errstr);
     goto out;
   }
-  produce_all(rk, kjb_catalog_reader(cat, t), &header, o, st);
-  while (rd_kafka_outq_len(rk) > 0 && rd_kafka_flush(rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT &&
-         !*stop)
+  produce_all(rk, kjb_catalog_reader(cat, t), &header, &r);
+  while (!r.kafka.failed && rd_kafka_outq_len(rk) > 0 &&
+         rd_kafka_flush(rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !*stop)
     ;
+  if (r.kafka.failed) {
+    rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(rk, 0); /* their delivery reports */
+    rc = kjb_err_set(err, KJB_EKAFKA, "%s", r.kafka.reason);
+  }
 out:
   if (rk)
     rd_kafka_destroy(rk);

@@ -31,7 +31,10 @@ typedef struct {
  * and skipped. Returns 0 when the lines were read, with the counts in
  * *st, or a negative code with err when it could not start: KJB_EUSAGE
  * when the topic is not in cfg, a schema or Kafka configuration error,
- * or KJB_EKAFKA. */
+ * or KJB_EKAFKA. Also KJB_EKAFKA, at once, when the producer hits an
+ * error retrying will not mend (kjb_kafka_note_error: a refused login, a
+ * failed TLS handshake): the rest of o->in is left unread and what was
+ * not delivered yet is dropped, counted in st->undelivered. */
 int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o, volatile sig_atomic_t *stop,
                       kjb_produce_stats *st, kjb_err *err);
 

@@ -244,7 +244,13 @@ typedef struct {
   size_t capnew;
   part *parts;
   int nparts;
+  kjb_kafka_errors kafka; /* what the consumer's error callback saw */
 } replay;
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  replay *r = opaque;
+  kjb_kafka_note_error(&r->kafka, rk, err, reason);
+}
 
 static void count(replay *r, uint64_t *stat, const char *outcome) {
   (*stat)++;
@@ -497,6 +503,8 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
     rc = -(int)err->code;
     goto out;
   }
+  rd_kafka_conf_set_error_cb(conf, on_error);
+  rd_kafka_conf_set_opaque(conf, &r);
   r.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
   if (!r.rk) {
     rd_kafka_conf_destroy(conf);
@@ -509,7 +517,9 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
     rc = -(int)err->code;
     goto out;
   }
-  if ((rc = plan(&r, err)) == 0)
+  /* A login the broker refuses ends the replay at once, not after the
+   * timeouts of the requests below. */
+  if ((rc = kjb_kafka_wait_connected(r.rk, &r.kafka, 10000, err)) == 0 && (rc = plan(&r, err)) == 0)
     rc = consume(&r, stop, err);
 out:
   if (r.rk) {

@@ -70,7 +70,9 @@ typedef struct {
  * follow, until *stop). Counts go to stats as they happen, so another
  * thread may read them. Returns 0, or a negative code: KJB_EUSAGE when
  * the topic is not a dead-letter topic (kjb_replay_check_topic), else
- * Kafka or the database unavailable, or the topic does not exist. */
+ * Kafka or the database unavailable, or the topic does not exist. A
+ * login the broker refuses or a failed TLS handshake is KJB_EKAFKA as
+ * soon as librdkafka reports it (kjb_kafka_note_error). */
 int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *opts, kjb_replay_stats *stats,
                    volatile sig_atomic_t *stop, kjb_err *err);
 

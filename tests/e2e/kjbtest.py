@@ -780,6 +780,15 @@ def check_lines(text: str, fmt: str, where: str) -> list[dict]:
     return lines
 
 
+def error_line(stderr: str) -> str:
+    """The one line of a failed command's stderr that is not a log line
+    in the text format: kjb's `kjb: <command>: <why>`. Fails unless there
+    is exactly one."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not TEXT_LINE.match(ln)]
+    assert len(lines) == 1, f"expected one line besides the log, got {lines}"
+    return lines[0]
+
+
 # ---- records and configuration for ingest tests ----
 
 def everything(i: int) -> dict:

@@ -4,8 +4,12 @@ KJB_PG_TLS_DIR, certificates from a CA the session makes):
 
 - Kafka over SSL and SASL_SSL through kafka.properties alone: records
   become jobs, a bad record a DLQ record, offsets are committed, `kjb
-  produce` works; a wrong password or an untrusted broker certificate
-  fails with librdkafka's reason in kjb's log and a 503 from /readyz;
+  produce` works; with SCRAM-SHA-256 and SCRAM-SHA-512 `kjb replay` and
+  `kjb dlq peek` too; a wrong password, a user the broker does not know
+  or an untrusted broker certificate ends `kjb produce`, `kjb replay` and
+  `kjb dlq peek` within seconds with one `kjb: ...` line saying why, and
+  leaves `kjb run` retrying with librdkafka's reason in its log and a 503
+  from /readyz;
 - PostgreSQL with sslmode=verify-full: migrate and run work, a wrong CA, a
   host name the certificate does not carry, a wrong password and a
   connection without TLS fail with a one-line `kjb: migrate: ...` error;
@@ -25,6 +29,7 @@ import re
 import secrets
 import socket
 import subprocess
+import time
 import urllib.parse
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +38,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import avrokit
-from kjbtest import KafkaTLS, PostgresTLS, REPO, check_lines, free_port, request, unique_name, wait_for
+from kjbtest import (KafkaTLS, PostgresTLS, REPO, check_lines, error_line, free_port, request, unique_name,
+                     wait_for)
 
 ORDER = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
 EXECUTOR = 'executor = { poll_interval = "200ms"; heartbeat = "500ms"; lease = "8s"; shutdown_timeout = "5s"; };'
@@ -88,9 +94,10 @@ def ssl_props(tls: KafkaTLS, ca: Path | None = None) -> list[str]:
     return ["security.protocol=ssl", f"ssl.ca.location={ca or tls.ca}"]
 
 
-def sasl_props(tls: KafkaTLS, mechanism: str = "PLAIN", password: str | None = None) -> list[str]:
+def sasl_props(tls: KafkaTLS, mechanism: str = "PLAIN", password: str | None = None,
+               user: str | None = None) -> list[str]:
     return ["security.protocol=sasl_ssl", f"ssl.ca.location={tls.ca}", f"sasl.mechanisms={mechanism}",
-            f"sasl.username={tls.user}", f"sasl.password={tls.password if password is None else password}"]
+            f"sasl.username={user or tls.user}", f"sasl.password={tls.password if password is None else password}"]
 
 
 def need_kafka_tls(kafka) -> KafkaTLS:
@@ -253,71 +260,137 @@ def test_consumer_and_produce_over_sasl_ssl_plain(kafka, db, make_topic, run_kjb
     assert tls.password not in proc.log()
 
 
-def _librdkafka_version(run_kjb) -> tuple[int, ...]:
-    res = run_kjb(["version"])
-    m = re.search(r"^librdkafka (\d+)\.(\d+)\.(\d+)", res.stdout, re.M)
-    assert m, res.stdout
-    return tuple(int(x) for x in m.groups())
+ONE_SCHEMA_ID = '{ id = 1; file = "order_created.avsc"; }'
 
 
-def test_sasl_scram_sha_256(kafka, make_topic, run_kjb, tmp_path):
-    """The broker takes SCRAM-SHA-256 (a current client proves it); kjb
-    does through librdkafka 2.6.1 or later. Older librdkafka (Debian 12
-    ships 2.0.2) sends a proof Kafka 4 rejects (librdkafka#4895): that is
-    asserted as such, so that the limitation stays visible and the test
-    turns strict by itself once librdkafka is new enough."""
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_sasl_scram_produce_run_peek_replay(kafka, db, make_topic, run_kjb, start_kjb, tmp_path, mechanism):
+    """Every command that talks to Kafka, over SASL_SSL with SCRAM. This
+    needs librdkafka 2.6.1 or later: older ones send a proof Kafka 4
+    rejects (librdkafka#4895), as Debian 12's 2.0.2 does."""
     tls = need_kafka_tls(kafka)
-    topic = make_topic()
-    produce_raw(tls.client_conf("SCRAM-SHA-256"), topic, b"control", b"k", [])
-    cfg = write_config(tmp_path / "kjb.cfg", brokers=tls.sasl_ssl, group="scram",
-                       properties=sasl_props(tls, "SCRAM-SHA-256") + ["message.timeout.ms=30000"],
-                       topics=orders_topic(topic, "scram"))
-    res = run_kjb(["produce", "--topic", topic], cfg, input=order_line(1) + "\n", timeout=90)
-    assert tls.password not in res.stdout + res.stderr
-    if _librdkafka_version(run_kjb) >= (2, 6, 1):
-        assert res.returncode == 0, res.stderr
-        assert len(kafka.consume(topic, count=2)) == 2
-    else:
-        assert res.returncode == 1, res.stderr
-        assert "invalid credentials with SASL mechanism SCRAM-SHA-256" in res.stderr, res.stderr
-        assert summary(res.stderr).endswith(", 0 bad lines, 1 undelivered"), res.stderr
-        assert kafka.end_offsets(topic) == {0: 1}
+    topic, group = make_topic(), unique_name("scram")
+    dlq = f"{topic}.dlq"
+    cfg = write_config(tmp_path / "kjb.cfg", brokers=tls.sasl_ssl, group=group,
+                       properties=sasl_props(tls, mechanism), topics=orders_topic(topic, "over_scram"))
+    # Schema id 9 is unknown to kjb.cfg, whose consumer dead-letters its
+    # records, and known to fixed.cfg, whose replay makes them jobs.
+    fixed = tmp_path / "fixed.cfg"
+    assert ONE_SCHEMA_ID in cfg.read_text()
+    fixed.write_text(cfg.read_text().replace(
+        ONE_SCHEMA_ID, ONE_SCHEMA_ID + ', { id = 9; file = "order_created.avsc"; }'))
+    env = {"KJB_POSTGRES_CONNINFO": str(db)}
+    assert run_kjb(["migrate"], cfg, env=env).returncode == 0
+    outputs = []
+
+    res = run_kjb(["produce", "--topic", topic, "--key", "order_id"], cfg, env=env,
+                  input="".join(order_line(i) + "\n" for i in range(4)))
+    outputs.append(res.stdout + res.stderr)
+    assert res.returncode == 0, res.stderr
+    assert summary(res.stderr) == f'kjb: produce: 4 records produced to "{topic}", 0 bad lines, 0 undelivered'
+    res = run_kjb(["produce", "--topic", topic, "--key", "order_id", "--schema-id", "9"], cfg, env=env,
+                  input=order_line(4) + "\n")
+    outputs.append(res.stdout + res.stderr)
+    assert res.returncode == 0, res.stderr
+    assert kafka.end_offsets(topic) == {0: 5}
+
+    # The consumer, and the transactional producer of the dead letter.
+    proc = start_kjb(["run", "--role", "consumer"], cfg, env=env)
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 4, timeout=120,
+             message=lambda: f"4 jobs\n{proc.log()[-3000:]}")
+    [dead] = dead_letters(kafka, topic, 1)
+    wait_for(lambda: kafka.committed(group, topic) == {0: 5}, timeout=60,
+             message=lambda: f"offset 5 committed, not {kafka.committed(group, topic)}")
+    assert broker_ports(proc.pid) & {port_of(kafka.bootstrap), port_of(tls.ssl)} == set()
+    assert port_of(tls.sasl_ssl) in broker_ports(proc.pid), tcp_sockets(proc.pid)
+    assert proc.stop() == 0, proc.log()[-3000:]
+    outputs.append(proc.log())
+    assert db.query("SELECT source_offset, kind, unique_key FROM kjb.jobs ORDER BY 1") == \
+        [(i, "over_scram", f"o-{i}") for i in range(4)]
+    assert dead.key == b"4"
+    assert (dead.header("__connect.errors.topic"), dead.header("__connect.errors.offset")) == (topic, "4")
+    assert dead.header("__connect.errors.exception.class.name") == "kjb.UNKNOWN_SCHEMA_ID"
+    assert dead.header("kjb.consumer.group") == group
+    # Written in a transaction: a read_committed reader sees it, and its
+    # commit marker takes the next offset.
+    assert kafka.record_counts(dlq) == {0: 1}
+    assert kafka.end_offsets(dlq)[0] >= dead.offset + 2
+
+    res = run_kjb(["dlq", "peek", "--topic", dlq, "--json"], cfg, env=env)
+    outputs.append(res.stdout + res.stderr)
+    assert res.returncode == 0, res.stderr
+    [rec] = [json.loads(ln) for ln in res.stdout.splitlines()]
+    assert (rec["topic"], rec["partition"], rec["offset"], rec["key"]) == (dlq, 0, dead.offset, "4")
+    assert rec["headers"]["__connect.errors.exception.class.name"] == "kjb.UNKNOWN_SCHEMA_ID"
+    assert rec["headers"]["__connect.errors.offset"] == "4"
+
+    res = run_kjb(["replay", "--topic", dlq], fixed, env=env)
+    outputs.append(res.stdout + res.stderr)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "replayed 1, still failing 0, already present 0", res.stdout
+    assert db.query("SELECT source_offset, kind, unique_key FROM kjb.jobs ORDER BY 1") == \
+        [(i, "over_scram", f"o-{i}") for i in range(5)]
+    assert kafka.committed(f"{group}.replay", dlq) == {0: dead.offset + 1}
+    for out in outputs:
+        assert tls.password not in out
 
 
-# What each failure makes librdkafka say, through kjb's log.
+# Each failure: the listener, kafka.properties but the broker list, and
+# what librdkafka says about it (in kjb's log, and in the one error line
+# of the commands that run once). Secrets, right and wrong, are filled in.
 KAFKA_FAILURES = {
-    "wrong_password": ("sasl", "SASL authentication error: Authentication failed: Invalid username or password"),
-    "untrusted_ca": ("ssl", "certificate verify failed"),
+    "wrong_password": ("sasl", lambda tls, wrong: sasl_props(tls, password=wrong),
+                       "SASL authentication error: Authentication failed: Invalid username or password"),
+    "scram_sha_256_wrong_password": (
+        "sasl", lambda tls, wrong: sasl_props(tls, "SCRAM-SHA-256", password=wrong),
+        "SASL authentication error: Authentication failed during authentication due to invalid credentials"
+        " with SASL mechanism SCRAM-SHA-256"),
+    "scram_sha_512_unknown_user": (
+        "sasl", lambda tls, wrong: sasl_props(tls, "SCRAM-SHA-512", user="nobody-" + wrong),
+        "SASL authentication error: Authentication failed during authentication due to invalid credentials"
+        " with SASL mechanism SCRAM-SHA-512"),
+    "untrusted_ca": ("ssl", lambda tls, wrong: ssl_props(tls, ca=tls.other_ca), "certificate verify failed"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(KAFKA_FAILURES))
 def test_kafka_authentication_failures_are_clear(kafka, db, make_topic, run_kjb, start_kjb, tmp_path, case):
     tls = need_kafka_tls(kafka)
-    listener, reason = KAFKA_FAILURES[case]
+    listener, make_props, reason = KAFKA_FAILURES[case]
     wrong = "wrong-" + secrets.token_hex(8)
-    props = sasl_props(tls, password=wrong) if listener == "sasl" else ssl_props(tls, ca=tls.other_ca)
+    props = make_props(tls, wrong)
     topic, group, port = make_topic(), unique_name(case), free_port()
     brokers = tls.sasl_ssl if listener == "sasl" else tls.ssl
     cfg = write_config(tmp_path / "kjb.cfg", brokers=brokers, group=group, properties=props,
                        topics=orders_topic(topic, case))
-    # Without a bound, undelivered records wait out librdkafka's default
-    # message.timeout.ms of five minutes; the bound leaves a loaded machine
-    # time for the handshake that fails. (Not for `kjb run`: its dead-letter
-    # producer wants it below its 10 s transaction timeout.)
+    # `kjb produce` stops at the refused login or handshake, long before
+    # its record would time out. (Not for `kjb run`: its dead-letter
+    # producer wants message.timeout.ms below its 10 s transaction timeout.)
     produce_cfg = write_config(tmp_path / "produce.cfg", brokers=brokers, group=group,
-                               properties=props + ["message.timeout.ms=30000"], topics=orders_topic(topic, case))
+                               properties=props + ["message.timeout.ms=60000"], topics=orders_topic(topic, case))
     env = {"KJB_POSTGRES_CONNINFO": str(db), "KJB_HTTP_LISTEN": f"127.0.0.1:{port}"}
     assert run_kjb(["migrate"], cfg, env=env).returncode == 0
+    outputs = []
 
-    res = run_kjb(["produce", "--topic", topic], produce_cfg, env=env, input=order_line(1) + "\n", timeout=90)
-    assert res.returncode == 1, res.stderr
-    errors = [ln for ln in res.stderr.splitlines() if " error kafka: " in ln]
-    assert any(reason in ln for ln in errors), res.stderr
-    assert "kjb: produce: line 1: not delivered: Local: Message timed out" in res.stderr.splitlines()
-    assert summary(res.stderr) == f'kjb: produce: 1 record produced to "{topic}", 0 bad lines, 1 undelivered'
+    # Each ends within seconds, at the first refusal, not at a timeout:
+    # produce's is a minute away (message.timeout.ms); replay's and dlq
+    # peek's, 10 s, would end with "could not connect to Kafka within 10 s".
+    for cmd, args, config, stdin in [
+            ("produce", ["produce", "--topic", topic], produce_cfg, order_line(1) + "\n"),
+            ("replay", ["replay", "--topic", f"{topic}.dlq"], cfg, None),
+            ("dlq peek", ["dlq", "peek", "--topic", f"{topic}.dlq"], cfg, None)]:
+        started = time.monotonic()
+        res = run_kjb(args, config, env=env, input=stdin, timeout=90)
+        elapsed = time.monotonic() - started
+        outputs.append(res.stdout + res.stderr)
+        assert res.returncode == 1, res.stderr
+        line = error_line(res.stderr)
+        assert line.startswith(f"kjb: {cmd}: could not connect to Kafka: ") and reason in line, line
+        assert elapsed < 15, f"kjb {cmd} took {elapsed:.1f}s to fail\n{res.stderr}"
+        assert res.stdout == ""
     assert kafka.end_offsets(topic) == {0: 0}
 
+    # The service keeps trying, and says why it is not ready.
     kafka.produce(topic, [avrokit.confluent(ORDER, order(1), 1)])
     proc = start_kjb(["run", "--role", "consumer"], cfg, env=env)
     wait_for(lambda: reason in proc.log(), timeout=60, message=lambda: f"{reason!r} in the log\n{proc.log()[-3000:]}")
@@ -326,9 +399,11 @@ def test_kafka_authentication_failures_are_clear(kafka, db, make_topic, run_kjb,
              message=lambda: f"/readyz to say {not_ready}, not {probe(port, '/readyz')}")
     assert probe(port, "/startupz")[0] == 503
     assert proc.stop() == 0, proc.log()[-3000:]
+    outputs.append(proc.log())
     assert db.scalar("SELECT count(*) FROM kjb.jobs") == 0
     assert all(offset < 0 for offset in kafka.committed(group, topic).values())
-    assert wrong not in proc.log() and wrong not in res.stderr
+    for out in outputs:
+        assert wrong not in out and tls.password not in out
 
 
 # ---- PostgreSQL over TLS ------------------------------------------------------
