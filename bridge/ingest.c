@@ -13,6 +13,13 @@
  * (after a crash, to whichever member owns the partition then). Batches
  * without dead letters commit their offsets the plain way.
  *
+ * Rebalances: offsets are committed only for partitions this member owns,
+ * before it gives them up, and never once its assignment is lost; an
+ * offset whose commit failed stays pending with its partition and is
+ * committed again. With the cooperative protocol the partitions that stay
+ * keep flowing, and keep their state, through other members' joins and
+ * leaves.
+ *
  * librdkafka's mock cluster (kafka.brokers = "embedded") accepts
  * transactions but neither stores their offsets nor hides aborted records,
  * so there dead letters are produced, awaited, and then the offsets
@@ -38,6 +45,7 @@ static const char CONSUMED_HELP[] = "Source records consumed and accounted for."
 
 #define BACKOFF_MIN_US (250 * 1000LL)
 #define BACKOFF_MAX_US (30 * 1000000LL)
+#define COMMIT_RETRY_US (1000 * 1000LL)
 
 typedef struct {
   const kjb_topic_cfg *topic;
@@ -57,12 +65,20 @@ typedef struct {
   int state; /* without transactions: 0 in flight, 1 delivered, -1 failed */
 } dead_letter;
 
+/* A partition this member owns, from its assignment to its revocation.
+ * Unlike part_state it outlives batches: an offset commit that failed
+ * (with the cooperative protocol a member keeps consuming while others
+ * rebalance, and a commit in the middle of that is refused) stays
+ * pending here and is made again, even when no more records come. */
 typedef struct {
+  const kjb_topic_cfg *topic;
   int32_t partition;
-  const char *topic;
+  int64_t durable;   /* every record before it is stored or dead-lettered; -1 none yet */
+  int64_t committed; /* the last offset this member committed; -1 none */
+  int paused;        /* after a transient failure, until resume_at_us */
   int64_t resume_at_us;
   int64_t backoff_us;
-} paused_part;
+} owned_part;
 
 struct kjb_ingest {
   const kjb_config *cfg;
@@ -82,8 +98,10 @@ struct kjb_ingest {
   size_t ndls, capdls;
   size_t nrecords; /* records in the current batch */
 
-  paused_part *paused;
-  size_t npaused, cappaused;
+  owned_part *owned; /* the current assignment */
+  size_t nowned, capowned;
+  int64_t commit_retry_us; /* when to commit pending offsets again; 0 none pending */
+  int cooperative;         /* the configured assignor's protocol, should librdkafka not say */
 
   kjb_ingest_stats stats;
   _Atomic int64_t alive_us; /* the loop's last round, for the health probes */
@@ -112,6 +130,24 @@ static part_state *part_for(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t par
 static const kjb_topic_cfg *topic_for(kjb_ingest *ing, const rd_kafka_message_t *m) {
   const char *name = rd_kafka_topic_name(m->rkt);
   return kjb_config_topic(ing->cfg, name);
+}
+
+static owned_part *owned_find(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t partition) {
+  for (size_t i = 0; i < ing->nowned; i++)
+    if (ing->owned[i].topic == t && ing->owned[i].partition == partition)
+      return &ing->owned[i];
+  return NULL;
+}
+
+/* The entry of an assigned partition, made when new. */
+static owned_part *owned_get(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t partition) {
+  owned_part *op = owned_find(ing, t, partition);
+  if (op)
+    return op;
+  ing->owned = kjb_xgrow(ing->owned, &ing->capowned, ing->nowned + 1, sizeof *ing->owned);
+  op = &ing->owned[ing->nowned++];
+  *op = (owned_part){t, partition, -1, -1, 0, 0, 0};
+  return op;
 }
 
 /* ---- dead letters --------------------------------------------------- */
@@ -347,11 +383,13 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
   return 0;
 }
 
+/* Reports failed commits, which librdkafka hands here as well as to the
+ * synchronous caller. */
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque) {
   if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
-    kjb_warn("could not commit offsets: %s (the records will be delivered again and "
-             "skipped)",
+    kjb_warn("could not commit offsets: %s (they are committed again later, or the records "
+             "delivered again and skipped)",
              rd_kafka_err2str(e));
 }
 
@@ -370,35 +408,38 @@ static void pause_blocked(kjb_ingest *ing, part_state *ps) {
     rd_kafka_error_destroy(e);
   }
   rd_kafka_topic_partition_list_destroy(l);
-  paused_part *pp = NULL;
-  for (size_t i = 0; i < ing->npaused; i++)
-    if (ing->paused[i].partition == ps->partition &&
-        strcmp(ing->paused[i].topic, ps->topic->topic) == 0)
-      pp = &ing->paused[i];
-  if (!pp) {
-    ing->paused = kjb_xgrow(ing->paused, &ing->cappaused, ing->npaused + 1, sizeof *ing->paused);
-    pp = &ing->paused[ing->npaused++];
-    *pp = (paused_part){ps->partition, ps->topic->topic, 0, BACKOFF_MIN_US / 2};
-  }
-  pp->backoff_us = pp->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : pp->backoff_us * 2;
-  pp->resume_at_us = kjb_now_mono_us() + pp->backoff_us;
+  owned_part *op = owned_get(ing, ps->topic, ps->partition);
+  op->backoff_us = !op->paused                           ? BACKOFF_MIN_US
+                   : op->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US
+                                                         : op->backoff_us * 2;
+  op->paused = 1;
+  op->resume_at_us = kjb_now_mono_us() + op->backoff_us;
 }
 
-static void resume_due(kjb_ingest *ing, int all) {
+/* Resumes the paused partitions that match: with `only` those in that
+ * list, else those due (all of them when `all`). */
+static void resume_paused(kjb_ingest *ing, int all, const rd_kafka_topic_partition_list_t *only) {
   int64_t now = kjb_now_mono_us();
-  for (size_t i = 0; i < ing->npaused;) {
-    paused_part *pp = &ing->paused[i];
-    if (!all && now < pp->resume_at_us) {
-      i++;
+  rd_kafka_topic_partition_list_t *l = NULL;
+  for (size_t i = 0; i < ing->nowned; i++) {
+    owned_part *op = &ing->owned[i];
+    if (!op->paused)
       continue;
-    }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, pp->topic, pp->partition);
+    if (only ? !rd_kafka_topic_partition_list_find(only, op->topic->topic, op->partition)
+             : !all && now < op->resume_at_us)
+      continue;
+    if (!l)
+      l = rd_kafka_topic_partition_list_new(4);
+    rd_kafka_topic_partition_list_add(l, op->topic->topic, op->partition);
+    op->paused = 0;
+  }
+  if (l) {
     rd_kafka_resume_partitions(ing->consumer, l);
     rd_kafka_topic_partition_list_destroy(l);
-    ing->paused[i] = ing->paused[--ing->npaused];
   }
 }
+
+static void resume_due(kjb_ingest *ing, int all) { resume_paused(ing, all, NULL); }
 
 static void reset_batch(kjb_ingest *ing) {
   for (size_t i = 0; i < ing->ndls; i++)
@@ -436,12 +477,67 @@ static int store_batch(kjb_ingest *ing, size_t *inserted) {
   return 0;
 }
 
-/* Makes the batch durable and commits its offsets, with its dead letters
- * when it has any. The plain commit is synchronous: librdkafka retries a
- * failed asynchronous commit after later ones went through, which would
- * move the group's offset back. Returns 0, or -1 when the batch was not
- * committed (asked to stop, or its dead-letter transaction aborted: the
- * records will be delivered again). */
+/* Notes that this member committed the offsets in l. */
+static void mark_committed(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *l) {
+  for (int i = 0; i < l->cnt; i++) {
+    owned_part *op =
+        owned_find(ing, kjb_config_topic(ing->cfg, l->elems[i].topic), l->elems[i].partition);
+    if (op) {
+      op->committed = l->elems[i].offset;
+      if (op->durable < op->committed)
+        op->durable = op->committed;
+    }
+  }
+}
+
+/* Commits the durable offsets in l the plain way. The commit is
+ * synchronous: librdkafka retries a failed asynchronous commit after
+ * later ones went through, which would move the group's offset back.
+ * When it fails, the offsets stay pending and are committed again later
+ * (commit_pending); should the partitions move first, their next owner
+ * consumes those records again and stores nothing twice. */
+static void commit_offsets(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *l) {
+  if (l->cnt == 0)
+    return;
+  rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, l, 0);
+  if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+    /* on_commit reports it. */
+    ing->commit_retry_us = kjb_now_mono_us() + COMMIT_RETRY_US;
+    return;
+  }
+  mark_committed(ing, l);
+}
+
+/* Adds the owned partitions whose durable offset is not committed yet to
+ * l, except those already in it. */
+static void add_pending(kjb_ingest *ing, rd_kafka_topic_partition_list_t *l) {
+  for (size_t i = 0; i < ing->nowned; i++) {
+    const owned_part *op = &ing->owned[i];
+    if (op->durable >= 0 && op->durable > op->committed &&
+        !rd_kafka_topic_partition_list_find(l, op->topic->topic, op->partition))
+      rd_kafka_topic_partition_list_add(l, op->topic->topic, op->partition)->offset = op->durable;
+  }
+}
+
+/* Commits the offsets that an earlier commit failed to, unless the
+ * assignment is lost (then they are not ours to commit). */
+static void commit_pending(kjb_ingest *ing) {
+  ing->commit_retry_us = 0;
+  if (rd_kafka_assignment_lost(ing->consumer))
+    return;
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
+  add_pending(ing, l);
+  commit_offsets(ing, l);
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Makes the batch durable and commits its offsets (and any still pending
+ * from earlier batches), with its dead letters when it has any. Returns 0,
+ * or -1 when the batch was not committed: asked to stop, its dead-letter
+ * transaction aborted (the records will be delivered again), or the
+ * assignment was lost meanwhile (the partitions' next owners consume the
+ * records again; this member must neither commit for them nor produce
+ * their dead letters, which the next owners produce). */
 static int flush(kjb_ingest *ing) {
   if (ing->nparts == 0)
     return 0;
@@ -452,6 +548,17 @@ static int flush(kjb_ingest *ing) {
     return -1;
   }
   int64_t t1 = kjb_now_mono_us();
+  /* After a session timeout or a fencing the group's member id and
+   * generation may both be reset, and a transactional offset commit
+   * without them is not fenced by the broker: the check must come first.
+   * The jobs just stored are harmless: redelivery inserts nothing twice. */
+  if (rd_kafka_assignment_lost(ing->consumer)) {
+    kjb_warn("partition assignment lost: not committing a batch of %zu records (%zu dead "
+             "letters); their partitions' next owners consume them again",
+             ing->nrecords, ing->ndls);
+    reset_batch(ing);
+    return -1;
+  }
   rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new((int)ing->nparts);
   for (size_t i = 0; i < ing->nparts; i++) {
     part_state *ps = &ing->parts[i];
@@ -459,15 +566,20 @@ static int flush(kjb_ingest *ing) {
       rd_kafka_topic_partition_list_add(offsets, ps->topic->topic, ps->partition)->offset =
           ps->next_offset;
   }
+  add_pending(ing, offsets);
   int committed = 0;
   if (ing->ndls > 0 && !ing->cfg->kafka.embedded) {
     committed = commit_with_dead_letters(ing, offsets);
+    if (committed == 0)
+      mark_committed(ing, offsets);
   } else if (ing->ndls > 0 && settle_dead_letters(ing) < 0) {
     committed = -1;
-  } else if (offsets->cnt > 0) {
-    rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, offsets, 0);
-    if (e)
-      on_commit(ing->consumer, e, offsets, ing);
+  } else {
+    for (size_t i = 0; i < ing->nparts; i++)
+      if (ing->parts[i].next_offset >= 0)
+        owned_get(ing, ing->parts[i].topic, ing->parts[i].partition)->durable =
+            ing->parts[i].next_offset;
+    commit_offsets(ing, offsets);
   }
   rd_kafka_topic_partition_list_destroy(offsets);
   int64_t t2 = kjb_now_mono_us();
@@ -509,44 +621,68 @@ static int flush(kjb_ingest *ing) {
 
 /* ---- rebalancing ---------------------------------------------------- */
 
+/* Gives up the partitions in parts: whatever the batch holds of them (and
+ * of the others: the batch is one unit) is made durable and committed
+ * while they are still ours, unless the assignment is lost; their pauses
+ * are lifted, since librdkafka would keep a partition paused should it
+ * come back to this process; then they are forgotten. */
+static void give_up(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *parts) {
+  flush(ing);
+  commit_pending(ing);
+  resume_paused(ing, 0, parts);
+  for (size_t i = 0; i < ing->nowned;) {
+    if (rd_kafka_topic_partition_list_find(parts, ing->owned[i].topic->topic,
+                                           ing->owned[i].partition))
+      ing->owned[i] = ing->owned[--ing->nowned];
+    else
+      i++;
+  }
+}
+
+/* Serves a rebalance. With the cooperative protocol parts holds only the
+ * partitions that come or go, and the others keep flowing (and keep their
+ * state here); with the eager one every revocation is of everything. */
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   kjb_ingest *ing = opaque;
-  int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+  const char *protocol = rd_kafka_rebalance_protocol(rk);
+  if (!protocol || strcmp(protocol, "NONE") == 0)
+    protocol = ing->cooperative ? "COOPERATIVE" : "EAGER";
+  int cooperative = strcmp(protocol, "COOPERATIVE") == 0;
+  int assign = e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+  int lost = !assign && rd_kafka_assignment_lost(rk);
   for (int i = 0; i < parts->cnt; i++)
-    kjb_info("%s %s [%d]", e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked",
-             parts->elems[i].topic, (int)parts->elems[i].partition);
-  if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    if (cooperative) {
-      rd_kafka_error_t *err = rd_kafka_incremental_assign(rk, parts);
-      if (err) {
-        kjb_error("could not assign partitions: %s", rd_kafka_error_string(err));
-        rd_kafka_error_destroy(err);
-      }
-    } else {
-      rd_kafka_assign(rk, parts);
-    }
-    return;
-  }
-  /* Revoked: whatever we hold of these partitions must be committed now,
-   * while we still own them. Flushing the whole batch is simplest. */
-  flush(ing);
-  for (int i = 0; i < parts->cnt; i++)
-    for (size_t k = 0; k < ing->npaused;) {
-      if (ing->paused[k].partition == parts->elems[i].partition &&
-          strcmp(ing->paused[k].topic, parts->elems[i].topic) == 0)
-        ing->paused[k] = ing->paused[--ing->npaused];
-      else
-        k++;
-    }
-  if (cooperative) {
-    rd_kafka_error_t *err = rd_kafka_incremental_unassign(rk, parts);
-    if (err) {
-      kjb_error("could not unassign partitions: %s", rd_kafka_error_string(err));
-      rd_kafka_error_destroy(err);
+    kjb_log(lost ? KJB_LOG_WARN : KJB_LOG_INFO, "%s %s [%d]",
+            assign ? "assigned"
+            : lost ? "lost"
+                   : "revoked",
+            parts->elems[i].topic, (int)parts->elems[i].partition);
+
+  rd_kafka_error_t *err = NULL;
+  rd_kafka_resp_err_t re;
+  if (assign) {
+    if (cooperative)
+      err = rd_kafka_incremental_assign(rk, parts);
+    else if ((re = rd_kafka_assign(rk, parts)))
+      err = rd_kafka_error_new(re, "%s", rd_kafka_err2str(re));
+    if (!cooperative)
+      ing->nowned = 0;
+    for (int i = 0; !err && i < parts->cnt; i++) {
+      const kjb_topic_cfg *t = kjb_config_topic(ing->cfg, parts->elems[i].topic);
+      if (t)
+        owned_get(ing, t, parts->elems[i].partition);
     }
   } else {
-    rd_kafka_assign(rk, NULL);
+    give_up(ing, parts);
+    if (cooperative)
+      err = rd_kafka_incremental_unassign(rk, parts);
+    else if ((re = rd_kafka_assign(rk, NULL)))
+      err = rd_kafka_error_new(re, "%s", rd_kafka_err2str(re));
+  }
+  if (err) {
+    kjb_error("could not %s partitions: %s", assign ? "assign" : "unassign",
+              rd_kafka_error_string(err));
+    rd_kafka_error_destroy(err);
   }
 }
 
@@ -637,6 +773,11 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
     rd_kafka_conf_destroy(conf);
     goto fail;
   }
+  char strategy[256];
+  size_t strategy_len = sizeof strategy;
+  ing->cooperative = rd_kafka_conf_get(conf, "partition.assignment.strategy", strategy,
+                                       &strategy_len) == RD_KAFKA_CONF_OK &&
+                     strstr(strategy, "cooperative") != NULL;
   rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
   rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
   rd_kafka_conf_set_opaque(conf, ing);
@@ -707,6 +848,8 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
     int due = ing->nparts > 0 && kjb_now_mono_us() - batch_start >= batch_timeout;
     if (full || due || (!m && ing->nparts > 0))
       flush(ing);
+    if (ing->nrecords == 0 && ing->commit_retry_us && kjb_now_mono_us() >= ing->commit_retry_us)
+      commit_pending(ing);
     resume_due(ing, 0);
   }
   /* Drain: make what we hold durable, then leave the group (which revokes
@@ -737,7 +880,7 @@ void kjb_ingest_free(kjb_ingest *ing) {
   kjb_rows_close(&ing->rows);
   free(ing->parts);
   free(ing->dls);
-  free(ing->paused);
+  free(ing->owned);
   pthread_mutex_destroy(&ing->close_mu);
   free(ing);
 }
