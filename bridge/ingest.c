@@ -621,6 +621,31 @@ static int flush(kjb_ingest *ing) {
 
 /* ---- rebalancing ---------------------------------------------------- */
 
+static const char ASSIGNED_HELP[] = "Partitions assigned to this process by group rebalances.";
+static const char REVOKED_HELP[] =
+    "Partitions this process gave up in group rebalances, the lost ones included.";
+static const char LOST_HELP[] = "Partitions taken from this process without a chance to commit "
+                                "(session timeout, fenced): their records are consumed again.";
+
+/* Adds each topic's number of partitions in l (sorted) to the counter
+ * `name` and, when b is given, writes them to it as "orders [0,3,5],
+ * payments [1]". */
+static void tally(const rd_kafka_topic_partition_list_t *l, const char *name, const char *help,
+                  kjb_buf *b) {
+  for (int i = 0; i < l->cnt;) {
+    const char *topic = l->elems[i].topic;
+    int n = 0;
+    if (b)
+      kjb_buf_printf(b, "%s%s [", i ? ", " : "", topic);
+    for (; i < l->cnt && strcmp(l->elems[i].topic, topic) == 0; i++, n++)
+      if (b)
+        kjb_buf_printf(b, "%s%d", n ? "," : "", (int)l->elems[i].partition);
+    if (b)
+      kjb_buf_putc(b, ']');
+    kjb_counter_add(name, help, n, "topic", topic, NULL);
+  }
+}
+
 /* Gives up the partitions in parts: whatever the batch holds of them (and
  * of the others: the batch is one unit) is made durable and committed
  * while they are still ours, unless the assignment is lost; their pauses
@@ -651,12 +676,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
   int cooperative = strcmp(protocol, "COOPERATIVE") == 0;
   int assign = e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
   int lost = !assign && rd_kafka_assignment_lost(rk);
-  for (int i = 0; i < parts->cnt; i++)
-    kjb_log(lost ? KJB_LOG_WARN : KJB_LOG_INFO, "%s %s [%d]",
-            assign ? "assigned"
-            : lost ? "lost"
-                   : "revoked",
-            parts->elems[i].topic, (int)parts->elems[i].partition);
+  rd_kafka_topic_partition_list_t *sorted = rd_kafka_topic_partition_list_copy(parts);
+  rd_kafka_topic_partition_list_sort(sorted, NULL, NULL);
+  kjb_buf list;
+  kjb_buf_init(&list);
 
   rd_kafka_error_t *err = NULL;
   rd_kafka_resp_err_t re;
@@ -672,18 +695,31 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
       if (t)
         owned_get(ing, t, parts->elems[i].partition);
     }
+    tally(sorted, "kjb_partitions_assigned_total", ASSIGNED_HELP, &list);
+    kjb_counter_add("kjb_rebalances_total",
+                    "Group rebalances this process took part in, by protocol (EAGER, COOPERATIVE).",
+                    1, "protocol", protocol, NULL);
   } else {
     give_up(ing, parts);
     if (cooperative)
       err = rd_kafka_incremental_unassign(rk, parts);
     else if ((re = rd_kafka_assign(rk, NULL)))
       err = rd_kafka_error_new(re, "%s", rd_kafka_err2str(re));
+    tally(sorted, "kjb_partitions_revoked_total", REVOKED_HELP, &list);
+    if (lost)
+      tally(sorted, "kjb_partitions_lost_total", LOST_HELP, NULL);
   }
+  const char *what = assign ? "assigned" : lost ? "lost" : "revoked";
+  kjb_log(lost ? KJB_LOG_WARN : KJB_LOG_INFO, "rebalance (%s): %s %d partition(s)%s%s; %zu owned",
+          protocol, what, parts->cnt, parts->cnt ? ": " : "", list.data ? list.data : "",
+          ing->nowned);
   if (err) {
     kjb_error("could not %s partitions: %s", assign ? "assign" : "unassign",
               rd_kafka_error_string(err));
     rd_kafka_error_destroy(err);
   }
+  kjb_buf_close(&list);
+  rd_kafka_topic_partition_list_destroy(sorted);
 }
 
 /* ---- lifecycle ------------------------------------------------------ */
@@ -742,6 +778,11 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
     for (size_t j = 0; j < cfg->topics[t].njobs; j++)
       kjb_counter_add("kjb_jobs_inserted_total", KJB_INSERTED_HELP, 0, "kind",
                       cfg->topics[t].jobs[j].kind, NULL);
+    kjb_counter_add("kjb_partitions_assigned_total", ASSIGNED_HELP, 0, "topic",
+                    cfg->topics[t].topic, NULL);
+    kjb_counter_add("kjb_partitions_revoked_total", REVOKED_HELP, 0, "topic", cfg->topics[t].topic,
+                    NULL);
+    kjb_counter_add("kjb_partitions_lost_total", LOST_HELP, 0, "topic", cfg->topics[t].topic, NULL);
   }
   ing->catalog = catalog;
   ing->arena = kjb_arena_new(1 << 20);
