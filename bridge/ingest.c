@@ -11,7 +11,8 @@
  * either the group's offsets move and the dead letters become visible to
  * read_committed readers, or neither happens and the records come again
  * (after a crash, to whichever member owns the partition then). Batches
- * without dead letters commit their offsets the plain way.
+ * without dead letters commit their offsets the plain way, except with
+ * the cooperative protocol on librdkafka before 2.10 (see txn_commits).
  *
  * Rebalances: offsets are committed only for partitions this member owns,
  * before it gives them up, and never once its assignment is lost; an
@@ -102,6 +103,7 @@ struct kjb_ingest {
   size_t nowned, capowned;
   int64_t commit_retry_us; /* when to commit pending offsets again; 0 none pending */
   int cooperative;         /* the configured assignor's protocol, should librdkafka not say */
+  int txn_commits;         /* every offset commit goes through the producer's transactions */
 
   kjb_ingest_stats stats;
   _Atomic int64_t alive_us; /* the loop's last round, for the health probes */
@@ -231,10 +233,10 @@ static int settle_dead_letters(kjb_ingest *ing) {
   }
 }
 
-/* One attempt at the batch's Kafka transaction: its dead letters and its
- * offsets. NULL when committed. */
-static rd_kafka_error_t *dead_letter_txn(kjb_ingest *ing,
-                                         const rd_kafka_topic_partition_list_t *offsets) {
+/* One attempt at a Kafka transaction of offsets and, when ndls is not 0,
+ * the batch's dead letters. NULL when committed. */
+static rd_kafka_error_t *offsets_txn(kjb_ingest *ing,
+                                     const rd_kafka_topic_partition_list_t *offsets, size_t ndls) {
   rd_kafka_error_t *e;
   if (!ing->txn_ready) {
     if ((e = rd_kafka_init_transactions(ing->producer, 30000)))
@@ -243,7 +245,7 @@ static rd_kafka_error_t *dead_letter_txn(kjb_ingest *ing,
   }
   if ((e = rd_kafka_begin_transaction(ing->producer)))
     return e;
-  for (size_t i = 0; i < ing->ndls; i++) {
+  for (size_t i = 0; i < ndls; i++) {
     rd_kafka_resp_err_t pe = produce_dead_letter(ing, i);
     if (pe)
       return rd_kafka_error_new(pe, "could not produce dead letter to \"%s\": %s",
@@ -257,18 +259,23 @@ static rd_kafka_error_t *dead_letter_txn(kjb_ingest *ing,
   return rd_kafka_commit_transaction(ing->producer, 30000);
 }
 
-/* Commits the batch's dead letters and offsets in one Kafka transaction.
- * Returns 0 when committed, 1 when the transaction was aborted (nothing
- * of it is visible: the batch must be consumed again), -1 when asked to
- * stop after a failure (nothing committed either). */
-static int commit_with_dead_letters(kjb_ingest *ing,
-                                    const rd_kafka_topic_partition_list_t *offsets) {
-  rd_kafka_error_t *e = dead_letter_txn(ing, offsets);
+/* Commits offsets in one Kafka transaction, with the batch's dead letters
+ * when ndls is not 0. Returns 0 when committed, 1 when the transaction was
+ * aborted (nothing of it is visible: the batch's records with dead letters
+ * must be consumed again), -1 when asked to stop after a failure (nothing
+ * committed either). */
+static int commit_in_txn(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *offsets,
+                         size_t ndls) {
+  rd_kafka_error_t *e = offsets_txn(ing, offsets, ndls);
   if (!e)
     return 0;
-  kjb_warn("could not commit %zu dead letter(s) with their offsets: %s; the batch's records "
-           "will be consumed again",
-           ing->ndls, rd_kafka_error_string(e));
+  if (ndls)
+    kjb_warn("could not commit %zu dead letter(s) with their offsets: %s; the batch's records "
+             "will be consumed again",
+             ndls, rd_kafka_error_string(e));
+  else
+    kjb_warn("could not commit offsets in a transaction: %s; they are committed again later",
+             rd_kafka_error_string(e));
   int fatal = rd_kafka_error_is_fatal(e);
   rd_kafka_error_destroy(e);
   /* Abort whatever was begun, until the coordinator confirms; a producer
@@ -280,7 +287,7 @@ static int commit_with_dead_letters(kjb_ingest *ing,
       rd_kafka_error_destroy(e); /* no transaction was begun */
       break;
     }
-    kjb_warn("could not abort the dead-letter transaction: %s", rd_kafka_error_string(e));
+    kjb_warn("could not abort the offsets' transaction: %s", rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
     if (!fatal) {
       if (*ing->stop)
@@ -499,13 +506,17 @@ static void mark_committed(kjb_ingest *ing, const rd_kafka_topic_partition_list_
 static void commit_offsets(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *l) {
   if (l->cnt == 0)
     return;
-  rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, l, 0);
-  if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-    /* on_commit reports it. */
-    ing->commit_retry_us = kjb_now_mono_us() + COMMIT_RETRY_US;
-    return;
+  int ok;
+  if (ing->txn_commits) {
+    ok = commit_in_txn(ing, l, 0) == 0;
+  } else {
+    rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, l, 0);
+    ok = !e || e == RD_KAFKA_RESP_ERR__NO_OFFSET; /* on_commit reports the others */
   }
-  mark_committed(ing, l);
+  if (ok)
+    mark_committed(ing, l);
+  else
+    ing->commit_retry_us = kjb_now_mono_us() + COMMIT_RETRY_US;
 }
 
 /* Adds the owned partitions whose durable offset is not committed yet to
@@ -569,7 +580,7 @@ static int flush(kjb_ingest *ing) {
   add_pending(ing, offsets);
   int committed = 0;
   if (ing->ndls > 0 && !ing->cfg->kafka.embedded) {
-    committed = commit_with_dead_letters(ing, offsets);
+    committed = commit_in_txn(ing, offsets, ing->ndls);
     if (committed == 0)
       mark_committed(ing, offsets);
   } else if (ing->ndls > 0 && settle_dead_letters(ing) < 0) {
@@ -819,6 +830,18 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
   ing->cooperative = rd_kafka_conf_get(conf, "partition.assignment.strategy", strategy,
                                        &strategy_len) == RD_KAFKA_CONF_OK &&
                      strstr(strategy, "cooperative") != NULL;
+  /* Before 2.10.0, librdkafka takes an offset commit refused with
+   * ILLEGAL_GENERATION during a cooperative rebalance for a lost
+   * assignment (librdkafka#4059): it resets the generation, and the
+   * member loses every partition, uncommitted, and rejoins, which starts
+   * the next rebalance. The broker serves a connection's requests in
+   * order, so any commit made while this member's JoinGroup waits for the
+   * others is refused that way: with the cooperative protocol, which keeps
+   * consuming meanwhile, nearly every rebalance. There the offsets go
+   * through the dead-letter producer's transactions instead (fenced by the
+   * same generation, KIP-447), where such a refusal only aborts the
+   * transaction and the offsets are committed again later. */
+  ing->txn_commits = ing->cooperative && !cfg->kafka.embedded && rd_kafka_version() < 0x020a0000;
   rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
   rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
   rd_kafka_conf_set_opaque(conf, ing);
