@@ -11,7 +11,15 @@
  * either the group's offsets move and the dead letters become visible to
  * read_committed readers, or neither happens and the records come again
  * (after a crash, to whichever member owns the partition then). Batches
- * without dead letters commit their offsets the plain way.
+ * without dead letters commit their offsets the plain way, except with
+ * the cooperative protocol on librdkafka before 2.10 (see txn_commits).
+ *
+ * Rebalances: offsets are committed only for partitions this member owns,
+ * before it gives them up, and never once its assignment is lost; an
+ * offset whose commit failed stays pending with its partition and is
+ * committed again. With the cooperative protocol the partitions that stay
+ * keep flowing, and keep their state, through other members' joins and
+ * leaves.
  *
  * librdkafka's mock cluster (kafka.brokers = "embedded") accepts
  * transactions but neither stores their offsets nor hides aborted records,
@@ -38,6 +46,7 @@ static const char CONSUMED_HELP[] = "Source records consumed and accounted for."
 
 #define BACKOFF_MIN_US (250 * 1000LL)
 #define BACKOFF_MAX_US (30 * 1000000LL)
+#define COMMIT_RETRY_US (1000 * 1000LL)
 
 typedef struct {
   const kjb_topic_cfg *topic;
@@ -57,12 +66,20 @@ typedef struct {
   int state; /* without transactions: 0 in flight, 1 delivered, -1 failed */
 } dead_letter;
 
+/* A partition this member owns, from its assignment to its revocation.
+ * Unlike part_state it outlives batches: an offset commit that failed
+ * (with the cooperative protocol a member keeps consuming while others
+ * rebalance, and a commit in the middle of that is refused) stays
+ * pending here and is made again, even when no more records come. */
 typedef struct {
+  const kjb_topic_cfg *topic;
   int32_t partition;
-  const char *topic;
+  int64_t durable;   /* every record before it is stored or dead-lettered; -1 none yet */
+  int64_t committed; /* the last offset this member committed; -1 none */
+  int paused;        /* after a transient failure, until resume_at_us */
   int64_t resume_at_us;
   int64_t backoff_us;
-} paused_part;
+} owned_part;
 
 struct kjb_ingest {
   const kjb_config *cfg;
@@ -82,8 +99,11 @@ struct kjb_ingest {
   size_t ndls, capdls;
   size_t nrecords; /* records in the current batch */
 
-  paused_part *paused;
-  size_t npaused, cappaused;
+  owned_part *owned; /* the current assignment */
+  size_t nowned, capowned;
+  int64_t commit_retry_us; /* when to commit pending offsets again; 0 none pending */
+  int cooperative;         /* the configured assignor's protocol, should librdkafka not say */
+  int txn_commits;         /* every offset commit goes through the producer's transactions */
 
   kjb_ingest_stats stats;
   _Atomic int64_t alive_us; /* the loop's last round, for the health probes */
@@ -112,6 +132,24 @@ static part_state *part_for(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t par
 static const kjb_topic_cfg *topic_for(kjb_ingest *ing, const rd_kafka_message_t *m) {
   const char *name = rd_kafka_topic_name(m->rkt);
   return kjb_config_topic(ing->cfg, name);
+}
+
+static owned_part *owned_find(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t partition) {
+  for (size_t i = 0; i < ing->nowned; i++)
+    if (ing->owned[i].topic == t && ing->owned[i].partition == partition)
+      return &ing->owned[i];
+  return NULL;
+}
+
+/* The entry of an assigned partition, made when new. */
+static owned_part *owned_get(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t partition) {
+  owned_part *op = owned_find(ing, t, partition);
+  if (op)
+    return op;
+  ing->owned = kjb_xgrow(ing->owned, &ing->capowned, ing->nowned + 1, sizeof *ing->owned);
+  op = &ing->owned[ing->nowned++];
+  *op = (owned_part){t, partition, -1, -1, 0, 0, 0};
+  return op;
 }
 
 /* ---- dead letters --------------------------------------------------- */
@@ -195,10 +233,10 @@ static int settle_dead_letters(kjb_ingest *ing) {
   }
 }
 
-/* One attempt at the batch's Kafka transaction: its dead letters and its
- * offsets. NULL when committed. */
-static rd_kafka_error_t *dead_letter_txn(kjb_ingest *ing,
-                                         const rd_kafka_topic_partition_list_t *offsets) {
+/* One attempt at a Kafka transaction of offsets and, when ndls is not 0,
+ * the batch's dead letters. NULL when committed. */
+static rd_kafka_error_t *offsets_txn(kjb_ingest *ing,
+                                     const rd_kafka_topic_partition_list_t *offsets, size_t ndls) {
   rd_kafka_error_t *e;
   if (!ing->txn_ready) {
     if ((e = rd_kafka_init_transactions(ing->producer, 30000)))
@@ -207,7 +245,7 @@ static rd_kafka_error_t *dead_letter_txn(kjb_ingest *ing,
   }
   if ((e = rd_kafka_begin_transaction(ing->producer)))
     return e;
-  for (size_t i = 0; i < ing->ndls; i++) {
+  for (size_t i = 0; i < ndls; i++) {
     rd_kafka_resp_err_t pe = produce_dead_letter(ing, i);
     if (pe)
       return rd_kafka_error_new(pe, "could not produce dead letter to \"%s\": %s",
@@ -221,18 +259,23 @@ static rd_kafka_error_t *dead_letter_txn(kjb_ingest *ing,
   return rd_kafka_commit_transaction(ing->producer, 30000);
 }
 
-/* Commits the batch's dead letters and offsets in one Kafka transaction.
- * Returns 0 when committed, 1 when the transaction was aborted (nothing
- * of it is visible: the batch must be consumed again), -1 when asked to
- * stop after a failure (nothing committed either). */
-static int commit_with_dead_letters(kjb_ingest *ing,
-                                    const rd_kafka_topic_partition_list_t *offsets) {
-  rd_kafka_error_t *e = dead_letter_txn(ing, offsets);
+/* Commits offsets in one Kafka transaction, with the batch's dead letters
+ * when ndls is not 0. Returns 0 when committed, 1 when the transaction was
+ * aborted (nothing of it is visible: the batch's records with dead letters
+ * must be consumed again), -1 when asked to stop after a failure (nothing
+ * committed either). */
+static int commit_in_txn(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *offsets,
+                         size_t ndls) {
+  rd_kafka_error_t *e = offsets_txn(ing, offsets, ndls);
   if (!e)
     return 0;
-  kjb_warn("could not commit %zu dead letter(s) with their offsets: %s; the batch's records "
-           "will be consumed again",
-           ing->ndls, rd_kafka_error_string(e));
+  if (ndls)
+    kjb_warn("could not commit %zu dead letter(s) with their offsets: %s; the batch's records "
+             "will be consumed again",
+             ndls, rd_kafka_error_string(e));
+  else
+    kjb_warn("could not commit offsets in a transaction: %s; they are committed again later",
+             rd_kafka_error_string(e));
   int fatal = rd_kafka_error_is_fatal(e);
   rd_kafka_error_destroy(e);
   /* Abort whatever was begun, until the coordinator confirms; a producer
@@ -244,7 +287,7 @@ static int commit_with_dead_letters(kjb_ingest *ing,
       rd_kafka_error_destroy(e); /* no transaction was begun */
       break;
     }
-    kjb_warn("could not abort the dead-letter transaction: %s", rd_kafka_error_string(e));
+    kjb_warn("could not abort the offsets' transaction: %s", rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
     if (!fatal) {
       if (*ing->stop)
@@ -347,11 +390,13 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
   return 0;
 }
 
+/* Reports failed commits, which librdkafka hands here as well as to the
+ * synchronous caller. */
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque) {
   if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
-    kjb_warn("could not commit offsets: %s (the records will be delivered again and "
-             "skipped)",
+    kjb_warn("could not commit offsets: %s (they are committed again later, or the records "
+             "delivered again and skipped)",
              rd_kafka_err2str(e));
 }
 
@@ -370,35 +415,38 @@ static void pause_blocked(kjb_ingest *ing, part_state *ps) {
     rd_kafka_error_destroy(e);
   }
   rd_kafka_topic_partition_list_destroy(l);
-  paused_part *pp = NULL;
-  for (size_t i = 0; i < ing->npaused; i++)
-    if (ing->paused[i].partition == ps->partition &&
-        strcmp(ing->paused[i].topic, ps->topic->topic) == 0)
-      pp = &ing->paused[i];
-  if (!pp) {
-    ing->paused = kjb_xgrow(ing->paused, &ing->cappaused, ing->npaused + 1, sizeof *ing->paused);
-    pp = &ing->paused[ing->npaused++];
-    *pp = (paused_part){ps->partition, ps->topic->topic, 0, BACKOFF_MIN_US / 2};
-  }
-  pp->backoff_us = pp->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : pp->backoff_us * 2;
-  pp->resume_at_us = kjb_now_mono_us() + pp->backoff_us;
+  owned_part *op = owned_get(ing, ps->topic, ps->partition);
+  op->backoff_us = !op->paused                           ? BACKOFF_MIN_US
+                   : op->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US
+                                                         : op->backoff_us * 2;
+  op->paused = 1;
+  op->resume_at_us = kjb_now_mono_us() + op->backoff_us;
 }
 
-static void resume_due(kjb_ingest *ing, int all) {
+/* Resumes the paused partitions that match: with `only` those in that
+ * list, else those due (all of them when `all`). */
+static void resume_paused(kjb_ingest *ing, int all, const rd_kafka_topic_partition_list_t *only) {
   int64_t now = kjb_now_mono_us();
-  for (size_t i = 0; i < ing->npaused;) {
-    paused_part *pp = &ing->paused[i];
-    if (!all && now < pp->resume_at_us) {
-      i++;
+  rd_kafka_topic_partition_list_t *l = NULL;
+  for (size_t i = 0; i < ing->nowned; i++) {
+    owned_part *op = &ing->owned[i];
+    if (!op->paused)
       continue;
-    }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, pp->topic, pp->partition);
+    if (only ? !rd_kafka_topic_partition_list_find(only, op->topic->topic, op->partition)
+             : !all && now < op->resume_at_us)
+      continue;
+    if (!l)
+      l = rd_kafka_topic_partition_list_new(4);
+    rd_kafka_topic_partition_list_add(l, op->topic->topic, op->partition);
+    op->paused = 0;
+  }
+  if (l) {
     rd_kafka_resume_partitions(ing->consumer, l);
     rd_kafka_topic_partition_list_destroy(l);
-    ing->paused[i] = ing->paused[--ing->npaused];
   }
 }
+
+static void resume_due(kjb_ingest *ing, int all) { resume_paused(ing, all, NULL); }
 
 static void reset_batch(kjb_ingest *ing) {
   for (size_t i = 0; i < ing->ndls; i++)
@@ -436,12 +484,71 @@ static int store_batch(kjb_ingest *ing, size_t *inserted) {
   return 0;
 }
 
-/* Makes the batch durable and commits its offsets, with its dead letters
- * when it has any. The plain commit is synchronous: librdkafka retries a
- * failed asynchronous commit after later ones went through, which would
- * move the group's offset back. Returns 0, or -1 when the batch was not
- * committed (asked to stop, or its dead-letter transaction aborted: the
- * records will be delivered again). */
+/* Notes that this member committed the offsets in l. */
+static void mark_committed(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *l) {
+  for (int i = 0; i < l->cnt; i++) {
+    owned_part *op =
+        owned_find(ing, kjb_config_topic(ing->cfg, l->elems[i].topic), l->elems[i].partition);
+    if (op) {
+      op->committed = l->elems[i].offset;
+      if (op->durable < op->committed)
+        op->durable = op->committed;
+    }
+  }
+}
+
+/* Commits the durable offsets in l the plain way. The commit is
+ * synchronous: librdkafka retries a failed asynchronous commit after
+ * later ones went through, which would move the group's offset back.
+ * When it fails, the offsets stay pending and are committed again later
+ * (commit_pending); should the partitions move first, their next owner
+ * consumes those records again and stores nothing twice. */
+static void commit_offsets(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *l) {
+  if (l->cnt == 0)
+    return;
+  int ok;
+  if (ing->txn_commits) {
+    ok = commit_in_txn(ing, l, 0) == 0;
+  } else {
+    rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, l, 0);
+    ok = !e || e == RD_KAFKA_RESP_ERR__NO_OFFSET; /* on_commit reports the others */
+  }
+  if (ok)
+    mark_committed(ing, l);
+  else
+    ing->commit_retry_us = kjb_now_mono_us() + COMMIT_RETRY_US;
+}
+
+/* Adds the owned partitions whose durable offset is not committed yet to
+ * l, except those already in it. */
+static void add_pending(kjb_ingest *ing, rd_kafka_topic_partition_list_t *l) {
+  for (size_t i = 0; i < ing->nowned; i++) {
+    const owned_part *op = &ing->owned[i];
+    if (op->durable >= 0 && op->durable > op->committed &&
+        !rd_kafka_topic_partition_list_find(l, op->topic->topic, op->partition))
+      rd_kafka_topic_partition_list_add(l, op->topic->topic, op->partition)->offset = op->durable;
+  }
+}
+
+/* Commits the offsets that an earlier commit failed to, unless the
+ * assignment is lost (then they are not ours to commit). */
+static void commit_pending(kjb_ingest *ing) {
+  ing->commit_retry_us = 0;
+  if (rd_kafka_assignment_lost(ing->consumer))
+    return;
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
+  add_pending(ing, l);
+  commit_offsets(ing, l);
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Makes the batch durable and commits its offsets (and any still pending
+ * from earlier batches), with its dead letters when it has any. Returns 0,
+ * or -1 when the batch was not committed: asked to stop, its dead-letter
+ * transaction aborted (the records will be delivered again), or the
+ * assignment was lost meanwhile (the partitions' next owners consume the
+ * records again; this member must neither commit for them nor produce
+ * their dead letters, which the next owners produce). */
 static int flush(kjb_ingest *ing) {
   if (ing->nparts == 0)
     return 0;
@@ -452,6 +559,17 @@ static int flush(kjb_ingest *ing) {
     return -1;
   }
   int64_t t1 = kjb_now_mono_us();
+  /* After a session timeout or a fencing the group's member id and
+   * generation may both be reset, and a transactional offset commit
+   * without them is not fenced by the broker: the check must come first.
+   * The jobs just stored are harmless: redelivery inserts nothing twice. */
+  if (rd_kafka_assignment_lost(ing->consumer)) {
+    kjb_warn("partition assignment lost: not committing a batch of %zu records (%zu dead "
+             "letters); their partitions' next owners consume them again",
+             ing->nrecords, ing->ndls);
+    reset_batch(ing);
+    return -1;
+  }
   rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new((int)ing->nparts);
   for (size_t i = 0; i < ing->nparts; i++) {
     part_state *ps = &ing->parts[i];
@@ -459,15 +577,20 @@ static int flush(kjb_ingest *ing) {
       rd_kafka_topic_partition_list_add(offsets, ps->topic->topic, ps->partition)->offset =
           ps->next_offset;
   }
+  add_pending(ing, offsets);
   int committed = 0;
   if (ing->ndls > 0 && !ing->cfg->kafka.embedded) {
-    committed = commit_with_dead_letters(ing, offsets);
+    committed = commit_in_txn(ing, offsets, ing->ndls);
+    if (committed == 0)
+      mark_committed(ing, offsets);
   } else if (ing->ndls > 0 && settle_dead_letters(ing) < 0) {
     committed = -1;
-  } else if (offsets->cnt > 0) {
-    rd_kafka_resp_err_t e = rd_kafka_commit(ing->consumer, offsets, 0);
-    if (e)
-      on_commit(ing->consumer, e, offsets, ing);
+  } else {
+    for (size_t i = 0; i < ing->nparts; i++)
+      if (ing->parts[i].next_offset >= 0)
+        owned_get(ing, ing->parts[i].topic, ing->parts[i].partition)->durable =
+            ing->parts[i].next_offset;
+    commit_offsets(ing, offsets);
   }
   rd_kafka_topic_partition_list_destroy(offsets);
   int64_t t2 = kjb_now_mono_us();
@@ -509,45 +632,105 @@ static int flush(kjb_ingest *ing) {
 
 /* ---- rebalancing ---------------------------------------------------- */
 
+static const char ASSIGNED_HELP[] = "Partitions assigned to this process by group rebalances.";
+static const char REVOKED_HELP[] =
+    "Partitions this process gave up in group rebalances, the lost ones included.";
+static const char LOST_HELP[] = "Partitions taken from this process without a chance to commit "
+                                "(session timeout, fenced): their records are consumed again.";
+
+/* Adds each topic's number of partitions in l (sorted) to the counter
+ * `name` and, when b is given, writes them to it as "orders [0,3,5],
+ * payments [1]". */
+static void tally(const rd_kafka_topic_partition_list_t *l, const char *name, const char *help,
+                  kjb_buf *b) {
+  for (int i = 0; i < l->cnt;) {
+    const char *topic = l->elems[i].topic;
+    int n = 0;
+    if (b)
+      kjb_buf_printf(b, "%s%s [", i ? ", " : "", topic);
+    for (; i < l->cnt && strcmp(l->elems[i].topic, topic) == 0; i++, n++)
+      if (b)
+        kjb_buf_printf(b, "%s%d", n ? "," : "", (int)l->elems[i].partition);
+    if (b)
+      kjb_buf_putc(b, ']');
+    kjb_counter_add(name, help, n, "topic", topic, NULL);
+  }
+}
+
+/* Gives up the partitions in parts: whatever the batch holds of them (and
+ * of the others: the batch is one unit) is made durable and committed
+ * while they are still ours, unless the assignment is lost; their pauses
+ * are lifted, since librdkafka would keep a partition paused should it
+ * come back to this process; then they are forgotten. */
+static void give_up(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *parts) {
+  flush(ing);
+  commit_pending(ing);
+  resume_paused(ing, 0, parts);
+  for (size_t i = 0; i < ing->nowned;) {
+    if (rd_kafka_topic_partition_list_find(parts, ing->owned[i].topic->topic,
+                                           ing->owned[i].partition))
+      ing->owned[i] = ing->owned[--ing->nowned];
+    else
+      i++;
+  }
+}
+
+/* Serves a rebalance. With the cooperative protocol parts holds only the
+ * partitions that come or go, and the others keep flowing (and keep their
+ * state here); with the eager one every revocation is of everything. */
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   kjb_ingest *ing = opaque;
-  int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-  for (int i = 0; i < parts->cnt; i++)
-    kjb_info("%s %s [%d]", e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked",
-             parts->elems[i].topic, (int)parts->elems[i].partition);
-  if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    if (cooperative) {
-      rd_kafka_error_t *err = rd_kafka_incremental_assign(rk, parts);
-      if (err) {
-        kjb_error("could not assign partitions: %s", rd_kafka_error_string(err));
-        rd_kafka_error_destroy(err);
-      }
-    } else {
-      rd_kafka_assign(rk, parts);
+  const char *protocol = rd_kafka_rebalance_protocol(rk);
+  if (!protocol || strcmp(protocol, "NONE") == 0)
+    protocol = ing->cooperative ? "COOPERATIVE" : "EAGER";
+  int cooperative = strcmp(protocol, "COOPERATIVE") == 0;
+  int assign = e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+  int lost = !assign && rd_kafka_assignment_lost(rk);
+  rd_kafka_topic_partition_list_t *sorted = rd_kafka_topic_partition_list_copy(parts);
+  rd_kafka_topic_partition_list_sort(sorted, NULL, NULL);
+  kjb_buf list;
+  kjb_buf_init(&list);
+
+  rd_kafka_error_t *err = NULL;
+  rd_kafka_resp_err_t re;
+  if (assign) {
+    if (cooperative)
+      err = rd_kafka_incremental_assign(rk, parts);
+    else if ((re = rd_kafka_assign(rk, parts)))
+      err = rd_kafka_error_new(re, "%s", rd_kafka_err2str(re));
+    if (!cooperative)
+      ing->nowned = 0;
+    for (int i = 0; !err && i < parts->cnt; i++) {
+      const kjb_topic_cfg *t = kjb_config_topic(ing->cfg, parts->elems[i].topic);
+      if (t)
+        owned_get(ing, t, parts->elems[i].partition);
     }
-    return;
-  }
-  /* Revoked: whatever we hold of these partitions must be committed now,
-   * while we still own them. Flushing the whole batch is simplest. */
-  flush(ing);
-  for (int i = 0; i < parts->cnt; i++)
-    for (size_t k = 0; k < ing->npaused;) {
-      if (ing->paused[k].partition == parts->elems[i].partition &&
-          strcmp(ing->paused[k].topic, parts->elems[i].topic) == 0)
-        ing->paused[k] = ing->paused[--ing->npaused];
-      else
-        k++;
-    }
-  if (cooperative) {
-    rd_kafka_error_t *err = rd_kafka_incremental_unassign(rk, parts);
-    if (err) {
-      kjb_error("could not unassign partitions: %s", rd_kafka_error_string(err));
-      rd_kafka_error_destroy(err);
-    }
+    tally(sorted, "kjb_partitions_assigned_total", ASSIGNED_HELP, &list);
+    kjb_counter_add("kjb_rebalances_total",
+                    "Group rebalances this process took part in, by protocol (EAGER, COOPERATIVE).",
+                    1, "protocol", protocol, NULL);
   } else {
-    rd_kafka_assign(rk, NULL);
+    give_up(ing, parts);
+    if (cooperative)
+      err = rd_kafka_incremental_unassign(rk, parts);
+    else if ((re = rd_kafka_assign(rk, NULL)))
+      err = rd_kafka_error_new(re, "%s", rd_kafka_err2str(re));
+    tally(sorted, "kjb_partitions_revoked_total", REVOKED_HELP, &list);
+    if (lost)
+      tally(sorted, "kjb_partitions_lost_total", LOST_HELP, NULL);
   }
+  const char *what = assign ? "assigned" : lost ? "lost" : "revoked";
+  kjb_log(lost ? KJB_LOG_WARN : KJB_LOG_INFO, "rebalance (%s): %s %d partition(s)%s%s; %zu owned",
+          protocol, what, parts->cnt, parts->cnt ? ": " : "", list.data ? list.data : "",
+          ing->nowned);
+  if (err) {
+    kjb_error("could not %s partitions: %s", assign ? "assign" : "unassign",
+              rd_kafka_error_string(err));
+    rd_kafka_error_destroy(err);
+  }
+  kjb_buf_close(&list);
+  rd_kafka_topic_partition_list_destroy(sorted);
 }
 
 /* ---- lifecycle ------------------------------------------------------ */
@@ -606,6 +789,11 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
     for (size_t j = 0; j < cfg->topics[t].njobs; j++)
       kjb_counter_add("kjb_jobs_inserted_total", KJB_INSERTED_HELP, 0, "kind",
                       cfg->topics[t].jobs[j].kind, NULL);
+    kjb_counter_add("kjb_partitions_assigned_total", ASSIGNED_HELP, 0, "topic",
+                    cfg->topics[t].topic, NULL);
+    kjb_counter_add("kjb_partitions_revoked_total", REVOKED_HELP, 0, "topic", cfg->topics[t].topic,
+                    NULL);
+    kjb_counter_add("kjb_partitions_lost_total", LOST_HELP, 0, "topic", cfg->topics[t].topic, NULL);
   }
   ing->catalog = catalog;
   ing->arena = kjb_arena_new(1 << 20);
@@ -637,6 +825,23 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
     rd_kafka_conf_destroy(conf);
     goto fail;
   }
+  char strategy[256];
+  size_t strategy_len = sizeof strategy;
+  ing->cooperative = rd_kafka_conf_get(conf, "partition.assignment.strategy", strategy,
+                                       &strategy_len) == RD_KAFKA_CONF_OK &&
+                     strstr(strategy, "cooperative") != NULL;
+  /* Before 2.10.0, librdkafka takes an offset commit refused with
+   * ILLEGAL_GENERATION during a cooperative rebalance for a lost
+   * assignment (librdkafka#4059): it resets the generation, and the
+   * member loses every partition, uncommitted, and rejoins, which starts
+   * the next rebalance. The broker serves a connection's requests in
+   * order, so any commit made while this member's JoinGroup waits for the
+   * others is refused that way: with the cooperative protocol, which keeps
+   * consuming meanwhile, nearly every rebalance. There the offsets go
+   * through the dead-letter producer's transactions instead (fenced by the
+   * same generation, KIP-447), where such a refusal only aborts the
+   * transaction and the offsets are committed again later. */
+  ing->txn_commits = ing->cooperative && !cfg->kafka.embedded && rd_kafka_version() < 0x020a0000;
   rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
   rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
   rd_kafka_conf_set_opaque(conf, ing);
@@ -707,6 +912,8 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
     int due = ing->nparts > 0 && kjb_now_mono_us() - batch_start >= batch_timeout;
     if (full || due || (!m && ing->nparts > 0))
       flush(ing);
+    if (ing->nrecords == 0 && ing->commit_retry_us && kjb_now_mono_us() >= ing->commit_retry_us)
+      commit_pending(ing);
     resume_due(ing, 0);
   }
   /* Drain: make what we hold durable, then leave the group (which revokes
@@ -737,7 +944,7 @@ void kjb_ingest_free(kjb_ingest *ing) {
   kjb_rows_close(&ing->rows);
   free(ing->parts);
   free(ing->dls);
-  free(ing->paused);
+  free(ing->owned);
   pthread_mutex_destroy(&ing->close_mu);
   free(ing);
 }

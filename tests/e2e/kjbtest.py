@@ -748,6 +748,30 @@ def answers(port: int, path: str):
     return status, json.loads(body)
 
 
+def scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    """The samples of the kjb serving HTTP on `port`, from /metrics:
+    {(sample name, frozenset of label pairs): value}. Counters keep their
+    _total. Fails the test unless /metrics answers 200."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = get(port, "/metrics")
+    assert status == 200, f"/metrics on port {port} answered {status}: {body[:500]}"
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(body) for s in family.samples}
+
+
+def sample(samples: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float:
+    """One sample's value out of scrape()'s result, 0 when absent."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def owned_partitions(samples: dict[tuple[str, frozenset], float], topic: str) -> int:
+    """How many partitions of `topic` the scraped kjb owns now: those
+    assigned to it minus those it gave up."""
+    return int(sample(samples, "kjb_partitions_assigned_total", topic=topic)
+               - sample(samples, "kjb_partitions_revoked_total", topic=topic))
+
+
 def request(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, str]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers or {},
                                  data=b"{}" if method == "POST" else None)

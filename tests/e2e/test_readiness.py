@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import avrokit
-from kjbtest import answers, free_port, order, unique_name, wait_for
+from kjbtest import answers, free_port, order, owned_partitions, scrape, unique_name, wait_for
 
 EXECUTOR = 'poll_interval = "200ms"; heartbeat = "500ms"; lease = "8s"; shutdown_timeout = "5s";'
 
@@ -271,13 +271,15 @@ handlers = ( {{ kind = "note"; type = "log"; }} );
         if i == 0:
             assert run_kjb(["migrate"], cfg, env=env).returncode == 0
         procs.append(start_kjb(["run"], cfg, env=env, name=f"n{i}"))
-    def owns(proc) -> bool:
-        log = proc.log()
-        return log.rfind(f"assigned {topic} [0]") > log.rfind(f"revoked {topic} [0]")
+    def owners() -> list[int] | None:
+        try:
+            return sorted(owned_partitions(scrape(port), topic) for port in ports)
+        except OSError:
+            return None  # not serving yet
 
     # Both are members, one of them without the partition.
-    wait_for(lambda: sorted(owns(p) for p in procs) == [False, True], timeout=180,
-             message=lambda: "one owner\n" + "\n".join(p.log()[-2000:] for p in procs))
+    wait_for(lambda: owners() == [0, 1], timeout=180,
+             message=lambda: f"one owner, have {owners()}\n" + "\n".join(p.log()[-2000:] for p in procs))
     ok = (200, {"status": "ok"})
     for port, proc in zip(ports, procs):
         for path in ("/startupz", "/readyz"):
