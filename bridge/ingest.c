@@ -801,13 +801,12 @@ kjb_ingest *kjb_ingest_new(const kjb_config *cfg, kjb_catalog *catalog, kjb_err 
   char errstr[512];
 
   /* Cooperative rebalancing keeps the other members consuming while one
-   * joins or leaves. Before librdkafka 2.3.0 its assignor aborts the
-   * process when a member that joined but never got an assignment is
-   * destroyed (librdkafka#4312: a restart while the broker is down), so
-   * older versions get the eager roundrobin assignor. */
+   * joins or leaves: only the partitions that move are revoked. It needs
+   * librdkafka 2.3.0 or newer (librdkafka#4312: before, destroying a member
+   * that joined but never got an assignment aborts the process), and kjb
+   * requires 2.6 (DESIGN.md, Platform). */
   const char *const consumer_defaults[] = {"partition.assignment.strategy",
-                                           rd_kafka_version() >= 0x020300ff ? "cooperative-sticky"
-                                                                            : "roundrobin",
+                                           "cooperative-sticky",
                                            "enable.auto.commit",
                                            "false",
                                            "enable.auto.offset.store",
