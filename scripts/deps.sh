@@ -89,15 +89,21 @@ fi
 # is built once into $CACHE/librdkafka-<version>, and $CACHE/librdkafka
 # points at it; CMakeLists.txt links it from there (with an rpath). The
 # files are pinned by their SHA-256, as in the Debian 13 Sources index.
+# kjb's own fixes go on top, from scripts/patches/librdkafka/, and bump
+# RDKAFKA_KJB so that every machine rebuilds (a system librdkafka has none):
+#   oidc-jwt-payload-nul.patch  sasl.oauthbearer.method=oidc parsed the
+#     decoded JWT payload as a string without its terminating NUL, an
+#     over-read whenever the payload's base64 needs no padding
 RDKAFKA_MIN=2.6.0
 RDKAFKA_DEB=2.8.0-1
+RDKAFKA_KJB=kjb1
 RDKAFKA_SHA256=(
   "librdkafka_2.8.0-1.dsc 0e9f099090072fe33da42303e1878f7f4713f91b94aa6523a9d630fe67eb2b51"
   "librdkafka_2.8.0.orig.tar.gz 5bd1c46f63265f31c6bfcedcde78703f77d28238eadf23821c2b43fc30be3e25"
   "librdkafka_2.8.0-1.debian.tar.xz 85381d3e0f2f8a5f871a408df59ed7ee3071a7bdbce9adefabfc5d3324418ed1"
 )
 CACHE=${KJB_CACHE_DIR:-$HOME/.cache/kjb}
-rdkafka_prefix=$CACHE/librdkafka-$RDKAFKA_DEB
+rdkafka_prefix=$CACHE/librdkafka-$RDKAFKA_DEB.$RDKAFKA_KJB
 mkdir -p "$CACHE"
 if pkg-config --atleast-version="$RDKAFKA_MIN" rdkafka; then
   # The system's will do; a link left from an older system would shadow it.
@@ -115,6 +121,9 @@ elif [[ ! -f $rdkafka_prefix/.built ]]; then
   # dpkg-source unpacks and applies Debian's patches; the checksums above
   # stand in for the signature check.
   (cd "$src" && dpkg-source --no-check -x "librdkafka_$RDKAFKA_DEB.dsc" tree >/dev/null)
+  for patch in scripts/patches/librdkafka/*.patch; do
+    patch -d "$src/tree" -p1 --forward --quiet <"$patch" || { echo "deps.sh: $patch does not apply" >&2; exit 1; }
+  done
   rm -rf "$rdkafka_prefix"
   (
     cd "$src/tree"
@@ -129,7 +138,7 @@ elif [[ ! -f $rdkafka_prefix/.built ]]; then
   trap - EXIT
 fi
 if [[ -f $rdkafka_prefix/.built ]] && ! pkg-config --atleast-version="$RDKAFKA_MIN" rdkafka; then
-  ln -sfn "librdkafka-$RDKAFKA_DEB" "$CACHE/librdkafka"
+  ln -sfn "librdkafka-$RDKAFKA_DEB.$RDKAFKA_KJB" "$CACHE/librdkafka"
 fi
 
 scripts/kafka.sh fetch

@@ -28,6 +28,14 @@
 # KJB_KAFKA_PARTITIONS (partitions of auto-created topics, 1),
 # KJB_KAFKA_START_TIMEOUT (240 s), KJB_KAFKA_STOP_TIMEOUT (30 s),
 # KJB_KAFKA_CDS=0 (no class-data-sharing archive).
+#
+# KJB_KAFKA_OAUTH_JWKS_URL=URL gives the broker one more listener on a free
+# 127.0.0.1 port, SASL_PLAINTEXT with OAUTHBEARER alone, whose tokens Kafka's
+# own OAuthBearerValidatorCallbackHandler checks against the keys served at
+# URL (the only URL the broker may fetch), with no clock skew allowed, and
+# with KJB_KAFKA_OAUTH_ISSUER and KJB_KAFKA_OAUTH_AUDIENCE as the expected
+# `iss` and `aud` when set. A client must re-authenticate with a fresh token
+# before its token expires. `start` then also writes DIR/bootstrap.oauth.
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1
@@ -328,6 +336,55 @@ tls_ready() {
     -X topic.metadata.refresh.interval.ms=-1 2>/dev/null | grep -q ' 1 brokers:'
 }
 
+# One more free port, other than those given.
+oauth_port() {
+  "$PYTHON" - "$@" <<'EOF'
+import socket, sys
+taken = {int(p) for p in sys.argv[1:] if p}
+while True:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    if port not in taken:
+        break
+print(port)
+EOF
+}
+
+# Adds the OAUTHBEARER listener of KJB_KAFKA_OAUTH_JWKS_URL to the config.
+# The sasl.oauthbearer.* settings are the broker-wide ones, but no other
+# listener enables OAUTHBEARER. connections.max.reauth.ms makes the broker
+# end a session when its token expires unless the client re-authenticated.
+write_oauth_config() {
+  local dir=$1 port=$2 url=$3
+  sed -i -e "/^listeners=/s|\$|,OAUTH://127.0.0.1:$port|" \
+    -e "/^advertised.listeners=/s|\$|,OAUTH://127.0.0.1:$port|" \
+    -e "/^listener.security.protocol.map=/s|\$|,OAUTH:SASL_PLAINTEXT|" "$dir/server.properties"
+  cat >>"$dir/server.properties" <<EOF
+
+# OAUTHBEARER for clients (KJB_KAFKA_OAUTH_JWKS_URL).
+listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER
+listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
+listener.name.oauth.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler
+listener.name.oauth.oauthbearer.connections.max.reauth.ms=3600000
+sasl.oauthbearer.jwks.endpoint.url=$url
+sasl.oauthbearer.clock.skew.seconds=0
+EOF
+  if [[ -n ${KJB_KAFKA_OAUTH_ISSUER:-} ]]; then
+    echo "sasl.oauthbearer.expected.issuer=$KJB_KAFKA_OAUTH_ISSUER" >>"$dir/server.properties"
+  fi
+  if [[ -n ${KJB_KAFKA_OAUTH_AUDIENCE:-} ]]; then
+    echo "sasl.oauthbearer.expected.audience=$KJB_KAFKA_OAUTH_AUDIENCE" >>"$dir/server.properties"
+  fi
+}
+
+# Kafka 4 fetches no OAuth URL that a system property does not allow.
+oauth_opts() {
+  local url
+  url=$(sed -n 's/^sasl\.oauthbearer\.jwks\.endpoint\.url=//p' "$1/server.properties")
+  [[ -z $url ]] || echo "-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls=$url"
+}
+
 # The broker answers metadata requests and lists itself: only then can
 # clients produce, and auto-created topics get a leader.
 broker_ready() {
@@ -350,7 +407,7 @@ launch() {
   # setsid: the broker must outlive the shell that started it (the demo
   # returns to the prompt) and not get the terminal's Ctrl-C.
   # shellcheck disable=SC2046
-  setsid java $(java_opts) $(cds_opts "$dir") -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+  setsid java $(java_opts) $(cds_opts "$dir") $(oauth_opts "$dir") -Dlog4j2.configurationFile="$dir/log4j2.properties" \
     -Dkafka.logs.dir="$dir" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
     </dev/null >"$dir/kafka.out" 2>&1 &
   echo "$!" >"$dir/kafka.pid"
@@ -401,6 +458,14 @@ cmd_start() {
       --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$sasl_password]")
   fi
 
+  local oauth_url=${KJB_KAFKA_OAUTH_JWKS_URL:-} oport=
+  rm -f "$dir/bootstrap.oauth"
+  if [[ -n $oauth_url ]]; then
+    oport=$(oauth_port "$port" "$cport" "${sport:-}" "${saport:-}") || true
+    [[ -n $oport ]] || die "could not pick a free port with $PYTHON"
+    write_oauth_config "$dir" "$oport" "$oauth_url"
+  fi
+
   # shellcheck disable=SC2046
   if ! java $(java_opts) $(cds_opts "") -Xmx256m -Dlog4j2.level=WARN \
       -cp "$LIBS/*" kafka.tools.StorageTool format --standalone \
@@ -430,6 +495,18 @@ cmd_start() {
     echo "127.0.0.1:$saport" >"$dir/bootstrap.sasl_ssl"
     echo "$SASL_USER" >"$dir/sasl.user"
     (umask 077 && echo "$sasl_password" >"$dir/sasl.password")
+  fi
+
+  if [[ -n $oport ]]; then
+    # Listeners open together, so this one is up; that it takes tokens
+    # is for its clients to find out.
+    "$PYTHON" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()' \
+      "$oport" 2>/dev/null || {
+      log_tail "$dir"
+      cmd_stop "$dir" >/dev/null 2>&1 || true
+      die "the broker's OAUTHBEARER listener does not answer on 127.0.0.1:$oport (logs in $dir)"
+    }
+    echo "127.0.0.1:$oport" >"$dir/bootstrap.oauth"
   fi
   echo "$bootstrap" >"$dir/bootstrap"
   echo "kafka.sh: broker up on $bootstrap in $((($(date +%s%N) - t0) / 1000000)) ms" \

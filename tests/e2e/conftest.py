@@ -2,7 +2,9 @@
 PostgreSQL, started once per session by scripts/kafka.sh and scripts/pg.sh,
 and the kjb binary under test (KJB_BIN).
 
-Session:  kafka, pg, kjb_bin (kafka.tls and pg.tls: their TLS sides)
+Session:  kafka, pg, kjb_bin (kafka.tls and pg.tls: their TLS sides),
+          oidc (an OAuth token server; the broker gets an OAUTHBEARER
+          listener that trusts it, kafka.oauth, when a test asks for oidc)
 Per test: db (a fresh database), make_topic, run_kjb, start_kjb, kjb_services_env
 
 The services are started side by side as soon as the collected tests show
@@ -39,6 +41,7 @@ from kjbtest import (  # noqa: E402
     Pki,
     Postgres,
     Service,
+    TokenServer,
     kjb_argv,
     kjb_env,
     make_test_pki,
@@ -48,7 +51,7 @@ from kjbtest import (  # noqa: E402
 )
 
 KEEP = os.environ.get("KJB_E2E_KEEP") == "1"
-_SERVICE_FIXTURES = {"kafka": ("kafka",), "pg": ("pg",), "db": ("pg",)}
+_SERVICE_FIXTURES = {"kafka": ("kafka",), "pg": ("pg",), "db": ("pg",), "oidc": ("oidc", "kafka")}
 
 
 class _Services:
@@ -59,6 +62,9 @@ class _Services:
         self.pki: Pki | None = None
         self.services: dict[str, Service] = {}
         self.needed: set[str] = set()
+        # The token server lives on a thread of this process: it goes with
+        # it, however the run ends.
+        self.oidc: TokenServer | None = None
 
     def get(self, name: str) -> Service:
         if name not in self.services:
@@ -67,6 +73,11 @@ class _Services:
                 self.pki = make_test_pki(self.base / "tls")
             if name == "kafka":
                 script, env = SCRIPTS / "kafka.sh", {"KJB_KAFKA_TLS_DIR": str(self.pki.kafka)}
+                if "oidc" in self.needed:
+                    # The broker fetches the keys as it starts.
+                    self.oidc = TokenServer().start()
+                    env.update(KJB_KAFKA_OAUTH_JWKS_URL=self.oidc.jwks_url, KJB_KAFKA_OAUTH_ISSUER=self.oidc.issuer,
+                               KJB_KAFKA_OAUTH_AUDIENCE=self.oidc.audience)
             else:
                 script, env = SCRIPTS / "pg.sh", {"KJB_PG_TLS_DIR": str(self.pki.pg)}
             self.services[name] = Service(name, script, self.base / name, env=env)
@@ -85,6 +96,8 @@ class _Services:
             # Kafka's data goes; its logs stay with pytest's temp dirs.
             if service.name == "kafka":
                 shutil.rmtree(service.dir / "data", ignore_errors=True)
+        if self.oidc is not None:
+            self.oidc.stop()
 
 
 _SERVICES = _Services()
@@ -163,6 +176,17 @@ def kafka(_services: _Services) -> Kafka:
     """The session's single-node Kafka (KRaft); `.bootstrap` is host:port,
     `.tls` its SSL and SASL_SSL listeners (kjbtest.KafkaTLS)."""
     return Kafka(_ready("kafka"), _SERVICES.pki)
+
+
+@pytest.fixture(scope="session")
+def oidc(kafka: Kafka) -> TokenServer:
+    """The session's OAuth token server (tokenserver.TokenServer): register
+    clients with `.add_client()`; the broker's OAUTHBEARER listener
+    (`kafka.oauth`) takes the tokens it issues."""
+    if _SERVICES.oidc is None or kafka.oauth is None:
+        pytest.fail("the broker has no OAUTHBEARER listener (KJB_KAFKA_OAUTH_JWKS_URL, scripts/kafka.sh)",
+                    pytrace=False)
+    return _SERVICES.oidc
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pytest
 
 import avrokit
+from tokenserver import Client, TokenServer
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -351,15 +352,30 @@ class KafkaTLS:
                 "sasl.username": self.user, "sasl.password": self.password}
 
 
+def oidc_properties(server: TokenServer, client: Client, secret: str | None = None,
+                    scope: str = "kafka") -> list[str]:
+    """kafka.properties for SASL/OAUTHBEARER with librdkafka's OIDC client
+    credentials flow against `server`, as `client` (with `secret` instead
+    of the client's own, to fail), for the broker's OAUTHBEARER listener."""
+    return ["security.protocol=sasl_plaintext", "sasl.mechanisms=OAUTHBEARER", "sasl.oauthbearer.method=oidc",
+            f"sasl.oauthbearer.client.id={client.id}",
+            f"sasl.oauthbearer.client.secret={client.secret if secret is None else secret}",
+            f"sasl.oauthbearer.token.endpoint.url={server.token_url}", f"sasl.oauthbearer.scope={scope}"]
+
+
 class Kafka:
     """The session's broker: `.bootstrap` plus client helpers; `.tls`
-    (KafkaTLS) when it was started with TLS listeners, else None."""
+    (KafkaTLS) when it was started with TLS listeners, else None; `.oauth`
+    the host:port of its OAUTHBEARER listener when it has one (started
+    with KJB_KAFKA_OAUTH_JWKS_URL), else None."""
 
     def __init__(self, service: Service, pki: Pki | None = None):
         self.service = service
         self.dir = service.dir
         self.bootstrap = (service.dir / "bootstrap").read_text().strip()
         self.tls: KafkaTLS | None = None
+        oauth = service.dir / "bootstrap.oauth"
+        self.oauth: str | None = oauth.read_text().strip() if oauth.is_file() else None
         if pki is not None and (service.dir / "bootstrap.ssl").is_file():
             read = lambda name: (service.dir / name).read_text().strip()  # noqa: E731
             self.tls = KafkaTLS(ssl=read("bootstrap.ssl"), sasl_ssl=read("bootstrap.sasl_ssl"),
