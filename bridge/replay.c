@@ -53,45 +53,14 @@ static bool fraction_ms(const char **s, int64_t *ms) {
   return n >= 1 && n <= 9;
 }
 
-/* "Z", "+01:00", "-05:30" or nothing (UTC) as seconds east of UTC. */
-static bool zone_offset(const char **s, int64_t *secs) {
-  *secs = 0;
-  if (**s == 'Z') {
-    (*s)++;
-    return true;
-  }
-  if (**s != '+' && **s != '-')
-    return true;
-  int64_t sign = **s == '-' ? -1 : 1, h, m;
-  (*s)++;
-  if (!kjb_parse_digits(s, 2, &h) || *(*s)++ != ':' || !kjb_parse_digits(s, 2, &m) || h > 23 ||
-      m > 59)
-    return false;
-  *secs = sign * (h * 3600 + m * 60);
-  return true;
-}
-
 /* "2026-11-21T10:00:00.000", optionally with "Z" or "+01:00"; UTC when no
- * zone is given, as kafka-consumer-groups does with its default zone. Only
- * dates and times that exist. Milliseconds since the epoch (negative
- * before 1970). */
+ * zone is given, as kafka-consumer-groups does with its default zone.
+ * Milliseconds since the epoch, rounded down (negative before 1970). */
 static int parse_datetime(const char *s, int64_t *out, const char **why) {
-  int64_t y, mo, d, h, mi, sec, ms, zone, days;
-  *why = "expected YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM]";
-  if (!kjb_parse_digits(&s, 4, &y) || *s++ != '-' || !kjb_parse_digits(&s, 2, &mo) || *s++ != '-' ||
-      !kjb_parse_digits(&s, 2, &d) || *s++ != 'T' || !kjb_parse_digits(&s, 2, &h) || *s++ != ':' ||
-      !kjb_parse_digits(&s, 2, &mi) || *s++ != ':' || !kjb_parse_digits(&s, 2, &sec) ||
-      !fraction_ms(&s, &ms) || !zone_offset(&s, &zone) || *s)
+  int64_t us;
+  if (kjb_datetime_parse(s, &us, why) < 0)
     return -1;
-  if (kjb_civil_to_days(y, mo, d, &days) < 0) {
-    *why = "no such date";
-    return -1;
-  }
-  if (h > 23 || mi > 59 || sec > 59) {
-    *why = "no such time of day";
-    return -1;
-  }
-  *out = ((days * 86400 + h * 3600 + mi * 60 + sec) - zone) * 1000 + ms;
+  *out = us / 1000 - (us % 1000 < 0);
   return 0;
 }
 

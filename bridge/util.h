@@ -118,6 +118,16 @@ int kjb_hostport_parse(const char *s, bool need_port, char *host, size_t hostcap
  * (fixed-width fields of dates and times). */
 bool kjb_parse_digits(const char **s, int n, int64_t *out);
 
+/* Parses a date and time "2026-11-21T10:00:00", with an optional
+ * fraction of 1 to 9 digits (".5", ".123456789"; digits past the sixth
+ * are dropped) and an optional zone ("Z", "+01:00", "-04:30"; none is
+ * UTC), into microseconds since the epoch (negative before 1970). Only
+ * dates and times that exist. Every point in time kjb reads from a user
+ * (reset specs, --since and --until) goes through here. Returns 0, or -1
+ * with *why saying what is wrong: "no such date", "no such time of day"
+ * or "expected YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM]". */
+int kjb_datetime_parse(const char *s, int64_t *out_us, const char **why);
+
 /* Parses "250ms", "30s", "5m", "1h", "2d", "10us" (an integer or
  * decimal number and a unit) into microseconds. Returns 0 or -1. */
 int kjb_duration_parse(const char *s, int64_t *out_us);
