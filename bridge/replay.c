@@ -2,11 +2,13 @@
 #include "replay.h"
 
 #include <ctype.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <librdkafka/rdkafka.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "catalog.h"
 #include "dlq.h"
 #include "kafka.h"
@@ -478,8 +480,37 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
     rc = -(int)err->code;
     goto out;
   }
+  int64_t audit_id = -1;
+  if (o->actor && !o->dry_run) {
+    json_t *p = json_pack("{s:s, s:s, s:o, s:I, s:b}", "topic", o->topic, "group",
+                          o->group ? o->group : group, "reset_offsets",
+                          o->reset_text ? json_string(o->reset_text) : json_null(), "limit",
+                          (json_int_t)o->limit, "follow", o->follow);
+    char *params = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    json_decref(p);
+    rc = kjb_audit_record(r.store, o->actor, KJB_AUDIT_REPLAY, params ? params : "{}", NULL,
+                          &audit_id, err);
+    free(params);
+    if (rc < 0)
+      goto out;
+  }
   if ((rc = plan(&r, err)) == 0)
     rc = consume(&r, stop, err);
+  if (audit_id >= 0) {
+    json_t *res = json_pack("{s:I, s:I, s:I}", "replayed", (json_int_t)st->replayed,
+                            "still_failing", (json_int_t)st->still_failing, "already_present",
+                            (json_int_t)st->already_present);
+    if (rc < 0)
+      json_object_set_new(res, "error", json_string(err->msg));
+    char *result = json_dumps(res, JSON_COMPACT);
+    json_decref(res);
+    kjb_err aerr;
+    if (kjb_audit_finish(r.store, audit_id, result ? result : "{}", &aerr) < 0 && rc == 0) {
+      *err = aerr;
+      rc = -KJB_EPG;
+    }
+    free(result);
+  }
 out:
   if (r.rk) {
     rd_kafka_consumer_close(r.rk);

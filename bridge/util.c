@@ -642,3 +642,63 @@ int64_t kjb_now_wall_us(void) {
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+/* ---- text tables ---------------------------------------------------- */
+
+static size_t display_width(const char *s) {
+  size_t n = 0;
+  for (; *s; s++)
+    n += ((unsigned char)*s & 0xC0) != 0x80;
+  return n;
+}
+
+char *kjb_table_cell(const char *s, size_t maxchars) {
+  assert(maxchars >= 4);
+  size_t len = strlen(s);
+  char *out = kjb_xmalloc(len + 4);
+  size_t chars = 0, i = 0, o = 0, cut = 0;
+  for (; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if ((ch & 0xC0) != 0x80) {
+      if (chars == maxchars - 3)
+        cut = o;
+      if (chars++ == maxchars) {
+        o = cut;
+        memcpy(out + o, "...", 3);
+        o += 3;
+        break;
+      }
+    }
+    out[o++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+  }
+  out[o] = '\0';
+  return out;
+}
+
+void kjb_table_print(FILE *out, char *const *cells, size_t nrows, size_t ncols) {
+  size_t *width = kjb_xcalloc(ncols ? ncols : 1, sizeof *width);
+  for (size_t r = 0; r < nrows; r++)
+    for (size_t c = 0; c < ncols; c++) {
+      size_t w = display_width(cells[r * ncols + c]);
+      if (w > width[c])
+        width[c] = w;
+    }
+  kjb_buf line;
+  kjb_buf_init(&line);
+  for (size_t r = 0; r < nrows; r++) {
+    kjb_buf_reset(&line);
+    for (size_t c = 0; c < ncols; c++) {
+      const char *s = cells[r * ncols + c];
+      kjb_buf_puts(&line, s);
+      if (c + 1 < ncols)
+        for (size_t w = display_width(s); w < width[c] + 2; w++)
+          kjb_buf_putc(&line, ' ');
+    }
+    /* No trailing blanks when the last columns are empty. */
+    while (line.len > 0 && line.data[line.len - 1] == ' ')
+      line.len--;
+    fprintf(out, "%.*s\n", (int)line.len, line.data);
+  }
+  kjb_buf_close(&line);
+  free(width);
+}

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "err.h"
 
@@ -66,6 +67,18 @@ void kjb_buf_printf(kjb_buf *b, const char *fmt, ...) __attribute__((format(prin
  * UTF-8; control characters are escaped. */
 void kjb_buf_json_str(kjb_buf *b, const char *s, size_t n);
 void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n);
+
+/* Text tables for the command line (`kjb jobs ls`, `kjb dlq ls`, ...). */
+
+/* A table cell made of s: one line (control characters become spaces), at
+ * most maxchars characters (>= 4), the last three "..." when shortened;
+ * invalid UTF-8 is shown as is. The caller frees it. */
+char *kjb_table_cell(const char *s, size_t maxchars);
+
+/* Writes nrows rows of ncols cells (row-major; row 0 is the header) as
+ * left-aligned columns two spaces apart, by characters rather than bytes,
+ * without trailing blanks. */
+void kjb_table_print(FILE *out, char *const *cells, size_t nrows, size_t ncols);
 
 /* Reads the whole file at path into out (replacing what it held; the
  * caller has initialised it), NUL-terminated after its len bytes. Only a
