@@ -206,10 +206,17 @@ int kjb_dlq_reader_get(kjb_dlq_reader *r, const char *topic, int32_t partition, 
       rc = 1;
     } else if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
                m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-      kjb_err_set(err, KJB_EKAFKA,
-                  "no record at \"%s\" [%d] @%lld: the offset is out of range (deleted by "
-                  "retention?)",
-                  topic, (int)partition, (long long)offset);
+      int64_t low = -1, high = -1;
+      rd_kafka_query_watermark_offsets(r->rk, topic, partition, &low, &high, 5000);
+      if (high >= 0 && offset >= high)
+        kjb_err_set(err, KJB_EKAFKA,
+                    "no record at \"%s\" [%d] @%lld: the partition ends at offset %lld", topic,
+                    (int)partition, (long long)offset, (long long)high);
+      else
+        kjb_err_set(err, KJB_EKAFKA,
+                    "no record at \"%s\" [%d] @%lld: the log starts at offset %lld (deleted by "
+                    "retention)",
+                    topic, (int)partition, (long long)offset, (long long)low);
       rc = 1;
     } else if (m->err) {
       /* Transient (a broker away): keep polling until the deadline. */

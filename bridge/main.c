@@ -1123,7 +1123,7 @@ static int cmd_dlq(int argc, char **argv) {
       continue;
     if (c >= OPT_FILTER && c < OPT_FILTER + KJB_DLQ_F__COUNT) {
       if (!first_filter)
-        first_filter = argv[optind - 1];
+        first_filter = kjb_dlq_filter_name((kjb_dlq_filter_field)(c - OPT_FILTER));
       given |= DLQ_FILTERS;
       if (kjb_dlq_filter_set(&a.f, (kjb_dlq_filter_field)(c - OPT_FILTER), optarg, now, "--",
                              &err) < 0)
@@ -1167,8 +1167,8 @@ static int cmd_dlq(int argc, char **argv) {
                                       "--code",   "--all",   "--actor"};
   for (unsigned bit = 0; rc < 0 && bit < 7; bit++)
     if (given & ~dlq_subs[sub].takes & (1u << bit))
-      rc = usage_error(cmd, "%s does not apply here",
-                       bit == 0 && first_filter ? first_filter : names[bit]);
+      rc = bit == 0 ? usage_error(cmd, "--%s does not apply here", first_filter)
+                    : usage_error(cmd, "%s does not apply here", names[bit]);
   for (unsigned bit = 0; rc < 0 && bit < 7; bit++)
     if (dlq_subs[sub].needs & ~given & (1u << bit))
       rc = usage_error(cmd, "%s is required", names[bit]);
