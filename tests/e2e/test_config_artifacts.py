@@ -28,8 +28,7 @@ DASHBOARD = CONFIG / "grafana-dashboard.json"
 ALERTS = CONFIG / "alerts.yml"
 ALERT_TESTS = CONFIG / "alerts.test.yml"
 
-# DESIGN.md, "Observability and operations" (and the dead-letter
-# workbench's gauge): name -> (type, label names).
+# DESIGN.md, "Observability and operations": name -> (type, label names).
 CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     name: (kind, frozenset(labels))
     for name, kind, labels in [
@@ -45,8 +44,6 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("kjb_breaker_open", "gauge", {"kind"}),
         ("kjb_replay_records_total", "counter", {"topic", "outcome"}),
         ("kjb_build_info", "gauge", {"version"}),
-        # DESIGN.md, "Dead-letter workbench".
-        ("kjb_dead_letters", "gauge", {"dlq_topic", "reason", "status"}),
     ]
 }
 

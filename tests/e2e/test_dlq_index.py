@@ -18,6 +18,7 @@ import os
 import pwd
 import random
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -544,7 +545,15 @@ def test_gauge_counts_by_topic_reason_and_status(world):
 
     wait_for(lambda: gauges() == want, timeout=30, interval=1,
              message=lambda: f"the gauges {want}, have {gauges()}")
-    assert "# TYPE kjb_dead_letters gauge" in get(w.port, "/metrics")[2]
+    body = get(w.port, "/metrics")[2]
+    assert "# TYPE kjb_dead_letters gauge" in body
+    # The whole exposition stays valid for Prometheus.
+    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    if not Path(promtool).is_file():
+        pytest.fail("promtool not found: install Debian's prometheus package (scripts/deps.sh)", pytrace=False)
+    check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert check.returncode == 0, f"promtool check metrics:\n{check.stdout}{check.stderr}"
 
 
 def test_job_actions_and_replays_are_audited(world):
