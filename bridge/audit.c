@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "util.h"
@@ -94,8 +95,16 @@ int kjb_audit_ls(kjb_store *s, long limit, int json, FILE *out, kjb_err *err) {
   int n = PQntuples(r);
   if (json) {
     fputs(n ? "[\n" : "[]\n", out);
-    for (int i = 0; i < n; i++)
-      fprintf(out, "%s%s\n", PQgetvalue(r, i, A_JSON), i + 1 < n ? "," : "");
+    /* Through jansson, so that the layout is that of every other --json. */
+    for (int i = 0; i < n; i++) {
+      json_t *o = json_loads(PQgetvalue(r, i, A_JSON), 0, NULL);
+      if (o)
+        json_dumpf(o, out, JSON_PRESERVE_ORDER);
+      else
+        fputs(PQgetvalue(r, i, A_JSON), out);
+      json_decref(o);
+      fputs(i + 1 < n ? ",\n" : "\n", out);
+    }
     if (n)
       fputs("]\n", out);
     PQclear(r);

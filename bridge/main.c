@@ -1297,8 +1297,8 @@ static const struct {
     {"produce", cmd_produce, "encode JSON lines to Avro and produce them"},
     {"replay", cmd_replay, "re-process dead-lettered records"},
     {"dlq", cmd_dlq, "dlq peek|ls|show|stats|ignore|reindex: inspect dead letters"},
-    {"audit", cmd_audit, "audit ls: who replayed, ignored, retried or cancelled what"},
     {"jobs", cmd_jobs, "jobs ls|show|retry|cancel|prune: inspect and act on jobs"},
+    {"audit", cmd_audit, "audit ls: who replayed, ignored, retried or cancelled what"},
     {"version", cmd_version, "print versions"},
 };
 

@@ -138,7 +138,7 @@ SHIFT = "the shift must be an integer from -9223372036854775808 to 9223372036854
     (["migrate", "-x"], 'kjb: migrate: unknown option "-x"'),
     (["check-config", "--role", "all"], 'kjb: check-config: unknown option "--role"'),
     (["bogus"], 'kjb: unknown command "bogus" (expected run, migrate, check-config, produce, '
-                "replay, dlq, jobs or version)"),
+                "replay, dlq, jobs, audit or version)"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(run_kjb, args, expected):
     """Options and their values are checked strictly, before any file or
@@ -204,10 +204,10 @@ def test_concurrent_migrations_are_safe(run_kjb, db, tmp_path):
         results = list(pool.map(lambda _: run_kjb(["migrate"], cfg, env=env), range(4)))
     assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
     applied = sorted(int(r.stdout.split()[1]) for r in results)
-    # One of them applied both migrations; the others waited and found
+    # One of them applied every migration; the others waited and found
     # nothing left to do.
-    assert applied == [0, 0, 0, 2]
-    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == 2
+    assert applied == [0, 0, 0, 3]
+    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == 3
 
 
 def test_produce_encodes_lines_and_reports_bad_ones(run_kjb, kafka, make_topic, tmp_path):
