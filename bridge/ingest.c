@@ -259,7 +259,8 @@ static int index_dead_letters(kjb_ingest *ing, kjb_err *err) {
  * PostgreSQL (durably: the store's session pins synchronous_commit); only
  * then is the Kafka transaction committed. Hence:
  * - a committed DLQ record always has its row: the row committed before
- *   the record could;
+ *   the record could (a source record dead-lettered twice, its group's
+ *   offsets reset by hand, has one row, for its latest DLQ record);
  * - a row can point at a record that never commits only between the
  *   PostgreSQL commit and the Kafka commit, or if the process dies or the
  *   Kafka commit fails there. The source offsets were in the same
