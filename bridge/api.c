@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "audit.h"
 #include "jobs.h"
 #include "log.h"
 #include "metrics.h"
@@ -35,6 +36,7 @@ typedef struct {
   bool dry_run;
   kjb_reset_spec reset;
   bool has_reset;
+  char reset_text[72];
   kjb_replay_stats counts; /* written by the replay thread */
   char error[512];
   int64_t started_us, finished_us;
@@ -461,8 +463,9 @@ static unsigned job_action(kjb_api *api, int64_t id, int retry, kjb_buf *out) {
   kjb_jobs_result res;
   pthread_mutex_lock(&api->db_mu);
   kjb_store *s = db(api, &err);
-  int rc =
-      s ? (retry ? kjb_jobs_retry(s, id, &res, &err) : kjb_jobs_cancel(s, id, &res, &err)) : -1;
+  int rc = s ? (retry ? kjb_jobs_retry(s, id, KJB_AUDIT_API_ADMIN, &res, &err)
+                      : kjb_jobs_cancel(s, id, KJB_AUDIT_API_ADMIN, &res, &err))
+             : -1;
   if (rc < 0)
     db_failed(api);
   pthread_mutex_unlock(&api->db_mu);
@@ -481,8 +484,11 @@ static unsigned job_action(kjb_api *api, int64_t id, int retry, kjb_buf *out) {
 static void *replay_main(void *arg) {
   kjb_api *api = arg;
   replay_job *r = &api->replay;
-  kjb_replay_opts o = {
-      .topic = r->topic, .reset = r->has_reset ? &r->reset : NULL, .dry_run = r->dry_run};
+  kjb_replay_opts o = {.topic = r->topic,
+                       .reset = r->has_reset ? &r->reset : NULL,
+                       .reset_text = r->has_reset ? r->reset_text : NULL,
+                       .dry_run = r->dry_run,
+                       .actor = KJB_AUDIT_API_ADMIN};
   kjb_err err;
   int rc = kjb_replay_run(api->cfg, &o, &r->counts, &api->replay_stop, &err);
   pthread_mutex_lock(&api->replay_mu);
@@ -579,6 +585,7 @@ static unsigned start_replay(kjb_api *api, const char *body, size_t len, kjb_buf
                     .has_reset = req.has_reset,
                     .started_us = kjb_now_wall_us()};
   snprintf(r->topic, sizeof r->topic, "%s", req.topic);
+  snprintf(r->reset_text, sizeof r->reset_text, "%s", req.reset_text);
   api->replay_stop = 0;
   if (pthread_create(&r->thread, NULL, replay_main, api) != 0) {
     r->running = false;

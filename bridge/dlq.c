@@ -94,6 +94,155 @@ int kjb_dlq_is_error_header(const char *name) {
          strncmp(name, KJB_DLQ_KJB_PREFIX, strlen(KJB_DLQ_KJB_PREFIX)) == 0;
 }
 
+const char *kjb_dlq_reason(const char *error_class) {
+  if (!error_class || !*error_class)
+    return "UNKNOWN";
+  const size_t n = strlen(KJB_DLQ_KJB_PREFIX);
+  if (strncmp(error_class, KJB_DLQ_KJB_PREFIX, n) == 0 && error_class[n])
+    return error_class + n;
+  return error_class;
+}
+
+/* The decimal number at s (at most 18 digits, then no digit) into *out and
+ * the text after it into *end; -1 when there is none. */
+static int leading_number(const char *s, long *out, const char **end) {
+  size_t n = strspn(s, "0123456789");
+  if (n == 0 || n > 18)
+    return -1;
+  *out = strtol(s, NULL, 10);
+  *end = s + n;
+  return 0;
+}
+
+/* The wording of the decoder's messages (avrodec.c) and of the framing
+ * checks (catalog.c): "byte N: ..." for the framing, "avro body at byte
+ * H: " before anything the body's decoder says, and "at byte N" where the
+ * decoder stopped. */
+long kjb_dlq_failing_byte(const char *message) {
+  static const char body[] = "avro body at byte ", framing[] = "byte ", at[] = "at byte ";
+  long base = 0, n;
+  const char *p = message, *end;
+  if (!p)
+    return -1;
+  if (strncmp(p, body, sizeof body - 1) == 0) {
+    if (leading_number(p + sizeof body - 1, &base, &end) < 0 || *end != ':')
+      return -1;
+    p = end;
+  } else if (strncmp(p, framing, sizeof framing - 1) == 0) {
+    return leading_number(p + sizeof framing - 1, &n, &end) == 0 && *end == ':' ? n : -1;
+  }
+  for (const char *q = strstr(p, at); q; q = strstr(q + 1, at))
+    if (leading_number(q + sizeof at - 1, &n, &end) == 0)
+      return base + n;
+  return -1;
+}
+
+/* ---- reading single records ----------------------------------------- */
+
+struct kjb_dlq_reader {
+  rd_kafka_t *rk;
+};
+
+kjb_dlq_reader *kjb_dlq_reader_new(const kjb_config *cfg, kjb_err *err) {
+  /* auto.offset.reset=error: an offset before the log start is an error
+   * to report, not a jump to another record. */
+  static const char *const defaults[] = {"group.id",
+                                         "kjb.dlq-reader",
+                                         "enable.auto.commit",
+                                         "false",
+                                         "enable.partition.eof",
+                                         "true",
+                                         "auto.offset.reset",
+                                         "error",
+                                         "isolation.level",
+                                         "read_committed",
+                                         NULL};
+  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
+  if (!conf)
+    return NULL;
+  char errstr[512];
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    kjb_err_set(err, KJB_EKAFKA, "could not create consumer: %s", errstr);
+    return NULL;
+  }
+  rd_kafka_poll_set_consumer(rk);
+  kjb_dlq_reader *r = kjb_xcalloc(1, sizeof *r);
+  r->rk = rk;
+  return r;
+}
+
+void kjb_dlq_reader_free(kjb_dlq_reader *r) {
+  if (!r)
+    return;
+  rd_kafka_assign(r->rk, NULL);
+  rd_kafka_consumer_close(r->rk);
+  rd_kafka_destroy(r->rk);
+  free(r);
+}
+
+int kjb_dlq_reader_get(kjb_dlq_reader *r, const char *topic, int32_t partition, int64_t offset,
+                       int timeout_ms, rd_kafka_message_t **out, kjb_err *err) {
+  *out = NULL;
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
+  rd_kafka_resp_err_t e = rd_kafka_assign(r->rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e)
+    return kjb_err_set(err, KJB_EKAFKA, "could not read \"%s\" [%d]: %s", topic, (int)partition,
+                       rd_kafka_err2str(e));
+  int rc = kjb_err_set(err, KJB_EKAFKA, "could not read \"%s\" [%d] @%lld: no answer in %d ms",
+                       topic, (int)partition, (long long)offset, timeout_ms);
+  int64_t deadline = kjb_now_mono_us() + (int64_t)timeout_ms * 1000;
+  while (kjb_now_mono_us() < deadline) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 100);
+    if (!m)
+      continue;
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && m->partition == partition) {
+      rc = kjb_err_set(err, KJB_EKAFKA,
+                       "no record at \"%s\" [%d] @%lld: the partition ends at offset %lld", topic,
+                       (int)partition, (long long)offset, (long long)m->offset);
+      rc = 1;
+    } else if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+               m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+      int64_t low = -1, high = -1;
+      rd_kafka_query_watermark_offsets(r->rk, topic, partition, &low, &high, 5000);
+      if (high >= 0 && offset >= high)
+        kjb_err_set(err, KJB_EKAFKA,
+                    "no record at \"%s\" [%d] @%lld: the partition ends at offset %lld", topic,
+                    (int)partition, (long long)offset, (long long)high);
+      else
+        kjb_err_set(err, KJB_EKAFKA,
+                    "no record at \"%s\" [%d] @%lld: the log starts at offset %lld (deleted by "
+                    "retention)",
+                    topic, (int)partition, (long long)offset, (long long)low);
+      rc = 1;
+    } else if (m->err) {
+      /* Transient (a broker away): keep polling until the deadline. */
+      kjb_err_set(err, KJB_EKAFKA, "could not read \"%s\" [%d] @%lld: %s", topic, (int)partition,
+                  (long long)offset, rd_kafka_message_errstr(m));
+      rd_kafka_message_destroy(m);
+      continue;
+    } else if (m->offset == offset) {
+      *out = m;
+      rc = 0;
+      break;
+    } else {
+      /* The next committed record lies past it: an aborted transaction's
+       * record, or one compacted away. */
+      kjb_err_set(err, KJB_EKAFKA,
+                  "no committed record at \"%s\" [%d] @%lld (the next one is @%lld)", topic,
+                  (int)partition, (long long)offset, (long long)m->offset);
+      rc = 1;
+    }
+    rd_kafka_message_destroy(m);
+    break;
+  }
+  rd_kafka_assign(r->rk, NULL);
+  return rc;
+}
+
 /* ---- peek ----------------------------------------------------------- */
 
 static void json_bytes(kjb_buf *b, const void *p, size_t n) {

@@ -70,6 +70,36 @@ int kjb_dlq_headers_parse(const rd_kafka_headers_t *h, kjb_arena *arena, kjb_dea
 /* True for the headers a dead letter adds to the original record's. */
 int kjb_dlq_is_error_header(const char *name);
 
+/* The index's reason for an error class: the code without "kjb."
+ * ("kjb.TRUNCATED" is "TRUNCATED"), another class (Kafka Connect's Java
+ * exception names) as it is, and "UNKNOWN" for none. */
+const char *kjb_dlq_reason(const char *error_class);
+
+/* Where in the record's value a kjb exception message says decoding
+ * failed: "byte 0: bad magic ..." is byte 0, and "avro body at byte 5:
+ * field \"x\": truncated at byte 21: ..." is byte 26 (the body's offset
+ * plus the offset within it). Returns the offset, or -1 when the message
+ * names none (a mapping error, another tool's message). The decoder's
+ * messages are the only place it is recorded: the headers have no field
+ * of their own for it. */
+long kjb_dlq_failing_byte(const char *message);
+
+/* Reads single records of DLQ topics at their coordinates, as a
+ * read_committed consumer sees them: the index says where a dead letter
+ * is, this fetches its bytes. */
+typedef struct kjb_dlq_reader kjb_dlq_reader;
+
+kjb_dlq_reader *kjb_dlq_reader_new(const kjb_config *cfg, kjb_err *err);
+void kjb_dlq_reader_free(kjb_dlq_reader *r);
+
+/* The committed record at topic [partition] @offset into *out, which the
+ * caller destroys (rd_kafka_message_destroy) before freeing r. Returns 0;
+ * 1 with err saying why when there is no such committed record (before
+ * the log start, past the end, or an aborted transaction's); or
+ * -KJB_EKAFKA when the broker could not be asked within timeout_ms. */
+int kjb_dlq_reader_get(kjb_dlq_reader *r, const char *topic, int32_t partition, int64_t offset,
+                       int timeout_ms, rd_kafka_message_t **out, kjb_err *err);
+
 typedef struct {
   const char *topic;
   long limit; /* at most this many records; 0 for all */

@@ -13,6 +13,9 @@
  * (after a crash, to whichever member owns the partition then). Batches
  * without dead letters commit their offsets the plain way, except with
  * the cooperative protocol on librdkafka before 2.10 (see txn_commits).
+ * Each dead letter's row in kjb.dead_letters is written inside that
+ * transaction, before its commit (see offsets_txn for how the two stay in
+ * step).
  *
  * Rebalances: offsets are committed only for partitions this member owns,
  * before it gives them up, and never once its assignment is lost; an
@@ -23,8 +26,9 @@
  *
  * librdkafka's mock cluster (kafka.brokers = "embedded") accepts
  * transactions but neither stores their offsets nor hides aborted records,
- * so there dead letters are produced, awaited, and then the offsets
- * committed: a crash in between can write a dead letter twice. */
+ * so there dead letters are produced, awaited, indexed, and then the
+ * offsets committed: a crash in between can write a dead letter twice
+ * (its row then points at the second). */
 #include "ingest.h"
 
 #include <pthread.h>
@@ -35,6 +39,7 @@
 #include <unistd.h>
 
 #include "dlq.h"
+#include "dlqindex.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -63,7 +68,10 @@ typedef struct {
   const kjb_topic_cfg *topic;
   const char *stage;
   kjb_err reason;
-  int state; /* without transactions: 0 in flight, 1 delivered, -1 failed */
+  int state;             /* 0 in flight, 1 delivered, -1 failed */
+  int64_t at_us;         /* when it was dead-lettered, whole milliseconds: header and row */
+  int32_t dlq_partition; /* where the delivery report put it */
+  int64_t dlq_offset;
 } dead_letter;
 
 /* A partition this member owns, from its assignment to its revocation.
@@ -160,6 +168,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
   if (i >= ing->ndls)
     return;
   ing->dls[i].state = m->err ? -1 : 1;
+  ing->dls[i].dlq_partition = m->partition;
+  ing->dls[i].dlq_offset = m->offset;
   if (m->err)
     kjb_warn("dead letter for %s [%d] @%lld not delivered: %s", ing->dls[i].topic->topic,
              (int)ing->dls[i].msg->partition, (long long)ing->dls[i].msg->offset,
@@ -176,6 +186,9 @@ static rd_kafka_resp_err_t produce_dead_letter(kjb_ingest *ing, size_t i) {
     h = rd_kafka_headers_new(12);
   char error_class[64];
   rd_kafka_timestamp_type_t tstype;
+  kjb_buf at;
+  kjb_buf_init(&at);
+  kjb_buf_rfc3339(&at, d->at_us, 3);
   kjb_dlq_headers_add(
       h, &(kjb_dead_letter){
              .topic = d->topic->topic,
@@ -186,7 +199,9 @@ static rd_kafka_resp_err_t produce_dead_letter(kjb_ingest *ing, size_t i) {
              .message = d->reason.msg,
              .timestamp = rd_kafka_message_timestamp(m, &tstype),
              .group = ing->cfg->kafka.group,
+             .at = at.data,
          });
+  kjb_buf_close(&at);
   d->state = 0;
   rd_kafka_resp_err_t e;
   do {
@@ -233,8 +248,73 @@ static int settle_dead_letters(kjb_ingest *ing) {
   }
 }
 
+/* Writes the rows of the batch's dead letters, all delivered, at the DLQ
+ * coordinates their delivery reports gave, on the store's durable
+ * connection. Returns 0, or -1 with err; then the connection is dropped,
+ * so that the next batch reconnects with backoff (store_batch). */
+static int index_dead_letters(kjb_ingest *ing, kjb_err *err) {
+  kjb_dlq_entry *e = kjb_xcalloc(ing->ndls, sizeof *e);
+  for (size_t i = 0; i < ing->ndls; i++) {
+    const dead_letter *d = &ing->dls[i];
+    const rd_kafka_message_t *m = d->msg;
+    rd_kafka_timestamp_type_t tstype;
+    e[i] = (kjb_dlq_entry){
+        .dlq_topic = d->topic->dlq,
+        .dlq_partition = d->dlq_partition,
+        .dlq_offset = d->dlq_offset,
+        .source_topic = d->topic->topic,
+        .source_partition = m->partition,
+        .source_offset = m->offset,
+        .key = m->key,
+        .key_len = m->key_len,
+        .reason = kjb_err_name(d->reason.code),
+        .stage = d->stage,
+        .message = d->reason.msg,
+        .consumer_group = ing->cfg->kafka.group,
+        .original_timestamp = rd_kafka_message_timestamp(m, &tstype),
+        .dead_lettered_at = d->at_us,
+        .value_size = m->payload ? m->len : 0,
+    };
+  }
+  int rc = ing->store ? kjb_dlqindex_upsert(ing->store, e, ing->ndls, err)
+                      : kjb_err_set(err, KJB_EPG, "not connected");
+  free(e);
+  if (rc < 0) {
+    kjb_store_free(ing->store);
+    ing->store = NULL;
+    return -1;
+  }
+  return 0;
+}
+
 /* One attempt at a Kafka transaction of offsets and, when ndls is not 0,
- * the batch's dead letters. NULL when committed. */
+ * the batch's dead letters and their rows in kjb.dead_letters. NULL when
+ * committed.
+ *
+ * How the index and the DLQ stay consistent. The dead letters are
+ * produced in the transaction and awaited, so that their delivery
+ * reports give each one's DLQ partition and offset; the offsets are sent
+ * to the transaction (the group coordinator checks here that this member
+ * still owns the partitions); then the rows are upserted and committed in
+ * PostgreSQL (durably: the store's session pins synchronous_commit); only
+ * then is the Kafka transaction committed. Hence:
+ * - a committed DLQ record always has its row: the row committed before
+ *   the record could (a source record dead-lettered twice, its group's
+ *   offsets reset by hand, has one row, for its latest DLQ record);
+ * - a row can point at a record that never commits only between the
+ *   PostgreSQL commit and the Kafka commit, or if the process dies or the
+ *   Kafka commit fails there. The source offsets were in the same
+ *   transaction and did not move either, so the source records are
+ *   consumed again (here after the rewind, or by the partition's next
+ *   owner, who waits for the transaction to abort first), dead-lettered
+ *   again, and the upsert, unique on source coordinates and DLQ topic,
+ *   moves the row to the new record. Readers with read_committed never
+ *   see the aborted one.
+ * The window stays open only if the record is not dead-lettered again:
+ * when the configuration changed meanwhile so that it now becomes jobs,
+ * or goes to another DLQ topic, or when a member stalled past
+ * transaction.timeout.ms between the offsets and its upsert while another
+ * took over. `kjb dlq reindex` removes such rows. */
 static rd_kafka_error_t *offsets_txn(kjb_ingest *ing,
                                      const rd_kafka_topic_partition_list_t *offsets, size_t ndls) {
   rd_kafka_error_t *e;
@@ -251,12 +331,39 @@ static rd_kafka_error_t *offsets_txn(kjb_ingest *ing,
       return rd_kafka_error_new(pe, "could not produce dead letter to \"%s\": %s",
                                 ing->dls[i].topic->dlq, rd_kafka_err2str(pe));
   }
+  rd_kafka_flush(ing->producer, 30000);
+  for (size_t i = 0; i < ndls; i++)
+    if (ing->dls[i].state != 1)
+      return rd_kafka_error_new(RD_KAFKA_RESP_ERR__FAIL, "dead letter to \"%s\" %s",
+                                ing->dls[i].topic->dlq,
+                                ing->dls[i].state ? "not delivered" : "not acknowledged in 30 s");
   rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(ing->consumer);
   e = rd_kafka_send_offsets_to_transaction(ing->producer, offsets, cgmd, 30000);
   rd_kafka_consumer_group_metadata_destroy(cgmd);
   if (e)
     return e;
+  kjb_err err;
+  if (ndls && index_dead_letters(ing, &err) < 0)
+    return rd_kafka_error_new(RD_KAFKA_RESP_ERR__FAIL, "%s", err.msg);
   return rd_kafka_commit_transaction(ing->producer, 30000);
+}
+
+/* Without transactions: writes the rows of the settled dead letters,
+ * again with backoff until done (0) or asked to stop (-1). */
+static int index_settled(kjb_ingest *ing) {
+  kjb_err err;
+  int64_t backoff = BACKOFF_MIN_US;
+  while (index_dead_letters(ing, &err) < 0) {
+    kjb_warn("could not index %zu dead letter(s): %s; retrying in %lld ms", ing->ndls, err.msg,
+             (long long)(backoff / 1000));
+    if (*ing->stop)
+      return -1;
+    sleep_us(backoff);
+    backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
+    ing->store =
+        kjb_store_connect_durable(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, &err);
+  }
+  return 0;
 }
 
 /* Commits offsets in one Kafka transaction, with the batch's dead letters
@@ -338,7 +445,7 @@ static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m, const kjb
                                const char *stage, const kjb_err *why) {
   ing->dls = kjb_xgrow(ing->dls, &ing->capdls, ing->ndls + 1, sizeof *ing->dls);
   size_t i = ing->ndls++;
-  ing->dls[i] = (dead_letter){m, t, stage, *why, 0};
+  ing->dls[i] = (dead_letter){m, t, stage, *why, 0, kjb_now_wall_us() / 1000 * 1000, -1, -1};
   kjb_info("dead-lettering %s [%d] @%lld to \"%s\": kjb.%s: %s", t->topic, (int)m->partition,
            (long long)m->offset, t->dlq, kjb_err_name(why->code), why->msg);
 }
@@ -583,7 +690,7 @@ static int flush(kjb_ingest *ing) {
     committed = commit_in_txn(ing, offsets, ing->ndls);
     if (committed == 0)
       mark_committed(ing, offsets);
-  } else if (ing->ndls > 0 && settle_dead_letters(ing) < 0) {
+  } else if (ing->ndls > 0 && (settle_dead_letters(ing) < 0 || index_settled(ing) < 0)) {
     committed = -1;
   } else {
     for (size_t i = 0; i < ing->nparts; i++)

@@ -8,14 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "util.h"
 
 static const char *const STATES[] = {"available", "scheduled", "running",  "retryable",
                                      "completed", "discarded", "cancelled"};
 
-/* Timestamps leave the server as RFC 3339 in UTC, whatever the session's
- * TimeZone and DateStyle. */
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+#define TS(col) KJB_SQL_TS(col)
 
 typedef enum { COL_INT, COL_TEXT, COL_JSON, COL_TS } col_type;
 
@@ -107,44 +106,6 @@ static json_t *row_json(const PGresult *res, int r) {
   return obj;
 }
 
-static size_t display_width(const char *s) {
-  size_t n = 0;
-  for (; *s; s++)
-    n += ((unsigned char)*s & 0xC0) != 0x80;
-  return n;
-}
-
-/* A table cell: one line (control characters become spaces), at most
- * maxchars characters, the last three "..." when shortened. The caller
- * frees it. */
-static char *cell(const char *s, size_t maxchars) {
-  size_t len = strlen(s);
-  char *out = kjb_xmalloc(len + 4);
-  size_t chars = 0, i = 0, o = 0, cut = 0;
-  for (; i < len; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if ((ch & 0xC0) != 0x80) {
-      if (chars == maxchars - 3)
-        cut = o;
-      if (chars++ == maxchars) {
-        o = cut;
-        memcpy(out + o, "...", 3);
-        o += 3;
-        break;
-      }
-    }
-    out[o++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
-  }
-  out[o] = '\0';
-  return out;
-}
-
-static void pad(kjb_buf *b, const char *s, size_t width) {
-  kjb_buf_puts(b, s);
-  for (size_t w = display_width(s); w < width; w++)
-    kjb_buf_putc(b, ' ');
-}
-
 enum { T_ID, T_KIND, T_QUEUE, T_STATE, T_ATTEMPT, T_SCHEDULED, T_ERROR, T_NCOLS };
 static const char *const TABLE_HEAD[T_NCOLS] = {"ID",      "KIND",         "QUEUE", "STATE",
                                                 "ATTEMPT", "SCHEDULED_AT", "ERROR"};
@@ -152,7 +113,6 @@ static const char *const TABLE_HEAD[T_NCOLS] = {"ID",      "KIND",         "QUEU
 static void print_table(const PGresult *res, FILE *out) {
   int n = PQntuples(res);
   char **cells = kjb_xcalloc((size_t)(n + 1) * T_NCOLS, sizeof *cells);
-  size_t width[T_NCOLS] = {0};
   for (int c = 0; c < T_NCOLS; c++)
     cells[c] = (char *)TABLE_HEAD[c];
   for (int r = 0; r < n; r++) {
@@ -166,31 +126,13 @@ static void print_table(const PGresult *res, FILE *out) {
     kjb_buf_init(&b);
     kjb_buf_printf(&b, "%.19sZ", at);
     row[T_SCHEDULED] = b.data;
-    row[T_ID] = cell(PQgetvalue(res, r, 0), 20);
-    row[T_KIND] = cell(PQgetvalue(res, r, 1), 40);
-    row[T_QUEUE] = cell(PQgetvalue(res, r, 2), 24);
-    row[T_STATE] = cell(PQgetvalue(res, r, 4), 12);
-    row[T_ERROR] = cell(PQgetvalue(res, r, COL_LAST_ERROR), 60);
+    row[T_ID] = kjb_table_cell(PQgetvalue(res, r, 0), 20);
+    row[T_KIND] = kjb_table_cell(PQgetvalue(res, r, 1), 40);
+    row[T_QUEUE] = kjb_table_cell(PQgetvalue(res, r, 2), 24);
+    row[T_STATE] = kjb_table_cell(PQgetvalue(res, r, 4), 12);
+    row[T_ERROR] = kjb_table_cell(PQgetvalue(res, r, COL_LAST_ERROR), 60);
   }
-  for (int r = 0; r <= n; r++)
-    for (int c = 0; c < T_NCOLS; c++) {
-      size_t w = display_width(cells[(size_t)r * T_NCOLS + c]);
-      if (w > width[c])
-        width[c] = w;
-    }
-  kjb_buf line;
-  kjb_buf_init(&line);
-  for (int r = 0; r <= n; r++) {
-    char **row = cells + (size_t)r * T_NCOLS;
-    kjb_buf_reset(&line);
-    for (int c = 0; c < T_NCOLS; c++)
-      pad(&line, row[c], c + 1 < T_NCOLS ? width[c] + 2 : 0);
-    /* No trailing blanks when the last column is empty. */
-    while (line.len > 0 && line.data[line.len - 1] == ' ')
-      line.len--;
-    fprintf(out, "%.*s\n", (int)line.len, line.data);
-  }
-  kjb_buf_close(&line);
+  kjb_table_print(out, cells, (size_t)n + 1, T_NCOLS);
   for (size_t i = T_NCOLS; i < (size_t)(n + 1) * T_NCOLS; i++)
     free(cells[i]);
   free(cells);
@@ -295,15 +237,17 @@ int kjb_jobs_show(kjb_store *s, int64_t id, int json, FILE *out, int *found, kjb
 
 /* Runs sql, an UPDATE of job $1 that reports in one row whether it changed
  * the job and the job's state (NULL when there is no such job), and fills
- * *res from it. */
-static int act(kjb_store *s, int64_t id, const char *what, const char *sql, kjb_jobs_result *res,
-               kjb_err *err) {
+ * *res from it; with an actor, in one transaction with its audit row. */
+static int act(kjb_store *s, int64_t id, const char *actor, const char *action, const char *what,
+               const char *sql, kjb_jobs_result *res, kjb_err *err) {
   char idtext[24];
   snprintf(idtext, sizeof idtext, "%" PRId64, id);
   const char *params[] = {idtext};
+  if (actor && kjb_store_exec(s, "BEGIN", err) < 0)
+    return -KJB_EPG;
   PGresult *r = kjb_store_query(s, what, sql, 1, params, err);
   if (!r)
-    return -KJB_EPG;
+    goto fail;
   assert(PQntuples(r) == 1);
   memset(res, 0, sizeof *res);
   if (strcmp(PQgetvalue(r, 0, 0), "1") == 0) {
@@ -315,13 +259,33 @@ static int act(kjb_store *s, int64_t id, const char *what, const char *sql, kjb_
     snprintf(res->state, sizeof res->state, "%s", PQgetvalue(r, 0, 1));
   }
   PQclear(r);
+  if (!actor)
+    return 0;
+  char aparams[48], result[96];
+  snprintf(aparams, sizeof aparams, "{\"id\":%" PRId64 "}", id);
+  if (res->outcome == KJB_JOBS_DONE)
+    snprintf(result, sizeof result, "{\"outcome\":\"done\"}");
+  else if (res->outcome == KJB_JOBS_NOT_FOUND)
+    snprintf(result, sizeof result, "{\"outcome\":\"not_found\"}");
+  else
+    snprintf(result, sizeof result, "{\"outcome\":\"wrong_state\",\"state\":\"%s\"}", res->state);
+  if (kjb_audit_record(s, actor, action, aparams, result, NULL, err) < 0 ||
+      kjb_store_exec(s, "COMMIT", err) < 0)
+    goto fail;
   return 0;
+fail:
+  if (actor) {
+    kjb_err ignored;
+    kjb_store_exec(s, "ROLLBACK", &ignored);
+  }
+  return -KJB_EPG;
 }
 
 /* The outer SELECT reads the statement's snapshot, so it sees the state
  * from before the update: enough to explain why nothing changed. */
-int kjb_jobs_retry(kjb_store *s, int64_t id, kjb_jobs_result *res, kjb_err *err) {
-  return act(s, id, "could not retry job",
+int kjb_jobs_retry(kjb_store *s, int64_t id, const char *actor, kjb_jobs_result *res,
+                   kjb_err *err) {
+  return act(s, id, actor, KJB_AUDIT_JOBS_RETRY, "could not retry job",
              "WITH changed AS (UPDATE jobs " RETRY_SET
              "WHERE id = $1::bigint AND state IN ('discarded', 'cancelled', 'retryable', "
              "'scheduled') RETURNING id) "
@@ -330,8 +294,9 @@ int kjb_jobs_retry(kjb_store *s, int64_t id, kjb_jobs_result *res, kjb_err *err)
              res, err);
 }
 
-int kjb_jobs_cancel(kjb_store *s, int64_t id, kjb_jobs_result *res, kjb_err *err) {
-  return act(s, id, "could not cancel job",
+int kjb_jobs_cancel(kjb_store *s, int64_t id, const char *actor, kjb_jobs_result *res,
+                    kjb_err *err) {
+  return act(s, id, actor, KJB_AUDIT_JOBS_CANCEL, "could not cancel job",
              "WITH changed AS (UPDATE jobs SET state = 'cancelled', finished_at = now() "
              "WHERE id = $1::bigint AND state NOT IN " FINAL_STATES " RETURNING id) "
              "SELECT (SELECT count(*) FROM changed), "
@@ -339,8 +304,13 @@ int kjb_jobs_cancel(kjb_store *s, int64_t id, kjb_jobs_result *res, kjb_err *err
              res, err);
 }
 
-int kjb_jobs_retry_state(kjb_store *s, const char *state, const char *kind, int64_t *changed,
-                         kjb_err *err) {
+/* Retries every job in state (and of kind) as kjb_jobs_retry_state
+ * says, without the audit. */
+static int retry_state(kjb_store *s, const char *state, const char *kind, int64_t *changed,
+                       kjb_err *err);
+
+int kjb_jobs_retry_state(kjb_store *s, const char *state, const char *kind, const char *actor,
+                         int64_t *changed, kjb_err *err) {
   *changed = 0;
   if (!kjb_jobs_state_valid(state))
     return bad_state(state, err);
@@ -348,6 +318,36 @@ int kjb_jobs_retry_state(kjb_store *s, const char *state, const char *kind, int6
       strcmp(state, "retryable") != 0)
     return kjb_err_set(err, KJB_EUSAGE,
                        "cannot retry %s jobs (only discarded, cancelled or retryable)", state);
+  int64_t audit_id = 0;
+  if (actor) {
+    json_t *p = kind ? json_pack("{s:s, s:s}", "state", state, "kind", kind)
+                     : json_pack("{s:s}", "state", state);
+    char *params = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    int rc = kjb_audit_record(s, actor, KJB_AUDIT_JOBS_RETRY, params ? params : "{}", NULL,
+                              &audit_id, err);
+    free(params);
+    if (rc < 0)
+      return rc;
+  }
+  int rc = retry_state(s, state, kind, changed, err);
+  if (actor) {
+    json_t *r = rc < 0 ? json_pack("{s:I, s:s}", "retried", (json_int_t)*changed, "error", err->msg)
+                       : json_pack("{s:I}", "retried", (json_int_t)*changed);
+    char *result = json_dumps(r, JSON_COMPACT);
+    json_decref(r);
+    kjb_err aerr;
+    if (kjb_audit_finish(s, audit_id, result ? result : "{}", &aerr) < 0 && rc == 0) {
+      *err = aerr;
+      rc = -KJB_EPG;
+    }
+    free(result);
+  }
+  return rc;
+}
+
+static int retry_state(kjb_store *s, const char *state, const char *kind, int64_t *changed,
+                       kjb_err *err) {
   /* Walking up the ids visits each job once, even one that fails and is
    * discarded again while the walk goes on. FOR UPDATE re-reads a row
    * another transaction changed and drops it if it no longer matches. */

@@ -65,6 +65,11 @@ int kjb_jobs_ls(kjb_store *s, const kjb_jobs_filter *f, FILE *out, long *shown, 
  * not, nothing is written and 0 is returned. */
 int kjb_jobs_show(kjb_store *s, int64_t id, int json, FILE *out, int *found, kjb_err *err);
 
+/* The actions below take an actor: when it is not NULL, the action is
+ * recorded in kjb.audit (action "jobs.retry" or "jobs.cancel", params the
+ * job or the state and kind, result what happened), in the action's own
+ * transaction for a single job. */
+
 /* Makes job id runnable again now: state available, scheduled_at now(),
  * finished_at NULL and max_attempts raised to attempt + 1 when the job has
  * used up its attempts, so that it gets one more (attempt and errors are
@@ -72,15 +77,17 @@ int kjb_jobs_show(kjb_store *s, int64_t id, int json, FILE *out, int *found, kjb
  * retried; any other state leaves the row alone and is reported in *res
  * (KJB_JOBS_WRONG_STATE with the state), as is a missing job. Returns 0
  * unless the database failed (KJB_EPG). */
-int kjb_jobs_retry(kjb_store *s, int64_t id, kjb_jobs_result *res, kjb_err *err);
+int kjb_jobs_retry(kjb_store *s, int64_t id, const char *actor, kjb_jobs_result *res, kjb_err *err);
 
 /* Retries, as kjb_jobs_retry does, every job in state (discarded,
  * cancelled or retryable; anything else is KJB_EUSAGE) and, when kind is
  * not NULL, of that kind, KJB_JOBS_BATCH rows per statement. *changed
  * receives the number of jobs retried, also on a failure partway (the
- * batches before it stay committed). */
-int kjb_jobs_retry_state(kjb_store *s, const char *state, const char *kind, int64_t *changed,
-                         kjb_err *err);
+ * batches before it stay committed). Its audit row is written first
+ * and given its result at the end, so that an interrupted run shows as
+ * one without a result. */
+int kjb_jobs_retry_state(kjb_store *s, const char *state, const char *kind, const char *actor,
+                         int64_t *changed, kjb_err *err);
 
 /* Cancels job id when it is not final yet (available, scheduled, retryable
  * or running): state cancelled, finished_at now(). A running job is marked
@@ -88,7 +95,8 @@ int kjb_jobs_retry_state(kjb_store *s, const char *state, const char *kind, int6
  * node, so the late result is dropped. A final job (completed, discarded,
  * cancelled) is left alone and reported in *res with its state, as is a
  * missing job. Returns 0 unless the database failed (KJB_EPG). */
-int kjb_jobs_cancel(kjb_store *s, int64_t id, kjb_jobs_result *res, kjb_err *err);
+int kjb_jobs_cancel(kjb_store *s, int64_t id, const char *actor, kjb_jobs_result *res,
+                    kjb_err *err);
 
 /* Deletes completed, discarded and cancelled jobs whose finished_at is more
  * than older_than_us (>= 0) microseconds ago, KJB_JOBS_BATCH rows per

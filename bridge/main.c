@@ -21,7 +21,10 @@
 
 #include "catalog.h"
 #include "config.h"
+#include "audit.h"
 #include "dlq.h"
+#include "dlqfilter.h"
+#include "dlqindex.h"
 #include "executor.h"
 #include "health.h"
 #include "api.h"
@@ -516,7 +519,16 @@ static int cmd_produce(int argc, char **argv) {
 
 /* ---- replay --------------------------------------------------------- */
 
-enum { OPT_RESET = 1100, OPT_DRY_RUN, OPT_LIMIT, OPT_FOLLOW, OPT_GROUP, OPT_JSON, OPT_CODE };
+enum {
+  OPT_RESET = 1100,
+  OPT_DRY_RUN,
+  OPT_LIMIT,
+  OPT_FOLLOW,
+  OPT_GROUP,
+  OPT_JSON,
+  OPT_CODE,
+  OPT_ACTOR
+};
 
 static int parse_limit(const char *cmd, const char *arg, long *out) {
   int64_t v;
@@ -534,9 +546,12 @@ static int cmd_replay(int argc, char **argv) {
                                        {"limit", required_argument, NULL, OPT_LIMIT},
                                        {"follow", no_argument, NULL, OPT_FOLLOW},
                                        {"group", required_argument, NULL, OPT_GROUP},
+                                       {"actor", required_argument, NULL, OPT_ACTOR},
                                        {0}};
   common_opts o = {0};
   kjb_replay_opts ro = {.log = stderr};
+  const char *actor_opt = NULL;
+  char actor[KJB_AUDIT_ACTOR_MAX + 1];
   kjb_reset_spec spec;
   kjb_err err;
   int c;
@@ -549,6 +564,7 @@ static int cmd_replay(int argc, char **argv) {
       if (kjb_reset_parse(optarg, &spec, &err) < 0)
         return usage_error("replay", "--reset-offsets: %s", err.msg);
       ro.reset = &spec;
+      ro.reset_text = optarg;
       break;
     case OPT_DRY_RUN: ro.dry_run = 1; break;
     case OPT_LIMIT:
@@ -557,9 +573,10 @@ static int cmd_replay(int argc, char **argv) {
       break;
     case OPT_FOLLOW: ro.follow = 1; break;
     case OPT_GROUP: ro.group = optarg; break;
+    case OPT_ACTOR: actor_opt = optarg; break;
     case 'h':
       printf("usage: kjb replay --topic DLQ [--reset-offsets SPEC] [--dry-run] [--limit N] "
-             "[--follow] [--group G] [options]\n\n"
+             "[--follow] [--group G] [--actor NAME] [options]\n\n"
              "Runs dead-lettered records through the current decoder and mapping. Records\n"
              "that now succeed become jobs at their original coordinates (never twice);\n"
              "records that still fail are counted and skipped. Consumes in group\n"
@@ -572,7 +589,8 @@ static int cmd_replay(int argc, char **argv) {
              "      --dry-run           count only; write and commit nothing\n"
              "      --limit N           stop after N records\n"
              "      --follow            keep consuming past the end (until SIGINT)\n"
-             "      --group G           consumer group (default <kafka.group>.replay)\n%s",
+             "      --group G           consumer group (default <kafka.group>.replay)\n"
+             "      --actor NAME        who, for the audit trail (default cli:<user>)\n%s",
              COMMON_HELP);
       return 0;
     default: return option_error("replay", c, argv);
@@ -580,6 +598,9 @@ static int cmd_replay(int argc, char **argv) {
   }
   if (!ro.topic)
     return usage_error("replay", "--topic is required");
+  if (kjb_audit_actor(actor_opt, actor, sizeof actor, &err) < 0)
+    return usage_error("replay", "%s", err.msg);
+  ro.actor = actor;
   kjb_config cfg;
   int rc = load("replay", &o, &cfg);
   if (rc)
@@ -594,65 +615,6 @@ static int cmd_replay(int argc, char **argv) {
            (unsigned long long)st.still_failing, (unsigned long long)st.already_present);
     rc = st.still_failing ? EXIT_OPERATIONAL : 0;
   }
-  kjb_config_close(&cfg);
-  return rc;
-}
-
-/* ---- dlq peek ------------------------------------------------------- */
-
-static int cmd_dlq(int argc, char **argv) {
-  if (argc < 2 || strcmp(argv[1], "peek") != 0) {
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-      printf("usage: kjb dlq peek --topic DLQ [--limit N] [--json] [--code CODE] [options]\n");
-      return 0;
-    }
-    return usage_error("dlq", "expected a subcommand: peek");
-  }
-  static const struct option opts[] = {COMMON_LONG_OPTS,
-                                       {"topic", required_argument, NULL, 't'},
-                                       {"limit", required_argument, NULL, OPT_LIMIT},
-                                       {"json", no_argument, NULL, OPT_JSON},
-                                       {"code", required_argument, NULL, OPT_CODE},
-                                       {0}};
-  common_opts o = {0};
-  kjb_dlq_peek_opts po = {0};
-  int c;
-  argc--, argv++;
-  while ((c = getopt_long(argc, argv, ":c:ht:", opts, NULL)) != -1) {
-    if (common_opt(c, &o))
-      continue;
-    switch (c) {
-    case 't': po.topic = optarg; break;
-    case OPT_LIMIT:
-      if (parse_limit("dlq peek", optarg, &po.limit))
-        return EXIT_USAGE;
-      break;
-    case OPT_JSON: po.json = 1; break;
-    case OPT_CODE: po.code = optarg; break;
-    case 'h':
-      printf("usage: kjb dlq peek --topic DLQ [--limit N] [--json] [--code CODE] [options]\n\n"
-             "Shows dead-lettered records with their error headers, from the beginning\n"
-             "of the topic to its end. Commits nothing.\n\n"
-             "  -t, --topic DLQ         the dead-letter topic\n"
-             "      --limit N           show at most N records\n"
-             "      --json              one JSON object per record (value as base64)\n"
-             "      --code CODE         only records with this error code, e.g. "
-             "kjb.TRUNCATED\n%s",
-             COMMON_HELP);
-      return 0;
-    default: return option_error("dlq peek", c, argv);
-    }
-  }
-  if (!po.topic)
-    return usage_error("dlq peek", "--topic is required");
-  kjb_config cfg;
-  int rc = load("dlq peek", &o, &cfg);
-  if (rc)
-    return rc;
-  kjb_err err;
-  long shown;
-  if (kjb_dlq_peek(&cfg, &po, stdout, &shown, &err) < 0)
-    rc = fail("dlq peek", &err);
   kjb_config_close(&cfg);
   return rc;
 }
@@ -673,6 +635,7 @@ typedef struct {
   kjb_jobs_filter f;
   int64_t id;
   int64_t older_than_us;
+  char actor[KJB_AUDIT_ACTOR_MAX + 1];
 } jobs_args;
 
 /* "kjb: <cmd>: <why>" for a job that cannot be acted on; returns 1. */
@@ -708,7 +671,7 @@ static int jobs_act(const char *cmd, kjb_store *s, const jobs_args *a, int retry
   long long jid = (long long)a->id;
   kjb_err err;
   kjb_jobs_result res;
-  if ((retry ? kjb_jobs_retry : kjb_jobs_cancel)(s, a->id, &res, &err) < 0)
+  if ((retry ? kjb_jobs_retry : kjb_jobs_cancel)(s, a->id, a->actor, &res, &err) < 0)
     return fail(cmd, &err);
   if (res.outcome == KJB_JOBS_NOT_FOUND)
     return job_error(cmd, "no job %lld", jid);
@@ -729,7 +692,7 @@ static int jobs_retry(const char *cmd, kjb_store *s, const jobs_args *a) {
   kjb_err err;
   int64_t changed;
   int rc = 0;
-  if (kjb_jobs_retry_state(s, a->f.state, a->f.kind, &changed, &err) < 0)
+  if (kjb_jobs_retry_state(s, a->f.state, a->f.kind, a->actor, &changed, &err) < 0)
     rc = fail(cmd, &err);
   /* After a failure partway, the batches before it stay retried. */
   if (rc == 0 || changed > 0)
@@ -754,7 +717,14 @@ static int jobs_prune(const char *cmd, kjb_store *s, const jobs_args *a) {
 
 /* Per subcommand: its name, the function that runs it, the options it
  * takes (and needs), whether it takes a job id, and its help. */
-enum { JOBS_STATE = 1, JOBS_KIND = 2, JOBS_OLDER_THAN = 4, JOBS_JSON = 8, JOBS_LIMIT = 16 };
+enum {
+  JOBS_STATE = 1,
+  JOBS_KIND = 2,
+  JOBS_OLDER_THAN = 4,
+  JOBS_JSON = 8,
+  JOBS_LIMIT = 16,
+  JOBS_ACTOR = 32
+};
 enum { NO_ID, ID, ID_OR_STATE /* a job id, or --state (and maybe --kind) */ };
 static const struct {
   const char *name;
@@ -777,18 +747,20 @@ static const struct {
      "Shows every column of one job, args, meta and errors pretty-printed.\n"
      "Exit code 1 when there is no such job.\n\n"
      "      --json              one JSON object\n"},
-    {"retry", jobs_retry, JOBS_STATE | JOBS_KIND, 0, ID_OR_STATE,
-     "usage: kjb jobs retry ID | --state STATE [--kind K] [options]\n\n"
+    {"retry", jobs_retry, JOBS_STATE | JOBS_KIND | JOBS_ACTOR, 0, ID_OR_STATE,
+     "usage: kjb jobs retry ID | --state STATE [--kind K] [--actor NAME] [options]\n\n"
      "Makes jobs runnable now: state available, and one more attempt for a job that\n"
      "used up its attempts. A single job may be discarded, cancelled, retryable or\n"
      "scheduled; any other state is refused with exit code 1.\n\n"
      "      --state STATE       every job in STATE: discarded, cancelled or retryable\n"
-     "      --kind K            with --state: only jobs of kind K\n"},
-    {"cancel", jobs_cancel, 0, 0, ID,
-     "usage: kjb jobs cancel ID [options]\n\n"
+     "      --kind K            with --state: only jobs of kind K\n"
+     "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
+    {"cancel", jobs_cancel, JOBS_ACTOR, 0, ID,
+     "usage: kjb jobs cancel ID [--actor NAME] [options]\n\n"
      "Cancels a job that is not final yet (available, scheduled, retryable or\n"
      "running; a running job's late result is ignored). Exit code 1 when the job\n"
-     "is already completed, discarded or cancelled, or does not exist.\n\n"},
+     "is already completed, discarded or cancelled, or does not exist.\n\n"
+     "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
     {"prune", jobs_prune, JOBS_OLDER_THAN, JOBS_OLDER_THAN, NO_ID,
      "usage: kjb jobs prune --older-than DURATION [options]\n\n"
      "Deletes completed, discarded and cancelled jobs that finished more than\n"
@@ -825,10 +797,11 @@ static int cmd_jobs(int argc, char **argv) {
                                        {"limit", required_argument, NULL, OPT_LIMIT},
                                        {"json", no_argument, NULL, OPT_JSON},
                                        {"older-than", required_argument, NULL, OPT_OLDER_THAN},
+                                       {"actor", required_argument, NULL, OPT_ACTOR},
                                        {0}};
   common_opts o = {0};
   jobs_args a = {0};
-  const char *older_than = NULL;
+  const char *older_than = NULL, *actor = NULL;
   unsigned given = 0;
   int c;
   argc--, argv++;
@@ -857,12 +830,17 @@ static int cmd_jobs(int argc, char **argv) {
       older_than = optarg;
       given |= JOBS_OLDER_THAN;
       break;
+    case OPT_ACTOR:
+      actor = optarg;
+      given |= JOBS_ACTOR;
+      break;
     case 'h': printf("%s%s", jobs_subs[sub].help, COMMON_HELP); return 0;
     default: return option_error(cmd, c, argv);
     }
   }
-  static const char *const names[] = {"--state", "--kind", "--older-than", "--json", "--limit"};
-  for (unsigned bit = 0; bit < 5; bit++)
+  static const char *const names[] = {"--state", "--kind",  "--older-than",
+                                      "--json",  "--limit", "--actor"};
+  for (unsigned bit = 0; bit < 6; bit++)
     if (given & ~jobs_subs[sub].takes & (1u << bit))
       return usage_error(cmd, "%s does not apply here", names[bit]);
   int npos = argc - optind;
@@ -877,9 +855,13 @@ static int cmd_jobs(int argc, char **argv) {
     return EXIT_USAGE;
   if (id_mode == ID_OR_STATE && a.f.kind && !a.f.state)
     return usage_error(cmd, "--kind needs --state");
-  for (unsigned bit = 0; bit < 5; bit++)
+  for (unsigned bit = 0; bit < 6; bit++)
     if (jobs_subs[sub].needs & ~given & (1u << bit))
       return usage_error(cmd, "%s is required", names[bit]);
+  kjb_err aerr;
+  if ((jobs_subs[sub].takes & JOBS_ACTOR) &&
+      kjb_audit_actor(actor, a.actor, sizeof a.actor, &aerr) < 0)
+    return usage_error(cmd, "%s", aerr.msg);
   if (older_than && kjb_duration_parse(older_than, &a.older_than_us) < 0)
     return usage_error(cmd, "bad --older-than \"%s\" (expected a duration such as 30s, 12h or 7d)",
                        older_than);
@@ -893,6 +875,380 @@ static int cmd_jobs(int argc, char **argv) {
     rc = fail(cmd, &err);
   else
     rc = jobs_subs[sub].fn(cmd, s, &a);
+  kjb_store_free(s);
+  kjb_config_close(&cfg);
+  return rc;
+}
+
+/* ---- dlq ------------------------------------------------------------ */
+
+/* The filters' options: OPT_FILTER + the kjb_dlq_filter_field. */
+enum { OPT_FILTER = 1300, OPT_ALL = OPT_FILTER + KJB_DLQ_F__COUNT };
+
+/* What a dlq subcommand acts on, from its command line. */
+typedef struct {
+  kjb_dlq_filter f;
+  long limit;
+  int json, all;
+  const char *topic, *code;
+  int64_t id;
+  char actor[KJB_AUDIT_ACTOR_MAX + 1];
+} dlq_args;
+
+/* "kjb: <cmd>: <why>" for an operational failure that is no kjb_err;
+ * returns 1. */
+static int op_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int op_error(const char *cmd, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  say(cmd, msg);
+  return EXIT_OPERATIONAL;
+}
+
+static int dlq_peek(const char *cmd, const kjb_config *cfg, dlq_args *a) {
+  kjb_dlq_peek_opts po = {.topic = a->topic, .limit = a->limit, .json = a->json, .code = a->code};
+  kjb_err err;
+  long shown;
+  return kjb_dlq_peek(cfg, &po, stdout, &shown, &err) < 0 ? fail(cmd, &err) : 0;
+}
+
+/* Runs fn on a store connection to cfg's database; returns its exit code. */
+static int with_store(const char *cmd, const kjb_config *cfg, dlq_args *a,
+                      int (*fn)(const char *, const kjb_config *, kjb_store *, dlq_args *)) {
+  kjb_err err;
+  kjb_store *s = kjb_store_connect(cfg->postgres.conninfo, cfg->postgres.schema, &err);
+  if (!s)
+    return fail(cmd, &err);
+  int rc = fn(cmd, cfg, s, a);
+  kjb_store_free(s);
+  return rc;
+}
+
+static int dlq_ls_db(const char *cmd, const kjb_config *cfg, kjb_store *s, dlq_args *a) {
+  kjb_err err;
+  return kjb_dlqindex_ls(s, &a->f, a->limit, a->json, stdout, NULL, &err) < 0 ? fail(cmd, &err) : 0;
+}
+
+static int dlq_show_db(const char *cmd, const kjb_config *cfg, kjb_store *s, dlq_args *a) {
+  kjb_err err;
+  kjb_dlq_reader *r = kjb_dlq_reader_new(cfg, &err);
+  if (!r)
+    return fail(cmd, &err);
+  /* Decoding with the current schemas is a bonus: without them (a
+   * registry away) the record is still shown. */
+  kjb_err cat_err;
+  kjb_catalog *cat = kjb_catalog_new(cfg, &cat_err);
+  if (!cat)
+    kjb_warn("dlq show: not decoding the value: %s", cat_err.msg);
+  kjb_dlqindex_shown res;
+  int rc = kjb_dlqindex_show(s, r, cat, cfg, a->id, a->json, stdout, &res, &err);
+  kjb_catalog_free(cat);
+  kjb_dlq_reader_free(r);
+  if (rc < 0)
+    return fail(cmd, &err);
+  if (!res.found)
+    return op_error(cmd, "no dead letter %" PRId64, a->id);
+  if (!res.fetched)
+    return op_error(cmd, "%s", res.why.msg);
+  return 0;
+}
+
+static int dlq_stats_db(const char *cmd, const kjb_config *cfg, kjb_store *s, dlq_args *a) {
+  kjb_err err;
+  return kjb_dlqindex_stats(s, &a->f, a->json, stdout, &err) < 0 ? fail(cmd, &err) : 0;
+}
+
+static int dlq_ignore_db(const char *cmd, const kjb_config *cfg, kjb_store *s, dlq_args *a) {
+  kjb_err err;
+  int64_t matched, ignored;
+  if (kjb_dlqindex_ignore(s, &a->f, a->actor, &matched, &ignored, &err) < 0)
+    return fail(cmd, &err);
+  printf("ignored %" PRId64 " dead letter%s (%" PRId64 " matched; %" PRId64
+         " already ignored or replayed)\n",
+         ignored, ignored == 1 ? "" : "s", matched, matched - ignored);
+  return 0;
+}
+
+static int dlq_reindex_db(const char *cmd, const kjb_config *cfg, kjb_store *s, dlq_args *a) {
+  kjb_err err;
+  kjb_dlqindex_reindex_stats st;
+  install_signals();
+  if (kjb_dlqindex_reindex(cfg, s, a->topic, a->actor, &stop_requested, &st, &err) < 0)
+    return fail(cmd, &err);
+  printf("reindexed \"%s\": %" PRIu64 " records (%" PRIu64 " not dead letters); %" PRIu64
+         " rows added, %" PRIu64 " updated, %" PRIu64 " unchanged, %" PRIu64
+         " removed (no committed record), %" PRIu64 " kept before the log start\n",
+         a->topic, st.records, st.not_dead, st.inserted, st.updated, st.unchanged, st.removed,
+         st.before_start);
+  return 0;
+}
+
+static int dlq_ls(const char *cmd, const kjb_config *cfg, dlq_args *a) {
+  return with_store(cmd, cfg, a, dlq_ls_db);
+}
+static int dlq_show(const char *cmd, const kjb_config *cfg, dlq_args *a) {
+  return with_store(cmd, cfg, a, dlq_show_db);
+}
+static int dlq_stats(const char *cmd, const kjb_config *cfg, dlq_args *a) {
+  return with_store(cmd, cfg, a, dlq_stats_db);
+}
+static int dlq_ignore(const char *cmd, const kjb_config *cfg, dlq_args *a) {
+  return with_store(cmd, cfg, a, dlq_ignore_db);
+}
+static int dlq_reindex(const char *cmd, const kjb_config *cfg, dlq_args *a) {
+  return with_store(cmd, cfg, a, dlq_reindex_db);
+}
+
+#define DLQ_FILTER_HELP                                                                 \
+  "      --id N              the dead letter with id N (repeatable: any of them)\n"     \
+  "      --dlq-topic T       in DLQ topic T\n"                                          \
+  "      --source-topic T    from source topic T\n"                                     \
+  "      --reason CODE       with this error code, e.g. TRUNCATED (or kjb.TRUNCATED)\n" \
+  "      --since TIME        dead-lettered at or after TIME: RFC 3339\n"                \
+  "                          (2026-11-21T10:00:00Z) or a duration back from now (2h)\n" \
+  "      --until TIME        dead-lettered before TIME\n"                               \
+  "      --key TEXT          whose key is exactly TEXT\n"                               \
+  "      --status S          dead, replayed, failing or ignored\n"
+
+/* Per subcommand: its name, the function that runs it, the options it
+ * takes (and needs), whether it takes an id, and its help. */
+enum {
+  DLQ_FILTERS = 1,
+  DLQ_LIMIT = 2,
+  DLQ_JSON = 4,
+  DLQ_TOPIC = 8,
+  DLQ_CODE = 16,
+  DLQ_ALL = 32,
+  DLQ_ACTOR = 64
+};
+static const struct {
+  const char *name;
+  int (*fn)(const char *cmd, const kjb_config *cfg, dlq_args *a);
+  unsigned takes, needs;
+  int id;
+  const char *help;
+} dlq_subs[] = {
+    {"peek", dlq_peek, DLQ_TOPIC | DLQ_LIMIT | DLQ_JSON | DLQ_CODE, DLQ_TOPIC, NO_ID,
+     "usage: kjb dlq peek --topic DLQ [--limit N] [--json] [--code CODE] [options]\n\n"
+     "Shows dead-lettered records with their error headers, from the beginning\n"
+     "of the topic to its end. Commits nothing.\n\n"
+     "  -t, --topic DLQ         the dead-letter topic\n"
+     "      --limit N           show at most N records\n"
+     "      --json              one JSON object per record (value as base64)\n"
+     "      --code CODE         only records with this error code, e.g. "
+     "kjb.TRUNCATED\n"},
+    {"ls", dlq_ls, DLQ_FILTERS | DLQ_LIMIT | DLQ_JSON, 0, NO_ID,
+     "usage: kjb dlq ls [FILTERS] [--limit N] [--json] [options]\n\n"
+     "Lists indexed dead letters (kjb.dead_letters), oldest first: id, when, status,\n"
+     "reason, source and DLQ coordinates, key and message.\n\n" DLQ_FILTER_HELP
+     "      --limit N           show at most N (default 50)\n"
+     "      --json              one JSON array of objects with every column\n"},
+    {"show", dlq_show, DLQ_JSON, 0, ID,
+     "usage: kjb dlq show ID [--json] [options]\n\n"
+     "Shows one dead letter: its row, the DLQ record's headers, a hex dump of its\n"
+     "value with the failing byte marked (when the message names one), and what\n"
+     "the value decodes to with the current configuration. Exit code 1 when there\n"
+     "is no such dead letter or its record cannot be read.\n\n"
+     "      --json              one JSON object\n"},
+    {"stats", dlq_stats, DLQ_FILTERS | DLQ_JSON, 0, NO_ID,
+     "usage: kjb dlq stats [FILTERS] [--json] [options]\n\n"
+     "Counts dead letters by DLQ topic, reason and status.\n\n" DLQ_FILTER_HELP
+     "      --json              {\"total\": N, \"counts\": [...]}\n"},
+    {"ignore", dlq_ignore, DLQ_FILTERS | DLQ_ALL | DLQ_ACTOR, 0, NO_ID,
+     "usage: kjb dlq ignore FILTERS | --all [--actor NAME] [options]\n\n"
+     "Marks the selected dead letters that are dead or failing as ignored and\n"
+     "records it in kjb.audit. Refuses to run without a filter unless --all.\n\n" DLQ_FILTER_HELP
+     "      --all               every dead letter\n"
+     "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
+    {"reindex", dlq_reindex, DLQ_TOPIC | DLQ_ACTOR, DLQ_TOPIC, NO_ID,
+     "usage: kjb dlq reindex --topic DLQ [--actor NAME] [options]\n\n"
+     "Builds or repairs the index of a DLQ topic from its committed records,\n"
+     "whoever wrote them (kjb, Kafka Connect, any producer of the\n"
+     "__connect.errors.* headers). Running it again changes nothing.\n\n"
+     "  -t, --topic DLQ         the dead-letter topic\n"
+     "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
+};
+enum { NDLQ_SUBS = sizeof dlq_subs / sizeof dlq_subs[0] };
+
+static int cmd_dlq(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    if (argc < 2)
+      return usage_error("dlq", "expected a subcommand: peek, ls, show, stats, ignore or reindex");
+    printf("usage: kjb dlq peek|ls|show|stats|ignore|reindex [options]\n\n"
+           "Inspects dead letters: their DLQ topics (peek) and their index in PostgreSQL.\n"
+           "'kjb dlq SUBCOMMAND --help' describes one.\n");
+    return 0;
+  }
+  size_t sub = 0;
+  while (sub < NDLQ_SUBS && strcmp(argv[1], dlq_subs[sub].name))
+    sub++;
+  if (sub == NDLQ_SUBS)
+    return usage_error(
+        "dlq", "unknown subcommand \"%s\" (expected peek, ls, show, stats, ignore or reindex)",
+        argv[1]);
+  char cmd[16];
+  snprintf(cmd, sizeof cmd, "dlq %s", dlq_subs[sub].name);
+  static const struct option opts[] = {
+      COMMON_LONG_OPTS,
+      {"topic", required_argument, NULL, 't'},
+      {"limit", required_argument, NULL, OPT_LIMIT},
+      {"json", no_argument, NULL, OPT_JSON},
+      {"code", required_argument, NULL, OPT_CODE},
+      {"all", no_argument, NULL, OPT_ALL},
+      {"actor", required_argument, NULL, OPT_ACTOR},
+      {"id", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_ID},
+      {"dlq-topic", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_DLQ_TOPIC},
+      {"source-topic", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_SOURCE_TOPIC},
+      {"reason", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_REASON},
+      {"since", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_SINCE},
+      {"until", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_UNTIL},
+      {"key", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_KEY},
+      {"status", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_STATUS},
+      {0}};
+  common_opts o = {0};
+  dlq_args a = {0};
+  kjb_dlq_filter_init(&a.f);
+  const char *actor = NULL, *first_filter = NULL;
+  unsigned given = 0;
+  int64_t now = kjb_now_wall_us();
+  int rc = -1, c;
+  kjb_err err;
+  argc--, argv++;
+  while (rc < 0 && (c = getopt_long(argc, argv, ":c:ht:", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    if (c >= OPT_FILTER && c < OPT_FILTER + KJB_DLQ_F__COUNT) {
+      if (!first_filter)
+        first_filter = kjb_dlq_filter_name((kjb_dlq_filter_field)(c - OPT_FILTER));
+      given |= DLQ_FILTERS;
+      if (kjb_dlq_filter_set(&a.f, (kjb_dlq_filter_field)(c - OPT_FILTER), optarg, now, "--",
+                             &err) < 0)
+        rc = usage_error(cmd, "%s", err.msg);
+      continue;
+    }
+    switch (c) {
+    case 't':
+      a.topic = optarg;
+      given |= DLQ_TOPIC;
+      break;
+    case OPT_LIMIT:
+      if (parse_limit(cmd, optarg, &a.limit))
+        rc = EXIT_USAGE;
+      given |= DLQ_LIMIT;
+      break;
+    case OPT_JSON:
+      a.json = 1;
+      given |= DLQ_JSON;
+      break;
+    case OPT_CODE:
+      a.code = optarg;
+      given |= DLQ_CODE;
+      break;
+    case OPT_ALL:
+      a.all = 1;
+      given |= DLQ_ALL;
+      break;
+    case OPT_ACTOR:
+      actor = optarg;
+      given |= DLQ_ACTOR;
+      break;
+    case 'h':
+      printf("%s%s", dlq_subs[sub].help, COMMON_HELP);
+      rc = 0;
+      break;
+    default: rc = option_error(cmd, c, argv); break;
+    }
+  }
+  static const char *const names[] = {"a filter", "--limit", "--json", "--topic",
+                                      "--code",   "--all",   "--actor"};
+  for (unsigned bit = 0; rc < 0 && bit < 7; bit++)
+    if (given & ~dlq_subs[sub].takes & (1u << bit))
+      rc = bit == 0 ? usage_error(cmd, "--%s does not apply here", first_filter)
+                    : usage_error(cmd, "%s does not apply here", names[bit]);
+  for (unsigned bit = 0; rc < 0 && bit < 7; bit++)
+    if (dlq_subs[sub].needs & ~given & (1u << bit))
+      rc = usage_error(cmd, "%s is required", names[bit]);
+  int npos = argc - optind, wants_id = dlq_subs[sub].id == ID;
+  if (rc < 0 && npos > wants_id)
+    rc = usage_error(cmd, "unexpected argument \"%s\"", argv[optind + wants_id]);
+  if (rc < 0 && wants_id && npos == 0)
+    rc = usage_error(cmd, "expected a dead letter id");
+  if (rc < 0 && wants_id && kjb_parse_i64(argv[optind], 1, INT64_MAX, &a.id) < 0)
+    rc = usage_error(cmd, "bad dead letter id \"%s\" (expected an integer from 1 to %" PRId64 ")",
+                     argv[optind], INT64_MAX);
+  if (rc < 0 && kjb_dlq_filter_check(&a.f, "--", &err) < 0)
+    rc = usage_error(cmd, "%s", err.msg);
+  if (rc < 0 && sub < NDLQ_SUBS && strcmp(dlq_subs[sub].name, "ignore") == 0) {
+    if (a.all && !kjb_dlq_filter_empty(&a.f))
+      rc = usage_error(cmd, "--all and filters exclude each other");
+    else if (!a.all && kjb_dlq_filter_empty(&a.f))
+      rc = usage_error(cmd, "refusing to ignore every dead letter without a filter "
+                            "(give filters, or --all)");
+  }
+  if (rc < 0 && (dlq_subs[sub].takes & DLQ_ACTOR) &&
+      kjb_audit_actor(actor, a.actor, sizeof a.actor, &err) < 0)
+    rc = usage_error(cmd, "%s", err.msg);
+  kjb_config cfg;
+  if (rc < 0 && (rc = load(cmd, &o, &cfg)) == 0) {
+    rc = dlq_subs[sub].fn(cmd, &cfg, &a);
+    kjb_config_close(&cfg);
+  }
+  kjb_dlq_filter_close(&a.f);
+  return rc;
+}
+
+/* ---- audit ---------------------------------------------------------- */
+
+static int cmd_audit(int argc, char **argv) {
+  static const char help[] = "usage: kjb audit ls [--limit N] [--json] [options]\n\n"
+                             "Lists the audit trail (kjb.audit), newest first: replays, ignored\n"
+                             "dead letters, reindexes, job retries and cancellations, with who\n"
+                             "did them (cli:<user>, --actor, or the API's token name).\n\n"
+                             "      --limit N           show at most N rows (default 50)\n"
+                             "      --json              one JSON array of objects\n";
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    if (argc < 2)
+      return usage_error("audit", "expected a subcommand: ls");
+    printf("%s%s", help, COMMON_HELP);
+    return 0;
+  }
+  if (strcmp(argv[1], "ls") != 0)
+    return usage_error("audit", "unknown subcommand \"%s\" (expected ls)", argv[1]);
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"limit", required_argument, NULL, OPT_LIMIT},
+                                       {"json", no_argument, NULL, OPT_JSON},
+                                       {0}};
+  common_opts o = {0};
+  long limit = 0;
+  int json = 0, c;
+  argc--, argv++;
+  while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    switch (c) {
+    case OPT_LIMIT:
+      if (parse_limit("audit ls", optarg, &limit))
+        return EXIT_USAGE;
+      break;
+    case OPT_JSON: json = 1; break;
+    case 'h': printf("%s%s", help, COMMON_HELP); return 0;
+    default: return option_error("audit ls", c, argv);
+    }
+  }
+  if (optind < argc)
+    return usage_error("audit ls", "unexpected argument \"%s\"", argv[optind]);
+  kjb_config cfg;
+  int rc = load("audit ls", &o, &cfg);
+  if (rc)
+    return rc;
+  kjb_err err;
+  kjb_store *s = kjb_store_connect(cfg.postgres.conninfo, cfg.postgres.schema, &err);
+  if (!s || kjb_audit_ls(s, limit, json, stdout, &err) < 0)
+    rc = fail("audit ls", &err);
   kjb_store_free(s);
   kjb_config_close(&cfg);
   return rc;
@@ -940,8 +1296,9 @@ static const struct {
     {"check-config", cmd_check_config, "validate the configuration and print the mapping"},
     {"produce", cmd_produce, "encode JSON lines to Avro and produce them"},
     {"replay", cmd_replay, "re-process dead-lettered records"},
-    {"dlq", cmd_dlq, "dlq peek: show dead-lettered records with their reasons"},
+    {"dlq", cmd_dlq, "dlq peek|ls|show|stats|ignore|reindex: inspect dead letters"},
     {"jobs", cmd_jobs, "jobs ls|show|retry|cancel|prune: inspect and act on jobs"},
+    {"audit", cmd_audit, "audit ls: who replayed, ignored, retried or cancelled what"},
     {"version", cmd_version, "print versions"},
 };
 

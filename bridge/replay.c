@@ -2,11 +2,13 @@
 #include "replay.h"
 
 #include <ctype.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <librdkafka/rdkafka.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "catalog.h"
 #include "dlq.h"
 #include "kafka.h"
@@ -53,45 +55,14 @@ static bool fraction_ms(const char **s, int64_t *ms) {
   return n >= 1 && n <= 9;
 }
 
-/* "Z", "+01:00", "-05:30" or nothing (UTC) as seconds east of UTC. */
-static bool zone_offset(const char **s, int64_t *secs) {
-  *secs = 0;
-  if (**s == 'Z') {
-    (*s)++;
-    return true;
-  }
-  if (**s != '+' && **s != '-')
-    return true;
-  int64_t sign = **s == '-' ? -1 : 1, h, m;
-  (*s)++;
-  if (!kjb_parse_digits(s, 2, &h) || *(*s)++ != ':' || !kjb_parse_digits(s, 2, &m) || h > 23 ||
-      m > 59)
-    return false;
-  *secs = sign * (h * 3600 + m * 60);
-  return true;
-}
-
 /* "2026-11-21T10:00:00.000", optionally with "Z" or "+01:00"; UTC when no
- * zone is given, as kafka-consumer-groups does with its default zone. Only
- * dates and times that exist. Milliseconds since the epoch (negative
- * before 1970). */
+ * zone is given, as kafka-consumer-groups does with its default zone.
+ * Milliseconds since the epoch, rounded down (negative before 1970). */
 static int parse_datetime(const char *s, int64_t *out, const char **why) {
-  int64_t y, mo, d, h, mi, sec, ms, zone, days;
-  *why = "expected YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM]";
-  if (!kjb_parse_digits(&s, 4, &y) || *s++ != '-' || !kjb_parse_digits(&s, 2, &mo) || *s++ != '-' ||
-      !kjb_parse_digits(&s, 2, &d) || *s++ != 'T' || !kjb_parse_digits(&s, 2, &h) || *s++ != ':' ||
-      !kjb_parse_digits(&s, 2, &mi) || *s++ != ':' || !kjb_parse_digits(&s, 2, &sec) ||
-      !fraction_ms(&s, &ms) || !zone_offset(&s, &zone) || *s)
+  int64_t us;
+  if (kjb_datetime_parse(s, &us, why) < 0)
     return -1;
-  if (kjb_civil_to_days(y, mo, d, &days) < 0) {
-    *why = "no such date";
-    return -1;
-  }
-  if (h > 23 || mi > 59 || sec > 59) {
-    *why = "no such time of day";
-    return -1;
-  }
-  *out = ((days * 86400 + h * 3600 + mi * 60 + sec) - zone) * 1000 + ms;
+  *out = us / 1000 - (us % 1000 < 0);
   return 0;
 }
 
@@ -517,10 +488,39 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
     rc = -(int)err->code;
     goto out;
   }
+  int64_t audit_id = -1;
+  if (o->actor && !o->dry_run) {
+    json_t *p = json_pack("{s:s, s:s, s:o, s:I, s:b}", "topic", o->topic, "group",
+                          o->group ? o->group : group, "reset_offsets",
+                          o->reset_text ? json_string(o->reset_text) : json_null(), "limit",
+                          (json_int_t)o->limit, "follow", o->follow);
+    char *params = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    json_decref(p);
+    rc = kjb_audit_record(r.store, o->actor, KJB_AUDIT_REPLAY, params ? params : "{}", NULL,
+                          &audit_id, err);
+    free(params);
+    if (rc < 0)
+      goto out;
+  }
   /* A login the broker refuses ends the replay at once, not after the
    * timeouts of the requests below. */
   if ((rc = kjb_kafka_wait_connected(r.rk, &r.kafka, 10000, err)) == 0 && (rc = plan(&r, err)) == 0)
     rc = consume(&r, stop, err);
+  if (audit_id >= 0) {
+    json_t *res = json_pack("{s:I, s:I, s:I}", "replayed", (json_int_t)st->replayed,
+                            "still_failing", (json_int_t)st->still_failing, "already_present",
+                            (json_int_t)st->already_present);
+    if (rc < 0)
+      json_object_set_new(res, "error", json_string(err->msg));
+    char *result = json_dumps(res, JSON_COMPACT);
+    json_decref(res);
+    kjb_err aerr;
+    if (kjb_audit_finish(r.store, audit_id, result ? result : "{}", &aerr) < 0 && rc == 0) {
+      *err = aerr;
+      rc = -KJB_EPG;
+    }
+    free(result);
+  }
 out:
   if (r.rk) {
     rd_kafka_consumer_close(r.rk);

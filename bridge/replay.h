@@ -58,6 +58,10 @@ typedef struct {
   long limit;                  /* stop after this many records; 0 for no limit */
   int follow;                  /* keep consuming past the end offsets */
   FILE *log;                   /* one line per record that still fails; may be NULL */
+  /* Who asks: the replay gets an audit row in kjb.audit (not a dry run),
+   * written when it starts and given its counts when it ends. NULL: none. */
+  const char *actor;
+  const char *reset_text; /* the reset spec as given, for the audit row; may be NULL */
 } kjb_replay_opts;
 
 typedef struct {

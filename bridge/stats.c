@@ -8,6 +8,7 @@
 
 #include <libpq-fe.h>
 
+#include "dlqindex.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -99,7 +100,8 @@ static void *stats_main(void *arg) {
     json_t *jobs = NULL, *nodes = NULL;
     if (!db)
       db = kjb_store_connect(st->cfg->postgres.conninfo, st->cfg->postgres.schema, &err);
-    if (db && (jobs = count_jobs(st, db, &err)) && (nodes = read_nodes(st, db, &err))) {
+    if (db && (jobs = count_jobs(st, db, &err)) && (nodes = read_nodes(st, db, &err)) &&
+        kjb_dlqindex_gauges(db, &err) == 0) {
       warned = 0;
     } else {
       /* Down or not migrated: keep the last figures, say so once. */

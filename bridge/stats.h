@@ -1,5 +1,6 @@
 /* What the dashboard and /api/stats show beyond the metric registry: job
- * counts by kind and state and the cluster's nodes, refreshed from
+ * counts by kind and state, dead letters by topic, reason and status, and
+ * the cluster's nodes, refreshed from
  * PostgreSQL by a background thread (never per request), and the dead
  * letters this process produced recently. */
 #ifndef KJB_STATS_H
@@ -21,7 +22,8 @@ typedef struct kjb_stats kjb_stats;
 
 /* Starts the background thread; it connects (and reconnects) by itself.
  * Every refresh also sets the kjb_jobs{kind,state} gauges, with a zero for
- * every state of every configured kind. Returns NULL only when the thread
+ * every state of every configured kind, and the
+ * kjb_dead_letters{dlq_topic,reason,status} gauges (kjb_dlqindex_gauges). Returns NULL only when the thread
  * cannot be started. */
 kjb_stats *kjb_stats_new(const kjb_config *cfg, kjb_err *err);
 

@@ -61,6 +61,8 @@ static int exec(kjb_store *s, const char *sql, kjb_err *err) {
 
 PGconn *kjb_store_conn(kjb_store *s) { return s->conn; }
 
+int kjb_store_exec(kjb_store *s, const char *sql, kjb_err *err) { return exec(s, sql, err); }
+
 PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int nparams,
                           const char *const *params, kjb_err *err) {
   PGresult *res = PQexecParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0);

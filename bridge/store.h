@@ -12,6 +12,11 @@
 
 typedef struct kjb_store kjb_store;
 
+/* A timestamptz column as the text every command and answer shows: RFC
+ * 3339 in UTC with microseconds, whatever the session's TimeZone and
+ * DateStyle ("2026-11-21T10:00:00.123456Z"; NULL stays NULL). */
+#define KJB_SQL_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
 /* Connects and sets search_path to the schema. Returns NULL with err
  * (KJB_EPG, transient) when the server cannot be reached. The password in
  * conninfo never appears in err. */
@@ -35,6 +40,10 @@ PGconn *kjb_store_conn(kjb_store *s);
  * (KJB_EPG) as "<what>: <server message>" when it failed. */
 PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int nparams,
                           const char *const *params, kjb_err *err);
+
+/* Runs one command without parameters or rows (BEGIN, COMMIT, ROLLBACK).
+ * Returns 0, or -KJB_EPG with err. */
+int kjb_store_exec(kjb_store *s, const char *sql, kjb_err *err);
 
 /* Applies pending migrations in order, each in its own transaction, under
  * a session advisory lock so concurrent callers wait and then find

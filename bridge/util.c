@@ -486,6 +486,59 @@ bool kjb_parse_digits(const char **s, int n, int64_t *out) {
   return true;
 }
 
+/* ".5", ".123456789": a fraction of 1 to 9 digits as microseconds
+ * (digits past the sixth are dropped). No '.' is no fraction. */
+static bool fraction_us(const char **s, int64_t *us) {
+  *us = 0;
+  if (**s != '.')
+    return true;
+  int n = 0;
+  for ((*s)++; isdigit((unsigned char)**s); (*s)++, n++)
+    if (n < 6)
+      *us = *us * 10 + (**s - '0');
+  for (int k = n; k < 6; k++)
+    *us *= 10;
+  return n >= 1 && n <= 9;
+}
+
+/* "Z", "+01:00", "-05:30" or nothing (UTC) as seconds east of UTC. */
+static bool zone_offset(const char **s, int64_t *secs) {
+  *secs = 0;
+  if (**s == 'Z') {
+    (*s)++;
+    return true;
+  }
+  if (**s != '+' && **s != '-')
+    return true;
+  int64_t sign = **s == '-' ? -1 : 1, h, m;
+  (*s)++;
+  if (!kjb_parse_digits(s, 2, &h) || *(*s)++ != ':' || !kjb_parse_digits(s, 2, &m) || h > 23 ||
+      m > 59)
+    return false;
+  *secs = sign * (h * 3600 + m * 60);
+  return true;
+}
+
+int kjb_datetime_parse(const char *s, int64_t *out_us, const char **why) {
+  int64_t y, mo, d, h, mi, sec, us, zone, days;
+  *why = "expected YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM]";
+  if (!kjb_parse_digits(&s, 4, &y) || *s++ != '-' || !kjb_parse_digits(&s, 2, &mo) || *s++ != '-' ||
+      !kjb_parse_digits(&s, 2, &d) || *s++ != 'T' || !kjb_parse_digits(&s, 2, &h) || *s++ != ':' ||
+      !kjb_parse_digits(&s, 2, &mi) || *s++ != ':' || !kjb_parse_digits(&s, 2, &sec) ||
+      !fraction_us(&s, &us) || !zone_offset(&s, &zone) || *s)
+    return -1;
+  if (kjb_civil_to_days(y, mo, d, &days) < 0) {
+    *why = "no such date";
+    return -1;
+  }
+  if (h > 23 || mi > 59 || sec > 59) {
+    *why = "no such time of day";
+    return -1;
+  }
+  *out_us = ((days * 86400 + h * 3600 + mi * 60 + sec) - zone) * 1000000 + us;
+  return 0;
+}
+
 int kjb_duration_parse(const char *s, int64_t *out_us) {
   static const struct {
     const char *unit;
@@ -588,4 +641,64 @@ int64_t kjb_now_wall_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- text tables ---------------------------------------------------- */
+
+static size_t display_width(const char *s) {
+  size_t n = 0;
+  for (; *s; s++)
+    n += ((unsigned char)*s & 0xC0) != 0x80;
+  return n;
+}
+
+char *kjb_table_cell(const char *s, size_t maxchars) {
+  assert(maxchars >= 4);
+  size_t len = strlen(s);
+  char *out = kjb_xmalloc(len + 4);
+  size_t chars = 0, i = 0, o = 0, cut = 0;
+  for (; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if ((ch & 0xC0) != 0x80) {
+      if (chars == maxchars - 3)
+        cut = o;
+      if (chars++ == maxchars) {
+        o = cut;
+        memcpy(out + o, "...", 3);
+        o += 3;
+        break;
+      }
+    }
+    out[o++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+  }
+  out[o] = '\0';
+  return out;
+}
+
+void kjb_table_print(FILE *out, char *const *cells, size_t nrows, size_t ncols) {
+  size_t *width = kjb_xcalloc(ncols ? ncols : 1, sizeof *width);
+  for (size_t r = 0; r < nrows; r++)
+    for (size_t c = 0; c < ncols; c++) {
+      size_t w = display_width(cells[r * ncols + c]);
+      if (w > width[c])
+        width[c] = w;
+    }
+  kjb_buf line;
+  kjb_buf_init(&line);
+  for (size_t r = 0; r < nrows; r++) {
+    kjb_buf_reset(&line);
+    for (size_t c = 0; c < ncols; c++) {
+      const char *s = cells[r * ncols + c];
+      kjb_buf_puts(&line, s);
+      if (c + 1 < ncols)
+        for (size_t w = display_width(s); w < width[c] + 2; w++)
+          kjb_buf_putc(&line, ' ');
+    }
+    /* No trailing blanks when the last columns are empty. */
+    while (line.len > 0 && line.data[line.len - 1] == ' ')
+      line.len--;
+    fprintf(out, "%.*s\n", (int)line.len, line.data);
+  }
+  kjb_buf_close(&line);
+  free(width);
 }

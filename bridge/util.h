@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "err.h"
 
@@ -67,6 +68,18 @@ void kjb_buf_printf(kjb_buf *b, const char *fmt, ...) __attribute__((format(prin
 void kjb_buf_json_str(kjb_buf *b, const char *s, size_t n);
 void kjb_buf_base64(kjb_buf *b, const uint8_t *p, size_t n);
 
+/* Text tables for the command line (`kjb jobs ls`, `kjb dlq ls`, ...). */
+
+/* A table cell made of s: one line (control characters become spaces), at
+ * most maxchars characters (>= 4), the last three "..." when shortened;
+ * invalid UTF-8 is shown as is. The caller frees it. */
+char *kjb_table_cell(const char *s, size_t maxchars);
+
+/* Writes nrows rows of ncols cells (row-major; row 0 is the header) as
+ * left-aligned columns two spaces apart, by characters rather than bytes,
+ * without trailing blanks. */
+void kjb_table_print(FILE *out, char *const *cells, size_t nrows, size_t ncols);
+
 /* Reads the whole file at path into out (replacing what it held; the
  * caller has initialised it), NUL-terminated after its len bytes. Only a
  * regular file of at most max_bytes is read: a FIFO or device could block
@@ -117,6 +130,16 @@ int kjb_hostport_parse(const char *s, bool need_port, char *host, size_t hostcap
  * *s past them; false, with *s unmoved, when any of them is not a digit
  * (fixed-width fields of dates and times). */
 bool kjb_parse_digits(const char **s, int n, int64_t *out);
+
+/* Parses a date and time "2026-11-21T10:00:00", with an optional
+ * fraction of 1 to 9 digits (".5", ".123456789"; digits past the sixth
+ * are dropped) and an optional zone ("Z", "+01:00", "-04:30"; none is
+ * UTC), into microseconds since the epoch (negative before 1970). Only
+ * dates and times that exist. Every point in time kjb reads from a user
+ * (reset specs, --since and --until) goes through here. Returns 0, or -1
+ * with *why saying what is wrong: "no such date", "no such time of day"
+ * or "expected YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM]". */
+int kjb_datetime_parse(const char *s, int64_t *out_us, const char **why);
 
 /* Parses "250ms", "30s", "5m", "1h", "2d", "10us" (an integer or
  * decimal number and a unit) into microseconds. Returns 0 or -1. */

@@ -53,8 +53,8 @@ SANITIZER_MARKERS = (
     ": runtime error: ",
 )
 
-# Subcommands that take a second word: `kjb jobs ls`, `kjb dlq peek`.
-_TWO_WORD_COMMANDS = {"jobs", "dlq"}
+# Subcommands that take a second word: `kjb jobs ls`, `kjb dlq peek`, `kjb audit ls`.
+_TWO_WORD_COMMANDS = {"jobs", "dlq", "audit"}
 
 
 def sanitizer_report(text: str) -> str | None:

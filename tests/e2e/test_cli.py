@@ -139,7 +139,7 @@ SHIFT = "the shift must be an integer from -9223372036854775808 to 9223372036854
     (["migrate", "-x"], 'kjb: migrate: unknown option "-x"'),
     (["check-config", "--role", "all"], 'kjb: check-config: unknown option "--role"'),
     (["bogus"], 'kjb: unknown command "bogus" (expected run, migrate, check-config, produce, '
-                "replay, dlq, jobs or version)"),
+                "replay, dlq, jobs, audit or version)"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(run_kjb, args, expected):
     """Options and their values are checked strictly, before any file or
@@ -179,15 +179,17 @@ def test_migrate_is_idempotent_and_reports_status(run_kjb, db, tmp_path):
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     env = {"KJB_POSTGRES_CONNINFO": str(db)}
     res = run_kjb(["migrate", "--status"], cfg, env=env)
-    assert res.returncode == 1 and res.stdout.splitlines() == ["pending  001_init.sql", "pending  002_executors.sql"]
+    assert res.returncode == 1 and res.stdout.splitlines() == ["pending  001_init.sql", "pending  002_executors.sql",
+                                                               "pending  003_dead_letters.sql"]
     res = run_kjb(["migrate"], cfg, env=env)
-    assert res.returncode == 0 and res.stdout == 'applied 2 migrations; schema "kjb" is current\n'
+    assert res.returncode == 0 and res.stdout == 'applied 3 migrations; schema "kjb" is current\n'
     res = run_kjb(["migrate"], cfg, env=env)
     assert res.returncode == 0 and res.stdout == 'applied 0 migrations; schema "kjb" is current\n'
     res = run_kjb(["migrate", "--status"], cfg, env=env)
     lines = res.stdout.splitlines()
-    assert res.returncode == 0 and len(lines) == 2, res.stdout
+    assert res.returncode == 0 and len(lines) == 3, res.stdout
     assert lines[0].startswith("applied  001_init.sql  ") and lines[1].startswith("applied  002_executors.sql  ")
+    assert lines[2].startswith("applied  003_dead_letters.sql  ")
     cols = {r[0] for r in db.query("SELECT column_name FROM information_schema.columns"
                                    " WHERE table_schema = 'kjb' AND table_name = 'jobs'")}
     assert cols == {"id", "kind", "queue", "priority", "state", "args", "meta", "attempt", "max_attempts",
@@ -203,10 +205,10 @@ def test_concurrent_migrations_are_safe(run_kjb, db, tmp_path):
         results = list(pool.map(lambda _: run_kjb(["migrate"], cfg, env=env), range(4)))
     assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
     applied = sorted(int(r.stdout.split()[1]) for r in results)
-    # One of them applied both migrations; the others waited and found
+    # One of them applied every migration; the others waited and found
     # nothing left to do.
-    assert applied == [0, 0, 0, 2]
-    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == 2
+    assert applied == [0, 0, 0, 3]
+    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == 3
 
 
 def test_produce_encodes_lines_and_reports_bad_ones(run_kjb, kafka, make_topic, tmp_path):

@@ -212,12 +212,49 @@ static void test_is_error_header(void **state) {
   assert_false(kjb_dlq_is_error_header("__connect.error"));
 }
 
+/* The failing byte, from the messages kjb writes (tests/e2e/test_dlq.py
+ * holds the corpus they come from), and reasons from error classes. */
+static void test_failing_byte(void **state) {
+  static const struct {
+    const char *message;
+    long byte;
+  } cases[] = {
+      {"byte 0: bad magic byte 0x01, expected 0x00", 0},
+      {"byte 0: bad magic bytes 0xc3 0x02, expected 0xc3 0x01", 0},
+      {"record is 3 bytes, shorter than the 5-byte confluent header", -1},
+      {"schema id 12345 is not in schemas.ids and no registry is configured", -1},
+      {"avro body at byte 5: field \"id\": truncated at byte 0: data ends inside a varint", 5},
+      {"avro body at byte 5: field \"score\": truncated at byte 21: double needs 8 bytes, 3 left",
+       26},
+      {"avro body at byte 5: 2 trailing bytes at byte 120", 125},
+      {"avro body at byte 10: field \"tags\": block count -3 at byte 5 is out of range", 15},
+      {"field \"name\": invalid utf-8 at byte 3", 3},
+      {"avro body at byte 5: field \"x\": writer record \"a\" does not match", -1},
+      {"missing field \"customer.id\" in the record", -1},
+      {"avro body at byte x: truncated at byte 3", -1},
+      {"avro body at byte 5 truncated at byte 3", -1},
+      {"byte 7 bad", -1},
+      {"truncated at byte 99999999999999999999", -1},
+      {"", -1},
+      {NULL, -1},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    print_message("%s\n", cases[i].message ? cases[i].message : "(null)");
+    assert_int_equal(kjb_dlq_failing_byte(cases[i].message), cases[i].byte);
+  }
+  assert_string_equal(kjb_dlq_reason("kjb.TRUNCATED"), "TRUNCATED");
+  assert_string_equal(kjb_dlq_reason("org.apache.kafka.connect.errors.DataException"),
+                      "org.apache.kafka.connect.errors.DataException");
+  assert_string_equal(kjb_dlq_reason("kjb."), "kjb.");
+  assert_string_equal(kjb_dlq_reason(""), "UNKNOWN");
+  assert_string_equal(kjb_dlq_reason(NULL), "UNKNOWN");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_round_trip),
-      cmocka_unit_test(test_kafka_connect),
-      cmocka_unit_test(test_malformed),
-      cmocka_unit_test(test_is_error_header),
+      cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_kafka_connect),
+      cmocka_unit_test(test_malformed),    cmocka_unit_test(test_is_error_header),
+      cmocka_unit_test(test_failing_byte),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -475,6 +475,36 @@ static void test_errors(void **state) {
   assert_true(kjb_err_is_transient(&err));
 }
 
+/* Text tables: cells cut to a width by characters, columns aligned by
+ * characters, no trailing blanks. */
+static void test_tables(void **state) {
+  static const struct {
+    const char *in;
+    size_t max;
+    const char *out;
+  } cells[] = {
+      {"short", 10, "short"},
+      {"exactly10!", 10, "exactly10!"},
+      {"eleven char", 10, "eleven ..."},
+      {"line\nbreak\ttab", 20, "line break tab"},
+      {"Zoë Zoë Zoë", 6, "Zoë..."},
+      {"", 4, ""},
+  };
+  for (size_t i = 0; i < sizeof cells / sizeof cells[0]; i++) {
+    char *c = kjb_table_cell(cells[i].in, cells[i].max);
+    assert_string_equal(c, cells[i].out);
+    free(c);
+  }
+  char *t[] = {"ID", "NAME", "NOTE", "1", "Zoë", "", "22", "x", "last"};
+  char buf[256] = "";
+  FILE *f = fmemopen(buf, sizeof buf, "w");
+  kjb_table_print(f, t, 3, 3);
+  fclose(f);
+  assert_string_equal(buf, "ID  NAME  NOTE\n"
+                           "1   Zoë\n"
+                           "22  x     last\n");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_durations),    cmocka_unit_test(test_parse_i64),
@@ -483,7 +513,7 @@ int main(void) {
       cmocka_unit_test(test_utf8_prefix),  cmocka_unit_test(test_base64_and_json),
       cmocka_unit_test(test_secret_equal), cmocka_unit_test(test_arena),
       cmocka_unit_test(test_read_file),    cmocka_unit_test(test_errors),
-      cmocka_unit_test(test_alloc),
+      cmocka_unit_test(test_alloc),        cmocka_unit_test(test_tables),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,1035 @@
+/* The dead-letter index (see dlqindex.h): rows of kjb.dead_letters written,
+ * listed, shown, counted, ignored and rebuilt from a DLQ topic. */
+#include "dlqindex.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+
+#include "audit.h"
+#include "kafka.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+#include "value.h"
+
+/* ---- entries as JSON ------------------------------------------------- */
+
+/* Text that jsonb can hold: valid UTF-8 (the valid prefix of anything
+ * else; messages may quote a record's bytes), or null. */
+static void json_text(kjb_buf *b, const char *s) {
+  if (!s) {
+    kjb_buf_puts(b, "null");
+    return;
+  }
+  size_t n = strlen(s);
+  long bad = kjb_utf8_invalid_at(s, n);
+  kjb_buf_json_str(b, s, bad < 0 ? n : (size_t)bad);
+}
+
+static void entry_json(kjb_buf *b, const kjb_dlq_entry *e) {
+  kjb_buf_puts(b, "{\"dlq_topic\":");
+  json_text(b, e->dlq_topic);
+  kjb_buf_printf(b, ",\"dlq_partition\":%d,\"dlq_offset\":%" PRId64 ",\"source_topic\":",
+                 (int)e->dlq_partition, e->dlq_offset);
+  json_text(b, e->source_topic);
+  kjb_buf_printf(b, ",\"source_partition\":%d,\"source_offset\":%" PRId64 ",\"key\":",
+                 (int)e->source_partition, e->source_offset);
+  if (e->key) {
+    kjb_buf_putc(b, '"');
+    kjb_buf_base64(b, e->key, e->key_len);
+    kjb_buf_putc(b, '"');
+  } else {
+    kjb_buf_puts(b, "null");
+  }
+  kjb_buf_puts(b, ",\"reason\":");
+  json_text(b, e->reason);
+  kjb_buf_puts(b, ",\"stage\":");
+  json_text(b, e->stage);
+  kjb_buf_puts(b, ",\"message\":");
+  json_text(b, e->message);
+  kjb_buf_puts(b, ",\"consumer_group\":");
+  json_text(b, e->consumer_group);
+  if (e->original_timestamp >= 0)
+    kjb_buf_printf(b, ",\"original_timestamp\":%" PRId64, e->original_timestamp);
+  else
+    kjb_buf_puts(b, ",\"original_timestamp\":null");
+  kjb_buf_printf(b, ",\"dead_lettered_at\":%" PRId64 ",\"value_size\":%zu}", e->dead_lettered_at,
+                 e->value_size);
+}
+
+/* The columns an entry sets, and the same read back from a JSON array of
+ * entry_json objects in $1. */
+#define ENTRY_COLUMNS                                                                     \
+  "dlq_topic, dlq_partition, dlq_offset, source_topic, source_partition, source_offset, " \
+  "key, reason, stage, message, consumer_group, original_timestamp, dead_lettered_at, "   \
+  "value_size"
+#define ENTRY_SELECT                                                                          \
+  "SELECT x.dlq_topic, x.dlq_partition, x.dlq_offset, x.source_topic, x.source_partition, "   \
+  "x.source_offset, decode(x.key, 'base64'), x.reason, x.stage, x.message, "                  \
+  "x.consumer_group, timestamptz 'epoch' + x.original_timestamp * interval '1 millisecond', " \
+  "timestamptz 'epoch' + x.dead_lettered_at * interval '1 microsecond', x.value_size "        \
+  "FROM jsonb_to_recordset($1::jsonb) AS x(dlq_topic text, dlq_partition int, "               \
+  "dlq_offset bigint, source_topic text, source_partition int, source_offset bigint, "        \
+  "key text, reason text, stage text, message text, consumer_group text, "                    \
+  "original_timestamp bigint, dead_lettered_at bigint, value_size int) "
+
+/* What a dead letter sent again changes in its row. */
+#define ENTRY_UPDATE                                                           \
+  "dlq_partition = EXCLUDED.dlq_partition, dlq_offset = EXCLUDED.dlq_offset, " \
+  "key = EXCLUDED.key, reason = EXCLUDED.reason, stage = EXCLUDED.stage, "     \
+  "message = EXCLUDED.message, consumer_group = EXCLUDED.consumer_group, "     \
+  "original_timestamp = EXCLUDED.original_timestamp, "                         \
+  "dead_lettered_at = EXCLUDED.dead_lettered_at, value_size = EXCLUDED.value_size"
+
+int kjb_dlqindex_upsert(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err *err) {
+  if (n == 0)
+    return 0;
+  kjb_buf j;
+  kjb_buf_init(&j);
+  kjb_buf_putc(&j, '[');
+  for (size_t i = 0; i < n; i++) {
+    if (i)
+      kjb_buf_putc(&j, ',');
+    entry_json(&j, &e[i]);
+  }
+  kjb_buf_putc(&j, ']');
+  const char *params[] = {j.data};
+  /* DISTINCT ON: one statement may not update a row twice. */
+  PGresult *r = kjb_store_query(
+      s, "could not index dead letters",
+      "INSERT INTO dead_letters (" ENTRY_COLUMNS ") "
+      "SELECT DISTINCT ON (source_topic, source_partition, source_offset, dlq_topic) * FROM "
+      "(" ENTRY_SELECT ") AS e (" ENTRY_COLUMNS ") "
+      "ORDER BY source_topic, source_partition, source_offset, dlq_topic, dlq_partition DESC, "
+      "dlq_offset DESC "
+      "ON CONFLICT (source_topic, source_partition, source_offset, dlq_topic) DO UPDATE SET " ENTRY_UPDATE,
+      1, params, err);
+  kjb_buf_close(&j);
+  if (!r)
+    return -KJB_EPG;
+  PQclear(r);
+  return 0;
+}
+
+/* ---- listing -------------------------------------------------------- */
+
+/* Every column, in this order. */
+enum {
+  C_ID,
+  C_DLQ_TOPIC,
+  C_DLQ_PARTITION,
+  C_DLQ_OFFSET,
+  C_SOURCE_TOPIC,
+  C_SOURCE_PARTITION,
+  C_SOURCE_OFFSET,
+  C_KEY,
+  C_REASON,
+  C_STAGE,
+  C_MESSAGE,
+  C_CONSUMER_GROUP,
+  C_ORIGINAL_TIMESTAMP,
+  C_DEAD_LETTERED_AT,
+  C_VALUE_SIZE,
+  C_STATUS,
+  C_REPLAYS,
+  C_LAST_REPLAYED_AT,
+  C_LAST_ERROR,
+  C_EDITED,
+  C_NCOLS
+};
+
+static const char *const COL_NAMES[C_NCOLS] = {
+    "id",
+    "dlq_topic",
+    "dlq_partition",
+    "dlq_offset",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "key",
+    "reason",
+    "stage",
+    "message",
+    "consumer_group",
+    "original_timestamp",
+    "dead_lettered_at",
+    "value_size",
+    "status",
+    "replays",
+    "last_replayed_at",
+    "last_error",
+    "edited",
+};
+
+#define SELECT_COLUMNS                                                                       \
+  "id, dlq_topic, dlq_partition, dlq_offset, source_topic, source_partition, "               \
+  "source_offset, encode(key, 'hex'), reason, stage, message, consumer_group, " KJB_SQL_TS(  \
+      "original_timestamp") ", " KJB_SQL_TS("dead_lettered_at") ", value_size, status, "     \
+                                                                "replays, " KJB_SQL_TS(      \
+                                                                    "last_replayed_at") ", " \
+                                                                                        "last_error, edited"
+
+static int is_int_col(int c) {
+  return c == C_ID || c == C_DLQ_PARTITION || c == C_DLQ_OFFSET || c == C_SOURCE_PARTITION ||
+         c == C_SOURCE_OFFSET || c == C_VALUE_SIZE || c == C_REPLAYS;
+}
+
+/* The bytes of a hex string (as encode(..., 'hex') gives it) into b. */
+static void unhex(kjb_buf *b, const char *hex) {
+  for (; hex[0] && hex[1]; hex += 2) {
+    char byte[3] = {hex[0], hex[1], 0};
+    kjb_buf_putc(b, (char)strtol(byte, NULL, 16));
+  }
+}
+
+/* Bytes as JSON: a string when they are UTF-8, else {"base64": ...}. */
+static json_t *json_bytes(const char *p, size_t n) {
+  if (kjb_utf8_invalid_at(p, n) < 0)
+    return json_stringn(p, n);
+  kjb_buf b;
+  kjb_buf_init(&b);
+  kjb_buf_base64(&b, (const uint8_t *)p, n);
+  json_t *j = json_pack("{s:s}", "base64", b.data);
+  kjb_buf_close(&b);
+  return j;
+}
+
+/* A text column as JSON; text that is somehow not UTF-8 as base64. */
+static json_t *json_col(const char *s) { return json_bytes(s, strlen(s)); }
+
+static json_t *row_json(const PGresult *res, int r) {
+  json_t *o = json_object();
+  for (int c = 0; c < C_NCOLS; c++) {
+    const char *v = PQgetvalue(res, r, c);
+    json_t *j;
+    if (PQgetisnull(res, r, c)) {
+      j = json_null();
+    } else if (is_int_col(c)) {
+      j = json_integer(strtoll(v, NULL, 10));
+    } else if (c == C_EDITED) {
+      j = json_boolean(v[0] == 't');
+    } else if (c == C_KEY) {
+      kjb_buf k;
+      kjb_buf_init(&k);
+      unhex(&k, v);
+      j = json_bytes(k.data ? k.data : "", k.len);
+      kjb_buf_close(&k);
+    } else {
+      j = json_col(v);
+    }
+    json_object_set_new(o, COL_NAMES[c], j);
+  }
+  return o;
+}
+
+/* A key for a table: its text when it is printable UTF-8, else 0x and
+ * its hex; "-" for none. The caller frees it. */
+static char *key_text(const PGresult *res, int r) {
+  if (PQgetisnull(res, r, C_KEY))
+    return kjb_xstrdup("-");
+  const char *hex = PQgetvalue(res, r, C_KEY);
+  kjb_buf k;
+  kjb_buf_init(&k);
+  unhex(&k, hex);
+  int printable = kjb_utf8_invalid_at(k.data ? k.data : "", k.len) < 0;
+  for (size_t i = 0; printable && i < k.len; i++)
+    printable = (unsigned char)k.data[i] >= 0x20 && k.data[i] != 0x7f;
+  char *out;
+  if (printable) {
+    out = kjb_xstrndup(k.data ? k.data : "", k.len);
+  } else {
+    out = kjb_xmalloc(strlen(hex) + 3);
+    snprintf(out, strlen(hex) + 3, "0x%s", hex);
+  }
+  kjb_buf_close(&k);
+  return out;
+}
+
+enum { T_ID, T_AT, T_STATUS, T_REASON, T_SOURCE, T_DLQ, T_KEY, T_MESSAGE, T_NCOLS };
+
+static void print_table(const PGresult *res, FILE *out) {
+  static const char *const head[T_NCOLS] = {
+      "ID", "DEAD_LETTERED_AT", "STATUS", "REASON", "SOURCE", "DLQ", "KEY", "MESSAGE"};
+  int n = PQntuples(res);
+  char **cells = kjb_xcalloc((size_t)(n + 1) * T_NCOLS, sizeof *cells);
+  for (int c = 0; c < T_NCOLS; c++)
+    cells[c] = kjb_xstrdup(head[c]);
+  for (int r = 0; r < n; r++) {
+    char **row = cells + (size_t)(r + 1) * T_NCOLS;
+    char buf[600];
+    row[T_ID] = kjb_table_cell(PQgetvalue(res, r, C_ID), 20);
+    /* Whole seconds are enough to scan a list; show has the rest. */
+    snprintf(buf, sizeof buf, "%.19sZ", PQgetvalue(res, r, C_DEAD_LETTERED_AT));
+    row[T_AT] = kjb_xstrdup(buf);
+    row[T_STATUS] = kjb_table_cell(PQgetvalue(res, r, C_STATUS), 10);
+    row[T_REASON] = kjb_table_cell(PQgetvalue(res, r, C_REASON), 32);
+    snprintf(buf, sizeof buf, "%.255s [%s] @%s", PQgetvalue(res, r, C_SOURCE_TOPIC),
+             PQgetvalue(res, r, C_SOURCE_PARTITION), PQgetvalue(res, r, C_SOURCE_OFFSET));
+    row[T_SOURCE] = kjb_table_cell(buf, 60);
+    snprintf(buf, sizeof buf, "%.255s [%s] @%s", PQgetvalue(res, r, C_DLQ_TOPIC),
+             PQgetvalue(res, r, C_DLQ_PARTITION), PQgetvalue(res, r, C_DLQ_OFFSET));
+    row[T_DLQ] = kjb_table_cell(buf, 60);
+    char *key = key_text(res, r);
+    row[T_KEY] = kjb_table_cell(key, 24);
+    free(key);
+    row[T_MESSAGE] =
+        kjb_table_cell(PQgetisnull(res, r, C_MESSAGE) ? "-" : PQgetvalue(res, r, C_MESSAGE), 80);
+  }
+  kjb_table_print(out, cells, (size_t)n + 1, T_NCOLS);
+  for (size_t i = 0; i < (size_t)(n + 1) * T_NCOLS; i++)
+    free(cells[i]);
+  free(cells);
+}
+
+/* Runs "SELECT <columns> FROM dead_letters WHERE <f> <tail>". */
+static PGresult *select_rows(kjb_store *s, const char *columns, const kjb_dlq_filter *f,
+                             const char *tail, const char *what, kjb_err *err) {
+  kjb_dlq_where w;
+  kjb_dlq_where_build(&w, f, 1, NULL);
+  kjb_buf sql;
+  kjb_buf_init(&sql);
+  kjb_buf_printf(&sql, "SELECT %s FROM dead_letters WHERE %s %s", columns, w.sql.data, tail);
+  PGresult *r = kjb_store_query(s, what, sql.data, w.nparams, w.params, err);
+  kjb_buf_close(&sql);
+  kjb_dlq_where_close(&w);
+  return r;
+}
+
+int kjb_dlqindex_ls(kjb_store *s, const kjb_dlq_filter *f, long limit, int json, FILE *out,
+                    long *shown, kjb_err *err) {
+  char tail[48];
+  snprintf(tail, sizeof tail, "ORDER BY id LIMIT %ld", limit > 0 ? limit : 50);
+  PGresult *res = select_rows(s, SELECT_COLUMNS, f, tail, "could not list dead letters", err);
+  if (!res)
+    return -KJB_EPG;
+  int n = PQntuples(res);
+  if (json) {
+    fputs(n ? "[\n" : "[]\n", out);
+    for (int r = 0; r < n; r++) {
+      json_t *o = row_json(res, r);
+      json_dumpf(o, out, JSON_PRESERVE_ORDER);
+      json_decref(o);
+      fputs(r + 1 < n ? ",\n" : "\n", out);
+    }
+    if (n)
+      fputs("]\n", out);
+  } else {
+    print_table(res, out);
+  }
+  if (shown)
+    *shown = n;
+  PQclear(res);
+  return 0;
+}
+
+/* ---- show ----------------------------------------------------------- */
+
+/* At most this many bytes of a value are dumped from its start; a failing
+ * byte past them gets a window of its own. */
+#define DUMP_HEAD 4096
+#define DUMP_WINDOW 256
+
+static void dump_line(kjb_buf *b, const uint8_t *p, size_t n, size_t at, long mark) {
+  kjb_buf_printf(b, "  %08zx ", at);
+  for (size_t i = 0; i < 16; i++) {
+    if (i == 8)
+      kjb_buf_putc(b, ' ');
+    if (at + i < n)
+      kjb_buf_printf(b, " %02x", p[at + i]);
+    else
+      kjb_buf_puts(b, "   ");
+  }
+  kjb_buf_puts(b, "  |");
+  for (size_t i = 0; i < 16 && at + i < n; i++)
+    kjb_buf_putc(b, p[at + i] >= 0x20 && p[at + i] < 0x7f ? (char)p[at + i] : '.');
+  kjb_buf_puts(b, "|\n");
+  if (mark >= 0 && (size_t)mark >= at && (size_t)mark < at + 16 && (size_t)mark < n) {
+    /* "  " + 8 hex digits + " ", then " xx" per byte and one more space
+     * after the eighth: the marker goes under the byte's two digits. */
+    size_t col = 2 + 8 + 1 + ((size_t)mark - at) * 3 + 1 + ((size_t)mark - at >= 8);
+    for (size_t i = 0; i < col; i++)
+      kjb_buf_putc(b, ' ');
+    kjb_buf_printf(b, "^^ byte %ld\n", mark);
+  }
+}
+
+static void hexdump(kjb_buf *b, const uint8_t *p, size_t n, long mark) {
+  size_t head = n < DUMP_HEAD ? n : DUMP_HEAD;
+  for (size_t at = 0; at < head; at += 16)
+    dump_line(b, p, n, at, mark);
+  size_t from = head;
+  if (mark >= 0 && (size_t)mark >= head && (size_t)mark < n) {
+    size_t start =
+        ((size_t)mark >= DUMP_WINDOW / 2 ? (size_t)mark - DUMP_WINDOW / 2 : 0) & ~(size_t)15;
+    if (start < head)
+      start = head;
+    if (start > head)
+      kjb_buf_printf(b, "  ... %zu bytes ...\n", start - head);
+    size_t end = start + DUMP_WINDOW < n ? start + DUMP_WINDOW : n;
+    for (size_t at = start; at < end; at += 16)
+      dump_line(b, p, n, at, mark);
+    from = end;
+  }
+  if (from < n)
+    kjb_buf_printf(b, "  ... %zu more bytes\n", n - from);
+  if (mark >= 0 && (size_t)mark >= n)
+    kjb_buf_printf(b, "  (the failing byte %ld is past the end: the value ends at byte %zu)\n",
+                   mark, n);
+}
+
+/* The failing field the message names ("field \"customer.email\": ..."),
+ * or NULL. The caller frees it. */
+static char *failing_field(const char *message) {
+  const char *p = message ? strstr(message, "field \"") : NULL;
+  if (!p)
+    return NULL;
+  p += 7;
+  const char *q = strchr(p, '"');
+  return q ? kjb_xstrndup(p, (size_t)(q - p)) : NULL;
+}
+
+/* What the value decodes to with the current configuration: a JSON value
+ * in *decoded, or the reason it does not in *why (a new reference each;
+ * both NULL when the source topic is not configured). */
+static void decode_now(kjb_catalog *cat, const kjb_config *cfg, const char *source_topic,
+                       const rd_kafka_message_t *m, json_t **decoded, json_t **why) {
+  *decoded = *why = NULL;
+  const kjb_topic_cfg *t = kjb_config_topic(cfg, source_topic);
+  if (!t) {
+    *why = json_string("the source topic is not in the configuration");
+    return;
+  }
+  kjb_arena *a = kjb_arena_new(1 << 16);
+  kjb_value *v = NULL;
+  kjb_err e;
+  if (kjb_decode_record(cat, t, m->payload, m->payload ? m->len : 0, a, &v, &e) < 0) {
+    char error_class[64];
+    kjb_buf b;
+    kjb_buf_init(&b);
+    kjb_buf_printf(&b, "%s: %s", kjb_dlq_error_class(e.code, error_class, sizeof error_class),
+                   e.msg);
+    *why = json_col(b.data);
+    kjb_buf_close(&b);
+  } else {
+    kjb_buf b;
+    kjb_buf_init(&b);
+    kjb_value_to_json(v, &b);
+    /* jansson's integers stop at 64 bits, an Avro long's do not go past. */
+    *decoded = json_loadb(b.data, b.len, JSON_DECODE_ANY, NULL);
+    kjb_buf_close(&b);
+  }
+  kjb_arena_free(a);
+}
+
+static json_t *headers_json(const rd_kafka_message_t *m) {
+  json_t *arr = json_array();
+  rd_kafka_headers_t *h = NULL;
+  if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return arr;
+  const char *name;
+  const void *val;
+  size_t len;
+  for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &val, &len) == 0; i++)
+    json_array_append_new(arr, json_pack("{s:o, s:o}", "name", json_col(name), "value",
+                                         val ? json_bytes(val, len) : json_null()));
+  return arr;
+}
+
+static void print_show_text(FILE *out, const PGresult *res, const rd_kafka_message_t *m,
+                            const kjb_err *why, long mark, const char *field, json_t *decoded,
+                            json_t *undecodable) {
+  enum { LABEL = 20 };
+  for (int c = 0; c < C_NCOLS; c++) {
+    const char *v = PQgetvalue(res, 0, c);
+    if (c == C_KEY) {
+      char *k = key_text(res, 0);
+      fprintf(out, "%-*s%s\n", LABEL, "key", k);
+      free(k);
+    } else {
+      if (c == C_EDITED)
+        v = v[0] == 't' ? "true" : "false";
+      char *cell = kjb_table_cell(PQgetisnull(res, 0, c) ? "-" : v, 4096);
+      fprintf(out, "%-*s%s\n", LABEL, COL_NAMES[c], cell);
+      free(cell);
+    }
+  }
+  fprintf(out, "%-*s%s\n", LABEL, "failing_field", field ? field : "-");
+  if (mark >= 0)
+    fprintf(out, "%-*s%ld\n", LABEL, "failing_byte", mark);
+  else
+    fprintf(out, "%-*s-\n", LABEL, "failing_byte");
+  if (!m) {
+    fprintf(out, "\nrecord: not available: %s\n", why->msg);
+    return;
+  }
+  rd_kafka_headers_t *h = NULL;
+  if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    h = NULL;
+  fprintf(out, "\nheaders:\n");
+  const char *name;
+  const void *val;
+  size_t len;
+  for (size_t i = 0; h && rd_kafka_header_get_all(h, i, &name, &val, &len) == 0; i++) {
+    char *cell = val ? kjb_xstrndup(val, len) : kjb_xstrdup("(null)");
+    char *shown = kjb_table_cell(cell, 1024);
+    fprintf(out, "  %s: %s\n", name, shown);
+    free(shown);
+    free(cell);
+  }
+  kjb_buf b;
+  kjb_buf_init(&b);
+  if (!m->payload)
+    kjb_buf_puts(&b, "\nvalue: null (a tombstone)\n");
+  else
+    kjb_buf_printf(&b, "\nvalue: %zu bytes%s\n", m->len,
+                   mark >= 0 ? ", the failing byte marked ^^" : "");
+  if (m->payload)
+    hexdump(&b, m->payload, m->len, mark);
+  fwrite(b.data, 1, b.len, out);
+  kjb_buf_close(&b);
+  if (decoded) {
+    char *s = json_dumps(decoded, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    fprintf(out, "\ndecoded with the current configuration:\n%s\n", s ? s : "?");
+    free(s);
+  } else if (undecodable) {
+    fprintf(out, "\ndecoded with the current configuration: fails: %s\n",
+            json_string_value(undecodable));
+  }
+}
+
+int kjb_dlqindex_show(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const kjb_config *cfg,
+                      int64_t id, int json, FILE *out, kjb_dlqindex_shown *res, kjb_err *err) {
+  memset(res, 0, sizeof *res);
+  char idtext[24];
+  snprintf(idtext, sizeof idtext, "%" PRId64, id);
+  const char *params[] = {idtext};
+  PGresult *row = kjb_store_query(
+      s, "could not read dead letter",
+      "SELECT " SELECT_COLUMNS " FROM dead_letters WHERE id = $1::bigint", 1, params, err);
+  if (!row)
+    return -KJB_EPG;
+  res->found = PQntuples(row) == 1;
+  if (!res->found) {
+    PQclear(row);
+    return 0;
+  }
+  rd_kafka_message_t *m = NULL;
+  if (!r) {
+    kjb_err_set(&res->why, KJB_EKAFKA, "not read");
+  } else if (kjb_dlq_reader_get(r, PQgetvalue(row, 0, C_DLQ_TOPIC),
+                                (int32_t)strtol(PQgetvalue(row, 0, C_DLQ_PARTITION), NULL, 10),
+                                strtoll(PQgetvalue(row, 0, C_DLQ_OFFSET), NULL, 10), 15000, &m,
+                                &res->why) == 0) {
+    res->fetched = 1;
+  }
+  const char *message = PQgetisnull(row, 0, C_MESSAGE) ? NULL : PQgetvalue(row, 0, C_MESSAGE);
+  long mark = kjb_dlq_failing_byte(message);
+  char *field = failing_field(message);
+  json_t *decoded = NULL, *undecodable = NULL;
+  if (m && cat)
+    decode_now(cat, cfg, PQgetvalue(row, 0, C_SOURCE_TOPIC), m, &decoded, &undecodable);
+  if (json) {
+    json_t *o = row_json(row, 0);
+    json_object_set_new(o, "failing_field", field ? json_col(field) : json_null());
+    json_object_set_new(o, "failing_byte", mark >= 0 ? json_integer(mark) : json_null());
+    if (m) {
+      kjb_buf v;
+      kjb_buf_init(&v);
+      kjb_buf_base64(&v, m->payload, m->payload ? m->len : 0);
+      rd_kafka_timestamp_type_t tstype;
+      int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+      json_object_set_new(
+          o, "record",
+          json_pack("{s:I, s:o, s:o, s:o, s:o}", "size", (json_int_t)(m->payload ? m->len : 0),
+                    "timestamp", ts >= 0 ? json_integer(ts) : json_null(), "key",
+                    m->key ? json_bytes(m->key, m->key_len) : json_null(), "headers",
+                    headers_json(m), "value",
+                    m->payload ? json_pack("{s:s}", "base64", v.data) : json_null()));
+      kjb_buf_close(&v);
+      json_object_set_new(o, "record_error", json_null());
+    } else {
+      json_object_set_new(o, "record", json_null());
+      json_object_set_new(o, "record_error", json_col(res->why.msg));
+    }
+    json_object_set_new(o, "decoded", decoded ? json_incref(decoded) : json_null());
+    json_object_set_new(o, "decode_error", undecodable ? json_incref(undecodable) : json_null());
+    json_dumpf(o, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', out);
+    json_decref(o);
+  } else {
+    print_show_text(out, row, m, &res->why, mark, field, decoded, undecodable);
+  }
+  json_decref(decoded);
+  json_decref(undecodable);
+  free(field);
+  if (m)
+    rd_kafka_message_destroy(m);
+  PQclear(row);
+  return 0;
+}
+
+/* ---- stats and gauges ----------------------------------------------- */
+
+int kjb_dlqindex_stats(kjb_store *s, const kjb_dlq_filter *f, int json, FILE *out, kjb_err *err) {
+  PGresult *res =
+      select_rows(s, "dlq_topic, reason, status, count(*)", f, "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                  "could not count dead letters", err);
+  if (!res)
+    return -KJB_EPG;
+  int n = PQntuples(res);
+  long long total = 0;
+  for (int r = 0; r < n; r++)
+    total += strtoll(PQgetvalue(res, r, 3), NULL, 10);
+  if (json) {
+    json_t *counts = json_array();
+    for (int r = 0; r < n; r++)
+      json_array_append_new(
+          counts,
+          json_pack("{s:o, s:o, s:o, s:I}", "dlq_topic", json_col(PQgetvalue(res, r, 0)), "reason",
+                    json_col(PQgetvalue(res, r, 1)), "status", json_col(PQgetvalue(res, r, 2)),
+                    "count", (json_int_t)strtoll(PQgetvalue(res, r, 3), NULL, 10)));
+    json_t *o = json_pack("{s:I, s:o}", "total", (json_int_t)total, "counts", counts);
+    json_dumpf(o, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', out);
+    json_decref(o);
+  } else {
+    static const char *const head[] = {"DLQ_TOPIC", "REASON", "STATUS", "COUNT"};
+    char **cells = kjb_xcalloc((size_t)(n + 2) * 4, sizeof *cells);
+    for (int c = 0; c < 4; c++)
+      cells[c] = kjb_xstrdup(head[c]);
+    for (int r = 0; r < n; r++)
+      for (int c = 0; c < 4; c++)
+        cells[(size_t)(r + 1) * 4 + c] = kjb_table_cell(PQgetvalue(res, r, c), 60);
+    char num[24];
+    snprintf(num, sizeof num, "%lld", total);
+    char **last = cells + (size_t)(n + 1) * 4;
+    last[0] = kjb_xstrdup("total");
+    last[1] = kjb_xstrdup("");
+    last[2] = kjb_xstrdup("");
+    last[3] = kjb_xstrdup(num);
+    kjb_table_print(out, cells, (size_t)n + 2, 4);
+    for (size_t i = 0; i < (size_t)(n + 2) * 4; i++)
+      free(cells[i]);
+    free(cells);
+  }
+  PQclear(res);
+  return 0;
+}
+
+#define GAUGE "kjb_dead_letters"
+#define GAUGE_HELP                                                               \
+  "Rows of kjb.dead_letters by DLQ topic, reason and status, counted every few " \
+  "seconds."
+
+int kjb_dlqindex_gauges(kjb_store *s, kjb_err *err) {
+  static const char *const statuses[] = {"dead", "replayed", "failing", "ignored"};
+  PGresult *res = kjb_store_query(s, "could not count dead letters",
+                                  "SELECT dlq_topic, reason, status, count(*) FROM dead_letters "
+                                  "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                                  0, NULL, err);
+  if (!res)
+    return -KJB_EPG;
+  kjb_metric_clear(GAUGE);
+  /* Zeros first: a status that empties keeps its series at 0. */
+  for (int r = 0; r < PQntuples(res); r++)
+    for (size_t k = 0; k < sizeof statuses / sizeof statuses[0]; k++)
+      kjb_gauge_set(GAUGE, GAUGE_HELP, 0, "dlq_topic", PQgetvalue(res, r, 0), "reason",
+                    PQgetvalue(res, r, 1), "status", statuses[k], NULL);
+  for (int r = 0; r < PQntuples(res); r++)
+    kjb_gauge_set(GAUGE, GAUGE_HELP, (double)strtoll(PQgetvalue(res, r, 3), NULL, 10), "dlq_topic",
+                  PQgetvalue(res, r, 0), "reason", PQgetvalue(res, r, 1), "status",
+                  PQgetvalue(res, r, 2), NULL);
+  PQclear(res);
+  return 0;
+}
+
+/* ---- ignore --------------------------------------------------------- */
+
+static int run(kjb_store *s, const char *sql, kjb_err *err) {
+  PGresult *r = kjb_store_query(s, "could not update dead letters", sql, 0, NULL, err);
+  if (!r)
+    return -KJB_EPG;
+  PQclear(r);
+  return 0;
+}
+
+/* After a failure inside BEGIN ... COMMIT. */
+static void rollback(kjb_store *s) {
+  kjb_err ignored;
+  run(s, "ROLLBACK", &ignored);
+}
+
+int kjb_dlqindex_ignore(kjb_store *s, const kjb_dlq_filter *f, const char *actor, int64_t *matched,
+                        int64_t *ignored, kjb_err *err) {
+  *matched = *ignored = 0;
+  if (run(s, "BEGIN", err) < 0)
+    return -KJB_EPG;
+  kjb_dlq_where w;
+  kjb_dlq_where_build(&w, f, 1, "d");
+  kjb_buf sql;
+  kjb_buf_init(&sql);
+  /* One statement: the rows it counts are the rows it changes. */
+  kjb_buf_printf(&sql,
+                 "WITH sel AS (SELECT d.id, d.status FROM dead_letters d WHERE %s FOR UPDATE), "
+                 "upd AS (UPDATE dead_letters d SET status = 'ignored' FROM sel "
+                 "WHERE d.id = sel.id AND sel.status IN ('dead', 'failing') RETURNING d.id) "
+                 "SELECT (SELECT count(*) FROM sel), (SELECT count(*) FROM upd), "
+                 "(SELECT coalesce(json_agg(id ORDER BY id), '[]')::text FROM "
+                 "(SELECT id FROM upd ORDER BY id LIMIT 1000) AS first)",
+                 w.sql.data);
+  PGresult *r =
+      kjb_store_query(s, "could not ignore dead letters", sql.data, w.nparams, w.params, err);
+  kjb_buf_close(&sql);
+  kjb_dlq_where_close(&w);
+  if (!r) {
+    rollback(s);
+    return -KJB_EPG;
+  }
+  *matched = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  *ignored = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+  kjb_buf params, result;
+  kjb_buf_init(&params);
+  kjb_buf_init(&result);
+  kjb_buf_puts(&params, "{\"filter\":");
+  kjb_dlq_filter_json(f, &params);
+  kjb_buf_putc(&params, '}');
+  /* The ids, up to a thousand: enough to undo a mistake by hand. */
+  kjb_buf_printf(&result, "{\"matched\":%" PRId64 ",\"ignored\":%" PRId64 ",\"ids\":%s%s}",
+                 *matched, *ignored, PQgetvalue(r, 0, 2),
+                 *ignored > 1000 ? ",\"ids_truncated\":true" : "");
+  PQclear(r);
+  int rc = kjb_audit_record(s, actor, KJB_AUDIT_DLQ_IGNORE, params.data, result.data, NULL, err);
+  kjb_buf_close(&params);
+  kjb_buf_close(&result);
+  if (rc < 0 || run(s, "COMMIT", err) < 0) {
+    rollback(s);
+    *matched = *ignored = 0;
+    return -KJB_EPG;
+  }
+  return 0;
+}
+
+/* ---- reindex -------------------------------------------------------- */
+
+/* Records per statement that loads them into the session's table. */
+#define REINDEX_CHUNK 500
+
+typedef struct {
+  int32_t partition;
+  int64_t low, high; /* the partition's offsets when the scan began */
+  int done;
+} scan_part;
+
+/* Adds the chunk's entries (a JSON array in j) to reindex_seen. */
+static int load_chunk(kjb_store *s, kjb_buf *j, size_t *n, kjb_err *err) {
+  if (*n == 0)
+    return 0;
+  kjb_buf_putc(j, ']');
+  const char *params[] = {j->data};
+  PGresult *r =
+      kjb_store_query(s, "could not load dead letters",
+                      "INSERT INTO reindex_seen (" ENTRY_COLUMNS ") " ENTRY_SELECT, 1, params, err);
+  kjb_buf_reset(j);
+  kjb_buf_putc(j, '[');
+  *n = 0;
+  if (!r)
+    return -KJB_EPG;
+  PQclear(r);
+  return 0;
+}
+
+/* One DLQ record as an entry of the chunk; 0 when it is no dead letter. */
+static int add_record(const rd_kafka_message_t *m, const char *topic, kjb_arena *arena, kjb_buf *j,
+                      size_t *n) {
+  rd_kafka_headers_t *h = NULL;
+  if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    h = NULL;
+  kjb_dead_letter d;
+  kjb_err ignored;
+  if (kjb_dlq_headers_parse(h, arena, &d, &ignored) < 0)
+    return 0;
+  rd_kafka_timestamp_type_t tstype;
+  int64_t ts = rd_kafka_message_timestamp(m, &tstype), at_us;
+  const char *why;
+  /* When kjb.dead_lettered_at is missing (Kafka Connect writes none), the
+   * DLQ record's own time is when it was dead-lettered. */
+  if (!d.at || kjb_datetime_parse(d.at, &at_us, &why) < 0)
+    at_us = ts >= 0 ? ts * 1000 : kjb_now_wall_us();
+  kjb_dlq_entry e = {
+      .dlq_topic = topic,
+      .dlq_partition = m->partition,
+      .dlq_offset = m->offset,
+      .source_topic = d.topic,
+      .source_partition = d.partition,
+      .source_offset = d.offset,
+      .key = m->key,
+      .key_len = m->key_len,
+      .reason = kjb_dlq_reason(d.error_class),
+      .stage = d.stage,
+      .message = d.message,
+      .consumer_group = d.group,
+      .original_timestamp = d.timestamp,
+      .dead_lettered_at = at_us,
+      .value_size = m->payload ? m->len : 0,
+  };
+  if (*n)
+    kjb_buf_putc(j, ',');
+  entry_json(j, &e);
+  (*n)++;
+  return 1;
+}
+
+/* Reads every committed record of topic up to its end offsets as of now
+ * into reindex_seen, and the ranges read into reindex_range. */
+static int scan(const kjb_config *cfg, kjb_store *s, const char *topic, volatile sig_atomic_t *stop,
+                kjb_dlqindex_reindex_stats *st, kjb_err *err) {
+  char group[512];
+  snprintf(group, sizeof group, "%s.reindex", cfg->kafka.group);
+  const char *const defaults[] = {"group.id",
+                                  group,
+                                  "enable.auto.commit",
+                                  "false",
+                                  "enable.partition.eof",
+                                  "true",
+                                  "isolation.level",
+                                  "read_committed",
+                                  NULL};
+  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
+  if (!conf)
+    return -(int)err->code;
+  char errstr[512];
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    return kjb_err_set(err, KJB_EKAFKA, "could not create consumer: %s", errstr);
+  }
+  rd_kafka_poll_set_consumer(rk);
+  int rc = 0;
+  scan_part *parts = NULL;
+  int nparts = 0;
+  kjb_arena *arena = kjb_arena_new(1 << 16);
+  kjb_buf j, ranges;
+  kjb_buf_init(&j);
+  kjb_buf_init(&ranges);
+  const rd_kafka_metadata_t *md = NULL;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+  rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+  rd_kafka_topic_destroy(rkt);
+  if (e || md->topic_cnt != 1 || md->topics[0].err) {
+    rc = kjb_err_set(err, KJB_EKAFKA, "topic \"%s\": %s", topic,
+                     rd_kafka_err2str(e ? e : md->topics[0].err));
+    goto out;
+  }
+  nparts = md->topics[0].partition_cnt;
+  parts = kjb_xcalloc((size_t)nparts + 1, sizeof *parts);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(nparts);
+  int open = 0;
+  kjb_buf_putc(&ranges, '[');
+  for (int i = 0; i < nparts && !e; i++) {
+    scan_part *p = &parts[i];
+    p->partition = md->topics[0].partitions[i].id;
+    e = rd_kafka_query_watermark_offsets(rk, topic, p->partition, &p->low, &p->high, 10000);
+    rd_kafka_topic_partition_list_add(l, topic, p->partition)->offset = p->low;
+    p->done = p->high <= p->low;
+    open += !p->done;
+    kjb_buf_printf(&ranges, "%s{\"p\":%d,\"low\":%" PRId64 ",\"high\":%" PRId64 "}", i ? "," : "",
+                   (int)p->partition, p->low, p->high);
+  }
+  kjb_buf_putc(&ranges, ']');
+  if (!e)
+    e = rd_kafka_assign(rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e) {
+    rc = kjb_err_set(err, KJB_EKAFKA, "could not read \"%s\": %s", topic, rd_kafka_err2str(e));
+    goto out;
+  }
+  const char *rp[] = {ranges.data};
+  PGresult *r =
+      kjb_store_query(s, "could not load dead letters",
+                      "INSERT INTO reindex_range SELECT x.p, x.low, x.high FROM "
+                      "jsonb_to_recordset($1::jsonb) AS x(p int, low bigint, high bigint)",
+                      1, rp, err);
+  if (!r) {
+    rc = -KJB_EPG;
+    goto out;
+  }
+  PQclear(r);
+  size_t n = 0;
+  kjb_buf_putc(&j, '[');
+  int64_t quiet_since = kjb_now_mono_us();
+  while (open > 0 && rc == 0) {
+    if (stop && *stop) {
+      rc = kjb_err_set(err, KJB_EKAFKA, "interrupted before the end of \"%s\"", topic);
+      break;
+    }
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+    if (!m) {
+      /* A transaction left open holds read_committed readers back until
+       * it times out; give up long after any sane timeout. */
+      if (kjb_now_mono_us() - quiet_since > 120 * 1000000LL)
+        rc = kjb_err_set(err, KJB_EKAFKA, "no progress reading \"%s\" for 120 s", topic);
+      continue;
+    }
+    quiet_since = kjb_now_mono_us();
+    scan_part *p = NULL;
+    for (int i = 0; i < nparts; i++)
+      if (parts[i].partition == m->partition)
+        p = &parts[i];
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      if (p && !p->done && m->offset >= p->high) {
+        p->done = 1;
+        open--;
+      }
+    } else if (m->err) {
+      kjb_warn("dlq reindex: %s", rd_kafka_message_errstr(m));
+    } else if (p && !p->done && m->offset < p->high) {
+      st->records++;
+      if (!add_record(m, topic, arena, &j, &n))
+        st->not_dead++;
+      if (m->offset + 1 >= p->high) {
+        p->done = 1;
+        open--;
+      }
+      if (n >= REINDEX_CHUNK) {
+        rc = load_chunk(s, &j, &n, err);
+        kjb_arena_reset(arena);
+      }
+    }
+    rd_kafka_message_destroy(m);
+  }
+  if (rc == 0)
+    rc = load_chunk(s, &j, &n, err);
+out:
+  kjb_buf_close(&j);
+  kjb_buf_close(&ranges);
+  kjb_arena_free(arena);
+  free(parts);
+  if (md)
+    rd_kafka_metadata_destroy(md);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return rc;
+}
+
+/* Runs a statement that answers one count. */
+static int count_of(kjb_store *s, const char *sql, const char *topic, uint64_t *out, kjb_err *err) {
+  const char *params[] = {topic};
+  PGresult *r =
+      kjb_store_query(s, "could not reindex dead letters", sql, topic ? 1 : 0, params, err);
+  if (!r)
+    return -KJB_EPG;
+  *out = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  return 0;
+}
+
+/* A row lies where the scan looked: in a partition read, before the
+ * offset the scan stopped at (below the log start included). */
+#define SCANNED(d)                                                                           \
+  "EXISTS (SELECT 1 FROM reindex_range r WHERE r.dlq_partition = " d ".dlq_partition AND " d \
+  ".dlq_offset < r.high)"
+
+/* Makes kjb.dead_letters say what reindex_seen holds (see
+ * kjb_dlqindex_reindex), in the open transaction. */
+static int merge(kjb_store *s, const char *topic, kjb_dlqindex_reindex_stats *st, kjb_err *err) {
+  uint64_t winners;
+  if (run(s,
+          "CREATE TEMP TABLE reindex_win ON COMMIT DROP AS SELECT DISTINCT ON "
+          "(source_topic, source_partition, source_offset) * FROM reindex_seen ORDER BY "
+          "source_topic, source_partition, source_offset, dead_lettered_at DESC, "
+          "dlq_partition DESC, dlq_offset DESC",
+          err) < 0 ||
+      count_of(s, "SELECT count(*) FROM reindex_win", NULL, &winners, err) < 0 ||
+      count_of(s,
+               "WITH ins AS (INSERT INTO dead_letters (" ENTRY_COLUMNS ") SELECT " ENTRY_COLUMNS
+               " FROM reindex_win w WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE "
+               "d.source_topic = w.source_topic AND d.source_partition = w.source_partition AND "
+               "d.source_offset = w.source_offset AND d.dlq_topic = w.dlq_topic) "
+               "ON CONFLICT (source_topic, source_partition, source_offset, "
+               "dlq_topic) DO NOTHING RETURNING 1) SELECT count(*) FROM ins",
+               NULL, &st->inserted, err) < 0 ||
+      count_of(s,
+               "WITH upd AS (UPDATE dead_letters d SET dlq_partition = w.dlq_partition, "
+               "dlq_offset = w.dlq_offset, key = w.key, reason = w.reason, stage = w.stage, "
+               "message = w.message, consumer_group = w.consumer_group, "
+               "original_timestamp = w.original_timestamp, dead_lettered_at = "
+               "w.dead_lettered_at, value_size = w.value_size FROM reindex_win w "
+               "WHERE d.dlq_topic = w.dlq_topic AND d.source_topic = w.source_topic AND "
+               "d.source_partition = w.source_partition AND d.source_offset = w.source_offset "
+               "AND " SCANNED("d") " AND (d.dlq_partition, d.dlq_offset, d.key, d.reason, "
+                                   "d.stage, d.message, d.consumer_group, d.original_timestamp, "
+                                   "d.dead_lettered_at, d.value_size) IS DISTINCT FROM "
+                                   "(w.dlq_partition, w.dlq_offset, w.key, w.reason, w.stage, "
+                                   "w.message, w.consumer_group, w.original_timestamp, "
+                                   "w.dead_lettered_at, w.value_size) RETURNING 1) "
+                                   "SELECT count(*) FROM upd",
+               NULL, &st->updated, err) < 0 ||
+      count_of(s,
+               "WITH del AS (DELETE FROM dead_letters d USING reindex_range r WHERE "
+               "d.dlq_topic = $1 AND r.dlq_partition = d.dlq_partition AND d.dlq_offset >= r.low "
+               "AND d.dlq_offset < r.high AND NOT EXISTS (SELECT 1 FROM reindex_seen x WHERE "
+               "x.dlq_partition = d.dlq_partition AND x.dlq_offset = d.dlq_offset AND "
+               "x.source_topic = d.source_topic AND x.source_partition = d.source_partition AND "
+               "x.source_offset = d.source_offset) RETURNING 1) SELECT count(*) FROM del",
+               topic, &st->removed, err) < 0 ||
+      count_of(s,
+               "SELECT count(*) FROM dead_letters d JOIN reindex_range r ON "
+               "r.dlq_partition = d.dlq_partition WHERE d.dlq_topic = $1 AND d.dlq_offset < r.low",
+               topic, &st->before_start, err) < 0)
+    return -KJB_EPG;
+  st->unchanged = winners - st->inserted - st->updated;
+  return 0;
+}
+
+int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic, const char *actor,
+                         volatile sig_atomic_t *stop, kjb_dlqindex_reindex_stats *st,
+                         kjb_err *err) {
+  memset(st, 0, sizeof *st);
+  /* One transaction, so that the scratch tables (what the scan read, and
+   * where) go with it whatever happens; it holds no lock on the index
+   * until the merge. */
+  int rc = run(s, "BEGIN", err);
+  if (rc == 0)
+    rc = run(s,
+             "CREATE TEMP TABLE reindex_seen ON COMMIT DROP AS SELECT " ENTRY_COLUMNS
+             " FROM dead_letters WITH NO DATA",
+             err);
+  if (rc == 0)
+    rc = run(s,
+             "CREATE TEMP TABLE reindex_range (dlq_partition int PRIMARY KEY, low bigint, "
+             "high bigint) ON COMMIT DROP",
+             err);
+  if (rc == 0)
+    rc = scan(cfg, s, topic, stop, st, err);
+  if (rc == 0)
+    rc = merge(s, topic, st, err);
+  if (rc == 0 && actor) {
+    kjb_buf params, result;
+    kjb_buf_init(&params);
+    kjb_buf_init(&result);
+    kjb_buf_puts(&params, "{\"topic\":");
+    json_text(&params, topic);
+    kjb_buf_putc(&params, '}');
+    kjb_buf_printf(&result,
+                   "{\"records\":%" PRIu64 ",\"not_dead_letters\":%" PRIu64 ",\"inserted\":%" PRIu64
+                   ",\"updated\":%" PRIu64 ",\"unchanged\":%" PRIu64 ",\"removed\":%" PRIu64
+                   ",\"before_start\":%" PRIu64 "}",
+                   st->records, st->not_dead, st->inserted, st->updated, st->unchanged, st->removed,
+                   st->before_start);
+    rc = kjb_audit_record(s, actor, KJB_AUDIT_DLQ_REINDEX, params.data, result.data, NULL, err);
+    kjb_buf_close(&params);
+    kjb_buf_close(&result);
+  }
+  if (rc == 0)
+    rc = run(s, "COMMIT", err);
+  if (rc < 0) {
+    rollback(s);
+    memset(st, 0, sizeof *st);
+  }
+  return rc;
+}

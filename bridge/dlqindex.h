@@ -1,0 +1,120 @@
+/* The dead-letter index, kjb.dead_letters: one row per DLQ record, written
+ * by the consumer as it dead-letters (kjb_dlqindex_upsert) and by `kjb dlq
+ * reindex` from a DLQ topic; read by `kjb dlq ls|show|stats`, changed by
+ * `kjb dlq ignore`, counted for the kjb_dead_letters gauge. The DLQ topic
+ * keeps the bytes; rows say where they are and why they are there. */
+#ifndef KJB_DLQINDEX_H
+#define KJB_DLQINDEX_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "catalog.h"
+#include "config.h"
+#include "dlq.h"
+#include "dlqfilter.h"
+#include "err.h"
+#include "store.h"
+
+/* One dead letter as the index holds it. Strings are borrowed. */
+typedef struct {
+  const char *dlq_topic; /* where the DLQ record is */
+  int32_t dlq_partition;
+  int64_t dlq_offset;
+  const char *source_topic; /* where the record came from */
+  int32_t source_partition;
+  int64_t source_offset;
+  const void *key; /* NULL: no key (an empty key is key_len 0) */
+  size_t key_len;
+  const char *reason;         /* kjb_dlq_reason of the error class */
+  const char *stage;          /* may be NULL */
+  const char *message;        /* may be NULL */
+  const char *consumer_group; /* may be NULL */
+  int64_t original_timestamp; /* ms since the epoch; -1 unknown */
+  int64_t dead_lettered_at;   /* µs since the epoch */
+  size_t value_size;
+} kjb_dlq_entry;
+
+/* Writes the n entries in one statement (in the caller's transaction if
+ * one is open): a new row each, or, for a source record that has a row
+ * for that DLQ topic already (it was dead-lettered again: delivered again
+ * after a crash, or its topic consumed again), that row moved to the new
+ * DLQ coordinates with the new reason, message and times. status,
+ * replays and the replay columns are kept. Of two entries for the same
+ * source and DLQ topic, the later DLQ offset wins. Returns 0, or -KJB_EPG
+ * with err (nothing written). */
+int kjb_dlqindex_upsert(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err *err);
+
+/* Writes the rows that f selects, oldest first (by id, as the API pages),
+ * at most limit (0: 50): an aligned table (id, dead_lettered_at, status,
+ * reason, source and DLQ coordinates, key, message) or, with json, one
+ * JSON array of objects with every column (key as text when it is UTF-8,
+ * else {"base64": ...}; timestamps RFC 3339 UTC or null). *shown (if not
+ * NULL) receives the number of rows. Returns 0, or -KJB_EPG (nothing
+ * written). */
+int kjb_dlqindex_ls(kjb_store *s, const kjb_dlq_filter *f, long limit, int json, FILE *out,
+                    long *shown, kjb_err *err);
+
+/* What kjb_dlqindex_show could tell beyond the row. */
+typedef struct {
+  int found;   /* the row exists */
+  int fetched; /* its DLQ record was read */
+  kjb_err why; /* when not fetched: why not */
+} kjb_dlqindex_shown;
+
+/* Writes dead letter id: its row, the DLQ record's headers and a hex dump
+ * of its value that marks the failing byte (kjb_dlq_failing_byte), and,
+ * when cat is not NULL, what the value decodes to with the current
+ * configuration (or why it still does not); with json one object of all
+ * that. The record is read through r (NULL: not read). Nothing is written
+ * when the row does not exist. Returns 0 (see *res), or -KJB_EPG. */
+int kjb_dlqindex_show(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const kjb_config *cfg,
+                      int64_t id, int json, FILE *out, kjb_dlqindex_shown *res, kjb_err *err);
+
+/* Writes the number of rows by DLQ topic, reason and status among those f
+ * selects, and their total: a table, or with json
+ * {"total": n, "counts": [{"dlq_topic", "reason", "status", "count"}]}.
+ * Returns 0, or -KJB_EPG. */
+int kjb_dlqindex_stats(kjb_store *s, const kjb_dlq_filter *f, int json, FILE *out, kjb_err *err);
+
+/* Sets status "ignored" on the rows f selects that are dead or failing
+ * (replayed and ignored ones stay as they are) and records an audit row
+ * for actor in the same transaction. *matched receives how many rows f
+ * selects, *ignored how many changed. Returns 0, or -KJB_EPG (nothing
+ * changed). */
+int kjb_dlqindex_ignore(kjb_store *s, const kjb_dlq_filter *f, const char *actor, int64_t *matched,
+                        int64_t *ignored, kjb_err *err);
+
+typedef struct {
+  uint64_t records;      /* committed records read */
+  uint64_t not_dead;     /* of them, without dead-letter headers: skipped */
+  uint64_t inserted;     /* rows added */
+  uint64_t updated;      /* rows moved or corrected */
+  uint64_t unchanged;    /* rows that already said what the topic says */
+  uint64_t removed;      /* rows whose DLQ record the topic does not hold */
+  uint64_t before_start; /* rows of records before the log start, kept */
+} kjb_dlqindex_reindex_stats;
+
+/* Builds or repairs the rows of DLQ topic from its committed records (as
+ * read_committed sees them, from each partition's start to its end as of
+ * the call), whoever wrote them: kjb, Kafka Connect, or any producer
+ * that set the __connect.errors.* headers. Per source record and topic the
+ * latest dead letter counts. Afterwards every record read has its row,
+ * and rows pointing at offsets in the range read that hold no committed
+ * dead letter (an aborted transaction's) are removed; rows of records
+ * written after the call started, or before the log start, are left
+ * alone. Running it again changes nothing. actor (if not NULL) gets an
+ * audit row. Returns 0, or a negative code (KJB_EKAFKA, KJB_EPG, or
+ * KJB_EUSAGE when stopped). */
+int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic, const char *actor,
+                         volatile sig_atomic_t *stop, kjb_dlqindex_reindex_stats *st, kjb_err *err);
+
+/* Sets the kjb_dead_letters{dlq_topic,reason,status} gauges from the
+ * table: every status of every (dlq_topic, reason) that has rows, zeros
+ * included. Returns 0, or -KJB_EPG (the gauges keep their values). */
+int kjb_dlqindex_gauges(kjb_store *s, kjb_err *err);
+
+#endif
