@@ -840,6 +840,10 @@ def test_sigkill_while_dead_lettering_keeps_index_and_dlq_in_step(kafka, db, mak
     assert kills_mid_stream >= 3, f"only {kills_mid_stream} kills landed mid-stream"
 
     final = start_kjb(["run", "--role", "consumer"], cfg, env=kjb_services_env, name="final")
+    # The last kill may have come after everything was committed: wait
+    # until this one runs (its signal handlers are in place) before the
+    # SIGTERM below.
+    wait_for(lambda: " consuming 1 topic(s) " in final.log(), timeout=60, message=lambda: final.log()[-3000:])
     wait_for(lambda: kafka.committed(group, topic) == ends, timeout=300,
              message=lambda: f"offsets committed to the end {ends}\n{final.log()[-3000:]}")
     assert final.stop() == 0
