@@ -373,12 +373,14 @@ def test_kafka_authentication_failures_are_clear(kafka, db, make_topic, run_kjb,
     outputs = []
 
     # Each ends within seconds, at the first refusal, not at a timeout:
-    # produce's is a minute away (message.timeout.ms); replay's and dlq
-    # peek's, 10 s, would end with "could not connect to Kafka within 10 s".
+    # produce's is a minute away (message.timeout.ms); replay's, dlq peek's
+    # and dlq reindex's, 10 s, would end with "could not connect to Kafka
+    # within 10 s".
     for cmd, args, config, stdin in [
             ("produce", ["produce", "--topic", topic], produce_cfg, order_line(1) + "\n"),
             ("replay", ["replay", "--topic", f"{topic}.dlq"], cfg, None),
-            ("dlq peek", ["dlq", "peek", "--topic", f"{topic}.dlq"], cfg, None)]:
+            ("dlq peek", ["dlq", "peek", "--topic", f"{topic}.dlq"], cfg, None),
+            ("dlq reindex", ["dlq", "reindex", "--topic", f"{topic}.dlq"], cfg, None)]:
         started = time.monotonic()
         res = run_kjb(args, config, env=env, input=stdin, timeout=90)
         elapsed = time.monotonic() - started
