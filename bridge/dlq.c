@@ -308,36 +308,20 @@ static int matches(const kjb_dlq_peek_opts *o, const kjb_dead_letter *d) {
          strcmp(d->error_class + n, want) == 0;
 }
 
-static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
-  kjb_kafka_note_error(opaque, rk, err, reason);
-}
-
 int kjb_dlq_peek(const kjb_config *cfg, const kjb_dlq_peek_opts *o, FILE *out, long *shown,
                  kjb_err *err) {
   *shown = 0;
   static const char *const defaults[] = {"enable.partition.eof", "true",  "group.id", "kjb.peek",
                                          "enable.auto.commit",   "false", NULL};
-  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
-  if (!conf)
+  kjb_kafka_errors errors;
+  rd_kafka_t *rk = kjb_kafka_consumer_connect(cfg, defaults, &errors, err);
+  if (!rk)
     return -(int)err->code;
-  kjb_kafka_errors errors = {0};
-  rd_kafka_conf_set_error_cb(conf, on_error);
-  rd_kafka_conf_set_opaque(conf, &errors);
-  char errstr[512];
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-  if (!rk) {
-    rd_kafka_conf_destroy(conf);
-    return kjb_err_set(err, KJB_EKAFKA, "could not create consumer: %s", errstr);
-  }
   kjb_arena *arena = kjb_arena_new(4096);
   if (!arena)
     abort();
   const rd_kafka_metadata_t *md = NULL;
-  /* A login the broker refuses ends the command at once, not after the
-   * timeouts of the requests below. */
-  int rc = kjb_kafka_wait_connected(rk, &errors, 10000, err);
-  if (rc < 0)
-    goto out;
+  int rc = 0;
   rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, o->topic, NULL);
   rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
   rd_kafka_topic_destroy(rkt);

@@ -784,10 +784,6 @@ static int add_record(const rd_kafka_message_t *m, const char *topic, kjb_arena 
   return 1;
 }
 
-static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
-  kjb_kafka_note_error(opaque, rk, err, reason);
-}
-
 /* Reads every committed record of topic up to its end offsets as of now
  * into reindex_seen, and the ranges read into reindex_range. */
 static int scan(const kjb_config *cfg, kjb_store *s, const char *topic, volatile sig_atomic_t *stop,
@@ -803,26 +799,12 @@ static int scan(const kjb_config *cfg, kjb_store *s, const char *topic, volatile
                                   "isolation.level",
                                   "read_committed",
                                   NULL};
-  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
-  if (!conf)
+  kjb_kafka_errors errors;
+  rd_kafka_t *rk = kjb_kafka_consumer_connect(cfg, defaults, &errors, err);
+  if (!rk)
     return -(int)err->code;
-  kjb_kafka_errors errors = {0};
-  rd_kafka_conf_set_error_cb(conf, on_kafka_error);
-  rd_kafka_conf_set_opaque(conf, &errors);
-  char errstr[512];
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-  if (!rk) {
-    rd_kafka_conf_destroy(conf);
-    return kjb_err_set(err, KJB_EKAFKA, "could not create consumer: %s", errstr);
-  }
-  /* A login the broker refuses ends the command at once, not after the
-   * timeouts of the requests below. */
-  int rc = kjb_kafka_wait_connected(rk, &errors, 10000, err);
-  if (rc < 0) {
-    rd_kafka_destroy(rk);
-    return rc;
-  }
   rd_kafka_poll_set_consumer(rk);
+  int rc = 0;
   scan_part *parts = NULL;
   int nparts = 0;
   kjb_arena *arena = kjb_arena_new(1 << 16);

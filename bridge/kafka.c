@@ -174,6 +174,32 @@ int kjb_kafka_check_properties(char *const *props, size_t n, size_t *bad, kjb_er
   return rc;
 }
 
+static void on_once_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  kjb_kafka_note_error(opaque, rk, err, reason);
+}
+
+rd_kafka_t *kjb_kafka_consumer_connect(const kjb_config *cfg, const char *const *defaults,
+                                       kjb_kafka_errors *e, kjb_err *err) {
+  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
+  if (!conf)
+    return NULL;
+  *e = (kjb_kafka_errors){0};
+  rd_kafka_conf_set_error_cb(conf, on_once_error);
+  rd_kafka_conf_set_opaque(conf, e);
+  char errstr[512];
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    kjb_err_set(err, KJB_EKAFKA, "could not create consumer: %s", errstr);
+    return NULL;
+  }
+  if (kjb_kafka_wait_connected(rk, e, 10000, err) < 0) {
+    rd_kafka_destroy(rk);
+    return NULL;
+  }
+  return rk;
+}
+
 /* ---- the embedded cluster, seen from other commands ------------------ */
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg) {

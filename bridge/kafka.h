@@ -71,6 +71,14 @@ int kjb_kafka_note_error(kjb_kafka_errors *e, rd_kafka_t *rk, int err, const cha
 int kjb_kafka_wait_connected(rd_kafka_t *rk, const kjb_kafka_errors *e, int timeout_ms,
                              kjb_err *err);
 
+/* A consumer for a command that runs once (`kjb dlq peek`, `kjb dlq
+ * reindex`): kafka.properties and defaults as kjb_kafka_conf applies them,
+ * its errors fed into *e (which must outlive it), and connected within
+ * 10 s (kjb_kafka_wait_connected), so that a refused login ends the
+ * command at once. Returns NULL with err on any failure. */
+rd_kafka_t *kjb_kafka_consumer_connect(const kjb_config *cfg, const char *const *defaults,
+                                       kjb_kafka_errors *e, kjb_err *err);
+
 /* An in-process Kafka cluster for development (librdkafka's mock cluster):
  * one broker on a free loopback port, records in memory only, the mapped
  * topics and their DLQs created with 4 partitions. */
