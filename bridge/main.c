@@ -73,16 +73,24 @@ static int fail(const char *cmd, const kjb_err *err) {
   }
 }
 
+/* say() with a printf format. */
+static void vsay(const char *cmd, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void vsay(const char *cmd, const char *fmt, va_list ap) {
+  char msg[1024];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  say(cmd, msg);
+}
+
 /* One line "kjb: <cmd>: <why>" for a wrong command line; returns 2. */
 static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int usage_error(const char *cmd, const char *fmt, ...) {
-  char msg[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  vsay(cmd, fmt, ap);
   va_end(ap);
-  say(cmd, msg);
   return EXIT_USAGE;
 }
 
@@ -900,12 +908,10 @@ typedef struct {
 static int op_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int op_error(const char *cmd, const char *fmt, ...) {
-  char msg[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  vsay(cmd, fmt, ap);
   va_end(ap);
-  say(cmd, msg);
   return EXIT_OPERATIONAL;
 }
 
