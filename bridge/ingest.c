@@ -127,6 +127,26 @@ static void sleep_us(int64_t us) {
   nanosleep(&ts, NULL);
 }
 
+/* Sleeps *backoff_us, then doubles it, up to BACKOFF_MAX_US. */
+static void back_off(int64_t *backoff_us) {
+  sleep_us(*backoff_us);
+  *backoff_us = *backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : *backoff_us * 2;
+}
+
+/* After a failed write to PostgreSQL: drops the connection and, unless a
+ * stop is requested (-1), backs off and connects again (0; ing->store is
+ * NULL, with err, when that failed too). */
+static int reconnect(kjb_ingest *ing, int64_t *backoff_us, kjb_err *err) {
+  kjb_store_free(ing->store);
+  ing->store = NULL;
+  if (*ing->stop)
+    return -1;
+  back_off(backoff_us);
+  ing->store =
+      kjb_store_connect_durable(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, err);
+  return 0;
+}
+
 static part_state *part_for(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t partition) {
   for (size_t i = 0; i < ing->nparts; i++)
     if (ing->parts[i].topic == t && ing->parts[i].partition == partition)
@@ -239,8 +259,7 @@ static int settle_dead_letters(kjb_ingest *ing) {
     if (*ing->stop && inflight == 0)
       return -1;
     if (failed) {
-      sleep_us(backoff);
-      backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
+      back_off(&backoff);
       for (size_t i = 0; i < ing->ndls; i++)
         if (ing->dls[i].state < 0)
           produce_dead_letter(ing, i);
@@ -356,12 +375,8 @@ static int index_settled(kjb_ingest *ing) {
   while (index_dead_letters(ing, &err) < 0) {
     kjb_warn("could not index %zu dead letter(s): %s; retrying in %lld ms", ing->ndls, err.msg,
              (long long)(backoff / 1000));
-    if (*ing->stop)
+    if (reconnect(ing, &backoff, &err) < 0)
       return -1;
-    sleep_us(backoff);
-    backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
-    ing->store =
-        kjb_store_connect_durable(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, &err);
   }
   return 0;
 }
@@ -399,8 +414,7 @@ static int commit_in_txn(kjb_ingest *ing, const rd_kafka_topic_partition_list_t 
     if (!fatal) {
       if (*ing->stop)
         return -1;
-      sleep_us(backoff);
-      backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
+      back_off(&backoff);
     }
   }
   if (fatal) {
@@ -577,14 +591,8 @@ static int store_batch(kjb_ingest *ing, size_t *inserted) {
   while (rc < 0) {
     kjb_warn("could not store %zu jobs: %s; retrying in %lld ms", ing->rows.n, err.msg,
              (long long)(backoff / 1000));
-    kjb_store_free(ing->store);
-    ing->store = NULL;
-    if (*ing->stop)
+    if (reconnect(ing, &backoff, &err) < 0)
       return -1;
-    sleep_us(backoff);
-    backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
-    ing->store =
-        kjb_store_connect_durable(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, &err);
     rc = ing->store ? kjb_store_insert_jobs(ing->store, ing->rows.rows, ing->rows.n, inserted, &err)
                     : -1;
   }
