@@ -8,7 +8,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "config.h"
+#include "dlqfilter.h"
 #include "err.h"
 
 typedef enum {
@@ -62,13 +65,50 @@ typedef struct {
    * written when it starts and given its counts when it ends. NULL: none. */
   const char *actor;
   const char *reset_text; /* the reset spec as given, for the audit row; may be NULL */
+  /* Targeted replay: a filter that is not empty selects rows of
+   * kjb.dead_letters, and exactly their records are fetched from their
+   * DLQ coordinates (topic, group and reset are then unused; a filter
+   * without --status or --id leaves ignored rows out). NULL or empty: the
+   * offset-reset mode over topic. */
+  const kjb_dlq_filter *filter;
+  double rate;      /* records per second at most; 0 for no limit */
+  FILE *progress;   /* done/total, rate and ETA (kjb_progress); may be NULL */
 } kjb_replay_opts;
 
+/* What became of the records of one reason (the x-kjb-error-class
+ * without "kjb.", as kjb.dead_letters.reason holds it). */
 typedef struct {
+  char *reason;
+  uint64_t records;         /* seen */
+  uint64_t replayed;        /* became (dry run: would become) new jobs */
+  uint64_t already_present; /* their jobs existed already */
+  uint64_t still_failing;   /* still cannot be decoded or mapped, or gone from the DLQ */
+  /* The new jobs by kind, in order of first appearance. */
+  struct {
+    char *kind;
+    uint64_t jobs;
+  } *kinds;
+  size_t nkinds, capkinds;
+} kjb_replay_reason;
+
+typedef struct {
+  uint64_t selected;        /* targeted: rows the filter selected; else 0 */
   uint64_t replayed;        /* became new jobs */
   uint64_t still_failing;   /* still cannot be decoded or mapped */
   uint64_t already_present; /* their jobs existed already */
+  /* Per reason, in order of first appearance. Written by the replay as it
+   * runs: another thread may read only the counts above until it ends. */
+  kjb_replay_reason *reasons;
+  size_t nreasons, capreasons;
 } kjb_replay_stats;
+
+/* Frees the per-reason tallies of st (the counts stay). */
+void kjb_replay_stats_close(kjb_replay_stats *st);
+
+/* st as JSON: {"selected", "replayed", "still_failing", "already_present",
+ * "dry_run", "by_reason": [{"reason", "records", "replayed",
+ * "already_present", "still_failing", "jobs": {"<kind>": n, ...}}]}. */
+json_t *kjb_replay_stats_json(const kjb_replay_stats *st, int dry_run);
 
 /* Replays opts->topic until its end offsets as of the start (or, with
  * follow, until *stop). Counts go to stats as they happen, so another
