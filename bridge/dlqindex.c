@@ -1028,3 +1028,37 @@ int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic,
   }
   return rc;
 }
+
+/* ---- replays ---------------------------------------------------------- */
+
+int kjb_dlqindex_mark_replayed(kjb_store *s, const kjb_dlq_replayed *v, size_t n, bool edited,
+                               kjb_err *err) {
+  if (n == 0)
+    return 0;
+  kjb_buf j;
+  kjb_buf_init(&j);
+  kjb_buf_putc(&j, '[');
+  for (size_t i = 0; i < n; i++) {
+    kjb_buf_puts(&j, i ? ",{\"t\":" : "{\"t\":");
+    json_text(&j, v[i].dlq_topic);
+    kjb_buf_printf(&j, ",\"p\":%d,\"o\":%" PRId64 ",\"e\":", (int)v[i].dlq_partition,
+                   v[i].dlq_offset);
+    json_text(&j, v[i].error);
+    kjb_buf_putc(&j, '}');
+  }
+  kjb_buf_putc(&j, ']');
+  const char *params[] = {j.data, edited ? "true" : "false"};
+  PGresult *r = kjb_store_query(
+      s, "could not record replays in the index",
+      "UPDATE dead_letters d SET status = CASE WHEN x.e IS NULL THEN 'replayed' ELSE 'failing' "
+      "END, replays = d.replays + 1, last_replayed_at = now(), last_error = x.e, "
+      "edited = d.edited OR $2::boolean "
+      "FROM jsonb_to_recordset($1::jsonb) AS x(t text, p int, o bigint, e text) "
+      "WHERE d.dlq_topic = x.t AND d.dlq_partition = x.p AND d.dlq_offset = x.o",
+      2, params, err);
+  kjb_buf_close(&j);
+  if (!r)
+    return -KJB_EPG;
+  PQclear(r);
+  return 0;
+}

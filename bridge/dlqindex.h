@@ -117,4 +117,20 @@ int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic,
  * included. Returns 0, or -KJB_EPG (the gauges keep their values). */
 int kjb_dlqindex_gauges(kjb_store *s, kjb_err *err);
 
+/* What one replay of a dead letter came to, by its DLQ coordinates. */
+typedef struct {
+  const char *dlq_topic;
+  int32_t dlq_partition;
+  int64_t dlq_offset;
+  const char *error; /* NULL: it became its jobs (or they existed); else why it still fails */
+} kjb_dlq_replayed;
+
+/* Records n replays in the rows of those DLQ records, in one statement:
+ * status "replayed" or "failing", replays + 1, last_replayed_at now,
+ * last_error the error (NULL when it succeeded); edited set when edited.
+ * A DLQ record without a row (a topic never indexed) changes nothing.
+ * Returns 0, or -KJB_EPG with err. */
+int kjb_dlqindex_mark_replayed(kjb_store *s, const kjb_dlq_replayed *v, size_t n, bool edited,
+                               kjb_err *err);
+
 #endif
