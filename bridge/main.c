@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "catalog.h"
 #include "config.h"
@@ -493,7 +494,8 @@ static int cmd_produce(int argc, char **argv) {
              "events.jsonl\n\n"
              "Encodes JSON lines with the topic's reader schema and framing and produces\n"
              "them. Bad lines are reported with their line number and skipped; the exit\n"
-             "code is 1 if any line was bad or undelivered.\n\n"
+             "code is 1 if any line was bad or undelivered. Shows its progress on\n"
+             "stderr (with a total when standard input is a regular file).\n\n"
              "  -t, --topic T         a topic from the configuration\n"
              "      --schema-id N     schema id for the confluent header (default: the\n"
              "                        reader schema's id in schemas.ids)\n"
@@ -510,7 +512,14 @@ static int cmd_produce(int argc, char **argv) {
   if (rc)
     return rc;
   kjb_err err;
-  kjb_produce_opts po = {topic, schema_id, key_path, stdin, stderr, "kjb: produce: "};
+  /* No progress line while someone types the lines in. */
+  kjb_produce_opts po = {.topic = topic,
+                         .schema_id = schema_id,
+                         .key_path = key_path,
+                         .in = stdin,
+                         .errs = stderr,
+                         .prefix = "kjb: produce: ",
+                         .progress = isatty(STDIN_FILENO) ? NULL : stderr};
   kjb_produce_stats st;
   if (kjb_produce_lines(&cfg, &po, &stop_requested, &st, &err) < 0) {
     rc = fail("produce", &err);
