@@ -992,7 +992,7 @@ static int dlq_reindex_db(const char *cmd, const kjb_config *cfg, kjb_store *s, 
   kjb_err err;
   kjb_dlqindex_reindex_stats st;
   install_signals();
-  if (kjb_dlqindex_reindex(cfg, s, a->topic, a->actor, &stop_requested, &st, &err) < 0)
+  if (kjb_dlqindex_reindex(cfg, s, a->topic, a->actor, stderr, &stop_requested, &st, &err) < 0)
     return fail(cmd, &err);
   printf("reindexed \"%s\": %" PRIu64 " records (%" PRIu64 " not dead letters); %" PRIu64
          " rows added, %" PRIu64 " updated, %" PRIu64 " unchanged, %" PRIu64
@@ -1083,7 +1083,8 @@ static const struct {
      "usage: kjb dlq reindex --topic DLQ [--actor NAME] [options]\n\n"
      "Builds or repairs the index of a DLQ topic from its committed records,\n"
      "whoever wrote them (kjb, Kafka Connect, any producer of the\n"
-     "__connect.errors.* headers). Running it again changes nothing.\n\n"
+     "__connect.errors.* headers). Running it again changes nothing. Shows\n"
+     "its progress on stderr.\n\n"
      "  -t, --topic DLQ         the dead-letter topic\n"
      "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
 };
