@@ -107,10 +107,14 @@ typedef struct {
  * dead letter (an aborted transaction's) are removed; rows of records
  * written after the call started, or before the log start, are left
  * alone. Running it again changes nothing. actor (if not NULL) gets an
- * audit row. Returns 0, or a negative code (KJB_EKAFKA, KJB_EPG, or
+ * audit row. progress (if not NULL) receives kjb_progress lines of the
+ * scan: offsets passed of the partitions' end minus start offsets (records
+ * read, and the transaction markers and aborted records read_committed
+ * skips). Returns 0, or a negative code (KJB_EKAFKA, KJB_EPG, or
  * KJB_EUSAGE when stopped). */
 int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic, const char *actor,
-                         volatile sig_atomic_t *stop, kjb_dlqindex_reindex_stats *st, kjb_err *err);
+                         FILE *progress, volatile sig_atomic_t *stop,
+                         kjb_dlqindex_reindex_stats *st, kjb_err *err);
 
 /* Sets the kjb_dead_letters{dlq_topic,reason,status} gauges from the
  * table: every status of every (dlq_topic, reason) that has rows, zeros

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "catalog.h"
 #include "config.h"
@@ -494,7 +495,8 @@ static int cmd_produce(int argc, char **argv) {
              "events.jsonl\n\n"
              "Encodes JSON lines with the topic's reader schema and framing and produces\n"
              "them. Bad lines are reported with their line number and skipped; the exit\n"
-             "code is 1 if any line was bad or undelivered.\n\n"
+             "code is 1 if any line was bad or undelivered. Shows its progress on\n"
+             "stderr (with a total when standard input is a regular file).\n\n"
              "  -t, --topic T         a topic from the configuration\n"
              "      --schema-id N     schema id for the confluent header (default: the\n"
              "                        reader schema's id in schemas.ids)\n"
@@ -511,7 +513,14 @@ static int cmd_produce(int argc, char **argv) {
   if (rc)
     return rc;
   kjb_err err;
-  kjb_produce_opts po = {topic, schema_id, key_path, stdin, stderr, "kjb: produce: "};
+  /* No progress line while someone types the lines in. */
+  kjb_produce_opts po = {.topic = topic,
+                         .schema_id = schema_id,
+                         .key_path = key_path,
+                         .in = stdin,
+                         .errs = stderr,
+                         .prefix = "kjb: produce: ",
+                         .progress = isatty(STDIN_FILENO) ? NULL : stderr};
   kjb_produce_stats st;
   if (kjb_produce_lines(&cfg, &po, &stop_requested, &st, &err) < 0) {
     rc = fail("produce", &err);
@@ -1081,7 +1090,7 @@ static int dlq_reindex_db(const char *cmd, const kjb_config *cfg, kjb_store *s, 
   kjb_err err;
   kjb_dlqindex_reindex_stats st;
   install_signals();
-  if (kjb_dlqindex_reindex(cfg, s, a->topic, a->actor, &stop_requested, &st, &err) < 0)
+  if (kjb_dlqindex_reindex(cfg, s, a->topic, a->actor, stderr, &stop_requested, &st, &err) < 0)
     return fail(cmd, &err);
   printf("reindexed \"%s\": %" PRIu64 " records (%" PRIu64 " not dead letters); %" PRIu64
          " rows added, %" PRIu64 " updated, %" PRIu64 " unchanged, %" PRIu64
@@ -1161,7 +1170,8 @@ static const struct {
      "usage: kjb dlq reindex --topic DLQ [--actor NAME] [options]\n\n"
      "Builds or repairs the index of a DLQ topic from its committed records,\n"
      "whoever wrote them (kjb, Kafka Connect, any producer of the\n"
-     "__connect.errors.* headers). Running it again changes nothing.\n\n"
+     "__connect.errors.* headers). Running it again changes nothing. Shows\n"
+     "its progress on stderr.\n\n"
      "  -t, --topic DLQ         the dead-letter topic\n"
      "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
 };
