@@ -19,6 +19,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "progress.h"
 #include "record.h"
 #include "store.h"
 #include "util.h"
@@ -137,8 +138,9 @@ typedef struct {
   size_t capmarks;
   part *parts;
   int nparts;
-  int64_t pace_us;        /* --rate: when the next record may go */
-  uint64_t done;          /* records handled, for progress */
+  int64_t pace_us; /* --rate: when the next record may go */
+  uint64_t done;   /* records handled */
+  kjb_progress *progress;
   kjb_kafka_errors kafka; /* what the consumer's error callback saw */
   /* Targeted mode: the partition assigned, its watermarks, the offset
    * the consumer is at, and a record read past the one wanted. */
@@ -193,6 +195,8 @@ static rec_out *add_rec(replay *r, const char *dlq_topic, int32_t partition, int
 
 static void fails(replay *r, rec_out *x, const char *why) {
   x->error = kjb_arena_strndup(r->arena, why, strlen(why));
+  if (r->o->log && r->o->log == r->o->progress)
+    kjb_progress_clear(r->progress);
   if (r->o->log)
     fprintf(r->o->log, "still failing: %s [%d] @%" PRId64 ": %s\n", x->dlq_topic,
             (int)x->dlq_partition, x->dlq_offset, why);
@@ -394,7 +398,20 @@ static part *part_of(replay *r, int32_t partition) {
   return NULL;
 }
 
+/* Offsets passed since the start, over all partitions: the progress of
+ * the offset-reset mode (transaction markers take offsets too). */
+static uint64_t offsets_passed(const replay *r) {
+  uint64_t n = 0;
+  for (int i = 0; i < r->nparts; i++)
+    n += (uint64_t)(r->parts[i].next - r->parts[i].start);
+  return n;
+}
+
 static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
+  uint64_t total = 0;
+  for (int i = 0; i < r->nparts && !r->o->follow; i++)
+    total += (uint64_t)(r->parts[i].end - r->parts[i].start);
+  r->progress = kjb_progress_start(r->o->progress, "replay", total);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->nparts);
   for (int i = 0; i < r->nparts; i++)
     rd_kafka_topic_partition_list_add(l, r->o->topic, r->parts[i].partition)->offset =
@@ -428,6 +445,7 @@ static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
         p->next = m->offset + 1;
         if (!r->o->follow && p->next >= p->end)
           p->done = 1;
+        kjb_progress_update(r->progress, offsets_passed(r));
       }
     }
     rd_kafka_message_destroy(m);
@@ -436,6 +454,8 @@ static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
   }
   if (rc == 0)
     rc = flush(r, err);
+  kjb_progress_end(r->progress, offsets_passed(r));
+  r->progress = NULL;
   return rc;
 }
 
@@ -659,6 +679,8 @@ static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) 
   kjb_dlq_where w;
   kjb_dlq_where_build(&w, r->o->filter, 1, NULL);
   int rc = count_targets(r, &w, &r->st->selected, err);
+  if (rc == 0)
+    r->progress = kjb_progress_start(r->o->progress, "replay", r->st->selected);
   char *topic = kjb_xstrdup("");
   int32_t partition = -1;
   int64_t offset = -1;
@@ -686,6 +708,7 @@ static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) 
         fails(r, add_rec(r, t[i].topic, t[i].partition, t[i].offset, t[i].reason), why);
       }
       r->done++;
+      kjb_progress_update(r->progress, r->done);
       if (rc == 0 && (r->rows.n >= REPLAY_BATCH || r->nrecs >= REPLAY_BATCH))
         rc = store_batch(r, err);
     }
@@ -702,6 +725,8 @@ static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) 
       break;
   }
   free(topic);
+  kjb_progress_end(r->progress, r->done);
+  r->progress = NULL;
   drop_ahead(r);
   free(r->at_topic);
   r->at_topic = NULL;

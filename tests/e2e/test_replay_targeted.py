@@ -8,7 +8,7 @@ in the index too."""
 
 from __future__ import annotations
 
-import json
+import re
 import time
 
 import avrokit
@@ -156,11 +156,17 @@ def test_rate_paces_the_replay(kafka, db, make_topic, run_kjb, start_kjb, kjb_se
     topic, dlq, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path)
     start = time.monotonic()
     res = run_kjb(["replay", "--reason", "UNKNOWN_SCHEMA_ID", "--source-topic", topic, "--rate", "2"],
-                  fixed, env=env)
+                  fixed, env={**env, "KJB_PROGRESS_INTERVAL_MS": "400"})
     took = time.monotonic() - start
     assert summary(res) == f"replayed {UNKNOWN}, still failing 0, already present 0", res.stdout
     # Six records at two a second: the last goes 2.5 s after the first.
     assert took >= (UNKNOWN - 1) / 2, took
+    # Progress, off a terminal: plain lines of done/total, then the end.
+    progress = [line for line in res.stderr.splitlines() if line.startswith("replay: ")]
+    assert len(progress) >= 3, res.stderr
+    done = [int(re.match(rf"replay: (\d)/{UNKNOWN} records \((\d+)%\)", line)[1]) for line in progress]
+    assert done == sorted(done) and done[-1] == UNKNOWN, progress
+    assert re.fullmatch(rf"replay: {UNKNOWN}/{UNKNOWN} records \(100%\) in \ds, \d\.\d/s", progress[-1]), progress
     params = db.query("SELECT params FROM kjb.audit WHERE action = 'replay' ORDER BY id DESC LIMIT 1")[0][0]
     assert params == {"filter": {"reason": "UNKNOWN_SCHEMA_ID", "source_topic": topic}, "rate": 2.0}, params
 
