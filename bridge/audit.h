@@ -14,6 +14,7 @@
 #define KJB_AUDIT_REPLAY "replay"
 #define KJB_AUDIT_DLQ_IGNORE "dlq.ignore"
 #define KJB_AUDIT_DLQ_REINDEX "dlq.reindex"
+#define KJB_AUDIT_DLQ_EDIT "dlq.edit"
 #define KJB_AUDIT_JOBS_RETRY "jobs.retry"
 #define KJB_AUDIT_JOBS_CANCEL "jobs.cancel"
 

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "audit.h"
 #include "dlq.h"
+#include "dlqedit.h"
 #include "dlqfilter.h"
 #include "dlqindex.h"
 #include "executor.h"
@@ -1177,21 +1178,105 @@ static const struct {
 };
 enum { NDLQ_SUBS = sizeof dlq_subs / sizeof dlq_subs[0] };
 
+static const char DLQ_EDIT_HELP[] =
+    "usage: kjb dlq edit ID --json FILE [--dry-run] [--actor NAME] [options]\n\n"
+    "Replays one dead letter with a corrected value: FILE's JSON (as kjb produce\n"
+    "reads it) is encoded with the topic's reader schema and\n"
+    "becomes the jobs at the record's original coordinates, with its key and\n"
+    "headers. The original bytes stay in the DLQ; the row is marked replayed and\n"
+    "edited, and kjb.audit records the value. Its jobs are made once: when they\n"
+    "exist already, nothing is inserted.\n\n"
+    "      --json FILE         the corrected value\n"
+    "      --dry-run           show the jobs it would become; write nothing\n"
+    "      --actor NAME        who, for the audit trail (default cli:<user>)\n";
+
+static int cmd_dlq_edit(int argc, char **argv) {
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"json", required_argument, NULL, OPT_JSON},
+                                       {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+                                       {"actor", required_argument, NULL, OPT_ACTOR},
+                                       {0}};
+  static const char cmd[] = "dlq edit";
+  common_opts o = {0};
+  kjb_dlq_edit_opts eo = {.out = stdout};
+  const char *file = NULL, *actor_opt = NULL;
+  char actor[KJB_AUDIT_ACTOR_MAX + 1];
+  kjb_err err;
+  int rc = -1, c;
+  while (rc < 0 && (c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    switch (c) {
+    case OPT_JSON: file = optarg; break;
+    case OPT_DRY_RUN: eo.dry_run = 1; break;
+    case OPT_ACTOR: actor_opt = optarg; break;
+    case 'h':
+      printf("%s%s", DLQ_EDIT_HELP, COMMON_HELP);
+      rc = 0;
+      break;
+    default: rc = option_error(cmd, c, argv); break;
+    }
+  }
+  if (rc >= 0)
+    return rc;
+  if (optind == argc)
+    return usage_error(cmd, "expected a dead letter id");
+  if (optind + 1 < argc)
+    return usage_error(cmd, "unexpected argument \"%s\"", argv[optind + 1]);
+  if (kjb_parse_i64(argv[optind], 1, INT64_MAX, &eo.id) < 0)
+    return usage_error(cmd, "bad dead letter id \"%s\" (expected an integer from 1 to %" PRId64 ")",
+                       argv[optind], INT64_MAX);
+  if (!file)
+    return usage_error(cmd, "--json is required");
+  if (kjb_audit_actor(actor_opt, actor, sizeof actor, &err) < 0)
+    return usage_error(cmd, "%s", err.msg);
+  eo.actor = actor;
+  kjb_buf value;
+  kjb_buf_init(&value);
+  if (kjb_read_file(file, 16u << 20, &value, &err) < 0) {
+    kjb_buf_close(&value);
+    return usage_error(cmd, "--json %s: %s", file, err.msg);
+  }
+  eo.value = value.data;
+  eo.value_len = value.len;
+  eo.source = file;
+  kjb_config cfg;
+  if ((rc = load(cmd, &o, &cfg)) == 0) {
+    kjb_store *s = kjb_store_connect(cfg.postgres.conninfo, cfg.postgres.schema, &err);
+    kjb_dlq_edit_result res;
+    if (!s || kjb_dlq_edit(&cfg, s, &eo, &res, &err) < 0) {
+      rc = err.code == KJB_EUSAGE ? op_error(cmd, "%s", err.msg) : fail(cmd, &err);
+    } else {
+      printf("%sdead letter %" PRId64 " %s %zu job%s (%zu new)\n", eo.dry_run ? "dry run: " : "",
+             eo.id, eo.dry_run ? "would become" : "became", res.jobs, res.jobs == 1 ? "" : "s",
+             res.inserted);
+    }
+    kjb_store_free(s);
+    kjb_config_close(&cfg);
+  }
+  kjb_buf_close(&value);
+  return rc;
+}
+
 static int cmd_dlq(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     if (argc < 2)
-      return usage_error("dlq", "expected a subcommand: peek, ls, show, stats, ignore or reindex");
-    printf("usage: kjb dlq peek|ls|show|stats|ignore|reindex [options]\n\n"
+      return usage_error("dlq",
+                         "expected a subcommand: peek, ls, show, stats, ignore, reindex or edit");
+    printf("usage: kjb dlq peek|ls|show|stats|ignore|reindex|edit [options]\n\n"
            "Inspects dead letters: their DLQ topics (peek) and their index in PostgreSQL.\n"
            "'kjb dlq SUBCOMMAND --help' describes one.\n");
     return 0;
   }
+  if (strcmp(argv[1], "edit") == 0)
+    return cmd_dlq_edit(argc - 1, argv + 1);
   size_t sub = 0;
   while (sub < NDLQ_SUBS && strcmp(argv[1], dlq_subs[sub].name))
     sub++;
   if (sub == NDLQ_SUBS)
     return usage_error(
-        "dlq", "unknown subcommand \"%s\" (expected peek, ls, show, stats, ignore or reindex)",
+        "dlq",
+        "unknown subcommand \"%s\" (expected peek, ls, show, stats, ignore, reindex or edit)",
         argv[1]);
   char cmd[16];
   snprintf(cmd, sizeof cmd, "dlq %s", dlq_subs[sub].name);

@@ -719,8 +719,8 @@ def test_reindex_of_a_connect_dlq(kafka, db, make_topic, run_kjb, kjb_services_e
 
 
 @pytest.mark.parametrize("args, message", [
-    (["dlq"], "kjb: dlq: expected a subcommand: peek, ls, show, stats, ignore or reindex"),
-    (["dlq", "list"], 'kjb: dlq: unknown subcommand "list" (expected peek, ls, show, stats, ignore or reindex)'),
+    (["dlq"], "kjb: dlq: expected a subcommand: peek, ls, show, stats, ignore, reindex or edit"),
+    (["dlq", "list"], 'kjb: dlq: unknown subcommand "list" (expected peek, ls, show, stats, ignore, reindex or edit)'),
     (["dlq", "ls", "--id", "0"], 'kjb: dlq ls: bad --id "0" (expected an integer from 1 to 9223372036854775807)'),
     (["dlq", "ls", "--id", "x1"], 'kjb: dlq ls: bad --id "x1" (expected an integer from 1 to 9223372036854775807)'),
     (["dlq", "ls", "--status", "gone"], 'kjb: dlq ls: bad --status "gone" (expected dead, replayed, failing or ignored)'),
