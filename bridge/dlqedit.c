@@ -50,8 +50,8 @@ static int encode(kjb_catalog *cat, const kjb_topic_cfg *t, const kjb_dlq_edit_o
   json_error_t je;
   *doc = json_loadb(o->value, o->value_len, 0, &je);
   if (!*doc)
-    return kjb_err_set(err, KJB_EUSAGE, "%s: not JSON: %s (line %d, column %d)", o->source,
-                       je.text, je.line, je.column);
+    return kjb_err_set(err, KJB_EUSAGE, "%s: not JSON: %s (line %d, column %d)", o->source, je.text,
+                       je.line, je.column);
   int rc = kjb_frame_header(cat, t, -1, out, err);
   if (rc < 0)
     return rc;
@@ -110,8 +110,10 @@ int kjb_dlq_edit(const kjb_config *cfg, kjb_store *s, const kjb_dlq_edit_opts *o
     goto out;
   const kjb_topic_cfg *t = kjb_config_topic(cfg, dl.topic);
   if (!t) {
-    rc = kjb_err_set(err, KJB_EUSAGE, "dead letter %" PRId64 " comes from \"%s\", which is not in "
-                     "the configuration", o->id, dl.topic);
+    rc = kjb_err_set(err, KJB_EUSAGE,
+                     "dead letter %" PRId64 " comes from \"%s\", which is not in "
+                     "the configuration",
+                     o->id, dl.topic);
     goto out;
   }
   if (!(cat = kjb_catalog_new(cfg, err))) {
@@ -120,18 +122,9 @@ int kjb_dlq_edit(const kjb_config *cfg, kjb_store *s, const kjb_dlq_edit_opts *o
   }
   if ((rc = encode(cat, t, o, &value, &doc, err)) < 0)
     goto out;
-  kjb_record rec = {
-      .topic = t->topic,
-      .partition = dl.partition,
-      .offset = dl.offset,
-      .timestamp = dl.timestamp,
-      .key = m->key,
-      .key_len = m->key_len,
-      .value = value.data,
-      .len = value.len,
-      .headers = h,
-      .skip_error_headers = 1,
-  };
+  kjb_record rec = kjb_record_of_dead_letter(t, &dl, m, h);
+  rec.value = value.data;
+  rec.len = value.len;
   const char *stage;
   if ((rc = kjb_record_to_jobs(cat, t, &rec, arena, &rows, &stage, err)) < 0)
     goto out;

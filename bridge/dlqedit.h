@@ -15,8 +15,8 @@
 #include "store.h"
 
 typedef struct {
-  int64_t id;         /* the dead letter, kjb.dead_letters.id */
-  const char *value;  /* the corrected value as JSON (as kjb produce reads it) */
+  int64_t id;        /* the dead letter, kjb.dead_letters.id */
+  const char *value; /* the corrected value as JSON (as kjb produce reads it) */
   size_t value_len;
   const char *source; /* where value came from, for messages ("fixed.json") */
   int dry_run;        /* show the jobs, write nothing */

@@ -121,3 +121,19 @@ int kjb_record_to_jobs(kjb_catalog *c, const kjb_topic_cfg *t, const kjb_record 
   }
   return 0;
 }
+
+kjb_record kjb_record_of_dead_letter(const kjb_topic_cfg *t, const kjb_dead_letter *dl,
+                                     const rd_kafka_message_t *m, const rd_kafka_headers_t *h) {
+  return (kjb_record){
+      .topic = t->topic,
+      .partition = dl->partition,
+      .offset = dl->offset,
+      .timestamp = dl->timestamp,
+      .key = m->key,
+      .key_len = m->key_len,
+      .value = m->payload,
+      .len = m->len,
+      .headers = h,
+      .skip_error_headers = 1,
+  };
+}
