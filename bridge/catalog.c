@@ -287,9 +287,12 @@ static const kjb_schema *by_fingerprint(const kjb_catalog *c, uint64_t fp) {
 }
 
 /* Reads the framing of a record value of topic t: the schema it was
- * written with and the size of the header before the Avro body. */
-static int unframe(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf, size_t len,
-                   const kjb_schema **writer, size_t *header, kjb_err *err) {
+ * written with and the size of the header before the Avro body. Inlined
+ * so that kjb_decode_record, run for every record, pays no call for it. */
+__attribute__((always_inline)) static inline int unframe(kjb_catalog *c, const kjb_topic_cfg *t,
+                                                         const uint8_t *buf, size_t len,
+                                                         const kjb_schema **writer, size_t *header,
+                                                         kjb_err *err) {
   *writer = kjb_catalog_reader(c, t);
   *header = 0;
   switch (t->format) {
@@ -356,7 +359,9 @@ int kjb_decode_partial(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *bu
   int rc = unframe(c, t, buf, len, &writer, &header, err);
   if (rc < 0)
     return rc;
-  const kjb_resolver *r = resolver_for(c, writer, writer, err);
+  /* Not cached: this is for one record now and then, and resolver_for
+   * stays inlined in kjb_decode_record. */
+  kjb_resolver *r = kjb_resolver_new(writer, writer, err);
   if (!r)
     return -(int)err->code; /* not reached: a schema resolves against itself */
   kjb_arena *a = kjb_arena_new(1 << 16);
@@ -376,6 +381,7 @@ int kjb_decode_partial(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *bu
     kjb_buf_close(&b);
   }
   kjb_arena_free(a);
+  kjb_resolver_free(r);
   return rc < 0 ? 1 : 0;
 }
 
