@@ -427,6 +427,53 @@ static void decode_now(kjb_catalog *cat, const kjb_config *cfg, const char *sour
   kjb_arena_free(a);
 }
 
+/* What the bytes of a value that does not decode with the current
+ * configuration hold before the failure (kjb_decode_partial). */
+typedef struct {
+  int tried;
+  int rc; /* kjb_decode_partial's: 1 stops, 0 decodes whole, < 0 nothing to decode */
+  json_t *value;
+  kjb_avro_stop stop;
+  kjb_err why;
+} partial_decode;
+
+static void decode_partial(kjb_catalog *cat, const kjb_config *cfg, const char *source_topic,
+                           const rd_kafka_message_t *m, partial_decode *p) {
+  memset(p, 0, sizeof *p);
+  const kjb_topic_cfg *t = kjb_config_topic(cfg, source_topic);
+  if (!t || !m->payload)
+    return;
+  p->tried = 1;
+  p->rc = kjb_decode_partial(cat, t, m->payload, m->len, &p->value, &p->stop, &p->why);
+}
+
+static json_t *partial_at_json(const partial_decode *p) {
+  if (p->rc != 1)
+    return json_null();
+  return json_pack("{s:o, s:I}", "field", p->stop.path[0] ? json_col(p->stop.path) : json_null(),
+                   "byte", (json_int_t)p->stop.byte);
+}
+
+static void print_partial(FILE *out, const partial_decode *p) {
+  if (!p->tried)
+    return;
+  if (p->rc < 0) {
+    fprintf(out, "\ndecoded before the failure: nothing to decode: %s\n", p->why.msg);
+    return;
+  }
+  char *s = p->value ? json_dumps(p->value, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY)
+                     : NULL;
+  if (p->rc == 0)
+    fprintf(out,
+            "\ndecoded before the failure: the bytes decode whole with their writer schema, "
+            "so the failure is not in them:\n%s\n",
+            s ? s : "?");
+  else
+    fprintf(out, "\ndecoded before the failure (at %s%sbyte %zu):%s%s\n", p->stop.path,
+            p->stop.path[0] ? ", " : "", p->stop.byte, s ? "\n" : " nothing", s ? s : "");
+  free(s);
+}
+
 static json_t *headers_json(const rd_kafka_message_t *m) {
   json_t *arr = json_array();
   rd_kafka_headers_t *h = NULL;
@@ -532,8 +579,11 @@ int kjb_dlqindex_show(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const k
   long mark = kjb_dlq_failing_byte(message);
   char *field = failing_field(message);
   json_t *decoded = NULL, *undecodable = NULL;
+  partial_decode partial = {0};
   if (m && cat)
     decode_now(cat, cfg, PQgetvalue(row, 0, C_SOURCE_TOPIC), m, &decoded, &undecodable);
+  if (undecodable && m && cat)
+    decode_partial(cat, cfg, PQgetvalue(row, 0, C_SOURCE_TOPIC), m, &partial);
   if (json) {
     json_t *o = row_json(row, 0);
     json_object_set_new(o, "failing_field", field ? json_col(field) : json_null());
@@ -559,12 +609,16 @@ int kjb_dlqindex_show(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const k
     }
     json_object_set_new(o, "decoded", decoded ? json_incref(decoded) : json_null());
     json_object_set_new(o, "decode_error", undecodable ? json_incref(undecodable) : json_null());
+    json_object_set_new(o, "partial", partial.value ? json_incref(partial.value) : json_null());
+    json_object_set_new(o, "partial_at", partial_at_json(&partial));
     json_dumpf(o, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     fputc('\n', out);
     json_decref(o);
   } else {
     print_show_text(out, row, m, &res->why, mark, field, decoded, undecodable);
+    print_partial(out, &partial);
   }
+  json_decref(partial.value);
   json_decref(decoded);
   json_decref(undecodable);
   free(field);

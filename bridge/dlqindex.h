@@ -68,8 +68,8 @@ typedef struct {
 /* Writes dead letter id: its row, the DLQ record's headers and a hex dump
  * of its value that marks the failing byte (kjb_dlq_failing_byte), and,
  * when cat is not NULL, what the value decodes to with the current
- * configuration (or why it still does not); with json one object of all
- * that. The record is read through r (NULL: not read). Nothing is written
+ * configuration (or why it still does not, and the fields decoded before
+ * the failure: kjb_decode_partial); with json one object of all that. The record is read through r (NULL: not read). Nothing is written
  * when the row does not exist. Returns 0 (see *res), or -KJB_EPG. */
 int kjb_dlqindex_show(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const kjb_config *cfg,
                       int64_t id, int json, FILE *out, kjb_dlqindex_shown *res, kjb_err *err);

@@ -481,6 +481,29 @@ def test_show_marks_the_failing_byte(world):
         w.db.query("DELETE FROM kjb.dead_letters WHERE id = %s", gone)
 
 
+def test_show_decodes_up_to_the_failure(world):
+    """The fields decoded before the failure, with the writer schema that
+    the record's schema id names; nothing when there is no schema."""
+    w = world
+    rid = id_of(w, next(x for x in w.bad if x.reason == "BAD_LENGTH"))
+    lines = w.kjb.ok("dlq", "show", str(rid)).splitlines()
+    i = lines.index("decoded before the failure (at customer.email, byte 7):")
+    assert json.loads("\n".join(lines[i + 1:])) == {"order_id": 1, "customer": {"id": 7}}
+    shown = w.kjb.json("dlq", "show", str(rid))
+    assert shown["partial"] == {"order_id": 1, "customer": {"id": 7}}
+    assert shown["partial_at"] == {"field": "customer.email", "byte": 7}
+
+    unknown = next(x for x in w.bad if x.reason == "UNKNOWN_SCHEMA_ID")
+    lines = w.kjb.ok("dlq", "show", str(id_of(w, unknown))).splitlines()
+    assert lines[-1] == ("decoded before the failure: nothing to decode: "
+                         "schema id 9 is not in schemas.ids and no registry is configured")
+    shown = w.kjb.json("dlq", "show", str(id_of(w, unknown)))
+    assert shown["partial"] is None and shown["partial_at"] is None
+    magic = next(x for x in w.bad if x.value == b"\x01\x02\x03\x04\x05")
+    lines = w.kjb.ok("dlq", "show", str(id_of(w, magic))).splitlines()
+    assert lines[-1] == "decoded before the failure: nothing to decode: byte 0: bad magic byte 0x01, expected 0x00"
+
+
 # --------------------------------------------------------------------------
 # ignore and the audit trail
 
