@@ -264,6 +264,7 @@ static unsigned get_stats(kjb_api *api, const kjb_api_health *h, kjb_buf *out) {
       api->cfg->kafka.embedded ? json_string(api->cfg->kafka.brokers) : json_null());
   if (!j)
     return error_reply(out, 500, "could not build the snapshot");
+  json_object_set_new(j, "paused", kjb_stats_paused(api->stats));
   put_json(out, j);
   return 200;
 }

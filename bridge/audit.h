@@ -17,6 +17,8 @@
 #define KJB_AUDIT_DLQ_EDIT "dlq.edit"
 #define KJB_AUDIT_JOBS_RETRY "jobs.retry"
 #define KJB_AUDIT_JOBS_CANCEL "jobs.cancel"
+#define KJB_AUDIT_JOBS_PAUSE "jobs.pause"
+#define KJB_AUDIT_JOBS_RESUME "jobs.resume"
 
 /* The API's actor for the single admin token (http.admin_token_env). */
 #define KJB_AUDIT_API_ADMIN "admin"

@@ -36,6 +36,7 @@
 #include "jobs.h"
 #include "kafka.h"
 #include "log.h"
+#include "pause.h"
 #include "produce.h"
 #include "replay.h"
 #include "store.h"
@@ -738,18 +739,20 @@ static int cmd_replay(int argc, char **argv) {
 
 /* ---- jobs ----------------------------------------------------------- */
 
-enum { OPT_STATE = 1200, OPT_KIND, OPT_OLDER_THAN };
+enum { OPT_STATE = 1200, OPT_KIND, OPT_OLDER_THAN, OPT_QUEUE };
 
 static const char JOBS_USAGE[] =
     "usage: kjb jobs ls [--state S] [--kind K] [--limit N] [--json] [options]\n"
     "       kjb jobs show ID [--json] [options]\n"
     "       kjb jobs retry ID | --state STATE [--kind K] [options]\n"
     "       kjb jobs cancel ID [options]\n"
-    "       kjb jobs prune --older-than DURATION [options]\n";
+    "       kjb jobs prune --older-than DURATION [options]\n"
+    "       kjb jobs pause|resume --kind K | --queue Q [options]\n";
 
 /* What a jobs subcommand acts on, from its command line. */
 typedef struct {
   kjb_jobs_filter f;
+  const char *queue;
   int64_t id;
   int64_t older_than_us;
   char actor[KJB_AUDIT_ACTOR_MAX + 1];
@@ -772,7 +775,17 @@ static int job_error(const char *cmd, const char *fmt, ...) {
 
 static int jobs_ls(const char *cmd, kjb_store *s, const jobs_args *a) {
   kjb_err err;
-  return kjb_jobs_ls(s, &a->f, stdout, NULL, &err) < 0 ? fail(cmd, &err) : 0;
+  if (kjb_jobs_ls(s, &a->f, stdout, NULL, &err) < 0)
+    return fail(cmd, &err);
+  if (a->f.json)
+    return 0;
+  /* Below the table: what executors leave alone. */
+  json_t *paused = kjb_pause_list(s, &err);
+  if (!paused)
+    return fail(cmd, &err);
+  kjb_pause_print(paused, stdout);
+  json_decref(paused);
+  return 0;
 }
 
 static int jobs_show(const char *cmd, kjb_store *s, const jobs_args *a) {
@@ -832,6 +845,36 @@ static int jobs_prune(const char *cmd, kjb_store *s, const jobs_args *a) {
   return rc;
 }
 
+/* pause and resume of a kind or a queue. */
+static int jobs_pause_resume(const char *cmd, kjb_store *s, const jobs_args *a, bool pause) {
+  if (!a->f.kind == !a->queue)
+    return usage_error(cmd, "give one of --kind and --queue");
+  kjb_pause_scope scope = a->f.kind ? KJB_PAUSE_KIND : KJB_PAUSE_QUEUE;
+  const char *name = a->f.kind ? a->f.kind : a->queue;
+  kjb_err err;
+  kjb_pause_result res;
+  if (kjb_pause_set(s, scope, name, pause, a->actor, &res, &err) < 0)
+    return fail(cmd, &err);
+  const char *what = kjb_pause_scope_name(scope);
+  if (pause && res.changed)
+    printf("paused %s %s\n", what, name);
+  else if (pause)
+    printf("%s %s is paused already (since %s by %s)\n", what, name, res.since, res.by);
+  else if (res.changed)
+    printf("resumed %s %s (paused since %s by %s)\n", what, name, res.since, res.by);
+  else
+    printf("%s %s is not paused\n", what, name);
+  return 0;
+}
+
+static int jobs_pause(const char *cmd, kjb_store *s, const jobs_args *a) {
+  return jobs_pause_resume(cmd, s, a, true);
+}
+
+static int jobs_resume(const char *cmd, kjb_store *s, const jobs_args *a) {
+  return jobs_pause_resume(cmd, s, a, false);
+}
+
 /* Per subcommand: its name, the function that runs it, the options it
  * takes (and needs), whether it takes a job id, and its help. */
 enum {
@@ -840,7 +883,8 @@ enum {
   JOBS_OLDER_THAN = 4,
   JOBS_JSON = 8,
   JOBS_LIMIT = 16,
-  JOBS_ACTOR = 32
+  JOBS_ACTOR = 32,
+  JOBS_QUEUE = 64
 };
 enum { NO_ID, ID, ID_OR_STATE /* a job id, or --state (and maybe --kind) */ };
 static const struct {
@@ -883,6 +927,20 @@ static const struct {
      "Deletes completed, discarded and cancelled jobs that finished more than\n"
      "DURATION ago, in batches, and prints how many.\n\n"
      "      --older-than DURATION  e.g. 30s, 12h, 7d\n"},
+    {"pause", jobs_pause, JOBS_KIND | JOBS_QUEUE | JOBS_ACTOR, 0, NO_ID,
+     "usage: kjb jobs pause --kind K | --queue Q [--actor NAME] [options]\n\n"
+     "Stops every executor of the cluster from starting jobs of kind K (or of\n"
+     "queue Q) until resumed; running jobs finish, new ones stay available, rate\n"
+     "limits and breakers are untouched. kjb jobs ls lists the pauses.\n\n"
+     "      --kind K            the kind to pause\n"
+     "      --queue Q           the queue to pause\n"
+     "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
+    {"resume", jobs_resume, JOBS_KIND | JOBS_QUEUE | JOBS_ACTOR, 0, NO_ID,
+     "usage: kjb jobs resume --kind K | --queue Q [--actor NAME] [options]\n\n"
+     "Lets executors start jobs of a paused kind (or queue) again.\n\n"
+     "      --kind K            the kind to resume\n"
+     "      --queue Q           the queue to resume\n"
+     "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
 };
 
 static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
@@ -895,7 +953,8 @@ static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
 static int cmd_jobs(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     if (argc < 2)
-      return usage_error("jobs", "expected a subcommand: ls, show, retry, cancel or prune");
+      return usage_error("jobs",
+                         "expected a subcommand: ls, show, retry, cancel, prune, pause or resume");
     printf("%s\nInspects and acts on job records. 'kjb jobs SUBCOMMAND --help' describes one.\n",
            JOBS_USAGE);
     return 0;
@@ -905,7 +964,9 @@ static int cmd_jobs(int argc, char **argv) {
     sub++;
   if (sub == sizeof jobs_subs / sizeof jobs_subs[0])
     return usage_error(
-        "jobs", "unknown subcommand \"%s\" (expected ls, show, retry, cancel or prune)", argv[1]);
+        "jobs",
+        "unknown subcommand \"%s\" (expected ls, show, retry, cancel, prune, pause or resume)",
+        argv[1]);
   char cmd[16];
   snprintf(cmd, sizeof cmd, "jobs %s", jobs_subs[sub].name);
   static const struct option opts[] = {COMMON_LONG_OPTS,
@@ -915,6 +976,7 @@ static int cmd_jobs(int argc, char **argv) {
                                        {"json", no_argument, NULL, OPT_JSON},
                                        {"older-than", required_argument, NULL, OPT_OLDER_THAN},
                                        {"actor", required_argument, NULL, OPT_ACTOR},
+                                       {"queue", required_argument, NULL, OPT_QUEUE},
                                        {0}};
   common_opts o = {0};
   jobs_args a = {0};
@@ -951,13 +1013,17 @@ static int cmd_jobs(int argc, char **argv) {
       actor = optarg;
       given |= JOBS_ACTOR;
       break;
+    case OPT_QUEUE:
+      a.queue = optarg;
+      given |= JOBS_QUEUE;
+      break;
     case 'h': printf("%s%s", jobs_subs[sub].help, COMMON_HELP); return 0;
     default: return option_error(cmd, c, argv);
     }
   }
-  static const char *const names[] = {"--state", "--kind",  "--older-than",
-                                      "--json",  "--limit", "--actor"};
-  for (unsigned bit = 0; bit < 6; bit++)
+  static const char *const names[] = {"--state", "--kind",  "--older-than", "--json",
+                                      "--limit", "--actor", "--queue"};
+  for (unsigned bit = 0; bit < 7; bit++)
     if (given & ~jobs_subs[sub].takes & (1u << bit))
       return usage_error(cmd, "%s does not apply here", names[bit]);
   int npos = argc - optind;
@@ -972,7 +1038,7 @@ static int cmd_jobs(int argc, char **argv) {
     return EXIT_USAGE;
   if (id_mode == ID_OR_STATE && a.f.kind && !a.f.state)
     return usage_error(cmd, "--kind needs --state");
-  for (unsigned bit = 0; bit < 6; bit++)
+  for (unsigned bit = 0; bit < 7; bit++)
     if (jobs_subs[sub].needs & ~given & (1u << bit))
       return usage_error(cmd, "%s is required", names[bit]);
   kjb_err aerr;

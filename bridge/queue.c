@@ -18,8 +18,12 @@
   "(extract(epoch FROM j.scheduled_at) * 1000000)::bigint AS scheduled_us, " \
   "(extract(epoch FROM j.attempted_at) * 1000000)::bigint AS claimed_us"
 
+/* Runnable jobs of kind $1, unless the kind or the job's queue is paused
+ * (kjb.pauses: both subqueries run once per statement). */
 #define PICK                                                                        \
   "SELECT id FROM jobs WHERE kind = $1 AND " RUNNABLE " AND scheduled_at <= now() " \
+  "AND NOT EXISTS (SELECT 1 FROM pauses WHERE kind = $1) "                          \
+  "AND queue <> ALL (ARRAY(SELECT queue FROM pauses WHERE queue IS NOT NULL)) "     \
   "ORDER BY priority, scheduled_at, id "
 
 #define TAKE                                                       \
