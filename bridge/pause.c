@@ -13,21 +13,25 @@ const char *kjb_pause_scope_name(kjb_pause_scope scope) {
 
 /* The statements by scope: the column is a name from this file only. */
 static const char *const PAUSE_SQL[] = {
-    "WITH old AS (SELECT " KJB_SQL_TS("paused_at") " AS since, paused_by FROM pauses WHERE kind = $1), "
-    "new AS (INSERT INTO pauses (kind, paused_by) SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM "
-    "old) ON CONFLICT DO NOTHING RETURNING 1) "
-    "SELECT (SELECT count(*) FROM new), (SELECT since FROM old), (SELECT paused_by FROM old)",
-    "WITH old AS (SELECT " KJB_SQL_TS("paused_at") " AS since, paused_by FROM pauses WHERE queue = $1), "
-    "new AS (INSERT INTO pauses (queue, paused_by) SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM "
-    "old) ON CONFLICT DO NOTHING RETURNING 1) "
-    "SELECT (SELECT count(*) FROM new), (SELECT since FROM old), (SELECT paused_by FROM old)"};
+    "WITH old AS (SELECT " KJB_SQL_TS(
+        "paused_at") " AS since, paused_by FROM pauses WHERE kind = $1), "
+                     "new AS (INSERT INTO pauses (kind, paused_by) SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM "
+                     "old) ON CONFLICT DO NOTHING RETURNING 1) "
+                     "SELECT (SELECT count(*) FROM new), (SELECT since FROM old), (SELECT paused_by FROM old)",
+    "WITH old AS (SELECT " KJB_SQL_TS(
+        "paused_at") " AS since, paused_by FROM pauses WHERE queue = $1), "
+                     "new AS (INSERT INTO pauses (queue, paused_by) SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM "
+                     "old) ON CONFLICT DO NOTHING RETURNING 1) "
+                     "SELECT (SELECT count(*) FROM new), (SELECT since FROM old), (SELECT paused_by FROM old)"};
 static const char *const RESUME_SQL[] = {
-    "WITH gone AS (DELETE FROM pauses WHERE kind = $1 RETURNING " KJB_SQL_TS("paused_at") " AS since, "
-    "paused_by) SELECT (SELECT count(*) FROM gone), (SELECT since FROM gone), "
-    "(SELECT paused_by FROM gone)",
-    "WITH gone AS (DELETE FROM pauses WHERE queue = $1 RETURNING " KJB_SQL_TS("paused_at") " AS since, "
-    "paused_by) SELECT (SELECT count(*) FROM gone), (SELECT since FROM gone), "
-    "(SELECT paused_by FROM gone)"};
+    "WITH gone AS (DELETE FROM pauses WHERE kind = $1 RETURNING " KJB_SQL_TS(
+        "paused_at") " AS since, "
+                     "paused_by) SELECT (SELECT count(*) FROM gone), (SELECT since FROM gone), "
+                     "(SELECT paused_by FROM gone)",
+    "WITH gone AS (DELETE FROM pauses WHERE queue = $1 RETURNING " KJB_SQL_TS(
+        "paused_at") " AS since, "
+                     "paused_by) SELECT (SELECT count(*) FROM gone), (SELECT since FROM gone), "
+                     "(SELECT paused_by FROM gone)"};
 
 static void copy_col(char *out, size_t cap, const PGresult *r, int col) {
   snprintf(out, cap, "%s", PQgetisnull(r, 0, col) ? "" : PQgetvalue(r, 0, col));
@@ -39,9 +43,9 @@ int kjb_pause_set(kjb_store *s, kjb_pause_scope scope, const char *name, bool pa
   if (kjb_store_exec(s, "BEGIN", err) < 0)
     return -KJB_EPG;
   const char *params[] = {name, actor};
-  PGresult *r = kjb_store_query(s, pause ? "could not pause" : "could not resume",
-                                pause ? PAUSE_SQL[scope] : RESUME_SQL[scope], pause ? 2 : 1,
-                                params, err);
+  PGresult *r =
+      kjb_store_query(s, pause ? "could not pause" : "could not resume",
+                      pause ? PAUSE_SQL[scope] : RESUME_SQL[scope], pause ? 2 : 1, params, err);
   if (!r)
     goto fail;
   /* A pause counts a new row; a resume the row it removed. */
@@ -51,7 +55,9 @@ int kjb_pause_set(kjb_store *s, kjb_pause_scope scope, const char *name, bool pa
   PQclear(r);
   json_t *p = json_pack("{s:s}", kjb_pause_scope_name(scope), name);
   json_t *o = json_pack("{s:s}", "outcome",
-                        res->changed ? "done" : pause ? "already_paused" : "not_paused");
+                        res->changed ? "done"
+                        : pause      ? "already_paused"
+                                     : "not_paused");
   char *ptext = json_dumps(p, JSON_COMPACT), *otext = json_dumps(o, JSON_COMPACT);
   int rc = kjb_audit_record(s, actor, pause ? KJB_AUDIT_JOBS_PAUSE : KJB_AUDIT_JOBS_RESUME,
                             ptext ? ptext : "{}", otext ? otext : "{}", NULL, err);
@@ -69,10 +75,11 @@ fail:;
 }
 
 json_t *kjb_pause_list(kjb_store *s, kjb_err *err) {
-  PGresult *r = kjb_store_query(s, "could not read the pauses",
-                                "SELECT kind, queue, " KJB_SQL_TS("paused_at") ", paused_by "
-                                "FROM pauses ORDER BY paused_at, kind, queue",
-                                0, NULL, err);
+  PGresult *r = kjb_store_query(
+      s, "could not read the pauses",
+      "SELECT kind, queue, " KJB_SQL_TS("paused_at") ", paused_by "
+                                                     "FROM pauses ORDER BY paused_at, kind, queue",
+      0, NULL, err);
   if (!r)
     return NULL;
   json_t *list = json_array();
