@@ -12,19 +12,25 @@
 
 #include "util.h"
 
+const char *kjb_audit_actor_problem(const char *s) {
+  size_t n = strlen(s);
+  if (kjb_utf8_invalid_at(s, n) >= 0)
+    return "not valid UTF-8";
+  if (n == 0)
+    return "must not be empty";
+  if (n > KJB_AUDIT_ACTOR_MAX)
+    return "longer than 128 bytes";
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      return "holds a control character";
+  return NULL;
+}
+
 int kjb_audit_actor(const char *given, char *out, size_t cap, kjb_err *err) {
   if (given) {
-    size_t n = strlen(given);
-    if (kjb_utf8_invalid_at(given, n) >= 0)
+    if (kjb_utf8_invalid_at(given, strlen(given)) >= 0)
       return kjb_err_set(err, KJB_EUSAGE, "bad --actor: not valid UTF-8");
-    const char *why = NULL;
-    if (n == 0)
-      why = "must not be empty";
-    else if (n > KJB_AUDIT_ACTOR_MAX)
-      why = "longer than 128 bytes";
-    for (size_t i = 0; !why && i < n; i++)
-      if ((unsigned char)given[i] < 0x20 || given[i] == 0x7f)
-        why = "holds a control character";
+    const char *why = kjb_audit_actor_problem(given);
     if (why) {
       int shown = (int)kjb_utf8_prefix(given, 64);
       return kjb_err_set(err, KJB_EUSAGE, "bad --actor \"%.*s%s\": %s", shown, given,

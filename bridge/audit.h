@@ -23,6 +23,12 @@
 /* The longest actor name, in bytes. */
 #define KJB_AUDIT_ACTOR_MAX 128
 
+/* What keeps s from being an actor's name: NULL when it is one (1 to
+ * KJB_AUDIT_ACTOR_MAX bytes of UTF-8 without control characters), else
+ * why not ("must not be empty"). The names of API tokens follow the same
+ * rule. */
+const char *kjb_audit_actor_problem(const char *s);
+
 /* The actor of a command: given (from --actor) when not NULL, else
  * "cli:<user>" with the user the process runs as (its login name, else
  * $USER, else "uid<N>"). Into out (at least KJB_AUDIT_ACTOR_MAX + 1
