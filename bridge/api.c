@@ -706,7 +706,7 @@ static unsigned job_action(kjb_api *api, int64_t id, int retry, const char *acto
     return error_reply(out, 404, "no job %" PRId64, id);
   if (res.outcome == KJB_JOBS_WRONG_STATE)
     return error_reply(out, 409, "job %" PRId64 " is %s", id, res.state);
-  kjb_info("admin: %s %s job %" PRId64, actor, retry ? "retried" : "cancelled", id);
+  kjb_info("admin: job %" PRId64 " %s by %s", id, retry ? "retried" : "cancelled", actor);
   put_json(out, json_pack("{s:I, s:s}", "id", (json_int_t)id, "state",
                           retry ? "available" : "cancelled"));
   return 200;
@@ -733,10 +733,12 @@ static void *replay_main(void *arg) {
   r->running = false;
   r->finished_us = kjb_now_wall_us();
   kjb_log(rc < 0 ? KJB_LOG_WARN : KJB_LOG_INFO,
-          "admin: %s's replay of %s %s%s: replayed %llu, still failing %llu, already present %llu",
-          r->actor, r->targeted ? "selected dead letters" : r->topic,
-          rc < 0 ? "failed: " : "finished", rc < 0 ? err.msg : "",
-          (unsigned long long)r->counts.replayed, (unsigned long long)r->counts.still_failing,
+          "admin: replay of %s%s%s by %s %s%s: replayed %llu, still failing %llu, already "
+          "present %llu",
+          r->targeted ? "" : "\"", r->targeted ? "selected dead letters" : r->topic,
+          r->targeted ? "" : "\"", r->actor, rc < 0 ? "failed: " : "finished",
+          rc < 0 ? err.msg : "", (unsigned long long)r->counts.replayed,
+          (unsigned long long)r->counts.still_failing,
           (unsigned long long)r->counts.already_present);
   pthread_mutex_unlock(&api->replay_mu);
   json_decref(st);
@@ -831,10 +833,11 @@ static unsigned start_job(kjb_api *api, replay_job *job, kjb_buf *out) {
   }
   r->joinable = true;
   if (r->targeted)
-    kjb_info("admin: %s replays selected dead letters%s", r->actor, r->dry_run ? " (dry run)" : "");
+    kjb_info("admin: replaying selected dead letters%s (by %s)", r->dry_run ? " (dry run)" : "",
+             r->actor);
   else
-    kjb_info("admin: %s replays \"%s\"%s%s%s", r->actor, r->topic, r->has_reset ? " from " : "",
-             r->reset_text, r->dry_run ? " (dry run)" : "");
+    kjb_info("admin: replaying \"%s\"%s%s%s (by %s)", r->topic, r->has_reset ? " from " : "",
+             r->reset_text, r->dry_run ? " (dry run)" : "", r->actor);
   pthread_mutex_unlock(&api->replay_mu);
   put_json(out, json_pack("{s:b, s:o}", "started", 1, "replay", replay_json(api)));
   return 202;
@@ -958,8 +961,8 @@ static unsigned ignore_dead_letters(kjb_api *api, const char *actor, const char 
   if (rc < 0)
     return error_reply(out, 503, "%s", err.msg);
   if (!dry_run)
-    kjb_info("admin: %s ignored %" PRId64 " dead letters (%" PRId64 " matched)", actor, ignored,
-             matched);
+    kjb_info("admin: %" PRId64 " dead letters ignored (%" PRId64 " matched) by %s", ignored,
+             matched, actor);
   put_json(out, json_pack("{s:I, s:I, s:b}", "matched", (json_int_t)matched, "ignored",
                           (json_int_t)ignored, "dry_run", dry_run));
   return 200;

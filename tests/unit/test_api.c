@@ -61,8 +61,7 @@ static void test_match_bearer(void **state) {
     unsigned got =
         kjb_api_match_bearer(tokens, cases[i].n, auth, auth ? strlen(auth) : 0, &which, &why);
     if (got != cases[i].status)
-      fail_msg("case %zu (%s): status %u, want %u", i, auth ? auth : "none", got,
-               cases[i].status);
+      fail_msg("case %zu (%s): status %u, want %u", i, auth ? auth : "none", got, cases[i].status);
     if (got == 0)
       assert_int_equal(which, cases[i].which);
     else
@@ -123,7 +122,8 @@ static void test_dead_letters_query(void **state) {
       {.pairs = {"after_id=x", NULL}, .error = "after_id must be a dead letter's id"},
       {.pairs = {"after_id=1", "after_id=2", NULL}, .error = "after_id given twice"},
       {.pairs = {"reasons=X", NULL}, .error = "unknown parameter \"reasons\""},
-      {.pairs = {"id=0", NULL}, .error = "bad id \"0\" (expected an integer from 1 to 9223372036854775807)"},
+      {.pairs = {"id=0", NULL},
+       .error = "bad id \"0\" (expected an integer from 1 to 9223372036854775807)"},
       {.pairs = {"status=gone", NULL},
        .error = "bad status \"gone\" (expected dead, replayed, failing or ignored)"},
       {.pairs = {"reason=A", "reason=B", NULL}, .error = "reason given twice"},
@@ -162,8 +162,7 @@ static void test_selection(void **state) {
     const char *filter;
   } cases[] = {
       {"{\"ids\": [4, 2]}", NULL, false, "{\"id\":[4,2]}"},
-      {"{\"filter\": {\"id\": 7}, \"ids\": [8], \"dry_run\": true}", NULL, true,
-       "{\"id\":[7,8]}"},
+      {"{\"filter\": {\"id\": 7}, \"ids\": [8], \"dry_run\": true}", NULL, true, "{\"id\":[7,8]}"},
       {"{\"filter\": {\"id\": [7, 9], \"reason\": \"kjb.X\", \"dlq-topic\": \"d\"}, "
        "\"dry_run\": false}",
        NULL, false, "{\"id\":[7,9],\"dlq_topic\":\"d\",\"reason\":\"X\"}"},
@@ -183,14 +182,19 @@ static void test_selection(void **state) {
       {.body = "{\"ids\": [1.5]}", .error = "filter id must be an integer or an array of them"},
       {.body = "{\"ids\": [0]}", .error = "bad id \"0\" (expected an integer from 1 to"},
       {.body = "{\"ids\": [-3]}", .error = "bad id \"-3\""},
-      {.body = "{\"filter\": {\"id\": \"5\"}}", .error = "filter id must be an integer or an array of them"},
+      {.body = "{\"filter\": {\"id\": \"5\"}}",
+       .error = "filter id must be an integer or an array of them"},
       {.body = "{\"filter\": {\"reason\": 5}}", .error = "filter reason must be a string"},
-      {.body = "{\"filter\": {\"source_topic\": true}}", .error = "filter source-topic must be a string"},
+      {.body = "{\"filter\": {\"source_topic\": true}}",
+       .error = "filter source-topic must be a string"},
       {.body = "{\"filter\": {\"reasons\": \"X\"}}", .error = "unknown filter \"reasons\""},
       {.body = "{\"filter\": {\"status\": \"gone\"}}", .error = "bad status \"gone\""},
-      {.body = "{\"filter\": {\"since\": \"yesterday\"}}", .error = "bad since \"yesterday\": expected"},
-      {.body = "{\"filter\": {\"since\": \"1h\", \"until\": \"2h\"}}", .error = "since must be before until"},
-      {.body = "{\"filter\": {\"reason\": \"X\"}, \"dry_run\": \"yes\"}", .error = "dry_run must be true or false"},
+      {.body = "{\"filter\": {\"since\": \"yesterday\"}}",
+       .error = "bad since \"yesterday\": expected"},
+      {.body = "{\"filter\": {\"since\": \"1h\", \"until\": \"2h\"}}",
+       .error = "since must be before until"},
+      {.body = "{\"filter\": {\"reason\": \"X\"}, \"dry_run\": \"yes\"}",
+       .error = "dry_run must be true or false"},
       {.body = "{\"filter\": {\"reason\": \"X\"}, \"dryrun\": true}",
        .error = "unknown field \"dryrun\" (expected filter, ids and dry_run)"},
   };
