@@ -403,6 +403,18 @@ const char *kjb_http_param(const kjb_buf *params, const char *name) {
   return NULL;
 }
 
+const char *kjb_http_param_at(const kjb_buf *params, size_t i, const char **name) {
+  for (const char *p = params->data, *end = p + params->len; p < end; i--) {
+    const char *value = p + strlen(p) + 1;
+    if (i == 0) {
+      *name = p;
+      return value;
+    }
+    p = value + strlen(value) + 1;
+  }
+  return NULL;
+}
+
 /* Every query parameter must be text (kjb_http_check_param). The good
  * ones are copied to the request for the API. */
 typedef struct {
@@ -438,16 +450,7 @@ static const char *copied_param(void *cls, const char *name) {
 
 /* kjb_api_param_at_fn over rq->params. */
 static const char *copied_param_at(void *cls, size_t i, const char **name) {
-  const kjb_buf *params = &((const request *)cls)->params;
-  for (const char *p = params->data, *end = p + params->len; p < end; i--) {
-    const char *value = p + strlen(p) + 1;
-    if (i == 0) {
-      *name = p;
-      return value;
-    }
-    p = value + strlen(value) + 1;
-  }
-  return NULL;
+  return kjb_http_param_at(&((const request *)cls)->params, i, name);
 }
 
 /* ---- /api/ on worker threads ----------------------------------------------- */
