@@ -740,6 +740,7 @@ static void *replay_main(void *arg) {
           rc < 0 ? err.msg : "", (unsigned long long)r->counts.replayed,
           (unsigned long long)r->counts.still_failing,
           (unsigned long long)r->counts.already_present);
+  kjb_replay_stats_close(&r->counts); /* the status shows the counts only */
   pthread_mutex_unlock(&api->replay_mu);
   json_decref(st);
   return NULL;
