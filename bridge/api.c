@@ -677,7 +677,7 @@ unsigned kjb_api_check_bearer(const char *token, const char *authorization, size
 
 unsigned kjb_api_authorize(const kjb_api *api, const char *authorization, size_t len,
                            const char **actor, const char **why) {
-  const char *values[64 + 1];
+  const char *values[KJB_CONFIG_ADMIN_TOKENS_MAX + 1]; /* and "admin" */
   size_t n = api->ntokens;
   assert(n <= sizeof values / sizeof values[0]);
   for (size_t i = 0; i < n; i++)
@@ -859,9 +859,10 @@ static unsigned start_replay(kjb_api *api, const char *actor, const char *body, 
 
 /* ---- POST /api/dead-letters/ignore and /replay ---------------------------- */
 
-/* One member of the body's filter object; 0 or a 400. */
-static unsigned filter_member(kjb_dlq_filter *f, const char *name, json_t *v, int64_t now_us,
-                              kjb_buf *out) {
+/* One member of the body's filter object (what names it in messages:
+ * "filter id", "ids"); 0 or a 400. */
+static unsigned filter_member(kjb_dlq_filter *f, const char *what, const char *name, json_t *v,
+                              int64_t now_us, kjb_buf *out) {
   kjb_dlq_filter_field field;
   if (kjb_dlq_filter_lookup(name, &field) < 0)
     return error_reply(out, 400, "unknown filter \"%.*s\"", QUOTE(name));
@@ -872,7 +873,9 @@ static unsigned filter_member(kjb_dlq_filter *f, const char *name, json_t *v, in
     for (size_t i = 0; i < n; i++) {
       json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
       if (!json_is_integer(e))
-        return error_reply(out, 400, "filter id must be an integer or an array of them");
+        return error_reply(out, 400, "%s must be %s", what,
+                           strcmp(what, "ids") == 0 ? "an array of integers"
+                                                    : "an integer or an array of them");
       char text[24];
       snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT, json_integer_value(e));
       unsigned status = add_filter(f, name, text, now_us, out);
@@ -910,14 +913,14 @@ unsigned kjb_api_parse_selection(const char *body, size_t len, int64_t now_us, k
       const char *name;
       json_t *fv;
       json_object_foreach(v, name, fv) {
-        if ((status = filter_member(f, name, fv, now_us, out)))
+        if ((status = filter_member(f, "filter id", name, fv, now_us, out)))
           break;
       }
     } else if (strcmp(key, "ids") == 0) {
       if (!json_is_array(v) && !json_is_null(v))
         status = error_reply(out, 400, "ids must be an array of integers");
       else if (json_array_size(v) > 0)
-        status = filter_member(f, "id", v, now_us, out);
+        status = filter_member(f, "ids", "id", v, now_us, out);
     } else if (strcmp(key, "dry_run") == 0) {
       if (json_is_boolean(v))
         *dry_run = json_is_true(v);

@@ -151,8 +151,7 @@ static const field http_fields[] = {
     [HT_TOKEN_ENV] = {.name = "admin_token_env", .type = T_STR, .flags = F_ENV,
                       .off = CF(http.admin_token_env), .maxlen = MAX_NAME,
                       .def = "KJB_ADMIN_TOKEN"},
-    /* Each token is compared with every request's: a few dozen at most. */
-    [HT_TOKENS] = {.name = "admin_tokens", .type = T_LIST, .max = 64},
+    [HT_TOKENS] = {.name = "admin_tokens", .type = T_LIST, .max = KJB_CONFIG_ADMIN_TOKENS_MAX},
     [HT_TLS_CERT] = {.name = "tls_cert", .type = T_STR, .off = CF(http.tls_cert)},
     [HT_TLS_KEY] = {.name = "tls_key", .type = T_STR, .off = CF(http.tls_key)},
 };

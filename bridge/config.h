@@ -86,6 +86,10 @@ typedef struct {
   int line;
 } kjb_admin_token_cfg;
 
+/* At most this many in http.admin_tokens: each is compared with every
+ * admin request's token. */
+#define KJB_CONFIG_ADMIN_TOKENS_MAX 64
+
 typedef struct {
   char *path; /* the file this came from */
   struct {

@@ -347,6 +347,7 @@ def test_selection_is_checked(world):
                 ({"filter": {"id": "5"}}, "filter id must be an integer or an array of them"),
                 ({"filter": "BAD_MAGIC"}, "filter must be an object"),
                 ({"ids": "1"}, "ids must be an array of integers"),
+                ({"ids": [1, "2"]}, "ids must be an array of integers"),
                 ({"ids": [0]}, 'bad id "0" (expected an integer from 1 to 9223372036854775807)'),
                 ({"ids": [1], "dry_run": "yes"}, "dry_run must be true or false"),
                 ({"ids": [1], "dryRun": True}, 'unknown field "dryRun" (expected filter, ids and dry_run)'),
