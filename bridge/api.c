@@ -1,7 +1,8 @@
 /* The JSON API (see api.h and docs/http-api.md). Snapshots come from the
  * metric registry, the stats thread and the executor; /api/jobs, the dead
  * letters, the audit trail and the admin actions use one database
- * connection of their own, one request at a time. */
+ * connection of their own, one request at a time, and showing a dead
+ * letter (which reads Kafka) another. */
 #include "api.h"
 
 #include <assert.h>
@@ -66,9 +67,12 @@ struct kjb_api {
   size_t ntokens;
   int64_t started_mono_us;
 
-  /* Reading dead letters' records: created on first use, one request at a
-   * time; taken before db_mu. */
+  /* Showing a dead letter: its row, its record read from Kafka (which may
+   * take seconds) and decoded. One request at a time, on a connection of
+   * its own so that the other requests need not wait for Kafka; all
+   * created on first use. */
   pthread_mutex_t dlq_mu;
+  kjb_store *dlq_db;
   kjb_dlq_reader *reader;
   kjb_catalog *cat;
 
@@ -119,20 +123,25 @@ static json_t *time_json(int64_t epoch_us) {
   return epoch_us <= 0 ? json_null() : kjb_json_rfc3339(epoch_us);
 }
 
-/* The database connection, connected on first use; under db_mu. */
-static kjb_store *db(kjb_api *api, kjb_err *err) {
-  if (!api->db)
-    api->db = kjb_store_connect(api->cfg->postgres.conninfo, api->cfg->postgres.schema, err);
-  return api->db;
+/* The connection in *slot, connected on first use. */
+static kjb_store *connected(kjb_api *api, kjb_store **slot, kjb_err *err) {
+  if (!*slot)
+    *slot = kjb_store_connect(api->cfg->postgres.conninfo, api->cfg->postgres.schema, err);
+  return *slot;
 }
 
-/* After a failed query: drop the connection when it is broken. */
-static void db_failed(kjb_api *api) {
-  if (api->db && PQstatus(kjb_store_conn(api->db)) != CONNECTION_OK) {
-    kjb_store_free(api->db);
-    api->db = NULL;
+/* After a failed query: drop the connection in *slot when it is broken. */
+static void drop_broken(kjb_store **slot) {
+  if (*slot && PQstatus(kjb_store_conn(*slot)) != CONNECTION_OK) {
+    kjb_store_free(*slot);
+    *slot = NULL;
   }
 }
+
+/* The database connection, connected on first use; under db_mu. */
+static kjb_store *db(kjb_api *api, kjb_err *err) { return connected(api, &api->db, err); }
+
+static void db_failed(kjb_api *api) { drop_broken(&api->db); }
 
 /* The job id in the n bytes at s: 0, or -1 when it is not an integer from 1
  * to INT64_MAX. */
@@ -575,14 +584,9 @@ static unsigned get_dead_letter(kjb_api *api, int64_t id, kjb_buf *out) {
   int rc = -1;
   pthread_mutex_lock(&api->dlq_mu);
   kjb_dlq_reader *r = reader(api, &err);
-  if (r) {
-    pthread_mutex_lock(&api->db_mu);
-    kjb_store *s = db(api, &err);
-    rc = s ? kjb_dlqindex_show_json(s, r, api->cat, api->cfg, id, &o, &res, &err) : -1;
-    if (rc < 0)
-      db_failed(api);
-    pthread_mutex_unlock(&api->db_mu);
-  }
+  kjb_store *s = r ? connected(api, &api->dlq_db, &err) : NULL;
+  if (s && (rc = kjb_dlqindex_show_json(s, r, api->cat, api->cfg, id, &o, &res, &err)) < 0)
+    drop_broken(&api->dlq_db);
   pthread_mutex_unlock(&api->dlq_mu);
   if (rc < 0)
     return error_reply(out, 503, "%s", err.msg);
@@ -1082,6 +1086,7 @@ void kjb_api_free(kjb_api *api) {
   kjb_stats_free(api->stats);
   kjb_dlq_reader_free(api->reader);
   kjb_catalog_free(api->cat);
+  kjb_store_free(api->dlq_db);
   kjb_store_free(api->db);
   pthread_mutex_destroy(&api->dlq_mu);
   pthread_mutex_destroy(&api->db_mu);
