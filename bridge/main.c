@@ -154,9 +154,11 @@ static int load(const char *cmd, const common_opts *o, kjb_config *cfg) {
     return rc;
   }
   kjb_log_setup(lvl, strcmp(format, "json") == 0);
-  /* The admin token never shows in any command's output. */
+  /* The admin tokens never show in any command's output. */
   if (cfg->http.admin_token_env)
     kjb_log_secret(getenv(cfg->http.admin_token_env));
+  for (size_t i = 0; i < cfg->http.nadmin_tokens; i++)
+    kjb_log_secret(getenv(cfg->http.admin_tokens[i].env));
   return 0;
 }
 

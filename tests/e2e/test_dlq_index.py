@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 import avrokit
-from kjbtest import (Database, KjbProcess, Record, free_port, get, kjb_argv, kjb_env, order, request,
-                    sanitizer_report, unique_name, wait_for, write_ingest_config, REPO, SANITIZER_EXIT)
+from kjbtest import (Database, Kjb, KjbProcess, Record, caught_up, drop_db, free_port, get, make_db, order, request,
+                    stop_checked, unique_name, wait_for, write_ingest_config)
 
 ORDER = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
 USER = pwd.getpwuid(os.geteuid()).pw_name
@@ -68,67 +68,6 @@ def bad_records() -> list[Bad]:
         Bad("other", 0, b"", b"", "SHORT_HEADER",
             "record is 0 bytes, shorter than the 5-byte confluent header"),
     ]
-
-
-# --------------------------------------------------------------------------
-# Running kjb outside the function-scoped fixtures
-
-
-class Kjb:
-    """`kjb` commands against one configuration, checked for sanitizer
-    reports; the exit code is the caller's to check."""
-
-    def __init__(self, binary: Path, cfg: Path, env: dict[str, str]):
-        self.binary, self.cfg, self.env = binary, cfg, env
-
-    def __call__(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        argv = kjb_argv(self.binary, list(args), self.cfg)
-        res = subprocess.run(argv, capture_output=True, text=True, env=kjb_env(self.env), cwd=REPO,
-                             timeout=timeout, check=False)
-        report = sanitizer_report(res.stderr)
-        if report or res.returncode == SANITIZER_EXIT:
-            pytest.fail(f"sanitizer report from {' '.join(argv)}:\n{report or res.stderr}", pytrace=False)
-        return res
-
-    def ok(self, *args: str) -> str:
-        res = self(*args)
-        assert res.returncode == 0, f"kjb {' '.join(args)} exited {res.returncode}:\n{res.stderr}"
-        return res.stdout
-
-    def json(self, *args: str):
-        return json.loads(self.ok(*args, "--json"))
-
-    def start(self, log: Path, *args: str) -> KjbProcess:
-        return KjbProcess(kjb_argv(self.binary, ["run", *args], self.cfg), kjb_env(self.env), log, REPO)
-
-
-def stop_checked(proc: KjbProcess) -> None:
-    """Stops proc gracefully and fails on a sanitizer report or a hang."""
-    status = proc.stop()
-    problems = proc.problems()
-    assert not problems, "\n".join(problems)
-    assert status == 0, f"kjb run exited {status}\n{proc.log()[-3000:]}"
-
-
-def make_db(pg, hint: str) -> Database:
-    name = unique_name(hint, maxlen=63)
-    with pg.connect("postgres") as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return Database(pg, name)
-
-
-def drop_db(pg, db: Database) -> None:
-    if os.environ.get("KJB_E2E_KEEP") == "1":
-        return
-    with pg.connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
-
-
-def caught_up(kafka, group: str, topic: str) -> bool:
-    """Whether the group's offsets reached the end of every partition (an
-    empty partition has none committed)."""
-    committed = kafka.committed(group, topic)
-    return all(committed[p] == end for p, end in kafka.end_offsets(topic).items() if end > 0)
 
 
 def rfc3339_ms(value: str) -> dt.datetime:
