@@ -25,6 +25,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "metrics.h"
+#include "pause.h"
 #include "replay.h"
 #include "stats.h"
 #include "store.h"
@@ -464,11 +465,41 @@ int kjb_api_dead_letter_path(const char *path, int64_t *id) {
   return id_path(path, DEAD_LETTERS "/", NULL, id);
 }
 
+/* "/api/kinds/<kind>/pause|resume" or "/api/queues/<queue>/pause|resume":
+ * true with the scope, the name (len bytes at *name) and whether to pause. */
+static bool pause_path(const char *path, kjb_pause_scope *scope, const char **name, size_t *len,
+                       bool *pause) {
+  static const char kinds[] = "/api/kinds/", queues[] = "/api/queues/";
+  const char *seg;
+  if (strncmp(path, kinds, sizeof kinds - 1) == 0) {
+    *scope = KJB_PAUSE_KIND;
+    seg = path + sizeof kinds - 1;
+  } else if (strncmp(path, queues, sizeof queues - 1) == 0) {
+    *scope = KJB_PAUSE_QUEUE;
+    seg = path + sizeof queues - 1;
+  } else {
+    return false;
+  }
+  size_t n = strcspn(seg, "/");
+  if (n == 0 || n > 200)
+    return false;
+  *pause = strcmp(seg + n, "/pause") == 0;
+  if (!*pause && strcmp(seg + n, "/resume") != 0)
+    return false;
+  *name = seg;
+  *len = n;
+  return true;
+}
+
 bool kjb_api_is_post_path(const char *path) {
   int64_t id;
-  return strcmp(path, "/api/replay") == 0 || strcmp(path, DEAD_LETTERS_IGNORE) == 0 ||
-         strcmp(path, DEAD_LETTERS_REPLAY) == 0 || kjb_api_job_path(path, "/retry", &id) >= 0 ||
-         kjb_api_job_path(path, "/cancel", &id) >= 0;
+  kjb_pause_scope scope;
+  const char *name;
+  size_t len;
+  bool pause;
+  return pause_path(path, &scope, &name, &len, &pause) || strcmp(path, "/api/replay") == 0 ||
+         strcmp(path, DEAD_LETTERS_IGNORE) == 0 || strcmp(path, DEAD_LETTERS_REPLAY) == 0 ||
+         kjb_api_job_path(path, "/retry", &id) >= 0 || kjb_api_job_path(path, "/cancel", &id) >= 0;
 }
 
 bool kjb_api_is_get_path(const char *path) {
@@ -715,6 +746,33 @@ static unsigned job_action(kjb_api *api, int64_t id, int retry, const char *acto
   put_json(out, json_pack("{s:I, s:s}", "id", (json_int_t)id, "state",
                           retry ? "available" : "cancelled"));
   return 200;
+}
+
+static unsigned pause_action(kjb_api *api, kjb_pause_scope scope, const char *seg, size_t len,
+                             bool pause, const char *actor, kjb_buf *out) {
+  char *name = kjb_xstrndup(seg, len);
+  kjb_err err;
+  kjb_pause_result res;
+  pthread_mutex_lock(&api->db_mu);
+  kjb_store *s = db(api, &err);
+  int rc = s ? kjb_pause_set(s, scope, name, pause, actor, &res, &err) : -1;
+  if (rc < 0)
+    db_failed(api);
+  pthread_mutex_unlock(&api->db_mu);
+  unsigned status = 200;
+  if (rc < 0) {
+    status = error_reply(out, 503, "%s", err.msg);
+  } else {
+    if (res.changed)
+      kjb_info("admin: %s %s %s by %s", kjb_pause_scope_name(scope), name,
+               pause ? "paused" : "resumed", actor);
+    put_json(out, json_pack("{s:s, s:b, s:b, s:o, s:o}", kjb_pause_scope_name(scope), name,
+                            "paused", pause, "changed", res.changed, "since",
+                            res.since[0] ? json_string(res.since) : json_null(), "by",
+                            res.by[0] ? json_string(res.by) : json_null()));
+  }
+  free(name);
+  return status;
 }
 
 static void *replay_main(void *arg) {
@@ -1021,6 +1079,12 @@ unsigned kjb_api_post(kjb_api *api, const char *path, const char *actor, const c
     return m ? job_action(api, id, 1, actor, out) : error_reply(out, 400, "bad job id");
   if ((m = kjb_api_job_path(path, "/cancel", &id)) >= 0)
     return m ? job_action(api, id, 0, actor, out) : error_reply(out, 400, "bad job id");
+  kjb_pause_scope scope;
+  const char *name;
+  size_t nlen;
+  bool pause;
+  if (pause_path(path, &scope, &name, &nlen, &pause))
+    return pause_action(api, scope, name, nlen, pause, actor, out);
   return error_reply(out, 404, "not found");
 }
 

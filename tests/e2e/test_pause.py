@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 from kjbtest import free_port, wait_for
@@ -82,6 +83,55 @@ def test_pause_holds_a_kind_across_the_cluster_until_resumed(db, run_kjb, start_
     ]
     for p in procs:
         assert p.stop() == 0
+
+
+def post(port: int, path: str, token: str | None) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST", data=b"",
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_pause_and_resume_through_the_api(db, run_kjb, start_kjb, tmp_path):
+    cfg = write_config(tmp_path / "kjb.cfg", HANDLERS)
+    env = migrated(run_kjb, cfg, db)
+    port, token = free_port(), "tok-pause"
+    proc = start_kjb(["run", "--role", "executor"], cfg,
+                     env={**env, "KJB_HTTP_LISTEN": f"127.0.0.1:{port}", "KJB_ADMIN_TOKEN": token})
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.nodes") == 1, timeout=60, message=lambda: proc.log())
+    assert post(port, "/api/kinds/mail/pause", None)[0] == 401
+    assert post(port, "/api/kinds/mail/pause", "wrong")[0] == 403
+    assert db.scalar("SELECT count(*) FROM kjb.pauses") == 0
+    status, body = post(port, "/api/kinds/mail/pause", token)
+    assert (status, body["kind"], body["paused"], body["changed"]) == (200, "mail", True, True), body
+    status, body = post(port, "/api/kinds/mail/pause", token)
+    assert (status, body["changed"], body["by"]) == (200, False, "admin"), body
+    insert_jobs(db, "mail", 5)
+    insert_jobs(db, "fraud", 5)
+    wait_for(lambda: states(db, "fraud").get("completed") == 5, timeout=60, message=lambda: str(states(db, "fraud")))
+    time.sleep(1)
+    assert states(db, "mail") == {"available": 5}
+    status, body = post(port, "/api/queues/bulk/pause", token)
+    assert (status, body["queue"], body["changed"]) == (200, "bulk", True), body
+    status, body = post(port, "/api/kinds/mail/resume", token)
+    assert (status, body["paused"], body["changed"], body["by"]) == (200, False, True, "admin"), body
+    wait_for(lambda: states(db, "mail").get("completed") == 5, timeout=60, message=lambda: str(states(db, "mail")))
+    assert post(port, "/api/queues/bulk/resume", token)[1]["changed"] is True
+    assert post(port, "/api/kinds//pause", token)[0] == 404
+    assert post(port, "/api/kinds/mail/stop", token)[0] == 404
+    assert [tuple(r) for r in db.query("SELECT actor, action, params->>'kind', params->>'queue', result->>'outcome'"
+                                       " FROM kjb.audit ORDER BY id")] == [
+        ("admin", "jobs.pause", "mail", None, "done"),
+        ("admin", "jobs.pause", "mail", None, "already_paused"),
+        ("admin", "jobs.pause", None, "bulk", "done"),
+        ("admin", "jobs.resume", "mail", None, "done"),
+        ("admin", "jobs.resume", None, "bulk", "done"),
+    ]
+    assert proc.stop() == 0
 
 
 def test_pause_by_queue(db, run_kjb, start_kjb, tmp_path):
