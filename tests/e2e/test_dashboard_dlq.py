@@ -3,7 +3,7 @@
 A real `kjb run` dead-letters records of two reasons into a real Kafka and
 PostgreSQL: confluent records of a schema id the configuration does not
 know yet (UNKNOWN_SCHEMA_ID), and records cut off inside a string
-(TRUNCATED); a key is markup and one is not UTF-8. kjb then restarts with
+(TRUNCATED, inside a varint); a key is markup and one is not UTF-8. kjb then restarts with
 that schema id configured, so that the first reason has become replayable.
 In the page: filter by reason and page through the results, open records
 (the reason, the hex dump with the failing byte marked, the decode with
@@ -83,11 +83,12 @@ def unknown_schema(i: int) -> bytes:
 
 
 def truncated(i: int) -> bytes:
-    """A record of order_created (id 1) cut off inside customer.email:
-    order_id, customer.id and the email's length are there, 6 of its 15
-    bytes are."""
+    """A record of order_created (id 1) cut off inside created_at, a long:
+    3 of its 6 varint bytes are there (bytes 47 to 49, for i from 64 to
+    8191, whose order_id takes two bytes)."""
     whole = avrokit.confluent(ORDER, order(i), 1)
-    return whole[: 5 + 3 + 6]
+    assert 64 <= i < 8192 and len(whole) == 55, (i, whole.hex())
+    return whole[:50]
 
 
 def dead_letters(db, where: str = "TRUE", *params) -> list[dict]:
@@ -130,7 +131,7 @@ def test_dead_letter_explorer(kafka, db, make_topic, run_kjb, start_kjb, kjb_ser
     rows = dead_letters(db)
     unknown = [r["id"] for r in rows if r["reason"] == "UNKNOWN_SCHEMA_ID"]
     cut = [r["id"] for r in rows if r["reason"] == "TRUNCATED"]
-    assert (len(unknown), len(cut)) == (N_UNKNOWN, N_TRUNCATED), rows
+    assert (len(unknown), len(cut)) == (N_UNKNOWN, N_TRUNCATED), [(r["reason"], r["message"]) for r in rows[N_UNKNOWN:]]
     assert {r["status"] for r in rows} == {"dead"}
     markup_id = next(r["id"] for r in rows if bytes(r["key"]) == MARKUP_KEY.encode())
     binary_id = next(r["id"] for r in rows if bytes(r["key"]) == BINARY_KEY)
