@@ -1,6 +1,7 @@
 /* kjb: the command line. Each subcommand parses its own options, loads the
  * configuration and calls into the library. Exit codes: 0 success, 1
  * operational failure, 2 usage or configuration error. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -18,11 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "catalog.h"
 #include "config.h"
 #include "audit.h"
 #include "dlq.h"
+#include "dlqedit.h"
 #include "dlqfilter.h"
 #include "dlqindex.h"
 #include "executor.h"
@@ -33,6 +36,7 @@
 #include "jobs.h"
 #include "kafka.h"
 #include "log.h"
+#include "pause.h"
 #include "produce.h"
 #include "replay.h"
 #include "store.h"
@@ -150,9 +154,11 @@ static int load(const char *cmd, const common_opts *o, kjb_config *cfg) {
     return rc;
   }
   kjb_log_setup(lvl, strcmp(format, "json") == 0);
-  /* The admin token never shows in any command's output. */
+  /* The admin tokens never show in any command's output. */
   if (cfg->http.admin_token_env)
     kjb_log_secret(getenv(cfg->http.admin_token_env));
+  for (size_t i = 0; i < cfg->http.nadmin_tokens; i++)
+    kjb_log_secret(getenv(cfg->http.admin_tokens[i].env));
   return 0;
 }
 
@@ -493,7 +499,8 @@ static int cmd_produce(int argc, char **argv) {
              "events.jsonl\n\n"
              "Encodes JSON lines with the topic's reader schema and framing and produces\n"
              "them. Bad lines are reported with their line number and skipped; the exit\n"
-             "code is 1 if any line was bad or undelivered.\n\n"
+             "code is 1 if any line was bad or undelivered. Shows its progress on\n"
+             "stderr (with a total when standard input is a regular file).\n\n"
              "  -t, --topic T         a topic from the configuration\n"
              "      --schema-id N     schema id for the confluent header (default: the\n"
              "                        reader schema's id in schemas.ids)\n"
@@ -510,7 +517,14 @@ static int cmd_produce(int argc, char **argv) {
   if (rc)
     return rc;
   kjb_err err;
-  kjb_produce_opts po = {topic, schema_id, key_path, stdin, stderr, "kjb: produce: "};
+  /* No progress line while someone types the lines in. */
+  kjb_produce_opts po = {.topic = topic,
+                         .schema_id = schema_id,
+                         .key_path = key_path,
+                         .in = stdin,
+                         .errs = stderr,
+                         .prefix = "kjb: produce: ",
+                         .progress = isatty(STDIN_FILENO) ? NULL : stderr};
   kjb_produce_stats st;
   if (kjb_produce_lines(&cfg, &po, &stop_requested, &st, &err) < 0) {
     rc = fail("produce", &err);
@@ -525,6 +539,45 @@ static int cmd_produce(int argc, char **argv) {
   return rc;
 }
 
+/* ---- dead-letter filters ------------------------------------------- */
+
+/* The filters' options, the same for every command that selects dead
+ * letters: OPT_FILTER + the kjb_dlq_filter_field. */
+enum { OPT_FILTER = 1300 };
+// clang-format off
+#define DLQ_FILTER_LONG_OPTS                                                      \
+  {"id", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_ID},                     \
+  {"dlq-topic", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_DLQ_TOPIC},       \
+  {"source-topic", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_SOURCE_TOPIC}, \
+  {"reason", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_REASON},             \
+  {"since", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_SINCE},               \
+  {"until", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_UNTIL},               \
+  {"key", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_KEY},                   \
+  {"status", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_STATUS}
+// clang-format on
+
+#define DLQ_FILTER_HELP                                                                 \
+  "      --id N              the dead letter with id N (repeatable: any of them)\n"     \
+  "      --dlq-topic T       in DLQ topic T\n"                                          \
+  "      --source-topic T    from source topic T\n"                                     \
+  "      --reason CODE       with this error code, e.g. TRUNCATED (or kjb.TRUNCATED)\n" \
+  "      --since TIME        dead-lettered at or after TIME: RFC 3339\n"                \
+  "                          (2026-11-21T10:00:00Z) or a duration back from now (2h)\n" \
+  "      --until TIME        dead-lettered before TIME\n"                               \
+  "      --key TEXT          whose key is exactly TEXT\n"                               \
+  "      --status S          dead, replayed, failing or ignored\n"
+
+/* Whether c is a filter option; if so, adds its value to f, reporting a
+ * bad one as a usage error with *rc set to the exit code. */
+static bool filter_opt(const char *cmd, int c, kjb_dlq_filter *f, int64_t now, int *rc) {
+  if (c < OPT_FILTER || c >= OPT_FILTER + KJB_DLQ_F__COUNT)
+    return false;
+  kjb_err err;
+  if (kjb_dlq_filter_set(f, (kjb_dlq_filter_field)(c - OPT_FILTER), optarg, now, "--", &err) < 0)
+    *rc = usage_error(cmd, "%s", err.msg);
+  return true;
+}
+
 /* ---- replay --------------------------------------------------------- */
 
 enum {
@@ -535,7 +588,8 @@ enum {
   OPT_GROUP,
   OPT_JSON,
   OPT_CODE,
-  OPT_ACTOR
+  OPT_ACTOR,
+  OPT_RATE
 };
 
 static int parse_limit(const char *cmd, const char *arg, long *out) {
@@ -544,6 +598,23 @@ static int parse_limit(const char *cmd, const char *arg, long *out) {
     return EXIT_USAGE;
   *out = (long)v;
   return 0;
+}
+
+/* What a replay did, per reason then in sum (the last line). */
+static void print_replay(const kjb_replay_stats *st, int dry_run) {
+  const char *pre = dry_run ? "dry run: " : "";
+  for (size_t i = 0; i < st->nreasons; i++) {
+    const kjb_replay_reason *rr = &st->reasons[i];
+    printf("%s%s: %" PRIu64 " record%s: %" PRIu64 " %s", pre, rr->reason, rr->records,
+           rr->records == 1 ? "" : "s", rr->replayed,
+           dry_run ? "would become jobs" : "became jobs");
+    for (size_t k = 0; k < rr->nkinds; k++)
+      printf("%s%" PRIu64 " %s", k ? ", " : " (", rr->kinds[k].jobs, rr->kinds[k].kind);
+    printf("%s, %" PRIu64 " already present, %" PRIu64 " %s\n", rr->nkinds ? ")" : "",
+           rr->already_present, rr->still_failing, dry_run ? "would still fail" : "still failing");
+  }
+  printf("%sreplayed %" PRIu64 ", still failing %" PRIu64 ", already present %" PRIu64 "\n", pre,
+         st->replayed, st->still_failing, st->already_present);
 }
 
 static int cmd_replay(int argc, char **argv) {
@@ -555,92 +626,135 @@ static int cmd_replay(int argc, char **argv) {
                                        {"follow", no_argument, NULL, OPT_FOLLOW},
                                        {"group", required_argument, NULL, OPT_GROUP},
                                        {"actor", required_argument, NULL, OPT_ACTOR},
+                                       {"rate", required_argument, NULL, OPT_RATE},
+                                       DLQ_FILTER_LONG_OPTS,
                                        {0}};
   common_opts o = {0};
-  kjb_replay_opts ro = {.log = stderr};
-  const char *actor_opt = NULL;
+  kjb_replay_opts ro = {.log = stderr, .progress = stderr};
+  const char *actor_opt = NULL, *offset_mode = NULL;
   char actor[KJB_AUDIT_ACTOR_MAX + 1];
   kjb_reset_spec spec;
+  kjb_dlq_filter f;
+  kjb_dlq_filter_init(&f);
+  int64_t now = kjb_now_wall_us();
   kjb_err err;
-  int c;
-  while ((c = getopt_long(argc, argv, ":c:ht:", opts, NULL)) != -1) {
-    if (common_opt(c, &o))
+  int rc = -1, c;
+  while (rc < 0 && (c = getopt_long(argc, argv, ":c:ht:", opts, NULL)) != -1) {
+    if (common_opt(c, &o) || filter_opt("replay", c, &f, now, &rc))
       continue;
     switch (c) {
-    case 't': ro.topic = optarg; break;
+    case 't':
+      ro.topic = optarg;
+      offset_mode = "--topic";
+      break;
     case OPT_RESET:
       if (kjb_reset_parse(optarg, &spec, &err) < 0)
-        return usage_error("replay", "--reset-offsets: %s", err.msg);
+        rc = usage_error("replay", "--reset-offsets: %s", err.msg);
       ro.reset = &spec;
       ro.reset_text = optarg;
+      offset_mode = "--reset-offsets";
       break;
     case OPT_DRY_RUN: ro.dry_run = 1; break;
     case OPT_LIMIT:
       if (parse_limit("replay", optarg, &ro.limit))
-        return EXIT_USAGE;
+        rc = EXIT_USAGE;
+      offset_mode = "--limit";
       break;
-    case OPT_FOLLOW: ro.follow = 1; break;
-    case OPT_GROUP: ro.group = optarg; break;
+    case OPT_FOLLOW:
+      ro.follow = 1;
+      offset_mode = "--follow";
+      break;
+    case OPT_GROUP:
+      ro.group = optarg;
+      offset_mode = "--group";
+      break;
     case OPT_ACTOR: actor_opt = optarg; break;
+    case OPT_RATE: {
+      char *end;
+      errno = 0;
+      ro.rate = strtod(optarg, &end);
+      if (errno || end == optarg || *end || !(ro.rate > 0) || ro.rate > 1e9)
+        rc = usage_error("replay", "bad --rate \"%s\" (expected records per second, more than 0)",
+                         optarg);
+      break;
+    }
     case 'h':
-      printf("usage: kjb replay --topic DLQ [--reset-offsets SPEC] [--dry-run] [--limit N] "
-             "[--follow] [--group G] [--actor NAME] [options]\n\n"
+      printf("usage: kjb replay FILTERS [--rate N] [--dry-run] [--actor NAME] [options]\n"
+             "       kjb replay --topic DLQ [--reset-offsets SPEC] [--dry-run] [--limit N]\n"
+             "                  [--follow] [--group G] [--rate N] [--actor NAME] [options]\n\n"
              "Runs dead-lettered records through the current decoder and mapping. Records\n"
              "that now succeed become jobs at their original coordinates (never twice);\n"
-             "records that still fail are counted and skipped. Consumes in group\n"
-             "<kafka.group>.replay and stops at the end offsets seen at start.\n"
-             "Exit code 0 when nothing still fails, 1 otherwise.\n\n"
-             "  -t, --topic DLQ         the dead-letter topic\n"
+             "records that still fail are counted and skipped. Each replay is recorded in\n"
+             "kjb.dead_letters (status, replays, last_replayed_at, last_error) and kjb.audit.\n\n"
+             "With filters, exactly the dead letters of the index they select are fetched\n"
+             "from their DLQ coordinates (ignored ones only when selected by --id or\n"
+             "--status). With --topic, the topic is consumed in group <kafka.group>.replay\n"
+             "up to the end offsets seen at start.\n"
+             "Exit code 0 when nothing still fails, 1 otherwise.\n\n" DLQ_FILTER_HELP
+             "  -t, --topic DLQ         the dead-letter topic (without filters)\n"
              "      --reset-offsets SPEC  first move the group: to-earliest, to-latest,\n"
              "                          to-offset:N, to-datetime:2026-11-21T10:00:00.000,\n"
              "                          shift-by:N, by-duration:PT1H\n"
-             "      --dry-run           count only; write and commit nothing\n"
+             "      --dry-run           count per reason what would become jobs (of which\n"
+             "                          kinds) and what would still fail; write nothing\n"
+             "      --rate N            replay at most N records per second\n"
              "      --limit N           stop after N records\n"
              "      --follow            keep consuming past the end (until SIGINT)\n"
              "      --group G           consumer group (default <kafka.group>.replay)\n"
              "      --actor NAME        who, for the audit trail (default cli:<user>)\n%s",
              COMMON_HELP);
-      return 0;
-    default: return option_error("replay", c, argv);
+      rc = 0;
+      break;
+    default: rc = option_error("replay", c, argv); break;
     }
   }
-  if (!ro.topic)
-    return usage_error("replay", "--topic is required");
-  if (kjb_audit_actor(actor_opt, actor, sizeof actor, &err) < 0)
-    return usage_error("replay", "%s", err.msg);
+  if (rc < 0 && optind < argc)
+    rc = usage_error("replay", "unexpected argument \"%s\"", argv[optind]);
+  if (rc < 0 && kjb_dlq_filter_check(&f, "--", &err) < 0)
+    rc = usage_error("replay", "%s", err.msg);
+  if (rc < 0 && !kjb_dlq_filter_empty(&f)) {
+    if (offset_mode)
+      rc = usage_error("replay", "%s does not apply to a replay by filter", offset_mode);
+    ro.filter = &f;
+  } else if (rc < 0 && !ro.topic) {
+    rc = usage_error("replay", "--topic or a filter is required");
+  }
+  if (rc < 0 && kjb_audit_actor(actor_opt, actor, sizeof actor, &err) < 0)
+    rc = usage_error("replay", "%s", err.msg);
   ro.actor = actor;
   kjb_config cfg;
-  int rc = load("replay", &o, &cfg);
-  if (rc)
-    return rc;
-  install_signals();
-  kjb_replay_stats st = {0};
-  if (kjb_replay_run(&cfg, &ro, &st, &stop_requested, &err) < 0) {
-    rc = fail("replay", &err);
-  } else {
-    printf("%sreplayed %llu, still failing %llu, already present %llu\n",
-           ro.dry_run ? "dry run: " : "", (unsigned long long)st.replayed,
-           (unsigned long long)st.still_failing, (unsigned long long)st.already_present);
-    rc = st.still_failing ? EXIT_OPERATIONAL : 0;
+  if (rc < 0 && (rc = load("replay", &o, &cfg)) == 0) {
+    install_signals();
+    kjb_replay_stats st = {0};
+    if (kjb_replay_run(&cfg, &ro, &st, &stop_requested, &err) < 0) {
+      rc = fail("replay", &err);
+    } else {
+      print_replay(&st, ro.dry_run);
+      rc = st.still_failing ? EXIT_OPERATIONAL : 0;
+    }
+    kjb_replay_stats_close(&st);
+    kjb_config_close(&cfg);
   }
-  kjb_config_close(&cfg);
+  kjb_dlq_filter_close(&f);
   return rc;
 }
 
 /* ---- jobs ----------------------------------------------------------- */
 
-enum { OPT_STATE = 1200, OPT_KIND, OPT_OLDER_THAN };
+enum { OPT_STATE = 1200, OPT_KIND, OPT_OLDER_THAN, OPT_QUEUE };
 
 static const char JOBS_USAGE[] =
     "usage: kjb jobs ls [--state S] [--kind K] [--limit N] [--json] [options]\n"
     "       kjb jobs show ID [--json] [options]\n"
     "       kjb jobs retry ID | --state STATE [--kind K] [options]\n"
     "       kjb jobs cancel ID [options]\n"
-    "       kjb jobs prune --older-than DURATION [options]\n";
+    "       kjb jobs prune --older-than DURATION [options]\n"
+    "       kjb jobs pause|resume --kind K | --queue Q [options]\n";
 
 /* What a jobs subcommand acts on, from its command line. */
 typedef struct {
   kjb_jobs_filter f;
+  const char *queue;
   int64_t id;
   int64_t older_than_us;
   char actor[KJB_AUDIT_ACTOR_MAX + 1];
@@ -663,7 +777,17 @@ static int job_error(const char *cmd, const char *fmt, ...) {
 
 static int jobs_ls(const char *cmd, kjb_store *s, const jobs_args *a) {
   kjb_err err;
-  return kjb_jobs_ls(s, &a->f, stdout, NULL, &err) < 0 ? fail(cmd, &err) : 0;
+  if (kjb_jobs_ls(s, &a->f, stdout, NULL, &err) < 0)
+    return fail(cmd, &err);
+  if (a->f.json)
+    return 0;
+  /* Below the table: what executors leave alone. */
+  json_t *paused = kjb_pause_list(s, &err);
+  if (!paused)
+    return fail(cmd, &err);
+  kjb_pause_print(paused, stdout);
+  json_decref(paused);
+  return 0;
 }
 
 static int jobs_show(const char *cmd, kjb_store *s, const jobs_args *a) {
@@ -723,6 +847,36 @@ static int jobs_prune(const char *cmd, kjb_store *s, const jobs_args *a) {
   return rc;
 }
 
+/* pause and resume of a kind or a queue. */
+static int jobs_pause_resume(const char *cmd, kjb_store *s, const jobs_args *a, bool pause) {
+  if (!a->f.kind == !a->queue)
+    return usage_error(cmd, "give one of --kind and --queue");
+  kjb_pause_scope scope = a->f.kind ? KJB_PAUSE_KIND : KJB_PAUSE_QUEUE;
+  const char *name = a->f.kind ? a->f.kind : a->queue;
+  kjb_err err;
+  kjb_pause_result res;
+  if (kjb_pause_set(s, scope, name, pause, a->actor, &res, &err) < 0)
+    return fail(cmd, &err);
+  const char *what = kjb_pause_scope_name(scope);
+  if (pause && res.changed)
+    printf("paused %s %s\n", what, name);
+  else if (pause)
+    printf("%s %s is paused already (since %s by %s)\n", what, name, res.since, res.by);
+  else if (res.changed)
+    printf("resumed %s %s (paused since %s by %s)\n", what, name, res.since, res.by);
+  else
+    printf("%s %s is not paused\n", what, name);
+  return 0;
+}
+
+static int jobs_pause(const char *cmd, kjb_store *s, const jobs_args *a) {
+  return jobs_pause_resume(cmd, s, a, true);
+}
+
+static int jobs_resume(const char *cmd, kjb_store *s, const jobs_args *a) {
+  return jobs_pause_resume(cmd, s, a, false);
+}
+
 /* Per subcommand: its name, the function that runs it, the options it
  * takes (and needs), whether it takes a job id, and its help. */
 enum {
@@ -731,7 +885,8 @@ enum {
   JOBS_OLDER_THAN = 4,
   JOBS_JSON = 8,
   JOBS_LIMIT = 16,
-  JOBS_ACTOR = 32
+  JOBS_ACTOR = 32,
+  JOBS_QUEUE = 64
 };
 enum { NO_ID, ID, ID_OR_STATE /* a job id, or --state (and maybe --kind) */ };
 static const struct {
@@ -774,6 +929,20 @@ static const struct {
      "Deletes completed, discarded and cancelled jobs that finished more than\n"
      "DURATION ago, in batches, and prints how many.\n\n"
      "      --older-than DURATION  e.g. 30s, 12h, 7d\n"},
+    {"pause", jobs_pause, JOBS_KIND | JOBS_QUEUE | JOBS_ACTOR, 0, NO_ID,
+     "usage: kjb jobs pause --kind K | --queue Q [--actor NAME] [options]\n\n"
+     "Stops every executor of the cluster from starting jobs of kind K (or of\n"
+     "queue Q) until resumed; running jobs finish, new ones stay available, rate\n"
+     "limits and breakers are untouched. kjb jobs ls lists the pauses.\n\n"
+     "      --kind K            the kind to pause\n"
+     "      --queue Q           the queue to pause\n"
+     "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
+    {"resume", jobs_resume, JOBS_KIND | JOBS_QUEUE | JOBS_ACTOR, 0, NO_ID,
+     "usage: kjb jobs resume --kind K | --queue Q [--actor NAME] [options]\n\n"
+     "Lets executors start jobs of a paused kind (or queue) again.\n\n"
+     "      --kind K            the kind to resume\n"
+     "      --queue Q           the queue to resume\n"
+     "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
 };
 
 static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
@@ -786,7 +955,8 @@ static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
 static int cmd_jobs(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     if (argc < 2)
-      return usage_error("jobs", "expected a subcommand: ls, show, retry, cancel or prune");
+      return usage_error("jobs",
+                         "expected a subcommand: ls, show, retry, cancel, prune, pause or resume");
     printf("%s\nInspects and acts on job records. 'kjb jobs SUBCOMMAND --help' describes one.\n",
            JOBS_USAGE);
     return 0;
@@ -796,7 +966,9 @@ static int cmd_jobs(int argc, char **argv) {
     sub++;
   if (sub == sizeof jobs_subs / sizeof jobs_subs[0])
     return usage_error(
-        "jobs", "unknown subcommand \"%s\" (expected ls, show, retry, cancel or prune)", argv[1]);
+        "jobs",
+        "unknown subcommand \"%s\" (expected ls, show, retry, cancel, prune, pause or resume)",
+        argv[1]);
   char cmd[16];
   snprintf(cmd, sizeof cmd, "jobs %s", jobs_subs[sub].name);
   static const struct option opts[] = {COMMON_LONG_OPTS,
@@ -806,6 +978,7 @@ static int cmd_jobs(int argc, char **argv) {
                                        {"json", no_argument, NULL, OPT_JSON},
                                        {"older-than", required_argument, NULL, OPT_OLDER_THAN},
                                        {"actor", required_argument, NULL, OPT_ACTOR},
+                                       {"queue", required_argument, NULL, OPT_QUEUE},
                                        {0}};
   common_opts o = {0};
   jobs_args a = {0};
@@ -842,13 +1015,17 @@ static int cmd_jobs(int argc, char **argv) {
       actor = optarg;
       given |= JOBS_ACTOR;
       break;
+    case OPT_QUEUE:
+      a.queue = optarg;
+      given |= JOBS_QUEUE;
+      break;
     case 'h': printf("%s%s", jobs_subs[sub].help, COMMON_HELP); return 0;
     default: return option_error(cmd, c, argv);
     }
   }
-  static const char *const names[] = {"--state", "--kind",  "--older-than",
-                                      "--json",  "--limit", "--actor"};
-  for (unsigned bit = 0; bit < 6; bit++)
+  static const char *const names[] = {"--state", "--kind",  "--older-than", "--json",
+                                      "--limit", "--actor", "--queue"};
+  for (unsigned bit = 0; bit < 7; bit++)
     if (given & ~jobs_subs[sub].takes & (1u << bit))
       return usage_error(cmd, "%s does not apply here", names[bit]);
   int npos = argc - optind;
@@ -863,7 +1040,7 @@ static int cmd_jobs(int argc, char **argv) {
     return EXIT_USAGE;
   if (id_mode == ID_OR_STATE && a.f.kind && !a.f.state)
     return usage_error(cmd, "--kind needs --state");
-  for (unsigned bit = 0; bit < 6; bit++)
+  for (unsigned bit = 0; bit < 7; bit++)
     if (jobs_subs[sub].needs & ~given & (1u << bit))
       return usage_error(cmd, "%s is required", names[bit]);
   kjb_err aerr;
@@ -890,8 +1067,7 @@ static int cmd_jobs(int argc, char **argv) {
 
 /* ---- dlq ------------------------------------------------------------ */
 
-/* The filters' options: OPT_FILTER + the kjb_dlq_filter_field. */
-enum { OPT_FILTER = 1300, OPT_ALL = OPT_FILTER + KJB_DLQ_F__COUNT };
+enum { OPT_ALL = OPT_FILTER + KJB_DLQ_F__COUNT };
 
 /* What a dlq subcommand acts on, from its command line. */
 typedef struct {
@@ -983,7 +1159,7 @@ static int dlq_reindex_db(const char *cmd, const kjb_config *cfg, kjb_store *s, 
   kjb_err err;
   kjb_dlqindex_reindex_stats st;
   install_signals();
-  if (kjb_dlqindex_reindex(cfg, s, a->topic, a->actor, &stop_requested, &st, &err) < 0)
+  if (kjb_dlqindex_reindex(cfg, s, a->topic, a->actor, stderr, &stop_requested, &st, &err) < 0)
     return fail(cmd, &err);
   printf("reindexed \"%s\": %" PRIu64 " records (%" PRIu64 " not dead letters); %" PRIu64
          " rows added, %" PRIu64 " updated, %" PRIu64 " unchanged, %" PRIu64
@@ -1008,17 +1184,6 @@ static int dlq_ignore(const char *cmd, const kjb_config *cfg, dlq_args *a) {
 static int dlq_reindex(const char *cmd, const kjb_config *cfg, dlq_args *a) {
   return with_store(cmd, cfg, a, dlq_reindex_db);
 }
-
-#define DLQ_FILTER_HELP                                                                 \
-  "      --id N              the dead letter with id N (repeatable: any of them)\n"     \
-  "      --dlq-topic T       in DLQ topic T\n"                                          \
-  "      --source-topic T    from source topic T\n"                                     \
-  "      --reason CODE       with this error code, e.g. TRUNCATED (or kjb.TRUNCATED)\n" \
-  "      --since TIME        dead-lettered at or after TIME: RFC 3339\n"                \
-  "                          (2026-11-21T10:00:00Z) or a duration back from now (2h)\n" \
-  "      --until TIME        dead-lettered before TIME\n"                               \
-  "      --key TEXT          whose key is exactly TEXT\n"                               \
-  "      --status S          dead, replayed, failing or ignored\n"
 
 /* Per subcommand: its name, the function that runs it, the options it
  * takes (and needs), whether it takes an id, and its help. */
@@ -1074,47 +1239,124 @@ static const struct {
      "usage: kjb dlq reindex --topic DLQ [--actor NAME] [options]\n\n"
      "Builds or repairs the index of a DLQ topic from its committed records,\n"
      "whoever wrote them (kjb, Kafka Connect, any producer of the\n"
-     "__connect.errors.* headers). Running it again changes nothing.\n\n"
+     "__connect.errors.* headers). Running it again changes nothing. Shows\n"
+     "its progress on stderr.\n\n"
      "  -t, --topic DLQ         the dead-letter topic\n"
      "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
 };
 enum { NDLQ_SUBS = sizeof dlq_subs / sizeof dlq_subs[0] };
 
+static const char DLQ_EDIT_HELP[] =
+    "usage: kjb dlq edit ID --json FILE [--dry-run] [--actor NAME] [options]\n\n"
+    "Replays one dead letter with a corrected value: FILE's JSON (as kjb produce\n"
+    "reads it) is encoded with the topic's reader schema and\n"
+    "becomes the jobs at the record's original coordinates, with its key and\n"
+    "headers. The original bytes stay in the DLQ; the row is marked replayed and\n"
+    "edited, and kjb.audit records the value. Its jobs are made once: when they\n"
+    "exist already, nothing is inserted.\n\n"
+    "      --json FILE         the corrected value\n"
+    "      --dry-run           show the jobs it would become; write nothing\n"
+    "      --actor NAME        who, for the audit trail (default cli:<user>)\n";
+
+static int cmd_dlq_edit(int argc, char **argv) {
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"json", required_argument, NULL, OPT_JSON},
+                                       {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+                                       {"actor", required_argument, NULL, OPT_ACTOR},
+                                       {0}};
+  static const char cmd[] = "dlq edit";
+  common_opts o = {0};
+  kjb_dlq_edit_opts eo = {.out = stdout};
+  const char *file = NULL, *actor_opt = NULL;
+  char actor[KJB_AUDIT_ACTOR_MAX + 1];
+  kjb_err err;
+  int rc = -1, c;
+  while (rc < 0 && (c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    switch (c) {
+    case OPT_JSON: file = optarg; break;
+    case OPT_DRY_RUN: eo.dry_run = 1; break;
+    case OPT_ACTOR: actor_opt = optarg; break;
+    case 'h':
+      printf("%s%s", DLQ_EDIT_HELP, COMMON_HELP);
+      rc = 0;
+      break;
+    default: rc = option_error(cmd, c, argv); break;
+    }
+  }
+  if (rc >= 0)
+    return rc;
+  if (optind == argc)
+    return usage_error(cmd, "expected a dead letter id");
+  if (optind + 1 < argc)
+    return usage_error(cmd, "unexpected argument \"%s\"", argv[optind + 1]);
+  if (kjb_parse_i64(argv[optind], 1, INT64_MAX, &eo.id) < 0)
+    return usage_error(cmd, "bad dead letter id \"%s\" (expected an integer from 1 to %" PRId64 ")",
+                       argv[optind], INT64_MAX);
+  if (!file)
+    return usage_error(cmd, "--json is required");
+  if (kjb_audit_actor(actor_opt, actor, sizeof actor, &err) < 0)
+    return usage_error(cmd, "%s", err.msg);
+  eo.actor = actor;
+  kjb_buf value;
+  kjb_buf_init(&value);
+  if (kjb_read_file(file, 16u << 20, &value, &err) < 0) {
+    kjb_buf_close(&value);
+    return usage_error(cmd, "--json %s: %s", file, err.msg);
+  }
+  eo.value = value.data;
+  eo.value_len = value.len;
+  eo.source = file;
+  kjb_config cfg;
+  if ((rc = load(cmd, &o, &cfg)) == 0) {
+    kjb_store *s = kjb_store_connect(cfg.postgres.conninfo, cfg.postgres.schema, &err);
+    kjb_dlq_edit_result res;
+    if (!s || kjb_dlq_edit(&cfg, s, &eo, &res, &err) < 0) {
+      rc = err.code == KJB_EUSAGE ? op_error(cmd, "%s", err.msg) : fail(cmd, &err);
+    } else {
+      printf("%sdead letter %" PRId64 " %s %zu job%s (%zu new)\n", eo.dry_run ? "dry run: " : "",
+             eo.id, eo.dry_run ? "would become" : "became", res.jobs, res.jobs == 1 ? "" : "s",
+             res.inserted);
+    }
+    kjb_store_free(s);
+    kjb_config_close(&cfg);
+  }
+  kjb_buf_close(&value);
+  return rc;
+}
+
 static int cmd_dlq(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     if (argc < 2)
-      return usage_error("dlq", "expected a subcommand: peek, ls, show, stats, ignore or reindex");
-    printf("usage: kjb dlq peek|ls|show|stats|ignore|reindex [options]\n\n"
+      return usage_error("dlq",
+                         "expected a subcommand: peek, ls, show, stats, ignore, reindex or edit");
+    printf("usage: kjb dlq peek|ls|show|stats|ignore|reindex|edit [options]\n\n"
            "Inspects dead letters: their DLQ topics (peek) and their index in PostgreSQL.\n"
            "'kjb dlq SUBCOMMAND --help' describes one.\n");
     return 0;
   }
+  if (strcmp(argv[1], "edit") == 0)
+    return cmd_dlq_edit(argc - 1, argv + 1);
   size_t sub = 0;
   while (sub < NDLQ_SUBS && strcmp(argv[1], dlq_subs[sub].name))
     sub++;
   if (sub == NDLQ_SUBS)
     return usage_error(
-        "dlq", "unknown subcommand \"%s\" (expected peek, ls, show, stats, ignore or reindex)",
+        "dlq",
+        "unknown subcommand \"%s\" (expected peek, ls, show, stats, ignore, reindex or edit)",
         argv[1]);
   char cmd[16];
   snprintf(cmd, sizeof cmd, "dlq %s", dlq_subs[sub].name);
-  static const struct option opts[] = {
-      COMMON_LONG_OPTS,
-      {"topic", required_argument, NULL, 't'},
-      {"limit", required_argument, NULL, OPT_LIMIT},
-      {"json", no_argument, NULL, OPT_JSON},
-      {"code", required_argument, NULL, OPT_CODE},
-      {"all", no_argument, NULL, OPT_ALL},
-      {"actor", required_argument, NULL, OPT_ACTOR},
-      {"id", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_ID},
-      {"dlq-topic", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_DLQ_TOPIC},
-      {"source-topic", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_SOURCE_TOPIC},
-      {"reason", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_REASON},
-      {"since", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_SINCE},
-      {"until", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_UNTIL},
-      {"key", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_KEY},
-      {"status", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_STATUS},
-      {0}};
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"topic", required_argument, NULL, 't'},
+                                       {"limit", required_argument, NULL, OPT_LIMIT},
+                                       {"json", no_argument, NULL, OPT_JSON},
+                                       {"code", required_argument, NULL, OPT_CODE},
+                                       {"all", no_argument, NULL, OPT_ALL},
+                                       {"actor", required_argument, NULL, OPT_ACTOR},
+                                       DLQ_FILTER_LONG_OPTS,
+                                       {0}};
   common_opts o = {0};
   dlq_args a = {0};
   kjb_dlq_filter_init(&a.f);
@@ -1127,13 +1369,10 @@ static int cmd_dlq(int argc, char **argv) {
   while (rc < 0 && (c = getopt_long(argc, argv, ":c:ht:", opts, NULL)) != -1) {
     if (common_opt(c, &o))
       continue;
-    if (c >= OPT_FILTER && c < OPT_FILTER + KJB_DLQ_F__COUNT) {
+    if (filter_opt(cmd, c, &a.f, now, &rc)) {
       if (!first_filter)
         first_filter = kjb_dlq_filter_name((kjb_dlq_filter_field)(c - OPT_FILTER));
       given |= DLQ_FILTERS;
-      if (kjb_dlq_filter_set(&a.f, (kjb_dlq_filter_field)(c - OPT_FILTER), optarg, now, "--",
-                             &err) < 0)
-        rc = usage_error(cmd, "%s", err.msg);
       continue;
     }
     switch (c) {
