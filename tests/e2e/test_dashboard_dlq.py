@@ -270,8 +270,13 @@ def test_dead_letter_explorer(kafka, db, make_topic, run_kjb, start_kjb, kjb_ser
                    if tr.get_attribute("data-header") == "__connect.errors.exception.class.name"]
         assert classes and classes[0].split()[-1] == "kjb.TRUNCATED", classes
         assert page.locator('[data-testid="dlx-record-decode-error"]').count() == 1  # still fails
-        if shown.get("partial") is not None:
-            assert json.loads(page.inner_text('[data-testid="dlx-record-partial"]')) == shown["partial"]
+        # The fields decoded before the failure: everything up to created_at.
+        partial = shown["partial"]
+        assert partial["order_id"] == 100 and partial["items"][0]["sku"] == "A-1" and "created_at" not in partial, shown
+        assert json.loads(page.inner_text('[data-testid="dlx-record-partial"]')) == partial
+        at = shown["partial_at"]
+        assert at and at["field"] == "created_at", shown
+        assert page.inner_text('[data-testid="dlx-record-partial-at"]') == f"(stopped at created_at, byte {at['byte']})"
         page.locator('[data-testid="dlx"]').screenshot(path=str(tmp_path / "dashboard-dlq-record.png"))
 
         # ---- an unknown-schema record decodes with today's configuration.
