@@ -5,6 +5,7 @@ and the kjb binary under test (KJB_BIN).
 Session:  kafka, pg, kjb_bin (kafka.tls and pg.tls: their TLS sides),
           oidc (an OAuth token server; the broker gets an OAUTHBEARER
           listener that trusts it, kafka.oauth, when a test asks for oidc)
+          browser (headless Chromium through Playwright, for the dashboard)
 Per test: db (a fresh database), make_topic, run_kjb, start_kjb, kjb_services_env
 
 The services are started side by side as soon as the collected tests show
@@ -316,3 +317,27 @@ def start_kjb(kjb_bin: Path, tmp_path: Path):
         _PROCS.remove(proc)
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+CHROMIUM = os.environ.get("KJB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium ($KJB_CHROMIUM, else Debian's /usr/bin/chromium)
+    through Playwright; fails (never skips) when it cannot start."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.fail(f"playwright is not installed ({exc}); scripts/deps.sh installs it", pytrace=False)
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=120_000)
+    except Exception as exc:  # noqa: BLE001 - reported as the failure
+        pw.stop()
+        pytest.fail(f"could not start Chromium ({CHROMIUM}): {exc}", pytrace=False)
+    yield b
+    b.close()
+    pw.stop()

@@ -28,7 +28,8 @@ DASHBOARD = CONFIG / "grafana-dashboard.json"
 ALERTS = CONFIG / "alerts.yml"
 ALERT_TESTS = CONFIG / "alerts.test.yml"
 
-# DESIGN.md, "Observability and operations": name -> (type, label names).
+# DESIGN.md, "Observability and operations" and "Dead-letter workbench":
+# name -> (type, label names).
 CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     name: (kind, frozenset(labels))
     for name, kind, labels in [
@@ -44,6 +45,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("kjb_breaker_open", "gauge", {"kind"}),
         ("kjb_replay_records_total", "counter", {"topic", "outcome"}),
         ("kjb_build_info", "gauge", {"version"}),
+        ("kjb_dead_letters", "gauge", {"dlq_topic", "reason", "status"}),
     ]
 }
 
@@ -197,6 +199,37 @@ def test_dashboard_is_well_formed():
     used = set().union(*(metric_names(q) for _, q in dashboard_queries(dash)))
     used = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
     assert set(CONTRACT) <= used, f"not on the dashboard: {sorted(set(CONTRACT) - used)}"
+
+
+def test_dashboard_shows_the_dead_letter_index():
+    """kjb_dead_letters (one series per DLQ topic, reason and status,
+    counted from the table every instance shares): the dead letters still
+    waiting, stacked by reason, and a table of all of them by status.
+    Both take the maximum over instances before summing, so that two
+    instances do not count each row twice."""
+    panels = all_panels(dashboard())
+    using = {p["title"]: p for p in panels if any("kjb_dead_letters" in t.get("expr", "") for t in p.get("targets", []))}
+
+    waiting = [p for p in using.values() if p["type"] == "timeseries"]
+    assert len(waiting) == 1, sorted(using)
+    [p] = waiting
+    [t] = p["targets"]
+    expr = re.sub(r"\s+", "", t["expr"])
+    assert expr.startswith("sumby(reason)(maxby(dlq_topic,reason,status)(kjb_dead_letters{"), t["expr"]
+    assert 'status="dead"' in expr, t["expr"]
+    assert "{{reason}}" in t["legendFormat"], t
+    assert p["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal", p["title"]
+
+    tables = [p for p in using.values() if p["type"] == "table"]
+    assert len(tables) == 1, sorted(using)
+    [p] = tables
+    [t] = p["targets"]
+    expr = re.sub(r"\s+", "", t["expr"])
+    assert expr.startswith("sumby(status)(maxby(dlq_topic,reason,status)(kjb_dead_letters{"), t["expr"]
+    assert "status=" not in expr, t["expr"]
+    assert t.get("instant") is True and t.get("format") == "table", t
+    requires = {r["id"] for r in dashboard()["__requires"] if r["type"] == "panel"}
+    assert {p["type"] for p in panels if p["type"] != "row"} <= requires, requires
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path):

@@ -12,14 +12,11 @@ directory and in build/artifacts/dashboard.png."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-import pytest
 
 import avrokit
 from kjbtest import REPO, free_port, order, unique_name, wait_for
@@ -31,9 +28,6 @@ N_GOOD, N_BAD = 30, 4
 # stall Chromium for tens of seconds.
 SLOW = 90
 ARTIFACTS = REPO / "build" / "artifacts"
-CHROMIUM = os.environ.get("KJB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def write_config(path: Path, group: str, topic: str, port: int) -> Path:
@@ -84,24 +78,6 @@ def stats(port: int) -> dict:
 
 def job_state(db, jid: int) -> str:
     return db.scalar("SELECT state::text FROM kjb.jobs WHERE id = %s", jid)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium; fails (never skips) when it cannot start."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        pytest.fail(f"playwright is not installed ({exc}); scripts/deps.sh installs it", pytrace=False)
-    pw = sync_playwright().start()
-    try:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=120_000)
-    except Exception as exc:  # noqa: BLE001 - reported as the failure
-        pw.stop()
-        pytest.fail(f"could not start Chromium ({CHROMIUM}): {exc}", pytrace=False)
-    yield b
-    b.close()
-    pw.stop()
 
 
 # Counts, in the canvas's own pixels, the opaque ones of each series
