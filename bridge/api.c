@@ -501,6 +501,7 @@ static void *replay_main(void *arg) {
           r->topic, rc < 0 ? "failed: " : "finished", rc < 0 ? err.msg : "",
           (unsigned long long)r->counts.replayed, (unsigned long long)r->counts.still_failing,
           (unsigned long long)r->counts.already_present);
+  kjb_replay_stats_close(&r->counts); /* the status shows the counts only */
   pthread_mutex_unlock(&api->replay_mu);
   return NULL;
 }

@@ -14,6 +14,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "progress.h"
 #include "util.h"
 #include "value.h"
 
@@ -722,8 +723,19 @@ int kjb_dlqindex_ignore(kjb_store *s, const kjb_dlq_filter *f, const char *actor
 typedef struct {
   int32_t partition;
   int64_t low, high; /* the partition's offsets when the scan began */
+  int64_t next;      /* the offset the scan has come to, from low to high */
   int done;
 } scan_part;
+
+/* Moves p on to offset to, counting the offsets passed into *passed. */
+static void pass(scan_part *p, int64_t to, uint64_t *passed) {
+  if (to > p->high)
+    to = p->high;
+  if (to > p->next) {
+    *passed += (uint64_t)(to - p->next);
+    p->next = to;
+  }
+}
 
 /* Adds the chunk's entries (a JSON array in j) to reindex_seen. */
 static int load_chunk(kjb_store *s, kjb_buf *j, size_t *n, kjb_err *err) {
@@ -785,9 +797,10 @@ static int add_record(const rd_kafka_message_t *m, const char *topic, kjb_arena 
 }
 
 /* Reads every committed record of topic up to its end offsets as of now
- * into reindex_seen, and the ranges read into reindex_range. */
-static int scan(const kjb_config *cfg, kjb_store *s, const char *topic, volatile sig_atomic_t *stop,
-                kjb_dlqindex_reindex_stats *st, kjb_err *err) {
+ * into reindex_seen, and the ranges read into reindex_range; the offsets
+ * passed as kjb_progress lines on progress (may be NULL). */
+static int scan(const kjb_config *cfg, kjb_store *s, const char *topic, FILE *progress,
+                volatile sig_atomic_t *stop, kjb_dlqindex_reindex_stats *st, kjb_err *err) {
   char group[512];
   snprintf(group, sizeof group, "%s.reindex", cfg->kafka.group);
   const char *const defaults[] = {"group.id",
@@ -807,6 +820,8 @@ static int scan(const kjb_config *cfg, kjb_store *s, const char *topic, volatile
   int rc = 0;
   scan_part *parts = NULL;
   int nparts = 0;
+  kjb_progress *prog = NULL;
+  uint64_t passed = 0, total = 0;
   kjb_arena *arena = kjb_arena_new(1 << 16);
   kjb_buf j, ranges;
   kjb_buf_init(&j);
@@ -830,7 +845,9 @@ static int scan(const kjb_config *cfg, kjb_store *s, const char *topic, volatile
     p->partition = md->topics[0].partitions[i].id;
     e = rd_kafka_query_watermark_offsets(rk, topic, p->partition, &p->low, &p->high, 10000);
     rd_kafka_topic_partition_list_add(l, topic, p->partition)->offset = p->low;
+    p->next = p->low;
     p->done = p->high <= p->low;
+    total += p->done ? 0 : (uint64_t)(p->high - p->low);
     open += !p->done;
     kjb_buf_printf(&ranges, "%s{\"p\":%d,\"low\":%" PRId64 ",\"high\":%" PRId64 "}", i ? "," : "",
                    (int)p->partition, p->low, p->high);
@@ -856,8 +873,10 @@ static int scan(const kjb_config *cfg, kjb_store *s, const char *topic, volatile
   PQclear(r);
   size_t n = 0;
   kjb_buf_putc(&j, '[');
+  prog = kjb_progress_start(progress, "reindex", total);
   int64_t quiet_since = kjb_now_mono_us();
   while (open > 0 && rc == 0) {
+    kjb_progress_update(prog, passed);
     if (stop && *stop) {
       rc = kjb_err_set(err, KJB_EKAFKA, "interrupted before the end of \"%s\"", topic);
       break;
@@ -877,13 +896,16 @@ static int scan(const kjb_config *cfg, kjb_store *s, const char *topic, volatile
         p = &parts[i];
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       if (p && !p->done && m->offset >= p->high) {
+        pass(p, p->high, &passed);
         p->done = 1;
         open--;
       }
     } else if (m->err) {
+      kjb_progress_clear(prog);
       kjb_warn("dlq reindex: %s", rd_kafka_message_errstr(m));
     } else if (p && !p->done && m->offset < p->high) {
       st->records++;
+      pass(p, m->offset + 1, &passed);
       if (!add_record(m, topic, arena, &j, &n))
         st->not_dead++;
       if (m->offset + 1 >= p->high) {
@@ -900,6 +922,7 @@ static int scan(const kjb_config *cfg, kjb_store *s, const char *topic, volatile
   if (rc == 0)
     rc = load_chunk(s, &j, &n, err);
 out:
+  kjb_progress_end(prog, passed);
   kjb_buf_close(&j);
   kjb_buf_close(&ranges);
   kjb_arena_free(arena);
@@ -982,8 +1005,8 @@ static int merge(kjb_store *s, const char *topic, kjb_dlqindex_reindex_stats *st
 }
 
 int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic, const char *actor,
-                         volatile sig_atomic_t *stop, kjb_dlqindex_reindex_stats *st,
-                         kjb_err *err) {
+                         FILE *progress, volatile sig_atomic_t *stop,
+                         kjb_dlqindex_reindex_stats *st, kjb_err *err) {
   memset(st, 0, sizeof *st);
   /* One transaction, so that the scratch tables (what the scan read, and
    * where) go with it whatever happens; it holds no lock on the index
@@ -1000,7 +1023,7 @@ int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic,
              "high bigint) ON COMMIT DROP",
              err);
   if (rc == 0)
-    rc = scan(cfg, s, topic, stop, st, err);
+    rc = scan(cfg, s, topic, progress, stop, st, err);
   if (rc == 0)
     rc = merge(s, topic, st, err);
   if (rc == 0 && actor) {
@@ -1027,4 +1050,38 @@ int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic,
     memset(st, 0, sizeof *st);
   }
   return rc;
+}
+
+/* ---- replays ---------------------------------------------------------- */
+
+int kjb_dlqindex_mark_replayed(kjb_store *s, const kjb_dlq_replayed *v, size_t n, bool edited,
+                               kjb_err *err) {
+  if (n == 0)
+    return 0;
+  kjb_buf j;
+  kjb_buf_init(&j);
+  kjb_buf_putc(&j, '[');
+  for (size_t i = 0; i < n; i++) {
+    kjb_buf_puts(&j, i ? ",{\"t\":" : "{\"t\":");
+    json_text(&j, v[i].dlq_topic);
+    kjb_buf_printf(&j, ",\"p\":%d,\"o\":%" PRId64 ",\"e\":", (int)v[i].dlq_partition,
+                   v[i].dlq_offset);
+    json_text(&j, v[i].error);
+    kjb_buf_putc(&j, '}');
+  }
+  kjb_buf_putc(&j, ']');
+  const char *params[] = {j.data, edited ? "true" : "false"};
+  PGresult *r = kjb_store_query(
+      s, "could not record replays in the index",
+      "UPDATE dead_letters d SET status = CASE WHEN x.e IS NULL THEN 'replayed' ELSE 'failing' "
+      "END, replays = d.replays + 1, last_replayed_at = now(), last_error = x.e, "
+      "edited = d.edited OR $2::boolean "
+      "FROM jsonb_to_recordset($1::jsonb) AS x(t text, p int, o bigint, e text) "
+      "WHERE d.dlq_topic = x.t AND d.dlq_partition = x.p AND d.dlq_offset = x.o",
+      2, params, err);
+  kjb_buf_close(&j);
+  if (!r)
+    return -KJB_EPG;
+  PQclear(r);
+  return 0;
 }

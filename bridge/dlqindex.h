@@ -107,14 +107,34 @@ typedef struct {
  * dead letter (an aborted transaction's) are removed; rows of records
  * written after the call started, or before the log start, are left
  * alone. Running it again changes nothing. actor (if not NULL) gets an
- * audit row. Returns 0, or a negative code (KJB_EKAFKA, KJB_EPG, or
+ * audit row. progress (if not NULL) receives kjb_progress lines of the
+ * scan: offsets passed of the partitions' end minus start offsets (records
+ * read, and the transaction markers and aborted records read_committed
+ * skips). Returns 0, or a negative code (KJB_EKAFKA, KJB_EPG, or
  * KJB_EUSAGE when stopped). */
 int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic, const char *actor,
-                         volatile sig_atomic_t *stop, kjb_dlqindex_reindex_stats *st, kjb_err *err);
+                         FILE *progress, volatile sig_atomic_t *stop,
+                         kjb_dlqindex_reindex_stats *st, kjb_err *err);
 
 /* Sets the kjb_dead_letters{dlq_topic,reason,status} gauges from the
  * table: every status of every (dlq_topic, reason) that has rows, zeros
  * included. Returns 0, or -KJB_EPG (the gauges keep their values). */
 int kjb_dlqindex_gauges(kjb_store *s, kjb_err *err);
+
+/* What one replay of a dead letter came to, by its DLQ coordinates. */
+typedef struct {
+  const char *dlq_topic;
+  int32_t dlq_partition;
+  int64_t dlq_offset;
+  const char *error; /* NULL: it became its jobs (or they existed); else why it still fails */
+} kjb_dlq_replayed;
+
+/* Records n replays in the rows of those DLQ records, in one statement:
+ * status "replayed" or "failing", replays + 1, last_replayed_at now,
+ * last_error the error (NULL when it succeeded); edited set when edited.
+ * A DLQ record without a row (a topic never indexed) changes nothing.
+ * Returns 0, or -KJB_EPG with err. */
+int kjb_dlqindex_mark_replayed(kjb_store *s, const kjb_dlq_replayed *v, size_t n, bool edited,
+                               kjb_err *err);
 
 #endif

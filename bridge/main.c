@@ -1,6 +1,7 @@
 /* kjb: the command line. Each subcommand parses its own options, loads the
  * configuration and calls into the library. Exit codes: 0 success, 1
  * operational failure, 2 usage or configuration error. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "catalog.h"
 #include "config.h"
@@ -493,7 +495,8 @@ static int cmd_produce(int argc, char **argv) {
              "events.jsonl\n\n"
              "Encodes JSON lines with the topic's reader schema and framing and produces\n"
              "them. Bad lines are reported with their line number and skipped; the exit\n"
-             "code is 1 if any line was bad or undelivered.\n\n"
+             "code is 1 if any line was bad or undelivered. Shows its progress on\n"
+             "stderr (with a total when standard input is a regular file).\n\n"
              "  -t, --topic T         a topic from the configuration\n"
              "      --schema-id N     schema id for the confluent header (default: the\n"
              "                        reader schema's id in schemas.ids)\n"
@@ -510,7 +513,14 @@ static int cmd_produce(int argc, char **argv) {
   if (rc)
     return rc;
   kjb_err err;
-  kjb_produce_opts po = {topic, schema_id, key_path, stdin, stderr, "kjb: produce: "};
+  /* No progress line while someone types the lines in. */
+  kjb_produce_opts po = {.topic = topic,
+                         .schema_id = schema_id,
+                         .key_path = key_path,
+                         .in = stdin,
+                         .errs = stderr,
+                         .prefix = "kjb: produce: ",
+                         .progress = isatty(STDIN_FILENO) ? NULL : stderr};
   kjb_produce_stats st;
   if (kjb_produce_lines(&cfg, &po, &stop_requested, &st, &err) < 0) {
     rc = fail("produce", &err);
@@ -525,6 +535,45 @@ static int cmd_produce(int argc, char **argv) {
   return rc;
 }
 
+/* ---- dead-letter filters ------------------------------------------- */
+
+/* The filters' options, the same for every command that selects dead
+ * letters: OPT_FILTER + the kjb_dlq_filter_field. */
+enum { OPT_FILTER = 1300 };
+// clang-format off
+#define DLQ_FILTER_LONG_OPTS                                                      \
+  {"id", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_ID},                     \
+  {"dlq-topic", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_DLQ_TOPIC},       \
+  {"source-topic", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_SOURCE_TOPIC}, \
+  {"reason", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_REASON},             \
+  {"since", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_SINCE},               \
+  {"until", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_UNTIL},               \
+  {"key", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_KEY},                   \
+  {"status", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_STATUS}
+// clang-format on
+
+#define DLQ_FILTER_HELP                                                                 \
+  "      --id N              the dead letter with id N (repeatable: any of them)\n"     \
+  "      --dlq-topic T       in DLQ topic T\n"                                          \
+  "      --source-topic T    from source topic T\n"                                     \
+  "      --reason CODE       with this error code, e.g. TRUNCATED (or kjb.TRUNCATED)\n" \
+  "      --since TIME        dead-lettered at or after TIME: RFC 3339\n"                \
+  "                          (2026-11-21T10:00:00Z) or a duration back from now (2h)\n" \
+  "      --until TIME        dead-lettered before TIME\n"                               \
+  "      --key TEXT          whose key is exactly TEXT\n"                               \
+  "      --status S          dead, replayed, failing or ignored\n"
+
+/* Whether c is a filter option; if so, adds its value to f, reporting a
+ * bad one as a usage error with *rc set to the exit code. */
+static bool filter_opt(const char *cmd, int c, kjb_dlq_filter *f, int64_t now, int *rc) {
+  if (c < OPT_FILTER || c >= OPT_FILTER + KJB_DLQ_F__COUNT)
+    return false;
+  kjb_err err;
+  if (kjb_dlq_filter_set(f, (kjb_dlq_filter_field)(c - OPT_FILTER), optarg, now, "--", &err) < 0)
+    *rc = usage_error(cmd, "%s", err.msg);
+  return true;
+}
+
 /* ---- replay --------------------------------------------------------- */
 
 enum {
@@ -535,7 +584,8 @@ enum {
   OPT_GROUP,
   OPT_JSON,
   OPT_CODE,
-  OPT_ACTOR
+  OPT_ACTOR,
+  OPT_RATE
 };
 
 static int parse_limit(const char *cmd, const char *arg, long *out) {
@@ -544,6 +594,23 @@ static int parse_limit(const char *cmd, const char *arg, long *out) {
     return EXIT_USAGE;
   *out = (long)v;
   return 0;
+}
+
+/* What a replay did, per reason then in sum (the last line). */
+static void print_replay(const kjb_replay_stats *st, int dry_run) {
+  const char *pre = dry_run ? "dry run: " : "";
+  for (size_t i = 0; i < st->nreasons; i++) {
+    const kjb_replay_reason *rr = &st->reasons[i];
+    printf("%s%s: %" PRIu64 " record%s: %" PRIu64 " %s", pre, rr->reason, rr->records,
+           rr->records == 1 ? "" : "s", rr->replayed,
+           dry_run ? "would become jobs" : "became jobs");
+    for (size_t k = 0; k < rr->nkinds; k++)
+      printf("%s%" PRIu64 " %s", k ? ", " : " (", rr->kinds[k].jobs, rr->kinds[k].kind);
+    printf("%s, %" PRIu64 " already present, %" PRIu64 " %s\n", rr->nkinds ? ")" : "",
+           rr->already_present, rr->still_failing, dry_run ? "would still fail" : "still failing");
+  }
+  printf("%sreplayed %" PRIu64 ", still failing %" PRIu64 ", already present %" PRIu64 "\n", pre,
+         st->replayed, st->still_failing, st->already_present);
 }
 
 static int cmd_replay(int argc, char **argv) {
@@ -555,75 +622,116 @@ static int cmd_replay(int argc, char **argv) {
                                        {"follow", no_argument, NULL, OPT_FOLLOW},
                                        {"group", required_argument, NULL, OPT_GROUP},
                                        {"actor", required_argument, NULL, OPT_ACTOR},
+                                       {"rate", required_argument, NULL, OPT_RATE},
+                                       DLQ_FILTER_LONG_OPTS,
                                        {0}};
   common_opts o = {0};
-  kjb_replay_opts ro = {.log = stderr};
-  const char *actor_opt = NULL;
+  kjb_replay_opts ro = {.log = stderr, .progress = stderr};
+  const char *actor_opt = NULL, *offset_mode = NULL;
   char actor[KJB_AUDIT_ACTOR_MAX + 1];
   kjb_reset_spec spec;
+  kjb_dlq_filter f;
+  kjb_dlq_filter_init(&f);
+  int64_t now = kjb_now_wall_us();
   kjb_err err;
-  int c;
-  while ((c = getopt_long(argc, argv, ":c:ht:", opts, NULL)) != -1) {
-    if (common_opt(c, &o))
+  int rc = -1, c;
+  while (rc < 0 && (c = getopt_long(argc, argv, ":c:ht:", opts, NULL)) != -1) {
+    if (common_opt(c, &o) || filter_opt("replay", c, &f, now, &rc))
       continue;
     switch (c) {
-    case 't': ro.topic = optarg; break;
+    case 't':
+      ro.topic = optarg;
+      offset_mode = "--topic";
+      break;
     case OPT_RESET:
       if (kjb_reset_parse(optarg, &spec, &err) < 0)
-        return usage_error("replay", "--reset-offsets: %s", err.msg);
+        rc = usage_error("replay", "--reset-offsets: %s", err.msg);
       ro.reset = &spec;
       ro.reset_text = optarg;
+      offset_mode = "--reset-offsets";
       break;
     case OPT_DRY_RUN: ro.dry_run = 1; break;
     case OPT_LIMIT:
       if (parse_limit("replay", optarg, &ro.limit))
-        return EXIT_USAGE;
+        rc = EXIT_USAGE;
+      offset_mode = "--limit";
       break;
-    case OPT_FOLLOW: ro.follow = 1; break;
-    case OPT_GROUP: ro.group = optarg; break;
+    case OPT_FOLLOW:
+      ro.follow = 1;
+      offset_mode = "--follow";
+      break;
+    case OPT_GROUP:
+      ro.group = optarg;
+      offset_mode = "--group";
+      break;
     case OPT_ACTOR: actor_opt = optarg; break;
+    case OPT_RATE: {
+      char *end;
+      errno = 0;
+      ro.rate = strtod(optarg, &end);
+      if (errno || end == optarg || *end || !(ro.rate > 0) || ro.rate > 1e9)
+        rc = usage_error("replay", "bad --rate \"%s\" (expected records per second, more than 0)",
+                         optarg);
+      break;
+    }
     case 'h':
-      printf("usage: kjb replay --topic DLQ [--reset-offsets SPEC] [--dry-run] [--limit N] "
-             "[--follow] [--group G] [--actor NAME] [options]\n\n"
+      printf("usage: kjb replay FILTERS [--rate N] [--dry-run] [--actor NAME] [options]\n"
+             "       kjb replay --topic DLQ [--reset-offsets SPEC] [--dry-run] [--limit N]\n"
+             "                  [--follow] [--group G] [--rate N] [--actor NAME] [options]\n\n"
              "Runs dead-lettered records through the current decoder and mapping. Records\n"
              "that now succeed become jobs at their original coordinates (never twice);\n"
-             "records that still fail are counted and skipped. Consumes in group\n"
-             "<kafka.group>.replay and stops at the end offsets seen at start.\n"
-             "Exit code 0 when nothing still fails, 1 otherwise.\n\n"
-             "  -t, --topic DLQ         the dead-letter topic\n"
+             "records that still fail are counted and skipped. Each replay is recorded in\n"
+             "kjb.dead_letters (status, replays, last_replayed_at, last_error) and kjb.audit.\n\n"
+             "With filters, exactly the dead letters of the index they select are fetched\n"
+             "from their DLQ coordinates (ignored ones only when selected by --id or\n"
+             "--status). With --topic, the topic is consumed in group <kafka.group>.replay\n"
+             "up to the end offsets seen at start.\n"
+             "Exit code 0 when nothing still fails, 1 otherwise.\n\n" DLQ_FILTER_HELP
+             "  -t, --topic DLQ         the dead-letter topic (without filters)\n"
              "      --reset-offsets SPEC  first move the group: to-earliest, to-latest,\n"
              "                          to-offset:N, to-datetime:2026-11-21T10:00:00.000,\n"
              "                          shift-by:N, by-duration:PT1H\n"
-             "      --dry-run           count only; write and commit nothing\n"
+             "      --dry-run           count per reason what would become jobs (of which\n"
+             "                          kinds) and what would still fail; write nothing\n"
+             "      --rate N            replay at most N records per second\n"
              "      --limit N           stop after N records\n"
              "      --follow            keep consuming past the end (until SIGINT)\n"
              "      --group G           consumer group (default <kafka.group>.replay)\n"
              "      --actor NAME        who, for the audit trail (default cli:<user>)\n%s",
              COMMON_HELP);
-      return 0;
-    default: return option_error("replay", c, argv);
+      rc = 0;
+      break;
+    default: rc = option_error("replay", c, argv); break;
     }
   }
-  if (!ro.topic)
-    return usage_error("replay", "--topic is required");
-  if (kjb_audit_actor(actor_opt, actor, sizeof actor, &err) < 0)
-    return usage_error("replay", "%s", err.msg);
+  if (rc < 0 && optind < argc)
+    rc = usage_error("replay", "unexpected argument \"%s\"", argv[optind]);
+  if (rc < 0 && kjb_dlq_filter_check(&f, "--", &err) < 0)
+    rc = usage_error("replay", "%s", err.msg);
+  if (rc < 0 && !kjb_dlq_filter_empty(&f)) {
+    if (offset_mode)
+      rc = usage_error("replay", "%s does not apply to a replay by filter", offset_mode);
+    ro.filter = &f;
+  } else if (rc < 0 && !ro.topic) {
+    rc = usage_error("replay", "--topic or a filter is required");
+  }
+  if (rc < 0 && kjb_audit_actor(actor_opt, actor, sizeof actor, &err) < 0)
+    rc = usage_error("replay", "%s", err.msg);
   ro.actor = actor;
   kjb_config cfg;
-  int rc = load("replay", &o, &cfg);
-  if (rc)
-    return rc;
-  install_signals();
-  kjb_replay_stats st = {0};
-  if (kjb_replay_run(&cfg, &ro, &st, &stop_requested, &err) < 0) {
-    rc = fail("replay", &err);
-  } else {
-    printf("%sreplayed %llu, still failing %llu, already present %llu\n",
-           ro.dry_run ? "dry run: " : "", (unsigned long long)st.replayed,
-           (unsigned long long)st.still_failing, (unsigned long long)st.already_present);
-    rc = st.still_failing ? EXIT_OPERATIONAL : 0;
+  if (rc < 0 && (rc = load("replay", &o, &cfg)) == 0) {
+    install_signals();
+    kjb_replay_stats st = {0};
+    if (kjb_replay_run(&cfg, &ro, &st, &stop_requested, &err) < 0) {
+      rc = fail("replay", &err);
+    } else {
+      print_replay(&st, ro.dry_run);
+      rc = st.still_failing ? EXIT_OPERATIONAL : 0;
+    }
+    kjb_replay_stats_close(&st);
+    kjb_config_close(&cfg);
   }
-  kjb_config_close(&cfg);
+  kjb_dlq_filter_close(&f);
   return rc;
 }
 
@@ -890,8 +998,7 @@ static int cmd_jobs(int argc, char **argv) {
 
 /* ---- dlq ------------------------------------------------------------ */
 
-/* The filters' options: OPT_FILTER + the kjb_dlq_filter_field. */
-enum { OPT_FILTER = 1300, OPT_ALL = OPT_FILTER + KJB_DLQ_F__COUNT };
+enum { OPT_ALL = OPT_FILTER + KJB_DLQ_F__COUNT };
 
 /* What a dlq subcommand acts on, from its command line. */
 typedef struct {
@@ -983,7 +1090,7 @@ static int dlq_reindex_db(const char *cmd, const kjb_config *cfg, kjb_store *s, 
   kjb_err err;
   kjb_dlqindex_reindex_stats st;
   install_signals();
-  if (kjb_dlqindex_reindex(cfg, s, a->topic, a->actor, &stop_requested, &st, &err) < 0)
+  if (kjb_dlqindex_reindex(cfg, s, a->topic, a->actor, stderr, &stop_requested, &st, &err) < 0)
     return fail(cmd, &err);
   printf("reindexed \"%s\": %" PRIu64 " records (%" PRIu64 " not dead letters); %" PRIu64
          " rows added, %" PRIu64 " updated, %" PRIu64 " unchanged, %" PRIu64
@@ -1008,17 +1115,6 @@ static int dlq_ignore(const char *cmd, const kjb_config *cfg, dlq_args *a) {
 static int dlq_reindex(const char *cmd, const kjb_config *cfg, dlq_args *a) {
   return with_store(cmd, cfg, a, dlq_reindex_db);
 }
-
-#define DLQ_FILTER_HELP                                                                 \
-  "      --id N              the dead letter with id N (repeatable: any of them)\n"     \
-  "      --dlq-topic T       in DLQ topic T\n"                                          \
-  "      --source-topic T    from source topic T\n"                                     \
-  "      --reason CODE       with this error code, e.g. TRUNCATED (or kjb.TRUNCATED)\n" \
-  "      --since TIME        dead-lettered at or after TIME: RFC 3339\n"                \
-  "                          (2026-11-21T10:00:00Z) or a duration back from now (2h)\n" \
-  "      --until TIME        dead-lettered before TIME\n"                               \
-  "      --key TEXT          whose key is exactly TEXT\n"                               \
-  "      --status S          dead, replayed, failing or ignored\n"
 
 /* Per subcommand: its name, the function that runs it, the options it
  * takes (and needs), whether it takes an id, and its help. */
@@ -1074,7 +1170,8 @@ static const struct {
      "usage: kjb dlq reindex --topic DLQ [--actor NAME] [options]\n\n"
      "Builds or repairs the index of a DLQ topic from its committed records,\n"
      "whoever wrote them (kjb, Kafka Connect, any producer of the\n"
-     "__connect.errors.* headers). Running it again changes nothing.\n\n"
+     "__connect.errors.* headers). Running it again changes nothing. Shows\n"
+     "its progress on stderr.\n\n"
      "  -t, --topic DLQ         the dead-letter topic\n"
      "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
 };
@@ -1098,23 +1195,15 @@ static int cmd_dlq(int argc, char **argv) {
         argv[1]);
   char cmd[16];
   snprintf(cmd, sizeof cmd, "dlq %s", dlq_subs[sub].name);
-  static const struct option opts[] = {
-      COMMON_LONG_OPTS,
-      {"topic", required_argument, NULL, 't'},
-      {"limit", required_argument, NULL, OPT_LIMIT},
-      {"json", no_argument, NULL, OPT_JSON},
-      {"code", required_argument, NULL, OPT_CODE},
-      {"all", no_argument, NULL, OPT_ALL},
-      {"actor", required_argument, NULL, OPT_ACTOR},
-      {"id", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_ID},
-      {"dlq-topic", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_DLQ_TOPIC},
-      {"source-topic", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_SOURCE_TOPIC},
-      {"reason", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_REASON},
-      {"since", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_SINCE},
-      {"until", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_UNTIL},
-      {"key", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_KEY},
-      {"status", required_argument, NULL, OPT_FILTER + KJB_DLQ_F_STATUS},
-      {0}};
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"topic", required_argument, NULL, 't'},
+                                       {"limit", required_argument, NULL, OPT_LIMIT},
+                                       {"json", no_argument, NULL, OPT_JSON},
+                                       {"code", required_argument, NULL, OPT_CODE},
+                                       {"all", no_argument, NULL, OPT_ALL},
+                                       {"actor", required_argument, NULL, OPT_ACTOR},
+                                       DLQ_FILTER_LONG_OPTS,
+                                       {0}};
   common_opts o = {0};
   dlq_args a = {0};
   kjb_dlq_filter_init(&a.f);
@@ -1127,13 +1216,10 @@ static int cmd_dlq(int argc, char **argv) {
   while (rc < 0 && (c = getopt_long(argc, argv, ":c:ht:", opts, NULL)) != -1) {
     if (common_opt(c, &o))
       continue;
-    if (c >= OPT_FILTER && c < OPT_FILTER + KJB_DLQ_F__COUNT) {
+    if (filter_opt(cmd, c, &a.f, now, &rc)) {
       if (!first_filter)
         first_filter = kjb_dlq_filter_name((kjb_dlq_filter_field)(c - OPT_FILTER));
       given |= DLQ_FILTERS;
-      if (kjb_dlq_filter_set(&a.f, (kjb_dlq_filter_field)(c - OPT_FILTER), optarg, now, "--",
-                             &err) < 0)
-        rc = usage_error(cmd, "%s", err.msg);
       continue;
     }
     switch (c) {

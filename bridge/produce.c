@@ -3,12 +3,15 @@
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "catalog.h"
 #include "kafka.h"
+#include "progress.h"
 #include "util.h"
 
 /* What the callbacks need. */
@@ -16,6 +19,8 @@ typedef struct {
   const kjb_produce_opts *o;
   kjb_produce_stats *st;
   kjb_kafka_errors kafka;
+  kjb_progress *progress;
+  uint64_t delivered;
 } run;
 
 static void on_produced(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -23,9 +28,12 @@ static void on_produced(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
   if (m->err && r->kafka.failed) {
     r->st->undelivered++; /* purged: the one error that ends the command says why */
   } else if (m->err) {
+    kjb_progress_clear(r->progress);
     fprintf(r->o->errs, "%sline %zu: not delivered: %s\n", r->o->prefix,
             (size_t)(uintptr_t)m->_private, rd_kafka_err2str(m->err));
     r->st->undelivered++;
+  } else {
+    r->delivered++;
   }
 }
 
@@ -68,6 +76,7 @@ static void produce_all(rd_kafka_t *rk, const kjb_schema *schema, const kjb_buf 
     json_error_t jerr;
     json_t *doc = json_loadb(line, (size_t)n, JSON_DECODE_ANY, &jerr);
     if (!doc) {
+      kjb_progress_clear(r->progress);
       fprintf(o->errs, "%sline %zu: invalid json at column %d: %s\n", o->prefix, lineno,
               jerr.column, jerr.text);
       st->bad++;
@@ -76,6 +85,7 @@ static void produce_all(rd_kafka_t *rk, const kjb_schema *schema, const kjb_buf 
     kjb_buf_reset(&rec);
     kjb_buf_append(&rec, header->data, header->len);
     if (kjb_avro_encode(schema, doc, &rec, &err) < 0) {
+      kjb_progress_clear(r->progress);
       fprintf(o->errs, "%sline %zu: %s\n", o->prefix, lineno, err.msg);
       st->bad++;
       json_decref(doc);
@@ -98,15 +108,44 @@ static void produce_all(rd_kafka_t *rk, const kjb_schema *schema, const kjb_buf 
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
       break; /* r->kafka.failed, which says why */
     if (e) {
+      kjb_progress_clear(r->progress);
       fprintf(o->errs, "%sline %zu: %s\n", o->prefix, lineno, rd_kafka_err2str(e));
       st->bad++;
       continue;
     }
     st->produced++;
     rd_kafka_poll(rk, 0);
+    kjb_progress_update(r->progress, r->delivered);
   }
   free(line);
   kjb_buf_close(&rec);
+}
+
+/* The lines produce_all will produce, when in is a regular file: those
+ * with anything but line ends. in is read and put back where it was; 0
+ * when it is not a regular file or cannot be put back. */
+static uint64_t count_lines(FILE *in) {
+  struct stat sb;
+  off_t at = ftello(in);
+  if (fstat(fileno(in), &sb) < 0 || !S_ISREG(sb.st_mode) || at < 0)
+    return 0;
+  uint64_t lines = 0;
+  bool filled = false;
+  char chunk[65536];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, in)) > 0) {
+    for (size_t i = 0; i < n; i++) {
+      if (chunk[i] == '\n') {
+        lines += filled;
+        filled = false;
+      } else if (chunk[i] != '\r') {
+        filled = true;
+      }
+    }
+  }
+  lines += filled;
+  clearerr(in);
+  return fseeko(in, at, SEEK_SET) == 0 ? lines : 0;
 }
 
 int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o, volatile sig_atomic_t *stop,
@@ -131,7 +170,7 @@ int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o, volatile
     rc = -(int)err->code;
     goto out;
   }
-  run r = {o, st, {0}};
+  run r = {o, st, {0}, NULL, 0};
   rd_kafka_conf_set_dr_msg_cb(conf, on_produced);
   rd_kafka_conf_set_error_cb(conf, on_error);
   rd_kafka_conf_set_opaque(conf, &r);
@@ -142,15 +181,19 @@ int kjb_produce_lines(const kjb_config *cfg, const kjb_produce_opts *o, volatile
     rc = kjb_err_set(err, KJB_EKAFKA, "could not create producer: %s", errstr);
     goto out;
   }
+  if (o->progress)
+    r.progress = kjb_progress_start(o->progress, "produce", count_lines(o->in));
   produce_all(rk, kjb_catalog_reader(cat, t), &header, &r);
+  /* Short waits, so that the progress line keeps moving. */
   while (!r.kafka.failed && rd_kafka_outq_len(rk) > 0 &&
-         rd_kafka_flush(rk, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT && !*stop)
-    ;
+         rd_kafka_flush(rk, 200) == RD_KAFKA_RESP_ERR__TIMED_OUT && !*stop)
+    kjb_progress_update(r.progress, r.delivered);
   if (r.kafka.failed) {
     rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_poll(rk, 0); /* their delivery reports */
     rc = kjb_err_set(err, KJB_EKAFKA, "%s", r.kafka.reason);
   }
+  kjb_progress_end(r.progress, r.delivered);
 out:
   if (rk)
     rd_kafka_destroy(rk);

@@ -17,6 +17,9 @@ typedef struct {
   FILE *in;             /* the JSON lines */
   FILE *errs;           /* one line per bad or undelivered line */
   const char *prefix;   /* put before each of those lines, e.g. "kjb: produce: " */
+  /* Records delivered of the non-empty lines (counted first when in is a
+   * regular file; else no total), as kjb_progress lines. NULL: none. */
+  FILE *progress;
 } kjb_produce_opts;
 
 typedef struct {

@@ -1,182 +1,30 @@
-/* Replay of dead letters, and offset-reset specs. */
+/* Replay of dead letters: the offset-reset mode over a whole DLQ topic,
+ * and the targeted mode that fetches exactly the records the index
+ * selects. Both record their outcomes in kjb.dead_letters. */
 #include "replay.h"
 
-#include <ctype.h>
+#include <inttypes.h>
 #include <jansson.h>
-#include <stdbool.h>
 #include <librdkafka/rdkafka.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "audit.h"
 #include "catalog.h"
 #include "dlq.h"
+#include "dlqindex.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "progress.h"
 #include "record.h"
 #include "store.h"
 #include "util.h"
 
 #define REPLAY_BATCH 500
-
-/* ---- reset specs ---------------------------------------------------- */
-
-/* A spec's argument parser: 0 with *out set, or -1 with *why saying
- * what is wrong. */
-typedef int (*arg_parser)(const char *s, int64_t *out, const char **why);
-
-static int parse_offset(const char *s, int64_t *out, const char **why) {
-  if (kjb_parse_i64(s, 0, INT64_MAX, out) == 0)
-    return 0;
-  *why = "the offset must be an integer from 0 to 9223372036854775807";
-  return -1;
-}
-
-static int parse_shift(const char *s, int64_t *out, const char **why) {
-  if (kjb_parse_i64(s, INT64_MIN, INT64_MAX, out) == 0)
-    return 0;
-  *why = "the shift must be an integer from -9223372036854775808 to 9223372036854775807";
-  return -1;
-}
-
-/* ".5", ".123456789": a fraction of 1 to 9 digits as milliseconds (digits
- * past the third are dropped). No '.' is no fraction. */
-static bool fraction_ms(const char **s, int64_t *ms) {
-  *ms = 0;
-  if (**s != '.')
-    return true;
-  int n = 0;
-  for ((*s)++; isdigit((unsigned char)**s); (*s)++, n++)
-    if (n < 3)
-      *ms = *ms * 10 + (**s - '0');
-  for (int k = n; k < 3; k++)
-    *ms *= 10;
-  return n >= 1 && n <= 9;
-}
-
-/* "2026-11-21T10:00:00.000", optionally with "Z" or "+01:00"; UTC when no
- * zone is given, as kafka-consumer-groups does with its default zone.
- * Milliseconds since the epoch, rounded down (negative before 1970). */
-static int parse_datetime(const char *s, int64_t *out, const char **why) {
-  int64_t us;
-  if (kjb_datetime_parse(s, &us, why) < 0)
-    return -1;
-  *out = us / 1000 - (us % 1000 < 0);
-  return 0;
-}
-
-/* ISO 8601 duration as kafka-consumer-groups takes it (Java's
- * Duration.parse): PnDTnHnMn.nS, each part at most once and in this
- * order, a fraction only on seconds. Milliseconds, at most INT64_MAX. */
-static int parse_duration(const char *s, int64_t *out, const char **why) {
-  static const struct {
-    char unit;
-    bool in_time;
-    int64_t ms;
-  } parts[] = {{'D', false, 86400000}, {'H', true, 3600000}, {'M', true, 60000}, {'S', true, 1000}};
-  *why = "expected an ISO 8601 duration PnDTnHnMn.nS";
-  if (*s++ != 'P' || !*s)
-    return -1;
-  bool in_time = false;
-  size_t next = 0;
-  int64_t total = 0;
-  while (*s) {
-    if (*s == 'T') {
-      if (in_time || !*++s)
-        return -1;
-      in_time = true;
-      continue;
-    }
-    int64_t v = 0, frac = 0;
-    if (!isdigit((unsigned char)*s))
-      return -1;
-    bool overflow = false;
-    for (; isdigit((unsigned char)*s); s++)
-      overflow |= __builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *s - '0', &v);
-    const char *dot = s;
-    if (!fraction_ms(&s, &frac))
-      return -1;
-    size_t i = next;
-    while (i < 4 && (parts[i].unit != *s || parts[i].in_time != in_time))
-      i++;
-    /* Any fraction, ".0" too: Java refuses "P1.0D" and "PT1.0H". */
-    if (i == 4 || (s != dot && parts[i].unit != 'S'))
-      return -1;
-    s++;
-    next = i + 1;
-    if (overflow || __builtin_mul_overflow(v, parts[i].ms, &v) ||
-        __builtin_add_overflow(v, frac, &v) || __builtin_add_overflow(total, v, &total)) {
-      *why = "the duration is too long";
-      return -1;
-    }
-  }
-  *out = total;
-  return 0;
-}
-
-int kjb_reset_parse(const char *text, kjb_reset_spec *out, kjb_err *err) {
-  static const struct {
-    const char *name;
-    kjb_reset_kind kind;
-    arg_parser parse; /* NULL: the spec takes no argument */
-  } specs[] = {
-      {"to-earliest", KJB_RESET_EARLIEST, NULL},
-      {"to-latest", KJB_RESET_LATEST, NULL},
-      {"to-offset", KJB_RESET_OFFSET, parse_offset},
-      {"to-datetime", KJB_RESET_DATETIME, parse_datetime},
-      {"shift-by", KJB_RESET_SHIFT, parse_shift},
-      {"by-duration", KJB_RESET_DURATION, parse_duration},
-  };
-  const char *colon = strchr(text, ':');
-  size_t n = colon ? (size_t)(colon - text) : strlen(text);
-  const char *why = "expected to-earliest, to-latest, to-offset:N, "
-                    "to-datetime:YYYY-MM-DDTHH:MM:SS.sss, shift-by:N or by-duration:PnDTnHnMnS";
-  for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
-    if (strlen(specs[i].name) != n || strncmp(text, specs[i].name, n) != 0 ||
-        !colon != !specs[i].parse)
-      continue;
-    kjb_reset_spec spec = {specs[i].kind, 0};
-    if (!specs[i].parse || specs[i].parse(colon + 1, &spec.value, &why) == 0) {
-      *out = spec;
-      return 0;
-    }
-    break;
-  }
-  /* Quoted in part when long, never cutting a character (the API answers
-   * the message as JSON). */
-  int shown = (int)kjb_utf8_prefix(text, 64);
-  return kjb_err_set(err, KJB_EUSAGE, "bad reset spec \"%.*s%s\": %s", shown, text,
-                     text[shown] ? "..." : "", why);
-}
-
-int64_t kjb_reset_target(const kjb_reset_spec *spec, int64_t low, int64_t high, int64_t committed,
-                         int64_t for_time) {
-  int64_t t;
-  switch (spec->kind) {
-  case KJB_RESET_EARLIEST: t = low; break;
-  case KJB_RESET_LATEST: t = high; break;
-  case KJB_RESET_OFFSET: t = spec->value; break;
-  case KJB_RESET_SHIFT:
-    /* Past either end is the end, like kafka-consumer-groups. */
-    if (__builtin_add_overflow(committed >= 0 ? committed : low, spec->value, &t))
-      t = spec->value < 0 ? INT64_MIN : INT64_MAX;
-    break;
-  default: t = for_time >= 0 ? for_time : high; break;
-  }
-  return t < low ? low : t > high ? high : t;
-}
-
-int64_t kjb_reset_time_ms(const kjb_reset_spec *spec, int64_t now_ms) {
-  int64_t at;
-  if (spec->kind == KJB_RESET_DATETIME)
-    at = spec->value;
-  else if (spec->kind == KJB_RESET_DURATION)
-    at = now_ms - spec->value; /* both >= 0: cannot overflow */
-  else
-    return -1;
-  return at < 0 ? 0 : at;
-}
 
 /* ---- replay --------------------------------------------------------- */
 
@@ -189,6 +37,64 @@ int kjb_replay_check_topic(const kjb_config *cfg, const char *topic, kjb_err *er
                      topic, topic[shown] ? "..." : "");
 }
 
+/* ---- tallies --------------------------------------------------------- */
+
+void kjb_replay_stats_close(kjb_replay_stats *st) {
+  for (size_t i = 0; i < st->nreasons; i++) {
+    kjb_replay_reason *rr = &st->reasons[i];
+    for (size_t k = 0; k < rr->nkinds; k++)
+      free(rr->kinds[k].kind);
+    free(rr->kinds);
+    free(rr->reason);
+  }
+  free(st->reasons);
+  st->reasons = NULL;
+  st->nreasons = st->capreasons = 0;
+}
+
+json_t *kjb_replay_stats_json(const kjb_replay_stats *st, int dry_run) {
+  json_t *by = json_array();
+  for (size_t i = 0; i < st->nreasons; i++) {
+    const kjb_replay_reason *rr = &st->reasons[i];
+    json_t *jobs = json_object();
+    for (size_t k = 0; k < rr->nkinds; k++)
+      json_object_set_new(jobs, rr->kinds[k].kind, json_integer((json_int_t)rr->kinds[k].jobs));
+    json_array_append_new(by, json_pack("{s:s, s:I, s:I, s:I, s:I, s:o}", "reason", rr->reason,
+                                        "records", (json_int_t)rr->records, "replayed",
+                                        (json_int_t)rr->replayed, "already_present",
+                                        (json_int_t)rr->already_present, "still_failing",
+                                        (json_int_t)rr->still_failing, "jobs", jobs));
+  }
+  return json_pack("{s:I, s:I, s:I, s:I, s:b, s:o}", "selected", (json_int_t)st->selected,
+                   "replayed", (json_int_t)st->replayed, "still_failing",
+                   (json_int_t)st->still_failing, "already_present",
+                   (json_int_t)st->already_present, "dry_run", dry_run, "by_reason", by);
+}
+
+/* The tally of reason in st, added when new. */
+static kjb_replay_reason *reason_of(kjb_replay_stats *st, const char *reason) {
+  for (size_t i = 0; i < st->nreasons; i++)
+    if (strcmp(st->reasons[i].reason, reason) == 0)
+      return &st->reasons[i];
+  st->reasons = kjb_xgrow(st->reasons, &st->capreasons, st->nreasons + 1, sizeof *st->reasons);
+  kjb_replay_reason *rr = &st->reasons[st->nreasons++];
+  *rr = (kjb_replay_reason){.reason = kjb_xstrdup(reason)};
+  return rr;
+}
+
+static void add_kind(kjb_replay_reason *rr, const char *kind) {
+  for (size_t k = 0; k < rr->nkinds; k++)
+    if (strcmp(rr->kinds[k].kind, kind) == 0) {
+      rr->kinds[k].jobs++;
+      return;
+    }
+  rr->kinds = kjb_xgrow(rr->kinds, &rr->capkinds, rr->nkinds + 1, sizeof *rr->kinds);
+  rr->kinds[rr->nkinds].kind = kjb_xstrdup(kind);
+  rr->kinds[rr->nkinds++].jobs = 1;
+}
+
+/* ---- the replay -------------------------------------------------------- */
+
 typedef struct {
   int32_t partition;
   int64_t start, end; /* end: the high watermark at start */
@@ -196,9 +102,24 @@ typedef struct {
   int done;
 } part;
 
+/* One dead letter of the batch being stored: where it lies in the DLQ,
+ * its reason, and its job rows or why it still fails. */
 typedef struct {
+  const char *dlq_topic;
+  int32_t dlq_partition;
+  int64_t dlq_offset;
+  const char *reason;
   size_t first_row, nrows;
-} rec_rows;
+  const char *error; /* NULL: mapped; else why it still fails (in the arena) */
+} rec_out;
+
+/* A dead letter the filter selected, from kjb.dead_letters. */
+typedef struct {
+  char *topic;
+  int32_t partition;
+  int64_t offset;
+  char *reason;
+} target;
 
 typedef struct {
   const kjb_config *cfg;
@@ -209,13 +130,24 @@ typedef struct {
   rd_kafka_t *rk;
   kjb_arena *arena;
   kjb_rows rows;
-  rec_rows *recs;
+  rec_out *recs;
   size_t nrecs, caprecs;
   unsigned char *is_new;
   size_t capnew;
+  kjb_dlq_replayed *marks;
+  size_t capmarks;
   part *parts;
   int nparts;
+  int64_t pace_us; /* --rate: when the next record may go */
+  uint64_t done;   /* records handled */
+  kjb_progress *progress;
   kjb_kafka_errors kafka; /* what the consumer's error callback saw */
+  /* Targeted mode: the partition assigned, its watermarks, the offset
+   * the consumer is at, and a record read past the one wanted. */
+  char *at_topic;
+  int32_t at_partition;
+  int64_t low, high, pos;
+  rd_kafka_message_t *ahead;
 } replay;
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -223,36 +155,75 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
   kjb_kafka_note_error(&r->kafka, rk, err, reason);
 }
 
-static void count(replay *r, uint64_t *stat, const char *outcome) {
+static void count(replay *r, uint64_t *stat, uint64_t *per_reason, const char *topic,
+                  const char *outcome) {
   (*stat)++;
+  (*per_reason)++;
   kjb_counter_add("kjb_replay_records_total", "Replayed dead letters, by outcome.", 1, "topic",
-                  r->o->topic, "outcome", outcome, NULL);
+                  topic, "outcome", outcome, NULL);
 }
 
-static void still_failing(replay *r, const rd_kafka_message_t *m, const char *why) {
-  count(r, &r->st->still_failing, "still_failing");
+/* Waits until --rate lets the next record go (or stop is set). */
+static void pace(replay *r, volatile sig_atomic_t *stop) {
+  if (r->o->rate <= 0)
+    return;
+  int64_t now = kjb_now_mono_us();
+  if (r->pace_us == 0 || r->pace_us < now - 1000000)
+    r->pace_us = now; /* no bursts after a slow stretch */
+  while (now < r->pace_us && !(stop && *stop)) {
+    int64_t wait = r->pace_us - now;
+    if (wait > 100000)
+      wait = 100000;
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)wait * 1000};
+    nanosleep(&ts, NULL);
+    now = kjb_now_mono_us();
+  }
+  r->pace_us += (int64_t)(1e6 / r->o->rate);
+}
+
+static rec_out *add_rec(replay *r, const char *dlq_topic, int32_t partition, int64_t offset,
+                        const char *reason) {
+  r->recs = kjb_xgrow(r->recs, &r->caprecs, r->nrecs + 1, sizeof *r->recs);
+  rec_out *x = &r->recs[r->nrecs++];
+  *x = (rec_out){.dlq_topic = dlq_topic,
+                 .dlq_partition = partition,
+                 .dlq_offset = offset,
+                 .reason = kjb_arena_strndup(r->arena, reason, strlen(reason)),
+                 .first_row = r->rows.n};
+  return x;
+}
+
+static void fails(replay *r, rec_out *x, const char *why) {
+  x->error = kjb_arena_strndup(r->arena, why, strlen(why));
+  if (r->o->log && r->o->log == r->o->progress)
+    kjb_progress_clear(r->progress);
   if (r->o->log)
-    fprintf(r->o->log, "still failing: %s [%d] @%lld: %s\n", r->o->topic, (int)m->partition,
-            (long long)m->offset, why);
+    fprintf(r->o->log, "still failing: %s [%d] @%" PRId64 ": %s\n", x->dlq_topic,
+            (int)x->dlq_partition, x->dlq_offset, why);
 }
 
-/* Decodes and maps one dead letter. Returns 0, or a negative code when a
- * transient error (the registry) stops the replay. */
-static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
+/* Decodes and maps one dead letter of dlq_topic; reason NULL takes it
+ * from the headers. Returns 0, or a negative code when a transient error
+ * (the registry) stops the replay. */
+static int replay_one(replay *r, const char *dlq_topic, const rd_kafka_message_t *m,
+                      const char *reason, kjb_err *err) {
   rd_kafka_headers_t *h = NULL;
   if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
     h = NULL;
   kjb_dead_letter dl;
   kjb_err bad;
-  if (kjb_dlq_headers_parse(h, r->arena, &dl, &bad) < 0) {
-    still_failing(r, m, bad.msg);
+  int parsed = kjb_dlq_headers_parse(h, r->arena, &dl, &bad);
+  rec_out *x = add_rec(r, dlq_topic, m->partition, m->offset,
+                       reason ? reason : kjb_dlq_reason(dl.error_class));
+  if (parsed < 0) {
+    fails(r, x, bad.msg);
     return 0;
   }
   const kjb_topic_cfg *t = kjb_config_topic(r->cfg, dl.topic);
   if (!t) {
     char why[320];
     snprintf(why, sizeof why, "topic \"%s\" is not in the configuration", dl.topic);
-    still_failing(r, m, why);
+    fails(r, x, why);
     return 0;
   }
   kjb_record rec = {
@@ -267,45 +238,69 @@ static int replay_one(replay *r, const rd_kafka_message_t *m, kjb_err *err) {
       .headers = h,
       .skip_error_headers = 1,
   };
-  size_t first = r->rows.n;
   const char *stage;
   if (kjb_record_to_jobs(r->catalog, t, &rec, r->arena, &r->rows, &stage, err) < 0) {
-    if (kjb_err_is_transient(err))
+    if (kjb_err_is_transient(err)) {
+      r->nrecs--;
       return -(int)err->code;
+    }
     char why[600], error_class[64];
     snprintf(why, sizeof why, "%s: %s",
              kjb_dlq_error_class(err->code, error_class, sizeof error_class), err->msg);
-    still_failing(r, m, why);
+    fails(r, x, why);
     return 0;
   }
-  r->recs = kjb_xgrow(r->recs, &r->caprecs, r->nrecs + 1, sizeof *r->recs);
-  r->recs[r->nrecs++] = (rec_rows){first, r->rows.n - first};
+  x->nrows = r->rows.n - x->first_row;
   return 0;
 }
 
-/* Stores the batch and commits the replay group's offsets. */
-static int flush(replay *r, kjb_err *err) {
+/* Stores the batch's jobs, tallies what became of each record and records
+ * it in the index. Not in a dry run: nothing is written then. */
+static int store_batch(replay *r, kjb_err *err) {
   if (r->rows.n) {
     r->is_new = kjb_xgrow(r->is_new, &r->capnew, r->rows.n, sizeof *r->is_new);
     int rc =
         kjb_store_insert_marked(r->store, r->rows.rows, r->rows.n, r->o->dry_run, r->is_new, err);
     if (rc < 0)
       return rc;
-    for (size_t i = 0; i < r->nrecs; i++) {
-      int any = 0;
-      for (size_t k = 0; k < r->recs[i].nrows; k++)
-        any |= r->is_new[r->recs[i].first_row + k];
-      if (any)
-        count(r, &r->st->replayed, "replayed");
-      else
-        count(r, &r->st->already_present, "already_present");
-    }
   }
+  r->marks = kjb_xgrow(r->marks, &r->capmarks, r->nrecs + 1, sizeof *r->marks);
+  for (size_t i = 0; i < r->nrecs; i++) {
+    const rec_out *x = &r->recs[i];
+    kjb_replay_reason *rr = reason_of(r->st, x->reason);
+    rr->records++;
+    r->marks[i] = (kjb_dlq_replayed){x->dlq_topic, x->dlq_partition, x->dlq_offset, x->error};
+    if (x->error) {
+      count(r, &r->st->still_failing, &rr->still_failing, x->dlq_topic, "still_failing");
+      continue;
+    }
+    int any = 0;
+    for (size_t k = 0; k < x->nrows; k++)
+      if (r->is_new[x->first_row + k]) {
+        any = 1;
+        add_kind(rr, r->rows.rows[x->first_row + k].kind);
+      }
+    if (any)
+      count(r, &r->st->replayed, &rr->replayed, x->dlq_topic, "replayed");
+    else
+      count(r, &r->st->already_present, &rr->already_present, x->dlq_topic, "already_present");
+  }
+  /* After the jobs are committed: a crash in between leaves rows that
+   * say dead, and the next replay finds the jobs present. */
+  int rc = r->o->dry_run ? 0 : kjb_dlqindex_mark_replayed(r->store, r->marks, r->nrecs, 0, err);
   r->rows.n = 0;
   r->nrecs = 0;
   kjb_arena_reset(r->arena);
-  if (r->o->dry_run)
-    return 0;
+  return rc;
+}
+
+/* ---- the offset-reset mode ---------------------------------------------- */
+
+/* Stores the batch and commits the replay group's offsets. */
+static int flush(replay *r, kjb_err *err) {
+  int rc = store_batch(r, err);
+  if (rc < 0 || r->o->dry_run)
+    return rc;
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->nparts);
   for (int i = 0; i < r->nparts; i++)
     rd_kafka_topic_partition_list_add(l, r->o->topic, r->parts[i].partition)->offset =
@@ -316,7 +311,6 @@ static int flush(replay *r, kjb_err *err) {
     return kjb_err_set(err, KJB_EKAFKA, "could not commit replay offsets: %s", rd_kafka_err2str(e));
   return 0;
 }
-
 /* Finds the partitions, their watermarks and where to start. */
 static int plan(replay *r, kjb_err *err) {
   const rd_kafka_metadata_t *md;
@@ -404,7 +398,20 @@ static part *part_of(replay *r, int32_t partition) {
   return NULL;
 }
 
+/* Offsets passed since the start, over all partitions: the progress of
+ * the offset-reset mode (transaction markers take offsets too). */
+static uint64_t offsets_passed(const replay *r) {
+  uint64_t n = 0;
+  for (int i = 0; i < r->nparts; i++)
+    n += (uint64_t)(r->parts[i].next - r->parts[i].start);
+  return n;
+}
+
 static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
+  uint64_t total = 0;
+  for (int i = 0; i < r->nparts && !r->o->follow; i++)
+    total += (uint64_t)(r->parts[i].end - r->parts[i].start);
+  r->progress = kjb_progress_start(r->o->progress, "replay", total);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->nparts);
   for (int i = 0; i < r->nparts; i++)
     rd_kafka_topic_partition_list_add(l, r->o->topic, r->parts[i].partition)->offset =
@@ -430,26 +437,329 @@ static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
     } else if (m->err) {
       kjb_warn("replay: %s", rd_kafka_message_errstr(m));
     } else if (p && !p->done) {
-      rc = replay_one(r, m, err);
+      pace(r, stop);
+      rc = replay_one(r, r->o->topic, m, NULL, err);
       if (rc == 0) {
         seen++;
+        r->done++;
         p->next = m->offset + 1;
         if (!r->o->follow && p->next >= p->end)
           p->done = 1;
+        kjb_progress_update(r->progress, offsets_passed(r));
       }
     }
     rd_kafka_message_destroy(m);
-    if (rc == 0 && r->rows.n >= REPLAY_BATCH)
+    if (rc == 0 && (r->rows.n >= REPLAY_BATCH || r->nrecs >= REPLAY_BATCH))
       rc = flush(r, err);
   }
   if (rc == 0)
     rc = flush(r, err);
+  kjb_progress_end(r->progress, offsets_passed(r));
+  r->progress = NULL;
   return rc;
+}
+
+/* ---- the targeted mode -------------------------------------------------- */
+
+/* Rows fetched from the index at a time. */
+#define TARGET_PAGE 2000
+/* A record at most this far past the consumer's position is reached by
+ * reading on; a farther one by a seek. */
+#define TARGET_READ_ON 200
+/* How long one record may take to arrive. */
+#define TARGET_TIMEOUT_MS 15000
+
+/* The statement that selects the targets, after the filter's
+ * parameters: keyset paging by DLQ coordinates. */
+static void target_sql(kjb_buf *sql, const kjb_dlq_where *w, const kjb_dlq_filter *f, bool count) {
+  kjb_buf_puts(sql, count ? "SELECT count(*) FROM dead_letters WHERE "
+                          : "SELECT dlq_topic, dlq_partition, dlq_offset, reason "
+                            "FROM dead_letters WHERE ");
+  kjb_buf_puts(sql, w->sql.data);
+  /* An ignored dead letter is replayed only when asked for by id or
+   * status. */
+  if (f->nids == 0 && !f->status)
+    kjb_buf_puts(sql, " AND status <> 'ignored'");
+  if (!count)
+    kjb_buf_printf(sql,
+                   " AND (dlq_topic, dlq_partition, dlq_offset) > ($%d, $%d::int, $%d::bigint) "
+                   "ORDER BY dlq_topic, dlq_partition, dlq_offset LIMIT %d",
+                   w->nparams + 1, w->nparams + 2, w->nparams + 3, TARGET_PAGE);
+}
+
+/* The next page of targets after (topic, partition, offset) into *out
+ * (strings malloc'ed). Returns the number of targets, or -KJB_EPG. */
+static long load_targets(replay *r, const kjb_dlq_where *w, const char *topic, int32_t partition,
+                         int64_t offset, target **out, kjb_err *err) {
+  kjb_buf sql;
+  kjb_buf_init(&sql);
+  target_sql(&sql, w, r->o->filter, false);
+  const char *params[KJB_DLQ_WHERE_MAX_PARAMS + 3];
+  int n = w->nparams;
+  memcpy(params, w->params, sizeof *params * (size_t)n);
+  char ptext[16], otext[24];
+  snprintf(ptext, sizeof ptext, "%d", (int)partition);
+  snprintf(otext, sizeof otext, "%" PRId64, offset);
+  params[n++] = topic;
+  params[n++] = ptext;
+  params[n++] = otext;
+  PGresult *res =
+      kjb_store_query(r->store, "could not select dead letters", sql.data, n, params, err);
+  kjb_buf_close(&sql);
+  if (!res)
+    return -KJB_EPG;
+  long rows = PQntuples(res);
+  *out = kjb_xcalloc((size_t)rows + 1, sizeof **out);
+  for (long i = 0; i < rows; i++)
+    (*out)[i] = (target){kjb_xstrdup(PQgetvalue(res, (int)i, 0)),
+                         (int32_t)strtol(PQgetvalue(res, (int)i, 1), NULL, 10),
+                         strtoll(PQgetvalue(res, (int)i, 2), NULL, 10),
+                         kjb_xstrdup(PQgetvalue(res, (int)i, 3))};
+  PQclear(res);
+  return rows;
+}
+
+static void free_targets(target *t, long n) {
+  for (long i = 0; i < n; i++) {
+    free(t[i].topic);
+    free(t[i].reason);
+  }
+  free(t);
+}
+
+static int count_targets(replay *r, const kjb_dlq_where *w, uint64_t *n, kjb_err *err) {
+  kjb_buf sql;
+  kjb_buf_init(&sql);
+  target_sql(&sql, w, r->o->filter, true);
+  PGresult *res = kjb_store_query(r->store, "could not count dead letters", sql.data, w->nparams,
+                                  w->params, err);
+  kjb_buf_close(&sql);
+  if (!res)
+    return -KJB_EPG;
+  *n = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+  PQclear(res);
+  return 0;
+}
+
+static void drop_ahead(replay *r) {
+  if (r->ahead)
+    rd_kafka_message_destroy(r->ahead);
+  r->ahead = NULL;
+}
+
+/* Points the consumer at t: assigns its partition (learning its
+ * watermarks) when it is another one, seeks when t lies behind the
+ * position or too far ahead to read on. */
+static int aim(replay *r, const target *t, kjb_err *err) {
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  bool same = r->at_topic && strcmp(r->at_topic, t->topic) == 0 && r->at_partition == t->partition;
+  if (!same) {
+    drop_ahead(r);
+    free(r->at_topic);
+    r->at_topic = kjb_xstrdup(t->topic);
+    r->at_partition = t->partition;
+    e = rd_kafka_query_watermark_offsets(r->rk, t->topic, t->partition, &r->low, &r->high,
+                                         TARGET_TIMEOUT_MS);
+    if (e) {
+      free(r->at_topic);
+      r->at_topic = NULL;
+      return kjb_err_set(err, KJB_EKAFKA, "could not read offsets of \"%s\" [%d]: %s", t->topic,
+                         (int)t->partition, rd_kafka_err2str(e));
+    }
+    r->pos = -1;
+  }
+  if (t->offset < r->low || t->offset >= r->high)
+    return 0; /* not there: no fetch */
+  if (r->pos >= 0 && t->offset >= r->pos && t->offset - r->pos <= TARGET_READ_ON)
+    return 0;
+  drop_ahead(r);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, t->topic, t->partition)->offset = t->offset;
+  if (r->pos < 0) {
+    e = rd_kafka_assign(r->rk, l);
+  } else {
+    rd_kafka_error_t *se = rd_kafka_seek_partitions(r->rk, l, TARGET_TIMEOUT_MS);
+    if (se) {
+      e = rd_kafka_error_code(se);
+      rd_kafka_error_destroy(se);
+    } else if (l->elems[0].err) {
+      e = l->elems[0].err;
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e)
+    return kjb_err_set(err, KJB_EKAFKA, "could not read \"%s\" [%d] @%" PRId64 ": %s", t->topic,
+                       (int)t->partition, t->offset, rd_kafka_err2str(e));
+  r->pos = t->offset;
+  return 0;
+}
+
+/* Fetches t's record into *out, or sets *why (returning 0 with *out
+ * NULL) when the DLQ no longer holds it. Returns a negative code when
+ * Kafka does not answer. */
+static int fetch(replay *r, const target *t, rd_kafka_message_t **out, char *why, size_t cap,
+                 volatile sig_atomic_t *stop, kjb_err *err) {
+  *out = NULL;
+  int rc = aim(r, t, err);
+  if (rc < 0)
+    return rc;
+  if (t->offset < r->low) {
+    snprintf(why, cap,
+             "no record at @%" PRId64 ": the log starts at offset %" PRId64
+             " (deleted by retention)",
+             t->offset, r->low);
+    return 0;
+  }
+  if (t->offset >= r->high) {
+    snprintf(why, cap, "no record at @%" PRId64 ": the partition ends at offset %" PRId64,
+             t->offset, r->high);
+    return 0;
+  }
+  int64_t deadline = kjb_now_mono_us() + (int64_t)TARGET_TIMEOUT_MS * 1000;
+  while (!(stop && *stop)) {
+    rd_kafka_message_t *m = r->ahead;
+    r->ahead = NULL;
+    if (!m) {
+      if (kjb_now_mono_us() > deadline)
+        return kjb_err_set(err, KJB_EKAFKA,
+                           "could not read \"%s\" [%d] @%" PRId64 ": no answer in %d ms%s%s",
+                           t->topic, (int)t->partition, t->offset, TARGET_TIMEOUT_MS,
+                           r->kafka.failed ? ": " : "", r->kafka.failed ? r->kafka.reason : "");
+      m = rd_kafka_consumer_poll(r->rk, 100);
+      if (!m)
+        continue;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      int64_t end = m->offset;
+      rd_kafka_message_destroy(m);
+      if (end > t->offset) {
+        r->pos = end;
+        snprintf(why, cap,
+                 "no committed record at @%" PRId64 " (the partition ends at %" PRId64 ")",
+                 t->offset, end);
+        return 0;
+      }
+      continue;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+        m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+      snprintf(why, cap, "no record at @%" PRId64 ": %s", t->offset, rd_kafka_message_errstr(m));
+      rd_kafka_message_destroy(m);
+      r->pos = -1; /* assign afresh for the next one */
+      free(r->at_topic);
+      r->at_topic = NULL;
+      return 0;
+    }
+    if (m->err) {
+      /* Transient (a broker away): keep waiting until the deadline. */
+      kjb_warn("replay: %s", rd_kafka_message_errstr(m));
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    r->pos = m->offset + 1;
+    if (m->offset < t->offset) {
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    if (m->offset > t->offset) {
+      /* An aborted transaction's record, or one compacted away: the
+       * next committed one lies past it, and may be the next target. */
+      snprintf(why, cap, "no committed record at @%" PRId64 " (the next one is @%" PRId64 ")",
+               t->offset, m->offset);
+      r->ahead = m;
+      return 0;
+    }
+    *out = m;
+    return 0;
+  }
+  return 1; /* stopped */
+}
+
+static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
+  kjb_dlq_where w;
+  kjb_dlq_where_build(&w, r->o->filter, 1, NULL);
+  int rc = count_targets(r, &w, &r->st->selected, err);
+  if (rc == 0)
+    r->progress = kjb_progress_start(r->o->progress, "replay", r->st->selected);
+  char *topic = kjb_xstrdup("");
+  int32_t partition = -1;
+  int64_t offset = -1;
+  while (rc == 0 && !(stop && *stop)) {
+    target *t;
+    long n = load_targets(r, &w, topic, partition, offset, &t, err);
+    if (n < 0) {
+      rc = (int)n;
+      break;
+    }
+    for (long i = 0; rc == 0 && i < n && !(stop && *stop); i++) {
+      pace(r, stop);
+      rd_kafka_message_t *m;
+      char why[400];
+      rc = fetch(r, &t[i], &m, why, sizeof why, stop, err);
+      if (rc != 0) {
+        rc = rc > 0 ? 0 : rc; /* stopped, or Kafka away */
+        break;
+      }
+      if (m) {
+        rc = replay_one(r, t[i].topic, m, t[i].reason, err);
+        rd_kafka_message_destroy(m);
+      } else {
+        /* The row's topic string lives until the batch is stored below. */
+        fails(r, add_rec(r, t[i].topic, t[i].partition, t[i].offset, t[i].reason), why);
+      }
+      r->done++;
+      kjb_progress_update(r->progress, r->done);
+      if (rc == 0 && (r->rows.n >= REPLAY_BATCH || r->nrecs >= REPLAY_BATCH))
+        rc = store_batch(r, err);
+    }
+    if (rc == 0)
+      rc = store_batch(r, err);
+    if (n > 0) {
+      free(topic);
+      topic = kjb_xstrdup(t[n - 1].topic);
+      partition = t[n - 1].partition;
+      offset = t[n - 1].offset;
+    }
+    free_targets(t, n);
+    if (n < TARGET_PAGE)
+      break;
+  }
+  free(topic);
+  kjb_progress_end(r->progress, r->done);
+  r->progress = NULL;
+  drop_ahead(r);
+  free(r->at_topic);
+  r->at_topic = NULL;
+  kjb_dlq_where_close(&w);
+  return rc;
+}
+
+static bool targeted(const kjb_replay_opts *o) {
+  return o->filter && !kjb_dlq_filter_empty(o->filter);
+}
+
+/* The audit row's params: what was asked. */
+static char *audit_params(const kjb_replay_opts *o, const char *group) {
+  json_t *p;
+  if (targeted(o)) {
+    kjb_buf f;
+    kjb_buf_init(&f);
+    kjb_dlq_filter_json(o->filter, &f);
+    p = json_pack("{s:o, s:f}", "filter", json_loads(f.data, 0, NULL), "rate", o->rate);
+    kjb_buf_close(&f);
+  } else {
+    p = json_pack("{s:s, s:s, s:o, s:I, s:b, s:f}", "topic", o->topic, "group", group,
+                  "reset_offsets", o->reset_text ? json_string(o->reset_text) : json_null(),
+                  "limit", (json_int_t)o->limit, "follow", o->follow, "rate", o->rate);
+  }
+  char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+  json_decref(p);
+  return text;
 }
 
 int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_stats *st,
                    volatile sig_atomic_t *stop, kjb_err *err) {
-  int rc = kjb_replay_check_topic(cfg, o->topic, err);
+  int rc = targeted(o) ? 0 : kjb_replay_check_topic(cfg, o->topic, err);
   if (rc < 0)
     return rc;
   replay r = {.cfg = cfg, .o = o, .st = st};
@@ -457,6 +767,9 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
   r.arena = kjb_arena_new(1 << 20);
   char group[512];
   snprintf(group, sizeof group, "%s.replay", cfg->kafka.group);
+  /* The targeted mode commits nothing and reads a record here and there:
+   * small fetches and a short read-ahead, and no reset past a record
+   * retention deleted. */
   const char *const defaults[] = {"group.id",
                                   o->group ? o->group : group,
                                   "enable.auto.commit",
@@ -466,7 +779,11 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
                                   "enable.partition.eof",
                                   "true",
                                   "auto.offset.reset",
-                                  "earliest",
+                                  targeted(o) ? "error" : "earliest",
+                                  targeted(o) ? "max.partition.fetch.bytes" : NULL,
+                                  "65536",
+                                  "queued.min.messages",
+                                  "1000",
                                   NULL};
   char errstr[512];
   rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
@@ -490,12 +807,7 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
   }
   int64_t audit_id = -1;
   if (o->actor && !o->dry_run) {
-    json_t *p = json_pack("{s:s, s:s, s:o, s:I, s:b}", "topic", o->topic, "group",
-                          o->group ? o->group : group, "reset_offsets",
-                          o->reset_text ? json_string(o->reset_text) : json_null(), "limit",
-                          (json_int_t)o->limit, "follow", o->follow);
-    char *params = p ? json_dumps(p, JSON_COMPACT) : NULL;
-    json_decref(p);
+    char *params = audit_params(o, o->group ? o->group : group);
     rc = kjb_audit_record(r.store, o->actor, KJB_AUDIT_REPLAY, params ? params : "{}", NULL,
                           &audit_id, err);
     free(params);
@@ -504,12 +816,15 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
   }
   /* A login the broker refuses ends the replay at once, not after the
    * timeouts of the requests below. */
-  if ((rc = kjb_kafka_wait_connected(r.rk, &r.kafka, 10000, err)) == 0 && (rc = plan(&r, err)) == 0)
-    rc = consume(&r, stop, err);
+  if ((rc = kjb_kafka_wait_connected(r.rk, &r.kafka, 10000, err)) == 0) {
+    if (targeted(o))
+      rc = replay_targets(&r, stop, err);
+    else if ((rc = plan(&r, err)) == 0)
+      rc = consume(&r, stop, err);
+  }
   if (audit_id >= 0) {
-    json_t *res = json_pack("{s:I, s:I, s:I}", "replayed", (json_int_t)st->replayed,
-                            "still_failing", (json_int_t)st->still_failing, "already_present",
-                            (json_int_t)st->already_present);
+    json_t *res = kjb_replay_stats_json(st, 0);
+    json_object_del(res, "dry_run");
     if (rc < 0)
       json_object_set_new(res, "error", json_string(err->msg));
     char *result = json_dumps(res, JSON_COMPACT);
@@ -532,6 +847,7 @@ out:
   kjb_rows_close(&r.rows);
   free(r.recs);
   free(r.is_new);
+  free(r.marks);
   free(r.parts);
   return rc;
 }

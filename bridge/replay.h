@@ -71,8 +71,8 @@ typedef struct {
    * without --status or --id leaves ignored rows out). NULL or empty: the
    * offset-reset mode over topic. */
   const kjb_dlq_filter *filter;
-  double rate;      /* records per second at most; 0 for no limit */
-  FILE *progress;   /* done/total, rate and ETA (kjb_progress); may be NULL */
+  double rate;    /* records per second at most; 0 for no limit */
+  FILE *progress; /* done/total, rate and ETA (kjb_progress); may be NULL */
 } kjb_replay_opts;
 
 /* What became of the records of one reason (the x-kjb-error-class

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+import tty
 import urllib.error
 import urllib.request
 import uuid
@@ -887,3 +888,65 @@ ingest = {{ batch_size = 50; batch_timeout = "50ms"; }};
 topics = ( {topics} );
 """)
     return path
+
+
+# ---- commands on a terminal ----
+
+@dataclass
+class TerminalRun:
+    returncode: int
+    stdout: str
+    stderr: str  # what kjb wrote to the terminal, byte for byte
+    seconds: float  # how long it ran
+
+
+def run_on_terminal(binary: Path, args: Sequence[str], config: Path | str | None,
+                    env: dict[str, str] | None = None, stdin: Path | None = None,
+                    timeout: float = 120.0) -> TerminalRun:
+    """Runs `kjb ARGS -c CONFIG` to completion with stderr on a pseudo-
+    terminal (in raw mode, so that no newline becomes "\\r\\n") and stdin
+    from the file `stdin` (else /dev/null), stdout to a pipe. Fails the
+    test on a sanitizer report or when it does not finish in time."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    argv = kjb_argv(binary, args, config)
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        # Read as it comes: a terminal's buffer is small, and a full one
+        # would stall kjb. EIO once the last writer has gone.
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    started = time.monotonic()
+    try:
+        with open(stdin or os.devnull, "rb") as fin:
+            proc = subprocess.Popen(argv, stdin=fin, stdout=subprocess.PIPE, stderr=slave,
+                                    env=kjb_env(env), cwd=REPO)
+        os.close(slave)
+        slave = -1
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail(f"{' '.join(argv)} did not finish in {timeout:.0f}s", pytrace=False)
+        seconds = time.monotonic() - started
+        reader.join(10)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    err = b"".join(chunks).decode(errors="replace")
+    report = sanitizer_report(err)
+    if report or proc.returncode == SANITIZER_EXIT:
+        pytest.fail(f"sanitizer report from {' '.join(argv)}:\n{report or err}", pytrace=False)
+    return TerminalRun(proc.returncode, out.decode(errors="replace"), err, seconds)

@@ -12,6 +12,7 @@ and checks that committed DLQ records and rows match one to one."""
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as dt
 import json
 import os
@@ -578,7 +579,16 @@ def test_job_actions_and_replays_are_audited(world):
     src_n = sum(1 for b in w.bad if b.topic == "src")
     res = w.kjb("replay", "--topic", w.dlqs["src"], "--reset-offsets", "to-earliest", "--actor", "replayer")
     assert res.returncode == 1, res.stderr
-    assert res.stdout == f"replayed 0, still failing {src_n}, already present 0\n"
+    *per_reason, total = res.stdout.splitlines()
+    assert total == f"replayed 0, still failing {src_n}, already present 0"
+    # One line per reason, e.g. "TRUNCATED: 2 records: 0 became jobs, 0
+    # already present, 2 still failing".
+    counts = {}
+    for line in per_reason:
+        m = re.fullmatch(r"(\w+): (\d+) records?: 0 became jobs, 0 already present, (\d+) still failing", line)
+        assert m and m[2] == m[3], line
+        counts[m[1]] = int(m[2])
+    assert counts == dict(collections.Counter(b.reason for b in w.bad if b.topic == "src")), res.stdout
     res = w.kjb("replay", "--topic", w.dlqs["src"], "--dry-run")
     assert res.stdout == f"dry run: replayed 0, still failing 0, already present 0\n"
     # Through the API (the first mapping's DLQ), as "admin".
@@ -591,6 +601,10 @@ def test_job_actions_and_replays_are_audited(world):
     done = wait_for(api_replay_done, timeout=120, message="the API's replay to finish")
     assert done["error"] is None, done
     audit = w.db.query("SELECT actor, action, params, result FROM kjb.audit ORDER BY id")
+    for _, action, _, result in audit:
+        if action == "replay":  # by reason: as the command printed it
+            assert sum(r["records"] for r in result.pop("by_reason")) == result["still_failing"] + \
+                result["replayed"] + result["already_present"], result
     group = f"{w.group}.replay"
     assert audit == [
         ("ops-carol", "jobs.cancel", {"id": j1}, {"outcome": "done"}),
@@ -602,11 +616,11 @@ def test_job_actions_and_replays_are_audited(world):
         ("admin", "jobs.cancel", {"id": j2}, {"outcome": "wrong_state", "state": "cancelled"}),
         ("admin", "jobs.retry", {"id": j2}, {"outcome": "done"}),
         ("replayer", "replay", {"topic": w.dlqs["src"], "group": group, "reset_offsets": "to-earliest",
-                                "limit": 0, "follow": False},
-         {"replayed": 0, "still_failing": src_n, "already_present": 0}),
+                                "limit": 0, "follow": False, "rate": 0},
+         {"selected": 0, "replayed": 0, "still_failing": src_n, "already_present": 0}),
         ("admin", "replay", {"topic": w.dlqs["src"], "group": group, "reset_offsets": None, "limit": 0,
-                             "follow": False},
-         {"replayed": done["replayed"], "still_failing": done["still_failing"],
+                             "follow": False, "rate": 0},
+         {"selected": 0, "replayed": done["replayed"], "still_failing": done["still_failing"],
           "already_present": done["already_present"]}),
     ]
 

@@ -1,0 +1,201 @@
+"""Targeted replay: `kjb replay` with the dead-letter filters fetches
+exactly the records the index selects from their DLQ coordinates, never
+the rest; --dry-run counts per reason what would become jobs (of which
+kinds) and what would still fail; --rate paces it; every replay records
+its outcome in kjb.dead_letters (status, replays, last_replayed_at,
+last_error) and in kjb.audit. The offset-reset mode records its outcomes
+in the index too."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import avrokit
+from kjbtest import order, unique_name, wait_for, write_ingest_config
+
+V1 = avrokit.PRODUCT_SCHEMAS / "order_created.avsc"
+UNKNOWN, JUNK = 6, 2
+
+
+def summary(res) -> str:
+    return res.stdout.strip().splitlines()[-1]
+
+
+def setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path):
+    """UNKNOWN records under schema id 9 (the first config lacks it, the
+    fixed one has it; keys k0..k5) and JUNK with a bad magic byte, which no
+    config reads; kjb dead-letters all of them and indexes them. Returns
+    (topic, dlq, fixed config)."""
+    schema = avrokit.load(V1)
+    topic, group = make_topic(), unique_name("target")
+    mapping = f"""
+  {{ topic = "{topic}"; schema = "order_created.avsc";
+     jobs = ( {{ kind = "t1"; }}, {{ kind = "t2"; args = [ "order_id" ]; }} ); }}"""
+    broken = write_ingest_config(tmp_path / "broken.cfg", group, mapping)
+    fixed = tmp_path / "fixed.cfg"
+    fixed.write_text(broken.read_text().replace(
+        '{ id = 7; file = "everything.avsc"; }',
+        '{ id = 7; file = "everything.avsc"; }, { id = 9; file = "order_created.avsc"; }'))
+    assert run_kjb(["migrate"], broken, env=env).returncode == 0
+    for i in range(UNKNOWN):
+        kafka.produce(topic, [avrokit.confluent(schema, order(100 + i), 9)], key=f"k{i}".encode())
+    kafka.produce(topic, [b"\x07junk"] * JUNK, key=b"junk")
+    proc = start_kjb(["run"], broken, env=env, name="ingest")
+    dlq = f"{topic}.dlq"
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.dead_letters WHERE source_topic = %s", topic)
+             == UNKNOWN + JUNK, timeout=240, message="indexed dead letters")
+    assert proc.stop() == 0
+    return topic, dlq, fixed
+
+
+def index(db, topic: str) -> dict[int, dict]:
+    """The index rows of topic's dead letters by source offset."""
+    rows = db.query("SELECT source_offset, id, status, replays, last_replayed_at, last_error, reason"
+                    " FROM kjb.dead_letters WHERE source_topic = %s", topic)
+    return {r[0]: {"id": r[1], "status": r[2], "replays": r[3], "at": r[4], "error": r[5],
+                   "reason": r[6]} for r in rows}
+
+
+def jobs_of(db, topic: str) -> list[tuple[int, str]]:
+    return [tuple(r) for r in db.query(
+        "SELECT source_offset, kind FROM kjb.jobs WHERE source_topic = %s ORDER BY 1, 2", topic)]
+
+
+def test_replay_by_id_touches_only_the_chosen_records(kafka, db, make_topic, run_kjb, start_kjb,
+                                                      kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path)
+    before = index(db, topic)
+    chosen = [1, 4]
+    res = run_kjb(["replay", "--id", str(before[1]["id"]), "--id", str(before[4]["id"]),
+                   "--actor", "ops:alice"], fixed, env=env)
+    assert res.returncode == 0, res.stderr
+    assert summary(res) == "replayed 2, still failing 0, already present 0"
+    assert "UNKNOWN_SCHEMA_ID: 2 records: 2 became jobs (2 t1, 2 t2), 0 already present, " \
+           "0 still failing" in res.stdout
+    assert jobs_of(db, topic) == [(o, k) for o in chosen for k in ("t1", "t2")]
+    after = index(db, topic)
+    for off, row in after.items():
+        if off in chosen:
+            assert (row["status"], row["replays"], row["error"]) == ("replayed", 1, None)
+            assert row["at"] is not None
+        else:
+            assert (row["status"], row["replays"], row["at"]) == ("dead", 0, None), (off, row)
+    actor, params, result = db.query(
+        "SELECT actor, params, result FROM kjb.audit WHERE action = 'replay' ORDER BY id DESC LIMIT 1")[0]
+    assert actor == "ops:alice"
+    assert params == {"filter": {"id": [before[1]["id"], before[4]["id"]]}, "rate": 0}
+    assert (result["selected"], result["replayed"], result["still_failing"]) == (2, 2, 0)
+
+    # Again: the jobs exist, nothing is inserted, and the rows count it.
+    res = run_kjb(["replay", "--id", str(before[1]["id"])], fixed, env=env)
+    assert summary(res) == "replayed 0, still failing 0, already present 1", res.stdout
+    assert len(jobs_of(db, topic)) == 4
+    assert index(db, topic)[1]["replays"] == 2
+
+
+def test_dry_run_counts_per_reason_and_writes_nothing(kafka, db, make_topic, run_kjb, start_kjb,
+                                                      kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path)
+    before = index(db, topic)
+    audits = db.scalar("SELECT count(*) FROM kjb.audit")
+    res = run_kjb(["replay", "--source-topic", topic, "--dry-run"], fixed, env=env)
+    assert res.returncode == 1, res.stderr  # the junk would still fail
+    lines = res.stdout.strip().splitlines()
+    assert lines == [
+        f"dry run: UNKNOWN_SCHEMA_ID: {UNKNOWN} records: {UNKNOWN} would become jobs "
+        f"({UNKNOWN} t1, {UNKNOWN} t2), 0 already present, 0 would still fail",
+        f"dry run: BAD_MAGIC: {JUNK} records: 0 would become jobs, 0 already present, "
+        f"{JUNK} would still fail",
+        f"dry run: replayed {UNKNOWN}, still failing {JUNK}, already present 0"], res.stdout
+    assert jobs_of(db, topic) == []
+    assert index(db, topic) == before
+    assert db.scalar("SELECT count(*) FROM kjb.audit") == audits
+
+    # With the broken configuration, everything would still fail.
+    res = run_kjb(["replay", "--reason", "UNKNOWN_SCHEMA_ID", "--source-topic", topic, "--dry-run"],
+                  tmp_path / "broken.cfg", env=env)
+    assert summary(res) == f"dry run: replayed 0, still failing {UNKNOWN}, already present 0"
+
+
+def test_still_failing_and_missing_records_are_recorded(kafka, db, make_topic, run_kjb, start_kjb,
+                                                        kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path)
+    # A row whose DLQ record does not exist (the partition ends before it).
+    db.query("INSERT INTO kjb.dead_letters (dlq_topic, dlq_partition, dlq_offset, source_topic,"
+               " source_partition, source_offset, reason, dead_lettered_at, value_size)"
+               " VALUES (%s, 0, 100000, %s, 0, 5000, 'UNKNOWN_SCHEMA_ID', now(), 1)", dlq, topic)
+    res = run_kjb(["replay", "--source-topic", topic], fixed, env=env)
+    assert res.returncode == 1
+    assert summary(res) == f"replayed {UNKNOWN}, still failing {JUNK + 1}, already present 0", res.stdout
+    rows = index(db, topic)
+    junk = [r for r in rows.values() if r["reason"] == "BAD_MAGIC"]
+    assert len(junk) == JUNK
+    for r in junk:
+        assert (r["status"], r["replays"]) == ("failing", 1) and "kjb.BAD_MAGIC" in r["error"], r
+    missing = rows[5000]
+    assert missing["status"] == "failing"
+    prefix = "no record at @100000: the partition ends at offset "
+    assert missing["error"].startswith(prefix), missing
+    assert 0 < int(missing["error"][len(prefix):]) < 100000, missing
+    assert len([r for r in rows.values() if r["status"] == "replayed"]) == UNKNOWN
+
+    # Ignored rows stay out of a replay by reason, but not out of one by status.
+    assert run_kjb(["dlq", "ignore", "--reason", "BAD_MAGIC"], fixed, env=env).returncode == 0
+    res = run_kjb(["replay", "--reason", "BAD_MAGIC", "--dry-run"], fixed, env=env)
+    assert summary(res) == "dry run: replayed 0, still failing 0, already present 0", res.stdout
+    res = run_kjb(["replay", "--status", "ignored", "--dry-run"], fixed, env=env)
+    assert summary(res) == f"dry run: replayed 0, still failing {JUNK}, already present 0", res.stdout
+
+
+def test_rate_paces_the_replay(kafka, db, make_topic, run_kjb, start_kjb, kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path)
+    start = time.monotonic()
+    res = run_kjb(["replay", "--reason", "UNKNOWN_SCHEMA_ID", "--source-topic", topic, "--rate", "2"],
+                  fixed, env={**env, "KJB_PROGRESS_INTERVAL_MS": "400"})
+    took = time.monotonic() - start
+    assert summary(res) == f"replayed {UNKNOWN}, still failing 0, already present 0", res.stdout
+    # Six records at two a second: the last goes 2.5 s after the first.
+    assert took >= (UNKNOWN - 1) / 2, took
+    # Progress, off a terminal: plain lines of done/total, then the end.
+    progress = [line for line in res.stderr.splitlines() if line.startswith("replay: ")]
+    assert len(progress) >= 3, res.stderr
+    done = [int(re.match(rf"replay: (\d)/{UNKNOWN} records \((\d+)%\)", line)[1]) for line in progress]
+    assert done == sorted(done) and done[-1] == UNKNOWN, progress
+    assert re.fullmatch(rf"replay: {UNKNOWN}/{UNKNOWN} records \(100%\) in \ds, \d\.\d/s", progress[-1]), progress
+    params = db.query("SELECT params FROM kjb.audit WHERE action = 'replay' ORDER BY id DESC LIMIT 1")[0][0]
+    assert params == {"filter": {"reason": "UNKNOWN_SCHEMA_ID", "source_topic": topic}, "rate": 2.0}, params
+
+
+def test_offset_reset_mode_records_outcomes_in_the_index(kafka, db, make_topic, run_kjb, start_kjb,
+                                                         kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path)
+    res = run_kjb(["replay", "--topic", dlq], fixed, env=env)
+    assert summary(res) == f"replayed {UNKNOWN}, still failing {JUNK}, already present 0", res.stdout
+    statuses = sorted((r["reason"], r["status"], r["replays"]) for r in index(db, topic).values())
+    assert statuses == sorted([("BAD_MAGIC", "failing", 1)] * JUNK +
+                              [("UNKNOWN_SCHEMA_ID", "replayed", 1)] * UNKNOWN)
+
+
+def test_usage_errors(run_kjb, tmp_path):
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", '{ topic = "t"; schema = "order_created.avsc"; }')
+    for args, message in [
+        (["replay"], "kjb: replay: --topic or a filter is required"),
+        (["replay", "--reason", "X", "--topic", "t.dlq"], "kjb: replay: --topic does not apply to a replay by filter"),
+        (["replay", "--reason", "X", "--reset-offsets", "to-earliest"],
+         "kjb: replay: --reset-offsets does not apply to a replay by filter"),
+        (["replay", "--reason", "X", "--follow"], "kjb: replay: --follow does not apply to a replay by filter"),
+        (["replay", "--reason", "X", "--rate", "0"], 'kjb: replay: bad --rate "0" (expected records per second, more than 0)'),
+        (["replay", "--reason", "X", "--rate", "fast"], 'kjb: replay: bad --rate "fast" (expected records per second, more than 0)'),
+        (["replay", "--status", "gone"], 'kjb: replay: bad --status "gone" (expected dead, replayed, failing or ignored)'),
+        (["replay", "--reason", "X", "extra"], 'kjb: replay: unexpected argument "extra"'),
+    ]:
+        res = run_kjb(args, cfg)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.strip().splitlines()[0] == message, (args, res.stderr)
+        assert res.stdout == ""
