@@ -27,7 +27,8 @@ and kjb share the machine, so it refuses to start while the 1-minute load
 is 2 or more (--force runs anyway); the load is printed before each phase.
 
 Usage: tests/bench/run-workbench [--base COMMIT] [--small N] [--large N]
-       [--selected N] [--bad N] [--rounds N] [--only replay|throughput] [--force]
+       [--selected N] [--bad N] [--rounds N] [--no-warmup] [--timeout S]
+       [--only replay|throughput] [--force]
 """
 import argparse
 import datetime
@@ -77,11 +78,16 @@ def wait_for_quiet(force, patience=120):
         time.sleep(10)
 
 
-def run(*args, **kw):
+def run(*args, timeout=3600):
     """Runs a command; returns (seconds, stdout). Exits with its output
-    when it fails."""
+    when it fails or takes longer than timeout seconds (then it is the
+    figure: a reindex or replay that slow needs looking at, not waiting
+    for)."""
     t = time.monotonic()
-    res = subprocess.run([str(a) for a in args], text=True, capture_output=True, **kw)
+    try:
+        res = subprocess.run([str(a) for a in args], text=True, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        sys.exit(f"{' '.join(map(str, args[:3]))} ... did not finish in {timeout} s")
     elapsed = time.monotonic() - t
     if res.returncode != 0:
         sys.exit(f"{' '.join(map(str, args[:3]))} ... exited {res.returncode}:\n{res.stdout[-2000:]}"
@@ -200,7 +206,7 @@ topics = (
         print(f"filled in {fill_s:.1f} s ({n / fill_s:.0f} records/s, values ~{mean:.0f} bytes)", flush=True)
 
         load(f"kjb dlq reindex --topic {dlq}")
-        reindex_s, out = run(a.kjb, "dlq", "reindex", "-c", cfg, "--topic", dlq)
+        reindex_s, out = run(a.kjb, "dlq", "reindex", "-c", cfg, "--topic", dlq, timeout=a.timeout)
         print(out.strip(), flush=True)
         indexed = db.execute("SELECT count(*) FROM kjb.dead_letters WHERE dlq_topic = %s",
                              (dlq,)).fetchone()[0]
@@ -208,13 +214,13 @@ topics = (
 
         replay = (a.kjb, "replay", "-c", cfg, "--reason", SELECTED_REASON, "--dlq-topic", dlq)
         load(f"kjb replay --reason {SELECTED_REASON} --dlq-topic {dlq} --dry-run")
-        dry_s, out = run(*replay, "--dry-run")
+        dry_s, out = run(*replay, "--dry-run", timeout=a.timeout)
         print(out.strip(), flush=True)
         jobs = db.execute("SELECT count(*) FROM kjb.jobs WHERE source_topic = %s", (src,)).fetchone()[0]
         assert jobs == 0, f"the dry run of {dlq} inserted {jobs} jobs"
 
         load(f"kjb replay --reason {SELECTED_REASON} --dlq-topic {dlq}")
-        replay_s, out = run(*replay)
+        replay_s, out = run(*replay, timeout=a.timeout)
         print(out.strip(), flush=True)
         jobs = db.execute("SELECT count(*) FROM kjb.jobs WHERE source_topic = %s", (src,)).fetchone()[0]
         status = dict(db.execute(
@@ -309,6 +315,8 @@ def main():
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
                     help="no untimed throughput run before the rounds")
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--timeout", type=int, default=3600,
+                    help="seconds one reindex or replay may take before the run gives up")
     ap.add_argument("--only", choices=("replay", "throughput"), help="run one phase only")
     ap.add_argument("--force", action="store_true", help="run even when the machine is busy")
     ap.add_argument("--kjb", default=os.path.join(ROOT, "build", "release", "kjb"))
