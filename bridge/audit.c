@@ -12,19 +12,25 @@
 
 #include "util.h"
 
+const char *kjb_audit_actor_problem(const char *s) {
+  size_t n = strlen(s);
+  if (kjb_utf8_invalid_at(s, n) >= 0)
+    return "not valid UTF-8";
+  if (n == 0)
+    return "must not be empty";
+  if (n > KJB_AUDIT_ACTOR_MAX)
+    return "longer than 128 bytes";
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      return "holds a control character";
+  return NULL;
+}
+
 int kjb_audit_actor(const char *given, char *out, size_t cap, kjb_err *err) {
   if (given) {
-    size_t n = strlen(given);
-    if (kjb_utf8_invalid_at(given, n) >= 0)
+    if (kjb_utf8_invalid_at(given, strlen(given)) >= 0)
       return kjb_err_set(err, KJB_EUSAGE, "bad --actor: not valid UTF-8");
-    const char *why = NULL;
-    if (n == 0)
-      why = "must not be empty";
-    else if (n > KJB_AUDIT_ACTOR_MAX)
-      why = "longer than 128 bytes";
-    for (size_t i = 0; !why && i < n; i++)
-      if ((unsigned char)given[i] < 0x20 || given[i] == 0x7f)
-        why = "holds a control character";
+    const char *why = kjb_audit_actor_problem(given);
     if (why) {
       int shown = (int)kjb_utf8_prefix(given, 64);
       return kjb_err_set(err, KJB_EUSAGE, "bad --actor \"%.*s%s\": %s", shown, given,
@@ -78,11 +84,13 @@ int kjb_audit_finish(kjb_store *s, int64_t id, const char *result, kjb_err *err)
 
 enum { A_ID, A_AT, A_ACTOR, A_ACTION, A_PARAMS, A_RESULT, A_JSON, A_NCOLS = A_JSON };
 
-int kjb_audit_ls(kjb_store *s, long limit, int json, FILE *out, kjb_err *err) {
+/* The newest limit rows, newest first: the table's columns, then the row
+ * as JSON text. */
+static PGresult *newest(kjb_store *s, long limit, kjb_err *err) {
   char lim[24];
   snprintf(lim, sizeof lim, "%ld", limit > 0 ? limit : 50);
   const char *p[] = {lim};
-  PGresult *r = kjb_store_query(
+  return kjb_store_query(
       s, "could not list the audit trail",
       "SELECT id, " KJB_SQL_TS("at") ", actor, action, params::text, result::text, "
                                      "json_build_object('id', id, 'at', " KJB_SQL_TS(
@@ -90,24 +98,46 @@ int kjb_audit_ls(kjb_store *s, long limit, int json, FILE *out, kjb_err *err) {
                                                "'params', params, 'result', result)::text "
                                                "FROM audit ORDER BY id DESC LIMIT $1::bigint",
       1, p, err);
+}
+
+/* The rows of r as a JSON array. */
+static json_t *rows_json(const PGresult *r, kjb_err *err) {
+  json_t *arr = json_array();
+  for (int i = 0; i < PQntuples(r); i++) {
+    json_t *o = json_loads(PQgetvalue(r, i, A_JSON), 0, NULL);
+    if (!o) {
+      json_decref(arr);
+      kjb_err_set(err, KJB_EPG,
+                  "could not list the audit trail: the database's JSON does not parse");
+      return NULL;
+    }
+    json_array_append_new(arr, o);
+  }
+  return arr;
+}
+
+int kjb_audit_list_json(kjb_store *s, long limit, json_t **out, kjb_err *err) {
+  *out = NULL;
+  PGresult *r = newest(s, limit, err);
+  if (!r)
+    return -KJB_EPG;
+  *out = rows_json(r, err);
+  PQclear(r);
+  return *out ? 0 : -KJB_EPG;
+}
+
+int kjb_audit_ls(kjb_store *s, long limit, int json, FILE *out, kjb_err *err) {
+  PGresult *r = newest(s, limit, err);
   if (!r)
     return -KJB_EPG;
   int n = PQntuples(r);
   if (json) {
-    fputs(n ? "[\n" : "[]\n", out);
-    /* Through jansson, so that the layout is that of every other --json. */
-    for (int i = 0; i < n; i++) {
-      json_t *o = json_loads(PQgetvalue(r, i, A_JSON), 0, NULL);
-      if (o)
-        json_dumpf(o, out, JSON_PRESERVE_ORDER);
-      else
-        fputs(PQgetvalue(r, i, A_JSON), out);
-      json_decref(o);
-      fputs(i + 1 < n ? ",\n" : "\n", out);
-    }
-    if (n)
-      fputs("]\n", out);
+    json_t *arr = rows_json(r, err);
     PQclear(r);
+    if (!arr)
+      return -KJB_EPG;
+    kjb_json_print_lines(out, arr);
+    json_decref(arr);
     return 0;
   }
   static const char *const head[A_NCOLS] = {"ID", "AT", "ACTOR", "ACTION", "PARAMS", "RESULT"};

@@ -2,6 +2,7 @@
 #include "catalog.h"
 
 #include <dirent.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -285,10 +286,15 @@ static const kjb_schema *by_fingerprint(const kjb_catalog *c, uint64_t fp) {
   return NULL;
 }
 
-int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf, size_t len,
-                      kjb_arena *arena, kjb_value **out, kjb_err *err) {
-  const kjb_schema *reader = kjb_catalog_reader(c, t), *writer = reader;
-  size_t header = 0;
+/* Reads the framing of a record value of topic t: the schema it was
+ * written with and the size of the header before the Avro body. Inlined
+ * so that kjb_decode_record, run for every record, pays no call for it. */
+__attribute__((always_inline)) static inline int unframe(kjb_catalog *c, const kjb_topic_cfg *t,
+                                                         const uint8_t *buf, size_t len,
+                                                         const kjb_schema **writer, size_t *header,
+                                                         kjb_err *err) {
+  *writer = kjb_catalog_reader(c, t);
+  *header = 0;
   switch (t->format) {
   case KJB_FMT_CONFLUENT: {
     if (len < 5)
@@ -299,10 +305,10 @@ int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf
                          buf[0]);
     int32_t id =
         (int32_t)((uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4]);
-    int rc = kjb_catalog_by_id(c, id, &writer, err);
+    int rc = kjb_catalog_by_id(c, id, writer, err);
     if (rc < 0)
       return rc;
-    header = 5;
+    *header = 5;
     break;
   }
   case KJB_FMT_SINGLE_OBJECT: {
@@ -316,23 +322,67 @@ int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf
     uint64_t fp = 0;
     for (int i = 9; i >= 2; i--)
       fp = fp << 8 | buf[i];
-    writer = by_fingerprint(c, fp);
-    if (!writer)
+    *writer = by_fingerprint(c, fp);
+    if (!*writer)
       return kjb_err_set(err, KJB_EUNKNOWN_FINGERPRINT,
                          "fingerprint 0x%016llx matches no schema in %s", (unsigned long long)fp,
                          c->cfg->schemas.dir);
-    header = 10;
+    *header = 10;
     break;
   }
   case KJB_FMT_RAW: break;
   }
-  const kjb_resolver *r = resolver_for(c, writer, reader, err);
+  return 0;
+}
+
+int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf, size_t len,
+                      kjb_arena *arena, kjb_value **out, kjb_err *err) {
+  const kjb_schema *writer;
+  size_t header;
+  int rc = unframe(c, t, buf, len, &writer, &header, err);
+  if (rc < 0)
+    return rc;
+  const kjb_resolver *r = resolver_for(c, writer, kjb_catalog_reader(c, t), err);
   if (!r)
     return -(int)err->code;
-  int rc = kjb_avro_decode(r, buf + header, len - header, arena, out, err);
+  rc = kjb_avro_decode(r, buf + header, len - header, arena, out, err);
   if (rc < 0 && header)
     kjb_err_prefix(err, "avro body at byte %zu", header);
   return rc;
+}
+
+int kjb_decode_partial(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf, size_t len,
+                       json_t **partial, kjb_avro_stop *stop, kjb_err *err) {
+  *partial = NULL;
+  const kjb_schema *writer;
+  size_t header;
+  int rc = unframe(c, t, buf, len, &writer, &header, err);
+  if (rc < 0)
+    return rc;
+  /* Not cached: this is for one record now and then, and resolver_for
+   * stays inlined in kjb_decode_record. */
+  kjb_resolver *r = kjb_resolver_new(writer, writer, err);
+  if (!r)
+    return -(int)err->code; /* not reached: a schema resolves against itself */
+  kjb_arena *a = kjb_arena_new(1 << 16);
+  kjb_value *v;
+  rc = kjb_avro_decode_partial(r, buf + header, len - header, a, &v, stop, err);
+  if (rc < 0) {
+    stop->byte += header;
+    if (header)
+      kjb_err_prefix(err, "avro body at byte %zu", header);
+  }
+  if (v) {
+    kjb_buf b;
+    kjb_buf_init(&b);
+    kjb_value_to_json(v, &b);
+    /* jansson's integers stop at 64 bits, an Avro long's do not go past. */
+    *partial = json_loadb(b.data, b.len, JSON_DECODE_ANY, NULL);
+    kjb_buf_close(&b);
+  }
+  kjb_arena_free(a);
+  kjb_resolver_free(r);
+  return rc < 0 ? 1 : 0;
 }
 
 int kjb_frame_header(kjb_catalog *c, const kjb_topic_cfg *t, int schema_id, kjb_buf *out,

@@ -40,6 +40,21 @@ int kjb_catalog_by_id(kjb_catalog *c, int32_t id, const kjb_schema **out, kjb_er
 int kjb_decode_record(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf, size_t len,
                       kjb_arena *arena, kjb_value **out, kjb_err *err);
 
+/* For a record value of topic t that does not decode, what its bytes
+ * hold before the failure (kjb_avro_decode_partial), decoded with the
+ * schema they were written with alone (the one the schema id or
+ * fingerprint names; the topic's schema for raw records), so that it
+ * shows what the bytes say whatever the reader schema. Returns 1 when
+ * the bytes stop decoding: *partial is the value before the failure (a
+ * new reference, NULL when nothing decoded before it), *stop where it
+ * failed (the byte counted from the start of buf, framing included) and
+ * err why; 0 when they decode whole (*partial is the whole value); or a
+ * negative code when there is nothing to decode (a framing error, an
+ * unknown schema id), with err saying why and *partial NULL. */
+struct json_t;
+int kjb_decode_partial(kjb_catalog *c, const kjb_topic_cfg *t, const uint8_t *buf, size_t len,
+                       struct json_t **partial, kjb_avro_stop *stop, kjb_err *err);
+
 /* Writes the framing header for a record of topic t written with the
  * topic's reader schema (confluent: schema_id, or the id from schemas.ids
  * when schema_id < 0). */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "cfgsrc.h"
 #include "kafka.h"
 #include "policy.h"
@@ -50,7 +51,8 @@ enum {
   F_PAIRS = 1 << 8,    /* T_STRLIST: "key=value" entries that librdkafka takes */
   F_ARGV = 1 << 9,     /* T_STRLIST: non-empty, first entry non-empty */
   F_LISTEN = 1 << 10,  /* T_STR: "host:port" or "[ipv6]:port" */
-  F_BROKERS = 1 << 11  /* T_STR: "embedded", or [proto://]host[:port],... */
+  F_BROKERS = 1 << 11, /* T_STR: "embedded", or [proto://]host[:port],... */
+  F_ENV = 1 << 12      /* T_STR: the name of an environment variable */
 };
 
 /* One key. The bounds limit what a value can make the process allocate or
@@ -103,6 +105,7 @@ static const char *const handler_types[] = {"http", "exec", "log", "plugin", NUL
 #define JF(m) offsetof(kjb_job_cfg, m)
 #define HF(m) offsetof(kjb_handler_cfg, m)
 #define SF(m) offsetof(kjb_schema_id_cfg, m)
+#define AF(m) offsetof(kjb_admin_token_cfg, m)
 
 /* The tables below are packed by hand, a field to a line or two, so that they
  * read as tables; clang-format would give each initializer its own line. */
@@ -139,13 +142,26 @@ static const field postgres_fields[] = {
      .def = "4"},
 };
 
+enum { HT_LISTEN, HT_TOKEN_ENV, HT_TOKENS, HT_TLS_CERT, HT_TLS_KEY };
+
 static const field http_fields[] = {
-    {.name = "listen", .type = T_STR, .flags = F_LISTEN, .off = CF(http.listen),
-     .def = "127.0.0.1:9464"},
-    {.name = "admin_token_env", .type = T_STR, .off = CF(http.admin_token_env),
-     .maxlen = MAX_NAME, .def = "KJB_ADMIN_TOKEN"},
-    {.name = "tls_cert", .type = T_STR, .off = CF(http.tls_cert)},
-    {.name = "tls_key", .type = T_STR, .off = CF(http.tls_key)},
+    [HT_LISTEN] = {.name = "listen", .type = T_STR, .flags = F_LISTEN, .off = CF(http.listen),
+                   .def = "127.0.0.1:9464"},
+    /* The token named KJB_AUDIT_API_ADMIN. */
+    [HT_TOKEN_ENV] = {.name = "admin_token_env", .type = T_STR, .flags = F_ENV,
+                      .off = CF(http.admin_token_env), .maxlen = MAX_NAME,
+                      .def = "KJB_ADMIN_TOKEN"},
+    [HT_TOKENS] = {.name = "admin_tokens", .type = T_LIST, .max = KJB_CONFIG_ADMIN_TOKENS_MAX},
+    [HT_TLS_CERT] = {.name = "tls_cert", .type = T_STR, .off = CF(http.tls_cert)},
+    [HT_TLS_KEY] = {.name = "tls_key", .type = T_STR, .off = CF(http.tls_key)},
+};
+
+/* The first entry is the key that must be unique (found[0]). */
+static const field admin_token_fields[] = {
+    {.name = "name", .type = T_STR, .flags = F_REQUIRED, .off = AF(name),
+     .maxlen = KJB_AUDIT_ACTOR_MAX},
+    {.name = "env", .type = T_STR, .flags = F_REQUIRED | F_ENV, .off = AF(env),
+     .maxlen = MAX_NAME},
 };
 
 static const field registry_fields[] = {
@@ -307,6 +323,7 @@ static const struct section {
 /* The groups inside lists, by their dotted path without indexes: with
  * sections[], every key kjb_config_default can name. */
 static const struct section nested[] = {
+    {"http.admin_tokens", admin_token_fields, NFIELDS(admin_token_fields)},
     {"schemas.ids", schema_id_fields, NFIELDS(schema_id_fields)},
     {"topics", topic_fields, NFIELDS(topic_fields)},
     {"topics.jobs", job_fields, NFIELDS(job_fields)},
@@ -630,6 +647,16 @@ static bool is_topic_name(const char *s) {
   return true;
 }
 
+/* A name a shell can export: [A-Za-z_][A-Za-z0-9_]*. */
+static bool is_env_name(const char *s) {
+  if (isdigit((unsigned char)s[0]))
+    return false;
+  for (; *s; s++)
+    if (!(isalnum((unsigned char)*s) || *s == '_'))
+      return false;
+  return true;
+}
+
 /* Strings are measured before anything else looks at them. */
 static int check_length(ctx *c, const val *v, const char *s, const field *f) {
   size_t max = f->maxlen ? f->maxlen : MAX_STRING, len = strlen(s);
@@ -709,6 +736,11 @@ static int check_string(ctx *c, const val *v, const char *s, const field *f) {
     return vfail(c, v,
                  "invalid name \"%s\" (expected at most 63 letters, digits "
                  "and underscores, not starting with a digit)",
+                 s);
+  if ((flags & F_ENV) && !is_env_name(s))
+    return vfail(c, v,
+                 "invalid environment variable name \"%s\" (expected letters, digits and "
+                 "underscores, not starting with a digit)",
                  s);
   if ((flags & F_TOPIC) && !is_topic_name(s))
     return vfail(c, v,
@@ -930,6 +962,57 @@ static int parse_schema_ids(ctx *c, const config_setting_t *list) {
   return 0;
 }
 
+/* The named admin tokens, once http.admin_token_env is final: names are
+ * actors (kjb_audit_actor_problem), unique, and neither the admin token's
+ * name nor a command's ("cli:..."); each variable names one token. */
+static int parse_admin_tokens(ctx *c, const config_setting_t *list) {
+  kjb_config *cfg = c->cfg;
+  size_t n = (size_t)config_setting_length(list);
+  cfg->http.admin_tokens = kjb_xcalloc(n, sizeof *cfg->http.admin_tokens);
+  cfg->http.nadmin_tokens = n;
+  for (size_t i = 0; i < n; i++) {
+    const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+    const config_setting_t *found[MAX_FIELDS];
+    kjb_admin_token_cfg *t = &cfg->http.admin_tokens[i];
+    char gpath[64];
+    snprintf(gpath, sizeof gpath, "http.admin_tokens[%zu]", i);
+    if (config_setting_type(e) != CONFIG_TYPE_GROUP)
+      return fail_at(c, e, "%s: expected a group, got %s", gpath, type_name(e));
+    t->line = line_of(c, e);
+    int rc = parse_group(c, e, gpath, admin_token_fields, NFIELDS(admin_token_fields), t, found);
+    if (!rc)
+      rc =
+          check_required(c, e, gpath, admin_token_fields, NFIELDS(admin_token_fields), found, NULL);
+    if (rc)
+      return rc;
+    const char *why = kjb_audit_actor_problem(t->name);
+    if (why)
+      return fail_at(c, found[0], "%s.name: %s", gpath, why);
+    if (strncmp(t->name, "cli:", 4) == 0)
+      return fail_at(c, found[0], "%s.name: \"cli:\" starts the names of commands' actors", gpath);
+    if (strcmp(t->name, KJB_AUDIT_API_ADMIN) == 0)
+      return fail_at(c, found[0], "%s.name: \"%s\" is the token of http.admin_token_env", gpath,
+                     KJB_AUDIT_API_ADMIN);
+    if (strcmp(t->env, cfg->http.admin_token_env) == 0)
+      return fail_at(c, found[1], "%s.env: \"%s\" is http.admin_token_env already", gpath, t->env);
+    for (size_t k = 0; k < i; k++) {
+      const kjb_admin_token_cfg *prev = &cfg->http.admin_tokens[k];
+      int same_name = strcmp(prev->name, t->name) == 0;
+      if (!same_name && strcmp(prev->env, t->env) != 0)
+        continue;
+      const char *key = same_name ? "name" : "env";
+      char first[PATH_MAX + 16];
+      first_defined(c, config_setting_get_member(config_setting_get_elem(list, (unsigned)k), key),
+                    found[same_name ? 0 : 1], first, sizeof first);
+      return fail_at(c, found[same_name ? 0 : 1],
+                     "%s.%s: duplicate %s \"%s\" (first defined at %s)", gpath, key,
+                     same_name ? "token name" : "environment variable",
+                     same_name ? t->name : t->env, first);
+    }
+  }
+  return 0;
+}
+
 /* A scalar section: the file's values, then the environment's. */
 static int parse_section(ctx *c, const struct section *sec, const config_setting_t *g,
                          const config_setting_t *root) {
@@ -960,6 +1043,8 @@ static int parse_section(ctx *c, const struct section *sec, const config_setting
     return rc;
   if (sec->fields == schemas_fields && found[S_IDS])
     return parse_schema_ids(c, found[S_IDS]);
+  if (sec->fields == http_fields && found[HT_TOKENS])
+    return parse_admin_tokens(c, found[HT_TOKENS]);
   return 0;
 }
 
@@ -1311,6 +1396,11 @@ void kjb_config_close(kjb_config *cfg) {
   free(cfg->postgres.schema);
   free(cfg->http.listen);
   free(cfg->http.admin_token_env);
+  for (size_t i = 0; i < cfg->http.nadmin_tokens; i++) {
+    free(cfg->http.admin_tokens[i].name);
+    free(cfg->http.admin_tokens[i].env);
+  }
+  free(cfg->http.admin_tokens);
   free(cfg->http.tls_cert);
   free(cfg->http.tls_key);
   free(cfg->schema_registry.url);

@@ -77,6 +77,19 @@ typedef struct {
   int line;
 } kjb_schema_id_cfg;
 
+/* A named admin API token: its value is read from the environment
+ * variable env when the API starts; name is the actor its actions are
+ * recorded under in kjb.audit. */
+typedef struct {
+  char *name;
+  char *env;
+  int line;
+} kjb_admin_token_cfg;
+
+/* At most this many in http.admin_tokens: each is compared with every
+ * admin request's token. */
+#define KJB_CONFIG_ADMIN_TOKENS_MAX 64
+
 typedef struct {
   char *path; /* the file this came from */
   struct {
@@ -95,7 +108,9 @@ typedef struct {
   } postgres;
   struct {
     char *listen;
-    char *admin_token_env;
+    char *admin_token_env; /* the token named "admin" */
+    kjb_admin_token_cfg *admin_tokens;
+    size_t nadmin_tokens;
     char *tls_cert; /* PEM files: HTTPS when both are set; NULL for plain HTTP */
     char *tls_key;
   } http;

@@ -301,29 +301,43 @@ static PGresult *select_rows(kjb_store *s, const char *columns, const kjb_dlq_fi
   return r;
 }
 
+int kjb_dlqindex_list_json(kjb_store *s, const kjb_dlq_filter *f, int64_t after_id, long limit,
+                           json_t **out, kjb_err *err) {
+  *out = NULL;
+  char tail[96];
+  /* Numbers of ours, not the caller's text: safe to write inline. */
+  snprintf(tail, sizeof tail, "AND id > %" PRId64 " ORDER BY id LIMIT %ld", after_id,
+           limit > 0 ? limit : 50);
+  PGresult *res = select_rows(s, SELECT_COLUMNS, f, tail, "could not list dead letters", err);
+  if (!res)
+    return -KJB_EPG;
+  *out = json_array();
+  for (int r = 0; r < PQntuples(res); r++)
+    json_array_append_new(*out, row_json(res, r));
+  PQclear(res);
+  return 0;
+}
+
 int kjb_dlqindex_ls(kjb_store *s, const kjb_dlq_filter *f, long limit, int json, FILE *out,
                     long *shown, kjb_err *err) {
+  if (json) {
+    json_t *arr;
+    if (kjb_dlqindex_list_json(s, f, 0, limit, &arr, err) < 0)
+      return -KJB_EPG;
+    kjb_json_print_lines(out, arr);
+    if (shown)
+      *shown = (long)json_array_size(arr);
+    json_decref(arr);
+    return 0;
+  }
   char tail[48];
   snprintf(tail, sizeof tail, "ORDER BY id LIMIT %ld", limit > 0 ? limit : 50);
   PGresult *res = select_rows(s, SELECT_COLUMNS, f, tail, "could not list dead letters", err);
   if (!res)
     return -KJB_EPG;
-  int n = PQntuples(res);
-  if (json) {
-    fputs(n ? "[\n" : "[]\n", out);
-    for (int r = 0; r < n; r++) {
-      json_t *o = row_json(res, r);
-      json_dumpf(o, out, JSON_PRESERVE_ORDER);
-      json_decref(o);
-      fputs(r + 1 < n ? ",\n" : "\n", out);
-    }
-    if (n)
-      fputs("]\n", out);
-  } else {
-    print_table(res, out);
-  }
+  print_table(res, out);
   if (shown)
-    *shown = n;
+    *shown = PQntuples(res);
   PQclear(res);
   return 0;
 }
@@ -427,6 +441,53 @@ static void decode_now(kjb_catalog *cat, const kjb_config *cfg, const char *sour
   kjb_arena_free(a);
 }
 
+/* What the bytes of a value that does not decode with the current
+ * configuration hold before the failure (kjb_decode_partial). */
+typedef struct {
+  int tried;
+  int rc; /* kjb_decode_partial's: 1 stops, 0 decodes whole, < 0 nothing to decode */
+  json_t *value;
+  kjb_avro_stop stop;
+  kjb_err why;
+} partial_decode;
+
+static void decode_partial(kjb_catalog *cat, const kjb_config *cfg, const char *source_topic,
+                           const rd_kafka_message_t *m, partial_decode *p) {
+  memset(p, 0, sizeof *p);
+  const kjb_topic_cfg *t = kjb_config_topic(cfg, source_topic);
+  if (!t || !m->payload)
+    return;
+  p->tried = 1;
+  p->rc = kjb_decode_partial(cat, t, m->payload, m->len, &p->value, &p->stop, &p->why);
+}
+
+static json_t *partial_at_json(const partial_decode *p) {
+  if (p->rc != 1)
+    return json_null();
+  return json_pack("{s:o, s:I}", "field", p->stop.path[0] ? json_col(p->stop.path) : json_null(),
+                   "byte", (json_int_t)p->stop.byte);
+}
+
+static void print_partial(FILE *out, const partial_decode *p) {
+  if (!p->tried)
+    return;
+  if (p->rc < 0) {
+    fprintf(out, "\ndecoded before the failure: nothing to decode: %s\n", p->why.msg);
+    return;
+  }
+  char *s = p->value ? json_dumps(p->value, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY)
+                     : NULL;
+  if (p->rc == 0)
+    fprintf(out,
+            "\ndecoded before the failure: the bytes decode whole with their writer schema, "
+            "so the failure is not in them:\n%s\n",
+            s ? s : "?");
+  else
+    fprintf(out, "\ndecoded before the failure (at %s%sbyte %zu):%s%s\n", p->stop.path,
+            p->stop.path[0] ? ", " : "", p->stop.byte, s ? "\n" : " nothing", s ? s : "");
+  free(s);
+}
+
 static json_t *headers_json(const rd_kafka_message_t *m) {
   json_t *arr = json_array();
   rd_kafka_headers_t *h = NULL;
@@ -503,9 +564,34 @@ static void print_show_text(FILE *out, const PGresult *res, const rd_kafka_messa
   }
 }
 
-int kjb_dlqindex_show(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const kjb_config *cfg,
-                      int64_t id, int json, FILE *out, kjb_dlqindex_shown *res, kjb_err *err) {
+/* Everything show tells about one dead letter, gathered once for the
+ * text and the JSON. */
+typedef struct {
+  PGresult *row;         /* the row; NULL when there is none */
+  rd_kafka_message_t *m; /* its DLQ record; NULL when not read */
+  long mark;             /* the failing byte, or -1 */
+  char *field;           /* the failing field, or NULL */
+  json_t *decoded, *undecodable;
+  partial_decode partial; /* when it does not decode: what did */
+} shown_letter;
+
+static void shown_close(shown_letter *sl) {
+  json_decref(sl->partial.value);
+  json_decref(sl->decoded);
+  json_decref(sl->undecodable);
+  free(sl->field);
+  if (sl->m)
+    rd_kafka_message_destroy(sl->m);
+  PQclear(sl->row);
+}
+
+/* Fills *sl for dead letter id (sl->row NULL when there is none). Returns
+ * 0 (see *res), or -KJB_EPG. */
+static int gather(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const kjb_config *cfg,
+                  int64_t id, shown_letter *sl, kjb_dlqindex_shown *res, kjb_err *err) {
   memset(res, 0, sizeof *res);
+  memset(sl, 0, sizeof *sl);
+  sl->mark = -1;
   char idtext[24];
   snprintf(idtext, sizeof idtext, "%" PRId64, id);
   const char *params[] = {idtext};
@@ -519,58 +605,84 @@ int kjb_dlqindex_show(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const k
     PQclear(row);
     return 0;
   }
-  rd_kafka_message_t *m = NULL;
+  sl->row = row;
   if (!r) {
     kjb_err_set(&res->why, KJB_EKAFKA, "not read");
   } else if (kjb_dlq_reader_get(r, PQgetvalue(row, 0, C_DLQ_TOPIC),
                                 (int32_t)strtol(PQgetvalue(row, 0, C_DLQ_PARTITION), NULL, 10),
-                                strtoll(PQgetvalue(row, 0, C_DLQ_OFFSET), NULL, 10), 15000, &m,
+                                strtoll(PQgetvalue(row, 0, C_DLQ_OFFSET), NULL, 10), 15000, &sl->m,
                                 &res->why) == 0) {
     res->fetched = 1;
   }
   const char *message = PQgetisnull(row, 0, C_MESSAGE) ? NULL : PQgetvalue(row, 0, C_MESSAGE);
-  long mark = kjb_dlq_failing_byte(message);
-  char *field = failing_field(message);
-  json_t *decoded = NULL, *undecodable = NULL;
-  if (m && cat)
-    decode_now(cat, cfg, PQgetvalue(row, 0, C_SOURCE_TOPIC), m, &decoded, &undecodable);
-  if (json) {
-    json_t *o = row_json(row, 0);
-    json_object_set_new(o, "failing_field", field ? json_col(field) : json_null());
-    json_object_set_new(o, "failing_byte", mark >= 0 ? json_integer(mark) : json_null());
-    if (m) {
-      kjb_buf v;
-      kjb_buf_init(&v);
-      kjb_buf_base64(&v, m->payload, m->payload ? m->len : 0);
-      rd_kafka_timestamp_type_t tstype;
-      int64_t ts = rd_kafka_message_timestamp(m, &tstype);
-      json_object_set_new(
-          o, "record",
-          json_pack("{s:I, s:o, s:o, s:o, s:o}", "size", (json_int_t)(m->payload ? m->len : 0),
-                    "timestamp", ts >= 0 ? json_integer(ts) : json_null(), "key",
-                    m->key ? json_bytes(m->key, m->key_len) : json_null(), "headers",
-                    headers_json(m), "value",
-                    m->payload ? json_pack("{s:s}", "base64", v.data) : json_null()));
-      kjb_buf_close(&v);
-      json_object_set_new(o, "record_error", json_null());
-    } else {
-      json_object_set_new(o, "record", json_null());
-      json_object_set_new(o, "record_error", json_col(res->why.msg));
-    }
-    json_object_set_new(o, "decoded", decoded ? json_incref(decoded) : json_null());
-    json_object_set_new(o, "decode_error", undecodable ? json_incref(undecodable) : json_null());
+  sl->mark = kjb_dlq_failing_byte(message);
+  sl->field = failing_field(message);
+  if (sl->m && cat)
+    decode_now(cat, cfg, PQgetvalue(row, 0, C_SOURCE_TOPIC), sl->m, &sl->decoded, &sl->undecodable);
+  if (sl->undecodable && sl->m && cat)
+    decode_partial(cat, cfg, PQgetvalue(row, 0, C_SOURCE_TOPIC), sl->m, &sl->partial);
+  return 0;
+}
+
+static json_t *shown_json(const shown_letter *sl, const kjb_dlqindex_shown *res) {
+  const rd_kafka_message_t *m = sl->m;
+  json_t *o = row_json(sl->row, 0);
+  json_object_set_new(o, "failing_field", sl->field ? json_col(sl->field) : json_null());
+  json_object_set_new(o, "failing_byte", sl->mark >= 0 ? json_integer(sl->mark) : json_null());
+  if (m) {
+    kjb_buf v;
+    kjb_buf_init(&v);
+    kjb_buf_base64(&v, m->payload, m->payload ? m->len : 0);
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+    json_object_set_new(
+        o, "record",
+        json_pack("{s:I, s:o, s:o, s:o, s:o}", "size", (json_int_t)(m->payload ? m->len : 0),
+                  "timestamp", ts >= 0 ? json_integer(ts) : json_null(), "key",
+                  m->key ? json_bytes(m->key, m->key_len) : json_null(), "headers", headers_json(m),
+                  "value", m->payload ? json_pack("{s:s}", "base64", v.data) : json_null()));
+    kjb_buf_close(&v);
+    json_object_set_new(o, "record_error", json_null());
+  } else {
+    json_object_set_new(o, "record", json_null());
+    json_object_set_new(o, "record_error", json_col(res->why.msg));
+  }
+  json_object_set_new(o, "decoded", sl->decoded ? json_incref(sl->decoded) : json_null());
+  json_object_set_new(o, "decode_error",
+                      sl->undecodable ? json_incref(sl->undecodable) : json_null());
+  json_object_set_new(o, "partial",
+                      sl->partial.value ? json_incref(sl->partial.value) : json_null());
+  json_object_set_new(o, "partial_at", partial_at_json(&sl->partial));
+  return o;
+}
+
+int kjb_dlqindex_show_json(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const kjb_config *cfg,
+                           int64_t id, json_t **out, kjb_dlqindex_shown *res, kjb_err *err) {
+  *out = NULL;
+  shown_letter sl;
+  if (gather(s, r, cat, cfg, id, &sl, res, err) < 0)
+    return -KJB_EPG;
+  if (sl.row)
+    *out = shown_json(&sl, res);
+  shown_close(&sl);
+  return 0;
+}
+
+int kjb_dlqindex_show(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const kjb_config *cfg,
+                      int64_t id, int json, FILE *out, kjb_dlqindex_shown *res, kjb_err *err) {
+  shown_letter sl;
+  if (gather(s, r, cat, cfg, id, &sl, res, err) < 0)
+    return -KJB_EPG;
+  if (sl.row && json) {
+    json_t *o = shown_json(&sl, res);
     json_dumpf(o, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     fputc('\n', out);
     json_decref(o);
-  } else {
-    print_show_text(out, row, m, &res->why, mark, field, decoded, undecodable);
+  } else if (sl.row) {
+    print_show_text(out, sl.row, sl.m, &res->why, sl.mark, sl.field, sl.decoded, sl.undecodable);
+    print_partial(out, &sl.partial);
   }
-  json_decref(decoded);
-  json_decref(undecodable);
-  free(field);
-  if (m)
-    rd_kafka_message_destroy(m);
-  PQclear(row);
+  shown_close(&sl);
   return 0;
 }
 
@@ -665,6 +777,22 @@ static void rollback(kjb_store *s) {
   run(s, "ROLLBACK", &ignored);
 }
 
+/* The statuses that ignoring changes. */
+#define IGNORABLE "('dead', 'failing')"
+
+int kjb_dlqindex_ignore_count(kjb_store *s, const kjb_dlq_filter *f, int64_t *matched,
+                              int64_t *ignorable, kjb_err *err) {
+  *matched = *ignorable = 0;
+  PGresult *r = select_rows(s, "count(*), count(*) FILTER (WHERE status IN " IGNORABLE ")", f, "",
+                            "could not count dead letters", err);
+  if (!r)
+    return -KJB_EPG;
+  *matched = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  *ignorable = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+  PQclear(r);
+  return 0;
+}
+
 int kjb_dlqindex_ignore(kjb_store *s, const kjb_dlq_filter *f, const char *actor, int64_t *matched,
                         int64_t *ignored, kjb_err *err) {
   *matched = *ignored = 0;
@@ -678,7 +806,7 @@ int kjb_dlqindex_ignore(kjb_store *s, const kjb_dlq_filter *f, const char *actor
   kjb_buf_printf(&sql,
                  "WITH sel AS (SELECT d.id, d.status FROM dead_letters d WHERE %s FOR UPDATE), "
                  "upd AS (UPDATE dead_letters d SET status = 'ignored' FROM sel "
-                 "WHERE d.id = sel.id AND sel.status IN ('dead', 'failing') RETURNING d.id) "
+                 "WHERE d.id = sel.id AND sel.status IN " IGNORABLE " RETURNING d.id) "
                  "SELECT (SELECT count(*) FROM sel), (SELECT count(*) FROM upd), "
                  "(SELECT coalesce(json_agg(id ORDER BY id), '[]')::text FROM "
                  "(SELECT id FROM upd ORDER BY id LIMIT 1000) AS first)",

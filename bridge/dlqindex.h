@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "catalog.h"
 #include "config.h"
 #include "dlq.h"
@@ -58,6 +60,15 @@ int kjb_dlqindex_upsert(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err 
 int kjb_dlqindex_ls(kjb_store *s, const kjb_dlq_filter *f, long limit, int json, FILE *out,
                     long *shown, kjb_err *err);
 
+/* The rows f selects whose id is above after_id (0: from the first),
+ * oldest first, at most limit (0: 50), as a JSON array of the objects
+ * `kjb dlq ls --json` prints (which calls this): every column, key as
+ * text when it is UTF-8, else {"base64": ...}, timestamps RFC 3339 UTC or
+ * null. Returns 0 with *out (a new reference), or -KJB_EPG with *out
+ * NULL. */
+int kjb_dlqindex_list_json(kjb_store *s, const kjb_dlq_filter *f, int64_t after_id, long limit,
+                           json_t **out, kjb_err *err);
+
 /* What kjb_dlqindex_show could tell beyond the row. */
 typedef struct {
   int found;   /* the row exists */
@@ -68,11 +79,17 @@ typedef struct {
 /* Writes dead letter id: its row, the DLQ record's headers and a hex dump
  * of its value that marks the failing byte (kjb_dlq_failing_byte), and,
  * when cat is not NULL, what the value decodes to with the current
- * configuration (or why it still does not); with json one object of all
- * that. The record is read through r (NULL: not read). Nothing is written
+ * configuration (or why it still does not, and the fields decoded before
+ * the failure: kjb_decode_partial); with json one object of all that. The record is read through r (NULL: not read). Nothing is written
  * when the row does not exist. Returns 0 (see *res), or -KJB_EPG. */
 int kjb_dlqindex_show(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const kjb_config *cfg,
                       int64_t id, int json, FILE *out, kjb_dlqindex_shown *res, kjb_err *err);
+
+/* The object `kjb dlq show ID --json` prints (kjb_dlqindex_show with
+ * json), into *out (a new reference); *out NULL when the row does not
+ * exist. Returns 0 (see *res), or -KJB_EPG. */
+int kjb_dlqindex_show_json(kjb_store *s, kjb_dlq_reader *r, kjb_catalog *cat, const kjb_config *cfg,
+                           int64_t id, json_t **out, kjb_dlqindex_shown *res, kjb_err *err);
 
 /* Writes the number of rows by DLQ topic, reason and status among those f
  * selects, and their total: a table, or with json
@@ -87,6 +104,12 @@ int kjb_dlqindex_stats(kjb_store *s, const kjb_dlq_filter *f, int json, FILE *ou
  * changed). */
 int kjb_dlqindex_ignore(kjb_store *s, const kjb_dlq_filter *f, const char *actor, int64_t *matched,
                         int64_t *ignored, kjb_err *err);
+
+/* What kjb_dlqindex_ignore would do, changing nothing: *matched
+ * receives how many rows f selects, *ignorable how many of them are dead
+ * or failing. Returns 0, or -KJB_EPG. */
+int kjb_dlqindex_ignore_count(kjb_store *s, const kjb_dlq_filter *f, int64_t *matched,
+                              int64_t *ignorable, kjb_err *err);
 
 typedef struct {
   uint64_t records;      /* committed records read */

@@ -25,6 +25,7 @@
 #include "policy.h"
 #include "queue.h"
 #include "store.h"
+#include "trace.h"
 #include "util.h"
 
 #define RECONNECT_MAX_US (30 * 1000000LL)
@@ -158,6 +159,12 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&ex->mu);
 
     s->started_us = kjb_now_mono_us();
+    /* Each attempt is a span of its own in the source record's trace. */
+    char traceparent[KJB_TRACEPARENT_LEN + 1];
+    if (s->c.traceparent && kjb_traceparent_valid(s->c.traceparent, strlen(s->c.traceparent)))
+      kjb_traceparent_child(s->c.traceparent, traceparent);
+    else
+      traceparent[0] = '\0';
     kjb_handler_job job = {
         .id = s->c.id,
         .kind = k->cfg->kind,
@@ -167,6 +174,9 @@ static void *worker_main(void *arg) {
         .args_len = strlen(s->c.args),
         .deadline_us = s->started_us + k->cfg->timeout_us,
         .cancelled = &ex->cancelled,
+        .abi_minor = KJB_HANDLER_ABI_MINOR,
+        .traceparent = traceparent[0] ? traceparent : NULL,
+        .tracestate = traceparent[0] ? s->c.tracestate : NULL,
     };
     kjb_handler_perform(k->h, &job, &s->res);
     s->finished_us = kjb_now_mono_us();

@@ -85,32 +85,47 @@ static int exec_init(const kjb_handler_cfg *cfg, void **state, kjb_err *err) {
 }
 
 /* The parent's environment with KJB_JOB_ID, KJB_JOB_KIND and
- * KJB_JOB_ATTEMPT set for job; the strings live in vars. */
+ * KJB_JOB_ATTEMPT set for job, and TRACEPARENT/TRACESTATE set to the
+ * attempt's trace context or removed; the strings live in vars. */
 static char **job_env(const kjb_handler_job *job, kjb_buf *vars) {
-  static const char *const names[] = {"KJB_JOB_ID=", "KJB_JOB_KIND=", "KJB_JOB_ATTEMPT="};
+  static const char *const names[] = {
+      "KJB_JOB_ID=", "KJB_JOB_KIND=", "KJB_JOB_ATTEMPT=", "TRACEPARENT=", "TRACESTATE="};
+  enum { NNAMES = sizeof names / sizeof names[0] };
   size_t n = 0;
   for (char **e = environ; e && *e; e++)
     n++;
-  char **env = kjb_xcalloc(n + 4, sizeof *env);
+  char **env = kjb_xcalloc(n + NNAMES + 1, sizeof *env);
   size_t o = 0;
   for (char **e = environ; e && *e; e++) {
     int ours = 0;
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < NNAMES; i++)
       ours |= strncmp(*e, names[i], strlen(names[i])) == 0;
     if (!ours)
       env[o++] = *e;
   }
-  size_t at[3];
-  at[0] = vars->len;
+  size_t at[NNAMES], nat = 0;
+  at[nat++] = vars->len;
   kjb_buf_printf(vars, "KJB_JOB_ID=%" PRId64, job->id);
   kjb_buf_putc(vars, '\0');
-  at[1] = vars->len;
+  at[nat++] = vars->len;
   kjb_buf_puts(vars, "KJB_JOB_KIND=");
   kjb_buf_puts(vars, job->kind);
   kjb_buf_putc(vars, '\0');
-  at[2] = vars->len;
+  at[nat++] = vars->len;
   kjb_buf_printf(vars, "KJB_JOB_ATTEMPT=%d", job->attempt);
-  for (size_t i = 0; i < 3; i++)
+  kjb_buf_putc(vars, '\0');
+  if (job->abi_minor >= 1 && job->traceparent) {
+    at[nat++] = vars->len;
+    kjb_buf_printf(vars, "TRACEPARENT=%s", job->traceparent);
+    kjb_buf_putc(vars, '\0');
+    if (job->tracestate) {
+      at[nat++] = vars->len;
+      kjb_buf_printf(vars, "TRACESTATE=%s", job->tracestate);
+      kjb_buf_putc(vars, '\0');
+    }
+  }
+  /* Pointers only now: the buffer may have moved while it grew. */
+  for (size_t i = 0; i < nat; i++)
     env[o++] = vars->data + at[i];
   env[o] = NULL;
   return env;

@@ -163,17 +163,30 @@ static void http_perform(void *state, const kjb_handler_job *job, kjb_handler_re
   snprintf(line[0], sizeof line[0], "Idempotency-Key: kjb-%" PRId64, job->id);
   snprintf(line[1], sizeof line[1], "X-Kjb-Job-Id: %" PRId64, job->id);
   snprintf(line[2], sizeof line[2], "X-Kjb-Attempt: %d", job->attempt);
-  kjb_buf kind;
+  kjb_buf kind, traceparent, tracestate;
   kjb_buf_init(&kind);
+  kjb_buf_init(&traceparent);
+  kjb_buf_init(&tracestate);
   kjb_buf_printf(&kind, "X-Kjb-Kind: %s", job->kind);
   struct curl_slist *headers = NULL, *tmp;
-  const char *lines[] = {"Content-Type: application/json",
-                         line[0],
-                         line[1],
-                         kind.data,
-                         line[2],
-                         "Expect:" /* no 100-continue round trip for large bodies */};
-  for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+  const char *lines[8] = {"Content-Type: application/json",
+                          line[0],
+                          line[1],
+                          kind.data,
+                          line[2],
+                          "Expect:" /* no 100-continue round trip for large bodies */};
+  size_t nlines = 6;
+  /* The attempt's W3C trace context (trace.c let only printable ASCII
+   * through). */
+  if (job->abi_minor >= 1 && job->traceparent) {
+    kjb_buf_printf(&traceparent, "traceparent: %s", job->traceparent);
+    lines[nlines++] = traceparent.data;
+    if (job->tracestate) {
+      kjb_buf_printf(&tracestate, "tracestate: %s", job->tracestate);
+      lines[nlines++] = tracestate.data;
+    }
+  }
+  for (size_t i = 0; i < nlines; i++) {
     if (!(tmp = curl_slist_append(headers, lines[i]))) {
       kjb_handler_set_result(res, KJB_HANDLER_TRANSIENT, "http: out of memory");
       goto done;
@@ -249,6 +262,8 @@ static void http_perform(void *state, const kjb_handler_job *job, kjb_handler_re
 done:
   curl_slist_free_all(headers);
   kjb_buf_close(&kind);
+  kjb_buf_close(&traceparent);
+  kjb_buf_close(&tracestate);
   /* The handle must not point at this call's stack once it is idle. */
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
   give_handle(s, c);

@@ -403,6 +403,18 @@ const char *kjb_http_param(const kjb_buf *params, const char *name) {
   return NULL;
 }
 
+const char *kjb_http_param_at(const kjb_buf *params, size_t i, const char **name) {
+  for (const char *p = params->data, *end = p + params->len; p < end; i--) {
+    const char *value = p + strlen(p) + 1;
+    if (i == 0) {
+      *name = p;
+      return value;
+    }
+    p = value + strlen(value) + 1;
+  }
+  return NULL;
+}
+
 /* Every query parameter must be text (kjb_http_check_param). The good
  * ones are copied to the request for the API. */
 typedef struct {
@@ -436,6 +448,11 @@ static const char *copied_param(void *cls, const char *name) {
   return kjb_http_param(&((const request *)cls)->params, name);
 }
 
+/* kjb_api_param_at_fn over rq->params. */
+static const char *copied_param_at(void *cls, size_t i, const char **name) {
+  return kjb_http_param_at(&((const request *)cls)->params, i, name);
+}
+
 /* ---- /api/ on worker threads ----------------------------------------------- */
 
 /* An /api/ request may wait on PostgreSQL for as long as it is slow or
@@ -449,12 +466,13 @@ static void api_get(kjb_http *h, kjb_api *api, request *rq) {
                        p.live    ? p.live
                        : p.ready ? p.ready
                                  : p.started};
-  rq->status = kjb_api_get(api, rq->url, copied_param, rq, &ah, &rq->reply);
+  rq->status = kjb_api_get(api, rq->url, copied_param, copied_param_at, rq, &ah, &rq->reply);
 }
 
 static void api_post(kjb_api *api, request *rq) {
-  const char *why = NULL;
-  unsigned denied = kjb_api_authorize(api, rq->has_auth ? rq->auth.data : NULL, rq->auth.len, &why);
+  const char *why = NULL, *actor = NULL;
+  unsigned denied =
+      kjb_api_authorize(api, rq->has_auth ? rq->auth.data : NULL, rq->auth.len, &actor, &why);
   if (denied) {
     rq->status = denied;
     error_json(&rq->reply, why);
@@ -462,7 +480,7 @@ static void api_post(kjb_api *api, request *rq) {
     rq->status = MHD_HTTP_CONTENT_TOO_LARGE;
     error_json(&rq->reply, "request body too large");
   } else {
-    rq->status = kjb_api_post(api, rq->url, rq->body.data, rq->body.len, &rq->reply);
+    rq->status = kjb_api_post(api, rq->url, actor, rq->body.data, rq->body.len, &rq->reply);
   }
 }
 

@@ -80,4 +80,8 @@ int kjb_http_check_param(const char *key, size_t key_size, const char *value, si
  * kjb_http_check_param appended them, or NULL. */
 const char *kjb_http_param(const kjb_buf *params, const char *name);
 
+/* The i-th parameter in params (from 0, in order): its value, with its
+ * name in *name; NULL past the last. */
+const char *kjb_http_param_at(const kjb_buf *params, size_t i, const char **name);
+
 #endif

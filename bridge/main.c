@@ -25,6 +25,7 @@
 #include "config.h"
 #include "audit.h"
 #include "dlq.h"
+#include "dlqedit.h"
 #include "dlqfilter.h"
 #include "dlqindex.h"
 #include "executor.h"
@@ -35,6 +36,7 @@
 #include "jobs.h"
 #include "kafka.h"
 #include "log.h"
+#include "pause.h"
 #include "produce.h"
 #include "replay.h"
 #include "store.h"
@@ -152,9 +154,11 @@ static int load(const char *cmd, const common_opts *o, kjb_config *cfg) {
     return rc;
   }
   kjb_log_setup(lvl, strcmp(format, "json") == 0);
-  /* The admin token never shows in any command's output. */
+  /* The admin tokens never show in any command's output. */
   if (cfg->http.admin_token_env)
     kjb_log_secret(getenv(cfg->http.admin_token_env));
+  for (size_t i = 0; i < cfg->http.nadmin_tokens; i++)
+    kjb_log_secret(getenv(cfg->http.admin_tokens[i].env));
   return 0;
 }
 
@@ -737,18 +741,20 @@ static int cmd_replay(int argc, char **argv) {
 
 /* ---- jobs ----------------------------------------------------------- */
 
-enum { OPT_STATE = 1200, OPT_KIND, OPT_OLDER_THAN };
+enum { OPT_STATE = 1200, OPT_KIND, OPT_OLDER_THAN, OPT_QUEUE };
 
 static const char JOBS_USAGE[] =
     "usage: kjb jobs ls [--state S] [--kind K] [--limit N] [--json] [options]\n"
     "       kjb jobs show ID [--json] [options]\n"
     "       kjb jobs retry ID | --state STATE [--kind K] [options]\n"
     "       kjb jobs cancel ID [options]\n"
-    "       kjb jobs prune --older-than DURATION [options]\n";
+    "       kjb jobs prune --older-than DURATION [options]\n"
+    "       kjb jobs pause|resume --kind K | --queue Q [options]\n";
 
 /* What a jobs subcommand acts on, from its command line. */
 typedef struct {
   kjb_jobs_filter f;
+  const char *queue;
   int64_t id;
   int64_t older_than_us;
   char actor[KJB_AUDIT_ACTOR_MAX + 1];
@@ -771,7 +777,17 @@ static int job_error(const char *cmd, const char *fmt, ...) {
 
 static int jobs_ls(const char *cmd, kjb_store *s, const jobs_args *a) {
   kjb_err err;
-  return kjb_jobs_ls(s, &a->f, stdout, NULL, &err) < 0 ? fail(cmd, &err) : 0;
+  if (kjb_jobs_ls(s, &a->f, stdout, NULL, &err) < 0)
+    return fail(cmd, &err);
+  if (a->f.json)
+    return 0;
+  /* Below the table: what executors leave alone. */
+  json_t *paused = kjb_pause_list(s, &err);
+  if (!paused)
+    return fail(cmd, &err);
+  kjb_pause_print(paused, stdout);
+  json_decref(paused);
+  return 0;
 }
 
 static int jobs_show(const char *cmd, kjb_store *s, const jobs_args *a) {
@@ -831,6 +847,36 @@ static int jobs_prune(const char *cmd, kjb_store *s, const jobs_args *a) {
   return rc;
 }
 
+/* pause and resume of a kind or a queue. */
+static int jobs_pause_resume(const char *cmd, kjb_store *s, const jobs_args *a, bool pause) {
+  if (!a->f.kind == !a->queue)
+    return usage_error(cmd, "give one of --kind and --queue");
+  kjb_pause_scope scope = a->f.kind ? KJB_PAUSE_KIND : KJB_PAUSE_QUEUE;
+  const char *name = a->f.kind ? a->f.kind : a->queue;
+  kjb_err err;
+  kjb_pause_result res;
+  if (kjb_pause_set(s, scope, name, pause, a->actor, &res, &err) < 0)
+    return fail(cmd, &err);
+  const char *what = kjb_pause_scope_name(scope);
+  if (pause && res.changed)
+    printf("paused %s %s\n", what, name);
+  else if (pause)
+    printf("%s %s is paused already (since %s by %s)\n", what, name, res.since, res.by);
+  else if (res.changed)
+    printf("resumed %s %s (paused since %s by %s)\n", what, name, res.since, res.by);
+  else
+    printf("%s %s is not paused\n", what, name);
+  return 0;
+}
+
+static int jobs_pause(const char *cmd, kjb_store *s, const jobs_args *a) {
+  return jobs_pause_resume(cmd, s, a, true);
+}
+
+static int jobs_resume(const char *cmd, kjb_store *s, const jobs_args *a) {
+  return jobs_pause_resume(cmd, s, a, false);
+}
+
 /* Per subcommand: its name, the function that runs it, the options it
  * takes (and needs), whether it takes a job id, and its help. */
 enum {
@@ -839,7 +885,8 @@ enum {
   JOBS_OLDER_THAN = 4,
   JOBS_JSON = 8,
   JOBS_LIMIT = 16,
-  JOBS_ACTOR = 32
+  JOBS_ACTOR = 32,
+  JOBS_QUEUE = 64
 };
 enum { NO_ID, ID, ID_OR_STATE /* a job id, or --state (and maybe --kind) */ };
 static const struct {
@@ -882,6 +929,20 @@ static const struct {
      "Deletes completed, discarded and cancelled jobs that finished more than\n"
      "DURATION ago, in batches, and prints how many.\n\n"
      "      --older-than DURATION  e.g. 30s, 12h, 7d\n"},
+    {"pause", jobs_pause, JOBS_KIND | JOBS_QUEUE | JOBS_ACTOR, 0, NO_ID,
+     "usage: kjb jobs pause --kind K | --queue Q [--actor NAME] [options]\n\n"
+     "Stops every executor of the cluster from starting jobs of kind K (or of\n"
+     "queue Q) until resumed; running jobs finish, new ones stay available, rate\n"
+     "limits and breakers are untouched. kjb jobs ls lists the pauses.\n\n"
+     "      --kind K            the kind to pause\n"
+     "      --queue Q           the queue to pause\n"
+     "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
+    {"resume", jobs_resume, JOBS_KIND | JOBS_QUEUE | JOBS_ACTOR, 0, NO_ID,
+     "usage: kjb jobs resume --kind K | --queue Q [--actor NAME] [options]\n\n"
+     "Lets executors start jobs of a paused kind (or queue) again.\n\n"
+     "      --kind K            the kind to resume\n"
+     "      --queue Q           the queue to resume\n"
+     "      --actor NAME        who, for the audit trail (default cli:<user>)\n"},
 };
 
 static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
@@ -894,7 +955,8 @@ static int parse_job_id(const char *cmd, const char *arg, int64_t *id) {
 static int cmd_jobs(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     if (argc < 2)
-      return usage_error("jobs", "expected a subcommand: ls, show, retry, cancel or prune");
+      return usage_error("jobs",
+                         "expected a subcommand: ls, show, retry, cancel, prune, pause or resume");
     printf("%s\nInspects and acts on job records. 'kjb jobs SUBCOMMAND --help' describes one.\n",
            JOBS_USAGE);
     return 0;
@@ -904,7 +966,9 @@ static int cmd_jobs(int argc, char **argv) {
     sub++;
   if (sub == sizeof jobs_subs / sizeof jobs_subs[0])
     return usage_error(
-        "jobs", "unknown subcommand \"%s\" (expected ls, show, retry, cancel or prune)", argv[1]);
+        "jobs",
+        "unknown subcommand \"%s\" (expected ls, show, retry, cancel, prune, pause or resume)",
+        argv[1]);
   char cmd[16];
   snprintf(cmd, sizeof cmd, "jobs %s", jobs_subs[sub].name);
   static const struct option opts[] = {COMMON_LONG_OPTS,
@@ -914,6 +978,7 @@ static int cmd_jobs(int argc, char **argv) {
                                        {"json", no_argument, NULL, OPT_JSON},
                                        {"older-than", required_argument, NULL, OPT_OLDER_THAN},
                                        {"actor", required_argument, NULL, OPT_ACTOR},
+                                       {"queue", required_argument, NULL, OPT_QUEUE},
                                        {0}};
   common_opts o = {0};
   jobs_args a = {0};
@@ -950,13 +1015,17 @@ static int cmd_jobs(int argc, char **argv) {
       actor = optarg;
       given |= JOBS_ACTOR;
       break;
+    case OPT_QUEUE:
+      a.queue = optarg;
+      given |= JOBS_QUEUE;
+      break;
     case 'h': printf("%s%s", jobs_subs[sub].help, COMMON_HELP); return 0;
     default: return option_error(cmd, c, argv);
     }
   }
-  static const char *const names[] = {"--state", "--kind",  "--older-than",
-                                      "--json",  "--limit", "--actor"};
-  for (unsigned bit = 0; bit < 6; bit++)
+  static const char *const names[] = {"--state", "--kind",  "--older-than", "--json",
+                                      "--limit", "--actor", "--queue"};
+  for (unsigned bit = 0; bit < 7; bit++)
     if (given & ~jobs_subs[sub].takes & (1u << bit))
       return usage_error(cmd, "%s does not apply here", names[bit]);
   int npos = argc - optind;
@@ -971,7 +1040,7 @@ static int cmd_jobs(int argc, char **argv) {
     return EXIT_USAGE;
   if (id_mode == ID_OR_STATE && a.f.kind && !a.f.state)
     return usage_error(cmd, "--kind needs --state");
-  for (unsigned bit = 0; bit < 6; bit++)
+  for (unsigned bit = 0; bit < 7; bit++)
     if (jobs_subs[sub].needs & ~given & (1u << bit))
       return usage_error(cmd, "%s is required", names[bit]);
   kjb_err aerr;
@@ -1177,21 +1246,105 @@ static const struct {
 };
 enum { NDLQ_SUBS = sizeof dlq_subs / sizeof dlq_subs[0] };
 
+static const char DLQ_EDIT_HELP[] =
+    "usage: kjb dlq edit ID --json FILE [--dry-run] [--actor NAME] [options]\n\n"
+    "Replays one dead letter with a corrected value: FILE's JSON (as kjb produce\n"
+    "reads it) is encoded with the topic's reader schema and\n"
+    "becomes the jobs at the record's original coordinates, with its key and\n"
+    "headers. The original bytes stay in the DLQ; the row is marked replayed and\n"
+    "edited, and kjb.audit records the value. Its jobs are made once: when they\n"
+    "exist already, nothing is inserted.\n\n"
+    "      --json FILE         the corrected value\n"
+    "      --dry-run           show the jobs it would become; write nothing\n"
+    "      --actor NAME        who, for the audit trail (default cli:<user>)\n";
+
+static int cmd_dlq_edit(int argc, char **argv) {
+  static const struct option opts[] = {COMMON_LONG_OPTS,
+                                       {"json", required_argument, NULL, OPT_JSON},
+                                       {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+                                       {"actor", required_argument, NULL, OPT_ACTOR},
+                                       {0}};
+  static const char cmd[] = "dlq edit";
+  common_opts o = {0};
+  kjb_dlq_edit_opts eo = {.out = stdout};
+  const char *file = NULL, *actor_opt = NULL;
+  char actor[KJB_AUDIT_ACTOR_MAX + 1];
+  kjb_err err;
+  int rc = -1, c;
+  while (rc < 0 && (c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+    if (common_opt(c, &o))
+      continue;
+    switch (c) {
+    case OPT_JSON: file = optarg; break;
+    case OPT_DRY_RUN: eo.dry_run = 1; break;
+    case OPT_ACTOR: actor_opt = optarg; break;
+    case 'h':
+      printf("%s%s", DLQ_EDIT_HELP, COMMON_HELP);
+      rc = 0;
+      break;
+    default: rc = option_error(cmd, c, argv); break;
+    }
+  }
+  if (rc >= 0)
+    return rc;
+  if (optind == argc)
+    return usage_error(cmd, "expected a dead letter id");
+  if (optind + 1 < argc)
+    return usage_error(cmd, "unexpected argument \"%s\"", argv[optind + 1]);
+  if (kjb_parse_i64(argv[optind], 1, INT64_MAX, &eo.id) < 0)
+    return usage_error(cmd, "bad dead letter id \"%s\" (expected an integer from 1 to %" PRId64 ")",
+                       argv[optind], INT64_MAX);
+  if (!file)
+    return usage_error(cmd, "--json is required");
+  if (kjb_audit_actor(actor_opt, actor, sizeof actor, &err) < 0)
+    return usage_error(cmd, "%s", err.msg);
+  eo.actor = actor;
+  kjb_buf value;
+  kjb_buf_init(&value);
+  if (kjb_read_file(file, 16u << 20, &value, &err) < 0) {
+    kjb_buf_close(&value);
+    return usage_error(cmd, "--json %s: %s", file, err.msg);
+  }
+  eo.value = value.data;
+  eo.value_len = value.len;
+  eo.source = file;
+  kjb_config cfg;
+  if ((rc = load(cmd, &o, &cfg)) == 0) {
+    kjb_store *s = kjb_store_connect(cfg.postgres.conninfo, cfg.postgres.schema, &err);
+    kjb_dlq_edit_result res;
+    if (!s || kjb_dlq_edit(&cfg, s, &eo, &res, &err) < 0) {
+      rc = err.code == KJB_EUSAGE ? op_error(cmd, "%s", err.msg) : fail(cmd, &err);
+    } else {
+      printf("%sdead letter %" PRId64 " %s %zu job%s (%zu new)\n", eo.dry_run ? "dry run: " : "",
+             eo.id, eo.dry_run ? "would become" : "became", res.jobs, res.jobs == 1 ? "" : "s",
+             res.inserted);
+    }
+    kjb_store_free(s);
+    kjb_config_close(&cfg);
+  }
+  kjb_buf_close(&value);
+  return rc;
+}
+
 static int cmd_dlq(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     if (argc < 2)
-      return usage_error("dlq", "expected a subcommand: peek, ls, show, stats, ignore or reindex");
-    printf("usage: kjb dlq peek|ls|show|stats|ignore|reindex [options]\n\n"
+      return usage_error("dlq",
+                         "expected a subcommand: peek, ls, show, stats, ignore, reindex or edit");
+    printf("usage: kjb dlq peek|ls|show|stats|ignore|reindex|edit [options]\n\n"
            "Inspects dead letters: their DLQ topics (peek) and their index in PostgreSQL.\n"
            "'kjb dlq SUBCOMMAND --help' describes one.\n");
     return 0;
   }
+  if (strcmp(argv[1], "edit") == 0)
+    return cmd_dlq_edit(argc - 1, argv + 1);
   size_t sub = 0;
   while (sub < NDLQ_SUBS && strcmp(argv[1], dlq_subs[sub].name))
     sub++;
   if (sub == NDLQ_SUBS)
     return usage_error(
-        "dlq", "unknown subcommand \"%s\" (expected peek, ls, show, stats, ignore or reindex)",
+        "dlq",
+        "unknown subcommand \"%s\" (expected peek, ls, show, stats, ignore, reindex or edit)",
         argv[1]);
   char cmd[16];
   snprintf(cmd, sizeof cmd, "dlq %s", dlq_subs[sub].name);

@@ -16,10 +16,17 @@
   "j.id, j.args::text, j.attempt, j.max_attempts, "                          \
   "(extract(epoch FROM j.created_at) * 1000000)::bigint AS created_us, "     \
   "(extract(epoch FROM j.scheduled_at) * 1000000)::bigint AS scheduled_us, " \
-  "(extract(epoch FROM j.attempted_at) * 1000000)::bigint AS claimed_us"
+  "(extract(epoch FROM j.attempted_at) * 1000000)::bigint AS claimed_us, "   \
+  "j.meta->>'traceparent', j.meta->>'tracestate'"
+/* How many: the bucket's tokens come after them. */
+#define CLAIMED_NCOLUMNS 9
 
+/* Runnable jobs of kind $1, unless the kind or the job's queue is paused
+ * (kjb.pauses: both subqueries run once per statement). */
 #define PICK                                                                        \
   "SELECT id FROM jobs WHERE kind = $1 AND " RUNNABLE " AND scheduled_at <= now() " \
+  "AND NOT EXISTS (SELECT 1 FROM pauses WHERE kind = $1) "                          \
+  "AND queue <> ALL (ARRAY(SELECT queue FROM pauses WHERE queue IS NOT NULL)) "     \
   "ORDER BY priority, scheduled_at, id "
 
 #define TAKE                                                       \
@@ -76,7 +83,9 @@ int kjb_queue_leave(kjb_store *s, const char *name, kjb_err *err) {
 
 void kjb_queue_claimed_close(kjb_claimed *c) {
   free(c->args);
-  c->args = NULL;
+  free(c->traceparent);
+  free(c->tracestate);
+  c->args = c->traceparent = c->tracestate = NULL;
 }
 
 int kjb_queue_bucket_ensure(kjb_store *s, const char *kind, int burst, kjb_err *err) {
@@ -107,7 +116,7 @@ int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
     return -err->code;
   int rows = PQntuples(res);
   if (tokens_left)
-    *tokens_left = bucket && rows > 0 ? strtod(PQgetvalue(res, 0, 7), NULL) : 0;
+    *tokens_left = bucket && rows > 0 ? strtod(PQgetvalue(res, 0, CLAIMED_NCOLUMNS), NULL) : 0;
   for (int i = 0; i < rows; i++) {
     /* With a bucket, an empty claim is one row of NULL job columns. */
     if (PQgetisnull(res, i, 0))
@@ -120,6 +129,8 @@ int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
     c->created_us = get_i64(res, i, 4);
     c->scheduled_us = get_i64(res, i, 5);
     c->claimed_us = get_i64(res, i, 6);
+    c->traceparent = PQgetisnull(res, i, 7) ? NULL : kjb_xstrdup(PQgetvalue(res, i, 7));
+    c->tracestate = PQgetisnull(res, i, 8) ? NULL : kjb_xstrdup(PQgetvalue(res, i, 8));
     (*n)++;
   }
   PQclear(res);

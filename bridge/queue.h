@@ -27,6 +27,8 @@ typedef struct {
   int64_t created_us; /* epoch microseconds */
   int64_t scheduled_us;
   int64_t claimed_us;
+  /* The source record's trace context from the job's meta; NULL for none. */
+  char *traceparent, *tracestate;
 } kjb_claimed;
 
 void kjb_queue_claimed_close(kjb_claimed *c);

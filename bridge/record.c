@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "dlq.h"
+#include "trace.h"
 #include "map.h"
 
 void kjb_rows_init(kjb_rows *r) {
@@ -30,6 +31,23 @@ static void json_bytes(kjb_buf *b, const void *p, size_t n) {
     kjb_buf_puts(b, "{\"base64\":\"");
     kjb_buf_base64(b, p, n);
     kjb_buf_puts(b, "\"}");
+  }
+}
+
+/* The record's W3C trace context, when it has a valid one: its
+ * traceparent, and its tracestate beside it. */
+static void trace_meta(kjb_buf *b, const rd_kafka_headers_t *h) {
+  const void *tp, *ts;
+  size_t tplen, tslen;
+  if (rd_kafka_header_get_last(h, "traceparent", &tp, &tplen) || !tp ||
+      !kjb_traceparent_valid(tp, tplen))
+    return;
+  kjb_buf_puts(b, ",\"traceparent\":");
+  kjb_buf_json_str(b, tp, tplen);
+  if (rd_kafka_header_get_last(h, "tracestate", &ts, &tslen) == RD_KAFKA_RESP_ERR_NO_ERROR && ts &&
+      kjb_tracestate_valid(ts, tslen)) {
+    kjb_buf_puts(b, ",\"tracestate\":");
+    kjb_buf_json_str(b, ts, tslen);
   }
 }
 
@@ -71,6 +89,7 @@ static void record_meta(kjb_buf *b, const kjb_record *r) {
         kjb_buf_puts(b, "null");
     }
     kjb_buf_putc(b, '}');
+    trace_meta(b, r->headers);
   }
   kjb_buf_putc(b, '}');
 }
@@ -120,4 +139,20 @@ int kjb_record_to_jobs(kjb_catalog *c, const kjb_topic_cfg *t, const kjb_record 
     };
   }
   return 0;
+}
+
+kjb_record kjb_record_of_dead_letter(const kjb_topic_cfg *t, const kjb_dead_letter *dl,
+                                     const rd_kafka_message_t *m, const rd_kafka_headers_t *h) {
+  return (kjb_record){
+      .topic = t->topic,
+      .partition = dl->partition,
+      .offset = dl->offset,
+      .timestamp = dl->timestamp,
+      .key = m->key,
+      .key_len = m->key_len,
+      .value = m->payload,
+      .len = m->len,
+      .headers = h,
+      .skip_error_headers = 1,
+  };
 }

@@ -10,6 +10,7 @@
 
 #include "catalog.h"
 #include "config.h"
+#include "dlq.h"
 #include "err.h"
 #include "store.h"
 #include "util.h"
@@ -28,6 +29,13 @@ typedef struct {
    * job's meta: set when the record comes back from a DLQ. */
   int skip_error_headers;
 } kjb_record;
+
+/* The record a dead letter stands for: the original topic t and
+ * coordinates from its headers dl, the key and headers of the DLQ record
+ * m (headers h, the dead-letter ones left out of the meta), and m's value
+ * (which a caller may replace, as kjb dlq edit does). */
+kjb_record kjb_record_of_dead_letter(const kjb_topic_cfg *t, const kjb_dead_letter *dl,
+                                     const rd_kafka_message_t *m, const rd_kafka_headers_t *h);
 
 /* Job rows accumulated for a batch, with scratch space for mapping.
  * Caller-owned: kjb_rows_init / kjb_rows_close. */

@@ -226,18 +226,7 @@ static int replay_one(replay *r, const char *dlq_topic, const rd_kafka_message_t
     fails(r, x, why);
     return 0;
   }
-  kjb_record rec = {
-      .topic = t->topic,
-      .partition = dl.partition,
-      .offset = dl.offset,
-      .timestamp = dl.timestamp,
-      .key = m->key,
-      .key_len = m->key_len,
-      .value = m->payload,
-      .len = m->len,
-      .headers = h,
-      .skip_error_headers = 1,
-  };
+  kjb_record rec = kjb_record_of_dead_letter(t, &dl, m, h);
   const char *stage;
   if (kjb_record_to_jobs(r->catalog, t, &rec, r->arena, &r->rows, &stage, err) < 0) {
     if (kjb_err_is_transient(err)) {

@@ -120,6 +120,28 @@ void kjb_resolver_free(kjb_resolver *r);
 int kjb_avro_decode(const kjb_resolver *r, const uint8_t *buf, size_t len, kjb_arena *arena,
                     kjb_value **out, kjb_err *err);
 
+/* Where a datum stopped decoding: the failing byte (relative to buf, as
+ * in the error message) and the field path ("customer.email",
+ * "items[3].sku"; "" at the top level). */
+typedef struct {
+  size_t byte;
+  char path[256];
+} kjb_avro_stop;
+
+/* Decodes like kjb_avro_decode (same return value, errors and limits),
+ * but when the datum does not decode, keeps what was decoded before the
+ * failure: *partial receives the records, arrays and maps the failure is
+ * inside, each holding its members up to the failing one, which is
+ * absent (reader fields the writer lacks are absent too: they were not
+ * decoded); NULL when the failure leaves nothing (a bad top-level scalar).
+ * *stop receives where it failed. On success *partial is the whole value
+ * and *stop is untouched; trailing bytes keep the whole value, with
+ * stop->byte the first trailing byte. Only failures cost more than
+ * kjb_avro_decode: this is for inspecting a dead letter, not for the
+ * ingest path. */
+int kjb_avro_decode_partial(const kjb_resolver *r, const uint8_t *buf, size_t len, kjb_arena *arena,
+                            kjb_value **partial, kjb_avro_stop *stop, kjb_err *err);
+
 /* Encodes a JSON value (jansson) with schema s into Avro binary using
  * avro-c, appending to out. Accepts natural JSON: logical types either
  * as their underlying number or in the string form the decoder prints,

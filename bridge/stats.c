@@ -11,6 +11,7 @@
 #include "dlqindex.h"
 #include "log.h"
 #include "metrics.h"
+#include "pause.h"
 #include "store.h"
 #include "util.h"
 
@@ -27,6 +28,7 @@ struct kjb_stats {
   json_t *jobs; /* under mu */
   json_t *counted_at;
   json_t *nodes;
+  json_t *paused; /* kjb_pause_list */
 };
 
 /* ---- the background thread ---------------------------------------------- */
@@ -97,11 +99,12 @@ static void *stats_main(void *arg) {
   while (!st->quit) {
     pthread_mutex_unlock(&st->mu);
     kjb_err err;
-    json_t *jobs = NULL, *nodes = NULL;
+    json_t *jobs = NULL, *nodes = NULL, *paused = NULL;
     if (!db)
       db = kjb_store_connect(st->cfg->postgres.conninfo, st->cfg->postgres.schema, &err);
     if (db && (jobs = count_jobs(st, db, &err)) && (nodes = read_nodes(st, db, &err)) &&
-        kjb_dlqindex_gauges(db, &err) == 0) {
+        (paused = kjb_pause_list(db, &err)) && kjb_dlqindex_gauges(db, &err) == 0) {
+      kjb_pause_gauges(st->cfg, paused);
       warned = 0;
     } else {
       /* Down or not migrated: keep the last figures, say so once. */
@@ -112,17 +115,20 @@ static void *stats_main(void *arg) {
       db = NULL;
     }
     pthread_mutex_lock(&st->mu);
-    if (jobs && nodes) {
+    if (jobs && nodes && paused) {
       json_decref(st->jobs);
       json_decref(st->nodes);
+      json_decref(st->paused);
       json_decref(st->counted_at);
       st->jobs = jobs;
       st->nodes = nodes;
+      st->paused = paused;
       st->counted_at = kjb_json_rfc3339(kjb_now_wall_us());
-      jobs = nodes = NULL;
+      jobs = nodes = paused = NULL;
     }
     json_decref(jobs);
     json_decref(nodes);
+    json_decref(paused);
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += KJB_STATS_EVERY_US / 1000000;
@@ -163,6 +169,7 @@ void kjb_stats_free(kjb_stats *st) {
   pthread_join(st->thread, NULL);
   json_decref(st->jobs);
   json_decref(st->nodes);
+  json_decref(st->paused);
   json_decref(st->counted_at);
   pthread_cond_destroy(&st->cv);
   pthread_mutex_destroy(&st->mu);
@@ -182,6 +189,13 @@ json_t *kjb_stats_nodes(kjb_stats *st) {
   json_t *nodes = st->nodes ? json_deep_copy(st->nodes) : json_array();
   pthread_mutex_unlock(&st->mu);
   return nodes;
+}
+
+json_t *kjb_stats_paused(kjb_stats *st) {
+  pthread_mutex_lock(&st->mu);
+  json_t *paused = st->paused ? json_deep_copy(st->paused) : json_array();
+  pthread_mutex_unlock(&st->mu);
+  return paused;
 }
 
 /* ---- recent dead letters ------------------------------------------------ */

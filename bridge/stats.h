@@ -35,6 +35,8 @@ void kjb_stats_free(kjb_stats *st);
  * docs/http-api.md shows. */
 json_t *kjb_stats_jobs(kjb_stats *st, json_t **counted_at);
 json_t *kjb_stats_nodes(kjb_stats *st);
+/* The paused kinds and queues as of the last count (kjb_pause_list). */
+json_t *kjb_stats_paused(kjb_stats *st);
 
 /* Remembers a dead letter the broker acknowledged; thread-safe and
  * process-wide (the consumer calls it without a kjb_stats). */

@@ -622,6 +622,17 @@ void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits) {
     kjb_buf_printf(b, ".%03lldZ", (long long)(frac / 1000));
 }
 
+void kjb_json_print_lines(FILE *out, const json_t *arr) {
+  size_t n = json_array_size(arr);
+  fputs(n ? "[\n" : "[]\n", out);
+  for (size_t i = 0; i < n; i++) {
+    json_dumpf(json_array_get(arr, i), out, JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    fputs(i + 1 < n ? ",\n" : "\n", out);
+  }
+  if (n)
+    fputs("]\n", out);
+}
+
 json_t *kjb_json_rfc3339(int64_t epoch_us) {
   kjb_buf b;
   kjb_buf_init(&b);

@@ -153,6 +153,10 @@ void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits);
  * owns the reference), for timestamps in JSON answers. */
 struct json_t *kjb_json_rfc3339(int64_t epoch_us);
 
+/* Prints a JSON array as every --json list is laid out: "[", one element
+ * a line (keys in order) separated by ",", "]"; "[]" when empty. */
+void kjb_json_print_lines(FILE *out, const struct json_t *arr);
+
 /* Days since 1970-01-01 to a proleptic Gregorian civil date. */
 void kjb_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
 

@@ -2,8 +2,8 @@
  *
  * It checks an order job's args: a JSON object with an "order_id" member
  * completes; anything else is discarded at once (PERMANENT), since no
- * retry can fix bad input. To show a retry, args containing
- * "fail":"transient" (exactly so, without spaces) fail TRANSIENT.
+ * retry can fix bad input. To show a retry, args with a member
+ * "fail": "transient" fail TRANSIENT.
  *
  * Build it against include/kjb/handler.h only, as a shared object:
  *
@@ -21,7 +21,11 @@
  * - everything in the job is borrowed for the call only;
  * - honour job->deadline_us and kjb_handler_cancelled(job) in anything
  *   that can take long, and report TRANSIENT when giving up;
- * - write a short reason into res->message for every failure. */
+ * - write a short reason into res->message for every failure;
+ * - fields added by a later minor version of the ABI (the trace context)
+ *   are there only when job->abi_minor says so. This one names the trace
+ *   in its messages, so that a failure can be found in the tracing
+ *   system. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +85,13 @@ static int has_member(const char *p, const char *end, const char *key) {
   return 0;
 }
 
+/* " (trace <trace id>)" when the job carries a trace context, else "". */
+static void trace_note(const kjb_handler_job *job, char *buf, size_t cap) {
+  buf[0] = '\0';
+  if (job->abi_minor >= 1 && job->traceparent)
+    snprintf(buf, cap, " (trace %.32s)", job->traceparent + 3);
+}
+
 static void example_perform(void *state, const kjb_handler_job *job, kjb_handler_result *res) {
   const example_state *s = state;
   const char *p = job->args_json, *end = job->args_json + job->args_len;
@@ -91,10 +102,13 @@ static void example_perform(void *state, const kjb_handler_job *job, kjb_handler
     snprintf(res->message, sizeof res->message, "args are not a JSON object");
     return;
   }
-  if (strstr(job->args_json, "\"fail\":\"transient\"")) {
+  /* kjb hands args over as PostgreSQL prints jsonb: ", " and ": ". */
+  if (strstr(job->args_json, "\"fail\": \"transient\"")) {
+    char trace[48];
+    trace_note(job, trace, sizeof trace);
     res->status = KJB_HANDLER_TRANSIENT;
-    snprintf(res->message, sizeof res->message, "%s: asked to fail (attempt %d of %d)", s->kind,
-             job->attempt, job->max_attempts);
+    snprintf(res->message, sizeof res->message, "%s: asked to fail (attempt %d of %d)%s", s->kind,
+             job->attempt, job->max_attempts, trace);
     res->retry_after_us = 1000000;
     return;
   }

@@ -20,6 +20,10 @@ extern "C" {
 #endif
 
 #define KJB_HANDLER_ABI_VERSION 1
+/* Additions that old plugins do not see and need not know: 1 added the
+ * trace context to kjb_handler_job. A plugin reads a field added in minor
+ * version m only when job->abi_minor >= m. */
+#define KJB_HANDLER_ABI_MINOR 1
 
 /* What became of one attempt. */
 typedef enum {
@@ -41,6 +45,13 @@ typedef struct {
   /* Becomes non-zero when kjb wants the attempt to end early (shutdown);
    * long-running handlers should poll it, with kjb_handler_cancelled(). */
   const volatile int *cancelled;
+  /* From here on, minor version 1 (abi_minor >= 1). */
+  uint32_t abi_minor; /* KJB_HANDLER_ABI_MINOR of the kjb that runs the plugin */
+  /* This attempt's W3C traceparent: a child of the source record's, with
+   * a span id of its own; NULL when the record carried none. tracestate
+   * is the record's, NULL for none. */
+  const char *traceparent;
+  const char *tracestate;
 } kjb_handler_job;
 
 /* Whether kjb asked this attempt to end early. kjb sets the flag from

@@ -789,9 +789,11 @@ def owned_partitions(samples: dict[tuple[str, frozenset], float], topic: str) ->
                - sample(samples, "kjb_partitions_revoked_total", topic=topic))
 
 
-def request(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, str]:
+def request(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None,
+            body: bytes | None = None) -> tuple[int, str]:
+    """(status, body) of one request; a POST sends `body`, else {}."""
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers or {},
-                                 data=b"{}" if method == "POST" else None)
+                                 data=body if body is not None else (b"{}" if method == "POST" else None))
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(req, timeout=10) as r:
@@ -888,6 +890,67 @@ ingest = {{ batch_size = 50; batch_timeout = "50ms"; }};
 topics = ( {topics} );
 """)
     return path
+
+
+# --------------------------------------------------------------------------
+# Running kjb outside the function-scoped fixtures (module-scoped worlds)
+
+
+class Kjb:
+    """`kjb` commands against one configuration, checked for sanitizer
+    reports; the exit code is the caller's to check."""
+
+    def __init__(self, binary: Path, cfg: Path, env: dict[str, str]):
+        self.binary, self.cfg, self.env = binary, cfg, env
+
+    def __call__(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        argv = kjb_argv(self.binary, list(args), self.cfg)
+        res = subprocess.run(argv, capture_output=True, text=True, env=kjb_env(self.env), cwd=REPO,
+                             timeout=timeout, check=False)
+        report = sanitizer_report(res.stderr)
+        if report or res.returncode == SANITIZER_EXIT:
+            pytest.fail(f"sanitizer report from {' '.join(argv)}:\n{report or res.stderr}", pytrace=False)
+        return res
+
+    def ok(self, *args: str) -> str:
+        res = self(*args)
+        assert res.returncode == 0, f"kjb {' '.join(args)} exited {res.returncode}:\n{res.stderr}"
+        return res.stdout
+
+    def json(self, *args: str):
+        return json.loads(self.ok(*args, "--json"))
+
+    def start(self, log: Path, *args: str) -> KjbProcess:
+        return KjbProcess(kjb_argv(self.binary, ["run", *args], self.cfg), kjb_env(self.env), log, REPO)
+
+
+def stop_checked(proc: KjbProcess) -> None:
+    """Stops proc gracefully and fails on a sanitizer report or a hang."""
+    status = proc.stop()
+    problems = proc.problems()
+    assert not problems, "\n".join(problems)
+    assert status == 0, f"kjb run exited {status}\n{proc.log()[-3000:]}"
+
+
+def make_db(pg, hint: str) -> Database:
+    name = unique_name(hint, maxlen=63)
+    with pg.connect("postgres") as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return Database(pg, name)
+
+
+def drop_db(pg, db: Database) -> None:
+    if os.environ.get("KJB_E2E_KEEP") == "1":
+        return
+    with pg.connect("postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+
+
+def caught_up(kafka, group: str, topic: str) -> bool:
+    """Whether the group's offsets reached the end of every partition (an
+    empty partition has none committed)."""
+    committed = kafka.committed(group, topic)
+    return all(committed[p] == end for p, end in kafka.end_offsets(topic).items() if end > 0)
 
 
 # ---- commands on a terminal ----

@@ -269,12 +269,6 @@ def example_commands() -> list[tuple[str, list[str]]]:
     return found
 
 
-# Documented (DESIGN.md, issue 14) before the code has them. A command
-# here must not exist yet: once it does, it leaves this set and its
-# examples are checked like the others.
-NOT_YET = {("dlq", "edit")}
-
-
 def test_documented_examples_use_options_kjb_knows(kjb_bin):
     # The walk-throughs (After a bad deploy and the like) are what people
     # paste: an option renamed in the code must not live on there.
@@ -283,10 +277,6 @@ def test_documented_examples_use_options_kjb_knows(kjb_bin):
         if len(words) < 2 or words[1].startswith("-"):
             continue
         cmd = words[1:3] if words[1] in GROUPED and len(words) > 2 else words[1:2]
-        if tuple(cmd) in NOT_YET:
-            res = run([kjb_bin, *cmd, "--help"], env=kjb_env())
-            assert res.returncode == 2, f"kjb {' '.join(cmd)} exists now: take it out of NOT_YET"
-            continue
         text = help_text(kjb_bin, *cmd)
         known = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", text))
         known |= set(re.findall(r"^\s+(-[a-z]),", text, re.M))

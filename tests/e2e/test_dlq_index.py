@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 import avrokit
-from kjbtest import (Database, KjbProcess, Record, free_port, get, kjb_argv, kjb_env, order, request,
-                    sanitizer_report, unique_name, wait_for, write_ingest_config, REPO, SANITIZER_EXIT)
+from kjbtest import (Database, Kjb, KjbProcess, Record, caught_up, drop_db, free_port, get, make_db, order, request,
+                    stop_checked, unique_name, wait_for, write_ingest_config)
 
 ORDER = avrokit.load(avrokit.PRODUCT_SCHEMAS / "order_created.avsc")
 USER = pwd.getpwuid(os.geteuid()).pw_name
@@ -68,67 +68,6 @@ def bad_records() -> list[Bad]:
         Bad("other", 0, b"", b"", "SHORT_HEADER",
             "record is 0 bytes, shorter than the 5-byte confluent header"),
     ]
-
-
-# --------------------------------------------------------------------------
-# Running kjb outside the function-scoped fixtures
-
-
-class Kjb:
-    """`kjb` commands against one configuration, checked for sanitizer
-    reports; the exit code is the caller's to check."""
-
-    def __init__(self, binary: Path, cfg: Path, env: dict[str, str]):
-        self.binary, self.cfg, self.env = binary, cfg, env
-
-    def __call__(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        argv = kjb_argv(self.binary, list(args), self.cfg)
-        res = subprocess.run(argv, capture_output=True, text=True, env=kjb_env(self.env), cwd=REPO,
-                             timeout=timeout, check=False)
-        report = sanitizer_report(res.stderr)
-        if report or res.returncode == SANITIZER_EXIT:
-            pytest.fail(f"sanitizer report from {' '.join(argv)}:\n{report or res.stderr}", pytrace=False)
-        return res
-
-    def ok(self, *args: str) -> str:
-        res = self(*args)
-        assert res.returncode == 0, f"kjb {' '.join(args)} exited {res.returncode}:\n{res.stderr}"
-        return res.stdout
-
-    def json(self, *args: str):
-        return json.loads(self.ok(*args, "--json"))
-
-    def start(self, log: Path, *args: str) -> KjbProcess:
-        return KjbProcess(kjb_argv(self.binary, ["run", *args], self.cfg), kjb_env(self.env), log, REPO)
-
-
-def stop_checked(proc: KjbProcess) -> None:
-    """Stops proc gracefully and fails on a sanitizer report or a hang."""
-    status = proc.stop()
-    problems = proc.problems()
-    assert not problems, "\n".join(problems)
-    assert status == 0, f"kjb run exited {status}\n{proc.log()[-3000:]}"
-
-
-def make_db(pg, hint: str) -> Database:
-    name = unique_name(hint, maxlen=63)
-    with pg.connect("postgres") as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return Database(pg, name)
-
-
-def drop_db(pg, db: Database) -> None:
-    if os.environ.get("KJB_E2E_KEEP") == "1":
-        return
-    with pg.connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
-
-
-def caught_up(kafka, group: str, topic: str) -> bool:
-    """Whether the group's offsets reached the end of every partition (an
-    empty partition has none committed)."""
-    committed = kafka.committed(group, topic)
-    return all(committed[p] == end for p, end in kafka.end_offsets(topic).items() if end > 0)
 
 
 def rfc3339_ms(value: str) -> dt.datetime:
@@ -481,6 +420,29 @@ def test_show_marks_the_failing_byte(world):
         w.db.query("DELETE FROM kjb.dead_letters WHERE id = %s", gone)
 
 
+def test_show_decodes_up_to_the_failure(world):
+    """The fields decoded before the failure, with the writer schema that
+    the record's schema id names; nothing when there is no schema."""
+    w = world
+    rid = id_of(w, next(x for x in w.bad if x.reason == "BAD_LENGTH"))
+    lines = w.kjb.ok("dlq", "show", str(rid)).splitlines()
+    i = lines.index("decoded before the failure (at customer.email, byte 7):")
+    assert json.loads("\n".join(lines[i + 1:])) == {"order_id": 1, "customer": {"id": 7}}
+    shown = w.kjb.json("dlq", "show", str(rid))
+    assert shown["partial"] == {"order_id": 1, "customer": {"id": 7}}
+    assert shown["partial_at"] == {"field": "customer.email", "byte": 7}
+
+    unknown = next(x for x in w.bad if x.reason == "UNKNOWN_SCHEMA_ID")
+    lines = w.kjb.ok("dlq", "show", str(id_of(w, unknown))).splitlines()
+    assert lines[-1] == ("decoded before the failure: nothing to decode: "
+                         "schema id 9 is not in schemas.ids and no registry is configured")
+    shown = w.kjb.json("dlq", "show", str(id_of(w, unknown)))
+    assert shown["partial"] is None and shown["partial_at"] is None
+    magic = next(x for x in w.bad if x.value == b"\x01\x02\x03\x04\x05")
+    lines = w.kjb.ok("dlq", "show", str(id_of(w, magic))).splitlines()
+    assert lines[-1] == "decoded before the failure: nothing to decode: byte 0: bad magic byte 0x01, expected 0x00"
+
+
 # --------------------------------------------------------------------------
 # ignore and the audit trail
 
@@ -719,8 +681,8 @@ def test_reindex_of_a_connect_dlq(kafka, db, make_topic, run_kjb, kjb_services_e
 
 
 @pytest.mark.parametrize("args, message", [
-    (["dlq"], "kjb: dlq: expected a subcommand: peek, ls, show, stats, ignore or reindex"),
-    (["dlq", "list"], 'kjb: dlq: unknown subcommand "list" (expected peek, ls, show, stats, ignore or reindex)'),
+    (["dlq"], "kjb: dlq: expected a subcommand: peek, ls, show, stats, ignore, reindex or edit"),
+    (["dlq", "list"], 'kjb: dlq: unknown subcommand "list" (expected peek, ls, show, stats, ignore, reindex or edit)'),
     (["dlq", "ls", "--id", "0"], 'kjb: dlq ls: bad --id "0" (expected an integer from 1 to 9223372036854775807)'),
     (["dlq", "ls", "--id", "x1"], 'kjb: dlq ls: bad --id "x1" (expected an integer from 1 to 9223372036854775807)'),
     (["dlq", "ls", "--status", "gone"], 'kjb: dlq ls: bad --status "gone" (expected dead, replayed, failing or ignored)'),

@@ -8,6 +8,7 @@ in the index too."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -199,3 +200,76 @@ def test_usage_errors(run_kjb, tmp_path):
         assert res.returncode == 2, (args, res.stderr)
         assert res.stderr.strip().splitlines()[0] == message, (args, res.stderr)
         assert res.stdout == ""
+
+
+FIXED_VALUE = {"order_id": 5, "customer": {"id": 1, "email": "e@x.example", "name": "E"}, "amount": "12.50",
+               "currency": "GBP", "items": [{"sku": "S", "quantity": 1, "price": 2.5}],
+               "created_at": "2026-11-21T10:00:00.123Z", "note": None, "tags": {}}
+
+
+def test_edit_replays_one_record_with_a_corrected_value(kafka, db, make_topic, run_kjb, start_kjb,
+                                                        kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path)
+    rows = index(db, topic)
+    off = min(o for o, r in rows.items() if r["reason"] == "BAD_MAGIC")
+    did = rows[off]["id"]
+    value = tmp_path / "fixed.json"
+    value.write_text(json.dumps(FIXED_VALUE))
+
+    res = run_kjb(["dlq", "edit", str(did), "--json", str(value), "--dry-run"], fixed, env=env)
+    assert res.returncode == 0, res.stderr
+    whole = json.dumps(FIXED_VALUE, separators=(",", ":"))  # t1 has no args list: the whole record
+    assert res.stdout.splitlines() == [f"dry run: t1 {whole}", 'dry run: t2 {"order_id":5}',
+                                       f"dry run: dead letter {did} would become 2 jobs (2 new)"], res.stdout
+    assert jobs_of(db, topic) == [] and index(db, topic) == rows
+
+    res = run_kjb(["dlq", "edit", str(did), "--json", str(value), "--actor", "ops:bob"], fixed, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"t1 {whole}", 't2 {"order_id":5}', f"dead letter {did} became 2 jobs (2 new)"]
+    # The jobs of the original record: its coordinates, key and headers.
+    got = db.query("SELECT kind, source_offset, args, meta FROM kjb.jobs WHERE source_topic = %s ORDER BY kind",
+                   topic)
+    assert [(g[0], g[1], g[2]) for g in got] == [("t1", off, FIXED_VALUE), ("t2", off, {"order_id": 5})]
+    assert got[0][3]["key"] == "junk" and got[0][3]["offset"] == off
+    row = db.query("SELECT status, replays, edited, last_error FROM kjb.dead_letters WHERE id = %s", did)[0]
+    assert row == ("replayed", 1, True, None)
+    assert db.query("SELECT actor, params, result FROM kjb.audit WHERE action = 'dlq.edit'") == [
+        ("ops:bob", {"id": did, "value": FIXED_VALUE}, {"jobs": 2, "inserted": 2})]
+    # The DLQ keeps the original bytes.
+    assert [r.value for r in kafka.consume(dlq) if r.offset == db.scalar(
+        "SELECT dlq_offset FROM kjb.dead_letters WHERE id = %s", did)] == [b"\x07junk"]
+
+    # Again: the jobs exist, nothing new.
+    res = run_kjb(["dlq", "edit", str(did), "--json", str(value)], fixed, env=env)
+    assert res.stdout.splitlines() == [f"t1 {whole} (exists already)", 't2 {"order_id":5} (exists already)',
+                                       f"dead letter {did} became 2 jobs (0 new)"], res.stdout
+    assert len(jobs_of(db, topic)) == 2
+
+
+def test_edit_errors(kafka, db, make_topic, run_kjb, start_kjb, kjb_services_env, tmp_path):
+    env = kjb_services_env
+    topic, dlq, fixed = setup(kafka, db, make_topic, run_kjb, start_kjb, env, tmp_path)
+    rows = index(db, topic)
+    did = next(r["id"] for r in rows.values() if r["reason"] == "BAD_MAGIC")
+    bad_json, wrong = tmp_path / "bad.json", tmp_path / "wrong.json"
+    bad_json.write_text('{"order_id": ')
+    wrong.write_text(json.dumps({**FIXED_VALUE, "order_id": "five"}))
+    for args, code, message in [
+        ([str(did), "--json", str(bad_json)], 1,
+         f"kjb: dlq edit: {bad_json}: not JSON: "),
+        ([str(did), "--json", str(wrong)], 1,
+         f'kjb: dlq edit: {wrong}: does not fit the reader schema of "{topic}": '),
+        (["999999", "--json", str(wrong)], 1, "kjb: dlq edit: no dead letter 999999"),
+        ([str(did)], 2, "kjb: dlq edit: --json is required"),
+        ([str(did), "--json", str(tmp_path / "none.json")], 2,
+         f"kjb: dlq edit: --json {tmp_path / 'none.json'}: No such file or directory"),
+        (["x", "--json", str(wrong)], 2, 'kjb: dlq edit: bad dead letter id "x"'),
+        (["--json", str(wrong)], 2, "kjb: dlq edit: expected a dead letter id"),
+    ]:
+        res = run_kjb(["dlq", "edit", *args], fixed, env=env)
+        assert res.returncode == code, (args, res.stderr)
+        assert res.stderr.startswith(message), (args, res.stderr)
+        assert res.stdout == ""
+    assert jobs_of(db, topic) == [] and index(db, topic) == rows
+    assert db.scalar("SELECT count(*) FROM kjb.audit WHERE action = 'dlq.edit'") == 0

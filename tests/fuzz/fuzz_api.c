@@ -1,9 +1,9 @@
 /* libFuzzer target for the HTTP API's request parsing, everything that
  * runs before a request may touch the database: the query-parameter check
  * and lookup of http.c (kjb_http_check_param, kjb_http_param), the job-id
- * paths and the routing predicates, the /api/jobs and /api/dlq
- * parameters, the POST /api/replay body and the Authorization header of
- * api.c. Listing jobs, retrying and cancelling them and running a replay
+ * paths and the routing predicates, the /api/jobs, /api/dlq and
+ * /api/dead-letters parameters, the POST /api/replay body, the dead-letter
+ * selection body and the Authorization header of api.c. Listing jobs, retrying and cancelling them and running a replay
  * need PostgreSQL or Kafka and are left to tests/e2e/test_api.py.
  *
  * The first byte of the input picks what the rest is:
@@ -12,7 +12,8 @@
  *        space and percent-decoded as libmicrohttpd does
  *        (MHD_http_unescape), each name and value then in an allocation
  *        of its own size so that reading past them is caught;
- *   'b'  the POST /api/replay body, every byte;
+ *   'b'  the POST /api/replay body and the selection body of POST
+ *        /api/dead-letters/ignore|replay, every byte;
  *   'a'  the Authorization header's value, every byte;
  * any other byte picks one of them by its value modulo 4.
  *
@@ -27,7 +28,12 @@
  *   documented defaults; a refusal is 400 with {"error": <non-empty>};
  * - a path is never both a GET and a POST path; kjb_api_job_path matches
  *   one suffix at most, and its id prints back to the very segment;
- *   kjb_api_is_get_path and kjb_api_is_post_path agree with it;
+ *   kjb_api_is_get_path and kjb_api_is_post_path agree with it and with
+ *   the dead-letter paths;
+ * - the dead-letter parameters are accepted or refused with a 400 and an
+ *   error answer; accepted, the limit and after_id are in range;
+ * - the selection body is accepted only when it selects something (a
+ *   filter that is not empty), else refused with a 400 and an error;
  * - the replay body is refused (400, {"error": ...}) exactly when it is
  *   not a JSON object, has a field of the wrong type, an unknown topic or
  *   a spec kjb_reset_parse refuses; accepted, the request holds what the
@@ -145,9 +151,15 @@ static void check_path(const char *path) {
   bool get = kjb_api_is_get_path(path), post = kjb_api_is_post_path(path);
   if (get && post)
     die("path \"%s\" is both a GET and a POST path", path);
+  /* "/api/dead-letters/" and one segment: an id, or the two actions. */
+  static const char dl[] = "/api/dead-letters/";
+  const char *dseg = strncmp(path, dl, sizeof dl - 1) == 0 ? path + sizeof dl - 1 : NULL;
+  bool dl_action = dseg && (strcmp(dseg, "ignore") == 0 || strcmp(dseg, "replay") == 0);
+  bool dl_one = dseg && *dseg && !strchr(dseg, '/') && !dl_action;
   bool want_get = strcmp(path, "/api/stats") == 0 || strcmp(path, "/api/jobs") == 0 ||
-                  strcmp(path, "/api/dlq") == 0 || m[0] >= 0;
-  bool want_post = strcmp(path, "/api/replay") == 0 || m[1] >= 0 || m[2] >= 0;
+                  strcmp(path, "/api/dlq") == 0 || strcmp(path, "/api/dead-letters") == 0 ||
+                  strcmp(path, "/api/audit") == 0 || m[0] >= 0 || dl_one;
+  bool want_post = strcmp(path, "/api/replay") == 0 || m[1] >= 0 || m[2] >= 0 || dl_action;
   if (get != want_get || post != want_post)
     die("path \"%s\": get %d post %d, expected %d %d", path, get, post, want_get, want_post);
   if (debug)
@@ -233,6 +245,24 @@ static void check_dlq_query(void) {
     die("dlq query answered %u, limit %d, expected %" PRId64, status, limit, want);
 }
 
+static const char *param_at(void *cls, size_t i, const char **name) {
+  return kjb_http_param_at(cls, i, name);
+}
+
+static void check_dead_letters_query(void) {
+  kjb_api_dead_letters_query q;
+  kjb_buf_reset(&out);
+  unsigned status =
+      kjb_api_parse_dead_letters_query(param_at, &params, INT64_C(1795255200000000), &q, &out);
+  if (status == 400)
+    check_error_answer("dead letters query", NULL);
+  else if (status != 0 || out.len || q.limit < 1 || q.limit > KJB_API_DEAD_LETTERS_LIMIT_MAX ||
+           q.after_id < 0)
+    die("dead letters query answered %u, limit %" PRId64 ", after_id %" PRId64, status, q.limit,
+        q.after_id);
+  kjb_dlq_filter_close(&q.filter);
+}
+
 static void check_query(const char *q) {
   qparam qp[64];
   size_t n = 0;
@@ -281,6 +311,7 @@ static void check_query(const char *q) {
     }
     check_jobs_query();
     check_dlq_query();
+    check_dead_letters_query();
   }
   for (size_t i = 0; i < n; i++) {
     free(qp[i].key);
@@ -357,6 +388,21 @@ static void check_replay(const kjb_config *c, const char *body, size_t len) {
   json_decref(j);
 }
 
+/* ---- POST /api/dead-letters/ignore|replay ------------------------------------- */
+
+static void check_selection(const char *body, size_t len) {
+  kjb_dlq_filter f;
+  bool dry_run = false;
+  kjb_buf_reset(&out);
+  unsigned status =
+      kjb_api_parse_selection(body, len, INT64_C(1795255200000000), &f, &dry_run, &out);
+  if (status == 400)
+    check_error_answer("selection", NULL);
+  else if (status != 0 || out.len || kjb_dlq_filter_empty(&f))
+    die("selection answered %u %s", status, out.data ? out.data : "");
+  kjb_dlq_filter_close(&f);
+}
+
 /* ---- Authorization ------------------------------------------------------------- */
 
 static void check_auth(const char *token, const char *auth, size_t len) {
@@ -403,6 +449,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   case 'b':
     check_replay(&cfg, rest, n);
     check_replay(&no_topics, rest, n);
+    check_selection(rest, n);
     break;
   default:
     check_auth(TOKEN, rest, n);

@@ -2,7 +2,10 @@
  * may hold, decoded through a catalog as the consumer does, then mapped
  * to job args and unique keys. The first input byte picks the topic; the
  * rest is the record value. Any decode error is fine; a crash, a leak,
- * undefined behaviour or output that is not JSON is a bug.
+ * undefined behaviour or output that is not JSON is a bug. Each input is
+ * also decoded by kjb_decode_partial (what `kjb dlq show` prints before
+ * the failure), which must agree with the decode where both use the same
+ * schemas.
  *
  * Topics (first byte modulo 4), over a temporary schemas.dir holding
  * schemas/avro/order_created{,_v2}.avsc and the two in tests/fuzz/schemas:
@@ -179,6 +182,44 @@ static void check_error(int rc, const kjb_err *err, const char *what) {
   }
 }
 
+/* kjb_decode_partial on the value that kjb_decode_record returned rc and
+ * err for. */
+static void check_partial(const kjb_topic_cfg *t, const uint8_t *buf, size_t len, int rc,
+                          const kjb_err *err) {
+  json_t *partial = NULL;
+  kjb_avro_stop stop = {0};
+  kjb_err perr = {0};
+  int prc = kjb_decode_partial(catalog, t, buf, len, &partial, &stop, &perr);
+  if (prc < 0) {
+    /* Nothing to decode: the framing failed the decode the same way. */
+    check_error(prc, &perr, "partial");
+    if (prc != rc || strcmp(perr.msg, err->msg) != 0)
+      die("partial: nothing to decode (%s) but the decode said %d: %s", perr.msg, rc, err->msg);
+  } else if (prc == 0) {
+    if (!partial)
+      die("partial: decodes whole without a value");
+  } else {
+    check_error(-(int)perr.code, &perr, "partial");
+    if (stop.byte > len)
+      die("partial: stops at byte %zu of %zu: %s", stop.byte, len, perr.msg);
+    if (!memchr(stop.path, '\0', sizeof stop.path))
+      die("partial: path not terminated");
+  }
+  /* The raw topic's writer schema is its reader schema: both decoders
+   * must say the same. */
+  if (t == &cfg.topics[1] && (prc == 1) != (rc < 0))
+    die("partial: %d but the decode %d (%s / %s)", prc, rc, perr.msg, err->msg);
+  if (t == &cfg.topics[1] && prc == 1 && strcmp(perr.msg, err->msg) != 0)
+    die("partial: \"%s\" but the decode \"%s\"", perr.msg, err->msg);
+  if (debug) {
+    char *s = partial ? json_dumps(partial, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    fprintf(stderr, "%s: partial %d at \"%s\" byte %zu: %s\n", t->topic, prc, stop.path, stop.byte,
+            s ? s : "null");
+    free(s);
+  }
+  json_decref(partial);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1)
     return 0;
@@ -186,6 +227,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   kjb_value *v = NULL;
   kjb_err err = {0};
   int rc = kjb_decode_record(catalog, t, data + 1, size - 1, arena, &v, &err);
+  check_partial(t, data + 1, size - 1, rc, &err);
   if (rc < 0) {
     check_error(rc, &err, "decode");
     if (debug)

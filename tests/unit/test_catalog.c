@@ -436,6 +436,83 @@ static const dcase raw[] = {
 
 static void test_decode_raw(void **state) { RUN(LOCAL_CFG, raw, 1); }
 
+/* ---- What a record holds before the failure ----------------------------- */
+
+typedef struct {
+  const char *name;
+  const char *topic;
+  const char *hex;
+  int rc;              /* kjb_decode_partial's */
+  const char *partial; /* natural JSON; NULL: none */
+  const char *path;    /* when rc is 1 */
+  size_t byte;
+  const char *msg; /* the error; NULL when rc is 0 */
+} pcase;
+
+static const pcase partials[] = {
+    /* Decoded with the writer (v1), not the reader (v2): no channel. */
+    {"truncated, v1 writer, v2 reader", "orders_v2", CONFLUENT("01") V1_CUT, 1,
+     "{'order_id':42,'customer':{'id':7,'email':'a@b.example','name':'Al'},'amount':'19.99',"
+     "'currency':'USD','items':[{'sku':'X1','quantity':2,'price':2.5}]}",
+     "created_at", 40,
+     "avro body at byte 5: field 'created_at': truncated at byte 35: data ends inside a varint"},
+    {"single-object, invalid utf-8", "so", SINGLE("FP1") V1_BAD_UTF8, 1,
+     "{'order_id':42,'customer':{'id':7}}", "customer.email", 14,
+     "avro body at byte 10: field 'customer.email': invalid utf-8 at byte 4"},
+    {"raw, trailing bytes", "raw", V1_BODY " 00", 1, V1_JSON, "", 51,
+     "1 trailing bytes at byte 51"},
+    {"raw, nothing before a bad first field", "raw", "80", 1, "{}", "order_id", 0,
+     "field 'order_id': truncated at byte 0: data ends inside a varint"},
+    /* The bytes are fine; the reader cannot resolve their writer. */
+    {"incompatible writer", "orders", CONFLUENT("03") "54", 0, "{'order_id':42}", NULL, 0, NULL},
+    {"raw, whole", "raw", V1_BODY, 0, V1_JSON, NULL, 0, NULL},
+    {"unknown schema id", "orders", CONFLUENT("09") V1_BODY, -KJB_EUNKNOWN_SCHEMA_ID, NULL, NULL, 0,
+     "schema id 9 is not in schemas.ids and no registry is configured"},
+    {"bad magic", "orders", "07 00 00 00 01 54", -KJB_EBAD_MAGIC, NULL, NULL, 0,
+     "byte 0: bad magic byte 0x07, expected 0x00"},
+};
+
+static void test_decode_partial(void **state) {
+  kjb_config cfg;
+  kjb_catalog *cat = open_catalog(LOCAL_CFG, &cfg);
+  int failures = 0;
+  for (size_t i = 0; i < sizeof partials / sizeof partials[0]; i++) {
+    const pcase *c = &partials[i];
+    kjb_buf in;
+    kjb_buf_init(&in);
+    unhex(c->hex, &in);
+    uint8_t *heap = kjb_xmalloc(in.len);
+    memcpy(heap, in.data, in.len);
+    json_t *partial = (json_t *)1;
+    kjb_avro_stop stop = {0};
+    kjb_err err = {0};
+    int rc = kjb_decode_partial(cat, topic(&cfg, c->topic), heap, in.len, &partial, &stop, &err);
+    char *got = partial ? json_dumps(partial, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    char *want = c->partial ? expand(c->partial) : NULL;
+    char *msg = c->msg ? expand(c->msg) : NULL;
+    int bad = rc != c->rc || (want == NULL) != (got == NULL) || (want && strcmp(got, want) != 0) ||
+              (rc != 0 && strcmp(err.msg, msg) != 0) ||
+              (rc == 1 && (strcmp(stop.path, c->path) != 0 || stop.byte != c->byte));
+    if (bad) {
+      printf("[%s] expected %d %s at \"%s\" byte %zu: %s\n"
+             "  got      %d %s at \"%s\" byte %zu: %s\n",
+             c->name, c->rc, want ? want : "null", c->path ? c->path : "", c->byte, msg ? msg : "",
+             rc, got ? got : "null", stop.path, stop.byte, err.msg);
+      failures++;
+    }
+    free(msg);
+    free(want);
+    free(got);
+    json_decref(partial);
+    free(heap);
+    kjb_buf_close(&in);
+  }
+  kjb_catalog_free(cat);
+  kjb_config_close(&cfg);
+  if (failures)
+    fail_msg("%d of %zu cases failed", failures, sizeof partials / sizeof partials[0]);
+}
+
 /* ---- Framing headers ---------------------------------------------------- */
 
 typedef struct {
@@ -955,6 +1032,7 @@ int main(void) {
       cmocka_unit_test(test_decode_confluent),
       cmocka_unit_test(test_decode_single_object),
       cmocka_unit_test(test_decode_raw),
+      cmocka_unit_test(test_decode_partial),
       cmocka_unit_test(test_frame_header),
       cmocka_unit_test(test_frame_header_needs_an_id),
       cmocka_unit_test_setup_teardown(test_registry, registry_setup, registry_teardown),

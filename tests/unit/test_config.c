@@ -318,6 +318,16 @@ static void check_max_attempts(const kjb_config *cfg) {
   EQ_INT(cfg->topics[1].jobs[0].max_attempts, 7);
 }
 
+static void check_admin_tokens(const kjb_config *cfg) {
+  EQ_STR(cfg->http.admin_token_env, "KJB_ADMIN_TOKEN");
+  EQ_INT(cfg->http.nadmin_tokens, 2);
+  EQ_STR(cfg->http.admin_tokens[0].name, "ops");
+  EQ_STR(cfg->http.admin_tokens[0].env, "KJB_TOKEN_OPS");
+  EQ_INT(cfg->http.admin_tokens[0].line, 5);
+  EQ_STR(cfg->http.admin_tokens[1].name, "ci d\xc3\xa9ploy");
+  EQ_STR(cfg->http.admin_tokens[1].env, "_T2");
+}
+
 static void check_env(const kjb_config *cfg) {
   EQ_STR(cfg->kafka.brokers, "env:9092");
   EQ_STR(cfg->kafka.group, "g2");
@@ -957,6 +967,86 @@ static const cfg_case cases[] = {
      .text = BASE "schema_registry = { url = \"registry:8081\"; };\n",
      .want = "t.cfg:3: schema_registry.url: expected an http:// or https:// "
              "URL, got \"registry:8081\""},
+    /* Named admin tokens: each name is an actor of the audit trail, each
+     * variable one token. */
+    {.name = "admin_tokens_empty_name",
+     .text = BASE TOPIC "http = { admin_tokens = ( { name = \"\"; env = \"T_OPS\"; } ); };\n",
+     .want = "t.cfg:4: http.admin_tokens[0].name: must not be empty"},
+    {.name = "admin_tokens_missing_env",
+     .text = BASE TOPIC "http = { admin_tokens = ( { name = \"ops\"; } ); };\n",
+     .want = "t.cfg:4: missing required key \"env\" in http.admin_tokens[0]"},
+    {.name = "admin_tokens_unknown_key",
+     .text = BASE TOPIC
+     "http = { admin_tokens = ( { name = \"ops\"; env = \"T\"; token = \"x\"; } ); };\n",
+     .want = "t.cfg:4: unknown key \"token\" in http.admin_tokens[0]"},
+    {.name = "admin_tokens_not_a_group",
+     .text = BASE TOPIC "http = { admin_tokens = ( \"ops\" ); };\n",
+     .want = "t.cfg:4: http.admin_tokens[0]: expected a group, got a string"},
+    {.name = "admin_tokens_not_a_list",
+     .text = BASE TOPIC "http = { admin_tokens = \"ops\"; };\n",
+     .want = "t.cfg:4: http.admin_tokens: expected a list of groups, got a string"},
+    {.name = "admin_tokens_duplicate_name",
+     .text = BASE TOPIC "http = { admin_tokens = (\n"
+                        "  { name = \"ops\"; env = \"T_OPS\"; },\n"
+                        "  { name = \"ops\"; env = \"T_OPS2\"; } ); };\n",
+     .want = "t.cfg:6: http.admin_tokens[1].name: duplicate token name \"ops\" (first defined "
+             "at line 5)"},
+    {.name = "admin_tokens_duplicate_env",
+     .text = BASE TOPIC "http = { admin_tokens = (\n"
+                        "  { name = \"ops\"; env = \"T_OPS\"; },\n"
+                        "  { name = \"dev\"; env = \"T_OPS\"; } ); };\n",
+     .want = "t.cfg:6: http.admin_tokens[1].env: duplicate environment variable \"T_OPS\" (first "
+             "defined at line 5)"},
+    {.name = "admin_tokens_admin_env",
+     .text = BASE TOPIC "http = { admin_token_env = \"T_MAIN\";\n"
+                        "  admin_tokens = ( { name = \"ops\"; env = \"T_MAIN\"; } ); };\n",
+     .want = "t.cfg:5: http.admin_tokens[0].env: \"T_MAIN\" is http.admin_token_env already"},
+    {.name = "admin_tokens_admin_env_from_environment",
+     .text = BASE TOPIC "http = { admin_tokens = ( { name = \"ops\"; env = \"T_MAIN\"; } ); };\n",
+     .env = {{"KJB_HTTP_ADMIN_TOKEN_ENV", "T_MAIN"}},
+     .want = "t.cfg:4: http.admin_tokens[0].env: \"T_MAIN\" is http.admin_token_env already"},
+    {.name = "admin_tokens_name_admin",
+     .text = BASE TOPIC "http = { admin_tokens = ( { name = \"admin\"; env = \"T_OPS\"; } ); };\n",
+     .want = "t.cfg:4: http.admin_tokens[0].name: \"admin\" is the token of http.admin_token_env"},
+    {.name = "admin_tokens_name_cli",
+     .text =
+         BASE TOPIC "http = { admin_tokens = ( { name = \"cli:root\"; env = \"T_OPS\"; } ); };\n",
+     .want = "t.cfg:4: http.admin_tokens[0].name: \"cli:\" starts the names of commands' actors"},
+    {.name = "admin_tokens_name_control",
+     .text = BASE TOPIC "http = { admin_tokens = ( { name = \"o\\tps\"; env = \"T_OPS\"; } ); };\n",
+     .want = "t.cfg:4: http.admin_tokens[0].name: holds a control character"},
+    {.name = "admin_tokens_name_not_utf8",
+     .text =
+         BASE TOPIC "http = { admin_tokens = ( { name = \"op\\xffs\"; env = \"T_OPS\"; } ); };\n",
+     .want = "t.cfg:4: http.admin_tokens[0].name: not valid UTF-8"},
+    {.name = "admin_tokens_name_too_long",
+     .text =
+         BASE TOPIC "http = { admin_tokens = ( { name = \"" CHARS_256 "\"; env = \"T\"; } ); };\n",
+     .want = "t.cfg:4: http.admin_tokens[0].name: must be at most 128 bytes, got 256"},
+    {.name = "admin_tokens_bad_env",
+     .text =
+         BASE TOPIC "http = { admin_tokens = ( { name = \"ops\"; env = \"KJB-TOKEN\"; } ); };\n",
+     .want = "t.cfg:4: http.admin_tokens[0].env: invalid environment variable name \"KJB-TOKEN\" "
+             "(expected letters, digits and underscores, not starting with a digit)"},
+    {.name = "admin_tokens_env_digit",
+     .text = BASE TOPIC "http = { admin_tokens = ( { name = \"ops\"; env = \"1TOKEN\"; } ); };\n",
+     .want = "t.cfg:4: http.admin_tokens[0].env: invalid environment variable name \"1TOKEN\" "
+             "(expected letters, digits and underscores, not starting with a digit)"},
+    {.name = "admin_tokens_empty_env",
+     .text = BASE TOPIC "http = { admin_tokens = ( { name = \"ops\"; env = \"\"; } ); };\n",
+     .want = "t.cfg:4: http.admin_tokens[0].env: must not be empty"},
+    {.name = "admin_token_env_bad",
+     .text = BASE TOPIC "http = { admin_token_env = \"MY TOKEN\"; };\n",
+     .want = "t.cfg:4: http.admin_token_env: invalid environment variable name \"MY TOKEN\" "
+             "(expected letters, digits and underscores, not starting with a digit)"},
+    {.name = "admin_tokens_too_many",
+     .text = BASE TOPIC "http = { admin_tokens = ( " ENTRIES_64 "{} ); };\n",
+     .want = "t.cfg:4: http.admin_tokens: must have at most 64 entries, got 65"},
+    {.name = "admin_tokens_loaded",
+     .text = BASE TOPIC "http = { admin_tokens = (\n"
+                        "  { name = \"ops\"; env = \"KJB_TOKEN_OPS\"; },\n"
+                        "  { env = \"_T2\"; name = \"ci d\xc3\xa9ploy\"; } ); };\n",
+     .check = check_admin_tokens},
     /* Addresses are checked when the file is loaded, not when they are
      * used, so that check-config finds them and says where. */
     {.name = "listen_port_range",

@@ -73,6 +73,25 @@ static int run_case(const dcase *c) {
     memcpy(heap, bytes, n);
     if (kjb_avro_decode(res, heap, n, a, &v, &err) == 0)
       kjb_value_to_json(v, &out);
+    /* The partial decoder returns what the plain one does. */
+    kjb_err perr = {0};
+    kjb_avro_stop stop;
+    kjb_value *pv = NULL;
+    int prc = kjb_avro_decode_partial(res, heap, n, a, &pv, &stop, &perr);
+    if (prc != -(int)err.code || (prc && strcmp(perr.msg, err.msg) != 0)) {
+      printf("[%s] partial decoder: expected %s: %s\n        got %s: %s\n", c->name,
+             kjb_err_name(err.code), err.msg, kjb_err_name(perr.code), perr.msg);
+      bad = 1;
+    } else if (prc == 0) {
+      kjb_buf pout;
+      kjb_buf_init(&pout);
+      kjb_value_to_json(pv, &pout);
+      if (strcmp(pout.data, out.data) != 0) {
+        printf("[%s] partial decoder: expected %s\n        got %s\n", c->name, out.data, pout.data);
+        bad = 1;
+      }
+      kjb_buf_close(&pout);
+    }
     free(heap);
   }
   if (expect) {
@@ -519,6 +538,145 @@ static const dcase errors[] = {
 
 static void test_errors(void **state) { RUN(errors); }
 
+/* kjb_avro_decode_partial: what a datum that does not decode holds
+ * before the failure, and where it failed. */
+typedef struct {
+  const char *name;
+  const char *writer;
+  const char *reader; /* NULL: the writer schema */
+  const char *hex;
+  kjb_errcode code;
+  const char *partial; /* natural JSON; NULL when nothing is kept */
+  const char *path;
+  size_t byte;
+} pcase;
+
+#define CUST                                                                                   \
+  "{'type':'record','name':'C','fields':[" F("id", "'long'") "," F("email", "'string'") "," F( \
+      "score", "'double'") "]}"
+#define MAYBE_S "{'type':'record','name':'S','fields':[" F("x", "'int'") "," F("s", "'string'") "]}"
+
+static const pcase partials[] = {
+    {"truncated in a nested record",
+     REC(F("a", "'int'") "," F("customer", CUST) "," F("z", "'int'")), NULL, "02 0e 02 61 00 00",
+     KJB_ETRUNCATED, "{'a':1,'customer':{'id':7,'email':'a'}}", "customer.score", 4},
+    {"bad length in a nested record", REC(F("a", "'int'") "," F("customer", CUST)), NULL,
+     "02 0e 0a 61", KJB_EBAD_LENGTH, "{'a':1,'customer':{'id':7}}", "customer.email", 2},
+    {"bad union index", REC(F("a", "'int'") "," F("note", "['null','string']") "," F("z", "'int'")),
+     NULL, "02 04 02", KJB_EBAD_UNION_INDEX, "{'a':1}", "note", 1},
+    {"in a union's record", REC(F("a", "'int'") "," F("u", "['null'," MAYBE_S "]")), NULL,
+     "02 02 04 02 ff", KJB_EINVALID_UTF8, "{'a':1,'u':{'x':2}}", "u.s", 4},
+    {"invalid utf-8", REC(F("a", "'int'") "," F("s", "'string'") "," F("t", "'string'")), NULL,
+     "02 04 6f 6b 04 c3 28", KJB_EINVALID_UTF8, "{'a':1,'s':'ok'}", "t", 5},
+    {"NUL in a string", REC(F("s", "'string'")), NULL, "04 61 00", KJB_EINVALID_UTF8, "{}", "s", 2},
+    {"bad enum index",
+     REC(F("a", "'int'") "," F("e", "{'type':'enum','name':'E','symbols':['A']}")), NULL, "02 04",
+     KJB_EBAD_ENUM_INDEX, "{'a':1}", "e", 1},
+    {"bad varint", REC(F("a", "'int'") "," F("b", "'long'")), NULL,
+     "02 ff ff ff ff ff ff ff ff ff 02", KJB_EBAD_VARINT, "{'a':1}", "b", 1},
+    {"in an array item",
+     REC(F("items", "{'type':'array','items':{'type':'record','name':'I','fields':[" F(
+                        "sku", "'string'") "," F("n", "'int'") "]}}")),
+     NULL, "06 02 61 02 02 62 04 02 63", KJB_ETRUNCATED,
+     "{'items':[{'sku':'a','n':1},{'sku':'b','n':2},{'sku':'c'}]}", "items[2].n", 9},
+    {"an array's next block", REC(F("a", "'int'") "," F("xs", "{'type':'array','items':'int'}")),
+     NULL, "02 02 06 08 02", KJB_EBAD_LENGTH, "{'a':1,'xs':[3]}", "xs", 3},
+    {"an array's first block", REC(F("a", "'int'") "," F("xs", "{'type':'array','items':'int'}")),
+     NULL, "02 08 02", KJB_EBAD_LENGTH, "{'a':1}", "xs", 1},
+    {"a map value", REC(F("m", "{'type':'map','values':'string'}")), NULL,
+     "04 02 6a 02 61 02 6b 02 80 00", KJB_EINVALID_UTF8, "{'m':{'j':'a'}}", "m.k", 8},
+    {"a map key", REC(F("m", "{'type':'map','values':'int'}")), NULL, "04 02 6a 02 02 ff 04 00",
+     KJB_EINVALID_UTF8, "{'m':{'j':1}}", "m", 5},
+    {"a skipped field", REC(F("a", "'int'") "," F("b", "['null','int']") "," F("c", "'int'")),
+     REC(F("a", "'int'") "," F("c", "'int'")), "02 06", KJB_EBAD_UNION_INDEX, "{'a':1}", "b", 1},
+    {"reader defaults are not decoded", REC(F("a", "'int'") "," F("b", "'string'")),
+     REC(F("a", "'int'") "," F("b", "'string'") ",{'name':'c','type':'int','default':5}"), "02 03",
+     KJB_EBAD_LENGTH, "{'a':1}", "b", 1},
+    {"a top-level scalar", "'long'", NULL, "80", KJB_ETRUNCATED, NULL, "", 0},
+    {"trailing bytes", REC(F("a", "'int'")), NULL, "02 ff", KJB_ETRAILING_BYTES, "{'a':1}", "", 1},
+};
+
+static void test_partial(void **state) {
+  int failures = 0;
+  for (size_t i = 0; i < sizeof partials / sizeof partials[0]; i++) {
+    const pcase *c = &partials[i];
+    kjb_schema *w = must_parse(kjb_test_quote(c->writer, 0));
+    kjb_schema *r = c->reader ? must_parse(kjb_test_quote(c->reader, 1)) : NULL;
+    const char *expect = kjb_test_quote(c->partial, 2);
+    kjb_err err = {0};
+    kjb_resolver *res = kjb_resolver_new(w, r ? r : w, &err);
+    if (!res)
+      fail_msg("[%s] resolver: %s", c->name, err.msg);
+    uint8_t bytes[256];
+    size_t n = unhex(c->hex, bytes, sizeof bytes);
+    uint8_t *heap = kjb_xmalloc(n);
+    memcpy(heap, bytes, n);
+    kjb_arena *a = kjb_arena_new(0);
+    kjb_value *v = (kjb_value *)1;
+    kjb_avro_stop stop = {0};
+    int rc = kjb_avro_decode_partial(res, heap, n, a, &v, &stop, &err);
+    kjb_buf out;
+    kjb_buf_init(&out);
+    if (v)
+      kjb_value_to_json(v, &out);
+    const char *got = v ? out.data : "(nothing)";
+    if (rc != -(int)c->code || strcmp(got, expect ? expect : "(nothing)") != 0 ||
+        strcmp(stop.path, c->path) != 0 || stop.byte != c->byte) {
+      printf("[%s] expected %s, %s at \"%s\" byte %zu\n"
+             "        got      %s, %s at \"%s\" byte %zu (%s)\n",
+             c->name, kjb_err_name(c->code), expect ? expect : "(nothing)", c->path, c->byte,
+             kjb_err_name(err.code), got, stop.path, stop.byte, err.msg);
+      failures++;
+    }
+    kjb_buf_close(&out);
+    kjb_arena_free(a);
+    free(heap);
+    kjb_resolver_free(res);
+    kjb_schema_free(r);
+    kjb_schema_free(w);
+  }
+  if (failures)
+    fail_msg("%d of %zu cases failed", failures, sizeof partials / sizeof partials[0]);
+}
+
+/* A real record of schemas/avro/order_created.avsc cut inside the
+ * varint of created_at: everything before it is kept, nested records and
+ * arrays included. */
+static void test_partial_order_truncated(void **state) {
+  char v1[8192];
+  snprintf(v1, sizeof v1, "%s", kjb_test_fixture("schemas/avro/order_created.avsc"));
+  kjb_schema *s = must_parse(v1);
+  kjb_err err = {0};
+  kjb_resolver *r = kjb_resolver_new(s, s, &err);
+  assert_non_null(r);
+  uint8_t bytes[256];
+  size_t n = unhex(ORDER_HEX, bytes, sizeof bytes);
+  assert_true(n > 39);
+  uint8_t *heap = kjb_xmalloc(39);
+  memcpy(heap, bytes, 39);
+  kjb_arena *a = kjb_arena_new(0);
+  kjb_value *v = NULL;
+  kjb_avro_stop stop = {0};
+  assert_int_equal(kjb_avro_decode_partial(r, heap, 39, a, &v, &stop, &err), -KJB_ETRUNCATED);
+  assert_string_equal(err.msg,
+                      "field \"created_at\": truncated at byte 36: data ends inside a varint");
+  assert_string_equal(stop.path, "created_at");
+  assert_int_equal(stop.byte, 36);
+  kjb_buf out;
+  kjb_buf_init(&out);
+  kjb_value_to_json(v, &out);
+  assert_string_equal(out.data,
+                      kjb_test_quote("{'order_id':42,'customer':{'id':7,'email':'a@b.example',"
+                                     "'name':'Ann'},'amount':'123.45','currency':'USD',"
+                                     "'items':[{'sku':'X1','quantity':2,'price':9.5}]}",
+                                     0));
+  kjb_buf_close(&out);
+  kjb_arena_free(a);
+  free(heap);
+  kjb_resolver_free(r);
+  kjb_schema_free(s);
+}
+
 static kjb_resolver *identity(const char *json, kjb_schema **s) {
   *s = must_parse(kjb_test_quote(json, 0));
   kjb_err err = {0};
@@ -730,6 +888,8 @@ int main(void) {
       cmocka_unit_test(test_evolution),
       cmocka_unit_test(test_order_versions),
       cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_partial),
+      cmocka_unit_test(test_partial_order_truncated),
       cmocka_unit_test(test_huge_length_allocates_nothing),
       cmocka_unit_test(test_nesting_limit),
       cmocka_unit_test(test_decimal_too_long),

@@ -650,7 +650,7 @@ static void test_plugin_example(void **state) {
       {"{\"note\":\"order_id\"}", KJB_HANDLER_PERMANENT, "args lack order_id", -1},
       {"{\"n\":{\"order_id\":1}}", KJB_HANDLER_PERMANENT, "args lack order_id", -1},
       {"[1,2]", KJB_HANDLER_PERMANENT, "args are not a JSON object", -1},
-      {"{\"order_id\":1,\"fail\":\"transient\"}", KJB_HANDLER_TRANSIENT,
+      {"{\"fail\": \"transient\", \"order_id\": 1}", KJB_HANDLER_TRANSIENT,
        "orders: asked to fail (attempt 2 of 5)", SECOND},
   };
   kjb_handler_cfg cfg = {.kind = "orders", .type = "plugin", .plugin = KJB_EXAMPLE_PLUGIN};
@@ -667,6 +667,15 @@ static void test_plugin_example(void **state) {
     assert_string_equal(res.message, cases[i].message);
     assert_int_equal(res.retry_after_us, cases[i].retry_after_us);
   }
+  /* ABI minor version 1: the plugin names the job's trace. */
+  kjb_handler_job job = make_job("{\"fail\": \"transient\", \"order_id\": 1}", SECOND);
+  job.abi_minor = 1;
+  job.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  kjb_handler_result res;
+  kjb_handler_perform(h, &job, &res);
+  assert_string_equal(
+      res.message,
+      "orders: asked to fail (attempt 2 of 5) (trace 4bf92f3577b34da6a3ce929d0e0e4736)");
   kjb_handler_free(h);
 }
 
