@@ -94,6 +94,112 @@ def forward_baseline(bootstrap, topic, out_topic, partitions, n, admin):
     return time.monotonic() - t
 
 
+BAD_SCHEMA_ID = 9  # unknown to broken_config, known to fixed_config
+
+
+def fill_bad(bootstrap, topic, partitions, n, admin):
+    """Creates topic and writes n checkout events framed with BAD_SCHEMA_ID
+    (each a dead letter for a configuration without it). Returns the size
+    of one record's value in bytes."""
+    import random
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    schema = fastavro.parse_schema(json.load(open(os.path.join(SCHEMA_DIR, "checkout.avsc"))))
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "queue.buffering.max.messages": 200000})
+    rnd = random.Random(1)
+    header = b"\x00" + BAD_SCHEMA_ID.to_bytes(4, "big")
+    size = 0
+    for i in range(n):
+        buf = io.BytesIO()
+        buf.write(header)
+        fastavro.schemaless_writer(buf, schema, make_event(i, rnd))
+        size = len(buf.getvalue())
+        while True:
+            try:
+                p.produce(topic, buf.getvalue(), key=str(i).encode())
+                break
+            except BufferError:
+                p.poll(0.1)
+    p.flush(120)
+    return size
+
+
+def write_configs(directory, bootstrap, conninfo, group, topic, dlq=None):
+    """Writes broken.cfg (schema id 1 only: fill_bad's records are dead
+    letters) and fixed.cfg (ids 1 and BAD_SCHEMA_ID: they become jobs) into
+    directory for one mapping of topic (DLQ dlq, default <topic>.dlq), and
+    returns their paths. Only keys every kjb since the DLQ existed reads,
+    so that an older build can run them too."""
+    dlq_key = f' dlq = "{dlq}";' if dlq else ""
+    common = f"""
+kafka = {{ brokers = "{bootstrap}"; group = "{group}"; }};
+postgres = {{ conninfo = "{conninfo}"; }};
+ingest = {{ batch_size = 5000; batch_timeout = "200ms"; }};
+log = {{ level = "warn"; }};
+topics = ( {{ topic = "{topic}"; schema = "checkout.avsc";{dlq_key}
+    jobs = ( {{ kind = "fulfil_order"; unique_key = "${{event_id}}"; }} ); }} );
+"""
+    paths = []
+    for name, ids in (("broken", (1,)), ("fixed", (1, BAD_SCHEMA_ID))):
+        path = os.path.join(directory, f"{name}.cfg")
+        entries = ", ".join(f'{{ id = {i}; file = "checkout.avsc"; }}' for i in ids)
+        with open(path, "w") as f:
+            f.write(common + f'schemas = {{ dir = "{SCHEMA_DIR}"; ids = ( {entries} ); }};\n')
+        paths.append(path)
+    return tuple(paths)
+
+
+def group_done(bootstrap, group, topic):
+    """A function answering whether group has committed the end of every
+    partition of topic (whose records it then has all dead-lettered: the
+    offsets go in the same transaction as the DLQ records), and a function
+    to close what it holds. The end is read once: nothing writes to topic
+    meanwhile."""
+    from confluent_kafka import KafkaException
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+    ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+
+    def done():
+        try:
+            got = c.committed(parts, timeout=10)
+        except KafkaException:
+            return False
+        return all(tp.offset >= ends[tp.partition] for tp in got)
+    return done, c.close
+
+
+def time_dead_lettering(kjb, cfg, bootstrap, topic, dlq, group, n, log_path, timeout=900):
+    """Runs `kjb run -c cfg` on topic's n records, all dead letters, until
+    the DLQ holds n records and group committed the end of topic. Returns
+    (seconds from start to then, kjb's peak RSS in KiB or None); exits
+    when kjb stops early or does not finish within timeout seconds."""
+    done, close = group_done(bootstrap, group, topic)
+    log = open(log_path, "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([kjb, "run", "-c", cfg], stderr=log)
+    rss, got, finished = None, 0, False
+    try:
+        while time.monotonic() - t0 < timeout:
+            rss = peak_rss_kib(proc.pid) or rss
+            got = end_offset(bootstrap, dlq) or got
+            if got >= n and done():
+                finished = True
+                break
+            if proc.poll() is not None:
+                sys.exit(f"kjb exited early; see {log_path}")
+            time.sleep(0.2)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        close()
+        log.close()
+    if not finished:
+        sys.exit(f"not all {n} records dead-lettered in {timeout} s (DLQ end offsets {got}); see {log_path}")
+    return elapsed, rss
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
@@ -112,61 +218,15 @@ def main():
     conninfo = psycopg.conninfo.make_conninfo(**{**base, "dbname": db})
 
     admin = AdminClient({"bootstrap.servers": a.bootstrap})
-    for t in (topic, dlq):
-        admin.create_topics([NewTopic(t, a.partitions, 1)])[t].result(30)
-    schema = fastavro.parse_schema(json.load(open(os.path.join(SCHEMA_DIR, "checkout.avsc"))))
-    p = Producer({"bootstrap.servers": a.bootstrap, "linger.ms": 50, "queue.buffering.max.messages": 200000})
-    import random
-    rnd = random.Random(1)
-    header = b"\x00" + (9).to_bytes(4, "big")  # id 9: unknown to the first config
+    admin.create_topics([NewTopic(dlq, a.partitions, 1)])[dlq].result(30)
     print(f"filling {topic}: {a.records} records ...", flush=True)
-    for i in range(a.records):
-        buf = io.BytesIO()
-        buf.write(header)
-        fastavro.schemaless_writer(buf, schema, make_event(i, rnd))
-        while True:
-            try:
-                p.produce(topic, buf.getvalue(), key=str(i).encode())
-                break
-            except BufferError:
-                p.poll(0.1)
-    p.flush(120)
+    size = fill_bad(a.bootstrap, topic, a.partitions, a.records, admin)
 
     tmp = tempfile.mkdtemp(prefix="kjb-bench-dlq-")
-    common = f"""
-kafka = {{ brokers = "{a.bootstrap}"; group = "{group}"; }};
-postgres = {{ conninfo = "{conninfo}"; }};
-ingest = {{ batch_size = 5000; batch_timeout = "200ms"; }};
-log = {{ level = "warn"; }};
-topics = ( {{ topic = "{topic}"; schema = "checkout.avsc";
-    jobs = ( {{ kind = "fulfil_order"; unique_key = "${{event_id}}"; }} ); }} );
-"""
-    broken = os.path.join(tmp, "broken.cfg")
-    fixed = os.path.join(tmp, "fixed.cfg")
-    with open(broken, "w") as f:
-        f.write(common + f'schemas = {{ dir = "{SCHEMA_DIR}"; ids = ( {{ id = 1; file = "checkout.avsc"; }} ); }};\n')
-    with open(fixed, "w") as f:
-        f.write(common + f'schemas = {{ dir = "{SCHEMA_DIR}"; ids = ( {{ id = 1; file = "checkout.avsc"; }},'
-                         f' {{ id = 9; file = "checkout.avsc"; }} ); }};\n')
+    broken, fixed = write_configs(tmp, a.bootstrap, conninfo, group, topic)
     subprocess.run([a.kjb, "migrate", "-c", broken], check=True, capture_output=True)
-
-    log = open(os.path.join(tmp, "kjb.log"), "w")
-    t0 = time.monotonic()
-    proc = subprocess.Popen([a.kjb, "run", "-c", broken], stderr=log)
-    rss, n = None, 0
-    while time.monotonic() - t0 < 900:
-        n = end_offset(a.bootstrap, dlq) or n
-        rss = peak_rss_kib(proc.pid) or rss
-        if n >= a.records:
-            break
-        if proc.poll() is not None:
-            sys.exit(f"kjb exited early; see {log.name}")
-        time.sleep(0.2)
-    dl_s = time.monotonic() - t0
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
-    if n < a.records:
-        sys.exit(f"only {n} dead letters; see {log.name}")
+    dl_s, rss = time_dead_lettering(a.kjb, broken, a.bootstrap, topic, dlq, group, a.records,
+                                    os.path.join(tmp, "kjb.log"))
 
     base_s = forward_baseline(a.bootstrap, topic, f"{dlq}.baseline", a.partitions, a.records, admin)
 
@@ -191,7 +251,7 @@ topics = ( {{ topic = "{topic}"; schema = "checkout.avsc";
     assert jobs == a.records, jobs
 
     print()
-    print(f"records                         {a.records}  ({a.partitions} partitions, ~{len(buf.getvalue())} bytes each)")
+    print(f"records                         {a.records}  ({a.partitions} partitions, ~{size} bytes each)")
     print(f"dead-lettering, incl. startup   {a.records / dl_s:10.0f} bad records/s  ({dl_s:.1f} s; kjb peak RSS {rss / 1024 if rss else float('nan'):.0f} MiB)")
     print(f"baseline forwarder, same input  {a.records / base_s:10.0f} records/s      ({base_s:.1f} s)")
     print(f"ratio kjb/forwarder             {base_s / dl_s:10.2f}")

@@ -248,6 +248,45 @@ def test_kjb_1_covers_every_command_and_option(kjb_bin):
         assert env in page, env
 
 
+GROUPED = ("jobs", "dlq", "audit")  # commands whose second word is a subcommand
+
+
+def example_commands() -> list[tuple[str, list[str]]]:
+    """Every kjb command line in the README's sh blocks and kjb.1's
+    EXAMPLES, as (where, words from "kjb" on): continuation lines joined,
+    comments and a path before kjb dropped."""
+    found = []
+    readme = (REPO / "README.md").read_text()
+    blocks = [("README.md", b) for b in re.findall(r"^```sh\n(.*?)^```", readme, re.M | re.S)]
+    examples = roff_text(MAN / "kjb.1").split("\n.SH EXAMPLES", 1)[1].split("\n.SH ", 1)[0]
+    blocks += [("kjb.1 EXAMPLES", b) for b in re.findall(r"^\.EX\n(.*?)^\.EE", examples, re.M | re.S)]
+    for where, block in blocks:
+        for line in re.sub(r"\\\n", " ", block).splitlines():
+            words = shlex.split(line, comments=True)
+            starts = [i for i, w in enumerate(words) if w == "kjb" or w.endswith("/kjb")]
+            if starts and not words[0].startswith(("export", "KJB_")):
+                found.append((where, ["kjb", *words[starts[0] + 1:]]))
+    return found
+
+
+def test_documented_examples_use_options_kjb_knows(kjb_bin):
+    # The walk-throughs (After a bad deploy and the like) are what people
+    # paste: an option renamed in the code must not live on there.
+    checked = 0
+    for where, words in example_commands():
+        if len(words) < 2 or words[1].startswith("-"):
+            continue
+        cmd = words[1:3] if words[1] in GROUPED and len(words) > 2 else words[1:2]
+        text = help_text(kjb_bin, *cmd)
+        known = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", text))
+        known |= set(re.findall(r"^\s+(-[a-z]),", text, re.M))
+        used = [w.split("=", 1)[0] for w in words if w.startswith("-") and w != "-"]
+        unknown = [o for o in used if o not in known]
+        assert not unknown, f"{where}: `{' '.join(words)}` uses {unknown}, which `kjb {' '.join(cmd)} --help` does not list"
+        checked += 1
+    assert checked >= 10, f"only {checked} example commands found: has the README's layout changed?"
+
+
 def man_keys(path: Path) -> set[tuple[str, str]]:
     """(group path, key) documented in kjb.cfg.5: each group is a .SS named
     by its dotted path, each key a .TP whose tag is `.B key`; tags inside
