@@ -40,14 +40,15 @@ typedef struct {
   size_t value_size;
 } kjb_dlq_entry;
 
-/* Writes the n entries in one statement (in the caller's transaction if
- * one is open): a new row each, or, for a source record that has a row
+/* Writes the n entries in a transaction of its own (none may be open on
+ * s): a new row each, or, for a source record that has a row
  * for that DLQ topic already (it was dead-lettered again: delivered again
  * after a crash, or its topic consumed again), that row moved to the new
  * DLQ coordinates with the new reason, message and times. status,
  * replays and the replay columns are kept. Of two entries for the same
- * source and DLQ topic, the later DLQ offset wins. Returns 0, or -KJB_EPG
- * with err (nothing written). */
+ * source and DLQ topic, the later DLQ offset wins. New rows go in by
+ * COPY; when one is refused (a row to move) the batch is upserted
+ * instead. Returns 0, or -KJB_EPG with err (nothing written). */
 int kjb_dlqindex_upsert(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err *err);
 
 /* Writes the rows that f selects, oldest first (by id, as the API pages),

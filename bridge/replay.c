@@ -757,7 +757,9 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
   char group[512];
   snprintf(group, sizeof group, "%s.replay", cfg->kafka.group);
   /* The targeted mode commits nothing and reads a record here and there:
-   * small fetches and a short read-ahead, and no reset past a record
+   * small fetches and a short read-ahead, no waiting for more data after
+   * a seek nor for a queue over queued.min.messages (librdkafka's defaults
+   * of 500 ms and 1 s would dominate), and no reset past a record
    * retention deleted. */
   const char *const defaults[] = {"group.id",
                                   o->group ? o->group : group,
@@ -773,6 +775,10 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
                                   "65536",
                                   "queued.min.messages",
                                   "1000",
+                                  "fetch.wait.max.ms",
+                                  "10",
+                                  "fetch.queue.backoff.ms",
+                                  "10",
                                   NULL};
   char errstr[512];
   rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);

@@ -270,6 +270,10 @@ int kjb_store_migrate_status(kjb_store *s, FILE *out, int *pending, kjb_err *err
 
 /* Appends s to the COPY text stream, escaping what COPY's text format
  * treats specially. */
+static void copy_field(kjb_buf *b, const char *s);
+
+void kjb_store_copy_field(kjb_buf *b, const char *s) { copy_field(b, s); }
+
 static void copy_field(kjb_buf *b, const char *s) {
   if (!s) {
     kjb_buf_append(b, "\\N", 2);
@@ -364,6 +368,28 @@ static int copy_end(kjb_store *s, kjb_err *err) {
     }
     PQclear(res);
   }
+  return rc;
+}
+
+int kjb_store_copy(kjb_store *s, const char *target, const kjb_buf *rows, kjb_err *err) {
+  if (kjb_store_exec(s, "BEGIN", err) < 0)
+    return -KJB_EPG;
+  char q[512];
+  snprintf(q, sizeof q, "COPY %s FROM STDIN", target);
+  PGresult *res = PQexec(s->conn, q);
+  int rc;
+  if (PQresultStatus(res) != PGRES_COPY_IN) {
+    rc = result_error(s, res, "could not start copy", err);
+  } else {
+    PQclear(res);
+    rc = rows->len && PQputCopyData(s->conn, rows->data, (int)rows->len) != 1
+             ? pg_error(err, KJB_EPG, "could not send copy data", PQerrorMessage(s->conn))
+             : copy_end(s, err);
+  }
+  if (rc == 0)
+    return kjb_store_exec(s, "COMMIT", err) < 0 ? -KJB_EPG : 0;
+  kjb_err ignored;
+  kjb_store_exec(s, "ROLLBACK", &ignored);
   return rc;
 }
 

@@ -9,6 +9,7 @@
 #include <libpq-fe.h>
 
 #include "err.h"
+#include "util.h"
 
 typedef struct kjb_store kjb_store;
 
@@ -40,6 +41,15 @@ PGconn *kjb_store_conn(kjb_store *s);
  * (KJB_EPG) as "<what>: <server message>" when it failed. */
 PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int nparams,
                           const char *const *params, kjb_err *err);
+
+/* Appends s (NULL: \N) to rows in COPY's text format, escaped. */
+void kjb_store_copy_field(kjb_buf *rows, const char *s);
+
+/* Runs `COPY target FROM STDIN` (target: "table (columns)") with rows in
+ * COPY's text format, in a transaction of its own. Returns 0; 1 when a
+ * unique constraint refused a row (then nothing is written); or -KJB_EPG
+ * with err. */
+int kjb_store_copy(kjb_store *s, const char *target, const kjb_buf *rows, kjb_err *err);
 
 /* Runs one command without parameters or rows (BEGIN, COMMIT, ROLLBACK).
  * Returns 0, or -KJB_EPG with err. */
