@@ -111,8 +111,8 @@ static const char *const handler_types[] = {"http", "exec", "log", "plugin", NUL
  * read as tables; clang-format would give each initializer its own line. */
 /* clang-format off */
 /* The scalar sections come first, in the order of sections[] below. */
-enum { R_KAFKA, R_POSTGRES, R_HTTP, R_REGISTRY, R_SCHEMAS, R_INGEST, R_EXECUTOR, R_LOG, R_TOPICS,
-       R_HANDLERS };
+enum { R_KAFKA, R_POSTGRES, R_HTTP, R_REGISTRY, R_SCHEMAS, R_INGEST, R_EXECUTOR, R_LOG, R_TRACING,
+       R_TOPICS, R_HANDLERS };
 
 static const field root_fields[] = {
     [R_KAFKA] = {.name = "kafka", .type = T_GROUP},
@@ -123,6 +123,7 @@ static const field root_fields[] = {
     [R_INGEST] = {.name = "ingest", .type = T_GROUP},
     [R_EXECUTOR] = {.name = "executor", .type = T_GROUP},
     [R_LOG] = {.name = "log", .type = T_GROUP},
+    [R_TRACING] = {.name = "tracing", .type = T_GROUP},
     [R_TOPICS] = {.name = "topics", .type = T_LIST, .flags = F_REQUIRED, .max = 1024},
     [R_HANDLERS] = {.name = "handlers", .type = T_LIST, .max = 256},
 };
@@ -206,6 +207,14 @@ static const field log_fields[] = {
      .def = "info"},
     {.name = "format", .type = T_ENUMSTR, .off = CF(log.format), .names = log_format_names,
      .def = "text"},
+};
+
+static const field tracing_fields[] = {
+    {.name = "otlp_endpoint", .type = T_STR, .flags = F_URL, .off = CF(tracing.otlp_endpoint)},
+    {.name = "service_name", .type = T_STR, .off = CF(tracing.service_name), .maxlen = MAX_NAME,
+     .def = "kjb"},
+    {.name = "sample_ratio", .type = T_NUM, .flags = F_RATIO, .off = CF(tracing.sample_ratio),
+     .def = "1.0"},
 };
 
 /* In schema_id_fields and job_fields, the first entry is the key that must
@@ -318,6 +327,7 @@ static const struct section {
     {"ingest", ingest_fields, NFIELDS(ingest_fields)},
     {"executor", executor_fields, NFIELDS(executor_fields)},
     {"log", log_fields, NFIELDS(log_fields)},
+    {"tracing", tracing_fields, NFIELDS(tracing_fields)},
 };
 
 /* The groups inside lists, by their dotted path without indexes: with
@@ -1410,6 +1420,8 @@ void kjb_config_close(kjb_config *cfg) {
   free(cfg->schemas.ids);
   free(cfg->log.level);
   free(cfg->log.format);
+  free(cfg->tracing.otlp_endpoint);
+  free(cfg->tracing.service_name);
   for (size_t i = 0; i < cfg->ntopics; i++) {
     kjb_topic_cfg *t = &cfg->topics[i];
     free(t->topic);

@@ -140,6 +140,11 @@ typedef struct {
     char *level;  /* debug | info | warn | error */
     char *format; /* text | json */
   } log;
+  struct {
+    char *otlp_endpoint; /* OTLP/HTTP base URL; NULL: no spans are exported */
+    char *service_name;
+    double sample_ratio; /* of records without a sampled trace context */
+  } tracing;
   kjb_topic_cfg *topics;
   size_t ntopics;
   kjb_handler_cfg *handlers;

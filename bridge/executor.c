@@ -22,6 +22,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "metrics.h"
+#include "otlp.h"
 #include "policy.h"
 #include "queue.h"
 #include "store.h"
@@ -144,6 +145,36 @@ typedef struct {
   kind_rt *k;
 } worker_arg;
 
+/* Exports the span of one attempt, a child of the span the job's trace
+ * context names: traceparent is the attempt's own. */
+static void attempt_span(const kind_rt *k, const slot *s, const char *traceparent) {
+  static const char *const outcome[] = {[KJB_HANDLER_OK] = "ok",
+                                        [KJB_HANDLER_TRANSIENT] = "transient",
+                                        [KJB_HANDLER_PERMANENT] = "permanent"};
+  int64_t end = kjb_now_wall_us();
+  kjb_span sp = {
+      .name = "kjb attempt",
+      .kind = 1,
+      .start_us = end - (s->finished_us - s->started_us),
+      .end_us = end,
+      .error = s->res.status == KJB_HANDLER_OK ? NULL : s->res.message,
+      .attrs = {{"kjb.kind", k->cfg->kind, 0},
+                {"kjb.job_id", NULL, s->c.id},
+                {"kjb.attempt", NULL, s->c.attempt},
+                {"kjb.outcome", outcome[s->res.status], 0}},
+      .nattrs = 4,
+  };
+  if (s->c.source_topic) {
+    sp.attrs[sp.nattrs++] = (kjb_span_attr){"kjb.source.topic", s->c.source_topic, 0};
+    sp.attrs[sp.nattrs++] = (kjb_span_attr){"kjb.source.partition", NULL, s->c.source_partition};
+    sp.attrs[sp.nattrs++] = (kjb_span_attr){"kjb.source.offset", NULL, s->c.source_offset};
+  }
+  memcpy(sp.trace_id, traceparent + 3, 32);
+  memcpy(sp.span_id, traceparent + 36, 16);
+  memcpy(sp.parent_id, s->c.traceparent + 36, 16);
+  kjb_otlp_span(&sp);
+}
+
 static void *worker_main(void *arg) {
   worker_arg wa = *(worker_arg *)arg;
   free(arg);
@@ -180,6 +211,8 @@ static void *worker_main(void *arg) {
     };
     kjb_handler_perform(k->h, &job, &s->res);
     s->finished_us = kjb_now_mono_us();
+    if (traceparent[0] && kjb_otlp_enabled() && kjb_traceparent_sampled(traceparent))
+      attempt_span(k, s, traceparent);
 
     pthread_mutex_lock(&ex->mu);
     ex->done = kjb_xgrow(ex->done, &ex->capdone, ex->ndone + 1, sizeof *ex->done);

@@ -43,9 +43,11 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "otlp.h"
 #include "stats.h"
 #include "record.h"
 #include "store.h"
+#include "trace.h"
 
 static const char CONSUMED_HELP[] = "Source records consumed and accounted for.";
 
@@ -89,6 +91,17 @@ typedef struct {
   int64_t backoff_us;
 } owned_part;
 
+/* A record of the batch that gets a span when the batch is committed. */
+typedef struct {
+  char trace_id[33], span_id[17], parent_id[17];
+  const kjb_topic_cfg *topic;
+  int32_t partition;
+  int64_t offset;
+  int64_t start_us; /* wall clock, when it was consumed */
+  size_t jobs;
+  int dead_lettered;
+} traced;
+
 struct kjb_ingest {
   const kjb_config *cfg;
   kjb_catalog *catalog;
@@ -106,6 +119,8 @@ struct kjb_ingest {
   dead_letter *dls;
   size_t ndls, capdls;
   size_t nrecords; /* records in the current batch */
+  traced *traced;  /* the batch's records with a span to export */
+  size_t ntraced, captraced;
 
   owned_part *owned; /* the current assignment */
   size_t nowned, capowned;
@@ -468,6 +483,60 @@ static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m, const kjb
  * must be kept (its message is owned by a dead letter), 0 when the caller
  * may destroy the message, -1 on a transient failure (the partition is
  * blocked and the record will be consumed again). */
+/* With spans exported: the consumer's span for m, when m's trace is
+ * sampled (its traceparent says so) or m starts one (no trace context,
+ * and tracing.sample_ratio picks it). Returns the traceparent the jobs
+ * continue, in buf, or NULL for none. */
+static const char *trace_record(kjb_ingest *ing, const rd_kafka_message_t *m,
+                                const rd_kafka_headers_t *h, const kjb_topic_cfg *t, char *buf) {
+  if (!kjb_otlp_enabled())
+    return NULL;
+  const void *tp;
+  size_t len;
+  bool has = h && rd_kafka_header_get_last(h, "traceparent", &tp, &len) == 0 && tp &&
+             kjb_traceparent_valid(tp, len);
+  if (has ? !kjb_traceparent_sampled(tp) : !kjb_otlp_sample_root())
+    return NULL;
+  ing->traced = kjb_xgrow(ing->traced, &ing->captraced, ing->ntraced + 1, sizeof *ing->traced);
+  traced *x = &ing->traced[ing->ntraced++];
+  *x = (traced){
+      .topic = t, .partition = m->partition, .offset = m->offset, .start_us = kjb_now_wall_us()};
+  if (has) {
+    memcpy(x->trace_id, (const char *)tp + 3, 32);
+    memcpy(x->parent_id, (const char *)tp + 36, 16);
+  } else {
+    kjb_trace_new_id(x->trace_id, 16);
+  }
+  kjb_trace_new_id(x->span_id, 8);
+  snprintf(buf, KJB_TRACEPARENT_LEN + 1, "00-%s-%s-01", x->trace_id, x->span_id);
+  return buf;
+}
+
+/* Exports the spans of the batch just committed. */
+static void export_spans(kjb_ingest *ing) {
+  int64_t now = kjb_now_wall_us();
+  for (size_t i = 0; i < ing->ntraced; i++) {
+    const traced *x = &ing->traced[i];
+    kjb_span s = {.name = "kjb ingest",
+                  .kind = 5,
+                  .start_us = x->start_us,
+                  .end_us = now,
+                  .error = x->dead_lettered ? "dead-lettered" : NULL,
+                  .attrs = {{"messaging.system", "kafka", 0},
+                            {"messaging.destination.name", x->topic->topic, 0},
+                            {"messaging.destination.partition.id", NULL, x->partition},
+                            {"messaging.kafka.offset", NULL, x->offset},
+                            {"kjb.jobs", NULL, (int64_t)x->jobs},
+                            {"kjb.outcome", x->dead_lettered ? "dead_letter" : "jobs", 0}},
+                  .nattrs = 6};
+    memcpy(s.trace_id, x->trace_id, sizeof s.trace_id);
+    memcpy(s.span_id, x->span_id, sizeof s.span_id);
+    memcpy(s.parent_id, x->parent_id, sizeof s.parent_id);
+    kjb_otlp_span(&s);
+  }
+  ing->ntraced = 0;
+}
+
 static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *t, part_state *ps) {
   rd_kafka_timestamp_type_t tstype;
   rd_kafka_headers_t *hdrs = NULL;
@@ -484,6 +553,9 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
       .len = m->len,
       .headers = hdrs,
   };
+  size_t ntraced = ing->ntraced;
+  char context[KJB_TRACEPARENT_LEN + 1];
+  r.trace_context = trace_record(ing, m, hdrs, t, context);
   size_t first = ing->rows.n;
   const char *stage;
   kjb_err err;
@@ -493,7 +565,12 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
              err.msg);
     ps->blocked = 1;
     ps->retry_offset = m->offset;
+    ing->ntraced = ntraced; /* consumed again later, with a span then */
     return -1;
+  }
+  if (ing->ntraced > ntraced) {
+    ing->traced[ntraced].jobs = ing->rows.n - first;
+    ing->traced[ntraced].dead_lettered = rc < 0;
   }
   if (ps->first_offset < 0)
     ps->first_offset = m->offset;
@@ -573,6 +650,7 @@ static void reset_batch(kjb_ingest *ing) {
   for (size_t i = 0; i < ing->ndls; i++)
     rd_kafka_message_destroy(ing->dls[i].msg);
   ing->ndls = 0;
+  ing->ntraced = 0;
   ing->rows.n = 0;
   ing->nparts = 0;
   ing->nrecords = 0;
@@ -731,6 +809,7 @@ static int flush(kjb_ingest *ing) {
     kjb_stats_dead_letter(d->topic->topic, (int)d->msg->partition, d->msg->offset, d->topic->dlq,
                           kjb_err_name(d->reason.code), d->stage, d->reason.msg);
   }
+  export_spans(ing);
   ing->stats.records += ing->nrecords;
   ing->stats.jobs_inserted += inserted;
   ing->stats.dead_lettered += ing->ndls;
@@ -1058,6 +1137,7 @@ void kjb_ingest_free(kjb_ingest *ing) {
   kjb_rows_close(&ing->rows);
   free(ing->parts);
   free(ing->dls);
+  free(ing->traced);
   free(ing->owned);
   pthread_mutex_destroy(&ing->close_mu);
   free(ing);

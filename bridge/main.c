@@ -36,6 +36,7 @@
 #include "jobs.h"
 #include "kafka.h"
 #include "log.h"
+#include "otlp.h"
 #include "pause.h"
 #include "produce.h"
 #include "replay.h"
@@ -311,6 +312,8 @@ static int cmd_run(int argc, char **argv) {
     rc = kjb_health_wait_for_database(&cfg, http, consume, execute, &stop_requested);
   if (rc == 0 && ex && kjb_executor_start(ex, &err) < 0)
     rc = -1;
+  if (rc == 0 && kjb_otlp_start(&cfg, &err) < 0)
+    rc = -1;
   if (rc != 0) {
     rc = rc < 0 ? fail("run", &err) : 0;
     kjb_executor_free(ex);
@@ -379,6 +382,8 @@ out:
   kjb_api_free(api);
   kjb_executor_free(ex);
   kjb_catalog_free(cat);
+  /* After the consumer and the executor: their last spans go out. */
+  kjb_otlp_stop();
   /* Last: every client of the embedded cluster is gone by now. */
   kjb_embedded_stop(embedded);
   kjb_config_close(&cfg);

@@ -17,9 +17,10 @@
   "(extract(epoch FROM j.created_at) * 1000000)::bigint AS created_us, "     \
   "(extract(epoch FROM j.scheduled_at) * 1000000)::bigint AS scheduled_us, " \
   "(extract(epoch FROM j.attempted_at) * 1000000)::bigint AS claimed_us, "   \
-  "j.meta->>'traceparent', j.meta->>'tracestate'"
+  "j.meta->>'traceparent', j.meta->>'tracestate', "                          \
+  "j.source_topic, j.source_partition, j.source_offset"
 /* How many: the bucket's tokens come after them. */
-#define CLAIMED_NCOLUMNS 9
+#define CLAIMED_NCOLUMNS 12
 
 /* Runnable jobs of kind $1, unless the kind or the job's queue is paused
  * (kjb.pauses: both subqueries run once per statement). */
@@ -85,7 +86,8 @@ void kjb_queue_claimed_close(kjb_claimed *c) {
   free(c->args);
   free(c->traceparent);
   free(c->tracestate);
-  c->args = c->traceparent = c->tracestate = NULL;
+  free(c->source_topic);
+  c->args = c->traceparent = c->tracestate = c->source_topic = NULL;
 }
 
 int kjb_queue_bucket_ensure(kjb_store *s, const char *kind, int burst, kjb_err *err) {
@@ -131,6 +133,9 @@ int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
     c->claimed_us = get_i64(res, i, 6);
     c->traceparent = PQgetisnull(res, i, 7) ? NULL : kjb_xstrdup(PQgetvalue(res, i, 7));
     c->tracestate = PQgetisnull(res, i, 8) ? NULL : kjb_xstrdup(PQgetvalue(res, i, 8));
+    c->source_topic = PQgetisnull(res, i, 9) ? NULL : kjb_xstrdup(PQgetvalue(res, i, 9));
+    c->source_partition = (int32_t)get_i64(res, i, 10);
+    c->source_offset = get_i64(res, i, 11);
     (*n)++;
   }
   PQclear(res);

@@ -29,6 +29,10 @@ typedef struct {
   int64_t claimed_us;
   /* The source record's trace context from the job's meta; NULL for none. */
   char *traceparent, *tracestate;
+  /* Where the job came from; source_topic NULL for a job inserted by hand. */
+  char *source_topic;
+  int32_t source_partition;
+  int64_t source_offset;
 } kjb_claimed;
 
 void kjb_queue_claimed_close(kjb_claimed *c);

@@ -36,16 +36,20 @@ static void json_bytes(kjb_buf *b, const void *p, size_t n) {
 
 /* The record's W3C trace context, when it has a valid one: its
  * traceparent, and its tracestate beside it. */
-static void trace_meta(kjb_buf *b, const rd_kafka_headers_t *h) {
+static void trace_meta(kjb_buf *b, const rd_kafka_headers_t *h, const char *context) {
   const void *tp, *ts;
   size_t tplen, tslen;
-  if (rd_kafka_header_get_last(h, "traceparent", &tp, &tplen) || !tp ||
-      !kjb_traceparent_valid(tp, tplen))
+  if (context) {
+    tp = context;
+    tplen = strlen(context);
+  } else if (!h || rd_kafka_header_get_last(h, "traceparent", &tp, &tplen) || !tp ||
+             !kjb_traceparent_valid(tp, tplen)) {
     return;
+  }
   kjb_buf_puts(b, ",\"traceparent\":");
   kjb_buf_json_str(b, tp, tplen);
-  if (rd_kafka_header_get_last(h, "tracestate", &ts, &tslen) == RD_KAFKA_RESP_ERR_NO_ERROR && ts &&
-      kjb_tracestate_valid(ts, tslen)) {
+  if (h && rd_kafka_header_get_last(h, "tracestate", &ts, &tslen) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+      ts && kjb_tracestate_valid(ts, tslen)) {
     kjb_buf_puts(b, ",\"tracestate\":");
     kjb_buf_json_str(b, ts, tslen);
   }
@@ -89,8 +93,8 @@ static void record_meta(kjb_buf *b, const kjb_record *r) {
         kjb_buf_puts(b, "null");
     }
     kjb_buf_putc(b, '}');
-    trace_meta(b, r->headers);
   }
+  trace_meta(b, r->headers, r->trace_context);
   kjb_buf_putc(b, '}');
 }
 

@@ -28,6 +28,9 @@ typedef struct {
   /* Leave the dead-letter headers (kjb_dlq_is_error_header) out of the
    * job's meta: set when the record comes back from a DLQ. */
   int skip_error_headers;
+  /* The traceparent the jobs continue (the consumer's span for this
+   * record, when spans are exported); NULL: the record's own. */
+  const char *trace_context;
 } kjb_record;
 
 /* The record a dead letter stands for: the original topic t and

@@ -41,24 +41,37 @@ bool kjb_tracestate_valid(const char *s, size_t n) {
   return true;
 }
 
-void kjb_traceparent_child(const char *parent, char *out) {
+void kjb_trace_new_id(char *out, size_t nbytes) {
   static const char digits[] = "0123456789abcdef";
-  unsigned char span[8];
+  unsigned char id[16];
   bool zero = true;
   while (zero) {
-    if (getrandom(span, sizeof span, 0) != (ssize_t)sizeof span)
-      memset(span, 0x5a, sizeof span); /* never: 8 bytes do not block */
-    for (size_t i = 0; i < sizeof span; i++)
-      zero &= span[i] == 0;
+    if (getrandom(id, nbytes, 0) != (ssize_t)nbytes)
+      memset(id, 0x5a, nbytes); /* never: up to 256 bytes do not block */
+    for (size_t i = 0; i < nbytes; i++)
+      zero &= id[i] == 0;
   }
+  for (size_t i = 0; i < nbytes; i++) {
+    out[2 * i] = digits[id[i] >> 4];
+    out[2 * i + 1] = digits[id[i] & 15];
+  }
+  out[2 * nbytes] = '\0';
+}
+
+void kjb_traceparent_child(const char *parent, char *out) {
+  char span[17];
+  kjb_trace_new_id(span, 8);
   memcpy(out, "00-", 3);
   memcpy(out + 3, parent + 3, 32);
   out[35] = '-';
-  for (size_t i = 0; i < sizeof span; i++) {
-    out[36 + 2 * i] = digits[span[i] >> 4];
-    out[37 + 2 * i] = digits[span[i] & 15];
-  }
+  memcpy(out + 36, span, 16);
   out[52] = '-';
   memcpy(out + 53, parent + 53, 2);
   out[55] = '\0';
+}
+
+bool kjb_traceparent_sampled(const char *traceparent) {
+  char c = traceparent[54];
+  int low = c >= 'a' ? c - 'a' + 10 : c - '0';
+  return low & 1;
 }

@@ -24,6 +24,13 @@ bool kjb_traceparent_valid(const char *s, size_t n);
  * KJB_TRACESTATE_MAX printable ASCII bytes. */
 bool kjb_tracestate_valid(const char *s, size_t n);
 
+/* A random id of nbytes bytes (8 for a span, 16 for a trace; not all
+ * zeros) as lower-case hex into out (2 * nbytes + 1 bytes). */
+void kjb_trace_new_id(char *out, size_t nbytes);
+
+/* Whether a valid traceparent's sampled flag is set. */
+bool kjb_traceparent_sampled(const char *traceparent);
+
 /* The traceparent of a child span of parent (valid): version 00, the
  * same trace id and flags, a new random span id. out holds
  * KJB_TRACEPARENT_LEN + 1 bytes. */

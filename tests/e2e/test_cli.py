@@ -178,18 +178,19 @@ def test_migrate_is_idempotent_and_reports_status(run_kjb, db, tmp_path):
     cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", """
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     env = {"KJB_POSTGRES_CONNINFO": str(db)}
+    names = sorted(p.name for p in (REPO / "schemas" / "sql").glob("*.sql"))
+    assert names[:3] == ["001_init.sql", "002_executors.sql", "003_dead_letters.sql"], names
     res = run_kjb(["migrate", "--status"], cfg, env=env)
-    assert res.returncode == 1 and res.stdout.splitlines() == ["pending  001_init.sql", "pending  002_executors.sql",
-                                                               "pending  003_dead_letters.sql"]
+    assert res.returncode == 1 and res.stdout.splitlines() == [f"pending  {n}" for n in names]
     res = run_kjb(["migrate"], cfg, env=env)
-    assert res.returncode == 0 and res.stdout == 'applied 3 migrations; schema "kjb" is current\n'
+    assert res.returncode == 0 and res.stdout == f'applied {len(names)} migrations; schema "kjb" is current\n'
     res = run_kjb(["migrate"], cfg, env=env)
     assert res.returncode == 0 and res.stdout == 'applied 0 migrations; schema "kjb" is current\n'
     res = run_kjb(["migrate", "--status"], cfg, env=env)
     lines = res.stdout.splitlines()
-    assert res.returncode == 0 and len(lines) == 3, res.stdout
-    assert lines[0].startswith("applied  001_init.sql  ") and lines[1].startswith("applied  002_executors.sql  ")
-    assert lines[2].startswith("applied  003_dead_letters.sql  ")
+    assert res.returncode == 0 and len(lines) == len(names), res.stdout
+    for line, name in zip(lines, names):
+        assert line.startswith(f"applied  {name}  "), lines
     cols = {r[0] for r in db.query("SELECT column_name FROM information_schema.columns"
                                    " WHERE table_schema = 'kjb' AND table_name = 'jobs'")}
     assert cols == {"id", "kind", "queue", "priority", "state", "args", "meta", "attempt", "max_attempts",
