@@ -57,12 +57,12 @@ static void copy_in(queued *q, const kjb_span *s) {
     len += strlen(s->attrs[i].key) + 1 + (s->attrs[i].str ? strlen(s->attrs[i].str) + 1 : 0);
   char *p = q->strings = kjb_xmalloc(len);
   q->s = *s;
-#define COPY(field)                                                                                \
-  do {                                                                                             \
-    size_t n_ = strlen(field) + 1;                                                                 \
-    memcpy(p, field, n_);                                                                          \
-    field = p;                                                                                     \
-    p += n_;                                                                                       \
+#define COPY(field)                \
+  do {                             \
+    size_t n_ = strlen(field) + 1; \
+    memcpy(p, field, n_);          \
+    field = p;                     \
+    p += n_;                       \
   } while (0)
   COPY(q->s.name);
   if (q->s.error)
@@ -103,14 +103,14 @@ static json_t *span_json(const kjb_span *s) {
     const kjb_span_attr *a = &s->attrs[i];
     char num[24];
     snprintf(num, sizeof num, "%lld", (long long)a->num);
-    json_array_append_new(attrs, json_pack("{s:s, s:{s:s}}", "key", a->key, "value",
-                                           a->str ? "stringValue" : "intValue",
-                                           a->str ? a->str : num));
+    json_array_append_new(attrs,
+                          json_pack("{s:s, s:{s:s}}", "key", a->key, "value",
+                                    a->str ? "stringValue" : "intValue", a->str ? a->str : num));
   }
-  json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:o}", "traceId", s->trace_id, "spanId",
-                        s->span_id, "name", s->name, "kind", s->kind, "startTimeUnixNano",
-                        nanos(s->start_us), "endTimeUnixNano", nanos(s->end_us), "attributes",
-                        attrs);
+  json_t *o =
+      json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:o}", "traceId", s->trace_id, "spanId", s->span_id,
+                "name", s->name, "kind", s->kind, "startTimeUnixNano", nanos(s->start_us),
+                "endTimeUnixNano", nanos(s->end_us), "attributes", attrs);
   if (s->parent_id[0])
     json_object_set_new(o, "parentSpanId", json_string(s->parent_id));
   json_object_set_new(o, "status",
@@ -124,10 +124,10 @@ static char *body_of(const queued *q, size_t n) {
   json_t *spans = json_array();
   for (size_t i = 0; i < n; i++)
     json_array_append_new(spans, span_json(&q[i].s));
-  json_t *req = json_pack(
-      "{s:[{s:{s:[{s:s, s:{s:s}}]}, s:[{s:{s:s, s:s}, s:o}]}]}", "resourceSpans", "resource",
-      "attributes", "key", "service.name", "value", "stringValue", ex.service, "scopeSpans",
-      "scope", "name", "kjb", "version", KJB_VERSION, "spans", spans);
+  json_t *req =
+      json_pack("{s:[{s:{s:[{s:s, s:{s:s}}]}, s:[{s:{s:s, s:s}, s:o}]}]}", "resourceSpans",
+                "resource", "attributes", "key", "service.name", "value", "stringValue", ex.service,
+                "scopeSpans", "scope", "name", "kjb", "version", KJB_VERSION, "spans", spans);
   char *text = json_dumps(req, JSON_COMPACT);
   json_decref(req);
   return text;

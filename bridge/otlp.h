@@ -30,14 +30,14 @@ typedef struct {
 
 /* A finished span. Strings are copied by kjb_otlp_span. */
 typedef struct {
-  char trace_id[33];  /* lower-case hex */
+  char trace_id[33]; /* lower-case hex */
   char span_id[17];
   char parent_id[17]; /* "" for a root span */
   const char *name;
-  int kind;           /* OTLP SpanKind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer */
-  int64_t start_us;   /* wall clock, µs since the epoch */
+  int kind;         /* OTLP SpanKind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer */
+  int64_t start_us; /* wall clock, µs since the epoch */
   int64_t end_us;
-  const char *error;  /* NULL: status OK; else status ERROR with this message */
+  const char *error; /* NULL: status OK; else status ERROR with this message */
   kjb_span_attr attrs[KJB_OTLP_MAX_ATTRS];
   size_t nattrs;
 } kjb_span;
