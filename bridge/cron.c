@@ -74,8 +74,10 @@ static int parse_value(const field_spec *f, int idx, const char **p, int *out, k
       }
     }
     if (!f->names)
-      return kjb_err_set(err, KJB_ECONFIG, "field %d (%s): names such as \"%.*s\" are only for "
-                         "months and weekdays", idx + 1, f->name, (int)(n > 16 ? 16 : n), s);
+      return kjb_err_set(err, KJB_ECONFIG,
+                         "field %d (%s): names such as \"%.*s\" are only for "
+                         "months and weekdays",
+                         idx + 1, f->name, (int)(n > 16 ? 16 : n), s);
     return kjb_err_set(err, KJB_ECONFIG, "field %d (%s): unknown name \"%.*s\" (expected %s-%s)",
                        idx + 1, f->name, (int)(n > 16 ? 16 : n), s, f->names[0],
                        f->names[f->nnames - 1]);
@@ -87,8 +89,8 @@ static int parse_value(const field_spec *f, int idx, const char **p, int *out, k
 }
 
 /* One field (the text between blanks, NUL-terminated) into *bits. */
-static int parse_field(const field_spec *f, int idx, const char *text, uint64_t *bits,
-                       bool *star, kjb_err *err) {
+static int parse_field(const field_spec *f, int idx, const char *text, uint64_t *bits, bool *star,
+                       kjb_err *err) {
   *bits = 0;
   *star = text[0] == '*';
   const char *p = text;
@@ -123,8 +125,8 @@ static int parse_field(const field_spec *f, int idx, const char *text, uint64_t 
                            idx + 1, f->name, lo, f->max == 7 ? 6 : f->max);
       p++;
       if (!isdigit((unsigned char)*p))
-        return kjb_err_set(err, KJB_ECONFIG, "field %d (%s): expected a step after \"/\"",
-                           idx + 1, f->name);
+        return kjb_err_set(err, KJB_ECONFIG, "field %d (%s): expected a step after \"/\"", idx + 1,
+                           f->name);
       long v = 0;
       const char *s = p;
       while (isdigit((unsigned char)*p)) {
@@ -214,8 +216,7 @@ int kjb_cron_parse(const char *text, unsigned flags, kjb_cron *out, kjb_err *err
                          "got %s",
                          n > 6 ? "more than 6" : "6 (seconds or years are not supported)");
     return kjb_err_set(err, KJB_ECONFIG,
-                       "expected 5 fields (minute hour day-of-month month day-of-week), got %d",
-                       n);
+                       "expected 5 fields (minute hour day-of-month month day-of-week), got %d", n);
   }
   uint64_t bits[5];
   bool star[5];
@@ -250,7 +251,9 @@ int kjb_cron_parse(const char *text, unsigned flags, kjb_cron *out, kjb_err *err
 
 /* ---- ticks ------------------------------------------------------------ */
 
-static int64_t floor_div(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
+static int64_t floor_div(int64_t a, int64_t b) {
+  return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
 
 static bool day_matches(const kjb_cron *c, int64_t days) {
   int64_t y;

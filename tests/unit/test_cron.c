@@ -50,8 +50,8 @@ static void test_parse_fields(void **state) {
   } cases[] = {
       {"* * * * *", ALL(0, 59), ALL(0, 23), ALL(1, 31), ALL(1, 12), ALL(0, 6), 1, 1},
       {"0 3 * * *", 1, 1 << 3, ALL(1, 31), ALL(1, 12), ALL(0, 6), 1, 1},
-      {"*/15 * * * *", 1 | 1ULL << 15 | 1ULL << 30 | 1ULL << 45, ALL(0, 23), ALL(1, 31),
-       ALL(1, 12), ALL(0, 6), 1, 1},
+      {"*/15 * * * *", 1 | 1ULL << 15 | 1ULL << 30 | 1ULL << 45, ALL(0, 23), ALL(1, 31), ALL(1, 12),
+       ALL(0, 6), 1, 1},
       {"1-5/2 0,12 1,15 jan-mar mon-fri", BITS(1, 3, 5), BITS(0, 12), BITS(1, 15), BITS(1, 2, 3),
        BITS(1, 2, 3, 4, 5), 0, 0},
       {"0 0 * DEC SUN", 1, 1, ALL(1, 31), BITS(12), BITS(0), 1, 0},
@@ -121,8 +121,7 @@ static void test_parse_errors(void **state) {
       {"0 0 * * -1", "field 5 (day-of-week): unexpected \"-\""},
       {"@reboot", "unknown macro \"@reboot\" (expected @yearly, @annually, @monthly, @weekly, "
                   "@daily, @midnight or @hourly)"},
-      {"0 0 30 2 *",
-       "never matches: no selected month has any of the selected days of the month"},
+      {"0 0 30 2 *", "never matches: no selected month has any of the selected days of the month"},
       {"0 0 31 4,6,9,11 *",
        "never matches: no selected month has any of the selected days of the month"},
   };
