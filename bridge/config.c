@@ -1256,11 +1256,11 @@ static int parse_schedule(ctx *c, const config_setting_t *e, const char *spath,
   bool object = args && json_is_object(args);
   json_decref(args);
   if (!args)
-    return fail_at(c, found[SC_ARGS], "%s.args: invalid JSON at byte %d: %s", spath,
-                   jerr.position, jerr.text);
+    return fail_at(c, found[SC_ARGS], "%s.args: invalid JSON at byte %d: %s", spath, jerr.position,
+                   jerr.text);
   if (!object)
-    return fail_at(c, found[SC_ARGS], "%s.args: expected a JSON object such as {\"scope\": \"all\"}",
-                   spath);
+    return fail_at(c, found[SC_ARGS],
+                   "%s.args: expected a JSON object such as {\"scope\": \"all\"}", spath);
   return 0;
 }
 

@@ -84,10 +84,10 @@ typedef struct {
   char *kind;
   char *queue;
   int priority;
-  int max_attempts; /* by default the handler's retry.max_attempts */
-  char *cron;       /* five fields, checked by kjb_cron_parse */
-  char *timezone;   /* a PostgreSQL time zone name, checked by `kjb run` */
-  char *args;       /* a JSON object */
+  int max_attempts;         /* by default the handler's retry.max_attempts */
+  char *cron;               /* five fields, checked by kjb_cron_parse */
+  char *timezone;           /* a PostgreSQL time zone name, checked by `kjb run` */
+  char *args;               /* a JSON object */
   int64_t misfire_grace_us; /* a tick found later than this is skipped; 0: never */
   int line;
 } kjb_schedule_cfg;
