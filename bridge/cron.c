@@ -11,9 +11,14 @@
 #include "util.h"
 
 #define DAY_S 86400
-/* Leap days come back within eight years (2096-02-29, then 2104-02-29),
- * and every expression that parses matches some day of every such span. */
-#define SEARCH_DAYS (8 * 366 + 1)
+/* The Gregorian calendar repeats itself, weekdays included, every 400
+ * years, and every expression that parses matches some day of that cycle
+ * (each date falls on each weekday in it), so a search of 400 years finds
+ * every tick there is. Most expressions find one within days; a day of the
+ * month that must also be a given weekday (day-of-week a step, which
+ * counts as unrestricted: "1 0 3 2 *\/7" is February 3rd on a Sunday) can
+ * take a decade. */
+#define SEARCH_DAYS (400 * 366)
 
 static const char *const month_names[] = {"jan", "feb", "mar", "apr", "may", "jun",
                                           "jul", "aug", "sep", "oct", "nov", "dec"};

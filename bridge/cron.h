@@ -49,11 +49,12 @@ int kjb_cron_parse(const char *text, unsigned flags, kjb_cron *out, kjb_err *err
  * the schedule's zone shows (PostgreSQL's extract(epoch FROM timestamp)). */
 
 /* The latest tick at or before at into *out. Returns 0, or -1 when there
- * is none within the eight years before at (only for at near year 1). */
+ * is none within the 400 years before at (only for at near year 1: every
+ * expression that parses matches within any 400 years). */
 int kjb_cron_prev(const kjb_cron *c, int64_t at, int64_t *out);
 
 /* The earliest tick after at into *out. Returns 0, or -1 when there is
- * none within the eight years after at. */
+ * none within the 400 years after at (never, in practice). */
 int kjb_cron_next(const kjb_cron *c, int64_t at, int64_t *out);
 
 /* A wall-clock time as "YYYY-MM-DD HH:MM:SS" (PostgreSQL's timestamp

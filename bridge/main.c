@@ -308,8 +308,6 @@ static int cmd_run(int argc, char **argv) {
     rc = -1;
   else
     rc = kjb_health_wait_for_database(&cfg, http, consume, execute, &stop_requested);
-  if (rc == 0 && ex && kjb_executor_start(ex, &err) < 0)
-    rc = -1;
   /* This node's name in kjb.nodes, the API and kjb.schedules. */
   char node[160];
   if (ex)
@@ -324,7 +322,11 @@ static int cmd_run(int argc, char **argv) {
   /* Every role runs the schedules: a tick is inserted while any instance
    * runs. */
   kjb_scheduler *sched = rc == 0 ? kjb_scheduler_new(&cfg, node) : NULL;
+  /* Before the executor registers the node: a time zone PostgreSQL does
+   * not know is a configuration error. */
   if (sched && kjb_scheduler_start(sched, &err) < 0)
+    rc = -1;
+  if (rc == 0 && ex && kjb_executor_start(ex, &err) < 0)
     rc = -1;
   if (rc != 0) {
     rc = rc < 0 ? fail("run", &err) : 0;

@@ -173,6 +173,9 @@ static void test_ticks(void **state) {
       /* Day-of-month "*" with a step is unrestricted too, as in Vixie
        * cron: odd days that are Mondays. 2026-12-07 is a Monday. */
       {"0 0 */2 * 1", "2026-12-01 00:00", "2026-11-23 00:00:00", "2026-12-07 00:00:00"},
+      /* February 3rd when it is a Sunday (the step makes day-of-week
+       * count as "*"): eleven years apart. */
+      {"1 0 3 2 */7", "2000-01-01 00:00", "1991-02-03 00:01:00", "2002-02-03 00:01:00"},
       {"0 0 1 jan,jul *", "2026-07-01 00:00:01", "2026-07-01 00:00:00", "2027-01-01 00:00:00"},
       {"15,45 1-2 * * *", "2026-03-29 02:50", "2026-03-29 02:45:00", "2026-03-30 01:15:00"},
   };
