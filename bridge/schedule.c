@@ -248,7 +248,9 @@ static int check(kjb_scheduler *sch, sched *s, kjb_err *err) {
     return rc;
   /* In the first pass of a repeated hour, PostgreSQL puts the tick at
    * its second occurrence, still to come: the tick before it is the
-   * latest one due. */
+   * latest one due, and the check after next is at that occurrence. */
+  if (have && tick * SEC_US > now_us && tick < next_at)
+    next_at = tick;
   for (int i = 0; have && tick * SEC_US > now_us; i++) {
     int64_t ignored;
     have = i < MAX_STEPS_BACK && kjb_cron_prev(&s->cron, prev - 1, &prev) == 0;
@@ -362,6 +364,12 @@ int kjb_scheduler_start(kjb_scheduler *sch, kjb_err *err) {
     const kjb_schedule_cfg *sc = sch->s[i].cfg;
     kjb_info("schedule \"%s\": kind %s, cron \"%s\" in %s", sc->name, sc->kind, sc->cron,
              sc->timezone);
+    /* Allowed, as for topics' job mappings: another deployment's
+     * executors may run the kind. */
+    if (!kjb_config_handler(sch->cfg, sc->kind))
+      kjb_warn("schedule \"%s\": no handler for kind %s here: its jobs wait for an executor "
+               "that has one",
+               sc->name, sc->kind);
   }
   return 0;
 }

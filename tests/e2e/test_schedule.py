@@ -194,3 +194,19 @@ def test_check_config_prints_the_schedules_and_their_next_tick(run_kjb, tmp_path
     assert lines[0].startswith('schedule nightly: kind report, queue default, cron "0 3 * * *" in Europe/Paris,'
                                ' next tick 20') and lines[0].endswith(" 03:00:00"), lines
     assert lines[1] == (f'schedule yearly: kind report, queue slow, cron "@yearly" in UTC, next tick {year}-01-01 00:00:00')
+
+
+def test_postgresql_resolves_gaps_and_repeated_hours_as_documented(db):
+    """schedule.c reads a tick's wall-clock time back in its zone with this
+    expression; kjb.cfg.5 documents what it gives around daylight saving
+    changes: 02:30 in the spring gap is 03:30 summer time, 02:00 in the gap
+    and 03:00 after it are one instant, and 02:30 in the repeated autumn
+    hour is its second occurrence."""
+    def instant(wall: str) -> str:
+        return db.scalar(
+            "SELECT to_char((to_timestamp(extract(epoch FROM %s::timestamp)::bigint) AT TIME ZONE 'UTC')"
+            " AT TIME ZONE 'Europe/Paris' AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')", wall)
+    assert instant("2026-03-29 02:30") == "2026-03-29 01:30"  # 03:30 CEST
+    assert instant("2026-03-29 02:00") == instant("2026-03-29 03:00") == "2026-03-29 01:00"
+    assert instant("2026-10-25 02:30") == "2026-10-25 01:30"  # 02:30 CET, the second time
+    assert instant("2026-10-25 01:30") == "2026-10-24 23:30"  # 01:30 CEST
