@@ -233,6 +233,19 @@ static int insert_tick(kjb_scheduler *sch, const sched *s, int64_t tick, int64_t
   return 0;
 }
 
+/* See schedule.h. */
+kjb_tick_action kjb_schedule_decide(int64_t tick_us, bool settled, int64_t settled_us,
+                                    int64_t watched_us, int64_t now_us, int64_t grace_us) {
+  assert(tick_us <= now_us);
+  if (settled && tick_us <= settled_us)
+    return KJB_TICK_DONE;
+  if (watched_us >= 0 && tick_us > watched_us)
+    return KJB_TICK_INSERT;
+  if (grace_us > 0 && now_us - tick_us > grace_us)
+    return KJB_TICK_SKIP;
+  return KJB_TICK_CATCH_UP;
+}
+
 /* Checks one schedule: inserts its latest tick at or before now unless it
  * is done, and sets when to check next. */
 static int check(kjb_scheduler *sch, sched *s, kjb_err *err) {
@@ -257,24 +270,27 @@ static int check(kjb_scheduler *sch, sched *s, kjb_err *err) {
     if (have && (rc = instants(sch, s, prev, next, &tick, &ignored, err)))
       return rc;
   }
-  if (have && (!s->settled || tick > s->settled_at)) {
-    bool on_time = s->watched_us >= 0 && tick * SEC_US > s->watched_us;
-    int64_t late_us = now_us - tick * SEC_US;
+  kjb_tick_action act = have
+                            ? kjb_schedule_decide(tick * SEC_US, s->settled, s->settled_at * SEC_US,
+                                                  s->watched_us, now_us, sc->misfire_grace_us)
+                            : KJB_TICK_DONE;
+  if (act != KJB_TICK_DONE) {
     char at[32];
     utc_text(tick, at, sizeof at);
-    if (!on_time && sc->misfire_grace_us > 0 && late_us > sc->misfire_grace_us) {
+    if (act == KJB_TICK_SKIP) {
       kjb_warn("schedule \"%s\": tick %s missed by %.0f s, more than misfire_grace: skipped",
-               sc->name, at, (double)late_us / 1e6);
+               sc->name, at, (double)(now_us - tick * SEC_US) / 1e6);
     } else {
+      bool catch_up = act == KJB_TICK_CATCH_UP;
       int64_t id;
       bool first;
-      if ((rc = insert_tick(sch, s, tick, prev, !on_time, &id, &first, err)))
+      if ((rc = insert_tick(sch, s, tick, prev, catch_up, &id, &first, err)))
         return rc;
       if (id > 0) {
         kjb_counter_add("kjb_schedule_ticks_total", TICKS_HELP, 1, "schedule", sc->name, NULL);
         kjb_counter_add("kjb_jobs_inserted_total", KJB_INSERTED_HELP, 1, "kind", sc->kind, NULL);
         kjb_info("schedule \"%s\": inserted job %" PRId64 " (%s) for tick %s%s", sc->name, id,
-                 sc->kind, at, on_time ? "" : " (catch-up)");
+                 sc->kind, at, catch_up ? " (catch-up)" : "");
       } else if (first) {
         kjb_info("schedule \"%s\": new; tick %s came before it ran anywhere, so its first job is "
                  "the next tick's",

@@ -30,6 +30,8 @@
 #ifndef KJB_SCHEDULE_H
 #define KJB_SCHEDULE_H
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "config.h"
@@ -52,6 +54,20 @@ int kjb_scheduler_start(kjb_scheduler *s, kjb_err *err);
 /* Stops the thread (a check under way finishes first) and frees s. NULL
  * does nothing. */
 void kjb_scheduler_free(kjb_scheduler *s);
+
+/* What a check does with the latest tick due (tick_us <= now_us, Unix
+ * us), the decision alone, carried out by the scheduler: */
+typedef enum {
+  KJB_TICK_DONE,     /* settled already (settled_us: the latest tick this
+                      * scheduler saw done, inserted by whichever instance) */
+  KJB_TICK_INSERT,   /* it came after the previous check (watched_us; -1
+                      * after a start or a database error): on time */
+  KJB_TICK_CATCH_UP, /* it came while this scheduler was not watching */
+  KJB_TICK_SKIP      /* that, and more than grace_us ago (0: no grace) */
+} kjb_tick_action;
+
+kjb_tick_action kjb_schedule_decide(int64_t tick_us, bool settled, int64_t settled_us,
+                                    int64_t watched_us, int64_t now_us, int64_t grace_us);
 
 /* One line per schedule for `kjb check-config`: its kind, cron, time zone
  * and next tick after now (wall clock in its zone, by the C library's
