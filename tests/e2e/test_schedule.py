@@ -68,7 +68,9 @@ def test_three_instances_insert_each_tick_once(db, run_kjb, start_kjb, tmp_path)
         assert p.stop() == 0, p.log()
     rows = ticks(db)
     assert_every_tick_once(rows, 2)
-    assert all(not catch_up for _, catch_up, _ in rows), rows
+    # An instance whose first check comes just after a tick, before the
+    # others', catches that tick up: only possible while they all start.
+    assert not any(catch_up for _, catch_up, _ in rows[2:]), rows
     assert all(t.second % 2 == 0 and t.microsecond == 0 for t, _, _ in rows)
     assert [k for _, _, k in rows] == [f"schedule:every2:{t:%Y-%m-%dT%H:%M:%SZ}" for t, _, _ in rows]
     job = db.query("SELECT args, meta, queue, max_attempts, state::text FROM kjb.jobs WHERE kind = 'tick'"
@@ -87,7 +89,9 @@ def test_three_instances_insert_each_tick_once(db, run_kjb, start_kjb, tmp_path)
     wait_for(lambda: len(ticks(db)) >= len(rows) + 3, timeout=60, message=proc.log)
     after = ticks(db)[len(rows):]
     assert after[0][1] is True, after  # the catch-up
-    assert after[0][0] - rows[-1][0] >= timedelta(seconds=8), (rows[-1], after[0])
+    # Down for more than 7 s: two ticks or more were missed, and only the
+    # latest has a job.
+    assert after[0][0] - rows[-1][0] >= timedelta(seconds=6), (rows[-1], after[0])
     assert [c for _, c, _ in after[1:]] == [False] * (len(after) - 1), after
     assert_every_tick_once(after, 2)
     samples = scrape(port)
