@@ -18,6 +18,9 @@ import pytest
 import avrokit
 from kjbtest import REPO, unique_name, wait_for, write_ingest_config
 
+# schemas/sql, in the order kjb applies them.
+MIGRATIONS = sorted(p.name for p in (REPO / "schemas" / "sql").glob("*.sql"))
+
 EXAMPLE = REPO / "config" / "example.cfg"
 
 
@@ -179,17 +182,16 @@ def test_migrate_is_idempotent_and_reports_status(run_kjb, db, tmp_path):
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     env = {"KJB_POSTGRES_CONNINFO": str(db)}
     res = run_kjb(["migrate", "--status"], cfg, env=env)
-    assert res.returncode == 1 and res.stdout.splitlines() == ["pending  001_init.sql", "pending  002_executors.sql",
-                                                               "pending  003_dead_letters.sql"]
+    assert res.returncode == 1 and res.stdout.splitlines() == [f"pending  {m}" for m in MIGRATIONS]
     res = run_kjb(["migrate"], cfg, env=env)
-    assert res.returncode == 0 and res.stdout == 'applied 3 migrations; schema "kjb" is current\n'
+    assert res.returncode == 0 and res.stdout == f'applied {len(MIGRATIONS)} migrations; schema "kjb" is current\n'
     res = run_kjb(["migrate"], cfg, env=env)
     assert res.returncode == 0 and res.stdout == 'applied 0 migrations; schema "kjb" is current\n'
     res = run_kjb(["migrate", "--status"], cfg, env=env)
     lines = res.stdout.splitlines()
-    assert res.returncode == 0 and len(lines) == 3, res.stdout
-    assert lines[0].startswith("applied  001_init.sql  ") and lines[1].startswith("applied  002_executors.sql  ")
-    assert lines[2].startswith("applied  003_dead_letters.sql  ")
+    assert res.returncode == 0 and len(lines) == len(MIGRATIONS), res.stdout
+    for line, m in zip(lines, MIGRATIONS):
+        assert line.startswith(f"applied  {m}  "), lines
     cols = {r[0] for r in db.query("SELECT column_name FROM information_schema.columns"
                                    " WHERE table_schema = 'kjb' AND table_name = 'jobs'")}
     assert cols == {"id", "kind", "queue", "priority", "state", "args", "meta", "attempt", "max_attempts",
@@ -207,8 +209,8 @@ def test_concurrent_migrations_are_safe(run_kjb, db, tmp_path):
     applied = sorted(int(r.stdout.split()[1]) for r in results)
     # One of them applied every migration; the others waited and found
     # nothing left to do.
-    assert applied == [0, 0, 0, 3]
-    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == 3
+    assert applied == [0, 0, 0, len(MIGRATIONS)]
+    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == len(MIGRATIONS)
 
 
 def test_produce_encodes_lines_and_reports_bad_ones(run_kjb, kafka, make_topic, tmp_path):
