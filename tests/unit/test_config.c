@@ -1294,16 +1294,18 @@ static const cfg_case cases[] = {
 
     /* Schedules. */
     {.name = "schedule",
-     .text = BASE TOPIC HANDLER("kind = \"report\"; type = \"log\"; retry = { max_attempts = 3; };")
-         "schedules = (\n"
-         "  { name = \"nightly\"; kind = \"report\"; cron = \"0 3 * * *\";\n"
-         "    timezone = \"Europe/Paris\"; args = \"{\\\"scope\\\": \\\"all\\\"}\"; },\n"
-         "  { name = \"every-15.min\"; kind = \"tick\"; queue = \"cron\"; priority = -1;\n"
-         "    max_attempts = 7; cron = \"*/15 * * * mon-fri\"; misfire_grace = \"5m\"; }\n"
-         ");\n",
+     .text = BASE TOPIC
+     "handlers = ( { kind = \"report\"; type = \"log\"; retry = { max_attempts = 3; }; } );\n"
+     "schedules = (\n"
+     "  { name = \"nightly\"; kind = \"report\"; cron = \"0 3 * * *\";\n"
+     "    timezone = \"Europe/Paris\"; args = \"{\\\"scope\\\": \\\"all\\\"}\"; },\n"
+     "  { name = \"every-15.min\"; kind = \"tick\"; queue = \"cron\"; priority = -1;\n"
+     "    max_attempts = 7; cron = \"*/15 * * * mon-fri\"; misfire_grace = \"5m\"; }\n"
+     ");\n",
      .check = check_schedules},
     {.name = "schedule_bad_cron",
-     .text = BASE TOPIC "schedules = (\n  { name = \"n\"; kind = \"k\";\n    cron = \"0 24 * * *\"; } );\n",
+     .text = BASE TOPIC
+     "schedules = (\n  { name = \"n\"; kind = \"k\";\n    cron = \"0 24 * * *\"; } );\n",
      .want = "t.cfg:6: schedules[0].cron: field 2 (hour): 24 is out of range 0-23"},
     {.name = "schedule_cron_fields",
      .text = BASE TOPIC SCHEDULE("name = \"n\"; kind = \"k\"; cron = \"0 3 * *\";"),
