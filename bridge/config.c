@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <libconfig.h>
 #include <limits.h>
 #include <math.h>
@@ -17,6 +18,7 @@
 
 #include "audit.h"
 #include "cfgsrc.h"
+#include "cron.h"
 #include "kafka.h"
 #include "policy.h"
 #include "util.h"
@@ -106,13 +108,14 @@ static const char *const handler_types[] = {"http", "exec", "log", "plugin", NUL
 #define HF(m) offsetof(kjb_handler_cfg, m)
 #define SF(m) offsetof(kjb_schema_id_cfg, m)
 #define AF(m) offsetof(kjb_admin_token_cfg, m)
+#define SCF(m) offsetof(kjb_schedule_cfg, m)
 
 /* The tables below are packed by hand, a field to a line or two, so that they
  * read as tables; clang-format would give each initializer its own line. */
 /* clang-format off */
 /* The scalar sections come first, in the order of sections[] below. */
 enum { R_KAFKA, R_POSTGRES, R_HTTP, R_REGISTRY, R_SCHEMAS, R_INGEST, R_EXECUTOR, R_LOG, R_TRACING,
-       R_TOPICS, R_HANDLERS };
+       R_TOPICS, R_HANDLERS, R_SCHEDULES };
 
 static const field root_fields[] = {
     [R_KAFKA] = {.name = "kafka", .type = T_GROUP},
@@ -126,6 +129,7 @@ static const field root_fields[] = {
     [R_TRACING] = {.name = "tracing", .type = T_GROUP},
     [R_TOPICS] = {.name = "topics", .type = T_LIST, .flags = F_REQUIRED, .max = 1024},
     [R_HANDLERS] = {.name = "handlers", .type = T_LIST, .max = 256},
+    [R_SCHEDULES] = {.name = "schedules", .type = T_LIST, .max = 256},
 };
 
 static const field kafka_fields[] = {
@@ -311,6 +315,33 @@ static const field breaker_fields[] = {
     {.name = "open_for", .type = T_DUR, .flags = F_POSITIVE, .off = HF(breaker.open_for_us),
      .max = DAY, .def = "30s"},
 };
+
+/* Schedules (parse_schedules): the name comes first, as it must be unique. */
+enum { SC_NAME, SC_KIND, SC_QUEUE, SC_PRIORITY, SC_MAX_ATTEMPTS, SC_CRON, SC_TIMEZONE, SC_ARGS,
+       SC_MISFIRE_GRACE };
+
+static const field schedule_fields[] = {
+    [SC_NAME] = {.name = "name", .type = T_STR, .flags = F_REQUIRED, .off = SCF(name),
+                 .maxlen = MAX_NAME},
+    [SC_KIND] = {.name = "kind", .type = T_STR, .flags = F_REQUIRED, .off = SCF(kind),
+                 .maxlen = MAX_NAME},
+    [SC_QUEUE] = {.name = "queue", .type = T_STR, .off = SCF(queue), .maxlen = MAX_NAME,
+                  .def = "default"},
+    [SC_PRIORITY] = {.name = "priority", .type = T_INT, .off = SCF(priority), .min = -32768,
+                     .max = 32767},
+    /* Default: as for topics.jobs.max_attempts; set in parse_schedules. */
+    [SC_MAX_ATTEMPTS] = {.name = "max_attempts", .type = T_INT, .off = SCF(max_attempts),
+                         .min = 1, .max = MAX_ATTEMPTS},
+    [SC_CRON] = {.name = "cron", .type = T_STR, .flags = F_REQUIRED, .off = SCF(cron),
+                 .maxlen = KJB_CRON_MAX},
+    /* Checked against pg_timezone_names by `kjb run` (schedule.c). */
+    [SC_TIMEZONE] = {.name = "timezone", .type = T_STR, .off = SCF(timezone), .maxlen = 64,
+                     .def = "UTC"},
+    [SC_ARGS] = {.name = "args", .type = T_STR, .off = SCF(args), .maxlen = 65536, .def = "{}"},
+    /* Absent: the latest missed tick is caught up however late. */
+    [SC_MISFIRE_GRACE] = {.name = "misfire_grace", .type = T_DUR, .flags = F_POSITIVE,
+                          .off = SCF(misfire_grace_us), .max = 3650 * DAY},
+};
 /* clang-format on */
 
 /* The scalar sections: each scalar key may come from the environment. */
@@ -341,6 +372,7 @@ static const struct section nested[] = {
     {"handlers.rate_limit", rate_limit_fields, NFIELDS(rate_limit_fields)},
     {"handlers.retry", retry_fields, NFIELDS(retry_fields)},
     {"handlers.breaker", breaker_fields, NFIELDS(breaker_fields)},
+    {"schedules", schedule_fields, NFIELDS(schedule_fields)},
 };
 
 /* ---- Loading state and error reporting -------------------------------- */
@@ -1269,6 +1301,123 @@ static int parse_topics(ctx *c, const config_setting_t *list) {
   return 0;
 }
 
+/* ---- Schedules ------------------------------------------------------------ */
+
+/* Names travel into unique keys, metric labels and log lines. */
+static bool is_schedule_name(const char *s) {
+  for (; *s; s++)
+    if (!(isalnum((unsigned char)*s) || strchr("_.-", *s)))
+      return false;
+  return true;
+}
+
+/* A name as PostgreSQL's time zone names are spelt: "Europe/Paris",
+ * "America/Argentina/Buenos_Aires", "Etc/GMT+3", "UTC". Whether the server
+ * knows it is for `kjb run` to ask. */
+static bool is_zone_name(const char *s) {
+  if (!isalpha((unsigned char)*s))
+    return false;
+  for (; *s; s++)
+    if (!(isalnum((unsigned char)*s) || strchr("/_+-", *s)))
+      return false;
+  return true;
+}
+
+static int parse_schedule(ctx *c, const config_setting_t *e, const char *spath,
+                          kjb_schedule_cfg *sc) {
+  const config_setting_t *found[MAX_FIELDS];
+  int rc;
+  sc->line = line_of(c, e);
+  set_defaults(c, schedule_fields, NFIELDS(schedule_fields), sc);
+  if ((rc = parse_group(c, e, spath, schedule_fields, NFIELDS(schedule_fields), sc, found)) ||
+      (rc = check_required(c, e, spath, schedule_fields, NFIELDS(schedule_fields), found, NULL)))
+    return rc;
+  if (!is_schedule_name(sc->name))
+    return fail_at(c, found[SC_NAME],
+                   "%s.name: invalid name \"%s\" (expected letters, digits, \".\", \"_\" "
+                   "and \"-\")",
+                   spath, sc->name);
+  kjb_cron cron;
+  kjb_err why;
+  if (kjb_cron_parse(sc->cron, 0, &cron, &why) < 0)
+    return fail_at(c, found[SC_CRON], "%s.cron: %s", spath, why.msg);
+  if (!is_zone_name(sc->timezone))
+    return fail_at(c, found[SC_TIMEZONE] ? found[SC_TIMEZONE] : e,
+                   "%s.timezone: invalid time zone name \"%s\" (expected a name such as "
+                   "\"Europe/Paris\" or \"UTC\")",
+                   spath, sc->timezone);
+  json_error_t jerr;
+  json_t *args = json_loads(sc->args, JSON_REJECT_DUPLICATES, &jerr);
+  bool object = args && json_is_object(args);
+  json_decref(args);
+  if (!args)
+    return fail_at(c, found[SC_ARGS], "%s.args: invalid JSON at byte %d: %s", spath, jerr.position,
+                   jerr.text);
+  if (!object)
+    return fail_at(c, found[SC_ARGS],
+                   "%s.args: expected a JSON object such as {\"scope\": \"all\"}", spath);
+  return 0;
+}
+
+static int parse_schedules(ctx *c, const config_setting_t *list) {
+  kjb_config *cfg = c->cfg;
+  size_t n = (size_t)config_setting_length(list);
+  cfg->schedules = kjb_xcalloc(n, sizeof *cfg->schedules);
+  cfg->nschedules = n;
+  kjb_handler_cfg none = {0};
+  set_defaults(c, retry_fields, NFIELDS(retry_fields), &none);
+  for (size_t i = 0; i < n; i++) {
+    const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+    kjb_schedule_cfg *sc = &cfg->schedules[i];
+    char spath[64];
+    snprintf(spath, sizeof spath, "schedules[%zu]", i);
+    if (config_setting_type(e) != CONFIG_TYPE_GROUP)
+      return fail_at(c, e, "%s: expected a group, got %s", spath, type_name(e));
+    int rc = parse_schedule(c, e, spath, sc);
+    if (rc)
+      return rc;
+    for (size_t k = 0; k < i; k++) {
+      if (strcmp(cfg->schedules[k].name, sc->name) != 0)
+        continue;
+      const config_setting_t *now = config_setting_get_member(e, "name");
+      const config_setting_t *prev =
+          config_setting_get_member(config_setting_get_elem(list, (unsigned)k), "name");
+      char first[PATH_MAX + 16];
+      first_defined(c, prev, now, first, sizeof first);
+      return fail_at(c, now, "%s.name: duplicate schedule \"%s\" (first defined at %s)", spath,
+                     sc->name, first);
+    }
+    if (sc->max_attempts == 0) {
+      const kjb_handler_cfg *h = kjb_config_handler(cfg, sc->kind);
+      sc->max_attempts = h ? h->retry.max_attempts : none.retry.max_attempts;
+    }
+  }
+  return 0;
+}
+
+static void free_schedules(kjb_config *cfg) {
+  for (size_t i = 0; i < cfg->nschedules; i++) {
+    kjb_schedule_cfg *sc = &cfg->schedules[i];
+    free(sc->name);
+    free(sc->kind);
+    free(sc->queue);
+    free(sc->cron);
+    free(sc->timezone);
+    free(sc->args);
+  }
+  free(cfg->schedules);
+}
+
+/* See config.h. */
+const kjb_schedule_cfg *kjb_config_schedule(const kjb_config *cfg, const char *name) {
+  for (size_t i = 0; i < cfg->nschedules; i++)
+    if (strcmp(cfg->schedules[i].name, name) == 0)
+      return &cfg->schedules[i];
+  return NULL;
+}
+
+/* ---- The root ------------------------------------------------------------- */
+
 static int parse_root(ctx *c, const config_setting_t *root) {
   const config_setting_t *found[MAX_FIELDS];
   int rc;
@@ -1317,6 +1466,8 @@ static int parse_root(ctx *c, const config_setting_t *root) {
       }
     }
   }
+  if (found[R_SCHEDULES] && (rc = parse_schedules(c, found[R_SCHEDULES])))
+    return rc;
   return 0;
 }
 
@@ -1392,6 +1543,8 @@ size_t kjb_config_kinds(const kjb_config *cfg, const char **out, size_t cap) {
   for (size_t t = 0; t < cfg->ntopics; t++)
     for (size_t j = 0; j < cfg->topics[t].njobs; j++)
       n = add_kind(out, cap, n, cfg->topics[t].jobs[j].kind);
+  for (size_t i = 0; i < cfg->nschedules; i++)
+    n = add_kind(out, cap, n, cfg->schedules[i].kind);
   return n;
 }
 
@@ -1446,6 +1599,7 @@ void kjb_config_close(kjb_config *cfg) {
     free(h->plugin);
   }
   free(cfg->handlers);
+  free_schedules(cfg);
   memset(cfg, 0, sizeof *cfg);
 }
 

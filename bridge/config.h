@@ -1,5 +1,6 @@
 /* The configuration file (libconfig): sections kafka, postgres, http,
- * schema_registry, schemas, ingest, executor, log, topics and handlers, with
+ * schema_registry, schemas, ingest, executor, log, topics, handlers and
+ * schedules, with
  * KJB_<SECTION>_<KEY> environment overrides. Each key's default is in
  * config.c's field tables (kjb_config_default). Loading checks syntax, key
  * names, types and values, kafka.properties included (as librdkafka
@@ -90,6 +91,20 @@ typedef struct {
  * admin request's token. */
 #define KJB_CONFIG_ADMIN_TOKENS_MAX 64
 
+/* A periodic job (schedule.c inserts one per tick of cron in timezone). */
+typedef struct {
+  char *name; /* unique; names the schedule in kjb.schedules and metrics */
+  char *kind;
+  char *queue;
+  int priority;
+  int max_attempts;         /* by default the handler's retry.max_attempts */
+  char *cron;               /* five fields, checked by kjb_cron_parse */
+  char *timezone;           /* a PostgreSQL time zone name, checked by `kjb run` */
+  char *args;               /* a JSON object */
+  int64_t misfire_grace_us; /* a tick found later than this is skipped; 0: never */
+  int line;
+} kjb_schedule_cfg;
+
 typedef struct {
   char *path; /* the file this came from */
   struct {
@@ -149,6 +164,8 @@ typedef struct {
   size_t ntopics;
   kjb_handler_cfg *handlers;
   size_t nhandlers;
+  kjb_schedule_cfg *schedules;
+  size_t nschedules;
 } kjb_config;
 
 /* Loads and validates path into cfg (zeroed first): path and the files it
@@ -166,6 +183,8 @@ const char *kjb_config_default_path(const char *explicit_path);
 
 const kjb_topic_cfg *kjb_config_topic(const kjb_config *cfg, const char *topic);
 const kjb_handler_cfg *kjb_config_handler(const kjb_config *cfg, const char *kind);
+/* The schedule called name, or NULL. Points into cfg. */
+const kjb_schedule_cfg *kjb_config_schedule(const kjb_config *cfg, const char *name);
 const char *kjb_format_name(kjb_format f);
 
 /* The default of a key as a config file would spell it ("30s", "kjb",
@@ -177,7 +196,7 @@ const char *kjb_format_name(kjb_format f);
 const char *kjb_config_default(const char *key);
 
 /* Every job kind the configuration names, each once: the handlers' kinds
- * in order, then those only mappings produce. Writes up to cap of them to
+ * in order, then those only mappings and schedules produce. Writes up to cap of them to
  * out and returns how many there are. */
 size_t kjb_config_kinds(const kjb_config *cfg, const char **out, size_t cap);
 

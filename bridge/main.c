@@ -40,6 +40,7 @@
 #include "pause.h"
 #include "produce.h"
 #include "replay.h"
+#include "schedule.h"
 #include "store.h"
 #include "util.h"
 
@@ -310,12 +311,31 @@ static int cmd_run(int argc, char **argv) {
     rc = -1;
   else
     rc = kjb_health_wait_for_database(&cfg, http, consume, execute, &stop_requested);
+  /* This node's name in kjb.nodes, the API and kjb.schedules. */
+  char node[160];
+  if (ex)
+    snprintf(node, sizeof node, "%s", kjb_executor_node(ex));
+  else {
+    char host[96];
+    if (gethostname(host, sizeof host) != 0)
+      snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    snprintf(node, sizeof node, "%s-%d", host, (int)getpid());
+  }
+  /* Every role runs the schedules: a tick is inserted while any instance
+   * runs. */
+  kjb_scheduler *sched = rc == 0 ? kjb_scheduler_new(&cfg, node) : NULL;
+  /* Before the executor registers the node: a time zone PostgreSQL does
+   * not know is a configuration error. */
+  if (sched && kjb_scheduler_start(sched, &err) < 0)
+    rc = -1;
   if (rc == 0 && ex && kjb_executor_start(ex, &err) < 0)
     rc = -1;
   if (rc == 0 && kjb_otlp_start(&cfg, &err) < 0)
     rc = -1;
   if (rc != 0) {
     rc = rc < 0 ? fail("run", &err) : 0;
+    kjb_scheduler_free(sched);
     kjb_executor_free(ex);
     kjb_catalog_free(cat);
     kjb_http_free(http);
@@ -326,16 +346,6 @@ static int cmd_run(int argc, char **argv) {
   kjb_api *api = NULL;
   kjb_health_poller *hp = NULL;
   if (http) {
-    char node[160];
-    if (ex)
-      snprintf(node, sizeof node, "%s", kjb_executor_node(ex));
-    else {
-      char host[96];
-      if (gethostname(host, sizeof host) != 0)
-        snprintf(host, sizeof host, "localhost");
-      host[sizeof host - 1] = '\0';
-      snprintf(node, sizeof node, "%s-%d", host, (int)getpid());
-    }
     api = kjb_api_new(&cfg, node, consume ? (ex ? "consumer,executor" : "consumer") : "executor",
                       ex, &err);
     if (!api) {
@@ -375,6 +385,7 @@ static int cmd_run(int argc, char **argv) {
     }
   }
 out:
+  kjb_scheduler_free(sched);
   /* The health thread reads the executor: it stops first. */
   kjb_health_stop(hp);
   /* Requests in progress use the api, and the api the executor. */
@@ -452,7 +463,7 @@ static int cmd_check_config(int argc, char **argv) {
     if (c == 'h') {
       printf("usage: kjb check-config [options]\n\n"
              "Validates the configuration and every schema it refers to, then prints\n"
-             "the resolved topic -> job mapping.\n\n%s",
+             "the resolved topic -> job mapping and the schedules with their next tick.\n\n%s",
              COMMON_HELP);
       return 0;
     }
@@ -469,6 +480,7 @@ static int cmd_check_config(int argc, char **argv) {
   } else {
     printf("%s: ok\n", cfg.path);
     kjb_catalog_print(cat, stdout);
+    kjb_schedule_describe(&cfg, stdout);
   }
   kjb_catalog_free(cat);
   kjb_config_close(&cfg);

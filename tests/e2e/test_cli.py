@@ -18,6 +18,9 @@ import pytest
 import avrokit
 from kjbtest import REPO, unique_name, wait_for, write_ingest_config
 
+# schemas/sql, in the order kjb applies them.
+MIGRATIONS = sorted(p.name for p in (REPO / "schemas" / "sql").glob("*.sql"))
+
 EXAMPLE = REPO / "config" / "example.cfg"
 
 
@@ -178,19 +181,18 @@ def test_migrate_is_idempotent_and_reports_status(run_kjb, db, tmp_path):
     cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", """
   { topic = "t"; schema = "order_created.avsc"; jobs = ( { kind = "k"; } ); }""")
     env = {"KJB_POSTGRES_CONNINFO": str(db)}
-    names = sorted(p.name for p in (REPO / "schemas" / "sql").glob("*.sql"))
-    assert names[:3] == ["001_init.sql", "002_executors.sql", "003_dead_letters.sql"], names
+    assert MIGRATIONS[:3] == ["001_init.sql", "002_executors.sql", "003_dead_letters.sql"], MIGRATIONS
     res = run_kjb(["migrate", "--status"], cfg, env=env)
-    assert res.returncode == 1 and res.stdout.splitlines() == [f"pending  {n}" for n in names]
+    assert res.returncode == 1 and res.stdout.splitlines() == [f"pending  {m}" for m in MIGRATIONS]
     res = run_kjb(["migrate"], cfg, env=env)
-    assert res.returncode == 0 and res.stdout == f'applied {len(names)} migrations; schema "kjb" is current\n'
+    assert res.returncode == 0 and res.stdout == f'applied {len(MIGRATIONS)} migrations; schema "kjb" is current\n'
     res = run_kjb(["migrate"], cfg, env=env)
     assert res.returncode == 0 and res.stdout == 'applied 0 migrations; schema "kjb" is current\n'
     res = run_kjb(["migrate", "--status"], cfg, env=env)
     lines = res.stdout.splitlines()
-    assert res.returncode == 0 and len(lines) == len(names), res.stdout
-    for line, name in zip(lines, names):
-        assert line.startswith(f"applied  {name}  "), lines
+    assert res.returncode == 0 and len(lines) == len(MIGRATIONS), res.stdout
+    for line, m in zip(lines, MIGRATIONS):
+        assert line.startswith(f"applied  {m}  "), lines
     cols = {r[0] for r in db.query("SELECT column_name FROM information_schema.columns"
                                    " WHERE table_schema = 'kjb' AND table_name = 'jobs'")}
     assert cols == {"id", "kind", "queue", "priority", "state", "args", "meta", "attempt", "max_attempts",
@@ -208,9 +210,8 @@ def test_concurrent_migrations_are_safe(run_kjb, db, tmp_path):
     applied = sorted(int(r.stdout.split()[1]) for r in results)
     # One of them applied every migration; the others waited and found
     # nothing left to do.
-    n = len(list((REPO / "schemas" / "sql").glob("*.sql")))
-    assert applied == [0, 0, 0, n]
-    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == n
+    assert applied == [0, 0, 0, len(MIGRATIONS)]
+    assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == len(MIGRATIONS)
 
 
 def test_produce_encodes_lines_and_reports_bad_ones(run_kjb, kafka, make_topic, tmp_path):

@@ -33,6 +33,7 @@ extern char **environ;
 #define TOPIC_JOB(job) \
   "topics = ( { topic = \"orders\"; schema = \"o.avsc\"; jobs = ( { " job " } ); } );\n"
 #define HANDLER(h) "handlers = ( { " h " } );\n"
+#define SCHEDULE(sc) "schedules = ( { " sc " } );\n"
 /* 64 lines of @include of an empty file, and 64 settings on one line. */
 #define INCLUDE_EMPTY_X4 \
   "@include \"e.cfg\"\n@include \"e.cfg\"\n@include \"e.cfg\"\n@include \"e.cfg\"\n"
@@ -105,6 +106,9 @@ static void check_defaults(const kjb_config *cfg) {
   EQ_INT(cfg->ingest.batch_timeout_us, 100000);
   EQ_STR(cfg->log.level, "info");
   EQ_STR(cfg->log.format, "text");
+  assert_null(cfg->tracing.otlp_endpoint);
+  EQ_STR(cfg->tracing.service_name, "kjb");
+  assert_true(cfg->tracing.sample_ratio == 1.0);
   EQ_INT(cfg->nhandlers, 0);
   EQ_INT(cfg->ntopics, 1);
   const kjb_topic_cfg *t = &cfg->topics[0];
@@ -165,11 +169,12 @@ typedef struct {
 static const char *const scope_names[] = {"local", "cluster"};
 static const char *const jitter_names[] = {"full", "equal", "none"};
 
-#define NDEFAULTS 30
+#define NDEFAULTS 35
 
 static size_t default_values(const kjb_config *cfg, dvalue *out) {
   const kjb_handler_cfg *h = &cfg->handlers[0];
   const kjb_topic_cfg *t = &cfg->topics[0];
+  const kjb_schedule_cfg *sc = &cfg->schedules[0];
   static const char *format_names[3];
   for (int f = KJB_FMT_CONFLUENT; f <= KJB_FMT_SINGLE_OBJECT; f++)
     format_names[f] = kjb_format_name((kjb_format)f);
@@ -192,6 +197,8 @@ static size_t default_values(const kjb_config *cfg, dvalue *out) {
       {"executor.prune_interval", D_DUR, &cfg->executor.prune_interval_us, NULL},
       {"log.level", D_STR, &cfg->log.level, NULL},
       {"log.format", D_STR, &cfg->log.format, NULL},
+      {"tracing.service_name", D_STR, &cfg->tracing.service_name, NULL},
+      {"tracing.sample_ratio", D_NUM, &cfg->tracing.sample_ratio, NULL},
       {"topics.format", D_ENUM, &t->format, format_names},
       {"topics.jobs.queue", D_STR, &t->jobs[0].queue, NULL},
       {"handlers.timeout", D_DUR, &h->timeout_us, NULL},
@@ -204,6 +211,9 @@ static size_t default_values(const kjb_config *cfg, dvalue *out) {
       {"handlers.breaker.failure_ratio", D_NUM, &h->breaker.failure_ratio, NULL},
       {"handlers.breaker.min_calls", D_INT, &h->breaker.min_calls, NULL},
       {"handlers.breaker.open_for", D_DUR, &h->breaker.open_for_us, NULL},
+      {"schedules.queue", D_STR, &sc->queue, NULL},
+      {"schedules.timezone", D_STR, &sc->timezone, NULL},
+      {"schedules.args", D_STR, &sc->args, NULL},
   };
   memcpy(out, all, sizeof all);
   return NDEFAULTS;
@@ -234,8 +244,37 @@ static void check_defaults_table(const kjb_config *cfg) {
   assert_null(kjb_config_default("topics.dlq"));
   assert_null(kjb_config_default("topics.jobs.max_attempts"));
   assert_null(kjb_config_default("handlers.rate_limit.burst"));
+  assert_null(kjb_config_default("schedules.max_attempts"));
+  assert_null(kjb_config_default("schedules.misfire_grace"));
   assert_null(kjb_config_default("handlers.nope"));
   assert_null(kjb_config_default("nope"));
+}
+
+static void check_schedules(const kjb_config *cfg) {
+  EQ_INT(cfg->nschedules, 2);
+  const kjb_schedule_cfg *a = kjb_config_schedule(cfg, "nightly");
+  assert_non_null(a);
+  EQ_STR(a->kind, "report");
+  EQ_STR(a->queue, "default");
+  EQ_INT(a->priority, 0);
+  EQ_INT(a->max_attempts, 3); /* the handler's */
+  EQ_STR(a->cron, "0 3 * * *");
+  EQ_STR(a->timezone, "Europe/Paris");
+  EQ_STR(a->args, "{\"scope\": \"all\"}");
+  EQ_INT(a->misfire_grace_us, 0);
+  EQ_INT(a->line, 6);
+  const kjb_schedule_cfg *b = &cfg->schedules[1];
+  EQ_STR(b->name, "every-15.min");
+  EQ_STR(b->queue, "cron");
+  EQ_INT(b->priority, -1);
+  EQ_INT(b->max_attempts, 7);
+  EQ_STR(b->timezone, "UTC");
+  EQ_STR(b->args, "{}");
+  EQ_INT(b->misfire_grace_us, 300000000);
+  assert_null(kjb_config_schedule(cfg, "nope"));
+  const char *kinds[4];
+  EQ_INT(kjb_config_kinds(cfg, kinds, 4), 3);
+  EQ_STR(kinds[2], "tick");
 }
 
 static void check_no_limits(const kjb_config *cfg) {
@@ -1272,7 +1311,8 @@ static const cfg_case cases[] = {
      .check = check_handler_defaults},
     {.name = "defaults_from_table",
      .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; rate_limit = { rate = 1.0; }; "
-                                "breaker = { };"),
+                                "breaker = { };")
+         SCHEDULE("name = \"n\"; kind = \"k\"; cron = \"@daily\";"),
      .check = check_defaults_table},
     {.name = "handler_burst_default",
      .text = BASE TOPIC "handlers = ( { kind = \"a\"; type = \"log\"; concurrency = 1024;\n"
@@ -1346,6 +1386,53 @@ static const cfg_case cases[] = {
              "  { kind = \"other\"; type = \"log\"; }\n"
              ");\n",
      .check = check_full},
+
+    /* Schedules. */
+    {.name = "schedule",
+     .text = BASE TOPIC
+     "handlers = ( { kind = \"report\"; type = \"log\"; retry = { max_attempts = 3; }; } );\n"
+     "schedules = (\n"
+     "  { name = \"nightly\"; kind = \"report\"; cron = \"0 3 * * *\";\n"
+     "    timezone = \"Europe/Paris\"; args = \"{\\\"scope\\\": \\\"all\\\"}\"; },\n"
+     "  { name = \"every-15.min\"; kind = \"tick\"; queue = \"cron\"; priority = -1;\n"
+     "    max_attempts = 7; cron = \"*/15 * * * mon-fri\"; misfire_grace = \"5m\"; }\n"
+     ");\n",
+     .check = check_schedules},
+    {.name = "schedule_bad_cron",
+     .text = BASE TOPIC
+     "schedules = (\n  { name = \"n\"; kind = \"k\";\n    cron = \"0 24 * * *\"; } );\n",
+     .want = "t.cfg:6: schedules[0].cron: field 2 (hour): 24 is out of range 0-23"},
+    {.name = "schedule_cron_fields",
+     .text = BASE TOPIC SCHEDULE("name = \"n\"; kind = \"k\"; cron = \"0 3 * *\";"),
+     .want = "t.cfg:4: schedules[0].cron: expected 5 fields (minute hour day-of-month month "
+             "day-of-week), got 4"},
+    {.name = "schedule_missing_cron",
+     .text = BASE TOPIC SCHEDULE("name = \"n\"; kind = \"k\";"),
+     .want = "t.cfg:4: missing required key \"cron\" in schedules[0]"},
+    {.name = "schedule_bad_zone",
+     .text = BASE TOPIC SCHEDULE("name = \"n\"; kind = \"k\"; cron = \"@daily\"; "
+                                 "timezone = \"Europe/Paris; DROP\";"),
+     .want = "t.cfg:4: schedules[0].timezone: invalid time zone name \"Europe/Paris; DROP\" "
+             "(expected a name such as \"Europe/Paris\" or \"UTC\")"},
+    {.name = "schedule_args_not_object",
+     .text = BASE TOPIC SCHEDULE("name = \"n\"; kind = \"k\"; cron = \"@daily\"; "
+                                 "args = \"[1]\";"),
+     .want = "t.cfg:4: schedules[0].args: expected a JSON object such as {\"scope\": \"all\"}"},
+    {.name = "schedule_args_bad_json",
+     .text = BASE TOPIC SCHEDULE("name = \"n\"; kind = \"k\"; cron = \"@daily\"; "
+                                 "args = \"{\\\"a\\\": }\";"),
+     .want = "t.cfg:4: schedules[0].args: invalid JSON at byte 7: unexpected token near '}'"},
+    {.name = "schedule_duplicate",
+     .text = BASE TOPIC "schedules = (\n  { name = \"n\"; kind = \"a\"; cron = \"@daily\"; },\n"
+                        "  { name = \"n\"; kind = \"b\"; cron = \"@hourly\"; } );\n",
+     .want = "t.cfg:6: schedules[1].name: duplicate schedule \"n\" (first defined at line 5)"},
+    {.name = "schedule_bad_name",
+     .text = BASE TOPIC SCHEDULE("name = \"a b\"; kind = \"k\"; cron = \"@daily\";"),
+     .want = "t.cfg:4: schedules[0].name: invalid name \"a b\" (expected letters, digits, \".\", "
+             "\"_\" and \"-\")"},
+    {.name = "schedule_unknown_key",
+     .text = BASE TOPIC SCHEDULE("name = \"n\"; kind = \"k\"; cron = \"@daily\"; tz = \"UTC\";"),
+     .want = "t.cfg:4: unknown key \"tz\" in schedules[0]"},
 };
 
 #define NCASES (sizeof cases / sizeof cases[0])
@@ -1486,6 +1573,11 @@ static void test_example_cfg(void **state) {
   h = kjb_config_handler(&cfg, "fraud_check");
   assert_non_null(h);
   EQ_STR(h->type, "log");
+  EQ_INT(cfg.nschedules, 1);
+  EQ_STR(cfg.schedules[0].name, "nightly");
+  EQ_STR(cfg.schedules[0].cron, "0 3 * * *");
+  EQ_STR(cfg.schedules[0].timezone, "Europe/Paris");
+  EQ_STR(cfg.schedules[0].args, "{\"scope\": \"all\"}");
   kjb_config_close(&cfg);
 }
 
@@ -1545,6 +1637,8 @@ static void test_example_documents_defaults(void **state) {
   kjb_handler_cfg h = {0};
   kjb_topic_cfg t = {0};
   kjb_job_cfg j = {0};
+  kjb_schedule_cfg sc = {0};
+  dummy.schedules = &sc;
   t.jobs = &j;
   dummy.handlers = &h;
   dummy.topics = &t;
