@@ -308,6 +308,26 @@ def test_dashboard_shows_live_state_and_drives_the_admin_api(kafka, db, make_top
         assert ok and "cancelled" in text, text
         wait_for(lambda: job_state(db, flaky) == "cancelled", timeout=30, message="the cancelled job")
 
+        # ---- Pause and resume a kind: for the whole cluster, audited as "admin".
+        paused = '[data-testid="kinds"] tr[data-kind="note"] [data-paused]'
+        assert page.get_attribute(paused, "data-paused") == "false"
+        page.click('[data-testid="pause-kind-note"]')
+        ok, ptext = result(page, "kinds-action-result")
+        assert ok and "kind note paused" in ptext, ptext
+        assert db.query("SELECT kind, paused_by FROM kjb.pauses") == [("note", "admin")]
+        wait_for(lambda: page.get_attribute(paused, "data-paused") == "true", timeout=SLOW,
+                 message="the paused badge (stats count pauses every few seconds)")
+        assert "paused" in page.locator('[data-testid="kinds"] tr[data-kind="note"]').inner_text()
+        page.click('[data-testid="resume-kind-note"]')
+        ok, ptext = result(page, "kinds-action-result", before=ptext)
+        assert ok and "kind note resumed" in ptext, ptext
+        assert db.scalar("SELECT count(*) FROM kjb.pauses") == 0
+        wait_for(lambda: page.get_attribute(paused, "data-paused") == "false", timeout=SLOW,
+                 message="the badge back to running")
+        assert db.query("SELECT actor, action FROM kjb.audit WHERE action LIKE 'jobs.%%' AND action <> "
+                        "'jobs.retry' AND action <> 'jobs.cancel' ORDER BY id") == [
+            ("admin", "jobs.pause"), ("admin", "jobs.resume")]
+
         # ---- Replay: the default DLQ topic, refused without the token first.
         page.click("#token-clear")
         page.click('[data-testid="replay-button"]')
