@@ -424,20 +424,27 @@ int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_er
 
 /* ---- held ordering keys --------------------------------------------- */
 
-/* The head of each key as the claim sees it (queue.c), and of those the
- * held ones: per kind, how many and the oldest. */
+/* The head of each key as the claim sees it (queue.c), found by the
+ * same skip scan over jobs_ordering_idx, (kind, key) after (kind, key):
+ * a probe per key, not a read of every job waiting behind a head. Of
+ * those, the held ones: per kind, how many and the oldest. */
+/* clang-format off */
+#define HEAD_OF(after)                                                                          \
+  "(SELECT kind, ordering_key AS k, id, state, attempt,"                                        \
+  "   COALESCE(finished_at, (errors->-1->>'at')::timestamptz, attempted_at, scheduled_at)"      \
+  "   AS since FROM jobs WHERE ordering_key IS NOT NULL"                                        \
+  "   AND state NOT IN ('completed', 'cancelled') AND (state <> 'discarded' OR kind = ANY($1))" \
+  after " ORDER BY kind, ordering_key COLLATE \"C\", source_partition, source_offset, id LIMIT 1)"
 static const char HELD_SQL[] =
-    "WITH heads AS (SELECT DISTINCT ON (kind, ordering_key COLLATE \"C\") kind, ordering_key, id,"
-    "   state, attempt, COALESCE(finished_at, (errors->-1->>'at')::timestamptz, attempted_at,"
-    "   scheduled_at) AS since"
-    " FROM jobs WHERE ordering_key IS NOT NULL AND state NOT IN ('completed', 'cancelled')"
-    "   AND (state <> 'discarded' OR kind = ANY($1::text[]))"
-    " ORDER BY kind, ordering_key COLLATE \"C\", source_partition, source_offset, id),"
+    "WITH RECURSIVE heads AS (" HEAD_OF("")
+    " UNION ALL SELECT n.* FROM heads h, LATERAL "
+    HEAD_OF(" AND (kind, ordering_key COLLATE \"C\") > (h.kind, h.k)") " n),"
     " held AS (SELECT *, count(*) OVER (PARTITION BY kind) AS n,"
     "   row_number() OVER (PARTITION BY kind ORDER BY since, id) AS r FROM heads"
     "   WHERE state IN ('retryable', 'discarded') OR (state = 'scheduled' AND attempt > 0))"
-    " SELECT kind, ordering_key, id, state::text, " TS("since") ", n FROM held WHERE r = 1"
-                                                                " ORDER BY since, id";
+    " SELECT kind, k, id, state::text, " TS("since") ", n FROM held WHERE r = 1"
+    " ORDER BY since, id";
+/* clang-format on */
 
 json_t *kjb_jobs_held_keys(kjb_store *s, const kjb_config *cfg, kjb_err *err) {
   /* The kinds whose discarded jobs hold their key, as an array literal. */

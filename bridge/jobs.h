@@ -119,8 +119,8 @@ int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_er
  * the key's later jobs wait behind it. A new reference:
  * {"count": n, "oldest": {"kind", "key", "job", "state", "since"} or
  * null, "kinds": {kind: n}}; "since" is when the job failed (RFC 3339).
- * NULL with err. It reads every unfinished keyed job: for the stats
- * thread and the CLI, not for a request path. */
+ * NULL with err. It visits every key with unfinished jobs (one index
+ * probe each): for the stats thread and the CLI, not for a request path. */
 json_t *kjb_jobs_held_keys(kjb_store *s, const kjb_config *cfg, kjb_err *err);
 
 /* Writes "held keys: N (oldest since T, kind K key X)" to out when any
