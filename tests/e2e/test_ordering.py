@@ -155,6 +155,7 @@ def test_keys_run_one_at_a_time_in_source_order_across_three_executors_and_a_kil
     wait_for(lambda: job_states(db, "ord").get("completed", 0) == total, timeout=300,
              message=lambda: f"{job_states(db, 'ord')}\n" + "\n".join(p.log()[-1500:] for p in procs))
     rescued = db.scalar("SELECT count(*) FROM kjb.jobs WHERE errors::text LIKE '%%stopped heartbeating%%'")
+    assert rescued >= 1, "the killed node's running job was not rescued"
 
     coords = {r[0]: (r[1], r[2]) for r in db.query(
         "SELECT id, source_partition, source_offset FROM kjb.jobs WHERE kind = 'ord'")}
@@ -270,3 +271,27 @@ def test_on_discard_hold_keeps_the_key_blocked_and_continue_releases_it(
     for p in procs:
         assert p.stop() == 0
     assert consumer.stop() == 0
+
+
+def test_jobs_without_source_coordinates_run_by_id(db, run_kjb, start_kjb, kjb_services_env, tmp_path):
+    # Jobs inserted by other means than a topic have no coordinates: a
+    # key's jobs run in the order of their ids. Three keys interleaved
+    # (key 1 has ids 1, 4, 7, ...), run side by side by two executors.
+    log = tmp_path / "runs.jsonl"
+    cfg = write_config(tmp_path, "unused", '{ kind = "ord"; ordering_key = "${customer.id}"; }',
+                       exec_handler(tmp_path, "ord", 'retry = { base = "50ms"; max = "200ms"; };'))
+    env = {**kjb_services_env, "RUN_LOG": str(log), "FAIL_P": "0.2"}
+    assert run_kjb(["migrate"], cfg, env=env).returncode == 0
+    db.query("INSERT INTO kjb.jobs (kind, args, ordering_key)"
+             " SELECT 'ord', jsonb_build_object('order_id', g, 'customer.id', g % 3), (g % 3)::text"
+             " FROM generate_series(1, 60) g RETURNING id")
+    procs = [start_kjb(["run", "--role", "executor"], cfg, name=f"exec{i}",
+                       env={**env, "KJB_HTTP_LISTEN": f"127.0.0.1:{free_port()}"}) for i in range(2)]
+    wait_for(lambda: job_states(db, "ord") == {"completed": 60}, timeout=120,
+             message=lambda: str(job_states(db, "ord")))
+    coords = {jid: (0, jid) for (jid,) in db.query("SELECT id FROM kjb.jobs")}
+    all_runs = runs(log)
+    check_order(all_runs, coords)
+    assert {r["key"] for r in all_runs} == {0, 1, 2} and any(r["code"] for r in all_runs)
+    for p in procs:
+        assert p.stop() == 0
