@@ -166,8 +166,9 @@ typedef struct {
 
 static const char *const scope_names[] = {"local", "cluster"};
 static const char *const jitter_names[] = {"full", "equal", "none"};
+static const char *const on_discard_names[] = {"continue", "hold"};
 
-#define NDEFAULTS 30
+#define NDEFAULTS 31
 
 static size_t default_values(const kjb_config *cfg, dvalue *out) {
   const kjb_handler_cfg *h = &cfg->handlers[0];
@@ -198,6 +199,7 @@ static size_t default_values(const kjb_config *cfg, dvalue *out) {
       {"topics.jobs.queue", D_STR, &t->jobs[0].queue, NULL},
       {"handlers.timeout", D_DUR, &h->timeout_us, NULL},
       {"handlers.concurrency", D_INT, &h->concurrency, NULL},
+      {"handlers.on_discard", D_ENUM, &h->on_discard, on_discard_names},
       {"handlers.rate_limit.scope", D_ENUM, &h->rate_limit.scope, scope_names},
       {"handlers.retry.max_attempts", D_INT, &h->retry.max_attempts, NULL},
       {"handlers.retry.base", D_DUR, &h->retry.base_us, NULL},
