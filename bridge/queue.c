@@ -93,13 +93,16 @@
   "  ORDER BY ordering_key COLLATE \"C\", source_partition, source_offset, id LIMIT 1) n), "
 
 /* The heads that may start: runnable and due (rechecked on the locked
- * row), not paused, and no job of their key running. */
+ * row), not paused, and no job of their key running. The last is a
+ * scalar subquery, not NOT EXISTS, so that it stays a probe of
+ * jobs_ordering_running_idx by kind and key for each head: as an anti
+ * join the planner read every running job of the kind for each head. */
 #define PICK_KEYED(limit)                                                                     \
   "keyed AS (SELECT j.id, j.priority, j.scheduled_at FROM heads h JOIN jobs j ON j.id = h.id" \
   " WHERE h.state IN ('available', 'scheduled', 'retryable') AND h.scheduled_at <= now()"     \
   " AND j." RUNNABLE " AND j.scheduled_at <= now() AND " NOT_PAUSED("j.queue")                \
-  " AND NOT EXISTS (SELECT 1 FROM jobs r"                                                     \
-  "   WHERE r.kind = $1 AND r.ordering_key = h.k AND r.state = 'running')"                    \
+  " AND (SELECT true FROM jobs r"                                                             \
+  "   WHERE r.kind = $1 AND r.ordering_key = h.k AND r.state = 'running' LIMIT 1) IS NULL"    \
   " LIMIT " limit " FOR UPDATE OF j SKIP LOCKED), "
 
 /* Both pickers lock up to the limit; the best of either by priority and
