@@ -113,9 +113,13 @@
   "c AS (SELECT id FROM (SELECT * FROM free UNION ALL SELECT * FROM keyed) p"    \
   " ORDER BY priority, scheduled_at, id LIMIT " limit ") "
 
-#define TAKE                                                       \
-  "UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, " \
-  "attempted_at = now(), attempted_by = $2 FROM c WHERE j.id = c.id "
+/* attempted_at is the time of the claim itself, not of its statement's
+ * start (now()): the statement's snapshot is taken after it is planned,
+ * so with now() a job could be stamped before the finish of the job of
+ * its key that it waited for, although it saw that finish committed. */
+#define TAKE                                                                      \
+  "UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, "                \
+  "attempted_at = clock_timestamp(), attempted_by = $2 FROM c WHERE j.id = c.id "
 
 static const char CLAIM_SQL[] =
     "WITH RECURSIVE " PICK("$3") TAKE "RETURNING " CLAIMED_COLUMNS;
