@@ -311,6 +311,7 @@ static unsigned get_stats(kjb_api *api, const kjb_api_health *h, kjb_buf *out) {
   if (!j)
     return error_reply(out, 500, "could not build the snapshot");
   json_object_set_new(j, "paused", kjb_stats_paused(api->stats));
+  json_object_set_new(j, "held_keys", kjb_stats_held_keys(api->stats));
   put_json(out, j);
   return 200;
 }

@@ -107,6 +107,7 @@ typedef struct {
   const kjb_schema *reader;
   const kjb_config *cfg;
   const kjb_job_cfg *job;
+  const char *what; /* the template's key: "unique_key", "ordering_key" */
   kjb_err *err;
 } path_check;
 
@@ -128,7 +129,7 @@ static int check_template_path(const char *path, size_t len, void *arg) {
   int rc = kjb_schema_check_path(pc->reader, buf, pc->err);
   free(buf);
   if (rc < 0)
-    return path_error(pc->err, pc->cfg, pc->job, "unique_key");
+    return path_error(pc->err, pc->cfg, pc->job, pc->what);
   return 0;
 }
 
@@ -144,9 +145,13 @@ static int check_topic(kjb_catalog *c, size_t ti, kjb_err *err) {
     for (size_t a = 0; a < job->nargs; a++)
       if (kjb_schema_check_path(reader, job->args[a], err) < 0)
         return path_error(err, c->cfg, job, "args");
-    if (job->unique_key) {
-      path_check pc = {reader, c->cfg, job, err};
-      int rc = kjb_template_each(job->unique_key, check_template_path, &pc);
+    const char *const keys[][2] = {{"unique_key", job->unique_key},
+                                   {"ordering_key", job->ordering_key}};
+    for (size_t k = 0; k < 2; k++) {
+      if (!keys[k][1])
+        continue;
+      path_check pc = {reader, c->cfg, job, keys[k][0], err};
+      int rc = kjb_template_each(keys[k][1], check_template_path, &pc);
       if (rc)
         return rc < 0 ? rc : -rc;
     }
@@ -426,6 +431,9 @@ void kjb_catalog_print(const kjb_catalog *c, FILE *out) {
               job->queue, job->priority, job->max_attempts, h ? h->type : "(none)");
       if (job->unique_key)
         fprintf(out, ", unique_key \"%s\"", job->unique_key);
+      if (job->ordering_key)
+        fprintf(out, ", ordering_key \"%s\"%s", job->ordering_key,
+                h && h->on_discard == KJB_ON_DISCARD_HOLD ? " (on_discard hold)" : "");
       if (job->nargs) {
         fprintf(out, ", args [");
         for (size_t a = 0; a < job->nargs; a++)

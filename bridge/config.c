@@ -101,6 +101,7 @@ static const char *const jitter_names[] = {"full", "equal", "none", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const handler_types[] = {"http", "exec", "log", "plugin", NULL};
+static const char *const on_discard_names[] = {"continue", "hold", NULL};
 
 #define CF(m) offsetof(kjb_config, m)
 #define TF(m) offsetof(kjb_topic_cfg, m)
@@ -254,13 +255,16 @@ static const field job_fields[] = {
     {.name = "max_attempts", .type = T_INT, .off = JF(max_attempts), .min = 1,
      .max = MAX_ATTEMPTS},
     {.name = "unique_key", .type = T_STR, .flags = F_TEMPLATE, .off = JF(unique_key)},
+    /* Jobs of the kind with the same expanded key run one at a time, in
+     * source order (queue.c). */
+    {.name = "ordering_key", .type = T_STR, .flags = F_TEMPLATE, .off = JF(ordering_key)},
     {.name = "args", .type = T_STRLIST, .flags = F_PATHS, .off = JF(args), .noff = JF(nargs),
      .max = 256, .maxlen = MAX_NAME},
 };
 
 /* The indexes of handler_fields entries that depend on the type. */
 enum { H_KIND, H_TYPE, H_URL, H_COMMAND, H_PLUGIN, H_RATE, H_RETRY, H_BREAKER, H_TIMEOUT,
-       H_CONCURRENCY };
+       H_CONCURRENCY, H_ON_DISCARD };
 
 static const field handler_fields[] = {
     [H_KIND] = {.name = "kind", .type = T_STR, .flags = F_REQUIRED, .off = HF(kind),
@@ -279,6 +283,10 @@ static const field handler_fields[] = {
     /* Worker threads of this kind. */
     [H_CONCURRENCY] = {.name = "concurrency", .type = T_INT, .off = HF(concurrency), .min = 1,
                        .max = 1024, .def = "4"},
+    /* hold: a discarded job keeps blocking the later jobs of its
+     * ordering_key until an operator retries or cancels it. */
+    [H_ON_DISCARD] = {.name = "on_discard", .type = T_ENUM, .off = HF(on_discard),
+                      .names = on_discard_names, .def = "continue"},
 };
 
 enum { RL_RATE, RL_BURST, RL_SCOPE };
@@ -1585,6 +1593,7 @@ void kjb_config_close(kjb_config *cfg) {
       free(j->kind);
       free(j->queue);
       free(j->unique_key);
+      free(j->ordering_key);
       free_strings(j->args, j->nargs);
     }
     free(t->jobs);

@@ -17,6 +17,8 @@
 typedef enum { KJB_FMT_CONFLUENT, KJB_FMT_RAW, KJB_FMT_SINGLE_OBJECT } kjb_format;
 typedef enum { KJB_SCOPE_LOCAL, KJB_SCOPE_CLUSTER } kjb_rate_scope;
 typedef enum { KJB_JITTER_FULL, KJB_JITTER_EQUAL, KJB_JITTER_NONE } kjb_jitter;
+/* Whether a discarded job releases the later jobs of its ordering key. */
+typedef enum { KJB_ON_DISCARD_CONTINUE, KJB_ON_DISCARD_HOLD } kjb_on_discard;
 
 typedef struct {
   char *kind;
@@ -24,7 +26,10 @@ typedef struct {
   int priority;     /* smaller runs first */
   int max_attempts; /* by default the handler's retry.max_attempts */
   char *unique_key; /* template with ${dotted.path}; NULL when absent */
-  char **args;      /* dotted paths; NULL/0 means the whole record */
+  /* Template like unique_key: jobs of the kind with the same key run one
+   * at a time, in source order. NULL when absent. */
+  char *ordering_key;
+  char **args; /* dotted paths; NULL/0 means the whole record */
   size_t nargs;
   int line;
 } kjb_job_cfg;
@@ -56,6 +61,7 @@ typedef struct {
   char *plugin; /* plugin: path to the shared object */
   int64_t timeout_us;
   int concurrency;
+  kjb_on_discard on_discard; /* what a discarded job does to its key */
   struct {
     int enabled;
     double rate; /* tokens per second */

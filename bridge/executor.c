@@ -64,6 +64,7 @@ struct kind_rt {
   kjb_gate gate;         /* the above, as claim_kind consults them */
   int64_t due_us;        /* next claim not before this (monotonic) */
   double cluster_tokens; /* scope cluster: tokens left after the last claim */
+  char *after_key;       /* ordering keys: the next claim visits keys after this first */
   /* What kjb_executor_kind_status reports, under the executor's mu. */
   kjb_breaker_state pub_breaker;
   double pub_tokens;
@@ -358,6 +359,7 @@ void kjb_executor_free(kjb_executor *ex) {
       free(k->queue[q]);
     }
     kjb_handler_free(k->h);
+    free(k->after_key);
     free(k->queue);
     free(k->threads);
     pthread_cond_destroy(&k->cv);
@@ -512,6 +514,9 @@ static void flush_done(kjb_executor *ex) {
                       outcome_name(fi->kind), NULL);
       kjb_histogram_observe("kjb_job_duration_seconds", "Time a handler took per attempt.",
                             (double)(s->finished_us - s->started_us) / 1e6, "kind", kind, NULL);
+      /* The key's next job may start now; no notification says so. */
+      if (s->c.ordering_key && fi->kind != KJB_FINISH_RETRY)
+        s->k->due_us = 0;
       if (fi->kind == KJB_FINISH_DISCARD)
         kjb_warn("job %" PRId64 " (%s) discarded after attempt %d of %d: %s", s->c.id, kind,
                  s->c.attempt, s->c.max_attempts, s->res.message);
@@ -571,6 +576,27 @@ int kjb_executor_kind_status(kjb_executor *ex, const char *kind, const char **br
 
 /* ---- claiming ---------------------------------------------------------- */
 
+/* Moves the kind's walk over ordering keys past the keys just claimed
+ * (bytewise, as the claim compares them), so that the next claim serves
+ * the keys after them. A short claim that started mid-way has not seen
+ * the first keys: the next claim starts from the first key, at once. */
+static void next_keys(kind_rt *k, const kjb_claimed *got, int n, int asked, int64_t now) {
+  if (n < asked && k->after_key) {
+    free(k->after_key);
+    k->after_key = NULL;
+    k->due_us = now;
+    return;
+  }
+  const char *last = NULL;
+  for (int i = 0; i < n; i++)
+    if (got[i].ordering_key && (!last || strcmp(got[i].ordering_key, last) > 0))
+      last = got[i].ordering_key;
+  if (last) {
+    free(k->after_key);
+    k->after_key = kjb_xstrdup(last);
+  }
+}
+
 static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
   const kjb_handler_cfg *h = k->cfg;
   pthread_mutex_lock(&ex->mu);
@@ -583,10 +609,11 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
   int cluster = k->gate.cluster_rate > 0;
   kjb_claimed *got = kjb_xcalloc((size_t)allowed, sizeof *got);
   kjb_queue_bucket bucket = {h->rate_limit.rate, h->rate_limit.burst};
+  kjb_queue_order order = {h->on_discard == KJB_ON_DISCARD_HOLD, k->after_key};
   int n = 0;
   double tokens = 0;
   kjb_err err;
-  if (kjb_queue_claim(ex->db, h->kind, ex->node, allowed, cluster ? &bucket : NULL, got, &n,
+  if (kjb_queue_claim(ex->db, h->kind, ex->node, allowed, &order, cluster ? &bucket : NULL, got, &n,
                       &tokens, &err) < 0) {
     free(got);
     kjb_gate_failed(&k->gate, allowed);
@@ -596,6 +623,7 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
   if (cluster)
     k->cluster_tokens = tokens;
   k->due_us = kjb_gate_claimed(&k->gate, allowed, n, tokens, now);
+  next_keys(k, got, n, allowed, now);
 
   if (n > 0) {
     pthread_mutex_lock(&ex->mu);

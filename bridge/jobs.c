@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "metrics.h"
 #include "util.h"
 
 static const char *const STATES[] = {"available", "scheduled", "running",  "retryable",
@@ -42,6 +43,7 @@ static const struct {
     {"source_topic", COL_TEXT},
     {"source_partition", COL_INT},
     {"source_offset", COL_INT},
+    {"ordering_key", COL_TEXT},
 };
 enum { NCOLS = sizeof COLS / sizeof COLS[0] };
 /* After the columns: the last attempt's error, for the table. */
@@ -51,7 +53,7 @@ enum { COL_LAST_ERROR = NCOLS };
   "id, kind, queue, priority, state::text, args::text, meta::text, attempt, "                 \
   "max_attempts, " TS("scheduled_at") ", " TS("attempted_at") ", " TS("finished_at") ", " TS( \
       "created_at") ", attempted_by, errors::text, unique_key, source_topic, "                \
-                    "source_partition, source_offset, errors->-1->>'error'"
+                    "source_partition, source_offset, ordering_key, errors->-1->>'error'"
 #define SELECT_JOBS "SELECT " JOB_COLUMNS " FROM jobs "
 
 #define RETRY_SET                                                       \
@@ -298,7 +300,8 @@ int kjb_jobs_cancel(kjb_store *s, int64_t id, const char *actor, kjb_jobs_result
                     kjb_err *err) {
   return act(s, id, actor, KJB_AUDIT_JOBS_CANCEL, "could not cancel job",
              "WITH changed AS (UPDATE jobs SET state = 'cancelled', finished_at = now() "
-             "WHERE id = $1::bigint AND state NOT IN " FINAL_STATES " RETURNING id) "
+             "WHERE id = $1::bigint AND (state NOT IN " FINAL_STATES
+             " OR (state = 'discarded' AND ordering_key IS NOT NULL)) RETURNING id) "
              "SELECT (SELECT count(*) FROM changed), "
              "(SELECT state::text FROM jobs WHERE id = $1::bigint)",
              res, err);
@@ -417,4 +420,94 @@ int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_er
     if (n == 0)
       return 0;
   }
+}
+
+/* ---- held ordering keys --------------------------------------------- */
+
+/* The head of each key as the claim sees it (queue.c), found by the
+ * same skip scan over jobs_ordering_idx, (kind, key) after (kind, key):
+ * a probe per key, not a read of every job waiting behind a head. Of
+ * those, the held ones: per kind, how many and the oldest. */
+/* clang-format off */
+#define HEAD_OF(after)                                                                          \
+  "(SELECT kind, ordering_key AS k, id, state, attempt,"                                        \
+  "   COALESCE(finished_at, (errors->-1->>'at')::timestamptz, attempted_at, scheduled_at)"      \
+  "   AS since FROM jobs WHERE ordering_key IS NOT NULL"                                        \
+  "   AND state NOT IN ('completed', 'cancelled') AND (state <> 'discarded' OR kind = ANY($1))" \
+  after " ORDER BY kind, ordering_key COLLATE \"C\", source_partition, source_offset, id LIMIT 1)"
+static const char HELD_SQL[] =
+    "WITH RECURSIVE heads AS (" HEAD_OF("")
+    " UNION ALL SELECT n.* FROM heads h, LATERAL "
+    HEAD_OF(" AND (kind, ordering_key COLLATE \"C\") > (h.kind, h.k)") " n),"
+    " held AS (SELECT *, count(*) OVER (PARTITION BY kind) AS n,"
+    "   row_number() OVER (PARTITION BY kind ORDER BY since, id) AS r FROM heads"
+    "   WHERE state IN ('retryable', 'discarded') OR (state = 'scheduled' AND attempt > 0))"
+    " SELECT kind, k, id, state::text, " TS("since") ", n FROM held WHERE r = 1"
+    " ORDER BY since, id";
+/* clang-format on */
+
+json_t *kjb_jobs_held_keys(kjb_store *s, const kjb_config *cfg, kjb_err *err) {
+  /* The kinds whose discarded jobs hold their key, as an array literal. */
+  kjb_buf hold;
+  kjb_buf_init(&hold);
+  kjb_buf_putc(&hold, '{');
+  for (size_t i = 0, n = 0; i < cfg->nhandlers; i++) {
+    if (cfg->handlers[i].on_discard != KJB_ON_DISCARD_HOLD)
+      continue;
+    if (n++)
+      kjb_buf_putc(&hold, ',');
+    /* An array element in double quotes, with \\ and \" escaped. */
+    kjb_buf_putc(&hold, '"');
+    for (const char *c = cfg->handlers[i].kind; *c; c++) {
+      if (*c == '"' || *c == '\\')
+        kjb_buf_putc(&hold, '\\');
+      kjb_buf_putc(&hold, *c);
+    }
+    kjb_buf_putc(&hold, '"');
+  }
+  kjb_buf_putc(&hold, '}');
+  const char *params[] = {hold.data};
+  PGresult *r = kjb_store_query(s, "could not read held ordering keys", HELD_SQL, 1, params, err);
+  kjb_buf_close(&hold);
+  if (!r)
+    return NULL;
+  json_t *kinds = json_object();
+  json_int_t total = 0;
+  for (int i = 0; i < PQntuples(r); i++) {
+    json_int_t n = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+    json_object_set_new(kinds, PQgetvalue(r, i, 0), json_integer(n));
+    total += n;
+  }
+  /* Rows come oldest first: the first is the oldest of all. */
+  json_t *oldest = PQntuples(r) == 0
+                       ? json_null()
+                       : json_pack("{s:s, s:s, s:I, s:s, s:s}", "kind", PQgetvalue(r, 0, 0), "key",
+                                   PQgetvalue(r, 0, 1), "job",
+                                   (json_int_t)strtoll(PQgetvalue(r, 0, 2), NULL, 10), "state",
+                                   PQgetvalue(r, 0, 3), "since", PQgetvalue(r, 0, 4));
+  PQclear(r);
+  return json_pack("{s:I, s:o, s:o}", "count", total, "oldest", oldest, "kinds", kinds);
+}
+
+void kjb_jobs_held_print(const json_t *held, FILE *out) {
+  const json_t *o = json_object_get(held, "oldest");
+  json_int_t n = json_integer_value(json_object_get(held, "count"));
+  if (n == 0 || !json_is_object(o))
+    return;
+  fprintf(out, "held keys: %lld (oldest since %s, kind %s key %s)\n", (long long)n,
+          json_string_value(json_object_get(o, "since")),
+          json_string_value(json_object_get(o, "kind")),
+          json_string_value(json_object_get(o, "key")));
+}
+
+void kjb_jobs_held_gauges(const kjb_config *cfg, const json_t *held) {
+  const char *kinds[64];
+  size_t nk = kjb_config_kinds(cfg, kinds, 64);
+  const json_t *by_kind = json_object_get(held, "kinds");
+  for (size_t i = 0; i < nk && i < 64; i++)
+    kjb_gauge_set("kjb_held_keys",
+                  "Ordering keys whose first unfinished job waits for a retry or, with on_discard "
+                  "= hold, is discarded; counted every few seconds.",
+                  (double)json_integer_value(json_object_get(by_kind, kinds[i])), "kind", kinds[i],
+                  NULL);
 }

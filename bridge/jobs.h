@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
+#include "config.h"
 #include "err.h"
 #include "store.h"
 
@@ -92,9 +95,12 @@ int kjb_jobs_retry_state(kjb_store *s, const char *state, const char *kind, cons
 /* Cancels job id when it is not final yet (available, scheduled, retryable
  * or running): state cancelled, finished_at now(). A running job is marked
  * too; its executor only records an outcome on rows still running on its
- * node, so the late result is dropped. A final job (completed, discarded,
- * cancelled) is left alone and reported in *res with its state, as is a
- * missing job. Returns 0 unless the database failed (KJB_EPG). */
+ * node, so the late result is dropped. A discarded job with an
+ * ordering_key is cancelled too (it releases the later jobs of its key
+ * when its handler's on_discard is hold). Any other final job
+ * (completed, discarded, cancelled) is left alone and reported in *res
+ * with its state, as is a missing job. Returns 0 unless the database
+ * failed (KJB_EPG). */
 int kjb_jobs_cancel(kjb_store *s, int64_t id, const char *actor, kjb_jobs_result *res,
                     kjb_err *err);
 
@@ -106,5 +112,22 @@ int kjb_jobs_cancel(kjb_store *s, int64_t id, const char *actor, kjb_jobs_result
  * deleted, also on a failure partway. Safe to run from several processes
  * at once. Returns 0, or KJB_EPG when the database failed. */
 int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_err *err);
+
+/* Held ordering keys: keys whose first unfinished job in source order
+ * waits for a retry (retryable, or scheduled after a failed attempt) or,
+ * for kinds whose handler's on_discard is hold (from cfg), is discarded;
+ * the key's later jobs wait behind it. A new reference:
+ * {"count": n, "oldest": {"kind", "key", "job", "state", "since"} or
+ * null, "kinds": {kind: n}}; "since" is when the job failed (RFC 3339).
+ * NULL with err. It visits every key with unfinished jobs (one index
+ * probe each): for the stats thread and the CLI, not for a request path. */
+json_t *kjb_jobs_held_keys(kjb_store *s, const kjb_config *cfg, kjb_err *err);
+
+/* Writes "held keys: N (oldest since T, kind K key X)" to out when any
+ * key is held; nothing otherwise. */
+void kjb_jobs_held_print(const json_t *held, FILE *out);
+
+/* Sets kjb_held_keys{kind} for every kind cfg names (0 when none). */
+void kjb_jobs_held_gauges(const kjb_config *cfg, const json_t *held);
 
 #endif

@@ -770,6 +770,7 @@ static const char JOBS_USAGE[] =
 
 /* What a jobs subcommand acts on, from its command line. */
 typedef struct {
+  const kjb_config *cfg;
   kjb_jobs_filter f;
   const char *queue;
   int64_t id;
@@ -804,6 +805,11 @@ static int jobs_ls(const char *cmd, kjb_store *s, const jobs_args *a) {
     return fail(cmd, &err);
   kjb_pause_print(paused, stdout);
   json_decref(paused);
+  json_t *held = kjb_jobs_held_keys(s, a->cfg, &err);
+  if (!held)
+    return fail(cmd, &err);
+  kjb_jobs_held_print(held, stdout);
+  json_decref(held);
   return 0;
 }
 
@@ -1073,6 +1079,7 @@ static int cmd_jobs(int argc, char **argv) {
     return rc;
   kjb_err err;
   kjb_store *s = kjb_store_connect(cfg.postgres.conninfo, cfg.postgres.schema, &err);
+  a.cfg = &cfg;
   if (!s)
     rc = fail(cmd, &err);
   else

@@ -38,8 +38,9 @@ int kjb_template_each(const char *tpl, int (*fn)(const char *path, size_t len, v
   return 0;
 }
 
-int kjb_map_unique_key(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *out, kjb_err *err) {
-  const char *p = job->unique_key;
+int kjb_map_template(const kjb_job_cfg *job, const char *what, const char *tpl,
+                     const kjb_value *rec, kjb_buf *out, kjb_err *err) {
+  const char *p = tpl;
   while (*p) {
     const char *open = strstr(p, "${");
     if (!open) {
@@ -50,15 +51,15 @@ int kjb_map_unique_key(const kjb_job_cfg *job, const kjb_value *rec, kjb_buf *ou
     const char *path = open + 2, *close = strchr(path, '}');
     int n = close ? (int)(close - path) : 0;
     if (!close || n == 0)
-      return kjb_err_set(err, KJB_EBAD_TEMPLATE, "job \"%s\": unique_key \"%s\" is malformed",
-                         job->kind, job->unique_key);
+      return kjb_err_set(err, KJB_EBAD_TEMPLATE, "job \"%s\": %s \"%s\" is malformed", job->kind,
+                         what, tpl);
     const kjb_value *v = kjb_value_path_n(rec, path, (size_t)n);
     if (!v)
-      return kjb_err_set(err, KJB_EMISSING_FIELD,
-                         "job \"%s\": unique_key: field \"%.*s\" is missing", job->kind, n, path);
+      return kjb_err_set(err, KJB_EMISSING_FIELD, "job \"%s\": %s: field \"%.*s\" is missing",
+                         job->kind, what, n, path);
     if (kjb_value_to_text(v, out) < 0)
       return kjb_err_set(err, KJB_EBAD_TEMPLATE,
-                         "job \"%s\": unique_key: field \"%.*s\" is %s, not a scalar", job->kind, n,
+                         "job \"%s\": %s: field \"%.*s\" is %s, not a scalar", job->kind, what, n,
                          path,
                          v->type == KJB_V_NULL    ? "null"
                          : v->type == KJB_V_ARRAY ? "an array"

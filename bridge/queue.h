@@ -33,6 +33,7 @@ typedef struct {
   char *source_topic;
   int32_t source_partition;
   int64_t source_offset;
+  char *ordering_key; /* NULL for a job without one */
 } kjb_claimed;
 
 void kjb_queue_claimed_close(kjb_claimed *c);
@@ -43,16 +44,33 @@ typedef struct {
   int burst;
 } kjb_queue_bucket;
 
+/* How a claim treats jobs with an ordering_key. */
+typedef struct {
+  /* The handler's on_discard is hold: a discarded job keeps blocking the
+   * later jobs of its key. */
+  int hold;
+  /* Visit keys after this one first (NULL: from the first key), so that
+   * successive claims go round the keys. */
+  const char *after_key;
+} kjb_queue_order;
+
 /* Claims up to `max` runnable jobs of `kind` (available, scheduled or
  * retryable, due now), best priority then oldest scheduled_at first,
  * skipping rows other executors hold: each becomes running, attempted by
- * `node`, its attempt counted. With `bucket`, also takes one token per
- * claimed job from the kind's shared bucket in the same statement (never
- * more jobs than whole tokens), and *tokens_left receives what remains
- * (may be NULL). out must hold max entries; *n receives how many. */
+ * `node`, its attempt counted. A job with an ordering_key is claimed only
+ * when it is the first unfinished job of its kind and key in source
+ * order and no job of that key is running (queue.c explains why this
+ * holds across executors); `order` says how discarded jobs count and
+ * where the walk over keys starts. Keys are visited in key order from
+ * order->after_key to the last, so a claim that returns fewer jobs than
+ * asked with after_key set may find more from the first key. With
+ * `bucket`, also takes one token per claimed job from the kind's shared
+ * bucket in the same statement (never more jobs than whole tokens), and
+ * *tokens_left receives what remains (may be NULL). out must hold max
+ * entries; *n receives how many. */
 int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
-                    const kjb_queue_bucket *bucket, kjb_claimed *out, int *n, double *tokens_left,
-                    kjb_err *err);
+                    const kjb_queue_order *order, const kjb_queue_bucket *bucket, kjb_claimed *out,
+                    int *n, double *tokens_left, kjb_err *err);
 
 /* Creates the kind's shared bucket, full, unless it exists. */
 int kjb_queue_bucket_ensure(kjb_store *s, const char *kind, int burst, kjb_err *err);

@@ -12,6 +12,7 @@ void kjb_rows_init(kjb_rows *r) {
   memset(r, 0, sizeof *r);
   kjb_buf_init(&r->args);
   kjb_buf_init(&r->key);
+  kjb_buf_init(&r->okey);
   kjb_buf_init(&r->meta);
 }
 
@@ -19,6 +20,7 @@ void kjb_rows_close(kjb_rows *r) {
   free(r->rows);
   kjb_buf_close(&r->args);
   kjb_buf_close(&r->key);
+  kjb_buf_close(&r->okey);
   kjb_buf_close(&r->meta);
   memset(r, 0, sizeof *r);
 }
@@ -119,8 +121,12 @@ int kjb_record_to_jobs(kjb_catalog *c, const kjb_topic_cfg *t, const kjb_record 
     const kjb_job_cfg *job = &t->jobs[j];
     kjb_buf_reset(&rows->args);
     kjb_buf_reset(&rows->key);
+    kjb_buf_reset(&rows->okey);
     if (kjb_map_args(job, rec, &rows->args, err) < 0 ||
-        (job->unique_key && kjb_map_unique_key(job, rec, &rows->key, err) < 0)) {
+        (job->unique_key &&
+         kjb_map_template(job, "unique_key", job->unique_key, rec, &rows->key, err) < 0) ||
+        (job->ordering_key &&
+         kjb_map_template(job, "ordering_key", job->ordering_key, rec, &rows->okey, err) < 0)) {
       rows->n = first; /* all of the record's jobs, or none */
       return -(int)err->code;
     }
@@ -137,6 +143,7 @@ int kjb_record_to_jobs(kjb_catalog *c, const kjb_topic_cfg *t, const kjb_record 
         .args_json = arena_copy(arena, &rows->args),
         .meta_json = meta,
         .unique_key = job->unique_key ? arena_copy(arena, &rows->key) : NULL,
+        .ordering_key = job->ordering_key ? arena_copy(arena, &rows->okey) : NULL,
         .source_topic = t->topic,
         .source_partition = r->partition,
         .source_offset = r->offset,

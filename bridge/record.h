@@ -40,12 +40,12 @@ typedef struct {
 kjb_record kjb_record_of_dead_letter(const kjb_topic_cfg *t, const kjb_dead_letter *dl,
                                      const rd_kafka_message_t *m, const rd_kafka_headers_t *h);
 
-/* Job rows accumulated for a batch, with scratch space for mapping.
- * Caller-owned: kjb_rows_init / kjb_rows_close. */
+/* Job rows accumulated for a batch, with scratch space for mapping (one
+ * buffer per mapped column). Caller-owned: kjb_rows_init / kjb_rows_close. */
 typedef struct {
   kjb_job_row *rows;
   size_t n, cap;
-  kjb_buf args, key, meta;
+  kjb_buf args, key, okey, meta;
 } kjb_rows;
 
 void kjb_rows_init(kjb_rows *r);

@@ -9,6 +9,7 @@
 #include <libpq-fe.h>
 
 #include "dlqindex.h"
+#include "jobs.h"
 #include "log.h"
 #include "metrics.h"
 #include "pause.h"
@@ -29,6 +30,7 @@ struct kjb_stats {
   json_t *counted_at;
   json_t *nodes;
   json_t *paused; /* kjb_pause_list */
+  json_t *held;   /* kjb_jobs_held_keys */
 };
 
 /* ---- the background thread ---------------------------------------------- */
@@ -114,12 +116,14 @@ static void *stats_main(void *arg) {
   while (!st->quit) {
     pthread_mutex_unlock(&st->mu);
     kjb_err err;
-    json_t *jobs = NULL, *nodes = NULL, *paused = NULL;
+    json_t *jobs = NULL, *nodes = NULL, *paused = NULL, *held = NULL;
     if (!db)
       db = kjb_store_connect(st->cfg->postgres.conninfo, st->cfg->postgres.schema, &err);
     if (db && (jobs = count_jobs(st, db, &err)) && (nodes = read_nodes(st, db, &err)) &&
-        (paused = kjb_pause_list(db, &err)) && count_dead_letters(db, &dlq_due_us, &err) == 0) {
+        (paused = kjb_pause_list(db, &err)) && (held = kjb_jobs_held_keys(db, st->cfg, &err)) &&
+        count_dead_letters(db, &dlq_due_us, &err) == 0) {
       kjb_pause_gauges(st->cfg, paused);
+      kjb_jobs_held_gauges(st->cfg, held);
       warned = 0;
     } else {
       /* Down or not migrated: keep the last figures, say so once. */
@@ -130,20 +134,23 @@ static void *stats_main(void *arg) {
       db = NULL;
     }
     pthread_mutex_lock(&st->mu);
-    if (jobs && nodes && paused) {
+    if (jobs && nodes && paused && held) {
       json_decref(st->jobs);
       json_decref(st->nodes);
       json_decref(st->paused);
+      json_decref(st->held);
       json_decref(st->counted_at);
       st->jobs = jobs;
       st->nodes = nodes;
       st->paused = paused;
+      st->held = held;
       st->counted_at = kjb_json_rfc3339(kjb_now_wall_us());
-      jobs = nodes = paused = NULL;
+      jobs = nodes = paused = held = NULL;
     }
     json_decref(jobs);
     json_decref(nodes);
     json_decref(paused);
+    json_decref(held);
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += KJB_STATS_EVERY_US / 1000000;
@@ -185,6 +192,7 @@ void kjb_stats_free(kjb_stats *st) {
   json_decref(st->jobs);
   json_decref(st->nodes);
   json_decref(st->paused);
+  json_decref(st->held);
   json_decref(st->counted_at);
   pthread_cond_destroy(&st->cv);
   pthread_mutex_destroy(&st->mu);
@@ -211,6 +219,15 @@ json_t *kjb_stats_paused(kjb_stats *st) {
   json_t *paused = st->paused ? json_deep_copy(st->paused) : json_array();
   pthread_mutex_unlock(&st->mu);
   return paused;
+}
+
+json_t *kjb_stats_held_keys(kjb_stats *st) {
+  pthread_mutex_lock(&st->mu);
+  json_t *held =
+      st->held ? json_deep_copy(st->held) : json_pack("{s:i, s:n}", "count", 0, "oldest");
+  pthread_mutex_unlock(&st->mu);
+  json_object_del(held, "kinds"); /* the gauges show them */
+  return held;
 }
 
 /* ---- recent dead letters ------------------------------------------------ */

@@ -2,7 +2,7 @@
  * counts by kind and state, dead letters by topic, reason and status, and
  * the cluster's nodes, refreshed from
  * PostgreSQL by a background thread (never per request), and the dead
- * letters this process produced recently. */
+ * letters this process produced recently, and held ordering keys. */
 #ifndef KJB_STATS_H
 #define KJB_STATS_H
 
@@ -38,6 +38,10 @@ json_t *kjb_stats_jobs(kjb_stats *st, json_t **counted_at);
 json_t *kjb_stats_nodes(kjb_stats *st);
 /* The paused kinds and queues as of the last count (kjb_pause_list). */
 json_t *kjb_stats_paused(kjb_stats *st);
+/* Held ordering keys as of the last count: {"count": n, "oldest":
+ * {"kind", "key", "job", "state", "since"} or null} (kjb_jobs_held_keys;
+ * every refresh also sets the kjb_held_keys{kind} gauges). */
+json_t *kjb_stats_held_keys(kjb_stats *st);
 
 /* Remembers a dead letter the broker acknowledged; thread-safe and
  * process-wide (the consumer calls it without a kjb_stats). */

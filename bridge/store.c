@@ -31,7 +31,7 @@ struct kjb_store {
 };
 
 static const char JOB_COLUMNS[] = "kind, queue, priority, max_attempts, args, meta, unique_key, "
-                                  "source_topic, source_partition, source_offset";
+                                  "ordering_key, source_topic, source_partition, source_offset";
 
 /* libpq's messages end with a newline and may span lines; keep the first
  * line, which carries the reason. */
@@ -313,6 +313,8 @@ static void copy_row_idx(kjb_buf *b, const kjb_job_row *r, long idx) {
   copy_field(b, r->meta_json);
   kjb_buf_putc(b, '\t');
   copy_field(b, r->unique_key);
+  kjb_buf_putc(b, '\t');
+  copy_field(b, r->ordering_key);
   kjb_buf_putc(b, '\t');
   copy_field(b, r->source_topic);
   kjb_buf_printf(b, "\t%d\t%lld", (int)r->source_partition, (long long)r->source_offset);

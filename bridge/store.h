@@ -69,9 +69,10 @@ typedef struct {
   const char *queue;
   int priority;
   int max_attempts;
-  const char *args_json;  /* NUL-terminated JSON */
-  const char *meta_json;  /* NUL-terminated JSON */
-  const char *unique_key; /* NULL for none */
+  const char *args_json;    /* NUL-terminated JSON */
+  const char *meta_json;    /* NUL-terminated JSON */
+  const char *unique_key;   /* NULL for none */
+  const char *ordering_key; /* NULL for none */
   const char *source_topic;
   int32_t source_partition;
   int64_t source_offset;

@@ -14,7 +14,8 @@ from kjbtest import write_ingest_config
 
 COLUMNS = ["id", "kind", "queue", "priority", "state", "args", "meta", "attempt", "max_attempts",
            "scheduled_at", "attempted_at", "finished_at", "created_at", "attempted_by", "errors",
-           "unique_key", "source_topic", "source_partition", "source_offset"]
+           "unique_key", "source_topic", "source_partition", "source_offset",
+           "ordering_key"]
 
 NOW = datetime.now(timezone.utc)
 LONG_AGO = NOW - timedelta(days=10)

@@ -249,12 +249,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check_error(rc, &err, "args");
       else
         check_json(&out, "args");
-      if (job->unique_key) {
+      const char *const keys[][2] = {{"unique_key", job->unique_key},
+                                     {"ordering_key", job->ordering_key}};
+      for (size_t k = 0; k < 2; k++) {
+        if (!keys[k][1])
+          continue;
         kjb_buf_reset(&out);
         err = (kjb_err){0};
-        rc = kjb_map_unique_key(job, v, &out, &err);
+        rc = kjb_map_template(job, keys[k][0], keys[k][1], v, &out, &err);
         if (rc < 0)
-          check_error(rc, &err, "unique_key");
+          check_error(rc, &err, keys[k][0]);
       }
     }
   }

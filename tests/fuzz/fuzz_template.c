@@ -1,5 +1,5 @@
 /* libFuzzer target for unique_key templates and dotted paths:
- * kjb_map_unique_key, kjb_template_each, kjb_map_args and
+ * kjb_map_template, kjb_template_each, kjb_map_args and
  * kjb_value_path, with the scalars' text from kjb_value_to_text, over a
  * small hand-built record (as tests/unit/test_map.c builds them).
  *
@@ -11,7 +11,7 @@
  * integer, double and float made of the input's last 8 bytes.
  *
  * Beyond no crash, leak or undefined behaviour, these must hold:
- * - kjb_map_unique_key expands exactly as a plain reading of its contract
+ * - kjb_map_template expands exactly as a plain reading of its contract
  *   does (reference() below): each ${path} replaced by its value's text;
  *   an unterminated "${" or an empty path is KJB_EBAD_TEMPLATE, an absent
  *   path KJB_EMISSING_FIELD, a null, array or object KJB_EBAD_TEMPLATE,
@@ -254,7 +254,7 @@ static void check_error(int rc, const kjb_err *err, kjb_errcode want, const char
 /* ---- checks ---------------------------------------------------------------- */
 
 static void check_unique_key(const char *tpl, const kjb_value *rec, int input_utf8) {
-  kjb_job_cfg job = {.kind = "k", .unique_key = (char *)tpl};
+  kjb_job_cfg job = {.kind = "k"};
   scan sc, each = {.n = 0};
   const char *bad;
   size_t bad_len = 0;
@@ -262,7 +262,7 @@ static void check_unique_key(const char *tpl, const kjb_value *rec, int input_ut
 
   kjb_err err = {0};
   kjb_buf_reset(&out);
-  int rc = kjb_map_unique_key(&job, rec, &out, &err);
+  int rc = kjb_map_template(&job, "unique_key", tpl, rec, &out, &err);
   if (want == KJB_OK) {
     if (rc != 0)
       die("unique_key \"%s\": %s (%s); expected \"%s\"", tpl, kjb_err_name(err.code), err.msg,

@@ -798,6 +798,11 @@ static const ccase config_errors[] = {
      DIR_IDS JOB_TOPIC("kind = 'x'; unique_key = 'order-${order_id}-${customer.phone}';"),
      KJB_ECONFIG,
      "$TMP/c.cfg:4: job 'x': unique_key: field 'customer.phone': no such field in the schema"},
+    {"ordering_key path not in the schema",
+     DIR_IDS JOB_TOPIC(
+         "kind = 'x'; unique_key = '${order_id}'; ordering_key = 'c-${customer.no}';"),
+     KJB_ECONFIG,
+     "$TMP/c.cfg:4: job 'x': ordering_key: field 'customer.no': no such field in the schema"},
     {"second job is checked too",
      DIR_IDS JOB_TOPIC("kind = 'a'; args = [ 'order_id' ]; }, { kind = 'b'; args = [ 'nope' ];"),
      KJB_ECONFIG, "$TMP/c.cfg:4: job 'b': args: field 'nope': no such field in the schema"},

@@ -124,6 +124,7 @@ static void check_defaults(const kjb_config *cfg) {
   EQ_INT(j->priority, 0);
   EQ_INT(j->max_attempts, 20);
   assert_null(j->unique_key);
+  assert_null(j->ordering_key);
   assert_null(j->args);
   EQ_INT(j->nargs, 0);
   EQ_INT(j->line, 3);
@@ -147,6 +148,7 @@ static void check_handler_defaults(const kjb_config *cfg) {
   EQ_INT(h->retry.base_us, 1000000);
   EQ_INT(h->retry.max_us, 3600000000LL);
   EQ_INT(h->retry.jitter, KJB_JITTER_FULL);
+  EQ_INT(h->on_discard, KJB_ON_DISCARD_CONTINUE);
   EQ_INT(h->breaker.enabled, 1);
   EQ_NUM(h->breaker.failure_ratio, 0.5);
   EQ_INT(h->breaker.min_calls, 20);
@@ -168,8 +170,9 @@ typedef struct {
 
 static const char *const scope_names[] = {"local", "cluster"};
 static const char *const jitter_names[] = {"full", "equal", "none"};
+static const char *const on_discard_names[] = {"continue", "hold"};
 
-#define NDEFAULTS 35
+#define NDEFAULTS 36
 
 static size_t default_values(const kjb_config *cfg, dvalue *out) {
   const kjb_handler_cfg *h = &cfg->handlers[0];
@@ -203,6 +206,7 @@ static size_t default_values(const kjb_config *cfg, dvalue *out) {
       {"topics.jobs.queue", D_STR, &t->jobs[0].queue, NULL},
       {"handlers.timeout", D_DUR, &h->timeout_us, NULL},
       {"handlers.concurrency", D_INT, &h->concurrency, NULL},
+      {"handlers.on_discard", D_ENUM, &h->on_discard, on_discard_names},
       {"handlers.rate_limit.scope", D_ENUM, &h->rate_limit.scope, scope_names},
       {"handlers.retry.max_attempts", D_INT, &h->retry.max_attempts, NULL},
       {"handlers.retry.base", D_DUR, &h->retry.base_us, NULL},
@@ -311,6 +315,7 @@ static void check_full(const kjb_config *cfg) {
   EQ_INT(j->priority, -32768);
   EQ_INT(j->max_attempts, 3);
   EQ_STR(j->unique_key, "a$$b-${x.y}-${_z}");
+  EQ_STR(j->ordering_key, "c-${x.y}");
   EQ_INT(j->nargs, 2);
   EQ_STR(j->args[0], "x.y");
   EQ_STR(j->args[1], "_z");
@@ -331,6 +336,8 @@ static void check_full(const kjb_config *cfg) {
   EQ_INT(h->retry.base_us, 10000);
   EQ_INT(h->retry.max_us, 120000000);
   EQ_INT(h->retry.jitter, KJB_JITTER_EQUAL);
+  EQ_INT(h->on_discard, KJB_ON_DISCARD_HOLD);
+  EQ_INT(cfg->handlers[1].on_discard, KJB_ON_DISCARD_CONTINUE);
   EQ_NUM(h->breaker.failure_ratio, 1);
   EQ_INT(h->breaker.min_calls, 1);
   EQ_INT(h->breaker.open_for_us, 86400000000LL);
@@ -920,6 +927,29 @@ static const cfg_case cases[] = {
     {.name = "template_empty",
      .text = BASE TOPIC_JOB("kind = \"k\"; unique_key = \"\";"),
      .want = "t.cfg:3: topics[0].jobs[0].unique_key: must not be empty"},
+    /* ordering_key takes the same templates, checked the same way. */
+    {.name = "ordering_key_unclosed",
+     .text = BASE TOPIC_JOB("kind = \"k\"; ordering_key = \"c-${customer.id\";"),
+     .want = "t.cfg:3: topics[0].jobs[0].ordering_key: invalid template "
+             "\"c-${customer.id\": \"${\" at byte 2 is not closed by \"}\""},
+    {.name = "ordering_key_bad_path",
+     .text = BASE TOPIC_JOB("kind = \"k\"; ordering_key = \"${customer.1st}\";"),
+     .want = "t.cfg:3: topics[0].jobs[0].ordering_key: invalid template "
+             "\"${customer.1st}\": invalid path \"customer.1st\" at byte 0 " PATH_HINT},
+    {.name = "ordering_key_empty",
+     .text = BASE TOPIC_JOB("kind = \"k\"; ordering_key = \"\";"),
+     .want = "t.cfg:3: topics[0].jobs[0].ordering_key: must not be empty"},
+    {.name = "ordering_key_not_a_string",
+     .text = BASE TOPIC_JOB("kind = \"k\"; ordering_key = 7;"),
+     .want = "t.cfg:3: topics[0].jobs[0].ordering_key: expected a string, got an integer"},
+    {.name = "on_discard_unknown",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\";\n  on_discard = \"drop\";"),
+     .want = "t.cfg:5: handlers[0].on_discard: invalid value \"drop\" "
+             "(expected continue or hold)"},
+    {.name = "on_discard_case",
+     .text = BASE TOPIC HANDLER("kind = \"k\"; type = \"log\"; on_discard = \"Hold\";"),
+     .want = "t.cfg:4: handlers[0].on_discard: invalid value \"Hold\" "
+             "(expected continue or hold)"},
 
     /* args, properties, command and other strings. */
     {.name = "args_bad_path",
@@ -1366,7 +1396,8 @@ static const cfg_case cases[] = {
              "\"x.avsc\"; dlq = \"dead.letters\";\n"
              "    jobs = ( { kind = \"k\"; queue = \"q1\"; priority = -32768; "
              "max_attempts = 3;\n"
-             "               unique_key = \"a$$b-${x.y}-${_z}\"; args = [ "
+             "               unique_key = \"a$$b-${x.y}-${_z}\"; ordering_key = \"c-${x.y}\";"
+             " args = [ "
              "\"x.y\", \"_z\" ]; },\n"
              "             { kind = \"k2\"; priority = 32767; } ); },\n"
              "  { topic = \"raw_in\"; format = \"raw\"; schema = \"r.avsc\"; "
@@ -1375,7 +1406,7 @@ static const cfg_case cases[] = {
              "handlers = (\n"
              "  { kind = \"k\"; type = \"exec\"; command = [ \"/bin/prog\", "
              "\"--flag\", \"\" ];\n"
-             "    timeout = \"250ms\"; concurrency = 1;\n"
+             "    timeout = \"250ms\"; concurrency = 1; on_discard = \"hold\";\n"
              "    rate_limit = { rate = 50; burst = 1; scope = \"cluster\"; };\n"
              "    retry = { max_attempts = 5; base = \"10ms\"; max = \"2m\"; "
              "jitter = \"equal\"; };\n"
