@@ -197,7 +197,7 @@ def test_migrate_is_idempotent_and_reports_status(run_kjb, db, tmp_path):
                                    " WHERE table_schema = 'kjb' AND table_name = 'jobs'")}
     assert cols == {"id", "kind", "queue", "priority", "state", "args", "meta", "attempt", "max_attempts",
                     "scheduled_at", "attempted_at", "finished_at", "created_at", "attempted_by", "errors",
-                    "unique_key", "source_topic", "source_partition", "source_offset"}
+                    "unique_key", "source_topic", "source_partition", "source_offset", "ordering_key"}
 
 
 def test_concurrent_migrations_are_safe(run_kjb, db, tmp_path):
