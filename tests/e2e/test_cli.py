@@ -40,7 +40,9 @@ def test_check_config_prints_the_resolved_mapping(run_kjb):
     assert lines[2] == ('  -> job send_confirmation: queue default, priority 0, max_attempts 20, handler http, '
                         'unique_key "${order_id}", args = whole record')
     assert lines[3] == ("  -> job fraud_check: queue risk, priority 1, max_attempts 20, handler log, "
-                        "args [order_id, customer.email]")
+                        'ordering_key "${customer.id}" (on_discard hold), args [order_id, customer.email]')
+    assert lines[4].startswith('schedule nightly: kind report, queue default, cron "0 3 * * *" in Europe/Paris, '
+                               "next tick 20"), lines
 
 
 @pytest.mark.parametrize("edit, expected", [

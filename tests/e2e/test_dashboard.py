@@ -189,7 +189,8 @@ def test_dashboard_shows_live_state_and_drives_the_admin_api(kafka, db, make_top
         [brittle] = [r[0] for r in db.query(
             "INSERT INTO kjb.jobs (kind, args, max_attempts) VALUES ('brittle', '{\"n\": 1}', 1) RETURNING id")]
         [flaky] = [r[0] for r in db.query(
-            "INSERT INTO kjb.jobs (kind, args) VALUES ('flaky', '{\"n\": 2}') RETURNING id")]
+            "INSERT INTO kjb.jobs (kind, args, ordering_key) VALUES ('flaky', '{\"n\": 2}', 'cust-7')"
+            " RETURNING id")]
 
         wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE kind = 'note' AND state = 'completed'")
                  == N_GOOD, timeout=180, message=lambda: proc.log()[-3000:])
@@ -291,6 +292,12 @@ def test_dashboard_shows_live_state_and_drives_the_admin_api(kafka, db, make_top
         wait_for(lambda: page.locator(f'tr[data-job-id="{brittle}"]').count() == 0, timeout=SLOW,
                  message="the retried job to leave the discarded list")
 
+        # ---- Held ordering keys: the retryable job holds its key.
+        held = page.locator('[data-testid="held-keys"]')
+        wait_for(lambda: held.get_attribute("data-count") == "1", timeout=SLOW,
+                 message=lambda: f"held keys on the page: {held.inner_text()!r}; {stats(port).get('held_keys')}")
+        assert f"kind flaky, key cust-7 (job {flaky}, retryable since" in held.inner_text(), held.inner_text()
+
         # ---- Cancel, on the retryable job.
         page.select_option('[data-testid="jobs-state"]', "retryable")
         cancel = page.locator(f'[data-testid="cancel-{flaky}"]')
@@ -307,6 +314,8 @@ def test_dashboard_shows_live_state_and_drives_the_admin_api(kafka, db, make_top
         ok, text = result(page, "jobs-action-result", before=text)
         assert ok and "cancelled" in text, text
         wait_for(lambda: job_state(db, flaky) == "cancelled", timeout=30, message="the cancelled job")
+        wait_for(lambda: held.get_attribute("data-count") == "0", timeout=SLOW, message="the key released")
+        assert held.inner_text() == "no ordering key held"
 
         # ---- Pause and resume a kind: for the whole cluster, audited as "admin".
         paused = '[data-testid="kinds"] tr[data-kind="note"] [data-paused]'
