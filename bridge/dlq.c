@@ -21,15 +21,15 @@ static void add(rd_kafka_headers_t *h, const char *name, const char *val) {
 void kjb_dlq_headers_add(rd_kafka_headers_t *h, const kjb_dead_letter *d) {
   char num[32];
   add(h, KJB_DLQ_TOPIC, d->topic);
-  snprintf(num, sizeof num, "%d", (int)d->partition);
+  kjb_fmt_i64(num, d->partition);
   add(h, KJB_DLQ_PARTITION, num);
-  snprintf(num, sizeof num, "%lld", (long long)d->offset);
+  kjb_fmt_i64(num, d->offset);
   add(h, KJB_DLQ_OFFSET, num);
   add(h, KJB_DLQ_STAGE, d->stage);
   add(h, KJB_DLQ_CLASS, "kjb");
   add(h, KJB_DLQ_EXCEPTION_CLASS, d->error_class);
   add(h, KJB_DLQ_EXCEPTION_MESSAGE, d->message);
-  snprintf(num, sizeof num, "%lld", (long long)d->timestamp);
+  kjb_fmt_i64(num, d->timestamp);
   add(h, KJB_DLQ_ORIGINAL_TIMESTAMP, num);
   add(h, KJB_DLQ_CONSUMER_GROUP, d->group);
   if (d->at) {

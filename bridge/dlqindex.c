@@ -87,79 +87,74 @@ static void entry_json(kjb_buf *b, const kjb_dlq_entry *e) {
   "original_timestamp = EXCLUDED.original_timestamp, "                         \
   "dead_lettered_at = EXCLUDED.dead_lettered_at, value_size = EXCLUDED.value_size"
 
+/* ---- COPY's binary format -------------------------------------------- */
+
+/* PostgreSQL's timestamps count microseconds from 2000-01-01 UTC. */
+#define PG_EPOCH_US 946684800000000LL
+
+static void put_be(kjb_buf *b, uint64_t v, int bytes) {
+  char t[8];
+  for (int i = bytes; i-- > 0; v >>= 8)
+    t[i] = (char)(v & 0xff);
+  kjb_buf_append(b, t, (size_t)bytes);
+}
+
+static void put_field(kjb_buf *b, const void *p, size_t n) {
+  put_be(b, n, 4);
+  kjb_buf_append(b, p, n);
+}
+
+static void put_null(kjb_buf *b) { put_be(b, 0xffffffffu, 4); }
+
+static void put_int4(kjb_buf *b, int32_t v) {
+  put_be(b, 4, 4);
+  put_be(b, (uint32_t)v, 4);
+}
+
+static void put_int8(kjb_buf *b, int64_t v) {
+  put_be(b, 8, 4);
+  put_be(b, (uint64_t)v, 8);
+}
+
 /* Text that a text column can hold: the valid UTF-8 prefix, as
  * json_text keeps it. */
-static void copy_text(kjb_buf *b, const char *s) {
+static void put_text(kjb_buf *b, const char *s) {
   if (!s) {
-    kjb_store_copy_field(b, NULL);
+    put_null(b);
     return;
   }
   size_t n = strlen(s);
   long bad = kjb_utf8_invalid_at(s, n);
-  if (bad < 0) {
-    kjb_store_copy_field(b, s);
-    return;
-  }
-  char *cut = kjb_xstrndup(s, (size_t)bad);
-  kjb_store_copy_field(b, cut);
-  free(cut);
+  put_field(b, s, bad < 0 ? n : (size_t)bad);
 }
 
-static void copy_entry(kjb_buf *b, const kjb_dlq_entry *e) {
-  copy_text(b, e->dlq_topic);
-  kjb_buf_printf(b, "\t%d\t%" PRId64 "\t", (int)e->dlq_partition, e->dlq_offset);
-  copy_text(b, e->source_topic);
-  kjb_buf_printf(b, "\t%d\t%" PRId64 "\t", (int)e->source_partition, e->source_offset);
-  if (e->key) {
-    static const char hex[] = "0123456789abcdef";
-    kjb_buf_puts(b, "\\\\x"); /* bytea's \x, its backslash escaped for COPY */
-    for (size_t i = 0; i < e->key_len; i++) {
-      unsigned char c = ((const unsigned char *)e->key)[i];
-      kjb_buf_putc(b, hex[c >> 4]);
-      kjb_buf_putc(b, hex[c & 15]);
-    }
-  } else {
-    kjb_store_copy_field(b, NULL);
-  }
-  kjb_buf_putc(b, '\t');
-  copy_text(b, e->reason);
-  kjb_buf_putc(b, '\t');
-  copy_text(b, e->stage);
-  kjb_buf_putc(b, '\t');
-  copy_text(b, e->message);
-  kjb_buf_putc(b, '\t');
-  copy_text(b, e->consumer_group);
-  kjb_buf_putc(b, '\t');
-  if (e->original_timestamp >= 0)
-    kjb_buf_rfc3339(b, e->original_timestamp * 1000, 3);
+/* An entry as one tuple of ENTRY_COLUMNS. */
+static void put_entry(kjb_buf *b, const kjb_dlq_entry *e) {
+  put_be(b, 14, 2);
+  put_text(b, e->dlq_topic);
+  put_int4(b, e->dlq_partition);
+  put_int8(b, e->dlq_offset);
+  put_text(b, e->source_topic);
+  put_int4(b, e->source_partition);
+  put_int8(b, e->source_offset);
+  if (e->key)
+    put_field(b, e->key, e->key_len);
   else
-    kjb_store_copy_field(b, NULL);
-  kjb_buf_putc(b, '\t');
-  kjb_buf_rfc3339(b, e->dead_lettered_at, 6);
-  kjb_buf_printf(b, "\t%zu\n", e->value_size);
+    put_null(b);
+  put_text(b, e->reason);
+  put_text(b, e->stage);
+  put_text(b, e->message);
+  put_text(b, e->consumer_group);
+  if (e->original_timestamp >= 0)
+    put_int8(b, e->original_timestamp * 1000 - PG_EPOCH_US);
+  else
+    put_null(b);
+  put_int8(b, e->dead_lettered_at - PG_EPOCH_US);
+  put_int4(b, e->value_size > INT32_MAX ? INT32_MAX : (int32_t)e->value_size);
 }
 
-/* The upsert below, for the common case: entries of source records that
- * have no row yet. COPY writes them at half the upsert's cost per row; a
- * source record with a row already (dead-lettered again after a crash)
- * makes the unique constraint refuse the COPY, and the upsert runs
- * instead. Returns 0, 1 for "use the upsert", or -KJB_EPG. */
-static int copy_entries(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err *err) {
-  kjb_buf rows;
-  kjb_buf_init(&rows);
-  for (size_t i = 0; i < n; i++)
-    copy_entry(&rows, &e[i]);
-  int rc = kjb_store_copy(s, "dead_letters (" ENTRY_COLUMNS ")", &rows, err);
-  kjb_buf_close(&rows);
-  return rc;
-}
-
-int kjb_dlqindex_upsert(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err *err) {
-  if (n == 0)
-    return 0;
-  int copied = copy_entries(s, e, n, err);
-  if (copied <= 0)
-    return copied;
+/* The upsert of kjb_dlqindex_upsert, for every entry. */
+static int upsert_entries(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err *err) {
   kjb_buf j;
   kjb_buf_init(&j);
   kjb_buf_putc(&j, '[');
@@ -185,6 +180,31 @@ int kjb_dlqindex_upsert(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err 
     return -KJB_EPG;
   PQclear(r);
   return 0;
+}
+
+void kjb_dlqindex_stream(kjb_store *s, const kjb_dlq_entry *e) {
+  kjb_buf row;
+  kjb_buf_init(&row);
+  put_entry(&row, e);
+  kjb_store_stream_binary(s, "dead_letters", ENTRY_COLUMNS, &row);
+  kjb_buf_close(&row);
+}
+
+int kjb_dlqindex_stream_finish(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err *err) {
+  int rc = kjb_store_stream_commit(s, n, err);
+  if (rc == 1)
+    rc = n ? upsert_entries(s, e, n, err) : 0;
+  return rc < 0 ? -KJB_EPG : 0;
+}
+
+/* New rows go in by COPY, at a quarter of the upsert's cost per row; a
+ * source record with a row already (dead-lettered again after a crash)
+ * makes the unique constraint refuse the COPY, and the upsert runs
+ * instead. */
+int kjb_dlqindex_upsert(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err *err) {
+  for (size_t i = 0; i < n; i++)
+    kjb_dlqindex_stream(s, &e[i]);
+  return kjb_dlqindex_stream_finish(s, e, n, err);
 }
 
 /* ---- listing -------------------------------------------------------- */

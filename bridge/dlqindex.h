@@ -51,6 +51,17 @@ typedef struct {
  * instead. Returns 0, or -KJB_EPG with err (nothing written). */
 int kjb_dlqindex_upsert(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err *err);
 
+/* The same in two steps, so that PostgreSQL writes rows while the caller
+ * goes on: kjb_dlqindex_stream sends e's row in a COPY left open on s
+ * (kjb_store_stream_text; it never fails, a failure waits for finish).
+ * kjb_dlqindex_stream_finish commits the streamed rows when they are
+ * exactly the n entries e (in any order); when a row was refused (its
+ * source record has one already), or some are missing, it writes e by
+ * kjb_dlqindex_upsert instead. Returns 0, or -KJB_EPG with err (nothing
+ * written). */
+void kjb_dlqindex_stream(kjb_store *s, const kjb_dlq_entry *e);
+int kjb_dlqindex_stream_finish(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err *err);
+
 /* Writes the rows that f selects, oldest first (by id, as the API pages),
  * at most limit (0: 50): an aligned table (id, dead_lettered_at, status,
  * reason, source and DLQ coordinates, key, message) or, with json, one

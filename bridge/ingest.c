@@ -54,6 +54,9 @@ static const char CONSUMED_HELP[] = "Source records consumed and accounted for."
 #define BACKOFF_MIN_US (250 * 1000LL)
 #define BACKOFF_MAX_US (30 * 1000000LL)
 #define COMMIT_RETRY_US (1000 * 1000LL)
+/* Index rows gathered before they go to PostgreSQL while a batch is
+ * consumed: about 100 rows. */
+#define DL_PUSH_BYTES (16 * 1024)
 
 typedef struct {
   const kjb_topic_cfg *topic;
@@ -74,6 +77,7 @@ typedef struct {
   int64_t at_us;         /* when it was dead-lettered, whole milliseconds: header and row */
   int32_t dlq_partition; /* where the delivery report put it */
   int64_t dlq_offset;
+  int produced; /* in the open transaction */
 } dead_letter;
 
 /* A partition this member owns, from its assignment to its revocation.
@@ -108,8 +112,10 @@ struct kjb_ingest {
   rd_kafka_t *consumer;
   rd_kafka_t *producer; /* transactional: dead letters with their offsets */
   int txn_ready;        /* init_transactions done on this producer */
+  int txn_open;         /* a transaction is begun: the batch's dead letters go into it */
   unsigned producers;   /* made so far, for unique transactional ids */
-  kjb_store *store;
+  kjb_store *store;     /* jobs */
+  kjb_store *dlstore;   /* the dead-letter index, streamed while jobs are */
   kjb_arena *arena;
   volatile sig_atomic_t *stop;
 
@@ -118,8 +124,9 @@ struct kjb_ingest {
   size_t nparts, capparts;
   dead_letter *dls;
   size_t ndls, capdls;
-  size_t nrecords; /* records in the current batch */
-  traced *traced;  /* the batch's records with a span to export */
+  uint32_t batch_gen; /* tells a late delivery report from an earlier batch's */
+  size_t nrecords;    /* records in the current batch */
+  traced *traced;     /* the batch's records with a span to export */
   size_t ntraced, captraced;
 
   owned_part *owned; /* the current assignment */
@@ -197,10 +204,42 @@ static owned_part *owned_get(kjb_ingest *ing, const kjb_topic_cfg *t, int32_t pa
 
 /* ---- dead letters --------------------------------------------------- */
 
+/* A dead letter's delivery-report opaque: its batch and index. */
+_Static_assert(sizeof(uintptr_t) >= 8, "a delivery opaque holds 32 + 32 bits");
+#define DL_OPAQUE(gen, i) ((void *)(((uintptr_t)(gen) << 32) | (uintptr_t)(uint32_t)(i)))
+
+/* The index row of dead letter i, delivered. */
+static kjb_dlq_entry entry_of(const kjb_ingest *ing, size_t i) {
+  const dead_letter *d = &ing->dls[i];
+  const rd_kafka_message_t *m = d->msg;
+  rd_kafka_timestamp_type_t tstype;
+  return (kjb_dlq_entry){
+      .dlq_topic = d->topic->dlq,
+      .dlq_partition = d->dlq_partition,
+      .dlq_offset = d->dlq_offset,
+      .source_topic = d->topic->topic,
+      .source_partition = m->partition,
+      .source_offset = m->offset,
+      .key = m->key,
+      .key_len = m->key_len,
+      .reason = kjb_err_name(d->reason.code),
+      .stage = d->stage,
+      .message = d->reason.msg,
+      .consumer_group = ing->cfg->kafka.group,
+      .original_timestamp = rd_kafka_message_timestamp(m, &tstype),
+      .dead_lettered_at = d->at_us,
+      .value_size = m->payload ? m->len : 0,
+  };
+}
+
+/* In a transaction, a dead letter's row is streamed to PostgreSQL as
+ * soon as its DLQ coordinates are known, so that the index is written
+ * while the batch goes on (offsets_txn commits it). */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   kjb_ingest *ing = opaque;
-  size_t i = (size_t)(uintptr_t)m->_private;
-  if (i >= ing->ndls)
+  uintptr_t tag = (uintptr_t)m->_private;
+  size_t i = (size_t)(uint32_t)tag;
+  if ((uint32_t)(tag >> 32) != ing->batch_gen || i >= ing->ndls)
     return;
   ing->dls[i].state = m->err ? -1 : 1;
   ing->dls[i].dlq_partition = m->partition;
@@ -209,6 +248,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     kjb_warn("dead letter for %s [%d] @%lld not delivered: %s", ing->dls[i].topic->topic,
              (int)ing->dls[i].msg->partition, (long long)ing->dls[i].msg->offset,
              rd_kafka_err2str(m->err));
+  else if (ing->txn_open && ing->dlstore) {
+    kjb_dlq_entry e = entry_of(ing, i);
+    kjb_dlqindex_stream(ing->dlstore, &e);
+  }
 }
 
 static rd_kafka_resp_err_t produce_dead_letter(kjb_ingest *ing, size_t i) {
@@ -242,7 +285,7 @@ static rd_kafka_resp_err_t produce_dead_letter(kjb_ingest *ing, size_t i) {
   do {
     e = rd_kafka_producev(ing->producer, RD_KAFKA_V_TOPIC(d->topic->dlq),
                           RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
-                          RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i),
+                          RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(DL_OPAQUE(ing->batch_gen, i)),
                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
   } while (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && (rd_kafka_poll(ing->producer, 100), 1));
   if (e) {
@@ -282,38 +325,32 @@ static int settle_dead_letters(kjb_ingest *ing) {
   }
 }
 
+/* The connection the index is written on, made when missing. */
+static kjb_store *dlstore(kjb_ingest *ing, kjb_err *err) {
+  if (!ing->dlstore)
+    ing->dlstore =
+        kjb_store_connect_durable(ing->cfg->postgres.conninfo, ing->cfg->postgres.schema, err);
+  return ing->dlstore;
+}
+
 /* Writes the rows of the batch's dead letters, all delivered, at the DLQ
- * coordinates their delivery reports gave, on the store's durable
- * connection. Returns 0, or -1 with err; then the connection is dropped,
- * so that the next batch reconnects with backoff (store_batch). */
+ * coordinates their delivery reports gave: in a transaction, commits
+ * those streamed as the reports came (see on_delivery). Returns 0, or -1
+ * with err; then both connections are dropped: PostgreSQL is likely
+ * away, and the next batch's store_batch reconnects with backoff. */
 static int index_dead_letters(kjb_ingest *ing, kjb_err *err) {
   kjb_dlq_entry *e = kjb_xcalloc(ing->ndls, sizeof *e);
-  for (size_t i = 0; i < ing->ndls; i++) {
-    const dead_letter *d = &ing->dls[i];
-    const rd_kafka_message_t *m = d->msg;
-    rd_kafka_timestamp_type_t tstype;
-    e[i] = (kjb_dlq_entry){
-        .dlq_topic = d->topic->dlq,
-        .dlq_partition = d->dlq_partition,
-        .dlq_offset = d->dlq_offset,
-        .source_topic = d->topic->topic,
-        .source_partition = m->partition,
-        .source_offset = m->offset,
-        .key = m->key,
-        .key_len = m->key_len,
-        .reason = kjb_err_name(d->reason.code),
-        .stage = d->stage,
-        .message = d->reason.msg,
-        .consumer_group = ing->cfg->kafka.group,
-        .original_timestamp = rd_kafka_message_timestamp(m, &tstype),
-        .dead_lettered_at = d->at_us,
-        .value_size = m->payload ? m->len : 0,
-    };
-  }
-  int rc = ing->store ? kjb_dlqindex_upsert(ing->store, e, ing->ndls, err)
-                      : kjb_err_set(err, KJB_EPG, "not connected");
+  for (size_t i = 0; i < ing->ndls; i++)
+    e[i] = entry_of(ing, i);
+  int streamed = ing->txn_open && ing->dlstore;
+  kjb_store *s = dlstore(ing, err);
+  int rc = !s         ? -1
+           : streamed ? kjb_dlqindex_stream_finish(s, e, ing->ndls, err)
+                      : kjb_dlqindex_upsert(s, e, ing->ndls, err);
   free(e);
   if (rc < 0) {
+    kjb_store_free(ing->dlstore);
+    ing->dlstore = NULL;
     kjb_store_free(ing->store);
     ing->store = NULL;
     return -1;
@@ -321,17 +358,73 @@ static int index_dead_letters(kjb_ingest *ing, kjb_err *err) {
   return 0;
 }
 
+/* Begins the transaction that the batch's dead letters and offsets go
+ * into, when none is open (initialising the producer's transactions the
+ * first time). */
+static rd_kafka_error_t *open_txn(kjb_ingest *ing) {
+  rd_kafka_error_t *e;
+  if (ing->txn_open)
+    return NULL;
+  if (!ing->txn_ready) {
+    if ((e = rd_kafka_init_transactions(ing->producer, 30000)))
+      return e;
+    ing->txn_ready = 1;
+  }
+  if ((e = rd_kafka_begin_transaction(ing->producer)))
+    return e;
+  ing->txn_open = 1;
+  return NULL;
+}
+
+/* Produces dead letter i as soon as it is made, in the batch's
+ * transaction, so that the broker stores it, and PostgreSQL its row,
+ * while the batch goes on. When that cannot be done now, offsets_txn
+ * does it. */
+static void produce_early(kjb_ingest *ing, size_t i) {
+  if (ing->cfg->kafka.embedded)
+    return;
+  rd_kafka_error_t *e = open_txn(ing);
+  if (e) {
+    rd_kafka_error_destroy(e);
+    return;
+  }
+  kjb_err err;
+  if (!ing->dlstore && !dlstore(ing, &err))
+    kjb_debug("dead-letter index: %s (written when the batch commits)", err.msg);
+  if (produce_dead_letter(ing, i) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    ing->dls[i].produced = 1;
+}
+
+/* Waits (30 s at most) until the broker acknowledged, or refused, the
+ * batch's ndls dead letters, sending their index rows on to PostgreSQL
+ * as the reports come, so that it writes them meanwhile. */
+static void await_dead_letters(kjb_ingest *ing, size_t ndls) {
+  int64_t deadline = kjb_now_mono_us() + 30 * 1000000LL;
+  size_t i = 0;
+  for (;;) {
+    while (i < ndls && ing->dls[i].state != 0)
+      i++;
+    if (i == ndls || kjb_now_mono_us() > deadline)
+      return;
+    rd_kafka_flush(ing->producer, 2); /* sends what lingers, serves reports */
+    if (ing->dlstore)
+      kjb_store_stream_push(ing->dlstore, 1);
+  }
+}
+
 /* One attempt at a Kafka transaction of offsets and, when ndls is not 0,
  * the batch's dead letters and their rows in kjb.dead_letters. NULL when
  * committed.
  *
  * How the index and the DLQ stay consistent. The dead letters are
- * produced in the transaction and awaited, so that their delivery
- * reports give each one's DLQ partition and offset; the offsets are sent
- * to the transaction (the group coordinator checks here that this member
- * still owns the partitions); then the rows are upserted and committed in
- * PostgreSQL (durably: the store's session pins synchronous_commit); only
- * then is the Kafka transaction committed. Hence:
+ * produced in the transaction (most of them as they are made, see
+ * produce_early) and awaited, so that their delivery reports give each
+ * one's DLQ partition and offset; the offsets are sent to the
+ * transaction (the group coordinator checks here that this member still
+ * owns the partitions); then the rows (streamed to PostgreSQL as the
+ * reports came, in a transaction of their own) are committed in
+ * PostgreSQL (durably: the store's session pins synchronous_commit);
+ * only then is the Kafka transaction committed. Hence:
  * - a committed DLQ record always has its row: the row committed before
  *   the record could (a source record dead-lettered twice, its group's
  *   offsets reset by hand, has one row, for its latest DLQ record);
@@ -351,21 +444,19 @@ static int index_dead_letters(kjb_ingest *ing, kjb_err *err) {
  * took over. `kjb dlq reindex` removes such rows. */
 static rd_kafka_error_t *offsets_txn(kjb_ingest *ing,
                                      const rd_kafka_topic_partition_list_t *offsets, size_t ndls) {
-  rd_kafka_error_t *e;
-  if (!ing->txn_ready) {
-    if ((e = rd_kafka_init_transactions(ing->producer, 30000)))
-      return e;
-    ing->txn_ready = 1;
-  }
-  if ((e = rd_kafka_begin_transaction(ing->producer)))
+  rd_kafka_error_t *e = open_txn(ing);
+  if (e)
     return e;
   for (size_t i = 0; i < ndls; i++) {
+    if (ing->dls[i].produced)
+      continue;
     rd_kafka_resp_err_t pe = produce_dead_letter(ing, i);
     if (pe)
       return rd_kafka_error_new(pe, "could not produce dead letter to \"%s\": %s",
                                 ing->dls[i].topic->dlq, rd_kafka_err2str(pe));
+    ing->dls[i].produced = 1;
   }
-  rd_kafka_flush(ing->producer, 30000);
+  await_dead_letters(ing, ndls);
   for (size_t i = 0; i < ndls; i++)
     if (ing->dls[i].state != 1)
       return rd_kafka_error_new(RD_KAFKA_RESP_ERR__FAIL, "dead letter to \"%s\" %s",
@@ -379,7 +470,11 @@ static rd_kafka_error_t *offsets_txn(kjb_ingest *ing,
   kjb_err err;
   if (ndls && index_dead_letters(ing, &err) < 0)
     return rd_kafka_error_new(RD_KAFKA_RESP_ERR__FAIL, "%s", err.msg);
-  return rd_kafka_commit_transaction(ing->producer, 30000);
+  e = rd_kafka_commit_transaction(ing->producer, 30000);
+  if (e)
+    return e;
+  ing->txn_open = 0;
+  return NULL;
 }
 
 /* Without transactions: writes the rows of the settled dead letters,
@@ -396,27 +491,15 @@ static int index_settled(kjb_ingest *ing) {
   return 0;
 }
 
-/* Commits offsets in one Kafka transaction, with the batch's dead letters
- * when ndls is not 0. Returns 0 when committed, 1 when the transaction was
- * aborted (nothing of it is visible: the batch's records with dead letters
- * must be consumed again), -1 when asked to stop after a failure (nothing
- * committed either). */
-static int commit_in_txn(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *offsets,
-                         size_t ndls) {
-  rd_kafka_error_t *e = offsets_txn(ing, offsets, ndls);
-  if (!e)
-    return 0;
-  if (ndls)
-    kjb_warn("could not commit %zu dead letter(s) with their offsets: %s; the batch's records "
-             "will be consumed again",
-             ndls, rd_kafka_error_string(e));
-  else
-    kjb_warn("could not commit offsets in a transaction: %s; they are committed again later",
-             rd_kafka_error_string(e));
-  int fatal = rd_kafka_error_is_fatal(e);
-  rd_kafka_error_destroy(e);
-  /* Abort whatever was begun, until the coordinator confirms; a producer
-   * in a fatal state is replaced instead. */
+/* Aborts the open transaction, until the coordinator confirms, and the
+ * index rows streamed for it; a producer in a fatal state (fatal, or
+ * found so) is replaced instead. Returns 1, or -1 when asked to stop
+ * first. */
+static int abort_txn(kjb_ingest *ing, int fatal) {
+  if (ing->dlstore)
+    kjb_store_stream_abort(ing->dlstore);
+  ing->txn_open = 0;
+  rd_kafka_error_t *e;
   int64_t backoff = BACKOFF_MIN_US;
   while (!fatal && ing->txn_ready && (e = rd_kafka_abort_transaction(ing->producer, 30000))) {
     fatal = rd_kafka_error_is_fatal(e);
@@ -444,6 +527,28 @@ static int commit_in_txn(kjb_ingest *ing, const rd_kafka_topic_partition_list_t 
     }
   }
   return *ing->stop ? -1 : 1;
+}
+
+/* Commits offsets in one Kafka transaction, with the batch's dead letters
+ * when ndls is not 0. Returns 0 when committed, 1 when the transaction was
+ * aborted (nothing of it is visible: the batch's records with dead letters
+ * must be consumed again), -1 when asked to stop after a failure (nothing
+ * committed either). */
+static int commit_in_txn(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *offsets,
+                         size_t ndls) {
+  rd_kafka_error_t *e = offsets_txn(ing, offsets, ndls);
+  if (!e)
+    return 0;
+  if (ndls)
+    kjb_warn("could not commit %zu dead letter(s) with their offsets: %s; the batch's records "
+             "will be consumed again",
+             ndls, rd_kafka_error_string(e));
+  else
+    kjb_warn("could not commit offsets in a transaction: %s; they are committed again later",
+             rd_kafka_error_string(e));
+  int fatal = rd_kafka_error_is_fatal(e);
+  rd_kafka_error_destroy(e);
+  return abort_txn(ing, fatal);
 }
 
 /* Moves the batch's partitions back to its first records, so that an
@@ -474,7 +579,7 @@ static void dead_letter_record(kjb_ingest *ing, rd_kafka_message_t *m, const kjb
                                const char *stage, const kjb_err *why) {
   ing->dls = kjb_xgrow(ing->dls, &ing->capdls, ing->ndls + 1, sizeof *ing->dls);
   size_t i = ing->ndls++;
-  ing->dls[i] = (dead_letter){m, t, stage, *why, 0, kjb_now_wall_us() / 1000 * 1000, -1, -1};
+  ing->dls[i] = (dead_letter){m, t, stage, *why, 0, kjb_now_wall_us() / 1000 * 1000, -1, -1, 0};
   kjb_info("dead-lettering %s [%d] @%lld to \"%s\": kjb.%s: %s", t->topic, (int)m->partition,
            (long long)m->offset, t->dlq, kjb_err_name(why->code), why->msg);
 }
@@ -579,6 +684,7 @@ static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *
   ing->nrecords++;
   if (rc < 0) {
     dead_letter_record(ing, m, t, stage, &err);
+    produce_early(ing, ing->ndls - 1);
     return 1;
   }
   /* Only whole records go to the server: all of their jobs, or none. */
@@ -646,7 +752,12 @@ static void resume_paused(kjb_ingest *ing, int all, const rd_kafka_topic_partiti
 
 static void resume_due(kjb_ingest *ing, int all) { resume_paused(ing, all, NULL); }
 
+/* Ends the batch, committed or not: a transaction still open holds dead
+ * letters of records that are consumed again, and is aborted. */
 static void reset_batch(kjb_ingest *ing) {
+  if (ing->txn_open)
+    abort_txn(ing, 0);
+  ing->batch_gen++;
   for (size_t i = 0; i < ing->ndls; i++)
     rd_kafka_message_destroy(ing->dls[i].msg);
   ing->ndls = 0;
@@ -655,6 +766,47 @@ static void reset_batch(kjb_ingest *ing) {
   ing->nparts = 0;
   ing->nrecords = 0;
   kjb_arena_reset(ing->arena);
+}
+
+static void add_dead_lettered(const char *topic, kjb_errcode code, size_t n) {
+  kjb_counter_add("kjb_records_dead_lettered_total",
+                  "Source records sent to a dead-letter topic, by error code.", (double)n, "topic",
+                  topic, "reason", kjb_err_name(code), NULL);
+}
+
+/* Counts the committed batch's dead letters by topic and reason, and
+ * remembers the newest of them for /api/dlq. */
+static void count_dead_letters(kjb_ingest *ing) {
+  enum { MAX_GROUPS = 16 };
+  struct group {
+    const char *topic;
+    kjb_errcode code;
+    size_t n;
+  } g[MAX_GROUPS];
+  size_t ng = 0;
+  for (size_t i = 0; i < ing->ndls; i++) {
+    const dead_letter *d = &ing->dls[i];
+    size_t j = 0;
+    while (j < ng && !(g[j].topic == d->topic->topic && g[j].code == d->reason.code))
+      j++;
+    if (j == ng) {
+      if (ng == MAX_GROUPS) {
+        add_dead_lettered(d->topic->topic, d->reason.code, 1);
+        continue;
+      }
+      g[ng++] = (struct group){d->topic->topic, d->reason.code, 0};
+    }
+    g[j].n++;
+  }
+  for (size_t j = 0; j < ng; j++)
+    add_dead_lettered(g[j].topic, g[j].code, g[j].n);
+  size_t first = ing->ndls > KJB_STATS_DEAD_LETTERS ? ing->ndls - KJB_STATS_DEAD_LETTERS : 0;
+  kjb_stats_dead_letters_skip(first);
+  for (size_t i = first; i < ing->ndls; i++) {
+    const dead_letter *d = &ing->dls[i];
+    kjb_stats_dead_letter(d->topic->topic, (int)d->msg->partition, d->msg->offset, d->topic->dlq,
+                          kjb_err_name(d->reason.code), d->stage, d->reason.msg);
+  }
 }
 
 /* Stores the batch's jobs: the streamed COPY first; when that fails, the
@@ -801,14 +953,7 @@ static int flush(kjb_ingest *ing) {
     if (ing->parts[i].records)
       kjb_counter_add("kjb_records_consumed_total", CONSUMED_HELP, (double)ing->parts[i].records,
                       "topic", ing->parts[i].topic->topic, NULL);
-  for (size_t i = 0; i < ing->ndls; i++) {
-    const dead_letter *d = &ing->dls[i];
-    kjb_counter_add("kjb_records_dead_lettered_total",
-                    "Source records sent to a dead-letter topic, by error code.", 1, "topic",
-                    d->topic->topic, "reason", kjb_err_name(d->reason.code), NULL);
-    kjb_stats_dead_letter(d->topic->topic, (int)d->msg->partition, d->msg->offset, d->topic->dlq,
-                          kjb_err_name(d->reason.code), d->stage, d->reason.msg);
-  }
+  count_dead_letters(ing);
   export_spans(ing);
   ing->stats.records += ing->nrecords;
   ing->stats.jobs_inserted += inserted;
@@ -1082,6 +1227,8 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
     atomic_store(&ing->alive_us, t0);
     rd_kafka_message_t *m = rd_kafka_consumer_poll(ing->consumer, timeout_ms);
     rd_kafka_poll(ing->producer, 0);
+    if (ing->dlstore)
+      kjb_store_stream_push(ing->dlstore, DL_PUSH_BYTES);
     int64_t t1 = kjb_now_mono_us();
     ing->stats.poll_us += (uint64_t)(t1 - t0);
     if (m) {
@@ -1133,6 +1280,7 @@ void kjb_ingest_free(kjb_ingest *ing) {
     rd_kafka_destroy(ing->producer);
   }
   kjb_store_free(ing->store);
+  kjb_store_free(ing->dlstore);
   kjb_arena_free(ing->arena);
   kjb_rows_close(&ing->rows);
   free(ing->parts);

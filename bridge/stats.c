@@ -254,6 +254,12 @@ void kjb_stats_dead_letter(const char *topic, int partition, int64_t offset, con
   pthread_mutex_unlock(&ring_mu);
 }
 
+void kjb_stats_dead_letters_skip(uint64_t n) {
+  pthread_mutex_lock(&ring_mu);
+  ring_total += n;
+  pthread_mutex_unlock(&ring_mu);
+}
+
 json_t *kjb_stats_dead_letters(int limit) {
   json_t *arr = json_array();
   pthread_mutex_lock(&ring_mu);

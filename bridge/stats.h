@@ -48,6 +48,10 @@ json_t *kjb_stats_held_keys(kjb_stats *st);
 void kjb_stats_dead_letter(const char *topic, int partition, int64_t offset, const char *dlq_topic,
                            const char *reason, const char *stage, const char *message);
 
+/* Counts n dead letters that are not remembered: the older ones of a
+ * batch whose newest KJB_STATS_DEAD_LETTERS are, right after. */
+void kjb_stats_dead_letters_skip(uint64_t n);
+
 /* A new reference: {"dead_letters": [newest first, at most limit], "total": n}. */
 json_t *kjb_stats_dead_letters(int limit);
 

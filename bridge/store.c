@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ struct kjb_store {
   int have_marked;
   enum { STREAM_IDLE, STREAM_OPEN, STREAM_BROKEN } stream;
   size_t streamed; /* rows sent in the open stream */
+  bool binary;     /* the open stream is in COPY's binary format */
   kjb_err stream_err;
 };
 
@@ -270,10 +272,6 @@ int kjb_store_migrate_status(kjb_store *s, FILE *out, int *pending, kjb_err *err
 
 /* Appends s to the COPY text stream, escaping what COPY's text format
  * treats specially. */
-static void copy_field(kjb_buf *b, const char *s);
-
-void kjb_store_copy_field(kjb_buf *b, const char *s) { copy_field(b, s); }
-
 static void copy_field(kjb_buf *b, const char *s) {
   if (!s) {
     kjb_buf_append(b, "\\N", 2);
@@ -364,34 +362,12 @@ static int copy_end(kjb_store *s, kjb_err *err) {
         rc = 1;
         PQclear(res);
       } else {
-        rc = result_error(s, res, "could not copy jobs", err);
+        rc = result_error(s, res, "could not copy rows", err);
       }
       continue;
     }
     PQclear(res);
   }
-  return rc;
-}
-
-int kjb_store_copy(kjb_store *s, const char *target, const kjb_buf *rows, kjb_err *err) {
-  if (kjb_store_exec(s, "BEGIN", err) < 0)
-    return -KJB_EPG;
-  char q[512];
-  snprintf(q, sizeof q, "COPY %s FROM STDIN", target);
-  PGresult *res = PQexec(s->conn, q);
-  int rc;
-  if (PQresultStatus(res) != PGRES_COPY_IN) {
-    rc = result_error(s, res, "could not start copy", err);
-  } else {
-    PQclear(res);
-    rc = rows->len && PQputCopyData(s->conn, rows->data, (int)rows->len) != 1
-             ? pg_error(err, KJB_EPG, "could not send copy data", PQerrorMessage(s->conn))
-             : copy_end(s, err);
-  }
-  if (rc == 0)
-    return kjb_store_exec(s, "COMMIT", err) < 0 ? -KJB_EPG : 0;
-  kjb_err ignored;
-  kjb_store_exec(s, "ROLLBACK", &ignored);
   return rc;
 }
 
@@ -579,23 +555,109 @@ static void stream_fail(kjb_store *s, kjb_err *err) {
   s->stream = STREAM_BROKEN;
 }
 
-void kjb_store_stream_row(kjb_store *s, const kjb_job_row *row) {
-  kjb_err err;
+/* Opens the stream, when idle, as a COPY into table's columns in a
+ * transaction, in the binary format or text. Returns false when the
+ * stream is broken (now or before). */
+static bool stream_open(kjb_store *s, const char *table, const char *columns, bool binary) {
   if (s->stream == STREAM_BROKEN)
-    return;
+    return false;
   if (s->stream == STREAM_IDLE) {
+    kjb_err err;
+    char q[512];
+    snprintf(q, sizeof q, "COPY %s (%s) FROM STDIN%s", table, columns,
+             binary ? " (FORMAT binary)" : "");
     kjb_buf_reset(&s->copybuf);
     s->streamed = 0;
-    if (exec(s, "BEGIN", &err) < 0 || copy_start(s, "jobs", &err) < 0) {
+    if (exec(s, "BEGIN", &err) < 0) {
       stream_fail(s, &err);
-      return;
+      return false;
     }
+    PGresult *res = PQexec(s->conn, q);
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+      result_error(s, res, "could not start copy", &err);
+      stream_fail(s, &err);
+      return false;
+    }
+    PQclear(res);
     s->stream = STREAM_OPEN;
+    s->binary = binary;
+    if (binary) /* signature, flags, header extension length */
+      kjb_buf_append(&s->copybuf, "PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0", 19);
   }
-  copy_row(&s->copybuf, row);
+  return true;
+}
+
+/* Counts the row just added to copybuf, and sends the gathered rows on
+ * once there are enough. */
+static void stream_added(kjb_store *s) {
+  kjb_err err;
   s->streamed++;
   if (s->copybuf.len >= STREAM_CHUNK && copy_send(s, &err) < 0)
     stream_fail(s, &err);
+}
+
+void kjb_store_stream_row(kjb_store *s, const kjb_job_row *row) {
+  if (!stream_open(s, "jobs", JOB_COLUMNS, false))
+    return;
+  copy_row(&s->copybuf, row);
+  stream_added(s);
+}
+
+void kjb_store_stream_binary(kjb_store *s, const char *table, const char *columns,
+                             const kjb_buf *row) {
+  if (!stream_open(s, table, columns, true))
+    return;
+  kjb_buf_append(&s->copybuf, row->data, row->len);
+  stream_added(s);
+}
+
+void kjb_store_stream_push(kjb_store *s, size_t min) {
+  kjb_err err;
+  if (s->stream == STREAM_OPEN && s->copybuf.len >= (min ? min : 1) && copy_send(s, &err) < 0)
+    stream_fail(s, &err);
+}
+
+/* Ends a broken or open stream's transaction without committing it. */
+static void stream_rollback(kjb_store *s) {
+  kjb_err tmp;
+  if (s->stream == STREAM_OPEN)
+    PQputCopyEnd(s->conn, "abandoned");
+  PGresult *res;
+  while ((res = PQgetResult(s->conn)))
+    PQclear(res);
+  if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+    exec(s, "ROLLBACK", &tmp);
+  s->stream = STREAM_IDLE;
+}
+
+void kjb_store_stream_abort(kjb_store *s) {
+  if (s->stream != STREAM_IDLE)
+    stream_rollback(s);
+}
+
+int kjb_store_stream_commit(kjb_store *s, size_t expect, kjb_err *err) {
+  if (s->stream == STREAM_IDLE)
+    return expect ? 1 : 0;
+  if (s->stream == STREAM_BROKEN) {
+    *err = s->stream_err;
+    stream_rollback(s);
+    return -(int)err->code;
+  }
+  if (s->streamed != expect) {
+    stream_rollback(s);
+    return 1;
+  }
+  s->stream = STREAM_IDLE;
+  if (s->binary)
+    kjb_buf_append(&s->copybuf, "\xff\xff", 2); /* the trailer: a tuple of -1 fields */
+  int rc = copy_send(s, err);
+  if (rc == 0)
+    rc = copy_end(s, err);
+  if (rc == 0)
+    return exec(s, "COMMIT", err) < 0 ? -KJB_EPG : 0;
+  kjb_err tmp;
+  exec(s, "ROLLBACK", &tmp);
+  return rc;
 }
 
 int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n, size_t *inserted,

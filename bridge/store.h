@@ -42,15 +42,6 @@ PGconn *kjb_store_conn(kjb_store *s);
 PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int nparams,
                           const char *const *params, kjb_err *err);
 
-/* Appends s (NULL: \N) to rows in COPY's text format, escaped. */
-void kjb_store_copy_field(kjb_buf *rows, const char *s);
-
-/* Runs `COPY target FROM STDIN` (target: "table (columns)") with rows in
- * COPY's text format, in a transaction of its own. Returns 0; 1 when a
- * unique constraint refused a row (then nothing is written); or -KJB_EPG
- * with err. */
-int kjb_store_copy(kjb_store *s, const char *target, const kjb_buf *rows, kjb_err *err);
-
 /* Runs one command without parameters or rows (BEGIN, COMMIT, ROLLBACK).
  * Returns 0, or -KJB_EPG with err. */
 int kjb_store_exec(kjb_store *s, const char *sql, kjb_err *err);
@@ -105,6 +96,22 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
 void kjb_store_stream_row(kjb_store *s, const kjb_job_row *row);
 int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n, size_t *inserted,
                             kjb_err *err);
+
+/* The same stream for rows of another table, in COPY's binary format:
+ * row is one tuple (field count, then each field's length and bytes). kjb_store_stream_commit commits what was
+ * streamed when it is exactly expect rows: 0; 1 when there were not
+ * that many (nothing streamed included) or a unique constraint refused
+ * them, and a negative code on error; then nothing is committed.
+ * kjb_store_stream_abort drops an open stream. A store streams into one
+ * table at a time: jobs or another, not both in one transaction. */
+void kjb_store_stream_binary(kjb_store *s, const char *table, const char *columns,
+                             const kjb_buf *row);
+int kjb_store_stream_commit(kjb_store *s, size_t expect, kjb_err *err);
+/* Rows are sent on as 256 KiB gather; this sends them now when at least
+ * min bytes (1 for any) wait, so that a stream fed in bursts keeps the
+ * server busy. */
+void kjb_store_stream_push(kjb_store *s, size_t min);
+void kjb_store_stream_abort(kjb_store *s);
 
 /* The help text of kjb_jobs_inserted_total, which the store counts. */
 #define KJB_INSERTED_HELP "Jobs inserted, by kind."

@@ -600,6 +600,37 @@ int kjb_civil_to_days(int64_t y, int64_t m, int64_t d, int64_t *days) {
   return 0;
 }
 
+/* Writes v's last width decimal digits, zero-padded, ending before end. */
+static void put_fixed(char *end, uint64_t v, int width) {
+  while (width-- > 0) {
+    *--end = (char)('0' + v % 10);
+    v /= 10;
+  }
+}
+
+size_t kjb_fmt_i64(char *buf, int64_t v) {
+  char tmp[20];
+  size_t n = 0;
+  uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+  do {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  size_t len = 0;
+  if (v < 0)
+    buf[len++] = '-';
+  while (n)
+    buf[len++] = tmp[--n];
+  buf[len] = '\0';
+  return len;
+}
+
+void kjb_buf_put_i64(kjb_buf *b, int64_t v) {
+  char tmp[21];
+  kjb_buf_append(b, tmp, kjb_fmt_i64(tmp, v));
+}
+
+/* Without printf: the dead-letter path formats two per record. */
 void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits) {
   int64_t secs = epoch_us / 1000000, frac = epoch_us % 1000000;
   if (frac < 0) {
@@ -614,12 +645,28 @@ void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits) {
   int64_t y;
   unsigned m, d;
   kjb_civil_from_days(days, &y, &m, &d);
-  kjb_buf_printf(b, "%04lld-%02u-%02uT%02d:%02d:%02d", (long long)y, m, d, (int)(rem / 3600),
-                 (int)(rem / 60 % 60), (int)(rem % 60));
-  if (frac_digits == 6)
-    kjb_buf_printf(b, ".%06lldZ", (long long)frac);
-  else
-    kjb_buf_printf(b, ".%03lldZ", (long long)(frac / 1000));
+  if (y < 0 || y > 9999) {
+    kjb_buf_printf(b, "%04lld-%02u-%02uT%02d:%02d:%02d", (long long)y, m, d, (int)(rem / 3600),
+                   (int)(rem / 60 % 60), (int)(rem % 60));
+  } else {
+    char t[19] = "0000-00-00T00:00:00";
+    put_fixed(t + 4, (uint64_t)y, 4);
+    put_fixed(t + 7, m, 2);
+    put_fixed(t + 10, d, 2);
+    put_fixed(t + 13, (uint64_t)(rem / 3600), 2);
+    put_fixed(t + 16, (uint64_t)(rem / 60 % 60), 2);
+    put_fixed(t + 19, (uint64_t)(rem % 60), 2);
+    kjb_buf_append(b, t, sizeof t);
+  }
+  char f[9] = ".000000Z";
+  if (frac_digits == 6) {
+    put_fixed(f + 7, (uint64_t)frac, 6);
+    kjb_buf_append(b, f, 8);
+  } else {
+    put_fixed(f + 4, (uint64_t)(frac / 1000), 3);
+    f[4] = 'Z';
+    kjb_buf_append(b, f, 5);
+  }
 }
 
 void kjb_json_print_lines(FILE *out, const json_t *arr) {

@@ -149,6 +149,11 @@ int kjb_duration_parse(const char *s, int64_t *out_us);
  * number of fractional digits (3 or 6): "2026-11-21T10:00:00.123Z". */
 void kjb_buf_rfc3339(kjb_buf *b, int64_t epoch_us, int frac_digits);
 
+/* v in decimal, without printf (hot paths): into buf (21 bytes at
+ * least; NUL-terminated, returns the length), or appended to b. */
+size_t kjb_fmt_i64(char *buf, int64_t v);
+void kjb_buf_put_i64(kjb_buf *b, int64_t v);
+
 /* The same with 3 fractional digits as a new jansson string (the caller
  * owns the reference), for timestamps in JSON answers. */
 struct json_t *kjb_json_rfc3339(int64_t epoch_us);

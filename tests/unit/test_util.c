@@ -183,12 +183,37 @@ static void test_rfc3339(void **state) {
       {-1, 6, "1969-12-31T23:59:59.999999Z"},
       {951782400000000LL, 3, "2000-02-29T00:00:00.000Z"},
       {253402300799999000LL, 3, "9999-12-31T23:59:59.999Z"},
+      {253402300800000000LL, 3, "10000-01-01T00:00:00.000Z"},
+      {-62135596800000000LL, 6, "0001-01-01T00:00:00.000000Z"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     kjb_buf b;
     kjb_buf_init(&b);
     kjb_buf_rfc3339(&b, cases[i].us, cases[i].digits);
     assert_string_equal(b.data, cases[i].out);
+    kjb_buf_close(&b);
+  }
+}
+
+static void test_fmt_i64(void **state) {
+  static const struct {
+    int64_t v;
+    const char *out;
+  } cases[] = {{0, "0"},
+               {7, "7"},
+               {-1, "-1"},
+               {1234567890, "1234567890"},
+               {INT64_MAX, "9223372036854775807"},
+               {INT64_MIN, "-9223372036854775808"}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char buf[21];
+    assert_int_equal(kjb_fmt_i64(buf, cases[i].v), strlen(cases[i].out));
+    assert_string_equal(buf, cases[i].out);
+    kjb_buf b;
+    kjb_buf_init(&b);
+    kjb_buf_puts(&b, "x");
+    kjb_buf_put_i64(&b, cases[i].v);
+    assert_string_equal(b.data + 1, cases[i].out);
     kjb_buf_close(&b);
   }
 }
@@ -507,13 +532,21 @@ static void test_tables(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_durations),    cmocka_unit_test(test_parse_i64),
-      cmocka_unit_test(test_hostport),     cmocka_unit_test(test_rfc3339),
-      cmocka_unit_test(test_civil_dates),  cmocka_unit_test(test_utf8),
-      cmocka_unit_test(test_utf8_prefix),  cmocka_unit_test(test_base64_and_json),
-      cmocka_unit_test(test_secret_equal), cmocka_unit_test(test_arena),
-      cmocka_unit_test(test_read_file),    cmocka_unit_test(test_errors),
-      cmocka_unit_test(test_alloc),        cmocka_unit_test(test_tables),
+      cmocka_unit_test(test_durations),
+      cmocka_unit_test(test_parse_i64),
+      cmocka_unit_test(test_hostport),
+      cmocka_unit_test(test_rfc3339),
+      cmocka_unit_test(test_fmt_i64),
+      cmocka_unit_test(test_civil_dates),
+      cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_utf8_prefix),
+      cmocka_unit_test(test_base64_and_json),
+      cmocka_unit_test(test_secret_equal),
+      cmocka_unit_test(test_arena),
+      cmocka_unit_test(test_read_file),
+      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_alloc),
+      cmocka_unit_test(test_tables),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
