@@ -121,23 +121,6 @@ typedef struct {
   char *reason;
 } target;
 
-/* Targeted mode: a consumer that fetches every nlanes-th target, so that
- * the seeks of several run at once. The partition assigned, its
- * watermarks, the offset the consumer is at, and a record read past the
- * one wanted. */
-typedef struct {
-  rd_kafka_t *rk;
-  kjb_kafka_errors *kafka; /* what its error callback saw */
-  kjb_kafka_errors own;
-  char *at_topic;
-  int32_t at_partition;
-  int64_t low, high, pos;
-  rd_kafka_message_t *ahead;
-} lane;
-
-/* Consumers the targeted mode fetches with at most. */
-#define TARGET_LANES 8
-
 typedef struct {
   const kjb_config *cfg;
   const kjb_replay_opts *o;
@@ -158,18 +141,18 @@ typedef struct {
   int64_t pace_us; /* --rate: when the next record may go */
   uint64_t done;   /* records handled */
   kjb_progress *progress;
-  kjb_kafka_errors kafka;   /* what the consumer's error callback saw */
-  lane lanes[TARGET_LANES]; /* the first one is rk */
-  int nlanes;
-  const char *group; /* the consumers' group.id */
+  kjb_kafka_errors kafka; /* what the consumer's error callback saw */
+  /* Targeted mode: the partition assigned, its watermarks, the offset
+   * the consumer is at, and a record read past the one wanted. */
+  char *at_topic;
+  int32_t at_partition;
+  int64_t low, high, pos;
+  rd_kafka_message_t *ahead;
 } replay;
 
-static rd_kafka_t *new_consumer(const kjb_config *cfg, const kjb_replay_opts *o, const char *group,
-                                kjb_kafka_errors *errs, kjb_err *err);
-
-/* The opaque is the handle's kjb_kafka_errors. */
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
-  kjb_kafka_note_error(opaque, rk, err, reason);
+  replay *r = opaque;
+  kjb_kafka_note_error(&r->kafka, rk, err, reason);
 }
 
 static void count(replay *r, uint64_t *stat, uint64_t *per_reason, const char *topic,
@@ -547,94 +530,91 @@ static int count_targets(replay *r, const kjb_dlq_where *w, uint64_t *n, kjb_err
   return 0;
 }
 
-static void drop_ahead(lane *ln) {
-  if (ln->ahead)
-    rd_kafka_message_destroy(ln->ahead);
-  ln->ahead = NULL;
+static void drop_ahead(replay *r) {
+  if (r->ahead)
+    rd_kafka_message_destroy(r->ahead);
+  r->ahead = NULL;
 }
 
-/* Points the lane at t: assigns its partition (learning its watermarks)
- * when it is another one, seeks when t lies behind the position or too
- * far ahead to read on. Neither waits for the fetch, which runs while
- * the other lanes' records are handled. */
-static int aim(lane *ln, const target *t, kjb_err *err) {
+/* Points the consumer at t: assigns its partition (learning its
+ * watermarks) when it is another one, seeks when t lies behind the
+ * position or too far ahead to read on. */
+static int aim(replay *r, const target *t, kjb_err *err) {
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-  bool same =
-      ln->at_topic && strcmp(ln->at_topic, t->topic) == 0 && ln->at_partition == t->partition;
+  bool same = r->at_topic && strcmp(r->at_topic, t->topic) == 0 && r->at_partition == t->partition;
   if (!same) {
-    drop_ahead(ln);
-    free(ln->at_topic);
-    ln->at_topic = kjb_xstrdup(t->topic);
-    ln->at_partition = t->partition;
-    e = rd_kafka_query_watermark_offsets(ln->rk, t->topic, t->partition, &ln->low, &ln->high,
+    drop_ahead(r);
+    free(r->at_topic);
+    r->at_topic = kjb_xstrdup(t->topic);
+    r->at_partition = t->partition;
+    e = rd_kafka_query_watermark_offsets(r->rk, t->topic, t->partition, &r->low, &r->high,
                                          TARGET_TIMEOUT_MS);
     if (e) {
-      free(ln->at_topic);
-      ln->at_topic = NULL;
+      free(r->at_topic);
+      r->at_topic = NULL;
       return kjb_err_set(err, KJB_EKAFKA, "could not read offsets of \"%s\" [%d]: %s", t->topic,
                          (int)t->partition, rd_kafka_err2str(e));
     }
-    ln->pos = -1;
+    r->pos = -1;
   }
-  if (t->offset < ln->low || t->offset >= ln->high)
+  if (t->offset < r->low || t->offset >= r->high)
     return 0; /* not there: no fetch */
-  if (ln->pos >= 0 && t->offset >= ln->pos && t->offset - ln->pos <= TARGET_READ_ON)
+  if (r->pos >= 0 && t->offset >= r->pos && t->offset - r->pos <= TARGET_READ_ON)
     return 0;
-  drop_ahead(ln);
+  drop_ahead(r);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(l, t->topic, t->partition)->offset = t->offset;
-  if (ln->pos < 0) {
-    e = rd_kafka_assign(ln->rk, l);
+  if (r->pos < 0) {
+    e = rd_kafka_assign(r->rk, l);
   } else {
-    /* Asynchronous: librdkafka drops what it fetched before the seek,
-     * and what slips through lies before t (a lane's targets ascend),
-     * which fetch skips. */
-    rd_kafka_error_t *se = rd_kafka_seek_partitions(ln->rk, l, 0);
+    rd_kafka_error_t *se = rd_kafka_seek_partitions(r->rk, l, TARGET_TIMEOUT_MS);
     if (se) {
       e = rd_kafka_error_code(se);
       rd_kafka_error_destroy(se);
+    } else if (l->elems[0].err) {
+      e = l->elems[0].err;
     }
   }
   rd_kafka_topic_partition_list_destroy(l);
   if (e)
     return kjb_err_set(err, KJB_EKAFKA, "could not read \"%s\" [%d] @%" PRId64 ": %s", t->topic,
                        (int)t->partition, t->offset, rd_kafka_err2str(e));
-  ln->pos = t->offset;
+  r->pos = t->offset;
   return 0;
 }
 
 /* Fetches t's record into *out, or sets *why (returning 0 with *out
  * NULL) when the DLQ no longer holds it. Returns a negative code when
  * Kafka does not answer. */
-static int fetch(lane *ln, const target *t, rd_kafka_message_t **out, char *why, size_t cap,
+static int fetch(replay *r, const target *t, rd_kafka_message_t **out, char *why, size_t cap,
                  volatile sig_atomic_t *stop, kjb_err *err) {
   *out = NULL;
-  int rc = aim(ln, t, err);
+  int rc = aim(r, t, err);
   if (rc < 0)
     return rc;
-  if (t->offset < ln->low) {
+  if (t->offset < r->low) {
     snprintf(why, cap,
              "no record at @%" PRId64 ": the log starts at offset %" PRId64
              " (deleted by retention)",
-             t->offset, ln->low);
+             t->offset, r->low);
     return 0;
   }
-  if (t->offset >= ln->high) {
+  if (t->offset >= r->high) {
     snprintf(why, cap, "no record at @%" PRId64 ": the partition ends at offset %" PRId64,
-             t->offset, ln->high);
+             t->offset, r->high);
     return 0;
   }
   int64_t deadline = kjb_now_mono_us() + (int64_t)TARGET_TIMEOUT_MS * 1000;
   while (!(stop && *stop)) {
-    rd_kafka_message_t *m = ln->ahead;
-    ln->ahead = NULL;
+    rd_kafka_message_t *m = r->ahead;
+    r->ahead = NULL;
     if (!m) {
       if (kjb_now_mono_us() > deadline)
-        return kjb_err_set(
-            err, KJB_EKAFKA, "could not read \"%s\" [%d] @%" PRId64 ": no answer in %d ms%s%s",
-            t->topic, (int)t->partition, t->offset, TARGET_TIMEOUT_MS,
-            ln->kafka->failed ? ": " : "", ln->kafka->failed ? ln->kafka->reason : "");
-      m = rd_kafka_consumer_poll(ln->rk, 100);
+        return kjb_err_set(err, KJB_EKAFKA,
+                           "could not read \"%s\" [%d] @%" PRId64 ": no answer in %d ms%s%s",
+                           t->topic, (int)t->partition, t->offset, TARGET_TIMEOUT_MS,
+                           r->kafka.failed ? ": " : "", r->kafka.failed ? r->kafka.reason : "");
+      m = rd_kafka_consumer_poll(r->rk, 100);
       if (!m)
         continue;
     }
@@ -642,7 +622,7 @@ static int fetch(lane *ln, const target *t, rd_kafka_message_t **out, char *why,
       int64_t end = m->offset;
       rd_kafka_message_destroy(m);
       if (end > t->offset) {
-        ln->pos = end;
+        r->pos = end;
         snprintf(why, cap,
                  "no committed record at @%" PRId64 " (the partition ends at %" PRId64 ")",
                  t->offset, end);
@@ -654,9 +634,9 @@ static int fetch(lane *ln, const target *t, rd_kafka_message_t **out, char *why,
         m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
       snprintf(why, cap, "no record at @%" PRId64 ": %s", t->offset, rd_kafka_message_errstr(m));
       rd_kafka_message_destroy(m);
-      ln->pos = -1; /* assign afresh for the next one */
-      free(ln->at_topic);
-      ln->at_topic = NULL;
+      r->pos = -1; /* assign afresh for the next one */
+      free(r->at_topic);
+      r->at_topic = NULL;
       return 0;
     }
     if (m->err) {
@@ -665,7 +645,7 @@ static int fetch(lane *ln, const target *t, rd_kafka_message_t **out, char *why,
       rd_kafka_message_destroy(m);
       continue;
     }
-    ln->pos = m->offset + 1;
+    r->pos = m->offset + 1;
     if (m->offset < t->offset) {
       rd_kafka_message_destroy(m);
       continue;
@@ -675,7 +655,7 @@ static int fetch(lane *ln, const target *t, rd_kafka_message_t **out, char *why,
        * next committed one lies past it, and may be the next target. */
       snprintf(why, cap, "no committed record at @%" PRId64 " (the next one is @%" PRId64 ")",
                t->offset, m->offset);
-      ln->ahead = m;
+      r->ahead = m;
       return 0;
     }
     *out = m;
@@ -684,44 +664,10 @@ static int fetch(lane *ln, const target *t, rd_kafka_message_t **out, char *why,
   return 1; /* stopped */
 }
 
-/* Makes the lanes for n targets: the replay's consumer and up to
- * TARGET_LANES - 1 more, one per target at most. */
-static int open_lanes(replay *r, uint64_t n, kjb_err *err) {
-  r->lanes[0] = (lane){.rk = r->rk, .kafka = &r->kafka, .pos = -1};
-  r->nlanes = 1;
-  while (r->nlanes < TARGET_LANES && (uint64_t)r->nlanes < n) {
-    lane *ln = &r->lanes[r->nlanes];
-    *ln = (lane){.pos = -1};
-    ln->kafka = &ln->own;
-    if (!(ln->rk = new_consumer(r->cfg, r->o, r->group, &ln->own, err)))
-      return -(int)err->code;
-    r->nlanes++;
-  }
-  return 0;
-}
-
-static void close_lanes(replay *r) {
-  for (int i = 0; i < r->nlanes; i++) {
-    lane *ln = &r->lanes[i];
-    drop_ahead(ln);
-    free(ln->at_topic);
-    if (i > 0) {
-      rd_kafka_consumer_close(ln->rk);
-      rd_kafka_destroy(ln->rk);
-    }
-  }
-  r->nlanes = 0;
-}
-
-/* Target i of a page is fetched by lane i % nlanes; once a lane's record
- * is handled, the lane is pointed at its next target, so that up to
- * nlanes fetches (seeks, mostly) are under way at once. */
 static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
   kjb_dlq_where w;
   kjb_dlq_where_build(&w, r->o->filter, 1, NULL);
   int rc = count_targets(r, &w, &r->st->selected, err);
-  if (rc == 0)
-    rc = open_lanes(r, r->st->selected, err);
   if (rc == 0)
     r->progress = kjb_progress_start(r->o->progress, "replay", r->st->selected);
   char *topic = kjb_xstrdup("");
@@ -734,23 +680,17 @@ static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) 
       rc = (int)n;
       break;
     }
-    for (long i = 0; rc == 0 && i < n && i < r->nlanes; i++)
-      rc = aim(&r->lanes[i], &t[i], err);
     for (long i = 0; rc == 0 && i < n && !(stop && *stop); i++) {
       pace(r, stop);
-      lane *ln = &r->lanes[i % r->nlanes];
       rd_kafka_message_t *m;
       char why[400];
-      rc = fetch(ln, &t[i], &m, why, sizeof why, stop, err);
+      rc = fetch(r, &t[i], &m, why, sizeof why, stop, err);
       if (rc != 0) {
         rc = rc > 0 ? 0 : rc; /* stopped, or Kafka away */
         break;
       }
-      if (i + r->nlanes < n)
-        rc = aim(ln, &t[i + r->nlanes], err);
       if (m) {
-        if (rc == 0)
-          rc = replay_one(r, t[i].topic, m, t[i].reason, err);
+        rc = replay_one(r, t[i].topic, m, t[i].reason, err);
         rd_kafka_message_destroy(m);
       } else {
         /* The row's topic string lives until the batch is stored below. */
@@ -776,57 +716,15 @@ static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) 
   free(topic);
   kjb_progress_end(r->progress, r->done);
   r->progress = NULL;
-  close_lanes(r);
+  drop_ahead(r);
+  free(r->at_topic);
+  r->at_topic = NULL;
   kjb_dlq_where_close(&w);
   return rc;
 }
 
 static bool targeted(const kjb_replay_opts *o) {
   return o->filter && !kjb_dlq_filter_empty(o->filter);
-}
-
-/* A consumer of the replay's: group (it never joins it), settings for
- * the mode, errors noted in errs. NULL with err when it cannot be made. */
-static rd_kafka_t *new_consumer(const kjb_config *cfg, const kjb_replay_opts *o, const char *group,
-                                kjb_kafka_errors *errs, kjb_err *err) {
-  /* The targeted mode commits nothing and reads a record here and there:
-   * small fetches and a short read-ahead, no waiting for more data after
-   * a seek nor for a queue over queued.min.messages (librdkafka's defaults
-   * of 500 ms and 1 s would dominate), and no reset past a record
-   * retention deleted. */
-  const char *const defaults[] = {"group.id",
-                                  o->group ? o->group : group,
-                                  "enable.auto.commit",
-                                  "false",
-                                  "enable.auto.offset.store",
-                                  "false",
-                                  "enable.partition.eof",
-                                  "true",
-                                  "auto.offset.reset",
-                                  targeted(o) ? "error" : "earliest",
-                                  targeted(o) ? "max.partition.fetch.bytes" : NULL,
-                                  "65536",
-                                  "queued.min.messages",
-                                  "1000",
-                                  "fetch.wait.max.ms",
-                                  "10",
-                                  "fetch.queue.backoff.ms",
-                                  "10",
-                                  NULL};
-  char errstr[512];
-  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
-  if (!conf)
-    return NULL;
-  rd_kafka_conf_set_error_cb(conf, on_error);
-  rd_kafka_conf_set_opaque(conf, errs);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-  if (!rk) {
-    rd_kafka_conf_destroy(conf);
-    kjb_err_set(err, KJB_EKAFKA, "could not create consumer: %s", errstr);
-    return NULL;
-  }
-  rd_kafka_poll_set_consumer(rk);
-  return rk;
 }
 
 /* The audit row's params: what was asked. */
@@ -858,11 +756,45 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
   r.arena = kjb_arena_new(1 << 20);
   char group[512];
   snprintf(group, sizeof group, "%s.replay", cfg->kafka.group);
-  r.group = o->group ? o->group : group;
-  if (!(r.rk = new_consumer(cfg, o, r.group, &r.kafka, err))) {
+  /* The targeted mode commits nothing and reads a record here and there:
+   * small fetches and a short read-ahead, no waiting for more data after
+   * a seek nor for a queue over queued.min.messages (librdkafka's defaults
+   * of 500 ms and 1 s would dominate), and no reset past a record
+   * retention deleted. */
+  const char *const defaults[] = {"group.id",
+                                  o->group ? o->group : group,
+                                  "enable.auto.commit",
+                                  "false",
+                                  "enable.auto.offset.store",
+                                  "false",
+                                  "enable.partition.eof",
+                                  "true",
+                                  "auto.offset.reset",
+                                  targeted(o) ? "error" : "earliest",
+                                  targeted(o) ? "max.partition.fetch.bytes" : NULL,
+                                  "65536",
+                                  "queued.min.messages",
+                                  "1000",
+                                  "fetch.wait.max.ms",
+                                  "10",
+                                  "fetch.queue.backoff.ms",
+                                  "10",
+                                  NULL};
+  char errstr[512];
+  rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
+  if (!conf) {
     rc = -(int)err->code;
     goto out;
   }
+  rd_kafka_conf_set_error_cb(conf, on_error);
+  rd_kafka_conf_set_opaque(conf, &r);
+  r.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (!r.rk) {
+    rd_kafka_conf_destroy(conf);
+    rc = kjb_err_set(err, KJB_EKAFKA, "could not create consumer: %s", errstr);
+    goto out;
+  }
+  rd_kafka_poll_set_consumer(r.rk);
   if (!(r.catalog = kjb_catalog_new(cfg, err)) ||
       !(r.store = kjb_store_connect_durable(cfg->postgres.conninfo, cfg->postgres.schema, err))) {
     rc = -(int)err->code;
