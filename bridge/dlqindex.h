@@ -53,7 +53,7 @@ int kjb_dlqindex_upsert(kjb_store *s, const kjb_dlq_entry *e, size_t n, kjb_err 
 
 /* The same in two steps, so that PostgreSQL writes rows while the caller
  * goes on: kjb_dlqindex_stream sends e's row in a COPY left open on s
- * (kjb_store_stream_text; it never fails, a failure waits for finish).
+ * (kjb_store_stream_binary; it never fails, a failure waits for finish).
  * kjb_dlqindex_stream_finish commits the streamed rows when they are
  * exactly the n entries e (in any order); when a row was refused (its
  * source record has one already), or some are missing, it writes e by

@@ -54,9 +54,6 @@ static const char CONSUMED_HELP[] = "Source records consumed and accounted for."
 #define BACKOFF_MIN_US (250 * 1000LL)
 #define BACKOFF_MAX_US (30 * 1000000LL)
 #define COMMIT_RETRY_US (1000 * 1000LL)
-/* Index rows gathered before they go to PostgreSQL while a batch is
- * consumed: about 100 rows. */
-#define DL_PUSH_BYTES (16 * 1024)
 
 typedef struct {
   const kjb_topic_cfg *topic;
@@ -395,23 +392,6 @@ static void produce_early(kjb_ingest *ing, size_t i) {
     ing->dls[i].produced = 1;
 }
 
-/* Waits (30 s at most) until the broker acknowledged, or refused, the
- * batch's ndls dead letters, sending their index rows on to PostgreSQL
- * as the reports come, so that it writes them meanwhile. */
-static void await_dead_letters(kjb_ingest *ing, size_t ndls) {
-  int64_t deadline = kjb_now_mono_us() + 30 * 1000000LL;
-  size_t i = 0;
-  for (;;) {
-    while (i < ndls && ing->dls[i].state != 0)
-      i++;
-    if (i == ndls || kjb_now_mono_us() > deadline)
-      return;
-    rd_kafka_flush(ing->producer, 2); /* sends what lingers, serves reports */
-    if (ing->dlstore)
-      kjb_store_stream_push(ing->dlstore, 1);
-  }
-}
-
 /* One attempt at a Kafka transaction of offsets and, when ndls is not 0,
  * the batch's dead letters and their rows in kjb.dead_letters. NULL when
  * committed.
@@ -456,7 +436,7 @@ static rd_kafka_error_t *offsets_txn(kjb_ingest *ing,
                                 ing->dls[i].topic->dlq, rd_kafka_err2str(pe));
     ing->dls[i].produced = 1;
   }
-  await_dead_letters(ing, ndls);
+  rd_kafka_flush(ing->producer, 30000);
   for (size_t i = 0; i < ndls; i++)
     if (ing->dls[i].state != 1)
       return rd_kafka_error_new(RD_KAFKA_RESP_ERR__FAIL, "dead letter to \"%s\" %s",
@@ -1227,8 +1207,6 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
     atomic_store(&ing->alive_us, t0);
     rd_kafka_message_t *m = rd_kafka_consumer_poll(ing->consumer, timeout_ms);
     rd_kafka_poll(ing->producer, 0);
-    if (ing->dlstore)
-      kjb_store_stream_push(ing->dlstore, DL_PUSH_BYTES);
     int64_t t1 = kjb_now_mono_us();
     ing->stats.poll_us += (uint64_t)(t1 - t0);
     if (m) {

@@ -327,14 +327,20 @@ static void copy_rows(kjb_buf *b, const kjb_job_row *rows, size_t n) {
     copy_row(b, &rows[i]);
 }
 
-static int copy_start_cols(kjb_store *s, const char *table, const char *extra, kjb_err *err) {
-  char q[512];
-  snprintf(q, sizeof q, "COPY %s (%s%s) FROM STDIN", table, JOB_COLUMNS, extra);
+/* Runs q, a COPY ... FROM STDIN. Returns 0 when the server waits for
+ * rows, or -KJB_EPG with err. */
+static int copy_begin(kjb_store *s, const char *q, kjb_err *err) {
   PGresult *res = PQexec(s->conn, q);
   if (PQresultStatus(res) != PGRES_COPY_IN)
     return result_error(s, res, "could not start copy", err);
   PQclear(res);
   return 0;
+}
+
+static int copy_start_cols(kjb_store *s, const char *table, const char *extra, kjb_err *err) {
+  char q[512];
+  snprintf(q, sizeof q, "COPY %s (%s%s) FROM STDIN", table, JOB_COLUMNS, extra);
+  return copy_begin(s, q, err);
 }
 
 static int copy_start(kjb_store *s, const char *table, kjb_err *err) {
@@ -568,17 +574,10 @@ static bool stream_open(kjb_store *s, const char *table, const char *columns, bo
              binary ? " (FORMAT binary)" : "");
     kjb_buf_reset(&s->copybuf);
     s->streamed = 0;
-    if (exec(s, "BEGIN", &err) < 0) {
+    if (exec(s, "BEGIN", &err) < 0 || copy_begin(s, q, &err) < 0) {
       stream_fail(s, &err);
       return false;
     }
-    PGresult *res = PQexec(s->conn, q);
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-      result_error(s, res, "could not start copy", &err);
-      stream_fail(s, &err);
-      return false;
-    }
-    PQclear(res);
     s->stream = STREAM_OPEN;
     s->binary = binary;
     if (binary) /* signature, flags, header extension length */
@@ -609,12 +608,6 @@ void kjb_store_stream_binary(kjb_store *s, const char *table, const char *column
     return;
   kjb_buf_append(&s->copybuf, row->data, row->len);
   stream_added(s);
-}
-
-void kjb_store_stream_push(kjb_store *s, size_t min) {
-  kjb_err err;
-  if (s->stream == STREAM_OPEN && s->copybuf.len >= (min ? min : 1) && copy_send(s, &err) < 0)
-    stream_fail(s, &err);
 }
 
 /* Ends a broken or open stream's transaction without committing it. */

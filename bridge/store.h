@@ -98,19 +98,16 @@ int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n, siz
                             kjb_err *err);
 
 /* The same stream for rows of another table, in COPY's binary format:
- * row is one tuple (field count, then each field's length and bytes). kjb_store_stream_commit commits what was
- * streamed when it is exactly expect rows: 0; 1 when there were not
- * that many (nothing streamed included) or a unique constraint refused
- * them, and a negative code on error; then nothing is committed.
- * kjb_store_stream_abort drops an open stream. A store streams into one
- * table at a time: jobs or another, not both in one transaction. */
+ * row is one tuple (field count, then each field's length and bytes).
+ * kjb_store_stream_commit commits what was streamed when it is exactly
+ * expect rows: 0; 1 when there were not that many (nothing streamed
+ * included) or a unique constraint refused them, and a negative code on
+ * error; then nothing is committed. kjb_store_stream_abort drops an open
+ * stream. A store streams into one table at a time: jobs or another, not
+ * both in one transaction. */
 void kjb_store_stream_binary(kjb_store *s, const char *table, const char *columns,
                              const kjb_buf *row);
 int kjb_store_stream_commit(kjb_store *s, size_t expect, kjb_err *err);
-/* Rows are sent on as 256 KiB gather; this sends them now when at least
- * min bytes (1 for any) wait, so that a stream fed in bursts keeps the
- * server busy. */
-void kjb_store_stream_push(kjb_store *s, size_t min);
 void kjb_store_stream_abort(kjb_store *s);
 
 /* The help text of kjb_jobs_inserted_total, which the store counts. */
