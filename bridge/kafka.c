@@ -266,6 +266,25 @@ static int embedded_address(const kjb_config *cfg, char *out, size_t n, kjb_err 
   return rc;
 }
 
+/* Memory bounds, so that a client's buffers stay small whatever the
+ * topics hold (librdkafka's defaults let a consumer prefetch 64 MiB and a
+ * producer queue 1 GiB). A consumer prefetches at most 4 MiB of records
+ * (that also caps fetch.max.bytes, which librdkafka derives from it) and
+ * asks for 256 KiB per partition, so that a fetch's buffers, pinned while
+ * any of their records waits in a batch, are freed sooner; it fetches
+ * again 20 ms after its queue drains below the bound, not librdkafka's
+ * 1 s, which would stall a consumer this close to its bound. A producer
+ * queues at most 16 MiB. The callers' defaults and kafka.properties come
+ * after, and win. */
+static const char *const consumer_bounds[] = {"queued.max.messages.kbytes",
+                                              "4096",
+                                              "max.partition.fetch.bytes",
+                                              "262144",
+                                              "fetch.queue.backoff.ms",
+                                              "20",
+                                              NULL};
+static const char *const producer_bounds[] = {"queue.buffering.max.kbytes", "16384", NULL};
+
 rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, rd_kafka_type_t type,
                                 const char *const *defaults, kjb_err *err) {
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -281,6 +300,10 @@ rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, rd_kafka_type_t type,
   }
   if (set(conf, "bootstrap.servers", brokers, where, err) < 0)
     goto fail;
+  const char *const *bounds = type == RD_KAFKA_CONSUMER ? consumer_bounds : producer_bounds;
+  for (size_t i = 0; bounds[i]; i += 2)
+    if (set(conf, bounds[i], bounds[i + 1], "kafka", err) < 0)
+      goto fail;
   for (size_t i = 0; defaults && defaults[i]; i += 2)
     if (set(conf, defaults[i], defaults[i + 1], "kafka", err) < 0)
       goto fail;

@@ -13,9 +13,10 @@
 
 /* Builds the configuration of a client of type (RD_KAFKA_CONSUMER or
  * RD_KAFKA_PRODUCER) from kafka.brokers and kafka.properties, with
- * librdkafka's logs routed to kjb's logger. The pairs in defaults ("key",
- * "value", ..., NULL) are set first so that kafka.properties may override
- * them. A property that librdkafka documents as for the other kind of
+ * librdkafka's logs routed to kjb's logger. Bounds on the client's
+ * buffers come first (a consumer prefetches at most 4 MiB, a producer
+ * queues at most 16 MiB), then the pairs in defaults ("key", "value", ...,
+ * NULL), then kafka.properties, each overriding the ones before. A property that librdkafka documents as for the other kind of
  * client only is left out (kjb_kafka_property_applies), so that one list
  * serves the consumers and the producers alike. Returns NULL with err
  * (KJB_ECONFIG) when librdkafka rejects a property, or (KJB_EIO) when

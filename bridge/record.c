@@ -14,6 +14,7 @@ void kjb_rows_init(kjb_rows *r) {
   kjb_buf_init(&r->key);
   kjb_buf_init(&r->okey);
   kjb_buf_init(&r->meta);
+  r->decoded = kjb_arena_new(64 * 1024);
 }
 
 void kjb_rows_close(kjb_rows *r) {
@@ -22,6 +23,7 @@ void kjb_rows_close(kjb_rows *r) {
   kjb_buf_close(&r->key);
   kjb_buf_close(&r->okey);
   kjb_buf_close(&r->meta);
+  kjb_arena_free(r->decoded);
   memset(r, 0, sizeof *r);
 }
 
@@ -111,7 +113,8 @@ int kjb_record_to_jobs(kjb_catalog *c, const kjb_topic_cfg *t, const kjb_record 
                        kjb_arena *arena, kjb_rows *rows, const char **stage, kjb_err *err) {
   kjb_value *rec = NULL;
   *stage = KJB_DLQ_STAGE_VALUE;
-  int rc = kjb_decode_record(c, t, r->value, r->value ? r->len : 0, arena, &rec, err);
+  kjb_arena_reset(rows->decoded);
+  int rc = kjb_decode_record(c, t, r->value, r->value ? r->len : 0, rows->decoded, &rec, err);
   if (rc < 0)
     return rc;
   *stage = KJB_DLQ_STAGE_MAPPING;

@@ -41,18 +41,21 @@ kjb_record kjb_record_of_dead_letter(const kjb_topic_cfg *t, const kjb_dead_lett
                                      const rd_kafka_message_t *m, const rd_kafka_headers_t *h);
 
 /* Job rows accumulated for a batch, with scratch space for mapping (one
- * buffer per mapped column). Caller-owned: kjb_rows_init / kjb_rows_close. */
+ * buffer per mapped column, and an arena for the decoded record, reset
+ * for each record so that a batch holds its rows, not its records'
+ * decoded values). Caller-owned: kjb_rows_init / kjb_rows_close. */
 typedef struct {
   kjb_job_row *rows;
   size_t n, cap;
   kjb_buf args, key, okey, meta;
+  kjb_arena *decoded;
 } kjb_rows;
 
 void kjb_rows_init(kjb_rows *r);
 void kjb_rows_close(kjb_rows *r);
 
 /* Decodes r with topic t's framing and maps it through every job of t,
- * appending the record's rows to rows (strings in the arena): all of its
+ * appending the record's rows to rows (strings in arena): all of its
  * jobs or none. Returns 0, or a negative code with err and *stage set to
  * KJB_DLQ_STAGE_VALUE (decoding) or KJB_DLQ_STAGE_MAPPING (mapping). A transient
  * error (kjb_err_is_transient) must be retried, never dead-lettered. */

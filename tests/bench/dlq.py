@@ -36,7 +36,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ingest import ROOT, SCHEMA_DIR, make_event, peak_rss_kib  # noqa: E402
+from ingest import ROOT, SCHEMA_DIR, make_event, peak_rss_kib, wait_peak_rss  # noqa: E402
 
 
 def end_offset(bootstrap, topic):
@@ -235,14 +235,13 @@ def main():
         out = tempfile.TemporaryFile(mode="w+")
         proc = subprocess.Popen([a.kjb, "replay", "-c", fixed, "--topic", dlq, *extra],
                                 stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code, rss = wait_peak_rss(proc)
         elapsed = time.monotonic() - t
-        code = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read()
         if code not in (0, 1):
             sys.exit(f"replay failed with {code}: {text[-2000:]}")
-        return elapsed, text.strip().splitlines()[-1], usage.ru_maxrss
+        return elapsed, text.strip().splitlines()[-1], rss
 
     r1_s, r1, r1_rss = replay()
     r2_s, r2, r2_rss = replay("--reset-offsets", "to-earliest")
@@ -255,8 +254,8 @@ def main():
     print(f"dead-lettering, incl. startup   {a.records / dl_s:10.0f} bad records/s  ({dl_s:.1f} s; kjb peak RSS {rss / 1024 if rss else float('nan'):.0f} MiB)")
     print(f"baseline forwarder, same input  {a.records / base_s:10.0f} records/s      ({base_s:.1f} s)")
     print(f"ratio kjb/forwarder             {base_s / dl_s:10.2f}")
-    print(f"replay into jobs                {a.records / r1_s:10.0f} records/s      ({r1_s:.1f} s; {r1}; peak RSS {r1_rss / 1024:.0f} MiB)")
-    print(f"replay again (all present)      {a.records / r2_s:10.0f} records/s      ({r2_s:.1f} s; {r2})")
+    print(f"replay into jobs                {a.records / r1_s:10.0f} records/s      ({r1_s:.1f} s; {r1}; peak RSS {r1_rss / 1024 if r1_rss else float('nan'):.0f} MiB)")
+    print(f"replay again (all present)      {a.records / r2_s:10.0f} records/s      ({r2_s:.1f} s; {r2}; peak RSS {r2_rss / 1024 if r2_rss else float('nan'):.0f} MiB)")
     admin_pg.execute(f"DROP DATABASE {db} WITH (FORCE)")
 
 

@@ -141,6 +141,19 @@ def peak_rss_kib(pid):
     return None
 
 
+def wait_peak_rss(proc, interval=0.05):
+    """Waits for proc to exit, reading its peak RSS (VmHWM) meanwhile.
+    Returns (exit code, peak RSS in KiB or None). Not getrusage's
+    ru_maxrss: Linux carries the RSS of the forked Python parent over the
+    exec into it, so a child of a big benchmark process would report the
+    benchmark's size."""
+    rss = None
+    while not os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+        rss = peak_rss_kib(proc.pid) or rss
+        time.sleep(interval)
+    return proc.wait(), rss
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)

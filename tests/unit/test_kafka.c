@@ -108,10 +108,52 @@ static void test_conf_per_client(void **state) {
   rd_kafka_conf_destroy(producer);
 }
 
+/* Without kafka.properties a client's buffers are bounded: a consumer
+ * prefetches at most 4 MiB (so fetch.max.bytes is 4 MiB too, as
+ * librdkafka derives it) and a producer queues at most 16 MiB. A
+ * caller's default and then a property override the bounds. */
+static void test_conf_bounds(void **state) {
+  (void)state;
+  kjb_config cfg = {.path = "t.cfg"};
+  cfg.kafka.brokers = "127.0.0.1:9";
+  char buf[256];
+  kjb_err err = {0};
+
+  rd_kafka_conf_t *consumer = kjb_kafka_conf(&cfg, RD_KAFKA_CONSUMER, NULL, &err);
+  assert_non_null(consumer);
+  assert_string_equal(get(consumer, "queued.max.messages.kbytes", buf, sizeof buf), "4096");
+  assert_string_equal(get(consumer, "max.partition.fetch.bytes", buf, sizeof buf), "262144");
+  assert_string_equal(get(consumer, "fetch.queue.backoff.ms", buf, sizeof buf), "20");
+  char errstr[512];
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, consumer, errstr, sizeof errstr);
+  assert_non_null(rk);
+  const rd_kafka_conf_t *used = rd_kafka_conf(rk);
+  size_t n = sizeof buf;
+  assert_int_equal(rd_kafka_conf_get(used, "fetch.max.bytes", buf, &n), RD_KAFKA_CONF_OK);
+  assert_string_equal(buf, "4194304");
+  rd_kafka_destroy(rk);
+
+  rd_kafka_conf_t *producer = kjb_kafka_conf(&cfg, RD_KAFKA_PRODUCER, NULL, &err);
+  assert_non_null(producer);
+  assert_string_equal(get(producer, "queue.buffering.max.kbytes", buf, sizeof buf), "16384");
+  rd_kafka_conf_destroy(producer);
+
+  char *props[] = {"queued.max.messages.kbytes=65536"};
+  cfg.kafka.properties = props;
+  cfg.kafka.nproperties = 1;
+  static const char *const defaults[] = {"max.partition.fetch.bytes", "65536", NULL};
+  consumer = kjb_kafka_conf(&cfg, RD_KAFKA_CONSUMER, defaults, &err);
+  assert_non_null(consumer);
+  assert_string_equal(get(consumer, "queued.max.messages.kbytes", buf, sizeof buf), "65536");
+  assert_string_equal(get(consumer, "max.partition.fetch.bytes", buf, sizeof buf), "65536");
+  rd_kafka_conf_destroy(consumer);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_property_applies),
       cmocka_unit_test(test_conf_per_client),
+      cmocka_unit_test(test_conf_bounds),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
