@@ -522,3 +522,36 @@ def test_retention_prunes_old_finished_jobs_inside_the_service(db, run_kjb, star
     assert sorted(r[0] for r in db.query("SELECT kind FROM kjb.jobs")) == ["pending", "recent"]
     assert "pruned 3 finished job(s)" in proc.log()
     assert proc.stop() == 0
+
+
+def test_runnable_jobs_wake_executors_and_claims_notify_nobody(db, run_kjb, start_kjb, tmp_path):
+    """With polling an hour apart only notifications start jobs: one per
+    kind for inserted jobs, and one when an operator's update makes a job
+    runnable again. Claiming and finishing jobs, most of the updates, send
+    none."""
+    cfg = write_config(tmp_path / "kjb.cfg", '{ kind = "k"; type = "log"; concurrency = 4; }',
+                       poll_interval="1h")
+    env = migrated(run_kjb, cfg, db)
+    listener = db.connect()
+    listener.execute("LISTEN kjb_jobs")
+    proc = start_kjb(["run", "--role", "executor"], cfg, env=env)
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.nodes") == 1, timeout=30, message=lambda: proc.log())
+
+    def notified(seconds: float) -> list[str]:
+        return [n.payload for n in listener.notifies(timeout=seconds)]
+
+    ids = insert_jobs(db, "k", 5)
+    wait_for(lambda: states(db, "k") == {"completed": 5}, timeout=30, message=lambda: proc.log())
+    assert notified(1.0) == ["k"]
+
+    db.query("UPDATE kjb.jobs SET state = 'available', scheduled_at = now(), finished_at = NULL"
+             " WHERE id = ANY(%s)", ids[:2])
+    wait_for(lambda: states(db, "k") == {"completed": 5}
+             and db.scalar("SELECT sum(attempt) FROM kjb.jobs") == 7, timeout=30, message=lambda: proc.log())
+    assert notified(1.0) == ["k"]
+    # A retry due later notifies nobody now.
+    db.query("UPDATE kjb.jobs SET state = 'retryable', scheduled_at = now() + interval '1 hour'"
+             " WHERE id = %s", ids[2])
+    assert notified(1.0) == []
+    listener.close()
+    assert proc.stop() == 0
