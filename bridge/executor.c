@@ -1,9 +1,10 @@
 /* The executor (see executor.h). One dispatcher thread owns the database
- * connections: it flushes finished attempts in one statement, claims jobs
- * for kinds with free workers, heartbeats, rescues and prunes, and sleeps
- * in poll() on its LISTEN connection and a wake-up pipe. Worker threads
- * only run handlers; they take claimed jobs from their kind's queue and
- * hand outcomes back under one mutex. */
+ * connections: it records finished attempts in one statement on a
+ * connection of their own, without waiting for it, and meanwhile claims
+ * jobs for kinds with free workers, heartbeats, rescues and prunes on
+ * another; it sleeps in poll() on those, its LISTEN connection and a
+ * wake-up pipe. Worker threads only run handlers; they take claimed jobs
+ * from their kind's queue and hand outcomes back under one mutex. */
 #include "executor.h"
 
 #include <errno.h>
@@ -56,7 +57,8 @@ struct kind_rt {
   pthread_cond_t cv; /* workers of this kind wait here */
   slot **queue;      /* claimed, not yet taken by a worker */
   size_t nqueue;
-  int busy; /* claimed and not yet handed back */
+  int busy;       /* claimed and not yet handed back: queued or running */
+  int unrecorded; /* handed back, outcome not yet recorded */
   pthread_t *threads;
   int nthreads;
   kjb_bucket bucket; /* scope local */
@@ -75,7 +77,8 @@ struct kjb_executor {
   char node[160];
   char host[96];
   char roles[64];
-  kjb_store *db;     /* dispatcher: claims, outcomes, heartbeats */
+  kjb_store *db;     /* dispatcher: claims, heartbeats, housekeeping */
+  kjb_store *rec;    /* dispatcher: outcomes, recorded while it claims */
   kjb_store *listen; /* LISTEN kjb_jobs */
   kind_rt *kinds;
   size_t nkinds;
@@ -83,6 +86,13 @@ struct kjb_executor {
   pthread_mutex_t mu;
   slot **done; /* finished attempts not yet recorded */
   size_t ndone, capdone;
+  /* Dispatcher only: the attempts being recorded (their statement is in
+   * flight on rec when nrecf > 0), still held. */
+  slot **recording;
+  size_t nrecording, caprecording;
+  kjb_finish *recf;
+  size_t nrecf;
+  int rerecord; /* the first outcomes in done were in flight when the connection failed */
   /* Every claimed job this node has in hand, from its claim until its
    * outcome is recorded: queued, running or done. The database's running
    * rows of this node that are not here are reconciled. */
@@ -215,15 +225,17 @@ static void *worker_main(void *arg) {
     if (traceparent[0] && kjb_otlp_enabled() && kjb_traceparent_sampled(traceparent))
       attempt_span(k, s, traceparent);
 
+    /* The outcome is handed back and the next job taken under one lock:
+     * with hundreds of workers on a few cores, each extra acquisition is
+     * a chance to queue behind the others. */
     pthread_mutex_lock(&ex->mu);
+    k->busy--;
+    k->unrecorded++;
     ex->done = kjb_xgrow(ex->done, &ex->capdone, ex->ndone + 1, sizeof *ex->done);
     ex->done[ex->ndone++] = s;
-    int first = ex->ndone == 1;
-    pthread_mutex_unlock(&ex->mu);
     /* The dispatcher drains all outcomes at once: one wake-up is enough. */
-    if (first)
+    if (ex->ndone == 1)
       wake(ex);
-    pthread_mutex_lock(&ex->mu);
   }
   pthread_mutex_unlock(&ex->mu);
   return NULL;
@@ -231,12 +243,20 @@ static void *worker_main(void *arg) {
 
 /* ---- setup ------------------------------------------------------------- */
 
-static int connect_db(kjb_executor *ex, kjb_err *err) {
+static void free_connections(kjb_executor *ex) {
   kjb_store_free(ex->db);
+  kjb_store_free(ex->rec);
   kjb_store_free(ex->listen);
-  ex->db = ex->listen = NULL;
+  ex->db = ex->rec = ex->listen = NULL;
+}
+
+static int connect_db(kjb_executor *ex, kjb_err *err) {
+  free_connections(ex);
   ex->db = kjb_store_connect(ex->cfg->postgres.conninfo, ex->cfg->postgres.schema, err);
   if (!ex->db)
+    return -1;
+  ex->rec = kjb_store_connect(ex->cfg->postgres.conninfo, ex->cfg->postgres.schema, err);
+  if (!ex->rec)
     return -1;
   ex->listen = kjb_store_connect(ex->cfg->postgres.conninfo, ex->cfg->postgres.schema, err);
   if (!ex->listen)
@@ -369,9 +389,14 @@ void kjb_executor_free(kjb_executor *ex) {
     free(ex->done[i]);
   }
   free(ex->done);
+  for (size_t i = 0; i < ex->nrecording; i++) {
+    kjb_queue_claimed_close(&ex->recording[i]->c);
+    free(ex->recording[i]);
+  }
+  free(ex->recording);
+  free(ex->recf);
   free(ex->kinds);
-  kjb_store_free(ex->db);
-  kjb_store_free(ex->listen);
+  free_connections(ex);
   if (ex->wake[0] >= 0) {
     close(ex->wake[0]);
     close(ex->wake[1]);
@@ -382,8 +407,12 @@ void kjb_executor_free(kjb_executor *ex) {
 
 /* ---- the database going away ------------------------------------------- */
 
+static void requeue_recording(kjb_executor *ex);
+
 /* A statement failed: drop the connections and reconnect later, with
- * backoff. Outcomes not yet recorded stay in memory meanwhile. */
+ * backoff. Outcomes not yet recorded stay in memory meanwhile, those
+ * whose statement was in flight too: recording them again after
+ * reconnecting changes nothing where the first one took effect. */
 static void lost_db(kjb_executor *ex, const kjb_err *err) {
   int64_t now = kjb_now_mono_us();
   ex->reconnect_wait = ex->reconnect_wait ? ex->reconnect_wait * 2 : 500000;
@@ -391,9 +420,8 @@ static void lost_db(kjb_executor *ex, const kjb_err *err) {
     ex->reconnect_wait = RECONNECT_MAX_US;
   ex->reconnect_at = now + ex->reconnect_wait;
   kjb_warn("executor: %s (retrying in %.1f s)", err->msg, (double)ex->reconnect_wait / 1e6);
-  kjb_store_free(ex->db);
-  kjb_store_free(ex->listen);
-  ex->db = ex->listen = NULL;
+  requeue_recording(ex);
+  free_connections(ex);
 }
 
 static int db_ready(kjb_executor *ex) {
@@ -432,55 +460,30 @@ static const char *outcome_name(kjb_finish_kind f) {
   return "?";
 }
 
-/* Records every finished attempt in one statement. On a database error
- * they stay queued and are recorded after reconnecting. */
-static void flush_done(kjb_executor *ex) {
-  pthread_mutex_lock(&ex->mu);
-  size_t n = ex->ndone;
-  slot **done = NULL;
-  if (n > 0) {
-    done = kjb_xcalloc(n, sizeof *done);
-    memcpy(done, ex->done, n * sizeof *done);
-  }
-  pthread_mutex_unlock(&ex->mu);
+/* Puts the attempts being recorded back in front of the others handed
+ * back, to be recorded again. */
+static void requeue_recording(kjb_executor *ex) {
+  size_t n = ex->nrecording;
   if (n == 0)
     return;
-  if (!db_ready(ex)) {
-    free(done);
-    return;
-  }
+  pthread_mutex_lock(&ex->mu);
+  ex->done = kjb_xgrow(ex->done, &ex->capdone, ex->ndone + n, sizeof *ex->done);
+  memmove(ex->done + n, ex->done, ex->ndone * sizeof *ex->done);
+  memcpy(ex->done, ex->recording, n * sizeof *ex->done);
+  ex->ndone += n;
+  pthread_mutex_unlock(&ex->mu);
+  for (size_t i = 0; i < n; i++)
+    ex->recording[i]->dropped = 0;
+  ex->nrecording = ex->nrecf = 0;
+  ex->rerecord = 1;
+}
 
-  kjb_finish *f = kjb_xcalloc(n, sizeof *f);
-  size_t nf = 0;
-  for (size_t i = 0; i < n; i++) {
-    slot *s = done[i];
-    /* Shutdown cancelled it: not an outcome. The row stays running and
-     * goes back to available with the others that did not finish. */
-    if (__atomic_load_n(&ex->cancelled, __ATOMIC_ACQUIRE) && s->res.status != KJB_HANDLER_OK) {
-      s->dropped = 1;
-      continue;
-    }
-    kjb_verdict v = kjb_policy_finish(s->res.status, s->c.attempt, s->c.max_attempts,
-                                      s->res.retry_after_us, &s->k->cfg->retry, uniform(ex));
-    kjb_finish *fi = &f[nf++];
-    *fi = (kjb_finish){
-        .id = s->c.id, .kind = v.kind, .retry_in_us = v.retry_in_us, .transient = v.transient};
-    if (s->res.status != KJB_HANDLER_OK) {
-      s->res.message[sizeof s->res.message - 1] = '\0';
-      if (!s->res.message[0])
-        snprintf(s->res.message, sizeof s->res.message, "%s failure without a message",
-                 s->res.status == KJB_HANDLER_TRANSIENT ? "transient" : "permanent");
-      fi->error = s->res.message;
-    }
-  }
-  kjb_err err;
-  size_t applied = 0;
-  if (kjb_queue_finish(ex->db, ex->node, f, nf, &applied, &err) < 0) {
-    free(f);
-    free(done);
-    lost_db(ex, &err);
-    return;
-  }
+/* Once their statement succeeded: counts, logs and frees the attempts
+ * recorded, applied of them found running here. */
+static void recorded(kjb_executor *ex, size_t applied) {
+  size_t n = ex->nrecording, nf = ex->nrecf;
+  slot **done = ex->recording;
+  const kjb_finish *f = ex->recf;
   if (applied < nf)
     kjb_info("executor: %zu of %zu outcomes found their job no longer running here "
              "(cancelled or rescued meanwhile)",
@@ -491,7 +494,7 @@ static void flush_done(kjb_executor *ex) {
   for (size_t i = 0; i < n; i++) {
     slot *s = done[i];
     kind_rt *k = s->k;
-    k->busy--;
+    k->unrecorded--;
     unhold(ex, s);
     /* While half-open only the probe's outcome counts. */
     if (k->cfg->breaker.enabled && !s->dropped &&
@@ -500,9 +503,6 @@ static void flush_done(kjb_executor *ex) {
       kjb_warn("executor: breaker of \"%s\" is %s", k->cfg->kind,
                kjb_breaker_state_name(k->breaker.state));
   }
-  /* Remove exactly the n recorded; workers may have added more. */
-  memmove(ex->done, ex->done + n, (ex->ndone - n) * sizeof *ex->done);
-  ex->ndone -= n;
   pthread_mutex_unlock(&ex->mu);
 
   for (size_t i = 0, j = 0; i < n; i++) {
@@ -527,8 +527,83 @@ static void flush_done(kjb_executor *ex) {
     kjb_queue_claimed_close(&s->c);
     free(s);
   }
-  free(f);
-  free(done);
+  ex->nrecording = ex->nrecf = 0;
+  ex->rerecord = 0;
+}
+
+/* Takes the result of the statement in flight on rec, if any: at once
+ * when wait, else only if it has come. */
+static void record_result(kjb_executor *ex, bool wait) {
+  if (ex->nrecording == 0)
+    return;
+  kjb_err err;
+  int busy = wait ? 0 : kjb_store_busy(ex->rec, "could not record job outcomes", &err);
+  size_t applied = 0;
+  if (busy == 0 && kjb_queue_finish_result(ex->rec, &applied, &err) == 0)
+    recorded(ex, applied);
+  else if (busy != 1)
+    lost_db(ex, &err);
+}
+
+/* Sends every attempt handed back since the last time as one statement
+ * on rec, unless one is still in flight there. */
+static void record_send(kjb_executor *ex) {
+  if (ex->nrecording > 0 || !db_ready(ex))
+    return;
+  pthread_mutex_lock(&ex->mu);
+  size_t n = ex->ndone;
+  if (n > 0) {
+    ex->recording = kjb_xgrow(ex->recording, &ex->caprecording, n, sizeof *ex->recording);
+    memcpy(ex->recording, ex->done, n * sizeof *ex->done);
+    ex->ndone = 0;
+  }
+  pthread_mutex_unlock(&ex->mu);
+  if (n == 0)
+    return;
+  ex->nrecording = n;
+
+  free(ex->recf);
+  ex->recf = kjb_xcalloc(n, sizeof *ex->recf);
+  size_t nf = 0;
+  for (size_t i = 0; i < n; i++) {
+    slot *s = ex->recording[i];
+    /* Shutdown cancelled it: not an outcome. The row stays running and
+     * goes back to available with the others that did not finish. */
+    if (__atomic_load_n(&ex->cancelled, __ATOMIC_ACQUIRE) && s->res.status != KJB_HANDLER_OK) {
+      s->dropped = 1;
+      continue;
+    }
+    kjb_verdict v = kjb_policy_finish(s->res.status, s->c.attempt, s->c.max_attempts,
+                                      s->res.retry_after_us, &s->k->cfg->retry, uniform(ex));
+    kjb_finish *fi = &ex->recf[nf++];
+    *fi = (kjb_finish){
+        .id = s->c.id, .kind = v.kind, .retry_in_us = v.retry_in_us, .transient = v.transient};
+    if (s->res.status != KJB_HANDLER_OK) {
+      s->res.message[sizeof s->res.message - 1] = '\0';
+      if (!s->res.message[0])
+        snprintf(s->res.message, sizeof s->res.message, "%s failure without a message",
+                 s->res.status == KJB_HANDLER_TRANSIENT ? "transient" : "permanent");
+      fi->error = s->res.message;
+    }
+  }
+  ex->nrecf = nf;
+  kjb_err err;
+  if (nf == 0)
+    recorded(ex, 0);
+  else if (kjb_queue_finish_send(ex->rec, ex->node, ex->recf, nf, &err) < 0)
+    lost_db(ex, &err);
+  else if (ex->rerecord)
+    /* Their first statement may have taken effect: record them before
+     * the next claim, which could otherwise take a job they retried and
+     * then see a stale outcome land on that new attempt. */
+    record_result(ex, true);
+}
+
+/* Records every attempt handed back so far, and waits for that. */
+static void flush_done(kjb_executor *ex) {
+  record_result(ex, true);
+  record_send(ex);
+  record_result(ex, true);
 }
 
 /* ---- status ------------------------------------------------------------ */
@@ -597,12 +672,21 @@ static void next_keys(kind_rt *k, const kjb_claimed *got, int n, int asked, int6
   }
 }
 
+/* The workers of k that may take a job now; under mu. A worker whose
+ * outcome is still being recorded is free, unless k has a breaker: the
+ * breaker must have counted an outcome before its worker starts another
+ * job, or a failing downstream would see more calls than min_calls
+ * before the breaker opens. */
+static int free_workers(const kind_rt *k) {
+  return k->cfg->concurrency - k->busy - (k->cfg->breaker.enabled ? k->unrecorded : 0);
+}
+
 static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
   const kjb_handler_cfg *h = k->cfg;
   pthread_mutex_lock(&ex->mu);
-  int free_workers = h->concurrency - k->busy;
+  int nfree = free_workers(k);
   pthread_mutex_unlock(&ex->mu);
-  int allowed = kjb_gate_admit(&k->gate, free_workers, now, &k->due_us);
+  int allowed = kjb_gate_admit(&k->gate, nfree, now, &k->due_us);
   if (allowed == 0)
     return;
 
@@ -627,6 +711,7 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
 
   if (n > 0) {
     pthread_mutex_lock(&ex->mu);
+    int waiting = k->nthreads - (k->busy - (int)k->nqueue); /* workers without a job */
     for (int i = 0; i < n; i++) {
       slot *s = kjb_xcalloc(1, sizeof *s);
       s->c = got[i];
@@ -640,11 +725,15 @@ static void claim_kind(kjb_executor *ex, kind_rt *k, int64_t now) {
       k->queue[k->nqueue++] = s;
       k->busy++;
       hold(ex, s);
-      /* One worker per job: waking them all would only have the rest
-       * contend for the lock and go back to sleep. */
-      pthread_cond_signal(&k->cv);
     }
     pthread_mutex_unlock(&ex->mu);
+    /* One worker per job, at most every idle one, woken once the lock is
+     * free, so that none wakes only to wait for it. */
+    if (n >= waiting)
+      pthread_cond_broadcast(&k->cv);
+    else
+      for (int i = 0; i < n; i++)
+        pthread_cond_signal(&k->cv);
   }
   free(got);
 }
@@ -744,16 +833,20 @@ static void read_notifications(kjb_executor *ex) {
   }
 }
 
-/* Sleeps until a worker hands something back, a notification arrives, or
- * max_us passes. */
+/* Sleeps until a worker hands something back, a notification arrives,
+ * the outcomes in flight are recorded, or max_us passes. */
 static void wait_for_work(kjb_executor *ex, int64_t max_us) {
-  struct pollfd fds[2] = {{.fd = ex->wake[0], .events = POLLIN}, {.fd = -1}};
+  struct pollfd fds[3] = {{.fd = ex->wake[0], .events = POLLIN}, {.fd = -1}, {.fd = -1}};
   if (ex->listen) {
     fds[1].fd = PQsocket(kjb_store_conn(ex->listen));
     fds[1].events = POLLIN;
   }
+  if (ex->nrecf > 0 && ex->rec) { /* the answer to the outcomes in flight */
+    fds[2].fd = PQsocket(kjb_store_conn(ex->rec));
+    fds[2].events = POLLIN;
+  }
   int ms = max_us <= 0 ? 0 : (int)((max_us + 999) / 1000);
-  if (poll(fds, 2, ms) > 0) {
+  if (poll(fds, 3, ms) > 0) {
     if (fds[0].revents)
       drain_wake(ex);
     if (fds[1].revents && ex->listen)
@@ -772,10 +865,10 @@ static int64_t next_wakeup(kjb_executor *ex, int64_t now) {
   pthread_mutex_lock(&ex->mu);
   for (size_t i = 0; i < ex->nkinds; i++) {
     kind_rt *k = &ex->kinds[i];
-    if (k->busy < k->cfg->concurrency && k->due_us < until)
+    if (free_workers(k) > 0 && k->due_us < until)
       until = k->due_us;
   }
-  if (ex->ndone > 0)
+  if (ex->ndone > 0 && ex->nrecording == 0)
     until = now;
   pthread_mutex_unlock(&ex->mu);
   return until;
@@ -840,8 +933,10 @@ static void shutdown_gracefully(kjb_executor *ex) {
   int cancelled = 0;
   for (;;) {
     flush_done(ex);
-    if (busy_total(ex) == 0)
+    if (busy_total(ex) == 0) {
+      flush_done(ex); /* what was handed back since */
       break;
+    }
     int64_t now = kjb_now_mono_us();
     if (!cancelled && now >= until) {
       kjb_warn("executor: %d job(s) still running after %.0f s: cancelling them", busy_total(ex),
@@ -881,7 +976,11 @@ int kjb_executor_run(kjb_executor *ex, volatile sig_atomic_t *stop, kjb_err *err
   }
   (void)err;
   while (!*stop) {
-    flush_done(ex);
+    /* Outcomes are recorded on their own connection while this one
+     * claims: workers freed by a batch of outcomes get jobs without
+     * waiting for it. */
+    record_result(ex, false);
+    record_send(ex);
     int64_t now = kjb_now_mono_us();
     atomic_store(&ex->alive_us, now);
     if (db_ready(ex)) {
@@ -890,6 +989,7 @@ int kjb_executor_run(kjb_executor *ex, volatile sig_atomic_t *stop, kjb_err *err
         if (ex->kinds[i].due_us <= now)
           claim_kind(ex, &ex->kinds[i], now);
     }
+    record_result(ex, false);
     for (size_t i = 0; i < ex->nkinds; i++)
       publish(ex, &ex->kinds[i], now);
     now = kjb_now_mono_us();

@@ -204,9 +204,9 @@ int kjb_queue_claim(kjb_store *s, const char *kind, const char *node, int max,
   if (bucket) {
     snprintf(burst, sizeof burst, "%d", bucket->burst);
     snprintf(rate, sizeof rate, "%.17g", bucket->rate);
-    res = kjb_store_query(s, "could not claim jobs", CLAIM_BUCKET_SQL, 7, params, err);
+    res = kjb_store_query_prepared(s, "could not claim jobs", CLAIM_BUCKET_SQL, 7, params, err);
   } else {
-    res = kjb_store_query(s, "could not claim jobs", CLAIM_SQL, 5, params, err);
+    res = kjb_store_query_prepared(s, "could not claim jobs", CLAIM_SQL, 5, params, err);
   }
   if (!res)
     return -err->code;
@@ -243,12 +243,22 @@ static const char *const FINISH_STATE[] = {
     [KJB_FINISH_DISCARD] = "discarded",
 };
 
-int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t n, size_t *applied,
-                     kjb_err *err) {
-  if (applied)
-    *applied = 0;
-  if (n == 0)
-    return 0;
+static const char FINISH_SQL[] =
+    "UPDATE jobs j SET state = u.state::job_state,"
+    " finished_at = CASE WHEN u.state = 'retryable' THEN NULL ELSE now() END,"
+    " scheduled_at = CASE WHEN u.state = 'retryable'"
+    "   THEN now() + u.retry_in * interval '1 microsecond' ELSE j.scheduled_at END,"
+    " errors = CASE WHEN u.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array("
+    "   jsonb_build_object('attempt', j.attempt, 'at', now(), 'error', u.error,"
+    "                      'transient', u.transient)) END"
+    " FROM jsonb_to_recordset($1::jsonb)"
+    "   AS u(id bigint, state text, retry_in bigint, error text, transient boolean)"
+    " WHERE j.id = u.id AND j.state = 'running' AND j.attempted_by = $2";
+
+static const char FINISH_WHAT[] = "could not record job outcomes";
+
+int kjb_queue_finish_send(kjb_store *s, const char *node, const kjb_finish *f, size_t n,
+                          kjb_err *err) {
   kjb_buf b;
   kjb_buf_init(&b);
   kjb_buf_putc(&b, '[');
@@ -265,24 +275,16 @@ int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t
   }
   kjb_buf_putc(&b, ']');
   const char *params[] = {b.data, node};
-  PGresult *res = kjb_store_query(
-      s, "could not record job outcomes",
-      "UPDATE jobs j SET state = u.state::job_state,"
-      " finished_at = CASE WHEN u.state = 'retryable' THEN NULL ELSE now() END,"
-      " scheduled_at = CASE WHEN u.state = 'retryable'"
-      "   THEN now() + u.retry_in * interval '1 microsecond' ELSE j.scheduled_at END,"
-      " errors = CASE WHEN u.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array("
-      "   jsonb_build_object('attempt', j.attempt, 'at', now(), 'error', u.error,"
-      "                      'transient', u.transient)) END"
-      " FROM jsonb_to_recordset($1::jsonb)"
-      "   AS u(id bigint, state text, retry_in bigint, error text, transient boolean)"
-      " WHERE j.id = u.id AND j.state = 'running' AND j.attempted_by = $2",
-      2, params, err);
+  int rc = kjb_store_send_prepared(s, FINISH_WHAT, FINISH_SQL, 2, params, err);
   kjb_buf_close(&b);
+  return rc;
+}
+
+int kjb_queue_finish_result(kjb_store *s, size_t *applied, kjb_err *err) {
+  PGresult *res = kjb_store_result(s, FINISH_WHAT, err);
   if (!res)
     return -err->code;
-  if (applied)
-    *applied = (size_t)strtoull(PQcmdTuples(res), NULL, 10);
+  *applied = (size_t)strtoull(PQcmdTuples(res), NULL, 10);
   PQclear(res);
   return 0;
 }

@@ -85,11 +85,14 @@ typedef struct {
   int transient;
 } kjb_finish;
 
-/* Applies outcomes in one statement. Only rows still running by `node`
- * change: a job rescued or cancelled meanwhile keeps its new state.
- * *applied (may be NULL) receives how many rows changed. */
-int kjb_queue_finish(kjb_store *s, const char *node, const kjb_finish *f, size_t n, size_t *applied,
-                     kjb_err *err);
+/* Sends n (> 0) outcomes as one statement, without waiting for it (see
+ * kjb_store_send_prepared); kjb_queue_finish_result then waits for it and
+ * sets *applied to how many rows changed. Only rows still running by
+ * `node` change: a job rescued or cancelled meanwhile keeps its new
+ * state. Both return 0 or a negative code with err. */
+int kjb_queue_finish_send(kjb_store *s, const char *node, const kjb_finish *f, size_t n,
+                          kjb_err *err);
+int kjb_queue_finish_result(kjb_store *s, size_t *applied, kjb_err *err);
 
 /* Running jobs whose node has not heartbeated within lease_us go back to
  * retryable, due now (or to discarded when that was their last attempt),

@@ -30,6 +30,7 @@ struct kjb_store {
   size_t streamed; /* rows sent in the open stream */
   bool binary;     /* the open stream is in COPY's binary format */
   kjb_err stream_err;
+  const char *prepared[KJB_STORE_PREPARED]; /* statement "kjb_<i>" is prepared[i] */
 };
 
 static const char JOB_COLUMNS[] = "kind, queue, priority, max_attempts, args, meta, unique_key, "
@@ -65,15 +66,82 @@ PGconn *kjb_store_conn(kjb_store *s) { return s->conn; }
 
 int kjb_store_exec(kjb_store *s, const char *sql, kjb_err *err) { return exec(s, sql, err); }
 
-PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int nparams,
-                          const char *const *params, kjb_err *err) {
-  PGresult *res = PQexecParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+/* res, or NULL with err when it is not a success. */
+static PGresult *checked(kjb_store *s, PGresult *res, const char *what, kjb_err *err) {
   ExecStatusType st = PQresultStatus(res);
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
     result_error(s, res, what, err);
     return NULL;
   }
   return res;
+}
+
+PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int nparams,
+                          const char *const *params, kjb_err *err) {
+  return checked(s, PQexecParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0), what, err);
+}
+
+/* The name of sql's prepared statement on s's connection, prepared now
+ * if it is not yet; NULL when all KJB_STORE_PREPARED are taken (name
+ * empty) or with err when preparing failed. */
+static const char *prepared_name(kjb_store *s, const char *what, const char *sql, int nparams,
+                                 char name[16], kjb_err *err) {
+  size_t i = 0;
+  while (i < KJB_STORE_PREPARED && s->prepared[i] && s->prepared[i] != sql)
+    i++;
+  name[0] = '\0';
+  if (i == KJB_STORE_PREPARED)
+    return NULL;
+  snprintf(name, 16, "kjb_%zu", i);
+  if (!s->prepared[i]) {
+    PGresult *res = PQprepare(s->conn, name, sql, nparams, NULL);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+      result_error(s, res, what, err);
+      return NULL;
+    }
+    PQclear(res);
+    s->prepared[i] = sql;
+  }
+  return name;
+}
+
+PGresult *kjb_store_query_prepared(kjb_store *s, const char *what, const char *sql, int nparams,
+                                   const char *const *params, kjb_err *err) {
+  char buf[16];
+  const char *name = prepared_name(s, what, sql, nparams, buf, err);
+  if (!name)
+    return buf[0] ? NULL : kjb_store_query(s, what, sql, nparams, params, err);
+  return checked(s, PQexecPrepared(s->conn, name, nparams, params, NULL, NULL, 0), what, err);
+}
+
+int kjb_store_send_prepared(kjb_store *s, const char *what, const char *sql, int nparams,
+                            const char *const *params, kjb_err *err) {
+  char buf[16];
+  const char *name = prepared_name(s, what, sql, nparams, buf, err);
+  if (!name && buf[0])
+    return -KJB_EPG;
+  int sent = name ? PQsendQueryPrepared(s->conn, name, nparams, params, NULL, NULL, 0)
+                  : PQsendQueryParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+  if (!sent)
+    return pg_error(err, KJB_EPG, what, PQerrorMessage(s->conn));
+  return 0;
+}
+
+int kjb_store_busy(kjb_store *s, const char *what, kjb_err *err) {
+  if (!PQconsumeInput(s->conn))
+    return pg_error(err, KJB_EPG, what, PQerrorMessage(s->conn));
+  return PQisBusy(s->conn);
+}
+
+PGresult *kjb_store_result(kjb_store *s, const char *what, kjb_err *err) {
+  PGresult *res = PQgetResult(s->conn), *more;
+  while ((more = PQgetResult(s->conn)))
+    PQclear(more);
+  if (!res) {
+    pg_error(err, KJB_EPG, what, "no statement was sent");
+    return NULL;
+  }
+  return checked(s, res, what, err);
 }
 
 /* Notices and warnings the server sends (RAISE in a trigger, a deprecated

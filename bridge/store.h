@@ -42,6 +42,31 @@ PGconn *kjb_store_conn(kjb_store *s);
 PGresult *kjb_store_query(kjb_store *s, const char *what, const char *sql, int nparams,
                           const char *const *params, kjb_err *err);
 
+/* The same for a statement run often (the executor's claim and finish):
+ * sql, a string that lives as long as the process, is prepared on s's
+ * connection at its first use, so that later runs skip parsing, and
+ * planning too once the server settles on a generic plan. At most
+ * KJB_STORE_PREPARED statements per connection; the rest run as
+ * kjb_store_query does. */
+#define KJB_STORE_PREPARED 8
+PGresult *kjb_store_query_prepared(kjb_store *s, const char *what, const char *sql, int nparams,
+                                   const char *const *params, kjb_err *err);
+
+/* The same, sent without waiting for the result: at most one statement
+ * in flight per connection, and nothing else run on it until
+ * kjb_store_result took the result. Returns 0 or -KJB_EPG with err. */
+int kjb_store_send_prepared(kjb_store *s, const char *what, const char *sql, int nparams,
+                            const char *const *params, kjb_err *err);
+
+/* Reads what the server sent so far: 1 while the result of the statement
+ * sent is incomplete, 0 once kjb_store_result would not block, or
+ * -KJB_EPG with err when the connection failed. */
+int kjb_store_busy(kjb_store *s, const char *what, kjb_err *err);
+
+/* The result of the statement sent, waiting for it, as kjb_store_query
+ * returns it. */
+PGresult *kjb_store_result(kjb_store *s, const char *what, kjb_err *err);
+
 /* Runs one command without parameters or rows (BEGIN, COMMIT, ROLLBACK).
  * Returns 0, or -KJB_EPG with err. */
 int kjb_store_exec(kjb_store *s, const char *sql, kjb_err *err);
