@@ -574,6 +574,24 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
       return rc;
     s->have_marked = 1;
   }
+  if (!dry_run) {
+    /* As a rule every row is new (a first replay): copied straight in,
+     * as ingest does, they all are, or a unique violation sends the
+     * batch the way below, which finds the new ones. */
+    copy_rows(&s->copybuf, rows, n);
+    if ((rc = exec(s, "BEGIN", err)) < 0)
+      return rc;
+    rc = copy_into(s, "jobs", err);
+    if (rc == 0 && (rc = exec(s, "COMMIT", err)) == 0) {
+      memset(is_new, 1, n);
+      count_rows(rows, n, is_new);
+      return 0;
+    }
+    kjb_err tmp;
+    exec(s, "ROLLBACK", &tmp);
+    if (rc < 0)
+      return rc;
+  }
   kjb_buf_reset(&s->copybuf);
   for (size_t i = 0; i < n; i++)
     copy_row_idx(&s->copybuf, &rows[i], (long)i);

@@ -6,8 +6,10 @@ does not know (each is a dead letter), times kjb dead-lettering all of them
 (bad records/s, until the DLQ holds N records and the group committed the
 end), then adds the id to the configuration and times `kjb replay` turning
 the N dead letters into jobs (records/s). A second replay of the same
-records measures the already-present path. Prints the figures and kjb's
-peak RSS.
+records measures the already-present path. Last, the fixed
+configuration ingests the very same records from the topic (fresh group
+and database) with `kjb run --role consumer`, the rate replay is held to.
+Prints the figures and kjb's peak RSS in each phase.
 
 Baseline, in the same run on the same broker: a minimal forwarder written
 with confluent-kafka (librdkafka) that reads the same N records in a fresh
@@ -200,6 +202,36 @@ def time_dead_lettering(kjb, cfg, bootstrap, topic, dlq, group, n, log_path, tim
     return elapsed, rss
 
 
+def time_ingest(kjb, cfg, conninfo, n, log_path, timeout=900):
+    """Runs `kjb run --role consumer -c cfg` until n jobs are stored.
+    Returns (seconds from process start, peak RSS in KiB or None)."""
+    conn = psycopg.connect(conninfo, autocommit=True)
+    log = open(log_path, "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([kjb, "run", "--role", "consumer", "-c", cfg], stderr=log)
+    rss, count = None, 0
+    try:
+        while time.monotonic() - t0 < timeout:
+            rss = peak_rss_kib(proc.pid) or rss
+            count = conn.execute("SELECT count(*) FROM kjb.jobs").fetchone()[0]
+            if count >= n:
+                break
+            if proc.poll() is not None:
+                sys.exit(f"kjb exited early; see {log_path}")
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        rss = peak_rss_kib(proc.pid) or rss
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        conn.close()
+        log.close()
+    if count < n:
+        sys.exit(f"only {count} of {n} jobs ingested in {timeout} s; see {log_path}")
+    return elapsed, rss
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
@@ -249,6 +281,16 @@ def main():
     assert re.match(rf"replayed {a.records}, still failing 0, already present 0", r1), r1
     assert jobs == a.records, jobs
 
+    db_ingest = f"{db}_ingest"
+    admin_pg.execute(f"CREATE DATABASE {db_ingest}")
+    conninfo_ingest = psycopg.conninfo.make_conninfo(**{**base, "dbname": db_ingest})
+    tmp_ingest = os.path.join(tmp, "ingest")
+    os.mkdir(tmp_ingest)
+    _, fixed_ingest = write_configs(tmp_ingest, a.bootstrap, conninfo_ingest, f"{group}-ingest", topic)
+    subprocess.run([a.kjb, "migrate", "-c", fixed_ingest], check=True, capture_output=True)
+    in_s, in_rss = time_ingest(a.kjb, fixed_ingest, conninfo_ingest, a.records,
+                               os.path.join(tmp_ingest, "kjb.log"))
+
     print()
     print(f"records                         {a.records}  ({a.partitions} partitions, ~{size} bytes each)")
     print(f"dead-lettering, incl. startup   {a.records / dl_s:10.0f} bad records/s  ({dl_s:.1f} s; kjb peak RSS {rss / 1024 if rss else float('nan'):.0f} MiB)")
@@ -256,7 +298,10 @@ def main():
     print(f"ratio kjb/forwarder             {base_s / dl_s:10.2f}")
     print(f"replay into jobs                {a.records / r1_s:10.0f} records/s      ({r1_s:.1f} s; {r1}; peak RSS {r1_rss / 1024 if r1_rss else float('nan'):.0f} MiB)")
     print(f"replay again (all present)      {a.records / r2_s:10.0f} records/s      ({r2_s:.1f} s; {r2}; peak RSS {r2_rss / 1024 if r2_rss else float('nan'):.0f} MiB)")
-    admin_pg.execute(f"DROP DATABASE {db} WITH (FORCE)")
+    print(f"ingest of the same records      {a.records / in_s:10.0f} records/s      ({in_s:.1f} s; kjb run --role consumer, fixed configuration; peak RSS {in_rss / 1024 if in_rss else float('nan'):.0f} MiB)")
+    print(f"ratio replay/ingest             {in_s / r1_s:10.2f}")
+    for d in (db, db_ingest):
+        admin_pg.execute(f"DROP DATABASE {d} WITH (FORCE)")
 
 
 if __name__ == "__main__":
