@@ -26,6 +26,7 @@ struct kjb_store {
   kjb_buf copybuf;
   int have_incoming; /* the session's staging tables exist */
   int have_marked;
+  int marked_present; /* the last marked batch had rows already stored */
   enum { STREAM_IDLE, STREAM_OPEN, STREAM_BROKEN } stream;
   size_t streamed; /* rows sent in the open stream */
   bool binary;     /* the open stream is in COPY's binary format */
@@ -574,10 +575,11 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
       return rc;
     s->have_marked = 1;
   }
-  if (!dry_run) {
+  if (!dry_run && !s->marked_present) {
     /* As a rule every row is new (a first replay): copied straight in,
      * as ingest does, they all are, or a unique violation sends the
-     * batch the way below, which finds the new ones. */
+     * batch the way below, which finds the new ones (and the next
+     * batches too, until one is all new: a replay done before). */
     copy_rows(&s->copybuf, rows, n);
     if ((rc = exec(s, "BEGIN", err)) < 0)
       return rc;
@@ -591,6 +593,7 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
     exec(s, "ROLLBACK", &tmp);
     if (rc < 0)
       return rc;
+    s->marked_present = 1;
   }
   kjb_buf_reset(&s->copybuf);
   for (size_t i = 0; i < n; i++)
@@ -621,6 +624,8 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
         if (idx >= 0 && (size_t)idx < n)
           is_new[idx] = 1;
       }
+      if (!dry_run)
+        s->marked_present = (size_t)PQntuples(res) < n;
       PQclear(res);
     }
   }
