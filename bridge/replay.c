@@ -24,7 +24,10 @@
 #include "store.h"
 #include "util.h"
 
-#define REPLAY_BATCH 500
+/* A batch is stored once it has this many records or jobs, or is this
+ * old (a paced replay). */
+#define REPLAY_BATCH 2000
+#define REPLAY_BATCH_US 1000000
 
 /* ---- replay --------------------------------------------------------- */
 
@@ -127,6 +130,11 @@ typedef struct {
   kjb_replay_stats *st;
   kjb_catalog *catalog;
   kjb_store *store;
+  /* Not in a dry run: the batch's jobs, streamed into a COPY as records
+   * are mapped (while the batch before had no stored rows), so that
+   * PostgreSQL stores them while the next ones are decoded. */
+  kjb_store *jobs;
+  bool streaming;
   rd_kafka_t *rk;
   kjb_arena *arena;
   kjb_rows rows;
@@ -138,8 +146,9 @@ typedef struct {
   size_t capmarks;
   part *parts;
   int nparts;
-  int64_t pace_us; /* --rate: when the next record may go */
-  uint64_t done;   /* records handled */
+  int64_t pace_us;  /* --rate: when the next record may go */
+  int64_t batch_us; /* when the batch's first record came (monotonic) */
+  uint64_t done;    /* records handled */
   kjb_progress *progress;
   kjb_kafka_errors kafka; /* what the consumer's error callback saw */
   /* Targeted mode: the partition assigned, its watermarks, the offset
@@ -184,6 +193,8 @@ static void pace(replay *r, volatile sig_atomic_t *stop) {
 static rec_out *add_rec(replay *r, const char *dlq_topic, int32_t partition, int64_t offset,
                         const char *reason) {
   r->recs = kjb_xgrow(r->recs, &r->caprecs, r->nrecs + 1, sizeof *r->recs);
+  if (r->nrecs == 0)
+    r->batch_us = kjb_now_mono_us();
   rec_out *x = &r->recs[r->nrecs++];
   *x = (rec_out){.dlq_topic = dlq_topic,
                  .dlq_partition = partition,
@@ -191,6 +202,11 @@ static rec_out *add_rec(replay *r, const char *dlq_topic, int32_t partition, int
                  .reason = kjb_arena_strndup(r->arena, reason, strlen(reason)),
                  .first_row = r->rows.n};
   return x;
+}
+
+static bool batch_full(const replay *r) {
+  return r->rows.n >= REPLAY_BATCH || r->nrecs >= REPLAY_BATCH ||
+         (r->nrecs > 0 && kjb_now_mono_us() - r->batch_us >= REPLAY_BATCH_US);
 }
 
 static void fails(replay *r, rec_out *x, const char *why) {
@@ -240,6 +256,9 @@ static int replay_one(replay *r, const char *dlq_topic, const rd_kafka_message_t
     return 0;
   }
   x->nrows = r->rows.n - x->first_row;
+  if (r->streaming)
+    for (size_t i = x->first_row; i < r->rows.n; i++)
+      kjb_store_stream_row(r->jobs, &r->rows.rows[i]);
   return 0;
 }
 
@@ -248,11 +267,15 @@ static int replay_one(replay *r, const char *dlq_topic, const rd_kafka_message_t
 static int store_batch(replay *r, kjb_err *err) {
   if (r->rows.n) {
     r->is_new = kjb_xgrow(r->is_new, &r->capnew, r->rows.n, sizeof *r->is_new);
-    int rc =
-        kjb_store_insert_marked(r->store, r->rows.rows, r->rows.n, r->o->dry_run, r->is_new, err);
+    int rc = r->streaming
+                 ? kjb_store_stream_finish_marked(r->jobs, r->rows.rows, r->rows.n, r->is_new, err)
+             : r->jobs
+                 ? kjb_store_insert_marked(r->jobs, r->rows.rows, r->rows.n, 0, r->is_new, err)
+                 : kjb_store_insert_marked(r->store, r->rows.rows, r->rows.n, 1, r->is_new, err);
     if (rc < 0)
       return rc;
   }
+  r->streaming = r->jobs && !kjb_store_marked_present(r->jobs);
   r->marks = kjb_xgrow(r->marks, &r->capmarks, r->nrecs + 1, sizeof *r->marks);
   for (size_t i = 0; i < r->nrecs; i++) {
     const rec_out *x = &r->recs[i];
@@ -438,7 +461,7 @@ static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
       }
     }
     rd_kafka_message_destroy(m);
-    if (rc == 0 && (r->rows.n >= REPLAY_BATCH || r->nrecs >= REPLAY_BATCH))
+    if (rc == 0 && batch_full(r))
       rc = flush(r, err);
   }
   if (rc == 0)
@@ -698,7 +721,7 @@ static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) 
       }
       r->done++;
       kjb_progress_update(r->progress, r->done);
-      if (rc == 0 && (r->rows.n >= REPLAY_BATCH || r->nrecs >= REPLAY_BATCH))
+      if (rc == 0 && batch_full(r))
         rc = store_batch(r, err);
     }
     if (rc == 0)
@@ -796,10 +819,13 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
   }
   rd_kafka_poll_set_consumer(r.rk);
   if (!(r.catalog = kjb_catalog_new(cfg, err)) ||
-      !(r.store = kjb_store_connect_durable(cfg->postgres.conninfo, cfg->postgres.schema, err))) {
+      !(r.store = kjb_store_connect_durable(cfg->postgres.conninfo, cfg->postgres.schema, err)) ||
+      (!o->dry_run &&
+       !(r.jobs = kjb_store_connect_durable(cfg->postgres.conninfo, cfg->postgres.schema, err)))) {
     rc = -(int)err->code;
     goto out;
   }
+  r.streaming = r.jobs != NULL;
   int64_t audit_id = -1;
   if (o->actor && !o->dry_run) {
     char *params = audit_params(o, o->group ? o->group : group);
@@ -836,6 +862,7 @@ out:
     rd_kafka_consumer_close(r.rk);
     rd_kafka_destroy(r.rk);
   }
+  kjb_store_free(r.jobs);
   kjb_store_free(r.store);
   kjb_catalog_free(r.catalog);
   kjb_arena_free(r.arena);

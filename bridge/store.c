@@ -559,29 +559,22 @@ static int finish_fast_path(kjb_store *s, int rc, const kjb_job_row *rows, size_
   return insert_skipping_existing(s, inserted, err);
 }
 
+static int insert_marked_staged(kjb_store *s, const kjb_job_row *rows, size_t n, int dry_run,
+                                unsigned char *is_new, kjb_err *err);
+
 int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int dry_run,
                             unsigned char *is_new, kjb_err *err) {
   memset(is_new, 0, n);
   if (n == 0)
     return 0;
-  char q[1024];
-  int rc = 0;
-  if (!s->have_marked) {
-    snprintf(q, sizeof q,
-             "CREATE TEMP TABLE IF NOT EXISTS kjb_marked ON COMMIT DELETE ROWS"
-             " AS SELECT %s, 0::int AS row_idx FROM jobs WITH NO DATA",
-             JOB_COLUMNS);
-    if ((rc = exec(s, q, err)) < 0)
-      return rc;
-    s->have_marked = 1;
-  }
   if (!dry_run && !s->marked_present) {
     /* As a rule every row is new (a first replay): copied straight in,
      * as ingest does, they all are, or a unique violation sends the
      * batch the way below, which finds the new ones (and the next
      * batches too, until one is all new: a replay done before). */
     copy_rows(&s->copybuf, rows, n);
-    if ((rc = exec(s, "BEGIN", err)) < 0)
+    int rc = exec(s, "BEGIN", err);
+    if (rc < 0)
       return rc;
     rc = copy_into(s, "jobs", err);
     if (rc == 0 && (rc = exec(s, "COMMIT", err)) == 0) {
@@ -593,7 +586,39 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
     exec(s, "ROLLBACK", &tmp);
     if (rc < 0)
       return rc;
-    s->marked_present = 1;
+  }
+  return insert_marked_staged(s, rows, n, dry_run, is_new, err);
+}
+
+int kjb_store_stream_finish_marked(kjb_store *s, const kjb_job_row *rows, size_t n,
+                                   unsigned char *is_new, kjb_err *err) {
+  memset(is_new, 0, n);
+  int rc = kjb_store_stream_commit(s, n, err);
+  if (rc == 0) {
+    memset(is_new, 1, n);
+    count_rows(rows, n, is_new);
+    s->marked_present = 0;
+    return 0;
+  }
+  return rc < 0 ? rc : insert_marked_staged(s, rows, n, 0, is_new, err);
+}
+
+bool kjb_store_marked_present(const kjb_store *s) { return s->marked_present; }
+
+/* The way for batches with stored rows: staged in a temporary table, the
+ * new rows found, then inserted. */
+static int insert_marked_staged(kjb_store *s, const kjb_job_row *rows, size_t n, int dry_run,
+                                unsigned char *is_new, kjb_err *err) {
+  char q[1024];
+  int rc = 0;
+  if (!s->have_marked) {
+    snprintf(q, sizeof q,
+             "CREATE TEMP TABLE IF NOT EXISTS kjb_marked ON COMMIT DELETE ROWS"
+             " AS SELECT %s, 0::int AS row_idx FROM jobs WITH NO DATA",
+             JOB_COLUMNS);
+    if ((rc = exec(s, q, err)) < 0)
+      return rc;
+    s->have_marked = 1;
   }
   kjb_buf_reset(&s->copybuf);
   for (size_t i = 0; i < n; i++)

@@ -2,6 +2,7 @@
 #ifndef KJB_STORE_H
 #define KJB_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -107,6 +108,16 @@ int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n, size_
  * what an insert would do. */
 int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int dry_run,
                             unsigned char *is_new, kjb_err *err);
+
+/* Commits the rows streamed (kjb_store_stream_row) as a batch of
+ * kjb_store_insert_marked would be inserted: rows/n must be exactly
+ * those rows. When a stored row refuses them, the batch is redone as
+ * insert_marked does it for batches with stored rows. Returns 0 or a
+ * negative code with err. kjb_store_marked_present tells whether the
+ * last batch had stored rows, when streaming the next is likely in vain. */
+int kjb_store_stream_finish_marked(kjb_store *s, const kjb_job_row *rows, size_t n,
+                                   unsigned char *is_new, kjb_err *err);
+bool kjb_store_marked_present(const kjb_store *s);
 
 /* Streaming: rows are sent to the server in an open COPY as they are
  * produced, so PostgreSQL parses and indexes them while the caller decodes
