@@ -37,18 +37,72 @@ struct kjb_stats {
 
 static void set_gauge(const char *kind, const char *state, double n) {
   kjb_gauge_set("kjb_jobs",
-                "Jobs by kind and state in the whole jobs table, counted every few seconds.", n,
-                "kind", kind, "state", state, NULL);
+                "Jobs by kind and state in the whole jobs table, counted every few seconds "
+                "(less often where a count is a long scan).",
+                n, "kind", kind, "state", state, NULL);
 }
 
-/* Counts jobs by kind and state; returns the array or NULL with err. */
-static json_t *count_jobs(kjb_stats *st, kjb_store *db, kjb_err *err) {
-  PGresult *res = kjb_store_query(
-      db, "count jobs", "SELECT kind, state::text, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2",
-      0, NULL, err);
+/* When a count that took `took` microseconds, started at `start`, is due
+ * again: a count that takes long (a scan of a million rows takes a third
+ * of a second) runs that much less often, so that it never costs more than
+ * 2 % of the time. */
+static int64_t due_after(int64_t start, int64_t took) {
+  return start + (took * 50 > KJB_STATS_EVERY_US ? took * 50 : KJB_STATS_EVERY_US) - 100000;
+}
+
+/* Appends res's rows (kind, state, count) to arr as objects. */
+static void append_counts(json_t *arr, const PGresult *res) {
+  for (int i = 0; i < PQntuples(res); i++)
+    json_array_append_new(arr, json_pack("{s:s, s:s, s:I}", "kind", PQgetvalue(res, i, 0), "state",
+                                         PQgetvalue(res, i, 1), "count",
+                                         (json_int_t)strtoll(PQgetvalue(res, i, 2), NULL, 10)));
+}
+
+/* Runs sql, a count by kind and state, into *counts when *due_us has come
+ * or *counts is NULL, and sets when it is due again (due_after). Returns
+ * 0, or -KJB_EPG with err. */
+static int recount(kjb_store *db, const char *sql, json_t **counts, int64_t *due_us, kjb_err *err) {
+  int64_t start = kjb_now_mono_us();
+  if (*counts && start < *due_us)
+    return 0;
+  PGresult *res = kjb_store_query(db, "count jobs", sql, 0, NULL, err);
   if (!res)
+    return -KJB_EPG;
+  json_decref(*counts);
+  *counts = json_array();
+  append_counts(*counts, res);
+  PQclear(res);
+  *due_us = due_after(start, kjb_now_mono_us() - start);
+  return 0;
+}
+
+/* The last counts of jobs by kind and state, each half refreshed on its
+ * own schedule (recount). Jobs that can still run are few and indexed
+ * (jobs_claim_idx and jobs_running_idx hold them all): counted every tick
+ * unless a backlog makes that a scan. Finished jobs are most of a busy
+ * table, tens of millions of rows in a scan: counted that much less
+ * often. */
+typedef struct {
+  json_t *live, *finished;
+  int64_t live_due_us, finished_due_us;
+} job_counts;
+
+/* Refreshes c when due; returns all its counts, or NULL with err. */
+static json_t *count_jobs(kjb_stats *st, kjb_store *db, job_counts *c, kjb_err *err) {
+  if (recount(db,
+              "SELECT kind, state::text, count(*) FROM jobs"
+              " WHERE state IN ('completed', 'discarded', 'cancelled') GROUP BY 1, 2",
+              &c->finished, &c->finished_due_us, err) < 0 ||
+      recount(db,
+              "SELECT kind, state::text, count(*) FROM jobs"
+              " WHERE state IN ('available', 'scheduled', 'retryable') GROUP BY 1, 2"
+              " UNION ALL SELECT kind, state::text, count(*) FROM jobs WHERE state = 'running'"
+              " GROUP BY 1, 2",
+              &c->live, &c->live_due_us, err) < 0)
     return NULL;
-  json_t *arr = json_array();
+  json_t *arr = json_deep_copy(c->live);
+  json_array_extend(arr, c->finished);
+
   kjb_metric_clear("kjb_jobs");
   /* Zeros first, so that every configured kind has all its series. */
   const char *kinds[64];
@@ -56,14 +110,13 @@ static json_t *count_jobs(kjb_stats *st, kjb_store *db, kjb_err *err) {
   for (size_t i = 0; i < nk && i < 64; i++)
     for (size_t j = 0; j < NSTATES; j++)
       set_gauge(kinds[i], STATES[j], 0);
-  for (int i = 0; i < PQntuples(res); i++) {
-    const char *kind = PQgetvalue(res, i, 0), *state = PQgetvalue(res, i, 1);
-    long long n = strtoll(PQgetvalue(res, i, 2), NULL, 10);
-    set_gauge(kind, state, (double)n);
-    json_array_append_new(
-        arr, json_pack("{s:s, s:s, s:I}", "kind", kind, "state", state, "count", (json_int_t)n));
+  json_t *row;
+  size_t i;
+  json_array_foreach(arr, i, row) {
+    set_gauge(json_string_value(json_object_get(row, "kind")),
+              json_string_value(json_object_get(row, "state")),
+              (double)json_integer_value(json_object_get(row, "count")));
   }
-  PQclear(res);
   return arr;
 }
 
@@ -93,17 +146,14 @@ static json_t *read_nodes(kjb_stats *st, kjb_store *db, kjb_err *err) {
   return arr;
 }
 
-/* Counts the dead-letter index for its gauges when due: a count that
- * takes long (a scan of a million rows takes a third of a second) runs
- * that much less often, so that it never costs more than 2 % of the time.
+/* Counts the dead-letter index for its gauges when due (due_after).
  * Returns 0, or -KJB_EPG. */
 static int count_dead_letters(kjb_store *db, int64_t *due_us, kjb_err *err) {
   int64_t start = kjb_now_mono_us();
   if (start < *due_us)
     return 0;
   int rc = kjb_dlqindex_gauges(db, err);
-  int64_t took = kjb_now_mono_us() - start;
-  *due_us = start + (took * 50 > KJB_STATS_EVERY_US ? took * 50 : KJB_STATS_EVERY_US) - 100000;
+  *due_us = due_after(start, kjb_now_mono_us() - start);
   return rc;
 }
 
@@ -112,6 +162,7 @@ static void *stats_main(void *arg) {
   kjb_store *db = NULL;
   int warned = 0;
   int64_t dlq_due_us = 0;
+  job_counts counts = {0};
   pthread_mutex_lock(&st->mu);
   while (!st->quit) {
     pthread_mutex_unlock(&st->mu);
@@ -119,7 +170,7 @@ static void *stats_main(void *arg) {
     json_t *jobs = NULL, *nodes = NULL, *paused = NULL, *held = NULL;
     if (!db)
       db = kjb_store_connect(st->cfg->postgres.conninfo, st->cfg->postgres.schema, &err);
-    if (db && (jobs = count_jobs(st, db, &err)) && (nodes = read_nodes(st, db, &err)) &&
+    if (db && (jobs = count_jobs(st, db, &counts, &err)) && (nodes = read_nodes(st, db, &err)) &&
         (paused = kjb_pause_list(db, &err)) && (held = kjb_jobs_held_keys(db, st->cfg, &err)) &&
         count_dead_letters(db, &dlq_due_us, &err) == 0) {
       kjb_pause_gauges(st->cfg, paused);
@@ -158,6 +209,8 @@ static void *stats_main(void *arg) {
       pthread_cond_timedwait(&st->cv, &st->mu, &until);
   }
   pthread_mutex_unlock(&st->mu);
+  json_decref(counts.live);
+  json_decref(counts.finished);
   kjb_store_free(db);
   return NULL;
 }

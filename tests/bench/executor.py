@@ -176,7 +176,7 @@ def build_river():
     return path, None
 
 
-def write_config(path, conninfo, concurrency, claim_batch, poll_interval):
+def write_config(path, conninfo, concurrency, claim_batch, poll_interval, kind=KIND):
     with open(path, "w") as f:
         f.write(f"""
 kafka = {{ brokers = "127.0.0.1:1"; group = "bench-executor"; }};
@@ -187,7 +187,7 @@ log = {{ level = "warn"; }};
 http = {{ listen = "127.0.0.1:0"; }};
 executor = {{ claim_batch = {claim_batch}; poll_interval = "{poll_interval}"; }};
 topics = ( {{ topic = "unused"; schema = "unused.avsc"; jobs = ( {{ kind = "unused"; }} ); }} );
-handlers = ( {{ kind = "{KIND}"; type = "log"; concurrency = {concurrency}; }} );
+handlers = ( {{ kind = "{kind}"; type = "log"; concurrency = {concurrency}; }} );
 """)
 
 

@@ -87,13 +87,13 @@ def make_event(i, rnd):
     }
 
 
-def fill_topic(bootstrap, topic, partitions, n):
+def fill_topic(bootstrap, topic, partitions, n, seed=42):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
     schema = fastavro.parse_schema(json.load(open(os.path.join(SCHEMA_DIR, "checkout.avsc"))))
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000,
                   "queue.buffering.max.messages": 200000, "compression.type": "lz4"})
-    rnd = random.Random(42)
+    rnd = random.Random(seed)
     header = b"\x00" + (1).to_bytes(4, "big")
     t0 = time.monotonic()
     total_bytes = 0

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Scale benchmark: ingest and executor rates with kjb.jobs pre-filled with
+millions of finished jobs, against the same phases on an empty table in
+the same run, and both while `kjb jobs prune` deletes --prune of them.
+
+1. Empty table: ingest (`kjb run --role consumer` over a pre-filled topic
+   of --events checkout events, the run-ingest config) and executor (one
+   `kjb run --role executor`, log handler, burning down --jobs jobs).
+2. For each of --sizes: the table grows to that many finished jobs
+   (INSERT ... SELECT, 1M rows per statement, then ANALYZE), rows shaped
+   like ingested ones: kind fulfil_order, a source topic, partition and
+   offset, a random unique_key, finished within the last 6 days (inside
+   the default 7-day retention, so executors prune none of them) and the
+   oldest --prune of them more than 5 days ago. Then the same two phases.
+3. Pruning: `kjb jobs prune --older-than 5d` starts (it deletes the oldest
+   --prune rows, KJB_JOBS_BATCH per statement) and the two phases run
+   again beside it; its duration is printed and whether it overlapped each
+   phase from start to end.
+
+Every phase reads a topic of its own (filled before the first phase) and
+runs jobs of a kind of its own; ingested jobs are marked completed after
+their phase, so the table only grows. Rates, in SQL: ingest, the rows of
+all batches but the last over the time from the first batch's start to the
+last one's (created_at); executor, jobs over min(attempted_at) ..
+max(finished_at). Each phase starts right after a CHECKPOINT. Ratios are against the empty
+table in this run.
+
+Usage: tests/bench/run-scale [--sizes 10000000,50000000] [--prune N]
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import psycopg
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import executor  # noqa: E402  (tests/bench/executor.py)
+import ingest  # noqa: E402  (tests/bench/ingest.py)
+
+ROOT = executor.ROOT
+FILL_STEP = 1_000_000
+
+
+def grow(conn, have, size, prune, final):
+    """Adds finished jobs until the table holds size of them, in id order
+    oldest first: rows 1..prune finished between 6 and 5.5 days ago, the
+    rest up to row `final` between 4.5 and 0.5 days ago."""
+    t = time.monotonic()
+    for lo in range(have + 1, size + 1, FILL_STEP):
+        hi = min(lo + FILL_STEP - 1, size)
+        conn.execute(
+            "INSERT INTO kjb.jobs (kind, queue, state, args, attempt, scheduled_at, attempted_at,"
+            " finished_at, created_at, attempted_by, unique_key, source_topic, source_partition,"
+            " source_offset)"
+            " SELECT 'fulfil_order', 'fulfilment', 'completed',"
+            "   jsonb_build_object('order_id', 10000000 + g, 'email', 'customer' || g || '@example.org',"
+            "     'currency', 'EUR', 'total', (g %% 90000) / 100.0, 'channel', 'web'),"
+            "   1, f - interval '2 s', f - interval '1 s', f, f - interval '2 s', 'history',"
+            "   md5(g::text), 'bench.history', g %% 4, g / 4"
+            " FROM generate_series(%s::bigint, %s::bigint) g,"
+            " LATERAL (SELECT now() - CASE WHEN g <= %s"
+            "   THEN interval '6 days' - (g::float8 / greatest(%s, 1)) * interval '12 hours'"
+            "   ELSE interval '4.5 days' - ((g - %s)::float8 / greatest(%s, 1)) * interval '96 hours'"
+            "   END AS f) t",
+            (lo, hi, prune, prune, prune, final - prune))
+    fill_s = time.monotonic() - t
+    # What autovacuum would have done over the days these rows took to
+    # accumulate: without it, its insert-triggered run would set the
+    # visibility map of every new page during the phases, in full-page
+    # images, a WAL storm no steady state has.
+    t = time.monotonic()
+    conn.execute("VACUUM ANALYZE kjb.jobs")
+    rows = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('kjb.jobs'))").fetchone()[0]
+    print(f"  grew kjb.jobs from {have} to {size} finished jobs in {fill_s:.0f} s, then VACUUM ANALYZE "
+          f"in {time.monotonic() - t:.0f} s; table and indexes now {rows}", flush=True)
+
+
+def settle(conn, label, quiet):
+    """Starts a phase the same way each time: right after a checkpoint
+    (each page's first change then costs a full-page image in every
+    phase alike), with quiet, on a machine whose 1-minute load has fallen
+    below 1."""
+    conn.execute("CHECKPOINT")
+    deadline = time.monotonic() + 120
+    while quiet and os.getloadavg()[0] >= 1 and time.monotonic() < deadline:
+        time.sleep(2)
+    executor.loadavg(label)
+
+
+def ingest_phase(a, conn, topic, tmp, label, quiet=True):
+    settle(conn, f"ingest ({label})", quiet)
+    cfg = os.path.join(tmp, f"ingest-{label}.cfg")
+    ingest.write_config(cfg, a.bootstrap, a.conninfo, topic, a.batch_size)
+    log = open(os.path.join(tmp, f"ingest-{label}.log"), "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([a.kjb, "run", "--role", "consumer", "-c", cfg], stderr=log)
+    count, rss = 0, None
+    try:
+        while time.monotonic() - t0 < a.timeout:
+            # The source index answers this, a few ms every 0.25 s.
+            count = conn.execute("SELECT count(*) FROM kjb.jobs WHERE source_topic = %s",
+                                 (topic,)).fetchone()[0]
+            rss = ingest.peak_rss_kib(proc.pid) or rss
+            if count >= a.events:
+                break
+            if proc.poll() is not None:
+                sys.exit(f"kjb exited early with {proc.returncode}; see {log.name}")
+            time.sleep(0.25)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        log.close()
+    if count < a.events:
+        sys.exit(f"only {count} of {a.events} jobs after {a.timeout} s; see {log.name}")
+    # A batch's rows share their transaction's created_at: the rows of all
+    # batches but the last, over the time from the first batch's start to
+    # the last one's.
+    rows, span = conn.execute(
+        "WITH b AS (SELECT created_at FROM kjb.jobs WHERE source_topic = %s)"
+        " SELECT count(*) FILTER (WHERE created_at < (SELECT max(created_at) FROM b)),"
+        " extract(epoch FROM max(created_at) - min(created_at)) FROM b", (topic,)).fetchone()
+    rate = rows / float(span)
+    conn.execute("UPDATE kjb.jobs SET state = 'completed', attempt = 1, attempted_at = now(),"
+                 " finished_at = now() WHERE source_topic = %s", (topic,))
+    print(f"  ingest: {a.events} events, {rate:.0f} events/s from the first batch's start to the last's "
+          f"({a.events / elapsed:.0f}/s over {elapsed:.1f} s from process start); "
+          f"peak RSS {rss / 1024 if rss else float('nan'):.1f} MiB", flush=True)
+    return rate
+
+
+def executor_phase(a, conn, tmp, label, quiet=True):
+    kind = f"bench_{label.replace(' ', '_')}"
+    cfg = os.path.join(tmp, f"executor-{label}.cfg")
+    executor.write_config(cfg, a.conninfo, a.concurrency, a.claim_batch, "100ms", kind)
+    conn.execute("INSERT INTO kjb.jobs (kind, args) SELECT %s, jsonb_build_object('i', g)"
+                 " FROM generate_series(1, %s) g", (kind, a.jobs))
+    conn.execute("ANALYZE kjb.jobs")
+    settle(conn, f"executor ({label})", quiet)
+    ex = executor.Executor(a.kjb, cfg, os.path.join(tmp, f"executor-{label}.log"))
+    try:
+        # Each through a partial index (jobs_kind_claim_idx, jobs_running_idx).
+        while conn.execute("SELECT EXISTS (SELECT 1 FROM kjb.jobs WHERE kind = %s AND state = 'available'"
+                           " AND ordering_key IS NULL)"
+                           " OR EXISTS (SELECT 1 FROM kjb.jobs WHERE kind = %s AND state = 'running')",
+                           (kind, kind)).fetchone()[0]:
+            ex.check()
+            if time.monotonic() - ex.t0 > a.timeout:
+                sys.exit(f"{kind} jobs unfinished after {a.timeout} s; see {ex.log.name}")
+            time.sleep(0.25)
+        rss = executor.proc_status_kib(ex.proc.pid, "VmHWM")
+    finally:
+        ex.stop()
+    done, span = conn.execute(
+        "SELECT count(*) FILTER (WHERE state = 'completed' AND attempt = 1),"
+        " extract(epoch FROM max(finished_at) - min(attempted_at)) FROM kjb.jobs WHERE kind = %s",
+        (kind,)).fetchone()
+    if done != a.jobs:
+        sys.exit(f"{done} of {a.jobs} {kind} jobs completed in one attempt; see {ex.log.name}")
+    rate = a.jobs / float(span)
+    print(f"  executor: {a.jobs} jobs in {float(span):.1f} s, {rate:.0f} jobs/s, "
+          f"peak RSS {rss / 1024 if rss else float('nan'):.1f} MiB", flush=True)
+    return rate
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")],
+                    default=[10_000_000, 50_000_000], help="finished jobs in the table, comma-separated")
+    ap.add_argument("--prune", type=int, default=10_000_000, help="finished jobs pruned in the last phase")
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--jobs", type=int, default=100_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=5000)
+    ap.add_argument("--concurrency", type=int, default=256)
+    ap.add_argument("--claim-batch", type=int, default=1000)
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--kjb", default=os.path.join(ROOT, "build", "release", "kjb"))
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--pg-conninfo", required=True, help="conninfo of the server (any database)")
+    a = ap.parse_args()
+    if sorted(a.sizes) != a.sizes or a.prune > a.sizes[0]:
+        sys.exit("--sizes must grow, and --prune must not exceed the first size")
+
+    admin = psycopg.connect(a.pg_conninfo, autocommit=True)
+    version = admin.execute("SHOW server_version").fetchone()[0]
+    settings = ", ".join(f"{k} {admin.execute(f'SHOW {k}').fetchone()[0]}"
+                         for k in ("fsync", "shared_buffers", "max_wal_size"))
+    suffix = uuid.uuid4().hex[:6]
+    db = f"bench_scale_{suffix}"
+    admin.execute(f"CREATE DATABASE {db}")
+    base = psycopg.conninfo.conninfo_to_dict(a.pg_conninfo)
+    a.conninfo = psycopg.conninfo.make_conninfo(**{**base, "dbname": db})
+    tmp = tempfile.mkdtemp(prefix="kjb-bench-")
+    cfg = os.path.join(tmp, "migrate.cfg")
+    executor.write_config(cfg, a.conninfo, 1, 1, "1s")
+    subprocess.run([a.kjb, "migrate", "-c", cfg], check=True, capture_output=True)
+    conn = psycopg.connect(a.conninfo, autocommit=True)
+    print(f"PostgreSQL {version} ({settings}); phases one after another, never overlapping, "
+          f"except the pruning phases with the prune", flush=True)
+
+    labels = ["empty"] + [f"{n / 1e6:g}M" for n in a.sizes] + ["pruning"]
+    topics = {}
+    for seed, label in enumerate(labels):
+        topics[label] = f"bench.scale.{suffix}.{label}"
+        # Seeds of their own: events of one seed share their event_id, the
+        # jobs' unique_key.
+        s, size = ingest.fill_topic(a.bootstrap, topics[label], a.partitions, a.events, seed)
+        print(f"filled {topics[label]}: {a.events} events in {s:.1f} s, {size:.0f} bytes each", flush=True)
+
+    results = {}
+    have = 0
+    for label, size in zip(labels[:-1], [0] + a.sizes):
+        print(f"table with {size} finished jobs", flush=True)
+        if size > have:
+            grow(conn, have, size, a.prune, a.sizes[-1])
+            have = size
+        results[label] = (ingest_phase(a, conn, topics[label], tmp, label),
+                          executor_phase(a, conn, tmp, label))
+
+    print(f"pruning {a.prune} jobs beside the phases (kjb jobs prune --older-than 5d)", flush=True)
+    prune_log = open(os.path.join(tmp, "prune.log"), "w")
+    t0 = time.monotonic()
+    prune = subprocess.Popen([a.kjb, "jobs", "prune", "--older-than", "5d", "-c", cfg],
+                             stdout=prune_log, stderr=subprocess.STDOUT)
+    ended = []
+    waiter = threading.Thread(target=lambda: (prune.wait(), ended.append(time.monotonic())))
+    waiter.start()
+    i_rate = ingest_phase(a, conn, topics["pruning"], tmp, "pruning", quiet=False)
+    i_overlap = not ended
+    e_rate = executor_phase(a, conn, tmp, "pruning", quiet=False)
+    e_overlap = not ended
+    waiter.join()
+    prune_s = ended[0] - t0
+    prune_log.close()
+    out = open(prune_log.name).read().strip()
+    if prune.returncode != 0:
+        sys.exit(f"kjb jobs prune failed ({prune.returncode}): {out}")
+    results["pruning"] = (i_rate, e_rate)
+    left = conn.execute("SELECT count(*) FROM kjb.jobs WHERE attempted_by = 'history'").fetchone()[0]
+
+    print()
+    e_i, e_e = results["empty"]
+    print(f"{'finished jobs in the table':28} {'ingest events/s':>16} {'ratio':>6} "
+          f"{'executor jobs/s':>16} {'ratio':>6}")
+    for label in labels:
+        i, e = results[label]
+        name = {"empty": "0", "pruning": f"{have} while pruning"}.get(label, label)
+        print(f"{name:28} {i:16.0f} {i / e_i:6.2f} {e:16.0f} {e / e_e:6.2f}")
+    print(f"prune: {out} in {prune_s:.0f} s ({a.prune / prune_s:.0f} rows/s); "
+          f"it ran through the whole ingest phase: {'yes' if i_overlap else 'no'}, "
+          f"the whole executor phase: {'yes' if e_overlap else 'no'}; {left} history rows left")
+    conn.close()
+    admin.execute(f"DROP DATABASE {db} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()
