@@ -538,21 +538,35 @@ static int insert_skipping_existing(kjb_store *s, size_t *inserted, kjb_err *err
   return rc;
 }
 
-/* Completes a plain COPY into jobs whose result is rc (copy_end's). Only
- * a batch that repeats stored rows fails it, and then the batch is redone
+/* Ends the transaction of a COPY into jobs that ended in rc (copy_end's:
+ * 0, 1 for a unique violation, or < 0): commits it after a 0, else rolls
+ * it back. Returns 0 once committed, 1 after a unique violation, or < 0. */
+static int end_copy(kjb_store *s, int rc, kjb_err *err) {
+  if (rc == 0)
+    return exec(s, "COMMIT", err);
+  kjb_err tmp;
+  exec(s, "ROLLBACK", &tmp);
+  return rc;
+}
+
+/* Copies rows straight into jobs in a transaction of their own; returns
+ * as end_copy. */
+static int copy_straight(kjb_store *s, const kjb_job_row *rows, size_t n, kjb_err *err) {
+  copy_rows(&s->copybuf, rows, n);
+  int rc = exec(s, "BEGIN", err);
+  return rc < 0 ? rc : end_copy(s, copy_into(s, "jobs", err), err);
+}
+
+/* Completes a straight COPY of rows that ended in rc (end_copy's). Only a
+ * batch that repeats stored rows fails it, and then the batch is redone
  * through the staging table. */
 static int finish_fast_path(kjb_store *s, int rc, const kjb_job_row *rows, size_t n,
                             size_t *inserted, kjb_err *err) {
   if (rc == 0) {
-    rc = exec(s, "COMMIT", err);
-    if (rc == 0) {
-      *inserted = n;
-      count_rows(rows, n, NULL);
-    }
-    return rc;
+    *inserted = n;
+    count_rows(rows, n, NULL);
+    return 0;
   }
-  kjb_err tmp;
-  exec(s, "ROLLBACK", &tmp);
   if (rc < 0)
     return rc;
   copy_rows(&s->copybuf, rows, n);
@@ -572,18 +586,12 @@ int kjb_store_insert_marked(kjb_store *s, const kjb_job_row *rows, size_t n, int
      * as ingest does, they all are, or a unique violation sends the
      * batch the way below, which finds the new ones (and the next
      * batches too, until one is all new: a replay done before). */
-    copy_rows(&s->copybuf, rows, n);
-    int rc = exec(s, "BEGIN", err);
-    if (rc < 0)
-      return rc;
-    rc = copy_into(s, "jobs", err);
-    if (rc == 0 && (rc = exec(s, "COMMIT", err)) == 0) {
+    int rc = copy_straight(s, rows, n, err);
+    if (rc == 0) {
       memset(is_new, 1, n);
       count_rows(rows, n, is_new);
       return 0;
     }
-    kjb_err tmp;
-    exec(s, "ROLLBACK", &tmp);
     if (rc < 0)
       return rc;
   }
@@ -762,11 +770,7 @@ int kjb_store_stream_commit(kjb_store *s, size_t expect, kjb_err *err) {
   int rc = copy_send(s, err);
   if (rc == 0)
     rc = copy_end(s, err);
-  if (rc == 0)
-    return exec(s, "COMMIT", err) < 0 ? -KJB_EPG : 0;
-  kjb_err tmp;
-  exec(s, "ROLLBACK", &tmp);
-  return rc;
+  return end_copy(s, rc, err);
 }
 
 int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n, size_t *inserted,
@@ -788,7 +792,7 @@ int kjb_store_stream_finish(kjb_store *s, const kjb_job_row *rows, size_t n, siz
   int rc = copy_send(s, err);
   if (rc == 0)
     rc = copy_end(s, err);
-  return finish_fast_path(s, rc, rows, n, inserted, err);
+  return finish_fast_path(s, end_copy(s, rc, err), rows, n, inserted, err);
 }
 
 int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n, size_t *inserted,
@@ -796,10 +800,5 @@ int kjb_store_insert_jobs(kjb_store *s, const kjb_job_row *rows, size_t n, size_
   *inserted = 0;
   if (n == 0)
     return 0;
-  copy_rows(&s->copybuf, rows, n);
-  int rc = exec(s, "BEGIN", err);
-  if (rc < 0)
-    return rc;
-  rc = copy_into(s, "jobs", err);
-  return finish_fast_path(s, rc, rows, n, inserted, err);
+  return finish_fast_path(s, copy_straight(s, rows, n, err), rows, n, inserted, err);
 }
