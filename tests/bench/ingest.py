@@ -87,22 +87,31 @@ def make_event(i, rnd):
     }
 
 
-def fill_topic(bootstrap, topic, partitions, n, seed=42):
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+def encode_events(n, seed=42):
+    """n checkout events in Confluent's framing (schema id 1); the same
+    seed gives the same events."""
     schema = fastavro.parse_schema(json.load(open(os.path.join(SCHEMA_DIR, "checkout.avsc"))))
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000,
-                  "queue.buffering.max.messages": 200000, "compression.type": "lz4"})
     rnd = random.Random(seed)
     header = b"\x00" + (1).to_bytes(4, "big")
-    t0 = time.monotonic()
-    total_bytes = 0
+    out = []
     for i in range(n):
         buf = io.BytesIO()
         buf.write(header)
         fastavro.schemaless_writer(buf, schema, make_event(i, rnd))
-        v = buf.getvalue()
-        total_bytes += len(v)
+        out.append(buf.getvalue())
+    return out
+
+
+def create_topic(bootstrap, topic, partitions):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+
+
+def produce(bootstrap, topic, values):
+    """Produces values (keyed by their index) and waits for all."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000,
+                  "queue.buffering.max.messages": 200000, "compression.type": "lz4"})
+    for i, v in enumerate(values):
         while True:
             try:
                 p.produce(topic, v, key=str(i).encode())
@@ -112,7 +121,16 @@ def fill_topic(bootstrap, topic, partitions, n, seed=42):
         if i % 1000 == 0:
             p.poll(0)
     p.flush(120)
-    return time.monotonic() - t0, total_bytes / n
+
+
+def fill_topic(bootstrap, topic, partitions, n, seed=42):
+    """Creates topic and fills it with n events; returns the seconds that
+    took and the events' mean size in bytes."""
+    create_topic(bootstrap, topic, partitions)
+    t0 = time.monotonic()
+    values = encode_events(n, seed)
+    produce(bootstrap, topic, values)
+    return time.monotonic() - t0, sum(map(len, values)) / n
 
 
 def write_config(path, bootstrap, conninfo, topic, batch_size):

@@ -3,11 +3,15 @@
 millions of finished jobs, against the same phases on an empty table in
 the same run, and both while `kjb jobs prune` deletes --prune of them.
 
-1. Empty table: ingest (`kjb run --role consumer` over a pre-filled topic
-   of --events checkout events, the run-ingest config) and executor (one
-   `kjb run --role executor`, log handler, burning down --jobs jobs).
+1. Empty table: ingest (`kjb run --role consumer`, the run-ingest config;
+   once it runs, --events checkout events are produced to its topic) and
+   executor (one `kjb run --role executor`, log handler; once it runs,
+   --jobs jobs are inserted). Each kjb starts first and the work comes
+   once its stats have counted the jobs (/api/stats): at 10M rows the
+   first count of finished jobs is a scan of seconds, which a service
+   that runs for days has behind it.
 2. For each of --sizes: the table grows to that many finished jobs
-   (INSERT ... SELECT, 1M rows per statement, then ANALYZE), rows shaped
+   (INSERT ... SELECT, 1M rows per statement, then VACUUM ANALYZE), rows shaped
    like ingested ones: kind fulfil_order, a source topic, partition and
    offset, a random unique_key, finished within the last 6 days (inside
    the default 7-day retention, so executors prune none of them) and the
@@ -17,24 +21,27 @@ the same run, and both while `kjb jobs prune` deletes --prune of them.
    again beside it; its duration is printed and whether it overlapped each
    phase from start to end.
 
-Every phase reads a topic of its own (filled before the first phase) and
-runs jobs of a kind of its own; ingested jobs are marked completed after
+Every phase reads a topic of its own (its events encoded before the first
+phase) and runs jobs of a kind of its own; ingested jobs are marked completed after
 their phase, so the table only grows. Rates, in SQL: ingest, the rows of
 all batches but the last over the time from the first batch's start to the
 last one's (created_at); executor, jobs over min(attempted_at) ..
-max(finished_at). Each phase starts right after a CHECKPOINT. Ratios are against the empty
-table in this run.
+max(finished_at). Each phase starts right after a CHECKPOINT. Ratios are
+against the empty table in this run.
 
 Usage: tests/bench/run-scale [--sizes 10000000,50000000] [--prune N]
 """
 import argparse
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 
 import psycopg
@@ -93,13 +100,44 @@ def settle(conn, label, quiet):
     executor.loadavg(label)
 
 
-def ingest_phase(a, conn, topic, tmp, label, quiet=True):
-    settle(conn, f"ingest ({label})", quiet)
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_counted(port, proc, log):
+    """Until kjb's stats have counted the jobs once (/api/stats says when):
+    its first count of finished jobs is a scan of the table, seconds at
+    10M rows, that a long-running service has behind it."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"kjb exited early with {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/stats", timeout=5) as r:
+                if json.load(r).get("jobs_counted_at"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"kjb did not count the jobs within 600 s; see {log}")
+
+
+def ingest_phase(a, conn, topic, values, tmp, label, quiet=True):
     cfg = os.path.join(tmp, f"ingest-{label}.cfg")
     ingest.write_config(cfg, a.bootstrap, a.conninfo, topic, a.batch_size)
+    port = free_port()
+    with open(cfg, "a") as f:
+        f.write(f'http = {{ listen = "127.0.0.1:{port}"; }};\n')
+    settle(conn, f"ingest ({label})", quiet)
     log = open(os.path.join(tmp, f"ingest-{label}.log"), "w")
     t0 = time.monotonic()
     proc = subprocess.Popen([a.kjb, "run", "--role", "consumer", "-c", cfg], stderr=log)
+    wait_counted(port, proc, log.name)
+    produce_t = time.monotonic()
+    ingest.produce(a.bootstrap, topic, values)
+    produce_s = time.monotonic() - produce_t
     count, rss = 0, None
     try:
         while time.monotonic() - t0 < a.timeout:
@@ -131,7 +169,7 @@ def ingest_phase(a, conn, topic, tmp, label, quiet=True):
     conn.execute("UPDATE kjb.jobs SET state = 'completed', attempt = 1, attempted_at = now(),"
                  " finished_at = now() WHERE source_topic = %s", (topic,))
     print(f"  ingest: {a.events} events, {rate:.0f} events/s from the first batch's start to the last's "
-          f"({a.events / elapsed:.0f}/s over {elapsed:.1f} s from process start); "
+          f"(kjb ready {produce_t - t0:.1f} s after its start; the events produced in {produce_s:.1f} s); "
           f"peak RSS {rss / 1024 if rss else float('nan'):.1f} MiB", flush=True)
     return rate
 
@@ -140,11 +178,16 @@ def executor_phase(a, conn, tmp, label, quiet=True):
     kind = f"bench_{label.replace(' ', '_')}"
     cfg = os.path.join(tmp, f"executor-{label}.cfg")
     executor.write_config(cfg, a.conninfo, a.concurrency, a.claim_batch, "100ms", kind)
-    conn.execute("INSERT INTO kjb.jobs (kind, args) SELECT %s, jsonb_build_object('i', g)"
-                 " FROM generate_series(1, %s) g", (kind, a.jobs))
-    conn.execute("ANALYZE kjb.jobs")
+    port = free_port()
+    with open(cfg) as f:
+        text = f.read().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"')
+    with open(cfg, "w") as f:
+        f.write(text)
     settle(conn, f"executor ({label})", quiet)
     ex = executor.Executor(a.kjb, cfg, os.path.join(tmp, f"executor-{label}.log"))
+    wait_counted(port, ex.proc, ex.log.name)
+    conn.execute("INSERT INTO kjb.jobs (kind, args) SELECT %s, jsonb_build_object('i', g)"
+                 " FROM generate_series(1, %s) g", (kind, a.jobs))
     try:
         # Each through a partial index (jobs_kind_claim_idx, jobs_running_idx).
         while conn.execute("SELECT EXISTS (SELECT 1 FROM kjb.jobs WHERE kind = %s AND state = 'available'"
@@ -207,13 +250,15 @@ def main():
           f"except the pruning phases with the prune", flush=True)
 
     labels = ["empty"] + [f"{n / 1e6:g}M" for n in a.sizes] + ["pruning"]
-    topics = {}
+    topics, values = {}, {}
     for seed, label in enumerate(labels):
         topics[label] = f"bench.scale.{suffix}.{label}"
+        ingest.create_topic(a.bootstrap, topics[label], a.partitions)
         # Seeds of their own: events of one seed share their event_id, the
         # jobs' unique_key.
-        s, size = ingest.fill_topic(a.bootstrap, topics[label], a.partitions, a.events, seed)
-        print(f"filled {topics[label]}: {a.events} events in {s:.1f} s, {size:.0f} bytes each", flush=True)
+        values[label] = ingest.encode_events(a.events, seed)
+    print(f"encoded {len(labels)} x {a.events} events, {sum(map(len, values['empty'])) / a.events:.0f} bytes each",
+          flush=True)
 
     results = {}
     have = 0
@@ -222,7 +267,7 @@ def main():
         if size > have:
             grow(conn, have, size, a.prune, a.sizes[-1])
             have = size
-        results[label] = (ingest_phase(a, conn, topics[label], tmp, label),
+        results[label] = (ingest_phase(a, conn, topics[label], values[label], tmp, label),
                           executor_phase(a, conn, tmp, label))
 
     print(f"pruning {a.prune} jobs beside the phases (kjb jobs prune --older-than 5d)", flush=True)
@@ -233,7 +278,7 @@ def main():
     ended = []
     waiter = threading.Thread(target=lambda: (prune.wait(), ended.append(time.monotonic())))
     waiter.start()
-    i_rate = ingest_phase(a, conn, topics["pruning"], tmp, "pruning", quiet=False)
+    i_rate = ingest_phase(a, conn, topics["pruning"], values["pruning"], tmp, "pruning", quiet=False)
     i_overlap = not ended
     e_rate = executor_phase(a, conn, tmp, "pruning", quiet=False)
     e_overlap = not ended
