@@ -214,6 +214,8 @@ def test_concurrent_migrations_are_safe(run_kjb, db, tmp_path):
     # nothing left to do.
     assert applied == [0, 0, 0, len(MIGRATIONS)]
     assert db.scalar("SELECT count(*) FROM kjb.schema_migrations") == len(MIGRATIONS)
+    # 009: room on each page for a job's claimed and finished versions.
+    assert db.scalar("SELECT reloptions FROM pg_class WHERE oid = 'kjb.jobs'::regclass") == ["fillfactor=70"]
 
 
 def test_produce_encodes_lines_and_reports_bad_ones(run_kjb, kafka, make_topic, tmp_path):
