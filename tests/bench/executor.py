@@ -176,7 +176,8 @@ def build_river():
     return path, None
 
 
-def write_config(path, conninfo, concurrency, claim_batch, poll_interval, kind=KIND):
+def write_config(path, conninfo, concurrency, claim_batch, poll_interval, kind=KIND,
+                 listen="127.0.0.1:0"):
     with open(path, "w") as f:
         f.write(f"""
 kafka = {{ brokers = "127.0.0.1:1"; group = "bench-executor"; }};
@@ -184,7 +185,7 @@ postgres = {{ conninfo = "{conninfo}"; }};
 log = {{ level = "warn"; }};
 # HTTP and its stats thread run as in production, on a free port: the
 # default 9464 may be taken by another kjb on the machine.
-http = {{ listen = "127.0.0.1:0"; }};
+http = {{ listen = "{listen}"; }};
 executor = {{ claim_batch = {claim_batch}; poll_interval = "{poll_interval}"; }};
 topics = ( {{ topic = "unused"; schema = "unused.avsc"; jobs = ( {{ kind = "unused"; }} ); }} );
 handlers = ( {{ kind = "{kind}"; type = "log"; concurrency = {concurrency}; }} );

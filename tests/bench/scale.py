@@ -150,7 +150,6 @@ def ingest_phase(a, conn, topic, values, tmp, label, quiet=True):
             if proc.poll() is not None:
                 sys.exit(f"kjb exited early with {proc.returncode}; see {log.name}")
             time.sleep(0.25)
-        elapsed = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -177,12 +176,9 @@ def ingest_phase(a, conn, topic, values, tmp, label, quiet=True):
 def executor_phase(a, conn, tmp, label, quiet=True):
     kind = f"bench_{label.replace(' ', '_')}"
     cfg = os.path.join(tmp, f"executor-{label}.cfg")
-    executor.write_config(cfg, a.conninfo, a.concurrency, a.claim_batch, "100ms", kind)
     port = free_port()
-    with open(cfg) as f:
-        text = f.read().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"')
-    with open(cfg, "w") as f:
-        f.write(text)
+    executor.write_config(cfg, a.conninfo, a.concurrency, a.claim_batch, "100ms", kind,
+                          listen=f"127.0.0.1:{port}")
     settle(conn, f"executor ({label})", quiet)
     ex = executor.Executor(a.kjb, cfg, os.path.join(tmp, f"executor-{label}.log"))
     wait_counted(port, ex.proc, ex.log.name)
