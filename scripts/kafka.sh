@@ -13,6 +13,9 @@
 #   scripts/kafka.sh tools-classpath   classpath for Kafka's CLI tools, e.g.
 #       java -cp "$(scripts/kafka.sh tools-classpath)" \
 #         org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --help
+#   scripts/kafka.sh connect-classpath  classpath of Kafka Connect with
+#       Debezium's JDBC sink connector (fetched once), for the ingest
+#       benchmark's peer
 #   scripts/kafka.sh tool CLASS ARGS...  run one of them with a small, fast
 #       JVM, e.g. `tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
 #       --bootstrap-server 127.0.0.1:PORT --list` (kafka-consumer-groups.sh)
@@ -40,9 +43,13 @@ set -euo pipefail
 
 KAFKA_VERSION=4.1.1
 LOG4J_VERSION=2.24.3
+# The newest Debezium whose JDBC sink resolves from Maven Central with all
+# its dependencies (3.6.x lacks some of them there).
+DEBEZIUM_VERSION=3.5.0.Final
 CACHE_DIR=${KJB_CACHE_DIR:-$HOME/.cache/kjb}
 KAFKA_HOME=$CACHE_DIR/kafka-$KAFKA_VERSION
 LIBS=$KAFKA_HOME/libs
+CONNECT_HOME=$CACHE_DIR/kafka-connect-$KAFKA_VERSION
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
@@ -51,35 +58,39 @@ usage() {
   exit "${1:-2}"
 }
 
-# The pom is generated rather than stored so that the cache holds
-# everything fetch needs; its hash goes into the stamp so that a change of
-# version or dependency list re-fetches.
+# A pom is generated rather than stored so that the cache holds everything
+# a fetch needs; its hash goes into the stamp so that a change of version
+# or dependency list re-fetches.
+dependency() {
+  printf '    <dependency><groupId>%s</groupId><artifactId>%s</artifactId><version>%s</version></dependency>\n' "$@"
+}
+
+# Kafka logs through slf4j 1.7 but the Maven artifacts carry no binding;
+# the binary distribution ships log4j's.
+broker_dependencies() {
+  dependency org.apache.kafka kafka_2.13 "$KAFKA_VERSION"
+  dependency org.apache.kafka kafka-tools "$KAFKA_VERSION"
+  dependency org.apache.logging.log4j log4j-slf4j-impl "$LOG4J_VERSION"
+}
+
+# Kafka Connect with Debezium's JDBC sink, the peer of tests/bench/ingest.py.
+connect_dependencies() {
+  dependency org.apache.kafka connect-runtime "$KAFKA_VERSION"
+  dependency io.debezium debezium-connector-jdbc "$DEBEZIUM_VERSION"
+  dependency org.apache.logging.log4j log4j-slf4j-impl "$LOG4J_VERSION"
+}
+
 write_pom() {
+  local name=$1 dependencies=$2
   cat <<EOF
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>kjb</groupId>
-  <artifactId>kjb-kafka-runtime</artifactId>
+  <artifactId>kjb-$name</artifactId>
   <version>1</version>
   <packaging>pom</packaging>
   <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_2.13</artifactId>
-      <version>$KAFKA_VERSION</version>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka-tools</artifactId>
-      <version>$KAFKA_VERSION</version>
-    </dependency>
-    <!-- Kafka logs through slf4j 1.7 but the Maven artifacts carry no
-         binding; the binary distribution ships this one. -->
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>$LOG4J_VERSION</version>
-    </dependency>
+$dependencies
   </dependencies>
   <build>
     <plugins>
@@ -94,39 +105,54 @@ write_pom() {
 EOF
 }
 
-cmd_fetch() {
-  local pom stamp want tmp
-  pom=$(write_pom)
+# fetch_jars HOME NAME DEPENDENCIES JAR...: resolves DEPENDENCIES with their
+# runtime dependencies into HOME/libs, once, and checks that each JAR is
+# among them.
+fetch_jars() {
+  local home=$1 name=$2 dependencies=$3 pom stamp want tmp jar
+  shift 3
+  pom=$(write_pom "${home##*/}" "$dependencies")
   want=$(printf '%s' "$pom" | sha256sum | cut -d' ' -f1)
-  stamp=$KAFKA_HOME/.fetched
-  if [[ -f $stamp && $(cat "$stamp") == "$want" && -d $LIBS ]]; then
+  stamp=$home/.fetched
+  if [[ -f $stamp && $(cat "$stamp") == "$want" && -d $home/libs ]]; then
     return 0
   fi
   command -v mvn >/dev/null || die "mvn not found (run scripts/deps.sh)"
-  mkdir -p "$KAFKA_HOME"
+  mkdir -p "$home"
   # Several test sessions may start at once on a fresh machine.
-  exec 9>"$KAFKA_HOME/.fetch.lock"
+  exec 9>"$home/.fetch.lock"
   flock 9
-  if [[ -f $stamp && $(cat "$stamp") == "$want" && -d $LIBS ]]; then
+  if [[ -f $stamp && $(cat "$stamp") == "$want" && -d $home/libs ]]; then
     exec 9>&-
     return 0
   fi
-  printf '%s\n' "$pom" >"$KAFKA_HOME/pom.xml"
-  echo "kafka.sh: fetching Kafka $KAFKA_VERSION jars from Maven Central into $LIBS" >&2
-  tmp=$KAFKA_HOME/libs.tmp.$$
+  printf '%s\n' "$pom" >"$home/pom.xml"
+  echo "kafka.sh: fetching the $name jars from Maven Central into $home/libs" >&2
+  tmp=$home/libs.tmp.$$
   rm -rf "$tmp"
-  if ! mvn -B -Dstyle.color=never -f "$KAFKA_HOME/pom.xml" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$tmp" >"$KAFKA_HOME/fetch.log" 2>&1; then
-    tail -n 40 "$KAFKA_HOME/fetch.log" >&2
+  if ! mvn -B -Dstyle.color=never -f "$home/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$tmp" >"$home/fetch.log" 2>&1; then
+    tail -n 40 "$home/fetch.log" >&2
     rm -rf "$tmp"
-    die "could not resolve the Kafka jars with Maven (log: $KAFKA_HOME/fetch.log)"
+    die "could not resolve the $name jars with Maven (log: $home/fetch.log)"
   fi
-  ls "$tmp"/kafka_2.13-"$KAFKA_VERSION".jar "$tmp"/kafka-tools-"$KAFKA_VERSION".jar >/dev/null \
-    || die "Maven finished but the Kafka jars are missing from $tmp"
-  rm -rf "$LIBS" "$KAFKA_HOME"/cds-*.jsa
-  mv "$tmp" "$LIBS"
+  for jar in "$@"; do
+    [[ -f $tmp/$jar ]] || die "Maven finished but $jar is missing from $tmp"
+  done
+  rm -rf "$home/libs" "$home"/cds-*.jsa
+  mv "$tmp" "$home/libs"
   printf '%s\n' "$want" >"$stamp"
   exec 9>&-
+}
+
+cmd_fetch() {
+  fetch_jars "$KAFKA_HOME" "Kafka $KAFKA_VERSION" "$(broker_dependencies)" \
+    "kafka_2.13-$KAFKA_VERSION.jar" "kafka-tools-$KAFKA_VERSION.jar"
+}
+
+cmd_fetch_connect() {
+  fetch_jars "$CONNECT_HOME" "Kafka Connect $KAFKA_VERSION" "$(connect_dependencies)" \
+    "connect-runtime-$KAFKA_VERSION.jar" "debezium-connector-jdbc-$DEBEZIUM_VERSION.jar"
 }
 
 PYTHON=/usr/bin/python3
@@ -587,6 +613,7 @@ case ${1:-} in
   restart) [[ $# -ge 2 && $# -le 3 ]] || usage; cmd_restart "${@:2}" ;;
   status) [[ $# -eq 2 ]] || usage; cmd_status "$2" ;;
   tools-classpath) cmd_fetch; echo "$LIBS/*" ;;
+  connect-classpath) cmd_fetch_connect; echo "$CONNECT_HOME/libs/*" ;;
   tool) cmd_tool "${@:2}" ;;
   -h | --help | help) usage 0 ;;
   *) usage ;;

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Ingest benchmark: a pre-filled topic of realistic Avro events -> job rows.
 
-Beside kjb it runs a baseline on the same PostgreSQL server in the same run:
-COPY of the very rows kjb produced into an identically indexed jobs table
-(a second database migrated by `kjb migrate`). It prints both rates and the
-ratio, and kjb's peak RSS. Kafka, PostgreSQL and kjb share the machine, so
-the ratio is the figure to compare, not the absolute rates.
+Beside kjb it runs two baselines on the same PostgreSQL server in the same
+run, each into an identically indexed jobs table (a database of its own
+migrated by `kjb migrate`):
+- COPY of the very rows kjb produced;
+- a peer: Kafka Connect with Debezium's JDBC sink, reading the same rows
+  from a topic of their own (connect.py says what differs; --no-connect
+  skips it).
+It prints the rates and ratios, and peak RSS. Kafka, PostgreSQL and kjb
+share the machine, so the ratios are the figures to compare, not the
+absolute rates.
 
-Usage: tests/bench/run-ingest [--events N] [--partitions P]
+Usage: tests/bench/run-ingest [--events N] [--partitions P] [--no-connect]
 """
 import argparse
 import io
@@ -23,6 +28,9 @@ import uuid
 
 import fastavro
 import psycopg
+
+import connect
+from executor import loadavg, proc_cpu_s
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -133,6 +141,11 @@ def fill_topic(bootstrap, topic, partitions, n, seed=42):
     return time.monotonic() - t0, sum(map(len, values)) / n
 
 
+# Compares two jobs tables but for their source_topic, in any order.
+ROWS_DIGEST = ("SELECT count(*), sum(hashtextextended(concat_ws('|', kind, queue, priority, max_attempts, "
+               "args, meta, unique_key, source_partition, source_offset), 0)::numeric) FROM kjb.jobs")
+
+
 def write_config(path, bootstrap, conninfo, topic, batch_size):
     with open(path, "w") as f:
         f.write(f"""
@@ -178,18 +191,21 @@ def main():
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=5000)
     ap.add_argument("--kjb", default=os.path.join(ROOT, "build", "release", "kjb"))
+    ap.add_argument("--no-connect", dest="connect", action="store_false",
+                    help="skip the Kafka Connect peer")
+    ap.add_argument("--connect-tasks", type=int, help="the sink's tasks.max (default: --partitions)")
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--pg-conninfo", required=True, help="conninfo of the server (any database)")
     a = ap.parse_args()
 
     admin = psycopg.connect(a.pg_conninfo, autocommit=True)
     suffix = uuid.uuid4().hex[:6]
-    db_kjb, db_copy = f"bench_kjb_{suffix}", f"bench_copy_{suffix}"
-    for db in (db_kjb, db_copy):
+    dbs = {name: f"bench_{name}_{suffix}" for name in ("kjb", "copy", "connect")}
+    for db in dbs.values():
         admin.execute(f"CREATE DATABASE {db}")
     base = psycopg.conninfo.conninfo_to_dict(a.pg_conninfo)
-    ci_kjb = psycopg.conninfo.make_conninfo(**{**base, "dbname": db_kjb})
-    ci_copy = psycopg.conninfo.make_conninfo(**{**base, "dbname": db_copy})
+    ci_kjb, ci_copy, ci_connect = (psycopg.conninfo.make_conninfo(**{**base, "dbname": db})
+                                   for db in dbs.values())
     topic = f"bench.checkout.{suffix}"
 
     print(f"filling {topic}: {a.events} events, {a.partitions} partitions ...", flush=True)
@@ -199,18 +215,19 @@ def main():
     tmp = tempfile.mkdtemp(prefix="kjb-bench-")
     cfg = os.path.join(tmp, "bench.cfg")
     write_config(cfg, a.bootstrap, ci_kjb, topic, a.batch_size)
-    for ci in (ci_kjb, ci_copy):
+    for ci in (ci_kjb, ci_copy, ci_connect):
         subprocess.run([a.kjb, "migrate", "-c", cfg], check=True, capture_output=True,
                        env={**os.environ, "KJB_POSTGRES_CONNINFO": ci})
 
     # kjb: from process start until every event is a job row.
+    loadavg("kjb")
     log = open(os.path.join(tmp, "kjb.log"), "w")
     conn = psycopg.connect(ci_kjb, autocommit=True)
     t0 = time.monotonic()
     proc = subprocess.Popen([a.kjb, "run", "--role", "consumer", "-c", cfg], stderr=log)
     first = None
     count = 0
-    rss = None
+    rss = cpu = None
     deadline = t0 + 600
     while time.monotonic() < deadline:
         count = conn.execute("SELECT count(*) FROM kjb.jobs").fetchone()[0]
@@ -218,6 +235,7 @@ def main():
         if count and first is None:
             first = (now, count)
         rss = peak_rss_kib(proc.pid) or rss
+        cpu = proc_cpu_s(proc.pid) or cpu
         if count >= a.events:
             break
         if proc.poll() is not None:
@@ -225,6 +243,7 @@ def main():
         time.sleep(0.05)
     t_end = time.monotonic()
     rss = peak_rss_kib(proc.pid) or rss
+    cpu = proc_cpu_s(proc.pid) or cpu
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
     if count < a.events:
@@ -241,6 +260,7 @@ def main():
             buf.write(chunk)
     data = buf.getvalue()
     dst = psycopg.connect(ci_copy)
+    loadavg("COPY")
     t1 = time.monotonic()
     with dst.cursor() as cur:
         with cur.copy(f"COPY kjb.jobs ({JOB_COLUMNS}) FROM STDIN") as cp:
@@ -252,6 +272,8 @@ def main():
     copy_rate = a.events / copy_s
     copied = dst.execute("SELECT count(*) FROM kjb.jobs").fetchone()[0]
     assert copied == a.events, (copied, a.events)
+    if a.connect:
+        peer = run_connect(a, conn, ci_connect, f"{topic}.connect", tmp)
 
     print()
     print(f"events                      {a.events}  ({a.partitions} partitions, batch {a.batch_size})")
@@ -259,11 +281,64 @@ def main():
     print(f"kjb ingest, steady state    {kjb_steady:10.0f} events/s  ({steady_s:.1f} s)")
     print(f"baseline COPY, same rows    {copy_rate:10.0f} rows/s    ({copy_s:.1f} s, {len(data) / 1e6:.0f} MB)")
     print(f"ratio kjb/COPY              {kjb_rate / copy_rate:10.2f}  (steady state {kjb_steady / copy_rate:.2f})")
+    if a.connect:
+        total_c, steady_c, steady_rate_c, rss_c, cpu_c = peer
+        print(f"Kafka Connect, incl. start  {a.events / total_c:10.0f} rows/s    ({total_c:.1f} s)")
+        print(f"Kafka Connect, steady state {steady_rate_c:10.0f} rows/s    ({steady_c:.1f} s)")
+        print(f"ratio kjb/Kafka Connect     {total_c / total_s:10.2f}  (steady state "
+              f"{kjb_steady / steady_rate_c:.2f})")
     print(f"kjb peak RSS                {rss / 1024 if rss else float('nan'):10.1f} MiB")
+    print(f"kjb CPU                     {cpu:10.1f} s  (user + system, from its start)")
+    if a.connect:
+        print(f"Kafka Connect peak RSS      {rss_c / 1024 if rss_c else float('nan'):10.1f} MiB  (JVM, -Xmx512m)")
+        print(f"Kafka Connect CPU           {cpu_c:10.1f} s  (user + system, from its start)")
     conn.close()
     dst.close()
-    for db in (db_kjb, db_copy):
+    for db in dbs.values():
         admin.execute(f"DROP DATABASE {db}")
+
+
+def run_connect(a, conn, conninfo, topic, tmp):
+    """Sinks kjb's rows, from a topic of their own, with Kafka Connect into
+    the database at conninfo. Returns the seconds from the JVM's start to
+    the last row, the seconds from the first row to the last, the rate
+    between those, the peak RSS in KiB and the CPU seconds."""
+    create_topic(a.bootstrap, topic, a.partitions)
+    with conn.transaction():
+        rows = conn.cursor("connect_rows").execute(
+            "SELECT source_partition, unique_key, args::text, meta::text FROM kjb.jobs "
+            "ORDER BY source_partition, source_offset")
+        connect.produce_rows(a.bootstrap, topic, rows)
+    work = os.path.join(tmp, "connect")
+    os.makedirs(work)
+    dst = psycopg.connect(conninfo, autocommit=True)
+    classpath = connect.classpath()  # fetched before the clock starts
+    loadavg("Kafka Connect")
+    t0 = time.monotonic()
+    proc = connect.start(classpath, work, a.bootstrap, conninfo, topic,
+                         a.connect_tasks or a.partitions, a.batch_size)
+    rss = cpu = None
+
+    def sample():
+        nonlocal rss, cpu
+        rss = peak_rss_kib(proc.pid) or rss
+        cpu = proc_cpu_s(proc.pid) or cpu
+    try:
+        t_first, first_rows, t_end = connect.wait_rows(dst, proc, work, a.events, on_poll=sample)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    mine, theirs = (c.execute(ROWS_DIGEST).fetchone() for c in (conn, dst))
+    dst.close()
+    if mine != theirs:
+        sys.exit(f"Kafka Connect's rows differ from kjb's: (count, digest) {theirs} against {mine}")
+    steady_s = t_end - t_first
+    steady_rate = (a.events - first_rows) / steady_s if steady_s > 0 else float("nan")
+    return t_end - t0, steady_s, steady_rate, rss, cpu
 
 
 if __name__ == "__main__":
