@@ -104,7 +104,8 @@ struct kjb_executor {
 
   uint64_t rng;
   int64_t next_heartbeat, next_rescue, next_reconcile, next_prune, reconnect_at, reconnect_wait;
-  _Atomic int64_t alive_us; /* the loop's last round, for the health probes */
+  int64_t pruned, prune_batches; /* by the retention prune under way */
+  _Atomic int64_t alive_us;      /* the loop's last round, for the health probes */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -801,14 +802,28 @@ static void housekeeping(kjb_executor *ex, int64_t now) {
     ex->next_reconcile = now + cfg->executor.lease_us;
   }
   if (cfg->executor.retention_us > 0 && now >= ex->next_prune) {
-    int64_t deleted = 0;
-    if (kjb_jobs_prune(ex->db, cfg->executor.retention_us, &deleted, &err) < 0) {
+    /* One batch per pass, then a pause as long as it took: a backlog of
+     * millions (a first start, a shorter retention) takes at most half of
+     * this thread's time, between its claims and heartbeats, rather than
+     * all of it until the backlog is gone. */
+    int64_t t0 = kjb_now_mono_us(), deleted = 0;
+    if (kjb_jobs_prune_batch(ex->db, cfg->executor.retention_us, &deleted, &err) < 0) {
       lost_db(ex, &err);
       return;
     }
-    if (deleted > 0)
-      kjb_info("executor: pruned %" PRId64 " finished job(s) older than the retention", deleted);
-    ex->next_prune = now + cfg->executor.prune_interval_us;
+    int64_t t1 = kjb_now_mono_us();
+    if (deleted > 0) {
+      ex->pruned += deleted;
+      ex->prune_batches++;
+      ex->next_prune = t1 + (t1 - t0);
+    } else {
+      if (ex->pruned > 0)
+        kjb_info("executor: pruned %" PRId64 " finished job(s) older than the retention in %" PRId64
+                 " batch(es)",
+                 ex->pruned, ex->prune_batches);
+      ex->pruned = ex->prune_batches = 0;
+      ex->next_prune = t1 + cfg->executor.prune_interval_us;
+    }
   }
 }
 
@@ -862,6 +877,8 @@ static int64_t next_wakeup(kjb_executor *ex, int64_t now) {
     until = ex->next_heartbeat;
   if (ex->next_rescue < until)
     until = ex->next_rescue;
+  if (ex->cfg->executor.retention_us > 0 && ex->next_prune < until)
+    until = ex->next_prune;
   pthread_mutex_lock(&ex->mu);
   for (size_t i = 0; i < ex->nkinds; i++) {
     kind_rt *k = &ex->kinds[i];

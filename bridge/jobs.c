@@ -378,20 +378,43 @@ static int retry_state(kjb_store *s, const char *state, const char *kind, int64_
   }
 }
 
-int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_err *err) {
-  assert(older_than_us >= 0);
-  *deleted = 0;
-  /* PostgreSQL's timestamps end in 4713 BC: an age of five millennia
-   * already covers every job there can be. */
-  const int64_t max_age = INT64_C(5000) * 366 * 86400 * 1000000;
-  if (older_than_us > max_age)
-    older_than_us = max_age;
-  char age[24], batch[16];
-  snprintf(age, sizeof age, "%" PRId64, older_than_us);
+/* One batch of a prune: at most KJB_JOBS_BATCH final jobs finished before
+ * the cutoff, the SQL expression CUTOFF of $1. The DELETE repeats the
+ * conditions: a row retried since the batch was chosen is re-checked
+ * against them and kept. */
+#define PRUNE_BATCH(cutoff)                                                                        \
+  "WITH batch AS (SELECT id FROM jobs WHERE finished_at < " cutoff " AND state IN " FINAL_STATES   \
+  " LIMIT $2::int) DELETE FROM jobs j USING batch b WHERE j.id = b.id AND j.finished_at < " cutoff \
+  " AND j.state IN " FINAL_STATES
+
+static int prune_batch(kjb_store *s, const char *sql, const char *arg, int64_t *deleted,
+                       kjb_err *err) {
+  char batch[16];
   snprintf(batch, sizeof batch, "%d", KJB_JOBS_BATCH);
+  const char *params[] = {arg, batch};
+  PGresult *r = kjb_store_query(s, "could not prune jobs", sql, 2, params, err);
+  if (!r)
+    return -KJB_EPG;
+  *deleted = strtoll(PQcmdTuples(r), NULL, 10);
+  PQclear(r);
+  return 0;
+}
+
+/* PostgreSQL's timestamps end in 4713 BC: an age of five millennia already
+ * covers every job there can be. */
+static int64_t clamp_age(int64_t older_than_us) {
+  assert(older_than_us >= 0);
+  const int64_t max_age = INT64_C(5000) * 366 * 86400 * 1000000;
+  return older_than_us > max_age ? max_age : older_than_us;
+}
+
+int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_err *err) {
+  *deleted = 0;
+  char age[24];
+  snprintf(age, sizeof age, "%" PRId64, clamp_age(older_than_us));
   /* One cutoff for all batches, so the loop ends even while executors
    * keep finishing jobs. */
-  const char *params[] = {age, batch};
+  const char *params[] = {age};
   PGresult *r = kjb_store_query(s, "could not prune jobs",
                                 "SELECT (now() - $1::bigint * interval '1 microsecond')::text", 1,
                                 params, err);
@@ -400,26 +423,23 @@ int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_er
   char cutoff[64];
   snprintf(cutoff, sizeof cutoff, "%s", PQgetvalue(r, 0, 0));
   PQclear(r);
-  params[0] = cutoff;
   for (;;) {
-    /* The DELETE repeats the conditions: a row retried since the batch
-     * was chosen is re-checked against them and kept. */
-    r = kjb_store_query(s, "could not prune jobs",
-                        "WITH batch AS (SELECT id FROM jobs WHERE finished_at < $1::timestamptz "
-                        "AND state IN " FINAL_STATES " LIMIT $2::int) "
-                        "DELETE FROM jobs j USING batch b WHERE j.id = b.id "
-                        "AND j.finished_at < $1::timestamptz AND j.state IN " FINAL_STATES,
-                        2, params, err);
-    if (!r)
+    int64_t n;
+    if (prune_batch(s, PRUNE_BATCH("$1::timestamptz"), cutoff, &n, err) < 0)
       return -KJB_EPG;
-    int64_t n = strtoll(PQcmdTuples(r), NULL, 10);
-    PQclear(r);
     *deleted += n;
     /* Rows that changed under a batch leave it short; only an empty
      * batch says that nothing is left. */
     if (n == 0)
       return 0;
   }
+}
+
+int kjb_jobs_prune_batch(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_err *err) {
+  char age[24];
+  snprintf(age, sizeof age, "%" PRId64, clamp_age(older_than_us));
+  return prune_batch(s, PRUNE_BATCH("now() - $1::bigint * interval '1 microsecond'"), age, deleted,
+                     err);
 }
 
 /* ---- held ordering keys --------------------------------------------- */

@@ -113,6 +113,11 @@ int kjb_jobs_cancel(kjb_store *s, int64_t id, const char *actor, kjb_jobs_result
  * at once. Returns 0, or KJB_EPG when the database failed. */
 int kjb_jobs_prune(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_err *err);
 
+/* One statement of kjb_jobs_prune: deletes at most KJB_JOBS_BATCH of those
+ * jobs, for a caller that has other work between batches. *deleted
+ * receives how many; 0 says that none is left. Returns 0, or KJB_EPG. */
+int kjb_jobs_prune_batch(kjb_store *s, int64_t older_than_us, int64_t *deleted, kjb_err *err);
+
 /* Held ordering keys: keys whose first unfinished job in source order
  * waits for a retry (retryable, or scheduled after a failed attempt) or,
  * for kinds whose handler's on_discard is hold (from cfg), is discarded;

@@ -524,6 +524,27 @@ def test_retention_prunes_old_finished_jobs_inside_the_service(db, run_kjb, star
     assert proc.stop() == 0
 
 
+def test_retention_prunes_a_backlog_batch_by_batch_beside_the_work(db, run_kjb, start_kjb, tmp_path):
+    """25,000 expired jobs are three batches of KJB_JOBS_BATCH (10,000),
+    each followed by a pause as long as it took, not the prune_interval of
+    an hour: the whole backlog goes in one run, and the jobs waiting
+    meanwhile run."""
+    cfg = write_config(tmp_path / "kjb.cfg", '{ kind = "k"; type = "log"; }',
+                       retention="1h", prune_interval="1h")
+    env = migrated(run_kjb, cfg, db)
+    db.query("INSERT INTO kjb.jobs (kind, state, attempt, finished_at)"
+             " SELECT 'old', 'completed', 1, now() - interval '2 hours' FROM generate_series(1, 25000)")
+    db.query("INSERT INTO kjb.jobs (kind, args) SELECT 'k', jsonb_build_object('i', g)"
+             " FROM generate_series(1, 50) g")
+    proc = start_kjb(["run", "--role", "executor"], cfg, env=env)
+    wait_for(lambda: "pruned 25000 finished job(s) older than the retention in 3 batch(es)" in proc.log(),
+             timeout=60, message=lambda: proc.log())
+    assert db.scalar("SELECT count(*) FROM kjb.jobs WHERE kind = 'old'") == 0
+    wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs WHERE kind = 'k' AND state = 'completed'") == 50,
+             timeout=30, message=lambda: proc.log())
+    assert proc.stop() == 0
+
+
 def test_runnable_jobs_wake_executors_and_claims_notify_nobody(db, run_kjb, start_kjb, tmp_path):
     """With polling an hour apart only notifications start jobs: one per
     kind for inserted jobs, and one when an operator's update makes a job
