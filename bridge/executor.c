@@ -802,10 +802,10 @@ static void housekeeping(kjb_executor *ex, int64_t now) {
     ex->next_reconcile = now + cfg->executor.lease_us;
   }
   if (cfg->executor.retention_us > 0 && now >= ex->next_prune) {
-    /* One batch per pass, then a pause as long as it took: a backlog of
-     * millions (a first start, a shorter retention) takes at most half of
-     * this thread's time, between its claims and heartbeats, rather than
-     * all of it until the backlog is gone. */
+    /* One batch per pass, then a pause three times as long as it took: a
+     * backlog of millions (a first start, a shorter retention) takes at
+     * most a quarter of this thread's time, between its claims and
+     * heartbeats, rather than all of it until the backlog is gone. */
     int64_t t0 = kjb_now_mono_us(), deleted = 0;
     if (kjb_jobs_prune_batch(ex->db, cfg->executor.retention_us, &deleted, &err) < 0) {
       lost_db(ex, &err);
@@ -815,7 +815,7 @@ static void housekeeping(kjb_executor *ex, int64_t now) {
     if (deleted > 0) {
       ex->pruned += deleted;
       ex->prune_batches++;
-      ex->next_prune = t1 + (t1 - t0);
+      ex->next_prune = t1 + 3 * (t1 - t0);
     } else {
       if (ex->pruned > 0)
         kjb_info("executor: pruned %" PRId64 " finished job(s) older than the retention in %" PRId64

@@ -177,7 +177,7 @@ def build_river():
 
 
 def write_config(path, conninfo, concurrency, claim_batch, poll_interval, kind=KIND,
-                 listen="127.0.0.1:0"):
+                 listen="127.0.0.1:0", retention="7d"):
     with open(path, "w") as f:
         f.write(f"""
 kafka = {{ brokers = "127.0.0.1:1"; group = "bench-executor"; }};
@@ -186,7 +186,7 @@ log = {{ level = "warn"; }};
 # HTTP and its stats thread run as in production, on a free port: the
 # default 9464 may be taken by another kjb on the machine.
 http = {{ listen = "{listen}"; }};
-executor = {{ claim_batch = {claim_batch}; poll_interval = "{poll_interval}"; }};
+executor = {{ claim_batch = {claim_batch}; poll_interval = "{poll_interval}"; retention = "{retention}"; }};
 topics = ( {{ topic = "unused"; schema = "unused.avsc"; jobs = ( {{ kind = "unused"; }} ); }} );
 handlers = ( {{ kind = "{kind}"; type = "log"; concurrency = {concurrency}; }} );
 """)

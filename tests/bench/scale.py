@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Scale benchmark: ingest and executor rates with kjb.jobs pre-filled with
 millions of finished jobs, against the same phases on an empty table in
-the same run, and both while `kjb jobs prune` deletes --prune of them.
+the same run, and both while the executors' retention deletes --prune of
+them.
 
 1. Empty table: ingest (`kjb run --role consumer`, the run-ingest config;
    once it runs, --events checkout events are produced to its topic) and
@@ -16,10 +17,12 @@ the same run, and both while `kjb jobs prune` deletes --prune of them.
    offset, a random unique_key, finished within the last 6 days (inside
    the default 7-day retention, so executors prune none of them) and the
    oldest --prune of them more than 5 days ago. Then the same two phases.
-3. Pruning: `kjb jobs prune --older-than 5d` starts (it deletes the oldest
-   --prune rows, KJB_JOBS_BATCH per statement) and the two phases run
-   again beside it; its duration is printed and whether it overlapped each
-   phase from start to end.
+3. Pruning: the two phases again, while the executors' retention prune
+   (retention 5d) deletes the oldest --prune rows, KJB_JOBS_BATCH per
+   statement: beside the ingest phase an executor of a kind without jobs
+   prunes; in the executor phase the executor that works the jobs prunes
+   too, between its claims. For each it prints how many rows were pruned
+   while the pruning kjb ran, and at what rate.
 
 Every phase reads a topic of its own (its events encoded before the first
 phase) and runs jobs of a kind of its own; ingested jobs are marked completed after
@@ -32,6 +35,7 @@ against the empty table in this run.
 Usage: tests/bench/run-scale [--sizes 10000000,50000000] [--prune N]
 """
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -39,7 +43,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -124,7 +127,31 @@ def wait_counted(port, proc, log):
     sys.exit(f"kjb did not count the jobs within 600 s; see {log}")
 
 
-def ingest_phase(a, conn, topic, values, tmp, label, quiet=True):
+def expired(conn):
+    return conn.execute("SELECT count(*) FROM kjb.jobs WHERE finished_at < now() - interval '5 days'"
+                        " AND state = 'completed'").fetchone()[0]
+
+
+@contextlib.contextmanager
+def pruning(a, conn, tmp, out, pruner=False):
+    """Appends to out how many expired rows were deleted while it was open,
+    and in how many seconds; with pruner, an executor of a kind without
+    jobs, its retention 5d, runs meanwhile."""
+    before, t0 = expired(conn), time.monotonic()
+    ex = None
+    if pruner:
+        cfg = os.path.join(tmp, "pruner.cfg")
+        executor.write_config(cfg, a.conninfo, 1, 1, "1s", "bench_pruner", retention="5d")
+        ex = executor.Executor(a.kjb, cfg, os.path.join(tmp, "pruner.log"))
+    try:
+        yield
+    finally:
+        if ex:
+            ex.stop()
+        out.append((before - expired(conn), time.monotonic() - t0))
+
+
+def ingest_phase(a, conn, topic, values, tmp, label, quiet=True, beside=contextlib.nullcontext):
     cfg = os.path.join(tmp, f"ingest-{label}.cfg")
     ingest.write_config(cfg, a.bootstrap, a.conninfo, topic, a.batch_size)
     port = free_port()
@@ -134,22 +161,23 @@ def ingest_phase(a, conn, topic, values, tmp, label, quiet=True):
     log = open(os.path.join(tmp, f"ingest-{label}.log"), "w")
     t0 = time.monotonic()
     proc = subprocess.Popen([a.kjb, "run", "--role", "consumer", "-c", cfg], stderr=log)
-    wait_counted(port, proc, log.name)
-    produce_t = time.monotonic()
-    ingest.produce(a.bootstrap, topic, values)
-    produce_s = time.monotonic() - produce_t
     count, rss = 0, None
     try:
-        while time.monotonic() - t0 < a.timeout:
-            # The source index answers this, a few ms every 0.25 s.
-            count = conn.execute("SELECT count(*) FROM kjb.jobs WHERE source_topic = %s",
-                                 (topic,)).fetchone()[0]
-            rss = ingest.peak_rss_kib(proc.pid) or rss
-            if count >= a.events:
-                break
-            if proc.poll() is not None:
-                sys.exit(f"kjb exited early with {proc.returncode}; see {log.name}")
-            time.sleep(0.25)
+        with beside():
+            wait_counted(port, proc, log.name)
+            produce_t = time.monotonic()
+            ingest.produce(a.bootstrap, topic, values)
+            produce_s = time.monotonic() - produce_t
+            while time.monotonic() - t0 < a.timeout:
+                # The source index answers this, a few ms every 0.25 s.
+                count = conn.execute("SELECT count(*) FROM kjb.jobs WHERE source_topic = %s",
+                                     (topic,)).fetchone()[0]
+                rss = ingest.peak_rss_kib(proc.pid) or rss
+                if count >= a.events:
+                    break
+                if proc.poll() is not None:
+                    sys.exit(f"kjb exited early with {proc.returncode}; see {log.name}")
+                time.sleep(0.25)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -173,13 +201,30 @@ def ingest_phase(a, conn, topic, values, tmp, label, quiet=True):
     return rate
 
 
-def executor_phase(a, conn, tmp, label, quiet=True):
+def executor_phase(a, conn, tmp, label, quiet=True, retention="7d", beside=contextlib.nullcontext):
     kind = f"bench_{label.replace(' ', '_')}"
     cfg = os.path.join(tmp, f"executor-{label}.cfg")
     port = free_port()
     executor.write_config(cfg, a.conninfo, a.concurrency, a.claim_batch, "100ms", kind,
-                          listen=f"127.0.0.1:{port}")
+                          listen=f"127.0.0.1:{port}", retention=retention)
     settle(conn, f"executor ({label})", quiet)
+    with beside():
+        rss = run_executor(a, conn, cfg, kind, port, tmp, label)
+    done, span = conn.execute(
+        "SELECT count(*) FILTER (WHERE state = 'completed' AND attempt = 1),"
+        " extract(epoch FROM max(finished_at) - min(attempted_at)) FROM kjb.jobs WHERE kind = %s",
+        (kind,)).fetchone()
+    if done != a.jobs:
+        sys.exit(f"{done} of {a.jobs} {kind} jobs completed in one attempt; see {tmp}/executor-{label}.log")
+    rate = a.jobs / float(span)
+    print(f"  executor: {a.jobs} jobs in {float(span):.1f} s, {rate:.0f} jobs/s, "
+          f"peak RSS {rss / 1024 if rss else float('nan'):.1f} MiB", flush=True)
+    return rate
+
+
+def run_executor(a, conn, cfg, kind, port, tmp, label):
+    """Starts an executor, inserts --jobs jobs of kind once it has counted
+    the table, and stops it when they are done; returns its peak RSS."""
     ex = executor.Executor(a.kjb, cfg, os.path.join(tmp, f"executor-{label}.log"))
     wait_counted(port, ex.proc, ex.log.name)
     conn.execute("INSERT INTO kjb.jobs (kind, args) SELECT %s, jsonb_build_object('i', g)"
@@ -194,19 +239,9 @@ def executor_phase(a, conn, tmp, label, quiet=True):
             if time.monotonic() - ex.t0 > a.timeout:
                 sys.exit(f"{kind} jobs unfinished after {a.timeout} s; see {ex.log.name}")
             time.sleep(0.25)
-        rss = executor.proc_status_kib(ex.proc.pid, "VmHWM")
+        return executor.proc_status_kib(ex.proc.pid, "VmHWM")
     finally:
         ex.stop()
-    done, span = conn.execute(
-        "SELECT count(*) FILTER (WHERE state = 'completed' AND attempt = 1),"
-        " extract(epoch FROM max(finished_at) - min(attempted_at)) FROM kjb.jobs WHERE kind = %s",
-        (kind,)).fetchone()
-    if done != a.jobs:
-        sys.exit(f"{done} of {a.jobs} {kind} jobs completed in one attempt; see {ex.log.name}")
-    rate = a.jobs / float(span)
-    print(f"  executor: {a.jobs} jobs in {float(span):.1f} s, {rate:.0f} jobs/s, "
-          f"peak RSS {rss / 1024 if rss else float('nan'):.1f} MiB", flush=True)
-    return rate
 
 
 def main():
@@ -266,26 +301,14 @@ def main():
         results[label] = (ingest_phase(a, conn, topics[label], values[label], tmp, label),
                           executor_phase(a, conn, tmp, label))
 
-    print(f"pruning {a.prune} jobs beside the phases (kjb jobs prune --older-than 5d)", flush=True)
-    prune_log = open(os.path.join(tmp, "prune.log"), "w")
-    t0 = time.monotonic()
-    prune = subprocess.Popen([a.kjb, "jobs", "prune", "--older-than", "5d", "-c", cfg],
-                             stdout=prune_log, stderr=subprocess.STDOUT)
-    ended = []
-    waiter = threading.Thread(target=lambda: (prune.wait(), ended.append(time.monotonic())))
-    waiter.start()
-    i_rate = ingest_phase(a, conn, topics["pruning"], values["pruning"], tmp, "pruning", quiet=False)
-    i_overlap = not ended
-    e_rate = executor_phase(a, conn, tmp, "pruning", quiet=False)
-    e_overlap = not ended
-    waiter.join()
-    prune_s = ended[0] - t0
-    prune_log.close()
-    out = open(prune_log.name).read().strip()
-    if prune.returncode != 0:
-        sys.exit(f"kjb jobs prune failed ({prune.returncode}): {out}")
-    results["pruning"] = (i_rate, e_rate)
-    left = conn.execute("SELECT count(*) FROM kjb.jobs WHERE attempted_by = 'history'").fetchone()[0]
+    print(f"pruning {a.prune} jobs beside the phases (the executors' retention, 5d)", flush=True)
+    pruned = []
+    results["pruning"] = (
+        ingest_phase(a, conn, topics["pruning"], values["pruning"], tmp, "pruning",
+                     beside=lambda: pruning(a, conn, tmp, pruned, pruner=True)),
+        executor_phase(a, conn, tmp, "pruning", retention="5d",
+                       beside=lambda: pruning(a, conn, tmp, pruned)))
+    left = expired(conn)
 
     print()
     e_i, e_e = results["empty"]
@@ -295,9 +318,9 @@ def main():
         i, e = results[label]
         name = {"empty": "0", "pruning": f"{have} while pruning"}.get(label, label)
         print(f"{name:28} {i:16.0f} {i / e_i:6.2f} {e:16.0f} {e / e_e:6.2f}")
-    print(f"prune: {out} in {prune_s:.0f} s ({a.prune / prune_s:.0f} rows/s); "
-          f"it ran through the whole ingest phase: {'yes' if i_overlap else 'no'}, "
-          f"the whole executor phase: {'yes' if e_overlap else 'no'}; {left} history rows left")
+    for name, (rows, seconds) in zip(("ingest, by an idle executor", "executor, by itself"), pruned):
+        print(f"retention prune beside the {name}: {rows} rows in {seconds:.1f} s ({rows / seconds:.0f} rows/s)")
+    print(f"expired rows left after both: {left} of {a.prune}")
     conn.close()
     admin.execute(f"DROP DATABASE {db} WITH (FORCE)")
 
