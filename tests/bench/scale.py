@@ -127,6 +127,19 @@ def wait_counted(port, proc, log):
     sys.exit(f"kjb did not count the jobs within 600 s; see {log}")
 
 
+def wal_mark(conn):
+    return conn.execute("SELECT pg_current_wal_lsn(), wal_fpi FROM pg_stat_wal").fetchone()
+
+
+def wal_since(conn, mark):
+    """The WAL the server wrote since mark, and its full-page images (as
+    counted by backends that have reported; kjb's have exited by then)."""
+    lsn, fpi = mark
+    size, now_fpi = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s), wal_fpi"
+                                 " FROM pg_stat_wal", (lsn,)).fetchone()
+    return f"WAL {float(size) / 2**20:.0f} MiB, {now_fpi - fpi} full-page images"
+
+
 def expired(conn):
     return conn.execute("SELECT count(*) FROM kjb.jobs WHERE finished_at < now() - interval '5 days'"
                         " AND state = 'completed'").fetchone()[0]
@@ -140,9 +153,13 @@ def pruning(a, conn, tmp, out, pruner=False):
     before, t0 = expired(conn), time.monotonic()
     ex = None
     if pruner:
-        cfg = os.path.join(tmp, "pruner.cfg")
-        executor.write_config(cfg, a.conninfo, 1, 1, "1s", "bench_pruner", retention="5d")
+        cfg, port = os.path.join(tmp, "pruner.cfg"), free_port()
+        executor.write_config(cfg, a.conninfo, 1, 1, "1s", "bench_pruner", listen=f"127.0.0.1:{port}",
+                              retention="5d")
         ex = executor.Executor(a.kjb, cfg, os.path.join(tmp, "pruner.log"))
+        # As for the phase's own kjb: a pruner that runs for days has its
+        # first count of the table behind it.
+        wait_counted(port, ex.proc, ex.log.name)
     try:
         yield
     finally:
@@ -158,6 +175,7 @@ def ingest_phase(a, conn, topic, values, tmp, label, quiet=True, beside=contextl
     with open(cfg, "a") as f:
         f.write(f'http = {{ listen = "127.0.0.1:{port}"; }};\n')
     settle(conn, f"ingest ({label})", quiet)
+    mark = wal_mark(conn)
     log = open(os.path.join(tmp, f"ingest-{label}.log"), "w")
     t0 = time.monotonic()
     proc = subprocess.Popen([a.kjb, "run", "--role", "consumer", "-c", cfg], stderr=log)
@@ -185,6 +203,7 @@ def ingest_phase(a, conn, topic, values, tmp, label, quiet=True, beside=contextl
         log.close()
     if count < a.events:
         sys.exit(f"only {count} of {a.events} jobs after {a.timeout} s; see {log.name}")
+    wal = wal_since(conn, mark)
     # A batch's rows share their transaction's created_at: the rows of all
     # batches but the last, over the time from the first batch's start to
     # the last one's.
@@ -197,7 +216,7 @@ def ingest_phase(a, conn, topic, values, tmp, label, quiet=True, beside=contextl
                  " finished_at = now() WHERE source_topic = %s", (topic,))
     print(f"  ingest: {a.events} events, {rate:.0f} events/s from the first batch's start to the last's "
           f"(kjb ready {produce_t - t0:.1f} s after its start; the events produced in {produce_s:.1f} s); "
-          f"peak RSS {rss / 1024 if rss else float('nan'):.1f} MiB", flush=True)
+          f"peak RSS {rss / 1024 if rss else float('nan'):.1f} MiB; {wal}", flush=True)
     return rate
 
 
@@ -208,8 +227,10 @@ def executor_phase(a, conn, tmp, label, quiet=True, retention="7d", beside=conte
     executor.write_config(cfg, a.conninfo, a.concurrency, a.claim_batch, "100ms", kind,
                           listen=f"127.0.0.1:{port}", retention=retention)
     settle(conn, f"executor ({label})", quiet)
+    mark = wal_mark(conn)
     with beside():
         rss = run_executor(a, conn, cfg, kind, port, tmp, label)
+    wal = wal_since(conn, mark)
     done, span = conn.execute(
         "SELECT count(*) FILTER (WHERE state = 'completed' AND attempt = 1),"
         " extract(epoch FROM max(finished_at) - min(attempted_at)) FROM kjb.jobs WHERE kind = %s",
@@ -218,7 +239,7 @@ def executor_phase(a, conn, tmp, label, quiet=True, retention="7d", beside=conte
         sys.exit(f"{done} of {a.jobs} {kind} jobs completed in one attempt; see {tmp}/executor-{label}.log")
     rate = a.jobs / float(span)
     print(f"  executor: {a.jobs} jobs in {float(span):.1f} s, {rate:.0f} jobs/s, "
-          f"peak RSS {rss / 1024 if rss else float('nan'):.1f} MiB", flush=True)
+          f"peak RSS {rss / 1024 if rss else float('nan'):.1f} MiB; {wal}", flush=True)
     return rate
 
 
