@@ -161,14 +161,28 @@ def test_tokens_are_refreshed_through_a_long_run(kafka, oidc, db, make_topic, ru
     # server issues them again, records flow again.
     oidc.revoke(client.id)
     not_ready = (503, {"status": "not ready", "reason": "kafka not connected"})
-    wait_for(lambda: answers(port, "/readyz") == not_ready, timeout=LIFETIME + 30,
+    lost = []
+
+    def lost_for_good():
+        """Not ready in three answers over a second: one metadata request
+        that times out on a loaded machine is a blip (seen once in CI,
+        with 4 s of the token's life left), not the broker lost."""
+        t = time.time()
+        for _ in range(3):
+            if answers(port, "/readyz") != not_ready:
+                return False
+            time.sleep(0.5)
+        lost.append(t)
+        return True
+    wait_for(lost_for_good, timeout=LIFETIME + 30,
              message=lambda: f"/readyz to say {not_ready}, not {answers(port, '/readyz')}\n{proc.log()[-3000:]}")
     # Readiness asks the consumer. Its last token and the producer's are
     # the two latest to expire (each client's tokens expire in the order
     # they were issued); the consumer's may be either, so the later of
     # the two can outlive the consumer's by up to a refresh interval.
+    # Expiries are whole seconds.
     last_two = sorted(t.exp for t in oidc.issued(client.id))[-2:]
-    assert time.time() > last_two[0], (time.time(), last_two)
+    assert lost[0] > last_two[0] - 1, (lost[0], last_two)
     assert oidc.refused(client.id) >= 1
     kafka.produce(topic, records([6]))
     time.sleep(3)
