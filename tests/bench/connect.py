@@ -25,7 +25,6 @@ import subprocess
 import time
 
 import psycopg
-from confluent_kafka import Producer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,24 +41,11 @@ def classpath():
                           check=True, text=True, capture_output=True).stdout.strip()
 
 
-def produce_rows(bootstrap, topic, rows):
-    """rows: (partition, unique_key, args, meta), the last two JSON text,
-    produced in the envelope to the partition kjb read them from."""
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000,
-                  "queue.buffering.max.messages": 200000, "compression.type": "lz4"})
-    for i, (partition, key, args, meta) in enumerate(rows):
-        value = '{"schema":%s,"payload":%s}' % (
-            ENVELOPE_SCHEMA, json.dumps({"unique_key": key, "args": args, "meta": meta},
-                                        separators=(",", ":")))
-        while True:
-            try:
-                p.produce(topic, value.encode(), key=str(i).encode(), partition=partition)
-                break
-            except BufferError:
-                p.poll(0.1)
-        if i % 1000 == 0:
-            p.poll(0)
-    p.flush(120)
+def envelope(unique_key, args, meta):
+    """A job's row for the sink: args and meta are JSON text."""
+    return ('{"schema":%s,"payload":%s}' % (
+        ENVELOPE_SCHEMA, json.dumps({"unique_key": unique_key, "args": args, "meta": meta},
+                                    separators=(",", ":")))).encode()
 
 
 def free_port():

@@ -117,12 +117,18 @@ def create_topic(bootstrap, topic, partitions):
 
 def produce(bootstrap, topic, values):
     """Produces values (keyed by their index) and waits for all."""
+    produce_to(bootstrap, topic, ((v, -1) for v in values))
+
+
+def produce_to(bootstrap, topic, records):
+    """Produces (value, partition) pairs, keyed by their index, and waits
+    for all; partition -1 leaves it to the key."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000,
                   "queue.buffering.max.messages": 200000, "compression.type": "lz4"})
-    for i, v in enumerate(values):
+    for i, (v, partition) in enumerate(records):
         while True:
             try:
-                p.produce(topic, v, key=str(i).encode())
+                p.produce(topic, v, key=str(i).encode(), partition=partition)
                 break
             except BufferError:
                 p.poll(0.1)
@@ -308,7 +314,8 @@ def run_connect(a, conn, conninfo, topic, tmp):
         rows = conn.cursor("connect_rows").execute(
             "SELECT source_partition, unique_key, args::text, meta::text FROM kjb.jobs "
             "ORDER BY source_partition, source_offset")
-        connect.produce_rows(a.bootstrap, topic, rows)
+        produce_to(a.bootstrap, topic,
+                   ((connect.envelope(key, args, meta), partition) for partition, key, args, meta in rows))
     work = os.path.join(tmp, "connect")
     os.makedirs(work)
     dst = psycopg.connect(conninfo, autocommit=True)
