@@ -20,11 +20,11 @@ What differs from kjb, on purpose or by necessity:
 """
 import json
 import os
-import socket
 import subprocess
-import time
 
 import psycopg
+
+from executor import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,12 +46,6 @@ def envelope(unique_key, args, meta):
     return ('{"schema":%s,"payload":%s}' % (
         ENVELOPE_SCHEMA, json.dumps({"unique_key": unique_key, "args": args, "meta": meta},
                                     separators=(",", ":")))).encode()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_configs(work, bootstrap, conninfo, topic, tasks, batch_size):
@@ -131,23 +125,3 @@ def log_tail(work, n=30):
         except OSError:
             pass
     return "".join(lines)
-
-
-def wait_rows(conn, proc, work, want, timeout=600, on_poll=None):
-    """Polls kjb.jobs until it holds want rows. Returns (time of the first
-    row, rows then, time of the last); raises when Connect exits or stalls."""
-    first = None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        count = conn.execute("SELECT count(*) FROM kjb.jobs").fetchone()[0]
-        now = time.monotonic()
-        if on_poll:
-            on_poll()
-        if count and first is None:
-            first = (now, count)
-        if count >= want:
-            return first[0], first[1], now
-        if proc.poll() is not None:
-            raise RuntimeError(f"Kafka Connect exited with {proc.returncode}:\n{log_tail(work)}")
-        time.sleep(0.05)
-    raise RuntimeError(f"Kafka Connect wrote {count} of {want} rows in {timeout} s:\n{log_tail(work)}")

@@ -42,6 +42,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,12 @@ def loadavg(phase):
     one, five, fifteen = os.getloadavg()
     print(f"[{time.strftime('%H:%M:%S')}] load average before {phase}: "
           f"{one:.2f} {five:.2f} {fifteen:.2f}  ({os.cpu_count()} CPUs)", flush=True)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def proc_status_kib(pid, field):

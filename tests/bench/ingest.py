@@ -15,6 +15,7 @@ absolute rates.
 Usage: tests/bench/run-ingest [--events N] [--partitions P] [--no-connect]
 """
 import argparse
+import collections
 import io
 import json
 import os
@@ -152,6 +153,36 @@ ROWS_DIGEST = ("SELECT count(*), sum(hashtextextended(concat_ws('|', kind, queue
                "args, meta, unique_key, source_partition, source_offset), 0)::numeric) FROM kjb.jobs")
 
 
+Timing = collections.namedtuple("Timing", "total_s steady_s steady_rate rss_kib cpu_s")
+
+
+def time_rows(conn, proc, t0, want, name, see, timeout=600):
+    """Polls kjb.jobs until it holds want rows, sampling proc's peak RSS
+    and CPU meanwhile; exits, naming name and see(), when proc ends first
+    or the rows do not come within timeout. Returns a Timing: seconds from
+    t0 (proc's start) to the last row, from the first row to the last,
+    the rows/s between those, peak RSS in KiB and CPU seconds."""
+    first = None
+    count = 0
+    rss = cpu = None
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        count = conn.execute("SELECT count(*) FROM kjb.jobs").fetchone()[0]
+        now = time.monotonic()
+        if count and first is None:
+            first = (now, count)
+        rss = peak_rss_kib(proc.pid) or rss
+        cpu = proc_cpu_s(proc.pid) or cpu
+        if count >= want:
+            steady_s = now - first[0]
+            steady_rate = (want - first[1]) / steady_s if steady_s > 0 else float("nan")
+            return Timing(now - t0, steady_s, steady_rate, rss, cpu)
+        if proc.poll() is not None:
+            sys.exit(f"{name} exited early with {proc.returncode}; see {see()}")
+        time.sleep(0.05)
+    sys.exit(f"only {count} of {want} rows from {name} after {timeout} s; see {see()}")
+
+
 def write_config(path, bootstrap, conninfo, topic, batch_size):
     with open(path, "w") as f:
         f.write(f"""
@@ -231,33 +262,13 @@ def main():
     conn = psycopg.connect(ci_kjb, autocommit=True)
     t0 = time.monotonic()
     proc = subprocess.Popen([a.kjb, "run", "--role", "consumer", "-c", cfg], stderr=log)
-    first = None
-    count = 0
-    rss = cpu = None
-    deadline = t0 + 600
-    while time.monotonic() < deadline:
-        count = conn.execute("SELECT count(*) FROM kjb.jobs").fetchone()[0]
-        now = time.monotonic()
-        if count and first is None:
-            first = (now, count)
-        rss = peak_rss_kib(proc.pid) or rss
-        cpu = proc_cpu_s(proc.pid) or cpu
-        if count >= a.events:
-            break
-        if proc.poll() is not None:
-            sys.exit(f"kjb exited early with {proc.returncode}; see {log.name}")
-        time.sleep(0.05)
-    t_end = time.monotonic()
-    rss = peak_rss_kib(proc.pid) or rss
-    cpu = proc_cpu_s(proc.pid) or cpu
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
-    if count < a.events:
-        sys.exit(f"only {count} of {a.events} jobs after 600 s; see {log.name}")
-    total_s = t_end - t0
-    steady_s = t_end - first[0]
+    try:
+        kjb = time_rows(conn, proc, t0, a.events, "kjb", lambda: log.name)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    total_s, steady_s, kjb_steady, rss, cpu = kjb
     kjb_rate = a.events / total_s
-    kjb_steady = (a.events - first[1]) / steady_s if steady_s > 0 else float("nan")
 
     # Baseline: COPY the same rows into the identically indexed table.
     buf = io.BytesIO()
@@ -306,9 +317,7 @@ def main():
 
 def run_connect(a, conn, conninfo, topic, tmp):
     """Sinks kjb's rows, from a topic of their own, with Kafka Connect into
-    the database at conninfo. Returns the seconds from the JVM's start to
-    the last row, the seconds from the first row to the last, the rate
-    between those, the peak RSS in KiB and the CPU seconds."""
+    the database at conninfo; returns its Timing."""
     create_topic(a.bootstrap, topic, a.partitions)
     with conn.transaction():
         rows = conn.cursor("connect_rows").execute(
@@ -324,14 +333,9 @@ def run_connect(a, conn, conninfo, topic, tmp):
     t0 = time.monotonic()
     proc = connect.start(classpath, work, a.bootstrap, conninfo, topic,
                          a.connect_tasks or a.partitions, a.batch_size)
-    rss = cpu = None
-
-    def sample():
-        nonlocal rss, cpu
-        rss = peak_rss_kib(proc.pid) or rss
-        cpu = proc_cpu_s(proc.pid) or cpu
     try:
-        t_first, first_rows, t_end = connect.wait_rows(dst, proc, work, a.events, on_poll=sample)
+        timing = time_rows(dst, proc, t0, a.events, "Kafka Connect",
+                           lambda: f"{work}/connect.log:\n{connect.log_tail(work)}")
     finally:
         proc.terminate()
         try:
@@ -343,9 +347,7 @@ def run_connect(a, conn, conninfo, topic, tmp):
     dst.close()
     if mine != theirs:
         sys.exit(f"Kafka Connect's rows differ from kjb's: (count, digest) {theirs} against {mine}")
-    steady_s = t_end - t_first
-    steady_rate = (a.events - first_rows) / steady_s if steady_s > 0 else float("nan")
-    return t_end - t0, steady_s, steady_rate, rss, cpu
+    return timing
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -103,12 +102,6 @@ def settle(conn, label, quiet):
     executor.loadavg(label)
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_counted(port, proc, log):
     """Until kjb's stats have counted the jobs once (/api/stats says when):
     its first count of finished jobs is a scan of the table, seconds at
@@ -153,7 +146,7 @@ def pruning(a, conn, tmp, out, pruner=False):
     before, t0 = expired(conn), time.monotonic()
     ex = None
     if pruner:
-        cfg, port = os.path.join(tmp, "pruner.cfg"), free_port()
+        cfg, port = os.path.join(tmp, "pruner.cfg"), executor.free_port()
         executor.write_config(cfg, a.conninfo, 1, 1, "1s", "bench_pruner", listen=f"127.0.0.1:{port}",
                               retention="5d")
         ex = executor.Executor(a.kjb, cfg, os.path.join(tmp, "pruner.log"))
@@ -171,7 +164,7 @@ def pruning(a, conn, tmp, out, pruner=False):
 def ingest_phase(a, conn, topic, values, tmp, label, quiet=True, beside=contextlib.nullcontext):
     cfg = os.path.join(tmp, f"ingest-{label}.cfg")
     ingest.write_config(cfg, a.bootstrap, a.conninfo, topic, a.batch_size)
-    port = free_port()
+    port = executor.free_port()
     with open(cfg, "a") as f:
         f.write(f'http = {{ listen = "127.0.0.1:{port}"; }};\n')
     settle(conn, f"ingest ({label})", quiet)
@@ -223,7 +216,7 @@ def ingest_phase(a, conn, topic, values, tmp, label, quiet=True, beside=contextl
 def executor_phase(a, conn, tmp, label, quiet=True, retention="7d", beside=contextlib.nullcontext):
     kind = f"bench_{label.replace(' ', '_')}"
     cfg = os.path.join(tmp, f"executor-{label}.cfg")
-    port = free_port()
+    port = executor.free_port()
     executor.write_config(cfg, a.conninfo, a.concurrency, a.claim_batch, "100ms", kind,
                           listen=f"127.0.0.1:{port}", retention=retention)
     settle(conn, f"executor ({label})", quiet)
