@@ -1273,7 +1273,14 @@ int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic,
   if (rc < 0) {
     rollback(s);
     memset(st, 0, sizeof *st);
+    return rc;
   }
+  /* The filters scan the table: after a reindex that changed many rows,
+   * the planner must know them at once, not when autovacuum comes by
+   * (a stale estimate of one row walked the DLQ index over every row
+   * of a topic, 0.45 s at a million, where a scan takes 0.17 s). */
+  if (st->inserted + st->updated + st->removed > 0)
+    rc = run(s, "ANALYZE dead_letters", err);
   return rc;
 }
 

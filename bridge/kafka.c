@@ -274,16 +274,26 @@ static int embedded_address(const kjb_config *cfg, char *out, size_t n, kjb_err 
  * any of their records waits in a batch, are freed sooner; it fetches
  * again 20 ms after its queue drains below the bound, not librdkafka's
  * 1 s, which would stall a consumer this close to its bound. A producer
- * queues at most 16 MiB. The callers' defaults and kafka.properties come
- * after, and win. */
+ * queues at most 16 MiB.
+ *
+ * No client pushes its metrics to the broker (KIP-714): librdkafka's
+ * destroy waits up to 1 s for the last push, and often misses the
+ * wake-up, so one command in three (a replay, a DLQ peek) took a second
+ * longer to exit. A user whose brokers collect client metrics turns it
+ * on in kafka.properties.
+ *
+ * The callers' defaults and kafka.properties come after, and win. */
 static const char *const consumer_bounds[] = {"queued.max.messages.kbytes",
                                               "4096",
                                               "max.partition.fetch.bytes",
                                               "262144",
                                               "fetch.queue.backoff.ms",
                                               "20",
+                                              "enable.metrics.push",
+                                              "false",
                                               NULL};
-static const char *const producer_bounds[] = {"queue.buffering.max.kbytes", "16384", NULL};
+static const char *const producer_bounds[] = {"queue.buffering.max.kbytes", "16384",
+                                              "enable.metrics.push", "false", NULL};
 
 rd_kafka_conf_t *kjb_kafka_conf(const kjb_config *cfg, rd_kafka_type_t type,
                                 const char *const *defaults, kjb_err *err) {

@@ -782,8 +782,10 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
   /* The targeted mode commits nothing and reads a record here and there:
    * small fetches and a short read-ahead, no waiting for more data after
    * a seek nor for a queue over queued.min.messages (librdkafka's defaults
-   * of 500 ms and 1 s would dominate), and no reset past a record
-   * retention deleted. */
+   * of 500 ms and 1 s would dominate; even 10 ms did: the fetcher looks
+   * again at a partition whose queue was full only after that backoff,
+   * and a seek empties the queue, so one seek in five waited it out),
+   * and no reset past a record retention deleted. */
   const char *const defaults[] = {"group.id",
                                   o->group ? o->group : group,
                                   "enable.auto.commit",
@@ -801,7 +803,7 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
                                   "fetch.wait.max.ms",
                                   "10",
                                   "fetch.queue.backoff.ms",
-                                  "10",
+                                  targeted(o) ? "1" : "10",
                                   NULL};
   char errstr[512];
   rd_kafka_conf_t *conf = kjb_kafka_conf(cfg, RD_KAFKA_CONSUMER, defaults, err);
