@@ -151,12 +151,7 @@ typedef struct {
   uint64_t done;    /* records handled */
   kjb_progress *progress;
   kjb_kafka_errors kafka; /* what the consumer's error callback saw */
-  /* Targeted mode: the partition assigned, its watermarks, the offset
-   * the consumer is at, and a record read past the one wanted. */
-  char *at_topic;
-  int32_t at_partition;
-  int64_t low, high, pos;
-  rd_kafka_message_t *ahead;
+  int64_t moved_us;       /* targeted mode: when a target last came or was sought */
 } replay;
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -478,7 +473,7 @@ static int consume(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
 /* A record at most this far past the consumer's position is reached by
  * reading on; a farther one by a seek. */
 #define TARGET_READ_ON 200
-/* How long one record may take to arrive. */
+/* How long a targeted replay waits for any target to come. */
 #define TARGET_TIMEOUT_MS 15000
 
 /* The statement that selects the targets, after the filter's
@@ -553,138 +548,246 @@ static int count_targets(replay *r, const kjb_dlq_where *w, uint64_t *n, kjb_err
   return 0;
 }
 
-static void drop_ahead(replay *r) {
-  if (r->ahead)
-    rd_kafka_message_destroy(r->ahead);
-  r->ahead = NULL;
+/* The targets of one page that lie in one partition. The consumer reads
+ * every partition of a page at once, so that the fetches of one target
+ * per partition overlap in a round trip (a seek costs one; at a million
+ * records, 1,000 targets lie 1,000 apart and each is a seek). */
+typedef struct {
+  target *t; /* in offset order; the page's */
+  long n, next;
+  int64_t low, high; /* the watermarks when the page began */
+  int64_t pos;       /* the offset the consumer reads next in it */
+  bool paused;
+} lane;
+
+/* Counts the target just handled; stores the batch when it is full. */
+static int settled(replay *r, kjb_err *err) {
+  r->moved_us = kjb_now_mono_us();
+  r->done++;
+  kjb_progress_update(r->progress, r->done);
+  return batch_full(r) ? store_batch(r, err) : 0;
 }
 
-/* Points the consumer at t: assigns its partition (learning its
- * watermarks) when it is another one, seeks when t lies behind the
- * position or too far ahead to read on. */
-static int aim(replay *r, const target *t, kjb_err *err) {
-  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-  bool same = r->at_topic && strcmp(r->at_topic, t->topic) == 0 && r->at_partition == t->partition;
-  if (!same) {
-    drop_ahead(r);
-    free(r->at_topic);
-    r->at_topic = kjb_xstrdup(t->topic);
-    r->at_partition = t->partition;
-    e = rd_kafka_query_watermark_offsets(r->rk, t->topic, t->partition, &r->low, &r->high,
-                                         TARGET_TIMEOUT_MS);
-    if (e) {
-      free(r->at_topic);
-      r->at_topic = NULL;
-      return kjb_err_set(err, KJB_EKAFKA, "could not read offsets of \"%s\" [%d]: %s", t->topic,
-                         (int)t->partition, rd_kafka_err2str(e));
-    }
-    r->pos = -1;
-  }
-  if (t->offset < r->low || t->offset >= r->high)
-    return 0; /* not there: no fetch */
-  if (r->pos >= 0 && t->offset >= r->pos && t->offset - r->pos <= TARGET_READ_ON)
-    return 0;
-  drop_ahead(r);
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, t->topic, t->partition)->offset = t->offset;
-  if (r->pos < 0) {
-    e = rd_kafka_assign(r->rk, l);
-  } else {
-    rd_kafka_error_t *se = rd_kafka_seek_partitions(r->rk, l, TARGET_TIMEOUT_MS);
-    if (se) {
-      e = rd_kafka_error_code(se);
-      rd_kafka_error_destroy(se);
-    } else if (l->elems[0].err) {
-      e = l->elems[0].err;
-    }
-  }
-  rd_kafka_topic_partition_list_destroy(l);
+/* Records l's next target as failing for why: its record is not there. */
+static int missing(replay *r, lane *l, const char *why, volatile sig_atomic_t *stop, kjb_err *err) {
+  const target *t = &l->t[l->next++];
+  pace(r, stop);
+  /* The row's topic string lives until the page's batch is stored. */
+  fails(r, add_rec(r, t->topic, t->partition, t->offset, t->reason), why);
+  return settled(r, err);
+}
+
+static int watermarks(replay *r, lane *l, kjb_err *err) {
+  const target *t = &l->t[l->next];
+  rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(r->rk, t->topic, t->partition, &l->low,
+                                                           &l->high, TARGET_TIMEOUT_MS);
   if (e)
-    return kjb_err_set(err, KJB_EKAFKA, "could not read \"%s\" [%d] @%" PRId64 ": %s", t->topic,
-                       (int)t->partition, t->offset, rd_kafka_err2str(e));
-  r->pos = t->offset;
+    return kjb_err_set(err, KJB_EKAFKA, "could not read offsets of \"%s\" [%d]: %s", t->topic,
+                       (int)t->partition, rd_kafka_err2str(e));
   return 0;
 }
 
-/* Fetches t's record into *out, or sets *why (returning 0 with *out
- * NULL) when the DLQ no longer holds it. Returns a negative code when
- * Kafka does not answer. */
-static int fetch(replay *r, const target *t, rd_kafka_message_t **out, char *why, size_t cap,
-                 volatile sig_atomic_t *stop, kjb_err *err) {
-  *out = NULL;
-  int rc = aim(r, t, err);
+/* Records the targets at l's head that lie outside the partition's log
+ * as failing. */
+static int skip_absent(replay *r, lane *l, volatile sig_atomic_t *stop, kjb_err *err) {
+  int rc = 0;
+  while (rc == 0 && l->next < l->n) {
+    int64_t off = l->t[l->next].offset;
+    char why[200];
+    if (off < l->low)
+      snprintf(why, sizeof why,
+               "no record at @%" PRId64 ": the log starts at offset %" PRId64
+               " (deleted by retention)",
+               off, l->low);
+    else if (off >= l->high)
+      snprintf(why, sizeof why, "no record at @%" PRId64 ": the partition ends at offset %" PRId64,
+               off, l->high);
+    else
+      break;
+    rc = missing(r, l, why, stop, err);
+  }
+  return rc;
+}
+
+static rd_kafka_topic_partition_list_t *one_partition(const target *t) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, t->topic, t->partition)->offset = t->offset;
+  return l;
+}
+
+/* Points the consumer at l's next target: seeks when it lies behind the
+ * position or too far ahead to read on; pauses the partition once l has
+ * no targets left, so that it fetches nothing more. */
+static int aim(replay *r, lane *l, volatile sig_atomic_t *stop, kjb_err *err) {
+  int rc = skip_absent(r, l, stop, err);
   if (rc < 0)
     return rc;
-  if (t->offset < r->low) {
-    snprintf(why, cap,
-             "no record at @%" PRId64 ": the log starts at offset %" PRId64
-             " (deleted by retention)",
-             t->offset, r->low);
+  if (l->next >= l->n) {
+    rd_kafka_topic_partition_list_t *p = one_partition(&l->t[l->n - 1]);
+    l->paused = rd_kafka_pause_partitions(r->rk, p) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_topic_partition_list_destroy(p);
     return 0;
   }
-  if (t->offset >= r->high) {
-    snprintf(why, cap, "no record at @%" PRId64 ": the partition ends at offset %" PRId64,
-             t->offset, r->high);
+  const target *t = &l->t[l->next];
+  if (l->pos >= 0 && t->offset >= l->pos && t->offset - l->pos <= TARGET_READ_ON)
     return 0;
-  }
-  int64_t deadline = kjb_now_mono_us() + (int64_t)TARGET_TIMEOUT_MS * 1000;
-  while (!(stop && *stop)) {
-    rd_kafka_message_t *m = r->ahead;
-    r->ahead = NULL;
-    if (!m) {
-      if (kjb_now_mono_us() > deadline)
-        return kjb_err_set(err, KJB_EKAFKA,
-                           "could not read \"%s\" [%d] @%" PRId64 ": no answer in %d ms%s%s",
-                           t->topic, (int)t->partition, t->offset, TARGET_TIMEOUT_MS,
-                           r->kafka.failed ? ": " : "", r->kafka.failed ? r->kafka.reason : "");
-      m = rd_kafka_consumer_poll(r->rk, 100);
-      if (!m)
-        continue;
-    }
-    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      int64_t end = m->offset;
-      rd_kafka_message_destroy(m);
-      if (end > t->offset) {
-        r->pos = end;
-        snprintf(why, cap,
-                 "no committed record at @%" PRId64 " (the partition ends at %" PRId64 ")",
-                 t->offset, end);
-        return 0;
-      }
-      continue;
-    }
-    if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
-        m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-      snprintf(why, cap, "no record at @%" PRId64 ": %s", t->offset, rd_kafka_message_errstr(m));
-      rd_kafka_message_destroy(m);
-      r->pos = -1; /* assign afresh for the next one */
-      free(r->at_topic);
-      r->at_topic = NULL;
-      return 0;
-    }
-    if (m->err) {
-      /* Transient (a broker away): keep waiting until the deadline. */
-      kjb_warn("replay: %s", rd_kafka_message_errstr(m));
-      rd_kafka_message_destroy(m);
-      continue;
-    }
-    r->pos = m->offset + 1;
-    if (m->offset < t->offset) {
-      rd_kafka_message_destroy(m);
-      continue;
-    }
+  rd_kafka_topic_partition_list_t *p = one_partition(t);
+  rd_kafka_error_t *se = rd_kafka_seek_partitions(r->rk, p, TARGET_TIMEOUT_MS);
+  rd_kafka_resp_err_t e = se ? rd_kafka_error_code(se) : p->elems[0].err;
+  if (se)
+    rd_kafka_error_destroy(se);
+  rd_kafka_topic_partition_list_destroy(p);
+  if (e)
+    return kjb_err_set(err, KJB_EKAFKA, "could not read \"%s\" [%d] @%" PRId64 ": %s", t->topic,
+                       (int)t->partition, t->offset, rd_kafka_err2str(e));
+  l->pos = t->offset;
+  r->moved_us = kjb_now_mono_us();
+  return 0;
+}
+
+/* Gives m, a message or event of l's partition, to l's targets: replays
+ * the record a target waits for; records a target as failing when the
+ * log passes it by (an aborted transaction's record, one compacted
+ * away, the end of the partition); skips records before it. Takes m. */
+static int take(replay *r, lane *l, rd_kafka_message_t *m, volatile sig_atomic_t *stop,
+                kjb_err *err) {
+  int rc = 0;
+  char why[400];
+  const target *t = &l->t[l->next];
+  if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
     if (m->offset > t->offset) {
-      /* An aborted transaction's record, or one compacted away: the
-       * next committed one lies past it, and may be the next target. */
-      snprintf(why, cap, "no committed record at @%" PRId64 " (the next one is @%" PRId64 ")",
-               t->offset, m->offset);
-      r->ahead = m;
-      return 0;
+      l->pos = m->offset;
+      snprintf(why, sizeof why,
+               "no committed record at @%" PRId64 " (the partition ends at %" PRId64 ")", t->offset,
+               m->offset);
+      rc = missing(r, l, why, stop, err);
     }
-    *out = m;
+  } else if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+             m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+    /* Retention deleted it since the page began: learn where the log
+     * starts now, and seek afresh. */
+    snprintf(why, sizeof why, "no record at @%" PRId64 ": %s", t->offset,
+             rd_kafka_message_errstr(m));
+    rc = missing(r, l, why, stop, err);
+    l->pos = -1;
+    if (rc == 0 && l->next < l->n)
+      rc = watermarks(r, l, err);
+  } else if (m->err) {
+    /* Transient (a broker away): the deadline decides. */
+    kjb_warn("replay: %s", rd_kafka_message_errstr(m));
+    rd_kafka_message_destroy(m);
     return 0;
+  } else {
+    l->pos = m->offset + 1;
+    while (rc == 0 && l->next < l->n && (t = &l->t[l->next])->offset <= m->offset) {
+      if (t->offset < m->offset) {
+        snprintf(why, sizeof why,
+                 "no committed record at @%" PRId64 " (the next one is @%" PRId64 ")", t->offset,
+                 m->offset);
+        rc = missing(r, l, why, stop, err);
+        continue;
+      }
+      l->next++;
+      pace(r, stop);
+      rc = replay_one(r, t->topic, m, t->reason, err);
+      if (rc == 0)
+        rc = settled(r, err);
+    }
   }
-  return 1; /* stopped */
+  rd_kafka_message_destroy(m);
+  return rc < 0 ? rc : aim(r, l, stop, err);
+}
+
+static lane *lane_of(lane *lanes, int n, const rd_kafka_message_t *m) {
+  if (!m->rkt)
+    return NULL;
+  const char *topic = rd_kafka_topic_name(m->rkt);
+  for (int i = 0; i < n; i++)
+    if (lanes[i].t->partition == m->partition && strcmp(lanes[i].t->topic, topic) == 0)
+      return &lanes[i];
+  return NULL;
+}
+
+/* Assigns the partitions of the page's lanes, each at its first target
+ * in its log. Returns 0, or a negative code. */
+static int start_page(replay *r, lane *lanes, int n, volatile sig_atomic_t *stop, kjb_err *err) {
+  rd_kafka_topic_partition_list_t *a = rd_kafka_topic_partition_list_new(n);
+  int rc = 0;
+  for (int i = 0; rc == 0 && i < n; i++) {
+    lane *l = &lanes[i];
+    if ((rc = watermarks(r, l, err)) == 0 && (rc = skip_absent(r, l, stop, err)) == 0 &&
+        l->next < l->n) {
+      rd_kafka_topic_partition_list_add(a, l->t->topic, l->t->partition)->offset =
+          l->t[l->next].offset;
+      l->pos = l->t[l->next].offset;
+    }
+  }
+  rd_kafka_resp_err_t e = rc == 0 ? rd_kafka_assign(r->rk, a) : RD_KAFKA_RESP_ERR_NO_ERROR;
+  rd_kafka_topic_partition_list_destroy(a);
+  if (e)
+    return kjb_err_set(err, KJB_EKAFKA, "could not assign the DLQ partitions: %s",
+                       rd_kafka_err2str(e));
+  r->moved_us = kjb_now_mono_us();
+  return rc;
+}
+
+/* Resumes the partitions paused for having no targets left, so that the
+ * next page's assignment reads them again. */
+static void end_page(replay *r, lane *lanes, int n) {
+  for (int i = 0; i < n; i++)
+    if (lanes[i].paused) {
+      rd_kafka_topic_partition_list_t *p = one_partition(lanes[i].t);
+      rd_kafka_resume_partitions(r->rk, p);
+      rd_kafka_topic_partition_list_destroy(p);
+    }
+}
+
+/* Fetches and replays the page's n targets. Returns 0, 1 when stopped,
+ * or a negative code when Kafka does not answer. */
+static int replay_page(replay *r, target *t, long n, volatile sig_atomic_t *stop, kjb_err *err) {
+  lane *lanes = kjb_xcalloc((size_t)n, sizeof *lanes);
+  int nl = 0;
+  for (long i = 0; i < n; i++) {
+    if (nl == 0 || t[i].partition != lanes[nl - 1].t->partition ||
+        strcmp(t[i].topic, lanes[nl - 1].t->topic) != 0)
+      lanes[nl++] = (lane){.t = &t[i], .pos = -1};
+    lanes[nl - 1].n++;
+  }
+  int rc = start_page(r, lanes, nl, stop, err);
+  while (rc == 0) {
+    if (stop && *stop) {
+      rc = 1;
+      break;
+    }
+    lane *waiting = NULL;
+    for (int i = 0; i < nl && !waiting; i++)
+      if (lanes[i].next < lanes[i].n)
+        waiting = &lanes[i];
+    if (!waiting)
+      break;
+    if (kjb_now_mono_us() - r->moved_us > (int64_t)TARGET_TIMEOUT_MS * 1000) {
+      const target *w = &waiting->t[waiting->next];
+      rc = kjb_err_set(err, KJB_EKAFKA,
+                       "could not read \"%s\" [%d] @%" PRId64 ": no answer in %d ms%s%s", w->topic,
+                       (int)w->partition, w->offset, TARGET_TIMEOUT_MS, r->kafka.failed ? ": " : "",
+                       r->kafka.failed ? r->kafka.reason : "");
+      break;
+    }
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 100);
+    if (!m)
+      continue;
+    lane *l = lane_of(lanes, nl, m);
+    if (l && l->next < l->n) {
+      rc = take(r, l, m, stop, err);
+    } else {
+      if (!l && m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        kjb_warn("replay: %s", rd_kafka_message_errstr(m));
+      rd_kafka_message_destroy(m);
+    }
+  }
+  end_page(r, lanes, nl);
+  free(lanes);
+  return rc;
 }
 
 static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) {
@@ -696,36 +799,19 @@ static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) 
   char *topic = kjb_xstrdup("");
   int32_t partition = -1;
   int64_t offset = -1;
-  while (rc == 0 && !(stop && *stop)) {
+  while (rc == 0) {
     target *t;
     long n = load_targets(r, &w, topic, partition, offset, &t, err);
     if (n < 0) {
       rc = (int)n;
       break;
     }
-    for (long i = 0; rc == 0 && i < n && !(stop && *stop); i++) {
-      pace(r, stop);
-      rd_kafka_message_t *m;
-      char why[400];
-      rc = fetch(r, &t[i], &m, why, sizeof why, stop, err);
-      if (rc != 0) {
-        rc = rc > 0 ? 0 : rc; /* stopped, or Kafka away */
-        break;
-      }
-      if (m) {
-        rc = replay_one(r, t[i].topic, m, t[i].reason, err);
-        rd_kafka_message_destroy(m);
-      } else {
-        /* The row's topic string lives until the batch is stored below. */
-        fails(r, add_rec(r, t[i].topic, t[i].partition, t[i].offset, t[i].reason), why);
-      }
-      r->done++;
-      kjb_progress_update(r->progress, r->done);
-      if (rc == 0 && batch_full(r))
-        rc = store_batch(r, err);
+    rc = replay_page(r, t, n, stop, err);
+    if (rc >= 0) {
+      /* Stopped too: what was handled is stored. */
+      int src = store_batch(r, err);
+      rc = src < 0 ? src : rc;
     }
-    if (rc == 0)
-      rc = store_batch(r, err);
     if (n > 0) {
       free(topic);
       topic = kjb_xstrdup(t[n - 1].topic);
@@ -739,11 +825,8 @@ static int replay_targets(replay *r, volatile sig_atomic_t *stop, kjb_err *err) 
   free(topic);
   kjb_progress_end(r->progress, r->done);
   r->progress = NULL;
-  drop_ahead(r);
-  free(r->at_topic);
-  r->at_topic = NULL;
   kjb_dlq_where_close(&w);
-  return rc;
+  return rc > 0 ? 0 : rc;
 }
 
 static bool targeted(const kjb_replay_opts *o) {

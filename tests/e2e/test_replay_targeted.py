@@ -183,6 +183,76 @@ def test_offset_reset_mode_records_outcomes_in_the_index(kafka, db, make_topic, 
                               [("UNKNOWN_SCHEMA_ID", "replayed", 1)] * UNKNOWN)
 
 
+def test_targets_spread_over_partitions_are_read_side_by_side(kafka, db, make_topic, run_kjb,
+                                                             kjb_services_env, tmp_path):
+    """A DLQ of three partitions, written by a plain producer with the
+    Connect headers: the selected records lie far apart in p0 (each a
+    seek), close together in p1 (read on), and in p2 one lies before the
+    log start (deleted) and one past the end. The replay reads the three
+    partitions at once; exactly the selected records become jobs, and
+    the missing ones fail with why."""
+    from confluent_kafka import TopicPartition
+
+    env = kjb_services_env
+    source, dlq = unique_name("spread"), make_topic(partitions=3)
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", unique_name("spread"), f"""
+  {{ topic = "{source}"; schema = "order_created.avsc"; dlq = "{dlq}"; jobs = ( {{ kind = "s1"; }} ); }}""")
+    cfg.write_text(cfg.read_text().replace(
+        '{ id = 7; file = "everything.avsc"; }',
+        '{ id = 7; file = "everything.avsc"; }, { id = 9; file = "order_created.avsc"; }'))
+    assert run_kjb(["migrate"], cfg, env=env).returncode == 0
+    schema = avrokit.load(V1)
+    # Per partition: how many records, and which are UNKNOWN_SCHEMA_ID.
+    layout = {0: (900, {0, 400, 899}), 1: (40, {3, 6, 9, 12}), 2: (6, {1, 4})}
+    producer = kafka.producer(**{"enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    source_offset = {}
+    for p, (count, chosen) in layout.items():
+        for o in range(count):
+            src = 1000 * p + o
+            source_offset[(p, o)] = src
+            if o in chosen:
+                value, cls = avrokit.confluent(schema, order(src), 9), "kjb.UNKNOWN_SCHEMA_ID"
+            else:
+                value, cls = b"\x00\x00\x00\x00\x01\x02", "kjb.TRUNCATED"
+            headers = [("__connect.errors.topic", source.encode()),
+                       ("__connect.errors.partition", b"0"),
+                       ("__connect.errors.offset", str(src).encode()),
+                       ("__connect.errors.stage", b"VALUE_CONVERTER"),
+                       ("__connect.errors.exception.class.name", cls.encode()),
+                       ("__connect.errors.exception.message", b"m")]
+            producer.produce(dlq, value, key=str(src).encode(), headers=headers, partition=p)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    res = run_kjb(["dlq", "reindex", "--topic", dlq], cfg, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "946 records (0 not dead letters); 946 rows added" in res.stdout, res.stdout
+    # p2's first two records go, as retention would delete them; and a
+    # row points past p2's end.
+    admin = kafka.admin()
+    for f in admin.delete_records([TopicPartition(dlq, 2, 2)]).values():
+        f.result(60)
+    db.query("INSERT INTO kjb.dead_letters (dlq_topic, dlq_partition, dlq_offset, source_topic,"
+             " source_partition, source_offset, reason, dead_lettered_at, value_size)"
+             " VALUES (%s, 2, 50, %s, 0, 9999, 'UNKNOWN_SCHEMA_ID', now(), 1)", dlq, source)
+
+    res = run_kjb(["replay", "--reason", "UNKNOWN_SCHEMA_ID", "--dlq-topic", dlq], cfg, env=env)
+    assert res.returncode == 1, res.stderr  # two still fail
+    assert summary(res) == "replayed 8, still failing 2, already present 0", res.stdout
+    want = sorted(source_offset[(p, o)] for p, (_, chosen) in layout.items() for o in chosen
+                  if (p, o) != (2, 1))
+    assert [o for o, _ in jobs_of(db, source)] == want
+    got = {(r[0], r[1]): (r[2], r[3]) for r in db.query(
+        "SELECT dlq_partition, dlq_offset, status, last_error FROM kjb.dead_letters"
+        " WHERE dlq_topic = %s AND reason = 'UNKNOWN_SCHEMA_ID'", dlq)}
+    assert got[(2, 1)] == ("failing", "no record at @1: the log starts at offset 2 (deleted by retention)")
+    assert got[(2, 50)] == ("failing", "no record at @50: the partition ends at offset 6")
+    assert {k: v for k, v in got.items() if k not in ((2, 1), (2, 50))} == \
+        {(p, o): ("replayed", None) for p, (_, chosen) in layout.items() for o in chosen if (p, o) != (2, 1)}
+    others = db.query("SELECT DISTINCT status FROM kjb.dead_letters WHERE dlq_topic = %s AND reason <> "
+                      "'UNKNOWN_SCHEMA_ID'", dlq)
+    assert others == [("dead",)]
+
+
 def test_usage_errors(run_kjb, tmp_path):
     cfg = write_ingest_config(tmp_path / "kjb.cfg", "g", '{ topic = "t"; schema = "order_created.avsc"; }')
     for args, message in [
