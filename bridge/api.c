@@ -430,7 +430,7 @@ unsigned kjb_api_parse_dlq_query(kjb_api_param_fn param, void *cls, int *limit, 
 }
 
 static unsigned get_dlq(kjb_api_param_fn param, void *cls, kjb_buf *out) {
-  int limit;
+  int limit = 0; /* set unless an error reply is made */
   unsigned status = kjb_api_parse_dlq_query(param, cls, &limit, out);
   if (status)
     return status;
