@@ -59,6 +59,8 @@ json_t *kjb_replay_stats_json(const kjb_replay_stats *st, int dry_run) {
   json_t *by = json_array();
   for (size_t i = 0; i < st->nreasons; i++) {
     const kjb_replay_reason *rr = &st->reasons[i];
+    if (rr->records == 0) /* a targeted replay stopped before its records */
+      continue;
     json_t *jobs = json_object();
     for (size_t k = 0; k < rr->nkinds; k++)
       json_object_set_new(jobs, rr->kinds[k].kind, json_integer((json_int_t)rr->kinds[k].jobs));
@@ -748,6 +750,10 @@ static int replay_page(replay *r, target *t, long n, volatile sig_atomic_t *stop
   lane *lanes = kjb_xcalloc((size_t)n, sizeof *lanes);
   int nl = 0;
   for (long i = 0; i < n; i++) {
+    /* The tallies in the order of the DLQ coordinates, as one partition
+     * after the other would make them: the lanes make them in the order
+     * the partitions' records come. */
+    reason_of(r->st, t[i].reason);
     if (nl == 0 || t[i].partition != lanes[nl - 1].t->partition ||
         strcmp(t[i].topic, lanes[nl - 1].t->topic) != 0)
       lanes[nl++] = (lane){.t = &t[i], .pos = -1};

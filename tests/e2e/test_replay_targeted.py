@@ -235,6 +235,16 @@ def test_targets_spread_over_partitions_are_read_side_by_side(kafka, db, make_to
              " source_partition, source_offset, reason, dead_lettered_at, value_size)"
              " VALUES (%s, 2, 50, %s, 0, 9999, 'UNKNOWN_SCHEMA_ID', now(), 1)", dlq, source)
 
+    # Every record of the topic, dry: the partitions' records come in
+    # any order, the tallies are in the order of the DLQ coordinates.
+    res = run_kjb(["replay", "--dlq-topic", dlq, "--dry-run"], cfg, env=env)
+    assert res.stdout.strip().splitlines() == [
+        "dry run: UNKNOWN_SCHEMA_ID: 10 records: 8 would become jobs (8 s1), 0 already present, "
+        "2 would still fail",
+        "dry run: TRUNCATED: 937 records: 0 would become jobs, 0 already present, 937 would still fail",
+        "dry run: replayed 8, still failing 939, already present 0"], res.stdout
+    assert jobs_of(db, source) == []
+
     res = run_kjb(["replay", "--reason", "UNKNOWN_SCHEMA_ID", "--dlq-topic", dlq], cfg, env=env)
     assert res.returncode == 1, res.stderr  # two still fail
     assert summary(res) == "replayed 8, still failing 2, already present 0", res.stdout
