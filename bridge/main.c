@@ -622,8 +622,6 @@ static void print_replay(const kjb_replay_stats *st, int dry_run) {
   const char *pre = dry_run ? "dry run: " : "";
   for (size_t i = 0; i < st->nreasons; i++) {
     const kjb_replay_reason *rr = &st->reasons[i];
-    if (rr->records == 0) /* a targeted replay stopped before its records */
-      continue;
     printf("%s%s: %" PRIu64 " record%s: %" PRIu64 " %s", pre, rr->reason, rr->records,
            rr->records == 1 ? "" : "s", rr->replayed,
            dry_run ? "would become jobs" : "became jobs");

@@ -59,8 +59,6 @@ json_t *kjb_replay_stats_json(const kjb_replay_stats *st, int dry_run) {
   json_t *by = json_array();
   for (size_t i = 0; i < st->nreasons; i++) {
     const kjb_replay_reason *rr = &st->reasons[i];
-    if (rr->records == 0) /* a targeted replay stopped before its records */
-      continue;
     json_t *jobs = json_object();
     for (size_t k = 0; k < rr->nkinds; k++)
       json_object_set_new(jobs, rr->kinds[k].kind, json_integer((json_int_t)rr->kinds[k].jobs));
@@ -85,6 +83,23 @@ static kjb_replay_reason *reason_of(kjb_replay_stats *st, const char *reason) {
   kjb_replay_reason *rr = &st->reasons[st->nreasons++];
   *rr = (kjb_replay_reason){.reason = kjb_xstrdup(reason)};
   return rr;
+}
+
+/* Drops the tallies of reasons no record was handled for: a targeted
+ * replay registers a page's reasons before it reads the page, and may
+ * stop before it does. */
+static void drop_unhandled(kjb_replay_stats *st) {
+  size_t kept = 0;
+  for (size_t i = 0; i < st->nreasons; i++) {
+    kjb_replay_reason *rr = &st->reasons[i];
+    if (rr->records == 0) {
+      free(rr->kinds);
+      free(rr->reason);
+    } else {
+      st->reasons[kept++] = *rr;
+    }
+  }
+  st->nreasons = kept;
 }
 
 static void add_kind(kjb_replay_reason *rr, const char *kind) {
@@ -942,9 +957,10 @@ int kjb_replay_run(const kjb_config *cfg, const kjb_replay_opts *o, kjb_replay_s
   /* A login the broker refuses ends the replay at once, not after the
    * timeouts of the requests below. */
   if ((rc = kjb_kafka_wait_connected(r.rk, &r.kafka, 10000, err)) == 0) {
-    if (targeted(o))
+    if (targeted(o)) {
       rc = replay_targets(&r, stop, err);
-    else if ((rc = plan(&r, err)) == 0)
+      drop_unhandled(st);
+    } else if ((rc = plan(&r, err)) == 0)
       rc = consume(&r, stop, err);
   }
   if (audit_id >= 0) {
