@@ -1286,10 +1286,16 @@ int kjb_dlqindex_reindex(const kjb_config *cfg, kjb_store *s, const char *topic,
 
 /* ---- replays ---------------------------------------------------------- */
 
-int kjb_dlqindex_mark_replayed(kjb_store *s, const kjb_dlq_replayed *v, size_t n, bool edited,
+#define REPLAYED_WHAT "could not record replays in the index"
+#define REPLAYED_SQL                                                                         \
+  "UPDATE dead_letters d SET status = CASE WHEN x.e IS NULL THEN 'replayed' ELSE 'failing' " \
+  "END, replays = d.replays + 1, last_replayed_at = now(), last_error = x.e, "               \
+  "edited = d.edited OR $2::boolean "                                                        \
+  "FROM jsonb_to_recordset($1::jsonb) AS x(t text, p int, o bigint, e text) "                \
+  "WHERE d.dlq_topic = x.t AND d.dlq_partition = x.p AND d.dlq_offset = x.o"
+
+int kjb_dlqindex_send_replayed(kjb_store *s, const kjb_dlq_replayed *v, size_t n, bool edited,
                                kjb_err *err) {
-  if (n == 0)
-    return 0;
   kjb_buf j;
   kjb_buf_init(&j);
   kjb_buf_putc(&j, '[');
@@ -1303,17 +1309,23 @@ int kjb_dlqindex_mark_replayed(kjb_store *s, const kjb_dlq_replayed *v, size_t n
   }
   kjb_buf_putc(&j, ']');
   const char *params[] = {j.data, edited ? "true" : "false"};
-  PGresult *r = kjb_store_query(
-      s, "could not record replays in the index",
-      "UPDATE dead_letters d SET status = CASE WHEN x.e IS NULL THEN 'replayed' ELSE 'failing' "
-      "END, replays = d.replays + 1, last_replayed_at = now(), last_error = x.e, "
-      "edited = d.edited OR $2::boolean "
-      "FROM jsonb_to_recordset($1::jsonb) AS x(t text, p int, o bigint, e text) "
-      "WHERE d.dlq_topic = x.t AND d.dlq_partition = x.p AND d.dlq_offset = x.o",
-      2, params, err);
+  int rc = kjb_store_send_prepared(s, REPLAYED_WHAT, REPLAYED_SQL, 2, params, err);
   kjb_buf_close(&j);
+  return rc;
+}
+
+int kjb_dlqindex_replayed_result(kjb_store *s, kjb_err *err) {
+  PGresult *r = kjb_store_result(s, REPLAYED_WHAT, err);
   if (!r)
     return -KJB_EPG;
   PQclear(r);
   return 0;
+}
+
+int kjb_dlqindex_mark_replayed(kjb_store *s, const kjb_dlq_replayed *v, size_t n, bool edited,
+                               kjb_err *err) {
+  if (n == 0)
+    return 0;
+  int rc = kjb_dlqindex_send_replayed(s, v, n, edited, err);
+  return rc < 0 ? rc : kjb_dlqindex_replayed_result(s, err);
 }

@@ -172,4 +172,12 @@ typedef struct {
 int kjb_dlqindex_mark_replayed(kjb_store *s, const kjb_dlq_replayed *v, size_t n, bool edited,
                                kjb_err *err);
 
+/* The same in two steps, so that the caller works on while PostgreSQL
+ * updates the rows: the statement is sent (0, or -KJB_EPG with err), and
+ * nothing else may run on s until kjb_dlqindex_replayed_result took its
+ * result (0, or -KJB_EPG with err). */
+int kjb_dlqindex_send_replayed(kjb_store *s, const kjb_dlq_replayed *v, size_t n, bool edited,
+                               kjb_err *err);
+int kjb_dlqindex_replayed_result(kjb_store *s, kjb_err *err);
+
 #endif

@@ -234,6 +234,13 @@ def test_follow_keeps_replaying_until_stopped(kafka, db, make_topic, run_kjb, st
     wait_for(lambda: db.scalar("SELECT count(*) FROM kjb.jobs") == 2 * 5, timeout=240,
              message=lambda: f"the new dead letter replayed\n{follower.log()}")
     assert proc.stop() == 0
+    # Idle, the follower waits for no more records to finish the last
+    # batch: its rows are marked and its offsets committed.
+    end = {0: dlq_offsets(kafka, dlq)[-1] + 1}
+    wait_for(lambda: kafka.committed(f"{group}.replay", dlq) == end, timeout=60,
+             message=lambda: f"offsets {kafka.committed(f'{group}.replay', dlq)}, not {end}")
+    assert db.query("SELECT status, replays FROM kjb.dead_letters WHERE dlq_topic = %s"
+                    " ORDER BY dlq_offset", dlq) == [("replayed", 1)] * 3
     follower.signal(signal.SIGTERM)
     assert follower.wait(30) == 0
     assert "replayed 3, still failing 0, already present 0" in follower.log()
