@@ -15,7 +15,10 @@
  * the cooperative protocol on librdkafka before 2.10 (see txn_commits).
  * Each dead letter's row in kjb.dead_letters is written inside that
  * transaction, before its commit (see offsets_txn for how the two stay in
- * step).
+ * step). Those last steps run in a thread while the next batch is
+ * consumed, its dead letters going into a transaction of a second
+ * producer (see committing); transactions still commit one at a time and
+ * in batch order.
  *
  * Rebalances: offsets are committed only for partitions this member owns,
  * before it gives them up, and never once its assignment is lost; an
@@ -33,6 +36,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -103,6 +107,42 @@ typedef struct {
   int dead_lettered;
 } traced;
 
+/* A batch whose dead letters are acknowledged and whose offsets are in
+ * their transaction: a thread commits the index rows and then the
+ * transaction (offsets_txn's last two steps) while the loop consumes the
+ * next batch. Dead letters go out in two lanes, each a transactional
+ * producer and an index connection: the committing batch has one, and
+ * the next batch's dead letters go into a transaction of the other as
+ * they are made, so that their acknowledgements come while PostgreSQL
+ * writes the rows of the batch before. Every commit waits for the
+ * committing batch's (finish_commit), so transactions commit in batch
+ * order; when one fails, the batches after it are consumed again too. */
+typedef struct {
+  pthread_t thread;
+  bool threaded;    /* thread was started (else its work was done in place) */
+  bool running;     /* handed over and not yet settled (finish_commit) */
+  atomic_bool done; /* the thread has returned */
+  dead_letter *dls;
+  size_t ndls, capdls;
+  part_state *parts;
+  size_t nparts, capparts;
+  traced *traced;
+  size_t ntraced, captraced;
+  size_t nrecords, inserted;
+  rd_kafka_topic_partition_list_t *offsets;
+  kjb_dlq_entry *entries;
+  size_t capentries;
+  /* The committing batch's lane, or, while none commits, the lane not in
+   * use (NULL until first needed). */
+  kjb_store *dlstore;
+  rd_kafka_t *producer;
+  int txn_ready;
+  /* What the thread did: the index failed (err), or the commit (error). */
+  bool index_failed;
+  kjb_err err;
+  rd_kafka_error_t *error;
+} committing;
+
 struct kjb_ingest {
   const kjb_config *cfg;
   kjb_catalog *catalog;
@@ -131,6 +171,8 @@ struct kjb_ingest {
   int64_t commit_retry_us; /* when to commit pending offsets again; 0 none pending */
   int cooperative;         /* the configured assignor's protocol, should librdkafka not say */
   int txn_commits;         /* every offset commit goes through the producer's transactions */
+
+  committing cm;
 
   kjb_ingest_stats stats;
   _Atomic int64_t alive_us; /* the loop's last round, for the health probes */
@@ -330,6 +372,15 @@ static kjb_store *dlstore(kjb_ingest *ing, kjb_err *err) {
   return ing->dlstore;
 }
 
+/* After the index could not be written: PostgreSQL is likely away, and
+ * the next batch's store_batch reconnects with backoff. */
+static void drop_connections(kjb_ingest *ing) {
+  kjb_store_free(ing->dlstore);
+  ing->dlstore = NULL;
+  kjb_store_free(ing->store);
+  ing->store = NULL;
+}
+
 /* Writes the rows of the batch's dead letters, all delivered, at the DLQ
  * coordinates their delivery reports gave: in a transaction, commits
  * those streamed as the reports came (see on_delivery). Returns 0, or -1
@@ -346,10 +397,7 @@ static int index_dead_letters(kjb_ingest *ing, kjb_err *err) {
                       : kjb_dlqindex_upsert(s, e, ing->ndls, err);
   free(e);
   if (rc < 0) {
-    kjb_store_free(ing->dlstore);
-    ing->dlstore = NULL;
-    kjb_store_free(ing->store);
-    ing->store = NULL;
+    drop_connections(ing);
     return -1;
   }
   return 0;
@@ -422,8 +470,27 @@ static void produce_early(kjb_ingest *ing, size_t i) {
  * or goes to another DLQ topic, or when a member stalled past
  * transaction.timeout.ms between the offsets and its upsert while another
  * took over. `kjb dlq reindex` removes such rows. */
+static rd_kafka_error_t *
+offsets_txn_send(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *offsets, size_t ndls);
+
 static rd_kafka_error_t *offsets_txn(kjb_ingest *ing,
                                      const rd_kafka_topic_partition_list_t *offsets, size_t ndls) {
+  rd_kafka_error_t *e = offsets_txn_send(ing, offsets, ndls);
+  if (e)
+    return e;
+  kjb_err err;
+  if (ndls && index_dead_letters(ing, &err) < 0)
+    return rd_kafka_error_new(RD_KAFKA_RESP_ERR__FAIL, "%s", err.msg);
+  e = rd_kafka_commit_transaction(ing->producer, 30000);
+  if (e)
+    return e;
+  ing->txn_open = 0;
+  return NULL;
+}
+
+/* offsets_txn up to and with sending the offsets. */
+static rd_kafka_error_t *
+offsets_txn_send(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *offsets, size_t ndls) {
   rd_kafka_error_t *e = open_txn(ing);
   if (e)
     return e;
@@ -445,16 +512,7 @@ static rd_kafka_error_t *offsets_txn(kjb_ingest *ing,
   rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(ing->consumer);
   e = rd_kafka_send_offsets_to_transaction(ing->producer, offsets, cgmd, 30000);
   rd_kafka_consumer_group_metadata_destroy(cgmd);
-  if (e)
-    return e;
-  kjb_err err;
-  if (ndls && index_dead_letters(ing, &err) < 0)
-    return rd_kafka_error_new(RD_KAFKA_RESP_ERR__FAIL, "%s", err.msg);
-  e = rd_kafka_commit_transaction(ing->producer, 30000);
-  if (e)
-    return e;
-  ing->txn_open = 0;
-  return NULL;
+  return e;
 }
 
 /* Without transactions: writes the rows of the settled dead letters,
@@ -514,11 +572,18 @@ static int abort_txn(kjb_ingest *ing, int fatal) {
  * aborted (nothing of it is visible: the batch's records with dead letters
  * must be consumed again), -1 when asked to stop after a failure (nothing
  * committed either). */
+static int txn_failed(kjb_ingest *ing, rd_kafka_error_t *e, size_t ndls);
+
 static int commit_in_txn(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *offsets,
                          size_t ndls) {
   rd_kafka_error_t *e = offsets_txn(ing, offsets, ndls);
-  if (!e)
-    return 0;
+  return e ? txn_failed(ing, e, ndls) : 0;
+}
+
+/* Reports e, the failure of the transaction of a batch with ndls dead
+ * letters, destroys it and aborts the transaction; commit_in_txn's
+ * returns. */
+static int txn_failed(kjb_ingest *ing, rd_kafka_error_t *e, size_t ndls) {
   if (ndls)
     kjb_warn("could not commit %zu dead letter(s) with their offsets: %s; the batch's records "
              "will be consumed again",
@@ -533,10 +598,10 @@ static int commit_in_txn(kjb_ingest *ing, const rd_kafka_topic_partition_list_t 
 
 /* Moves the batch's partitions back to its first records, so that an
  * aborted batch is consumed again; jobs already stored are skipped then. */
-static void rewind_batch(kjb_ingest *ing) {
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)ing->nparts);
-  for (size_t i = 0; i < ing->nparts; i++) {
-    part_state *ps = &ing->parts[i];
+static void rewind_parts(kjb_ingest *ing, const part_state *parts, size_t nparts) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)nparts);
+  for (size_t i = 0; i < nparts; i++) {
+    const part_state *ps = &parts[i];
     int64_t at = ps->first_offset >= 0 ? ps->first_offset : ps->retry_offset;
     if (at >= 0)
       rd_kafka_topic_partition_list_add(l, ps->topic->topic, ps->partition)->offset = at;
@@ -552,6 +617,8 @@ static void rewind_batch(kjb_ingest *ing) {
                l->elems[i].topic, (int)l->elems[i].partition, rd_kafka_err2str(l->elems[i].err));
   rd_kafka_topic_partition_list_destroy(l);
 }
+
+static void rewind_batch(kjb_ingest *ing) { rewind_parts(ing, ing->parts, ing->nparts); }
 
 /* ---- one record ----------------------------------------------------- */
 
@@ -598,10 +665,10 @@ static const char *trace_record(kjb_ingest *ing, const rd_kafka_message_t *m,
 }
 
 /* Exports the spans of the batch just committed. */
-static void export_spans(kjb_ingest *ing) {
+static void export_spans(const traced *t, size_t n) {
   int64_t now = kjb_now_wall_us();
-  for (size_t i = 0; i < ing->ntraced; i++) {
-    const traced *x = &ing->traced[i];
+  for (size_t i = 0; i < n; i++) {
+    const traced *x = &t[i];
     kjb_span s = {.name = "kjb ingest",
                   .kind = 5,
                   .start_us = x->start_us,
@@ -619,7 +686,6 @@ static void export_spans(kjb_ingest *ing) {
     memcpy(s.parent_id, x->parent_id, sizeof s.parent_id);
     kjb_otlp_span(&s);
   }
-  ing->ntraced = 0;
 }
 
 static int process(kjb_ingest *ing, rd_kafka_message_t *m, const kjb_topic_cfg *t, part_state *ps) {
@@ -756,7 +822,7 @@ static void add_dead_lettered(const char *topic, kjb_errcode code, size_t n) {
 
 /* Counts the committed batch's dead letters by topic and reason, and
  * remembers the newest of them for /api/dlq. */
-static void count_dead_letters(kjb_ingest *ing) {
+static void count_dead_letters(const dead_letter *dls, size_t ndls) {
   enum { MAX_GROUPS = 16 };
   struct group {
     const char *topic;
@@ -764,8 +830,8 @@ static void count_dead_letters(kjb_ingest *ing) {
     size_t n;
   } g[MAX_GROUPS];
   size_t ng = 0;
-  for (size_t i = 0; i < ing->ndls; i++) {
-    const dead_letter *d = &ing->dls[i];
+  for (size_t i = 0; i < ndls; i++) {
+    const dead_letter *d = &dls[i];
     size_t j = 0;
     while (j < ng && !(g[j].topic == d->topic->topic && g[j].code == d->reason.code))
       j++;
@@ -780,10 +846,10 @@ static void count_dead_letters(kjb_ingest *ing) {
   }
   for (size_t j = 0; j < ng; j++)
     add_dead_lettered(g[j].topic, g[j].code, g[j].n);
-  size_t first = ing->ndls > KJB_STATS_DEAD_LETTERS ? ing->ndls - KJB_STATS_DEAD_LETTERS : 0;
+  size_t first = ndls > KJB_STATS_DEAD_LETTERS ? ndls - KJB_STATS_DEAD_LETTERS : 0;
   kjb_stats_dead_letters_skip(first);
-  for (size_t i = first; i < ing->ndls; i++) {
-    const dead_letter *d = &ing->dls[i];
+  for (size_t i = first; i < ndls; i++) {
+    const dead_letter *d = &dls[i];
     kjb_stats_dead_letter(d->topic->topic, (int)d->msg->partition, d->msg->offset, d->topic->dlq,
                           kjb_err_name(d->reason.code), d->stage, d->reason.msg);
   }
@@ -867,14 +933,171 @@ static void commit_pending(kjb_ingest *ing) {
   rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* Counts a committed batch: its records by topic, its dead letters, its
+ * spans and the totals. */
+static void count_batch(kjb_ingest *ing, const part_state *parts, size_t nparts,
+                        const dead_letter *dls, size_t ndls, const traced *spans, size_t nspans,
+                        size_t nrecords, size_t inserted) {
+  for (size_t i = 0; i < nparts; i++)
+    if (parts[i].records)
+      kjb_counter_add("kjb_records_consumed_total", CONSUMED_HELP, (double)parts[i].records,
+                      "topic", parts[i].topic->topic, NULL);
+  count_dead_letters(dls, ndls);
+  export_spans(spans, nspans);
+  ing->stats.records += nrecords;
+  ing->stats.jobs_inserted += inserted;
+  ing->stats.dead_lettered += ndls;
+  ing->stats.batches++;
+}
+
+/* ---- committing while the next batch is consumed -------------------- */
+
+/* Swaps the lane in use (with its open transaction) and cm's. */
+static void swap_lanes(kjb_ingest *ing) {
+  committing *c = &ing->cm;
+  rd_kafka_t *producer = c->producer;
+  kjb_store *dls = c->dlstore;
+  int ready = c->txn_ready;
+  c->producer = ing->producer, c->dlstore = ing->dlstore, c->txn_ready = ing->txn_ready;
+  ing->producer = producer, ing->dlstore = dls, ing->txn_ready = ready;
+}
+
+/* Makes the second lane's producer when there is none yet: 0, or -1
+ * with err. */
+static int spare_lane(kjb_ingest *ing, kjb_err *err) {
+  if (ing->cm.producer)
+    return 0;
+  swap_lanes(ing);
+  int rc = make_producer(ing, err);
+  swap_lanes(ing);
+  return rc;
+}
+
+/* The thread of a committing batch: its index rows, then its transaction. */
+static void *commit_rest(void *arg) {
+  committing *c = arg;
+  c->index_failed = kjb_dlqindex_stream_finish(c->dlstore, c->entries, c->ndls, &c->err) < 0;
+  if (!c->index_failed)
+    c->error = rd_kafka_commit_transaction(c->producer, 30000);
+  atomic_store(&c->done, true);
+  return NULL;
+}
+
+/* The end of flush for a batch with dead letters whose rows were
+ * streamed, when the loop may consume on meanwhile: offsets_txn as far
+ * as the offsets, then the batch is handed to a thread that does the
+ * rest (see committing), and a new batch begins. PostgreSQL's part is
+ * the longest: on two cores it wrote 200k rows for 1.4-2.0 s after the
+ * last of their records was acknowledged, while the loop waited; with
+ * the next batch's dead letters acknowledged meanwhile, dead-lettering
+ * with the index went from 0.82 to 0.93-0.95 of the rate without it.
+ * Returns as commit_in_txn; on 0 the batch and offsets are the thread's. */
+static int commit_later(kjb_ingest *ing, rd_kafka_topic_partition_list_t *offsets,
+                        size_t inserted) {
+  rd_kafka_error_t *e = offsets_txn_send(ing, offsets, ing->ndls);
+  if (e)
+    return txn_failed(ing, e, ing->ndls);
+  committing *c = &ing->cm;
+  swap_lanes(ing); /* the transaction is c's now; the next one begins in the other lane */
+  ing->txn_open = 0;
+  c->entries = kjb_xgrow(c->entries, &c->capentries, ing->ndls, sizeof *c->entries);
+  for (size_t i = 0; i < ing->ndls; i++)
+    c->entries[i] = entry_of(ing, i);
+  for (size_t i = 0; i < ing->nparts; i++)
+    if (ing->parts[i].blocked)
+      pause_blocked(ing, &ing->parts[i]);
+  /* The batch's arrays go to c, c's spare ones to the next batch. */
+  dead_letter *dls = c->dls;
+  size_t capdls = c->capdls;
+  c->dls = ing->dls, c->capdls = ing->capdls, c->ndls = ing->ndls;
+  ing->dls = dls, ing->capdls = capdls, ing->ndls = 0;
+  part_state *parts = c->parts;
+  size_t capparts = c->capparts;
+  c->parts = ing->parts, c->capparts = ing->capparts, c->nparts = ing->nparts;
+  ing->parts = parts, ing->capparts = capparts, ing->nparts = 0;
+  traced *spans = c->traced;
+  size_t capspans = c->captraced;
+  c->traced = ing->traced, c->captraced = ing->captraced, c->ntraced = ing->ntraced;
+  ing->traced = spans, ing->captraced = capspans, ing->ntraced = 0;
+  c->nrecords = ing->nrecords;
+  c->inserted = inserted;
+  c->offsets = offsets;
+  c->index_failed = false;
+  c->error = NULL;
+  atomic_store(&c->done, false);
+  c->running = true;
+  c->threaded = pthread_create(&c->thread, NULL, commit_rest, c) == 0;
+  if (!c->threaded) {
+    kjb_debug("could not start a thread to commit a batch: committing it now");
+    commit_rest(c);
+  }
+  ing->batch_gen++;
+  ing->rows.n = 0;
+  ing->nrecords = 0;
+  kjb_arena_reset(ing->arena);
+  return 0;
+}
+
+/* Waits for the batch being committed, when there is one, and settles
+ * it. Returns 0 when it is committed, -1 when not: then its records are
+ * consumed again, and so are those of the batch begun since, which is
+ * dropped (they come after). */
+static int finish_commit(kjb_ingest *ing) {
+  committing *c = &ing->cm;
+  if (!c->running)
+    return 0;
+  if (c->threaded)
+    pthread_join(c->thread, NULL);
+  c->running = false;
+  int rc = 0;
+  if (!c->index_failed && !c->error) {
+    mark_committed(ing, c->offsets);
+    count_batch(ing, c->parts, c->nparts, c->dls, c->ndls, c->traced, c->ntraced, c->nrecords,
+                c->inserted);
+  } else {
+    /* The batch begun since is dropped, its transaction aborted... */
+    if (ing->nrecords)
+      kjb_warn("dropping the %zu records (%zu dead letters) consumed since: they are consumed "
+               "again after the batch before them",
+               ing->nrecords, ing->ndls);
+    if (ing->store)
+      kjb_store_stream_abort(ing->store);
+    rewind_batch(ing);
+    reset_batch(ing);
+    /* ...and so is the failed one's, in its own lane. */
+    swap_lanes(ing);
+    ing->txn_open = 1;
+    rd_kafka_error_t *e = c->error;
+    c->error = NULL;
+    if (c->index_failed) {
+      e = rd_kafka_error_new(RD_KAFKA_RESP_ERR__FAIL, "%s", c->err.msg);
+      drop_connections(ing);
+    }
+    txn_failed(ing, e, c->ndls);
+    rewind_parts(ing, c->parts, c->nparts);
+    rc = -1;
+  }
+  for (size_t i = 0; i < c->ndls; i++)
+    rd_kafka_message_destroy(c->dls[i].msg);
+  c->ndls = c->nparts = c->ntraced = 0;
+  rd_kafka_topic_partition_list_destroy(c->offsets);
+  c->offsets = NULL;
+  return rc;
+}
+
 /* Makes the batch durable and commits its offsets (and any still pending
- * from earlier batches), with its dead letters when it has any. Returns 0,
- * or -1 when the batch was not committed: asked to stop, its dead-letter
- * transaction aborted (the records will be delivered again), or the
- * assignment was lost meanwhile (the partitions' next owners consume the
- * records again; this member must neither commit for them nor produce
- * their dead letters, which the next owners produce). */
-static int flush(kjb_ingest *ing) {
+ * from earlier batches), with its dead letters when it has any; with
+ * `overlap`, such a batch may be committed by a thread while the loop
+ * consumes on (see commit_later). A batch still being committed is
+ * settled first. Returns 0, or -1 when the batch was not committed: asked
+ * to stop, its dead-letter transaction aborted (the records will be
+ * delivered again), or the assignment was lost meanwhile (the
+ * partitions' next owners consume the records again; this member must
+ * neither commit for them nor produce their dead letters, which the next
+ * owners produce). */
+static int flush(kjb_ingest *ing, bool overlap) {
+  if (finish_commit(ing) < 0)
+    return -1;
   if (ing->nparts == 0)
     return 0;
   int64_t t0 = kjb_now_mono_us();
@@ -904,7 +1127,23 @@ static int flush(kjb_ingest *ing) {
   }
   add_pending(ing, offsets);
   int committed = 0;
-  if (ing->ndls > 0 && !ing->cfg->kafka.embedded) {
+  kjb_err lane_err;
+  bool lane =
+      ing->ndls > 0 && !ing->cfg->kafka.embedded && overlap && ing->txn_open && ing->dlstore;
+  if (lane && spare_lane(ing, &lane_err) < 0) {
+    kjb_warn("%s; committing the batch in place", lane_err.msg);
+    lane = false;
+  }
+  if (lane) {
+    size_t ndls = ing->ndls, nrecords = ing->nrecords;
+    if ((committed = commit_later(ing, offsets, inserted)) == 0) {
+      ing->stats.store_us += (uint64_t)(t1 - t0);
+      ing->stats.settle_us += (uint64_t)(kjb_now_mono_us() - t1);
+      kjb_debug("batch: %zu records, %zu new jobs, %zu dead letters, committing; store %lld ms",
+                nrecords, inserted, ndls, (long long)(t1 - t0) / 1000);
+      return 0;
+    }
+  } else if (ing->ndls > 0 && !ing->cfg->kafka.embedded) {
     committed = commit_in_txn(ing, offsets, ing->ndls);
     if (committed == 0)
       mark_committed(ing, offsets);
@@ -929,16 +1168,8 @@ static int flush(kjb_ingest *ing) {
     if (ing->parts[i].blocked)
       pause_blocked(ing, &ing->parts[i]);
   int64_t t3 = kjb_now_mono_us();
-  for (size_t i = 0; i < ing->nparts; i++)
-    if (ing->parts[i].records)
-      kjb_counter_add("kjb_records_consumed_total", CONSUMED_HELP, (double)ing->parts[i].records,
-                      "topic", ing->parts[i].topic->topic, NULL);
-  count_dead_letters(ing);
-  export_spans(ing);
-  ing->stats.records += ing->nrecords;
-  ing->stats.jobs_inserted += inserted;
-  ing->stats.dead_lettered += ing->ndls;
-  ing->stats.batches++;
+  count_batch(ing, ing->parts, ing->nparts, ing->dls, ing->ndls, ing->traced, ing->ntraced,
+              ing->nrecords, inserted);
   ing->stats.store_us += (uint64_t)(t1 - t0);
   /* With dead letters, the commit is their transaction. */
   *(ing->ndls ? &ing->stats.settle_us : &ing->stats.commit_us) += (uint64_t)(t2 - t1);
@@ -982,7 +1213,7 @@ static void tally(const rd_kafka_topic_partition_list_t *l, const char *name, co
  * are lifted, since librdkafka would keep a partition paused should it
  * come back to this process; then they are forgotten. */
 static void give_up(kjb_ingest *ing, const rd_kafka_topic_partition_list_t *parts) {
-  flush(ing);
+  flush(ing, false);
   commit_pending(ing);
   resume_paused(ing, 0, parts);
   for (size_t i = 0; i < ing->nowned;) {
@@ -1226,17 +1457,21 @@ int kjb_ingest_run(kjb_ingest *ing, volatile sig_atomic_t *stop, kjb_err *err) {
         rd_kafka_message_destroy(m);
       ing->stats.process_us += (uint64_t)(kjb_now_mono_us() - t1);
     }
+    /* Idle, there is nothing to do meanwhile. */
+    if (ing->cm.running && (!m || atomic_load(&ing->cm.done)))
+      finish_commit(ing);
     int full = ing->nrecords >= batch_size;
     int due = ing->nparts > 0 && kjb_now_mono_us() - batch_start >= batch_timeout;
     if (full || due || (!m && ing->nparts > 0))
-      flush(ing);
-    if (ing->nrecords == 0 && ing->commit_retry_us && kjb_now_mono_us() >= ing->commit_retry_us)
+      flush(ing, true);
+    if (ing->nrecords == 0 && ing->commit_retry_us && !ing->cm.running &&
+        kjb_now_mono_us() >= ing->commit_retry_us)
       commit_pending(ing);
     resume_due(ing, 0);
   }
   /* Drain: make what we hold durable, then leave the group (which revokes
    * and commits through on_rebalance). */
-  flush(ing);
+  flush(ing, false);
   resume_due(ing, 1);
   pthread_mutex_lock(&ing->close_mu);
   ing->closed = 1;
@@ -1250,6 +1485,25 @@ void kjb_ingest_get_stats(const kjb_ingest *ing, kjb_ingest_stats *out) { *out =
 void kjb_ingest_free(kjb_ingest *ing) {
   if (!ing)
     return;
+  committing *c = &ing->cm;
+  if (c->running) { /* kjb_ingest_run ends with none: only after a failed start */
+    if (c->threaded)
+      pthread_join(c->thread, NULL);
+    if (c->error)
+      rd_kafka_error_destroy(c->error);
+    for (size_t i = 0; i < c->ndls; i++)
+      rd_kafka_message_destroy(c->dls[i].msg);
+    rd_kafka_topic_partition_list_destroy(c->offsets);
+  }
+  free(c->dls);
+  free(c->parts);
+  free(c->traced);
+  free(c->entries);
+  if (c->producer) {
+    rd_kafka_flush(c->producer, 5000);
+    rd_kafka_destroy(c->producer);
+  }
+  kjb_store_free(c->dlstore);
   reset_batch(ing);
   if (ing->consumer)
     rd_kafka_destroy(ing->consumer);

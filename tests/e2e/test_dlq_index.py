@@ -838,3 +838,67 @@ def test_sigkill_while_dead_lettering_keeps_index_and_dlq_in_step(kafka, db, mak
         assert (rec.header("__connect.errors.partition"), rec.header("__connect.errors.offset")) == (str(sp), str(so))
         assert bytes(key) == rec.key == sources[(sp, so)]
     assert db.scalar("SELECT count(*) FROM kjb.jobs") == sum(ends.values()) - BAD_IN_STREAM
+
+
+FAILED_INDEX_WRITES = 3
+
+
+def test_a_failed_index_write_takes_back_the_batches_after_it(kafka, db, make_topic, start_kjb, run_kjb,
+                                                              kjb_services_env, tmp_path):
+    """A batch's rows are written to the index (and then its transaction
+    committed) while the next batch is consumed, its dead letters going out
+    in a second transaction. When the rows cannot be written, both
+    transactions are aborted and both batches consumed again: in the end
+    each bad record is one committed DLQ record with its row, and each good
+    one its job."""
+    topic = make_topic(partitions=2)
+    dlq = make_topic(partitions=2, name=f"{topic}.dlq")
+    group = unique_name("dlqfail")
+    cfg = write_ingest_config(tmp_path / "kjb.cfg", group, f"""
+  {{ topic = "{topic}"; schema = "order_created.avsc"; jobs = ( {{ kind = "k"; }} ); }}""")
+    assert run_kjb(["migrate"], cfg, env=kjb_services_env).returncode == 0
+    # The index refuses a row FAILED_INDEX_WRITES times: a sequence is not
+    # rolled back with the statement that failed.
+    db.query("CREATE SEQUENCE kjb.refusals")
+    db.query("CREATE FUNCTION kjb.refuse_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+             f" IF nextval('kjb.refusals') <= {FAILED_INDEX_WRITES} THEN"
+             " RAISE EXCEPTION 'injected: the index refuses a row'; END IF; RETURN NEW; END $$")
+    db.query("CREATE TRIGGER refuse_rows BEFORE INSERT ON kjb.dead_letters"
+             " FOR EACH ROW EXECUTE FUNCTION kjb.refuse_rows()")
+    # Enough records for many batches of 50, each with dead letters.
+    sources = {}
+    producer = kafka.producer(**{"enable.idempotence": True, "acks": "all"})
+    for p in range(2):
+        for i in range(600):
+            if i % 5 == 0:
+                producer.produce(topic, value=avrokit.confluent(ORDER, order(i), 1), partition=p)
+            else:
+                producer.produce(topic, value=b"\x07bad" + str(i).encode(), key=f"p{p}-{i}".encode(),
+                                 partition=p)
+    assert producer.flush(60) == 0
+    ends = kafka.end_offsets(topic)
+    for p in range(2):
+        sources.update({(p, o): f"p{p}-{o}".encode() for o in range(600) if o % 5})
+
+    proc = start_kjb(["run", "--role", "consumer"], cfg, env=kjb_services_env, name="refused")
+    wait_for(lambda: kafka.committed(group, topic) == ends, timeout=180,
+             message=lambda: f"offsets committed to the end {ends}\n{proc.log()[-3000:]}")
+    assert proc.stop() == 0
+    refused = re.findall(r"could not commit \d+ dead letter\(s\) with their offsets: .*injected: the index "
+                         r"refuses a row", proc.log())
+    assert len(refused) == FAILED_INDEX_WRITES, proc.log()[-3000:]
+    # The batch consumed meanwhile went back too, with dead letters in the
+    # second transaction at least once.
+    dropped = [int(n) for n in re.findall(r"dropping the \d+ records \((\d+) dead letters\) consumed since",
+                                          proc.log())]
+    assert dropped and max(dropped) > 0, proc.log()[-3000:]
+
+    records = committed_dlq(kafka, dlq)
+    index = db.query("SELECT dlq_partition, dlq_offset, source_partition, source_offset, key FROM kjb.dead_letters")
+    assert len(records) == len(sources) and len(index) == len(sources)
+    assert {(r[0], r[1]) for r in index} == set(records)
+    for dp, do, sp, so, key in index:
+        rec = records[(dp, do)]
+        assert (rec.header("__connect.errors.partition"), rec.header("__connect.errors.offset")) == (str(sp), str(so))
+        assert bytes(key) == rec.key == sources[(sp, so)]
+    assert db.scalar("SELECT count(*) FROM kjb.jobs") == sum(ends.values()) - len(sources)
