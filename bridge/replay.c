@@ -25,8 +25,10 @@
 #include "util.h"
 
 /* A batch is stored once it has this many records or jobs, or is this
- * old (a paced replay). */
-#define REPLAY_BATCH 2000
+ * old (a paced replay). As many as ingest's default batch: at 2,000 a
+ * replay of 100k records ran at 0.76-0.99 of ingest, at 5,000 at 0.88-1.08
+ * (peak RSS 43 MiB, 57 when every job is present already). */
+#define REPLAY_BATCH 5000
 #define REPLAY_BATCH_US 1000000
 
 /* ---- replay --------------------------------------------------------- */
