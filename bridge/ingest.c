@@ -1486,7 +1486,7 @@ void kjb_ingest_free(kjb_ingest *ing) {
   if (!ing)
     return;
   committing *c = &ing->cm;
-  if (c->running) { /* kjb_ingest_run ends with none: only after a failed start */
+  if (c->running) { /* kjb_ingest_run settles it before it returns: not reached so far */
     if (c->threaded)
       pthread_join(c->thread, NULL);
     if (c->error)
